@@ -1,0 +1,21 @@
+"""URLs of the SDK-compatible API, mounted at /api/paas/v4/."""
+
+from __future__ import annotations
+
+from django.urls import path, re_path
+
+from datasets import api as datasets_api
+from jobs import api as jobs_api
+
+from . import api, api_models
+
+urlpatterns = [
+    path("models", api_models.models_list, name="api_models"),
+    *datasets_api.urlpatterns,
+    *jobs_api.urlpatterns,
+    # Each app appends its own endpoints here (files, fine_tuning, chat …).
+]
+
+
+def catch_all() -> list:
+    return [re_path(r"^(?P<path>.*)$", api.api_not_found)]

@@ -1,0 +1,16 @@
+"""ASGI entry point (uvicorn), so that streamed responses stream."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+django_application = get_asgi_application()
+
+# Django's ASGI handler reads a whole request body before any view runs: stop
+# dataset uploads at their size limit while they stream in (413), not after.
+from datasets.uploads import DatasetUploadLimitMiddleware  # noqa: E402
+
+application = DatasetUploadLimitMiddleware(django_application)

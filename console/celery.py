@@ -1,0 +1,45 @@
+"""The Celery application: JSON only, late acks, three queues.
+
+``default`` carries short work (validation, notifications, housekeeping),
+``training`` carries fine-tuning runs (one at a time per worker) and
+``serving`` carries deployment and scaling of inference instances.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Exchange, Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+
+app = Celery("console")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [
+    Queue("default", Exchange("default"), routing_key="default"),
+    Queue("training", Exchange("training"), routing_key="training"),
+    Queue("serving", Exchange("serving"), routing_key="serving"),
+]
+app.conf.beat_schedule = {
+    "console-heartbeat": {"task": "console.tasks.beat_heartbeat", "schedule": 30.0},
+    "jobs-repair": {"task": "jobs.repair", "schedule": 30.0},
+    "datasets-repair": {"task": "datasets.repair", "schedule": 60.0},
+}
+app.conf.task_routes = {"jobs.train_next": {"queue": "training"}}
+app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _preload_training(**_kwargs) -> None:
+    """A training worker imports torch and transformers before its first task.
+
+    It is started with CONSOLE_PRELOAD_TRAINING=1 so that a submitted task
+    reaches its first step seconds sooner."""
+    if os.environ.get("CONSOLE_PRELOAD_TRAINING") == "1":
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+        from jobs.training import engine  # noqa: F401

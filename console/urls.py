@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from . import api_urls, health, views
+
+console_patterns = [
+    path("", views.overview, name="overview"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("language/", views.set_language, name="set_language"),
+    path("account/", views.account, name="account"),
+    path("api-keys/", views.api_keys, name="api_keys"),
+    path("api-keys/<int:pk>/revoke/", views.api_key_revoke, name="api_key_revoke"),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/console/", permanent=False)),
+    path("console/datasets/", include(("datasets.urls", "datasets"))),
+    path("console/", include("jobs.urls")),
+    path("console/", include((console_patterns, "console"))),
+    path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("api/paas/v4/", include(api_urls.urlpatterns + api_urls.catch_all())),
+]
+
+admin.site.site_header = settings.CONSOLE_PRODUCT_NAME
+admin.site.site_title = settings.CONSOLE_PRODUCT_NAME

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone, translation
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from jobs.models import BaseModel
+
+from .forms import AccountForm, ApiKeyForm, LoginForm
+from .models import ApiKey
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "console/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+
+@login_required
+def overview(request: HttpRequest) -> HttpResponse:
+    from django.db.models import Count, Q
+
+    from datasets.models import Dataset
+    from jobs.models import FineTunedModel, FineTuningJob
+
+    keys = ApiKey.objects.active().filter(user=request.user)
+    models = BaseModel.objects.usable_by(request.user)
+    datasets = Dataset.objects.filter(owner=request.user).aggregate(
+        total=Count("id"), ready=Count("id", filter=Q(status="ready")), invalid=Count("id", filter=Q(status="invalid"))
+    )
+    jobs = FineTuningJob.objects.filter(owner=request.user).aggregate(
+        total=Count("id"), running=Count("id", filter=Q(status="running")),
+        queued=Count("id", filter=Q(status__in=["queued", "validating_files"])),
+        succeeded=Count("id", filter=Q(status="succeeded")), failed=Count("id", filter=Q(status="failed")),
+    )
+    context = {
+        "api_key_count": keys.count(),
+        "base_model_count": models.count(),
+        "base_models_ready": sum(1 for m in models if m.weights_present),
+        "datasets": datasets,
+        "jobs": jobs,
+        "fine_tuned_count": FineTunedModel.objects.filter(owner=request.user, deleted_at__isnull=True).count(),
+        "recent_jobs": FineTuningJob.objects.filter(owner=request.user).select_related("base_model")[:5],
+    }
+    return render(request, "console/overview.html", context)
+
+
+@login_required
+def account(request: HttpRequest) -> HttpResponse:
+    form = AccountForm(request.POST or None, instance=request.user)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        translation.activate(user.language)
+        messages.success(request, _("Your account was saved."))
+        response = redirect("console:account")
+        response.set_cookie("django_language", user.language, samesite="Lax")
+        return response
+    return render(request, "console/account.html", {"form": form})
+
+
+@require_POST
+def set_language(request: HttpRequest) -> HttpResponse:
+    """The top bar's language switch: saves the choice on the account too."""
+    language = request.POST.get("language", "")
+    next_url = request.POST.get("next") or request.headers.get("Referer") or "/console/"
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        next_url = "/console/"
+    response = HttpResponseRedirect(next_url)
+    if language and translation.check_for_language(language):
+        if request.user.is_authenticated and request.user.language != language:
+            request.user.language = language
+            request.user.save(update_fields=["language"])
+        response.set_cookie("django_language", language, max_age=365 * 24 * 3600, samesite="Lax")
+    return response
+
+
+def _get_api_key_for_user(request: HttpRequest, pk: int) -> ApiKey:
+    return get_object_or_404(ApiKey, pk=pk, user=request.user)
+
+
+@login_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None, user=request.user)
+    created_key = None
+    if request.method == "POST" and form.is_valid():
+        key, created_key = ApiKey.create_for(user=request.user, name=form.cleaned_data["name"])
+        form = ApiKeyForm(user=request.user)
+    keys = ApiKey.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
+    page = Paginator(keys, 20).get_page(request.GET.get("page"))
+    context = {"form": form, "page": page, "created_key": created_key}
+    if request.htmx and request.method == "POST":
+        return render(request, "console/api_keys.html#keys", context)
+    return render(request, "console/api_keys.html", context)
+
+
+@login_required
+def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    key = _get_api_key_for_user(request, pk)
+    if request.method == "POST":
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            messages.success(request, _("Key %(name)s was revoked. Calls made with it now fail.") % {"name": key.name})
+        return redirect("console:api_keys")
+    return render(request, "console/api_key_revoke.html", {"key": key})

@@ -1,0 +1,32 @@
+"""The datasets app's settings, with their defaults (console/settings.py reads them from the environment)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+MIB = 1024 * 1024
+
+
+def max_bytes() -> int:
+    """Largest upload accepted; enforced while the upload streams in."""
+    return int(getattr(settings, "DATASET_MAX_BYTES", 512 * MIB))
+
+
+def max_line_bytes() -> int:
+    """Longest line (one example) the validator reads; longer lines are an error."""
+    return int(getattr(settings, "DATASET_MAX_LINE_BYTES", 64 * MIB))
+
+
+def advised_min_examples() -> int:
+    """Below this many examples a dataset gets a warning ("at least several hundred")."""
+    return int(getattr(settings, "DATASET_ADVISED_MIN_EXAMPLES", 300))
+
+
+def dedupe_window_seconds() -> int:
+    """An API upload of the same content by the same user within this window returns the first file."""
+    return int(getattr(settings, "DATASET_DEDUPE_WINDOW", 600))
+
+
+def multipart_slack() -> int:
+    """Room for the multipart framing and the small form fields beside the file."""
+    return 64 * 1024

@@ -1,0 +1,445 @@
+"""The datasets domain: create, validate, read, delete. Views, tasks, the API and the admin call these."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import timedelta
+from itertools import islice
+from pathlib import Path
+from typing import IO
+
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError, Q
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from . import conf
+from .models import FINAL_STATUSES, Category, Dataset, Severity, Status, ValidationIssue
+from .schema import check_example
+from .validation import BOM, ValidationCancelled, ValidationResult, Validator
+
+logger = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(minutes=2)
+PREVIEW_LINE_BYTES = 8 * 1024 * 1024  # a validating dataset with no progress this long lost its worker
+
+
+class DatasetError(Exception):
+    """A request about a dataset that cannot be done, with a message for the user."""
+
+    def __init__(self, message: str, code: str = "invalid"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class DatasetInUse(DatasetError):
+    """The dataset trained (or validated) a fine-tuning task and is kept for its record."""
+
+    def __init__(self, jobs: list):
+        self.jobs = jobs
+        names = ", ".join(str(getattr(job, "public_id", None) or job) for job in jobs)
+        super().__init__(
+            _("This dataset is used by fine-tuning task(s) %(jobs)s and is kept for their record.") % {"jobs": names},
+            code="in_use",
+        )
+
+
+def _default_base_model():
+    from jobs.models import BaseModel
+
+    return BaseModel.objects.filter(is_default=True).first()
+
+
+# --- create -----------------------------------------------------------------
+
+
+def dataset_find_duplicate(*, owner, request_id: str | None = None, sha256: str = "", filename: str = "",
+                           purpose: str = "fine-tune", window_seconds: int | None = None) -> Dataset | None:
+    """The dataset a retried create already made: same request_id, else same content in the window."""
+    if request_id:
+        return Dataset.objects.filter(owner=owner, request_id=request_id).first()
+    if window_seconds and sha256:
+        since = timezone.now() - timedelta(seconds=window_seconds)
+        return (
+            Dataset.objects.filter(owner=owner, sha256=sha256, filename=filename, purpose=purpose,
+                                   created_at__gte=since, request_id__isnull=True)
+            .order_by("-created_at")
+            .first()
+        )
+    return None
+
+
+def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str = "", category: str = "",
+                   purpose: str = "fine-tune", request_id: str | None = None, base_model=None,
+                   dedupe_window: int | None = None) -> tuple[Dataset, bool]:
+    """Store an uploaded file as a dataset and queue its validation; return (dataset, created).
+
+    A retry of the same create (same ``request_id``; without one, the same content
+    within ``dedupe_window`` seconds) returns the first dataset instead of a duplicate.
+    """
+    request_id = (request_id or "").strip() or None
+    filename = Path(upload.name or "data.jsonl").name[:255] or "data.jsonl"
+    existing = dataset_find_duplicate(owner=owner, request_id=request_id, sha256=sha256, filename=filename,
+                                      purpose=purpose, window_seconds=dedupe_window)
+    if existing is not None:
+        return existing, False
+    if not upload.size:
+        raise DatasetError(_("The file is empty: it holds no examples."), code="empty")
+    if upload.size > conf.max_bytes():
+        limit = human_bytes(conf.max_bytes())
+        raise DatasetError(_("The file is larger than the limit of %(limit)s.") % {"limit": limit}, code="too_large")
+    if category and category not in Category.values:
+        raise DatasetError(_("Unknown category %(category)s.") % {"category": category}, code="category")
+    dataset = Dataset(
+        owner=owner,
+        name=(name or "").strip()[:200] or Path(filename).stem[:200] or filename,
+        filename=filename,
+        purpose=purpose,
+        category=category or "",
+        category_auto=not category,
+        bytes=upload.size,
+        sha256=sha256,
+        request_id=request_id,
+        base_model=base_model or _default_base_model(),
+    )
+    stored_name = None
+    try:
+        with transaction.atomic():
+            dataset.file.save(filename, upload, save=False)
+            stored_name = dataset.file.name
+            dataset.save()
+            transaction.on_commit(lambda: dataset_enqueue_validation(dataset_id=dataset.pk))
+    except IntegrityError:
+        # Two retries of the same request raced: keep the first.
+        if stored_name:
+            default_storage.delete(stored_name)
+        existing = dataset_find_duplicate(owner=owner, request_id=request_id)
+        if existing is None:
+            raise
+        return existing, False
+    except BaseException:
+        if stored_name:
+            default_storage.delete(stored_name)
+        raise
+    return dataset, True
+
+
+def dataset_enqueue_validation(*, dataset_id: int) -> None:
+    from .tasks import validate_dataset
+
+    validate_dataset.apply_async(args=[dataset_id], queue="default")
+
+
+# --- validate ---------------------------------------------------------------
+
+
+def _claim(dataset_id: int) -> bool:
+    now = timezone.now()
+    claimable = Q(status=Status.UPLOADED) | Q(status=Status.VALIDATING, heartbeat_at__lt=now - STALE_AFTER)
+    return bool(
+        Dataset.objects.filter(claimable, pk=dataset_id).update(
+            status=Status.VALIDATING, bytes_read=0, heartbeat_at=now, validation_started_at=now, status_message=""
+        )
+    )
+
+
+def dataset_validate(*, dataset_id: int) -> Dataset | None:
+    """Validate a dataset once: claim it, stream through it, store the result.
+
+    Returns None when there was nothing to do (already validated, being validated
+    by a live worker, or deleted). A crash leaves the dataset invalid with the reason.
+    """
+    if not _claim(dataset_id):
+        return None
+    dataset = Dataset.objects.select_related("owner", "base_model").filter(pk=dataset_id).first()
+    if dataset is None:  # deleted right after the claim
+        return None
+    language = getattr(dataset.owner, "language", None) or "en"
+    with translation.override(language):
+        try:
+            return _run_validation(dataset)
+        except ValidationCancelled:
+            logger.info("dataset %s went away while it was validated", dataset_id)
+            return None
+        except Exception as exc:
+            logger.exception("validation of dataset %s crashed", dataset_id)
+            Dataset.objects.filter(pk=dataset_id).update(
+                status=Status.INVALID,
+                status_message=_("Validation stopped on an internal error (%(error)s); the error was logged. "
+                                 "Upload the file again or tell the operator.") % {"error": type(exc).__name__},
+                heartbeat_at=timezone.now(),
+                validated_at=timezone.now(),
+            )
+            return Dataset.objects.filter(pk=dataset_id).first()
+
+
+def dataset_repair(*, older_than: timedelta = STALE_AFTER) -> int:
+    """Queue validation again where its message was lost or its worker died; return how many.
+
+    Runs periodically (beat). Re-sending is safe: the task claims a dataset only
+    while it is uploaded, or validating with no progress for ``STALE_AFTER``.
+    """
+    cutoff = timezone.now() - older_than
+    stale = Dataset.objects.filter(
+        Q(status=Status.UPLOADED, updated_at__lt=cutoff) | Q(status=Status.VALIDATING, heartbeat_at__lt=cutoff)
+    ).values_list("id", flat=True)
+    ids = list(stale[:500])
+    for pk in ids:
+        dataset_enqueue_validation(dataset_id=pk)
+    if ids:
+        logger.info("re-queued validation of %d dataset(s)", len(ids))
+    return len(ids)
+
+
+def _tokenizer_for(dataset: Dataset):
+    """(tokenizer or None, note, context length)."""
+    base_model = dataset.base_model
+    if base_model is None:
+        return None, _("No base model is configured, so tokens were not counted."), None
+    try:
+        from .tokenizer import load_counting_tokenizer
+
+        return load_counting_tokenizer(base_model), "", base_model.context_length
+    except Exception as exc:  # weights not on this server
+        logger.warning("no tokenizer for %s: %s", base_model, exc)
+        return None, _("Tokens were not counted: the tokenizer of %(model)s is not available on this server "
+                       "(%(error)s).") % {"model": base_model.code, "error": exc}, base_model.context_length
+
+
+def _run_validation(dataset: Dataset) -> Dataset:
+    tokenizer, token_note, context_length = _tokenizer_for(dataset)
+    pk = dataset.pk
+
+    def progress(done: int) -> bool:
+        return bool(
+            Dataset.objects.filter(pk=pk, status=Status.VALIDATING).update(bytes_read=done, heartbeat_at=timezone.now())
+        )
+
+    report_name = dataset.report.field.generate_filename(dataset, "issues.csv")
+    report_tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed into place or removed below
+        mode="w", encoding="utf-8", newline="", suffix=".csv", delete=False,
+        dir=_local_dir(report_name),
+    )
+    try:
+        with report_tmp, _open_dataset(dataset) as fh:
+            validator = Validator(
+                category=dataset.category or None,
+                tokenizer=tokenizer,
+                context_length=context_length,
+                advised_min_examples=conf.advised_min_examples(),
+                max_line_bytes=conf.max_line_bytes(),
+                report=report_tmp,
+                progress=progress,
+            )
+            result = validator.run(fh)
+        stored_report = _store_report(report_tmp.name, report_name)
+    finally:
+        if os.path.exists(report_tmp.name):
+            os.unlink(report_tmp.name)
+    return _save_result(dataset, result, stored_report, token_note)
+
+
+def _local_dir(storage_name: str) -> str | None:
+    try:
+        path = Path(default_storage.path(storage_name)).parent
+    except NotImplementedError:
+        return None
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _open_dataset(dataset: Dataset) -> IO[bytes]:
+    try:
+        return open(dataset.file.path, "rb", buffering=1024 * 1024)  # noqa: SIM115
+    except NotImplementedError:  # a remote storage
+        return dataset.file.open("rb")
+
+
+def _store_report(tmp_path: str, name: str) -> str:
+    try:
+        final = default_storage.path(name)
+    except NotImplementedError:
+        with open(tmp_path, "rb") as fh:
+            default_storage.delete(name)
+            return default_storage.save(name, fh)
+    os.replace(tmp_path, final)
+    return name
+
+
+def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, token_note: str) -> Dataset:
+    status = Status.READY if result.valid else Status.INVALID
+    fields = {
+        "status": status,
+        "category": result.category,
+        "lines": result.lines,
+        "examples": result.examples,
+        "legacy_examples": result.legacy_examples,
+        "tokens": result.tokens,
+        "text_tokens": result.text_tokens,
+        "images": result.images,
+        "longest_example_tokens": result.longest_example_tokens,
+        "truncated_examples": result.truncated_examples,
+        "duplicate_lines": result.duplicate_lines,
+        "error_count": result.error_count,
+        "warning_count": result.warning_count,
+        "bytes_read": result.bytes_read,
+        "report": report_name,
+        "validated_at": timezone.now(),
+        "heartbeat_at": timezone.now(),
+        "status_message": token_note,
+    }
+    with transaction.atomic():
+        # Only the worker that holds the claim writes; a deleted dataset stays deleted.
+        if not Dataset.objects.filter(pk=dataset.pk, status=Status.VALIDATING).update(**fields):
+            default_storage.delete(report_name)
+            raise ValidationCancelled
+        ValidationIssue.objects.filter(dataset_id=dataset.pk).delete()
+        ValidationIssue.objects.bulk_create(
+            ValidationIssue(dataset_id=dataset.pk, severity=issue.severity, line=issue.line, path=issue.path[:200],
+                            code=issue.code[:40], message=issue.message)
+            for issue in [*result.errors, *result.warnings]
+        )
+    dataset.refresh_from_db()
+    return dataset
+
+
+# --- read -------------------------------------------------------------------
+
+
+def _iter_valid(dataset: Dataset, *, line_limit: int | None = None,
+                max_lines: int | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, normalized example) for each valid line of the file."""
+    import json
+
+    limit = (line_limit or conf.max_line_bytes()) + 1
+    category = dataset.category or Category.CHAT
+    with _open_dataset(dataset) as fh:
+        line_no = 0
+        while True:
+            if max_lines is not None and line_no >= max_lines:
+                return
+            raw = fh.readline(limit)
+            if not raw:
+                return
+            line_no += 1
+            if len(raw) == limit and not raw.endswith(b"\n"):
+                while (more := fh.readline(limit)) and not more.endswith(b"\n"):
+                    pass
+                continue
+            if line_no == 1 and raw.startswith(BOM):
+                raw = raw[3:]
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except ValueError:
+                continue
+            problems: list = []
+            example, _images = check_example(obj, category, problems)
+            if example is not None:
+                yield line_no, example
+
+
+def dataset_iter_examples(*, dataset: Dataset) -> Iterator[dict]:
+    """Yield the dataset's examples in file order, normalized (see ``datasets.schema``).
+
+    ``{"messages": [...], "tools"?: [...]}`` for SFT categories (legacy input/target
+    lines converted to a user and an assistant turn), and
+    ``{"messages": [...prompt...], "preferred_output": [...], "non_preferred_output": [...]}``
+    for DPO. Lines with errors are skipped (a ready dataset has none).
+    """
+    for _line, example in _iter_valid(dataset):
+        yield example
+
+
+def dataset_preview(*, dataset: Dataset, limit: int = 10) -> list[tuple[int, dict]]:
+    """The first ``limit`` valid examples with their line numbers."""
+    if not dataset.file:
+        return []
+    try:
+        # Scan a bounded head of the file: the preview never reads a big file through.
+        return list(islice(_iter_valid(dataset, line_limit=PREVIEW_LINE_BYTES, max_lines=limit * 20), limit))
+    except OSError:
+        return []
+
+
+def with_first_error(qs):
+    """Annotate each dataset with its first error, for ``dataset_status_details`` without a query per row."""
+    from django.db.models import OuterRef, Subquery
+
+    first = ValidationIssue.objects.filter(dataset=OuterRef("pk"), severity=Severity.ERROR).order_by("id")
+    return qs.annotate(
+        first_error_line=Subquery(first.values("line")[:1]),
+        first_error_path=Subquery(first.values("path")[:1]),
+        first_error_message=Subquery(first.values("message")[:1]),
+    )
+
+
+def dataset_status_details(*, dataset: Dataset) -> str | None:
+    """A one-paragraph summary of the validation result (the API's status_details)."""
+    if dataset.status not in FINAL_STATUSES:
+        return None
+    if dataset.status == Status.INVALID and not dataset.error_count:
+        return dataset.status_message or _("Validation failed.")
+    parts = []
+    if dataset.error_count:
+        parts.append(ngettext("%(n)s error", "%(n)s errors", dataset.error_count) % {"n": f"{dataset.error_count:,}"})
+        if hasattr(dataset, "first_error_message"):  # annotated by with_first_error()
+            first = (dataset.first_error_line, dataset.first_error_path, dataset.first_error_message)
+        else:
+            issue = dataset.issues.filter(severity=Severity.ERROR).order_by("id").first()
+            first = (issue.line, issue.path, issue.message) if issue else (None, None, None)
+        line, path, message = first
+        if message is not None:
+            where = _("line %(line)s") % {"line": line} if line else _("file")
+            where = f"{where} {path}" if path else where
+            parts.append(_("first: %(where)s: %(message)s") % {"where": where, "message": message})
+    else:
+        parts.append(_("%(examples)s examples, %(tokens)s tokens (%(category)s)") % {
+            "examples": f"{dataset.examples:,}",
+            "tokens": f"{dataset.tokens:,}" if dataset.tokens is not None else "?",
+            "category": dataset.category,
+        })
+    if dataset.warning_count:
+        parts.append(ngettext("%(n)s warning", "%(n)s warnings", dataset.warning_count)
+                     % {"n": f"{dataset.warning_count:,}"})
+    if dataset.status_message:
+        parts.append(dataset.status_message)
+    return "; ".join(parts)
+
+
+# --- delete -----------------------------------------------------------------
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete the dataset and its files, unless a fine-tuning task used it (DatasetInUse)."""
+    names = [f.name for f in (dataset.file, dataset.report) if f]
+    try:
+        with transaction.atomic():
+            dataset.delete()
+    except ProtectedError as exc:
+        raise DatasetInUse(sorted(exc.protected_objects, key=lambda job: job.pk)) from None
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.warning("could not delete %s", name)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

@@ -1,0 +1,55 @@
+"""The loss chart: an SVG drawn on the server from the task's metrics events.
+
+No chart library: the partial is re-rendered on every poll, so the chart
+grows as the task trains, and it works without JavaScript.
+"""
+
+from __future__ import annotations
+
+WIDTH, HEIGHT = 640, 220
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 12, 28
+MAX_POINTS = 400
+
+
+def _downsample(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) <= MAX_POINTS:
+        return points
+    step = len(points) / MAX_POINTS
+    return [points[int(i * step)] for i in range(MAX_POINTS)] + [points[-1]]
+
+
+def loss_chart(metrics: list[dict]) -> dict | None:
+    """Polylines for train and validation loss against steps, with axis ticks."""
+    train = [(m["current_steps"], m["loss"]) for m in metrics
+             if m.get("loss") is not None and m.get("current_steps") is not None]
+    evals = [(m["current_steps"], m["eval_loss"]) for m in metrics
+             if m.get("eval_loss") is not None and m.get("current_steps") is not None]
+    if not train and not evals:
+        return None
+    total = max([m.get("total_steps") or 0 for m in metrics] + [p[0] for p in train + evals] + [1])
+    values = [p[1] for p in train + evals]
+    low, high = min(values), max(values)
+    if high - low < 1e-6:
+        low, high = low - 0.5, high + 0.5
+    margin = (high - low) * 0.08
+    low, high = max(0.0, low - margin), high + margin
+    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+
+    def xy(step: float, value: float) -> tuple[float, float]:
+        return (round(PAD_LEFT + plot_w * step / total, 1), round(PAD_TOP + plot_h * (high - value) / (high - low), 1))
+
+    def polyline(points):
+        return " ".join(f"{x},{y}" for x, y in (xy(s, v) for s, v in _downsample(points)))
+
+    y_ticks = [{"y": xy(0, low + (high - low) * i / 4)[1], "label": f"{low + (high - low) * i / 4:.2f}"}
+               for i in range(5)]
+    x_ticks = [{"x": xy(total * i / 4, low)[0], "label": str(round(total * i / 4))} for i in range(5)]
+    return {
+        "width": WIDTH, "height": HEIGHT, "left": PAD_LEFT, "right": WIDTH - PAD_RIGHT,
+        "top": PAD_TOP, "bottom": HEIGHT - PAD_BOTTOM,
+        "train": polyline(train), "eval": polyline(evals),
+        "eval_points": [dict(zip(("x", "y"), xy(s, v), strict=True)) | {"value": f"{v:.4f}"} for s, v in evals],
+        "y_ticks": y_ticks, "x_ticks": x_ticks,
+        "last_loss": train[-1][1] if train else None, "last_eval": evals[-1][1] if evals else None,
+        "first_loss": train[0][1] if train else None,
+    }

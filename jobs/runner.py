@@ -1,0 +1,228 @@
+"""Runs one claimed fine-tuning task inside a training worker.
+
+The training engine (jobs/training) knows nothing of Django; this module feeds
+it the dataset, turns its callbacks into events, progress and checkpoints in
+the database, and records the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .models import Checkpoint, FineTunedModel, FineTuningJob, JobEvent, JobStatus
+from .services import Heartbeat, _notify_finished, job_event, job_fail, job_output_dir
+from .training.engine import STATE_FILE
+
+logger = logging.getLogger(__name__)
+
+
+
+def _clock(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class JobCallbacks:
+    """Bridges engine callbacks to the database (a subclass of the engine's Callbacks at run time)."""
+
+    cancel_poll_seconds = 1.0
+
+    def __init__(self, job: FineTuningJob):
+        self.job = job
+        self._last_poll = 0.0
+        self._stop = False
+        self._first_step_seen = job.first_step_at is not None
+
+    def event(self, level: str, message: str, data: dict | None = None) -> None:
+        job_event(job=self.job, level=level, message=message, data=data or {})
+
+    def metrics(self, data: dict) -> None:
+        payload = {
+            "epoch": data.get("epoch"),
+            "current_steps": data.get("current_steps"),
+            "total_steps": data.get("total_steps"),
+            "elapsed_time": _clock(data.get("elapsed_time")),
+            "remaining_time": _clock(data.get("remaining_time")),
+            "elapsed_seconds": data.get("elapsed_time"),
+            "remaining_seconds": data.get("remaining_time"),
+            "trained_tokens": data.get("trained_tokens"),
+            "loss": data.get("loss"),
+            "eval_loss": data.get("eval_loss"),
+            "learning_rate": data.get("learning_rate"),
+            "tokens_per_second": data.get("tokens_per_second"),
+        }
+        JobEvent.objects.create(
+            job=self.job, type=JobEvent.Type.METRICS, level="info", data=payload,
+            message=_("step %(current)s/%(total)s, loss %(loss)s")
+            % {"current": payload["current_steps"], "total": payload["total_steps"],
+               "loss": "-" if payload["loss"] is None else f"{payload['loss']:.4f}"},
+        )
+        update = {"progress": payload, "heartbeat_at": timezone.now()}
+        if not self._first_step_seen and (payload["current_steps"] or 0) > 0:
+            update["first_step_at"] = timezone.now()
+            self._first_step_seen = True
+        FineTuningJob.objects.filter(pk=self.job.pk).update(**update)
+
+    def checkpoint(self, epoch: int, path: Path) -> None:
+        Checkpoint.objects.update_or_create(
+            job=self.job, epoch=epoch,
+            defaults={"path": str(path), "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress},
+        )
+        job_event(job=self.job, message=_("Checkpoint saved after epoch %(n)s.") % {"n": epoch})
+        # Only the newest checkpoint is resumed from: older ones keep their weights but drop the
+        # optimizer state, which for full fine-tuning is gigabytes an epoch.
+        for older in Checkpoint.objects.filter(job=self.job, epoch__lt=epoch).values_list("path", flat=True):
+            (Path(older) / STATE_FILE).unlink(missing_ok=True)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._last_poll >= self.cancel_poll_seconds:
+            self._last_poll = now
+            self._stop = FineTuningJob.objects.filter(pk=self.job.pk, cancel_requested_at__isnull=False).exists()
+        return self._stop
+
+
+def _engine_example(example: dict) -> dict:
+    """Datasets normalize DPO lines to a top-level prompt; the engine reads the upload format."""
+    if "preferred_output" in example and "input" not in example:
+        prompt = {"messages": example.get("messages", [])}
+        if example.get("tools"):
+            prompt["tools"] = example["tools"]
+        return {"input": prompt, "preferred_output": example["preferred_output"],
+                "non_preferred_output": example["non_preferred_output"]}
+    return example
+
+
+def _load_examples(dataset) -> list[dict]:
+    from datasets.services import dataset_iter_examples
+
+    examples = [_engine_example(e) for e in dataset_iter_examples(dataset=dataset)]
+    if not examples:
+        from .training.engine import TrainingDataError
+
+        raise TrainingDataError(
+            _("%(name)s has no usable example: every line has errors, or the file changed after validation.")
+            % {"name": dataset.name}
+        )
+    return examples
+
+
+def job_run(*, job: FineTuningJob) -> str:
+    """Train a claimed (running) job to the end: succeeded, failed or cancelled."""
+    from .training import engine
+    from .weights import WeightsMissing, model_dir
+
+    class Callbacks(JobCallbacks, engine.Callbacks):
+        pass
+
+    callbacks = Callbacks(job)
+    hp = job.resolved_hyperparameters
+    output = job_output_dir(job)
+    with Heartbeat(job.pk, interval=settings.JOB_HEARTBEAT_INTERVAL):
+        try:
+            job_event(job=job, message=_("Training started on %(worker)s (attempt %(n)s).")
+                      % {"worker": job.worker, "n": job.attempts})
+            folder = model_dir(job.base_model)
+            train_examples = _load_examples(job.training_dataset)
+            if job.validation_dataset_id:
+                eval_examples = _load_examples(job.validation_dataset)
+            else:
+                train_examples, eval_examples = engine.split_examples(train_examples, fraction=0.1, seed=job.pk)
+                callbacks.event("info", _("Validation: %(n)s examples split off automatically.")
+                                % {"n": len(eval_examples)})
+            config = engine.TrainingConfig(
+                method=job.method, training_type=job.training_type, n_epochs=hp["n_epochs"],
+                batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
+                max_seq_len=job.base_model.context_length, seed=42,
+            )
+            last = job.checkpoints.order_by("-epoch").first()
+            resume = Path(last.path) if last and Path(last.path).exists() else None
+            if resume:
+                callbacks.event("info", _("Resuming from the checkpoint of epoch %(n)s.") % {"n": last.epoch})
+            output.mkdir(parents=True, exist_ok=True)
+            FineTuningJob.objects.filter(pk=job.pk).update(output_dir=str(output))
+            result = engine.train(
+                model_dir=folder, train_examples=train_examples, eval_examples=eval_examples or None,
+                config=config, output_dir=output, callbacks=callbacks, resume_from=resume,
+            )
+        except engine.TrainingCancelled:
+            return _finish_cancelled(job)
+        except engine.TrainingDataError as exc:
+            job_fail(job=job, code="invalid_training_data", message=str(exc), param="training_file")
+            return "failed"
+        except WeightsMissing as exc:
+            job_fail(job=job, code="weights_missing", message=str(exc), param="model")
+            return "failed"
+        except MemoryError:
+            job_fail(job=job, code="out_of_memory",
+                     message=_("The training ran out of memory; try a smaller batch size or LoRA."))
+            return "failed"
+        except SoftTimeLimitExceeded:
+            job_fail(job=job, code="time_limit", message=_("The training exceeded the worker's time limit."))
+            return "failed"
+        except Exception as exc:
+            logger.exception("job %s failed", job.public_id)
+            if "out of memory" in str(exc).lower():
+                job_fail(job=job, code="out_of_memory", message=str(exc))
+            else:
+                job_fail(job=job, code="training_error", message=f"{type(exc).__name__}: {exc}")
+            return "failed"
+    return _finish_succeeded(job, result)
+
+
+def _finish_cancelled(job: FineTuningJob) -> str:
+    if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        status=JobStatus.CANCELLED, finished_at=timezone.now()
+    ):
+        job_event(job=job, message=_("Training stopped; the task is cancelled."))
+        job.refresh_from_db()
+        _notify_finished(job)
+    return "cancelled"
+
+
+def _finish_succeeded(job: FineTuningJob, result) -> str:
+    price = job.base_model.training_price
+    from .services import billing_tokens_per_epoch
+
+    per_epoch, _words = billing_tokens_per_epoch(base_model=job.base_model, dataset=job.training_dataset)
+    billed = per_epoch * result.epochs_completed
+    cost = (Decimal(billed) / 1000 * price).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    metrics = {
+        "final_loss": result.final_loss,
+        "final_eval_loss": result.final_eval_loss,
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "steps": result.steps,
+        "epochs": result.epochs_completed,
+    }
+    final_dir = Path(result.output_dir)
+    with transaction.atomic():
+        if not FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.SUCCEEDED, finished_at=timezone.now(), trained_tokens=result.trained_tokens,
+            actual_cost=cost,
+        ):
+            return "skip"
+        FineTunedModel.objects.update_or_create(
+            job=job,
+            defaults={
+                "code": job.fine_tuned_model, "owner": job.owner, "base_model": job.base_model,
+                "method": job.method, "training_type": job.training_type,
+                "hyperparameters": job.resolved_hyperparameters, "metrics": metrics,
+                "trained_tokens": result.trained_tokens, "cost": cost, "path": str(final_dir),
+            },
+        )
+        job_event(job=job, message=_("Training finished: model %(code)s is ready.") % {"code": job.fine_tuned_model},
+                  data=metrics)
+    job.refresh_from_db()
+    _notify_finished(job)
+    return "succeeded"

@@ -1,0 +1,551 @@
+"""Fine-tuning tasks: create, estimate, queue, run, cancel, repair.
+
+The database is the source of truth. Celery messages only say "look at the
+database now": a lost or duplicated message never loses or doubles a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .models import (
+    FINAL_STATUSES,
+    BaseModel,
+    Checkpoint,
+    FineTunedModel,
+    FineTuningJob,
+    JobEvent,
+    JobStatus,
+    Method,
+    Modality,
+    TrainingType,
+)
+
+logger = logging.getLogger(__name__)
+
+SUFFIX_RE = re.compile(r"^[a-z0-9_-]{1,40}$")
+MAX_ATTEMPTS = 3  # the first run and at most two restarts after a lost worker
+
+# Absolute learning rates that a multiplier of 1.0 ("auto") stands for.
+BASE_LEARNING_RATE = {
+    (Method.SFT, TrainingType.LORA): 1e-3,
+    (Method.SFT, TrainingType.FULL): 2e-5,
+    (Method.DPO, TrainingType.LORA): 1e-4,
+    (Method.DPO, TrainingType.FULL): 5e-6,
+}
+
+# Which dataset categories each method and modality trains on.
+SFT_TEXT_CATEGORIES = {"chat", "function_call", "reasoning"}
+CATEGORIES_FOR = {
+    (Method.SFT, Modality.TEXT): SFT_TEXT_CATEGORIES,
+    (Method.DPO, Modality.TEXT): {"dpo"},
+    (Method.SFT, Modality.IMAGE_GENERATION): {"image_generation"},
+    (Method.SFT, Modality.IMAGE_UNDERSTANDING): {"image_understanding"},
+}
+
+
+class JobInputError(Exception):
+    """A request to create a task that cannot be honoured; ``param`` names the field."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request"):
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+# --- hyperparameters and cost ----------------------------------------------
+
+
+def _auto(value) -> bool:
+    return value is None or value == "" or value == "auto"
+
+
+def hyperparameters_resolve(*, requested: dict, method: str, training_type: str, examples: int) -> dict:
+    """Turn ``auto`` (or missing) values into the numbers training will use."""
+    requested = requested or {}
+    unknown = set(requested) - {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    if unknown:
+        raise JobInputError(_("Unknown hyperparameter: %(name)s.") % {"name": sorted(unknown)[0]}, "hyperparameters")
+
+    def number(name: str, cast, low, high):
+        value = requested.get(name)
+        if _auto(value):
+            return None
+        try:
+            value = cast(value)
+        except (TypeError, ValueError):
+            raise JobInputError(_("%(name)s must be a number or auto.") % {"name": name}, name) from None
+        if not (low <= value <= high):
+            raise JobInputError(
+                _("%(name)s must be between %(low)s and %(high)s.") % {"name": name, "low": low, "high": high}, name
+            )
+        return value
+
+    n_epochs = number("n_epochs", int, 1, 50)
+    batch_size = number("batch_size", int, 1, 256)
+    multiplier = number("learning_rate_multiplier", float, 0.01, 10.0)
+    resolved = {
+        # Few examples need more passes to be learnt; many need fewer.
+        "n_epochs": n_epochs or (5 if examples < 100 else 3 if examples < 5000 else 2),
+        "batch_size": batch_size or max(1, min(8, examples // 16 or 1)),
+        "learning_rate_multiplier": multiplier or 1.0,
+    }
+    resolved["learning_rate"] = BASE_LEARNING_RATE[(method, training_type)] * resolved["learning_rate_multiplier"]
+    return resolved
+
+
+@dataclass
+class Estimate:
+    tokens_per_epoch: int
+    n_epochs: int
+    unit_price: Decimal
+    total_tokens: int
+    cost: Decimal
+    formula: str
+
+
+def billing_tokens_per_epoch(*, base_model: BaseModel, dataset) -> tuple[int, str]:
+    """Tokens billed for one epoch, by the modality's rule, and the rule in words."""
+    images = getattr(dataset, "images", 0) or 0
+    text_tokens = getattr(dataset, "text_tokens", None)
+    if text_tokens is None:
+        text_tokens = dataset.tokens or 0
+    if base_model.modality == Modality.IMAGE_GENERATION:
+        return images * 1024, f"{images} images × 1,024"
+    if base_model.modality == Modality.IMAGE_UNDERSTANDING:
+        return images * 1600 + text_tokens, f"({images} images × 1,600 + {text_tokens:,} text tokens)"
+    return dataset.tokens or 0, f"{dataset.tokens or 0:,} tokens"
+
+
+def job_estimate(*, base_model: BaseModel, dataset, n_epochs: int) -> Estimate:
+    per_epoch, words = billing_tokens_per_epoch(base_model=base_model, dataset=dataset)
+    total = per_epoch * n_epochs
+    cost = (Decimal(total) / 1000 * base_model.training_price).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    formula = f"{words} × {n_epochs} epochs × {base_model.training_price} / 1,000 tokens = {cost}"
+    return Estimate(per_epoch, n_epochs, base_model.training_price, total, cost, formula)
+
+
+# --- creating ---------------------------------------------------------------
+
+
+def _model_code(base_model: BaseModel, suffix: str) -> str:
+    return f"ft:{base_model.code}:{suffix or 'model'}:{secrets.token_hex(3)}"
+
+
+def job_check_choices(*, user, base_model: BaseModel, method: str, training_type: str) -> None:
+    if not BaseModel.objects.usable_by(user).filter(pk=base_model.pk).exists():
+        raise JobInputError(_("Model %(code)s is not available to you.") % {"code": base_model.code}, "model")
+    present, where = base_model.weights_status()
+    if not present:
+        raise JobInputError(
+            _("The weights of %(code)s are not on this server (%(where)s), so it cannot be fine-tuned here.")
+            % {"code": base_model.code, "where": where},
+            "model",
+            code="weights_missing",
+        )
+    if method not in base_model.methods:
+        raise JobInputError(
+            _("%(code)s does not support %(method)s.") % {"code": base_model.code, "method": method.upper()}, "method"
+        )
+    if training_type not in base_model.training_types:
+        raise JobInputError(
+            _("%(code)s does not support %(type)s training.") % {"code": base_model.code, "type": training_type},
+            "training_type",
+        )
+
+
+def job_check_dataset(*, user, base_model: BaseModel, method: str, dataset, param: str) -> None:
+    if dataset.owner_id != user.pk:
+        raise JobInputError(_("No such file."), param, code="file_not_found")
+    if dataset.status == "invalid":
+        raise JobInputError(
+            _("%(name)s did not pass validation; fix its errors and upload it again.") % {"name": dataset.name},
+            param,
+            code="invalid_file",
+        )
+    if dataset.status != "ready":
+        return  # still validating: its category is checked again when it is ready (job_prepare)
+    allowed = CATEGORIES_FOR.get((method, base_model.modality), set())
+    if dataset.category not in allowed:
+        raise JobInputError(
+            _("%(name)s is %(category)s data; %(method)s on %(code)s needs one of: %(allowed)s.")
+            % {
+                "name": dataset.name,
+                "category": dataset.category,
+                "method": method.upper(),
+                "code": base_model.code,
+                "allowed": ", ".join(sorted(allowed)) or "-",
+            },
+            param,
+            code="invalid_file_category",
+        )
+
+
+def job_create(
+    *,
+    user,
+    base_model: BaseModel,
+    training_dataset,
+    validation_dataset=None,
+    method: str = Method.SFT,
+    training_type: str = TrainingType.LORA,
+    hyperparameters: dict | None = None,
+    suffix: str = "",
+    request_id: str = "",
+) -> tuple[FineTuningJob, bool]:
+    """Create a task (or return the one already made for ``request_id``). Returns (job, created)."""
+    request_id = (request_id or "")[:128]
+    if request_id:
+        existing = FineTuningJob.objects.filter(owner=user, request_id=request_id).first()
+        if existing:
+            return existing, False
+    suffix = (suffix or "").strip()
+    if suffix and not SUFFIX_RE.match(suffix):
+        raise JobInputError(_("The suffix may have at most 40 characters of a-z, 0-9, - and _."), "suffix")
+    if method not in Method.values:
+        raise JobInputError(_("method must be sft or dpo."), "method")
+    if training_type not in TrainingType.values:
+        raise JobInputError(_("training_type must be lora or full."), "training_type")
+    job_check_choices(user=user, base_model=base_model, method=method, training_type=training_type)
+    job_check_dataset(user=user, base_model=base_model, method=method, dataset=training_dataset,
+                      param="training_file")
+    if validation_dataset is not None:
+        job_check_dataset(user=user, base_model=base_model, method=method, dataset=validation_dataset,
+                          param="validation_file")
+    resolved = hyperparameters_resolve(
+        requested=hyperparameters or {}, method=method, training_type=training_type,
+        examples=training_dataset.examples or 0,
+    )
+    estimate = job_estimate(base_model=base_model, dataset=training_dataset, n_epochs=resolved["n_epochs"])
+    for _attempt in range(5):
+        code = _model_code(base_model, suffix)
+        if BaseModel.objects.filter(code=code).exists():
+            continue
+        try:
+            with transaction.atomic():
+                job = FineTuningJob.objects.create(
+                    owner=user, base_model=base_model, training_dataset=training_dataset,
+                    validation_dataset=validation_dataset, method=method, training_type=training_type,
+                    hyperparameters=hyperparameters or {}, resolved_hyperparameters=resolved, suffix=suffix,
+                    fine_tuned_model=code, request_id=request_id, estimated_tokens=estimate.total_tokens,
+                    estimated_cost=estimate.cost,
+                )
+                job_event(job=job, message=_("Task created; checking the files."))
+                transaction.on_commit(lambda job_id=job.pk: _send_prepare(job_id))
+            return job, True
+        except IntegrityError:
+            if request_id:  # a concurrent retry of the same request won the race
+                existing = FineTuningJob.objects.filter(owner=user, request_id=request_id).first()
+                if existing:
+                    return existing, False
+    raise JobInputError(_("Could not allocate a unique model code; try again."), "suffix")
+
+
+def _send_prepare(job_id: int, countdown: float = 0) -> None:
+    from .tasks import prepare_job
+
+    prepare_job.apply_async(args=[job_id], queue="default", countdown=countdown)
+
+
+def _kick_training() -> None:
+    from .tasks import train_next
+
+    train_next.apply_async(queue="training")
+
+
+# --- events -----------------------------------------------------------------
+
+
+def job_event(*, job: FineTuningJob, message: str, level: str = "info", data: dict | None = None,
+              type: str = JobEvent.Type.MESSAGE) -> JobEvent:
+    return JobEvent.objects.create(job=job, message=message, level=level, data=data or {}, type=type)
+
+
+def job_fail(*, job: FineTuningJob, code: str, message: str, param: str = "") -> bool:
+    """Mark an unfinished job failed. Returns False if it had already ended."""
+    changed = FineTuningJob.objects.filter(pk=job.pk).exclude(status__in=FINAL_STATUSES).update(
+        status=JobStatus.FAILED, error_code=code, error_message=message[:4000], error_param=param,
+        finished_at=timezone.now(),
+    )
+    if changed:
+        job_event(job=job, level="error", message=_("Failed: %(message)s") % {"message": message})
+        job.refresh_from_db()
+        _notify_finished(job)
+    return bool(changed)
+
+
+def _notify_finished(job: FineTuningJob) -> None:
+    """Hook for notifications (SMS/email), which come with their own issue."""
+    logger.info("job %s finished: %s", job.public_id, job.status)
+
+
+# --- queue ------------------------------------------------------------------
+
+
+def job_prepare(*, job_id: int) -> str:
+    """validating_files → queued once the files are validated; fail on invalid files."""
+    job = (
+        FineTuningJob.objects.select_related("training_dataset", "validation_dataset", "base_model", "owner")
+        .filter(pk=job_id)
+        .first()
+    )
+    if job is None or job.status != JobStatus.VALIDATING_FILES:
+        return "skip"
+    for dataset, param in ((job.training_dataset, "training_file"), (job.validation_dataset, "validation_file")):
+        if dataset is None:
+            continue
+        if dataset.status == "invalid":
+            job_fail(
+                job=job, code="invalid_file", param=param,
+                message=_("%(name)s did not pass validation (%(count)s errors).")
+                % {"name": dataset.name, "count": getattr(dataset, "error_count", "?")},
+            )
+            return "failed"
+        if dataset.status != "ready":
+            return "wait"
+        try:
+            job_check_dataset(user=job.owner, base_model=job.base_model, method=job.method, dataset=dataset,
+                              param=param)
+        except JobInputError as exc:
+            job_fail(job=job, code=exc.code, message=exc.message, param=param)
+            return "failed"
+    if job.estimated_tokens == 0:
+        hp = hyperparameters_resolve(requested=job.hyperparameters, method=job.method,
+                                     training_type=job.training_type, examples=job.training_dataset.examples or 0)
+        estimate = job_estimate(base_model=job.base_model, dataset=job.training_dataset, n_epochs=hp["n_epochs"])
+        FineTuningJob.objects.filter(pk=job.pk).update(
+            resolved_hyperparameters=hp, estimated_tokens=estimate.total_tokens, estimated_cost=estimate.cost
+        )
+    changed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.VALIDATING_FILES).update(
+        status=JobStatus.QUEUED
+    )
+    if changed:
+        job_event(job=job, message=_("Files validated; the task is queued."))
+        transaction.on_commit(_kick_training)
+        return "queued"
+    return "skip"
+
+
+def queue_position(job: FineTuningJob) -> int | None:
+    """1 for the next task to start, counting every user's queued tasks."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    ahead = FineTuningJob.objects.filter(status=JobStatus.QUEUED).filter(
+        Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, pk__lt=job.pk)
+    )
+    return ahead.count() + 1
+
+
+def job_claim_next(*, worker: str) -> FineTuningJob | None:
+    """Take the oldest queued task for this worker with a conditional update."""
+    for job_id in FineTuningJob.objects.filter(status=JobStatus.QUEUED).order_by("created_at", "pk").values_list(
+        "pk", flat=True
+    )[:20]:
+        now = timezone.now()
+        claimed = FineTuningJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING, worker=worker, heartbeat_at=now, started_at=now, cancel_requested_at=None
+        )
+        if claimed:
+            FineTuningJob.objects.filter(pk=job_id).update(attempts=F("attempts") + 1)
+            return FineTuningJob.objects.select_related(
+                "base_model", "training_dataset", "validation_dataset", "owner"
+            ).get(pk=job_id)
+    return None
+
+
+def worker_name() -> str:
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Writes heartbeat_at every few seconds while a job runs in this process.
+
+    A worker killed outright stops writing; the periodic repair notices."""
+
+    def __init__(self, job_id: int, interval: float = 5.0):
+        self.job_id, self.interval = job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{job_id}")
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                FineTuningJob.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def job_output_dir(job: FineTuningJob) -> Path:
+    return Path(settings.MEDIA_ROOT) / "jobs" / str(job.owner_id) / job.public_id
+
+
+# --- cancel, delete, repair ---------------------------------------------------
+
+
+def job_cancel(*, job: FineTuningJob) -> FineTuningJob:
+    """A task that has not started never starts; a running one stops within seconds."""
+    now = timezone.now()
+    not_started = FineTuningJob.objects.filter(
+        pk=job.pk, status__in=[JobStatus.VALIDATING_FILES, JobStatus.QUEUED]
+    ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now)
+    if not_started:
+        job_event(job=job, message=_("Cancelled before it started."))
+    elif FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=now
+    ):
+        job_event(job=job, message=_("Cancellation requested; stopping the training."))
+    job.refresh_from_db()
+    return job
+
+
+class JobNotDeletable(Exception):
+    pass
+
+
+def job_delete(*, job: FineTuningJob) -> None:
+    """Delete a finished task and its files; a fine-tuned model made by it must be deleted first."""
+    import shutil
+
+    if not job.is_final:
+        raise JobNotDeletable(_("Cancel the task before deleting it."))
+    if FineTunedModel.objects.filter(job=job, deleted_at__isnull=True).exists():
+        raise JobNotDeletable(
+            _("This task produced model %(code)s; delete the model first.") % {"code": job.fine_tuned_model}
+        )
+    FineTunedModel.objects.filter(job=job).delete()
+    output = job.output_dir
+    job.delete()
+    if output:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+def fine_tuned_model_delete(*, model: FineTunedModel) -> None:
+    """Delete a fine-tuned model: it can no longer be called. Its task stays for the record."""
+    import shutil
+
+    if model.deleted_at is None:
+        FineTunedModel.objects.filter(pk=model.pk).update(deleted_at=timezone.now())
+        shutil.rmtree(model.path, ignore_errors=True)
+
+
+def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
+    """Periodic: requeue tasks whose worker died, re-send lost messages."""
+    timeout = heartbeat_timeout if heartbeat_timeout is not None else settings.JOB_HEARTBEAT_TIMEOUT
+    now = timezone.now()
+    counts = {"requeued": 0, "failed": 0, "prepared": 0, "kicked": 0}
+    stale = FineTuningJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - timedelta(seconds=timeout))
+    for job in stale:
+        if job.cancel_requested_at:
+            if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                status=JobStatus.CANCELLED, finished_at=now
+            ):
+                job_event(job=job, message=_("Cancelled (its worker was gone)."))
+            continue
+        if job.attempts >= MAX_ATTEMPTS:
+            if job_fail(job=job, code="worker_lost",
+                        message=_("worker lost: the training worker stopped %(n)s times.") % {"n": job.attempts}):
+                counts["failed"] += 1
+            continue
+        if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at).update(
+            status=JobStatus.QUEUED, worker=""
+        ):
+            last = Checkpoint.objects.filter(job=job).order_by("-epoch").first()
+            where = (_("from its epoch %(n)s checkpoint") % {"n": last.epoch}) if last else _("from the start")
+            job_event(
+                job=job, level="warning",
+                message=_("Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).")
+                % {"where": where, "next": job.attempts + 1, "max": MAX_ATTEMPTS},
+            )
+            counts["requeued"] += 1
+    for job_id in FineTuningJob.objects.filter(
+        status=JobStatus.VALIDATING_FILES, created_at__lt=now - timedelta(seconds=30)
+    ).values_list("pk", flat=True):
+        _send_prepare(job_id)
+        counts["prepared"] += 1
+    if FineTuningJob.objects.filter(status=JobStatus.QUEUED).exists() and _training_messages_waiting() == 0:
+        # A message got lost (or a worker died holding it): one kick is enough, the worker takes the oldest.
+        _kick_training()
+        counts["kicked"] = 1
+    return counts
+
+
+def _training_messages_waiting(queue: str = "training") -> int:
+    """Messages waiting in a Celery queue (a Redis list of that name); 0 if Redis cannot say."""
+    from console.redis import redis_client
+
+    try:
+        with redis_client(timeout=2) as client:
+            return int(client.llen(queue))
+    except Exception:
+        return 0
+
+
+# --- helpers for the console's form -------------------------------------------
+
+
+def dataset_warnings(*, base_model: BaseModel, dataset) -> list[str]:
+    """What the user should know before launching on this dataset."""
+    warnings = []
+    examples = dataset.examples or 0
+    if examples < getattr(settings, "DATASET_ADVISED_MIN_EXAMPLES", 100):
+        warnings.append(
+            _("Only %(n)s examples: the platform advises at least several hundred for good results.")
+            % {"n": examples}
+        )
+    longest = getattr(dataset, "longest_example_tokens", 0) or 0
+    if longest > base_model.context_length:
+        warnings.append(
+            _("Some examples are longer than %(code)s's context (%(ctx)s tokens; longest %(longest)s): "
+              "they will be truncated.")
+            % {"code": base_model.code, "ctx": base_model.context_length, "longest": longest}
+        )
+    return warnings
+
+
+def job_create_from_form(*, user, form, sha256: str = "") -> FineTuningJob:
+    """Create a task from the console's form, uploading the training file first if one was given."""
+    data = form.cleaned_data
+    training = data.get("training_dataset")
+    upload = data.get("training_upload")
+    if upload is not None:
+        from datasets.services import DatasetError, dataset_create
+
+        try:
+            training, _created = dataset_create(
+                owner=user, upload=upload, sha256=sha256, category="dpo" if data["method"] == Method.DPO else ""
+            )
+        except DatasetError as exc:
+            raise JobInputError(str(exc), "training_file") from None
+    job, _created = job_create(
+        user=user, base_model=data["base_model"], training_dataset=training,
+        validation_dataset=data.get("validation_dataset"), method=data["method"],
+        training_type=data["training_type"], hyperparameters=form.hyperparameters(), suffix=data.get("suffix", ""),
+    )
+    return job

@@ -1,0 +1,27 @@
+"""Training engine (no Django imports): see engine.py for the interface the Celery task uses."""
+
+from __future__ import annotations
+
+from .engine import (
+    Callbacks,
+    TrainingCancelled,
+    TrainingConfig,
+    TrainingDataError,
+    TrainingResult,
+    evaluate_loss,
+    physical_cores,
+    split_examples,
+    train,
+)
+
+__all__ = [
+    "Callbacks",
+    "TrainingCancelled",
+    "TrainingConfig",
+    "TrainingDataError",
+    "TrainingResult",
+    "evaluate_loss",
+    "physical_cores",
+    "split_examples",
+    "train",
+]

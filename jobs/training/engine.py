@@ -1,0 +1,675 @@
+"""The training engine: SFT and DPO, LoRA and full fine-tuning, on CPU or GPU.
+
+Pure Python + torch/transformers/peft (no Django), so it can be tested and
+benchmarked on its own; the Celery task drives it through :class:`Callbacks`.
+
+Why it is fast on CPU:
+* packing: a step's examples are laid end to end in one row with position ids
+  restarting per example and attention computed per example (no padding, no
+  cross-example attention, no masked blocks computed), see ``packing.py``;
+* the LM head (576 x 49,152 for SmolLM2) runs only on the hidden states whose next
+  token carries a label: full-vocabulary logits are never built for prompt tokens;
+* reference log-probs for DPO are computed once before training;
+* threads = physical cores, fp32, no per-step full-vocabulary metrics, and metric
+  events at most about once per second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .fast_linear import frozen_linear, patch_frozen_linears
+from .fused_lora import fuse_lora_layers
+from .fused_rope import patch_llama_rope
+from .packing import MicroBatch, build_micro_batches, register_attention
+from .render import Renderer, RenderError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "training_state.pt"
+TRAINABLE_FILE = "trainable.safetensors"
+RESULT_FILE = "training_result.json"
+
+
+@dataclass
+class TrainingConfig:
+    method: str = "sft"  # "sft" | "dpo"
+    training_type: str = "lora"  # "lora" | "full"
+    n_epochs: int = 3
+    batch_size: int = 8  # examples (DPO: pairs) per optimizer step
+    learning_rate: float = 2e-4  # absolute LR
+    max_seq_len: int = 2048  # the base model's context length; longer examples are truncated
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target: str | list[str] = "all-linear"
+    dpo_beta: float = 0.1
+    packing: bool = True
+    seed: int = 42
+    num_threads: int | None = None  # None: the machine's physical cores
+    warmup_ratio: float = 0.03
+    # beyond the agreed interface (all have safe defaults)
+    # tokens per forward pass (padded size); a step is split beyond it. Peak memory on
+    # SmolLM2-135M LoRA: about 8 GB at 4096 tokens, roughly linear in this number
+    micro_batch_tokens: int = 2048
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    metrics_interval: float = 1.0  # seconds between metric reports, at least
+    fused_lora: bool = True  # fused LoRA linear and RoPE forward/backward (same math, fewer ops)
+    device: str | None = None  # None: CUDA when available, else CPU (fp32 either way)
+
+
+class Callbacks:
+    """Progress sink for :func:`train`; the default does nothing."""
+
+    def event(self, level: str, message: str, data: dict | None = None) -> None:
+        """A log line for the task's event list (``level``: info, warning, error)."""
+
+    def metrics(self, data: dict) -> None:
+        """Progress numbers, at most about once per ``metrics_interval`` and at each epoch end."""
+
+    def checkpoint(self, epoch: int, path: Path) -> None:
+        """A checkpoint for ``epoch`` (1-based) was written to ``path``."""
+
+    def should_stop(self) -> bool:
+        """Polled every step (and inside long loops); True makes train() raise TrainingCancelled."""
+        return False
+
+
+class TrainingCancelled(Exception):
+    """should_stop() asked to stop."""
+
+
+class TrainingDataError(Exception):
+    """An example cannot be trained on; the message names it (1-based line) and why."""
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    trained_tokens: int
+    steps: int
+    epochs_completed: int
+    final_loss: float | None
+    final_eval_loss: float | None
+    tokens_per_second: float
+    train_tokens_per_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads do not help matmuls)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        allowed = set(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return max(1, len(allowed))
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
+def split_examples(examples: Sequence[dict], fraction: float = 0.1, seed: int = 42) -> tuple[list, list]:
+    """Automatic validation split: (train, eval), eval at least one example when there are 2+."""
+    indices = list(range(len(examples)))
+    random.Random(seed).shuffle(indices)
+    n_eval = max(1, round(len(examples) * fraction)) if len(examples) > 1 else 0
+    eval_set = set(indices[:n_eval])
+    train = [ex for i, ex in enumerate(examples) if i not in eval_set]
+    evals = [ex for i, ex in enumerate(examples) if i in eval_set]
+    return train, evals
+
+
+Unit = list[tuple[list[int], list[bool]]]  # SFT: [sequence]; DPO: [chosen, rejected]
+
+
+def encode_examples(
+    renderer: Renderer, examples: Sequence[dict], method: str, callbacks: Callbacks, what: str = "training"
+) -> tuple[list[Unit], int, int, int]:
+    """Render and tokenize all examples. Returns (units, tokens, truncated, skipped)."""
+    units: list[Unit] = []
+    tokens = truncated = skipped = 0
+    for index, example in enumerate(examples, 1):
+        if index % 64 == 0 and callbacks.should_stop():
+            raise TrainingCancelled("cancelled while preparing data")
+        try:
+            if method == "dpo":
+                pair = renderer.encode_dpo(example)
+                unit = [
+                    (pair.chosen.input_ids, pair.chosen.loss_mask),
+                    (pair.rejected.input_ids, pair.rejected.loss_mask),
+                ]
+                was_truncated = pair.truncated
+            else:
+                encoded = renderer.encode_sft(example)
+                unit = [(encoded.input_ids, encoded.loss_mask)]
+                was_truncated = encoded.truncated
+        except RenderError as exc:
+            raise TrainingDataError(f"{what} example {index} (line {index}): {exc}") from None
+        truncated += was_truncated
+        # the first token never gets a label (nothing predicts it); a sequence whose
+        # labelled tokens were all cut off teaches nothing
+        if any(not any(mask[1:]) for _ids, mask in unit):
+            skipped += 1
+            continue
+        units.append(unit)
+        tokens += sum(len(ids) for ids, _ in unit)
+    return units, tokens, truncated, skipped
+
+
+def load_model(model_dir: Path, config: TrainingConfig):
+    """The base model in fp32 with segmented attention, wrapped for LoRA when asked."""
+    from transformers import AutoModelForCausalLM
+
+    attn = register_attention()
+    if config.fused_lora:
+        patch_llama_rope()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation=attn)
+    model.config.use_cache = False
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if config.training_type == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target,
+            task_type="CAUSAL_LM",
+        )
+        with warnings.catch_warnings():  # peft calls a deprecated transformers helper
+            warnings.simplefilter("ignore", FutureWarning)
+            model = get_peft_model(model, lora)
+        if config.fused_lora:
+            fuse_lora_layers(model, config.lora_dropout)
+            patch_frozen_linears(model)
+    elif config.training_type != "full":
+        raise ValueError(f"unknown training_type {config.training_type!r}")
+    return model
+
+
+def _parts(model):
+    """(decoder body, lm head) of a causal LM, unwrapping PEFT."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, base.base_model_prefix)
+    return body, base.get_output_embeddings()
+
+
+def token_logps(model, mb: MicroBatch) -> torch.Tensor:
+    """Log-probability of every labelled token of the micro-batch (1-D, in ``mb.src`` order)."""
+    body, head = _parts(model)
+    device = head.weight.device
+    hidden = body(
+        input_ids=mb.input_ids.to(device),
+        position_ids=mb.position_ids.to(device),
+        segments=mb.segments,
+        use_cache=False,
+    ).last_hidden_state
+    picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.src.to(device))
+    logits = frozen_linear(picked, head.weight, head.bias).float()
+    return -F.cross_entropy(logits, mb.tgt.to(device), reduction="none")
+
+
+def sequence_logps(model, mb: MicroBatch) -> torch.Tensor:
+    """Summed log-probability of the labelled tokens of each sequence of the micro-batch."""
+    logps = token_logps(model, mb)
+    sums = torch.zeros(mb.n_sequences, dtype=logps.dtype, device=logps.device)
+    return sums.index_add(0, mb.seq.to(logps.device), logps)
+
+
+def dpo_loss(
+    policy: torch.Tensor, reference: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid DPO loss per pair; inputs are (pairs, 2) log-probs [chosen, rejected].
+    Returns (losses, reward margins)."""
+    logits = (policy[:, 0] - reference[:, 0]) - (policy[:, 1] - reference[:, 1])
+    return -F.logsigmoid(beta * logits), beta * logits.detach()
+
+
+class _Stopper:
+    def __init__(self, callbacks: Callbacks):
+        self.callbacks = callbacks
+
+    def check(self) -> None:
+        if self.callbacks.should_stop():
+            raise TrainingCancelled("training cancelled")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _Run:
+    """State of one train() call."""
+
+    def __init__(self, model, units, eval_units, config: TrainingConfig, callbacks: Callbacks, pad_id: int):
+        self.model = model
+        self.units = units
+        self.eval_units = eval_units
+        self.config = config
+        self.cb = callbacks
+        self.stopper = _Stopper(callbacks)
+        self.pad_id = pad_id
+        self.dpo = config.method == "dpo"
+        self.ref_logps: torch.Tensor | None = None  # (units, 2) for DPO
+        self.eval_ref_logps: torch.Tensor | None = None
+
+    def batches(self, unit_ids: list[int], units) -> list[MicroBatch]:
+        budget = max(self.config.micro_batch_tokens, self.config.max_seq_len)
+        return build_micro_batches(units, unit_ids, budget, self.config.packing, self.pad_id)
+
+    @torch.no_grad()
+    def reference_logps(self, units) -> torch.Tensor:
+        """Log-probs of the base model (adapters off) for every DPO pair."""
+        out = torch.zeros(len(units), 2)
+        ids = list(range(len(units)))
+        chunk = 32
+        ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else _nullcontext()
+        was_training = self.model.training
+        self.model.eval()
+        with ctx:
+            for start in range(0, len(ids), chunk):
+                self.stopper.check()
+                for mb in self.batches(ids[start : start + chunk], units):
+                    out[mb.units] = sequence_logps(self.model, mb).view(-1, 2).cpu()
+        self.model.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, units=None, ref: torch.Tensor | None = None) -> float | None:
+        """Validation loss: token-mean cross-entropy (SFT) or mean pair loss (DPO)."""
+        units = self.eval_units if units is None else units
+        if not units:
+            return None
+        ref = self.eval_ref_logps if ref is None else ref
+        self.model.eval()
+        total = 0.0
+        count = 0
+        ids = list(range(len(units)))
+        for start in range(0, len(ids), 32):
+            self.stopper.check()
+            for mb in self.batches(ids[start : start + 32], units):
+                if self.dpo:
+                    policy = sequence_logps(self.model, mb).view(-1, 2)
+                    losses, _ = dpo_loss(policy, ref[mb.units].to(policy.device), self.config.dpo_beta)
+                    total += losses.sum().item()
+                    count += len(mb.units)
+                else:
+                    logps = token_logps(self.model, mb)
+                    total += -logps.sum().item()
+                    count += logps.numel()
+        self.model.train()
+        return total / max(count, 1)
+
+    def step(self, unit_ids: list[int]) -> tuple[float, float | None, int]:
+        """Forward/backward over the step's examples (in token-budget micro-batches).
+        Returns (loss, DPO reward margin or None, tokens)."""
+        micro = self.batches(unit_ids, self.units)
+        tokens = sum(mb.n_tokens for mb in micro)
+        loss_total = 0.0
+        margin_total = 0.0
+        if self.dpo:
+            denominator = len(unit_ids)
+        else:
+            denominator = sum(int(mb.src.numel()) for mb in micro)
+        for mb in micro:
+            self.stopper.check()
+            if self.dpo:
+                policy = sequence_logps(self.model, mb).view(-1, 2)
+                reference = self.ref_logps[mb.units].to(policy.device)
+                losses, margins = dpo_loss(policy, reference, self.config.dpo_beta)
+                loss = losses.sum() / denominator
+                margin_total += margins.sum().item()
+            else:
+                loss = -token_logps(self.model, mb).sum() / denominator
+            loss.backward()
+            loss_total += loss.item()
+        margin = margin_total / denominator if self.dpo else None
+        return loss_total, margin, tokens
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def _make_optimizer(params, config: TrainingConfig):
+    kwargs: dict[str, Any] = {"lr": config.learning_rate, "weight_decay": config.weight_decay}
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # fused AdamW is not built for every device
+        return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+
+def _trainable(model) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: dict, lora: bool) -> None:
+    """Weights being trained + optimizer/scheduler/RNG/step state, written atomically."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in _trainable(model).items()}, str(tmp / TRAINABLE_FILE))
+    if lora:  # an adapter folder that can be served as is
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    torch.save(
+        {
+            **state,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+        },
+        tmp / STATE_FILE,
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def train(
+    *,
+    model_dir: Path,
+    train_examples: Sequence[dict],
+    eval_examples: Sequence[dict] | None,
+    config: TrainingConfig,
+    output_dir: Path,
+    callbacks: Callbacks | None = None,
+    resume_from: Path | None = None,
+) -> TrainingResult:
+    """Fine-tune the model in ``model_dir`` on ``train_examples``; see the module docstring."""
+    from transformers import AutoTokenizer
+
+    cb = callbacks or Callbacks()
+    started = _now()
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    if config.method not in ("sft", "dpo"):
+        raise ValueError(f"unknown method {config.method!r}")
+    threads = config.num_threads or physical_cores()
+    torch.set_num_threads(threads)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    cb.event("info", "Preparing data", {"examples": len(train_examples)})
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    renderer = Renderer(tokenizer, config.max_seq_len)
+    units, epoch_tokens, truncated, skipped = encode_examples(renderer, train_examples, config.method, cb)
+    eval_units: list[Unit] = []
+    if eval_examples:
+        eval_units, _, eval_truncated, _ = encode_examples(renderer, eval_examples, config.method, cb, "validation")
+        truncated += eval_truncated
+    if truncated:
+        cb.event(
+            "warning",
+            f"{truncated} example(s) longer than {config.max_seq_len} tokens were truncated",
+            {"truncated": truncated, "max_seq_len": config.max_seq_len},
+        )
+    if skipped:
+        cb.event("warning", f"{skipped} example(s) had no assistant tokens left after truncation and were skipped")
+    if not units:
+        raise TrainingDataError("no training example has assistant tokens to learn from")
+
+    cb.event("info", "Loading model", {"model": model_dir.name, "threads": threads})
+    model = load_model(model_dir, config)
+    model.train()
+    run = _Run(model, units, eval_units, config, cb, pad_id)
+    if run.dpo:
+        cb.event("info", "Computing reference log-probabilities")
+        run.ref_logps = run.reference_logps(units)
+        if eval_units:
+            run.eval_ref_logps = run.reference_logps(eval_units)
+
+    params = list(_trainable(model).values())
+    n_trainable = sum(p.numel() for p in params)
+    n_total = sum(p.numel() for p in model.parameters())
+    optimizer = _make_optimizer(params, config)
+    steps_per_epoch = math.ceil(len(units) / config.batch_size)
+    total_steps = steps_per_epoch * config.n_epochs
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
+
+    first_epoch = 1
+    global_step = 0
+    trained_tokens = 0
+    history: list[dict] = []
+    prior_elapsed = 0.0
+    if resume_from is not None:
+        state = _resume(Path(resume_from), model, optimizer, scheduler)
+        first_epoch = state["epoch"] + 1
+        global_step = state["global_step"]
+        trained_tokens = state["trained_tokens"]
+        history = state.get("history", [])
+        prior_elapsed = state.get("elapsed_time", 0.0)
+        cb.event("info", f"Resumed from epoch {state['epoch']}", {"epoch": state["epoch"], "step": global_step})
+
+    cb.event(
+        "info",
+        "Training started",
+        {
+            "method": config.method,
+            "training_type": config.training_type,
+            "examples": len(units),
+            "tokens_per_epoch": epoch_tokens,
+            "total_steps": total_steps,
+            "trainable_parameters": n_trainable,
+            "parameters": n_total,
+        },
+    )
+    loop_started = _now()
+    tokens_this_run = 0
+    last_emit = 0.0
+    pending: list[float] = []  # step losses since the last metrics report
+    pending_margin: list[float] = []
+    last_loss: float | None = None
+    last_eval: float | None = None
+    epochs_completed = first_epoch - 1
+    if history:  # resumed: the figures so far stand until new ones come
+        last_loss = history[-1].get("loss")
+        last_eval = next((h["eval_loss"] for h in reversed(history) if h.get("eval_loss") is not None), None)
+
+    def report(epoch_float: float, eval_loss: float | None) -> dict:
+        nonlocal last_emit
+        now = _now()
+        running = now - loop_started
+        speed = tokens_this_run / running if running > 0 else 0.0
+        steps_done_here = global_step - steps_before
+        per_step = running / steps_done_here if steps_done_here else 0.0
+        data = {
+            "epoch": round(epoch_float, 4),
+            "current_steps": global_step,
+            "total_steps": total_steps,
+            "elapsed_time": round(prior_elapsed + now - started, 2),
+            "remaining_time": round(per_step * (total_steps - global_step), 2),
+            "trained_tokens": trained_tokens,
+            "loss": round(sum(pending) / len(pending), 6) if pending else last_loss,
+            "eval_loss": None if eval_loss is None else round(eval_loss, 6),
+            "learning_rate": scheduler.get_last_lr()[0],
+            "tokens_per_second": round(speed, 2),
+        }
+        if pending_margin:
+            data["reward_margin"] = round(sum(pending_margin) / len(pending_margin), 6)
+        pending.clear()
+        pending_margin.clear()
+        history.append(data)
+        cb.metrics(data)
+        last_emit = now
+        return data
+
+    steps_before = global_step
+    for epoch in range(first_epoch, config.n_epochs + 1):
+        order = torch.randperm(len(units), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+        for s in range(steps_per_epoch):
+            run.stopper.check()
+            step_ids = order[s * config.batch_size : (s + 1) * config.batch_size]
+            loss, margin, tokens = run.step(step_ids)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} at step {global_step + 1}")
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm, foreach=True)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            trained_tokens += tokens
+            tokens_this_run += tokens
+            last_loss = loss
+            pending.append(loss)
+            if margin is not None:
+                pending_margin.append(margin)
+            if s < steps_per_epoch - 1 and _now() - last_emit >= config.metrics_interval:
+                report(epoch - 1 + (s + 1) / steps_per_epoch, None)
+        last_eval = run.evaluate()
+        report(float(epoch), last_eval)
+        epochs_completed = epoch
+        message = f"Epoch {epoch}/{config.n_epochs} finished"
+        cb.event("info", message, {"epoch": epoch, "loss": last_loss, "eval_loss": last_eval})
+        checkpoint = output_dir / CHECKPOINTS / f"epoch-{epoch}"
+        save_checkpoint(
+            checkpoint,
+            model,
+            tokenizer,
+            optimizer,
+            scheduler,
+            {
+                "epoch": epoch,
+                "global_step": global_step,
+                "trained_tokens": trained_tokens,
+                "history": history,
+                "elapsed_time": prior_elapsed + _now() - started,
+                "config": asdict(config),
+            },
+            lora=config.training_type == "lora",
+        )
+        cb.checkpoint(epoch, checkpoint)
+
+    loop_time = _now() - loop_started
+    final_dir = output_dir / "final"
+    cb.event("info", "Saving the model")
+    _save_final(model, tokenizer, final_dir, config)
+    result = TrainingResult(
+        output_dir=final_dir,
+        trained_tokens=trained_tokens,
+        steps=global_step,
+        epochs_completed=epochs_completed,
+        final_loss=last_loss,
+        final_eval_loss=last_eval,
+        tokens_per_second=round(tokens_this_run / loop_time, 2) if loop_time > 0 else 0.0,
+        train_tokens_per_epoch=epoch_tokens,
+        history=history,
+    )
+    (final_dir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2))
+    speed = {"trained_tokens": trained_tokens, "tokens_per_second": result.tokens_per_second}
+    cb.event("info", "Training finished", speed)
+    return result
+
+
+def _resume(path: Path, model, optimizer, scheduler) -> dict:
+    from safetensors.torch import load_file
+
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    saved = load_file(str(path / TRAINABLE_FILE))
+    current = _trainable(model)
+    missing = set(current) - set(saved)
+    if missing:
+        raise ValueError(f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]})")
+    with torch.no_grad():
+        for name, param in current.items():
+            param.copy_(saved[name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    return state
+
+
+def _save_final(model, tokenizer, final_dir: Path, config: TrainingConfig) -> None:
+    """LoRA: the PEFT adapter + tokenizer (servable by transformers serve); full: a bf16 model folder."""
+    tmp = final_dir.with_name(final_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if config.training_type == "lora":
+        model.save_pretrained(str(tmp))
+    else:
+        model.config.use_cache = True
+        model.to(torch.bfloat16)
+        model.config.dtype = torch.bfloat16
+        # the segmented attention is ours: a saved model must load anywhere
+        model.config._attn_implementation = "sdpa"
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(final_dir, ignore_errors=True)
+    tmp.rename(final_dir)
+
+
+def evaluate_loss(
+    *, model_dir: Path, examples: Sequence[dict], config: TrainingConfig, adapter_dir: Path | None = None
+) -> float | None:
+    """Validation loss of the base model (or base + a saved LoRA adapter) on ``examples``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(config.num_threads or physical_cores())
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    units, _, _, _ = encode_examples(Renderer(tokenizer, config.max_seq_len), examples, config.method, Callbacks())
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, attn_implementation=register_attention()
+    )
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        with warnings.catch_warnings():  # peft calls a deprecated transformers helper
+            warnings.simplefilter("ignore", FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
+    run = _Run(model, [], units, config, Callbacks(), pad_id)
+    if run.dpo:
+        run.eval_ref_logps = run.reference_logps(units)
+    return run.evaluate()

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from datasets.conf import max_bytes
+from datasets.services import human_bytes
+from datasets.uploads import with_upload_limit
+
+from . import charts, services
+from .forms import JobForm
+from .models import BaseModel, FineTuningJob, JobEvent, JobStatus
+
+EVENTS_SHOWN = 100
+
+
+def _get_job_for_user(request: HttpRequest, public_id: str) -> FineTuningJob:
+    return get_object_or_404(
+        FineTuningJob.objects.select_related("base_model", "training_dataset", "validation_dataset"),
+        public_id=public_id, owner=request.user,
+    )
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    jobs = FineTuningJob.objects.owned_by(request.user).select_related("base_model", "training_dataset")
+    q = request.GET.get("q", "").strip()
+    if q:
+        jobs = jobs.filter(fine_tuned_model__icontains=q) | jobs.filter(public_id__icontains=q)
+    status = request.GET.get("status", "")
+    if status in JobStatus.values:
+        jobs = jobs.filter(status=status)
+    page = Paginator(jobs, 20).get_page(request.GET.get("page"))
+    has_active = any(not job.is_final for job in page.object_list)
+    context = {"page": page, "q": q, "status": status, "statuses": JobStatus.choices, "has_active": has_active}
+    if request.htmx and request.GET.get("partial") == "table":
+        response = render(request, "jobs/list.html#table", context)
+        return response if has_active else HttpResponseStopPolling(response.content)
+    return render(request, "jobs/list.html", context)
+
+
+def _form_context(form: JobForm) -> dict:
+    capabilities = {m.code: {"methods": m.methods, "training_types": m.training_types}
+                    for m in form.models_with_weights}
+    return {"form": form, "models_without_weights": form.models_without_weights, "capabilities": capabilities}
+
+
+def _too_large(request: HttpRequest) -> HttpResponse:
+    message = _("The file is larger than the limit of %(limit)s.") % {"limit": human_bytes(max_bytes())}
+    context = {**_form_context(JobForm(user=request.user)), "upload_error": message}
+    response = render(request, "jobs/create.html", context, status=413)
+    response["Connection"] = "close"
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@with_upload_limit(_too_large)
+def job_create(request: HttpRequest, handler) -> HttpResponse:
+    """The create form; a dataset uploaded in it gets the streaming size limit of the datasets page."""
+    initial = {}
+    if request.GET.get("model"):
+        initial["base_model"] = request.GET["model"]
+    if request.GET.get("dataset"):
+        initial["training_dataset"] = request.GET["dataset"]
+    form = JobForm(request.POST or None, request.FILES or None, user=request.user, initial=initial)
+    if handler is not None and handler.too_large:
+        return _too_large(request)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = services.job_create_from_form(
+                user=request.user, form=form, sha256=handler.sha256.hexdigest() if handler else ""
+            )
+        except services.JobInputError as exc:
+            field = {"model": "base_model", "training_file": "training_dataset",
+                     "validation_file": "validation_dataset"}.get(exc.param or "", exc.param)
+            form.add_error(field if field in form.fields else None, exc.message)
+        else:
+            messages.success(request, _("Task %(id)s created.") % {"id": job.public_id})
+            return redirect("jobs:detail", public_id=job.public_id)
+    return render(request, "jobs/create.html", _form_context(form))
+
+
+@login_required
+@require_POST
+def job_estimate(request: HttpRequest) -> HttpResponse:
+    """The create form's live estimate: tokens, epochs, unit price, cost and warnings."""
+    form = JobForm(request.POST, user=request.user)
+    form.is_valid()  # errors are shown by the form itself; use what is clean
+    data = form.cleaned_data
+    context: dict = {"estimate": None, "warnings": [], "resolved": None, "error": None}
+    base_model, dataset = data.get("base_model"), data.get("training_dataset")
+    if base_model is not None:
+        context["base_model"] = base_model
+        try:
+            services.job_check_choices(user=request.user, base_model=base_model, method=data.get("method", "sft"),
+                                       training_type=data.get("training_type", "lora"))
+        except services.JobInputError as exc:
+            context["error"] = exc.message
+    if base_model is not None and dataset is not None:
+        try:
+            resolved = services.hyperparameters_resolve(
+                requested={k: request.POST.get(k, "auto") for k in ("n_epochs", "batch_size",
+                                                                    "learning_rate_multiplier")},
+                method=data.get("method", "sft"), training_type=data.get("training_type", "lora"),
+                examples=dataset.examples or 0,
+            )
+            services.job_check_dataset(user=request.user, base_model=base_model, method=data.get("method", "sft"),
+                                       dataset=dataset, param="training_file")
+        except services.JobInputError as exc:
+            context["error"] = context["error"] or exc.message
+        else:
+            context["resolved"] = resolved
+            context["estimate"] = services.job_estimate(base_model=base_model, dataset=dataset,
+                                                        n_epochs=resolved["n_epochs"])
+            context["warnings"] = services.dataset_warnings(base_model=base_model, dataset=dataset)
+    return render(request, "jobs/create.html#estimate", context)
+
+
+def _live_context(job: FineTuningJob) -> dict:
+    metrics = list(
+        JobEvent.objects.filter(job=job, type=JobEvent.Type.METRICS).order_by("id").values_list("data", flat=True)
+    )
+    events = list(JobEvent.objects.filter(job=job, type=JobEvent.Type.MESSAGE).order_by("-id")[:EVENTS_SHOWN])
+    return {
+        "job": job,
+        "position": services.queue_position(job),
+        "chart": charts.loss_chart(metrics),
+        "events": events,
+        "checkpoints": list(job.checkpoints.all()),
+        "result": getattr(job, "result", None) if job.status == JobStatus.SUCCEEDED else None,
+    }
+
+
+@login_required
+def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = _get_job_for_user(request, public_id)
+    context = _live_context(job)
+    if request.htmx and request.GET.get("partial") == "live":
+        response = render(request, "jobs/detail.html#live", context)
+        return HttpResponseStopPolling(response.content) if job.is_final else response
+    return render(request, "jobs/detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = _get_job_for_user(request, public_id)
+    if request.method == "POST":
+        if job.is_final:
+            messages.info(request, _("The task had already ended."))
+        else:
+            services.job_cancel(job=job)
+            messages.success(request, _("Cancelling task %(id)s.") % {"id": job.public_id})
+        return redirect("jobs:detail", public_id=job.public_id)
+    return render(request, "jobs/confirm.html", {"job": job, "action": "cancel"})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_delete(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = _get_job_for_user(request, public_id)
+    if request.method == "POST":
+        try:
+            services.job_delete(job=job)
+        except services.JobNotDeletable as exc:
+            messages.error(request, str(exc))
+            return redirect("jobs:detail", public_id=job.public_id)
+        messages.success(request, _("Task %(id)s deleted.") % {"id": public_id})
+        return redirect("jobs:list")
+    return render(request, "jobs/confirm.html", {"job": job, "action": "delete"})
+
+
+@login_required
+def model_square(request: HttpRequest) -> HttpResponse:
+    models = list(BaseModel.objects.usable_by(request.user))
+    for model in models:
+        model.present, model.where = model.weights_status()
+    return render(request, "jobs/square.html", {"models": models})

@@ -1,0 +1,234 @@
+"""Training throughput: our engine vs plain transformers / trl, same model, data and settings.
+
+The work is the peer's (LLaMA-Factory 0.9.5 on this kind of machine: 258 tokens/s):
+SmolLM2-135M-Instruct, LoRA r16 / alpha 32 on all linear layers, batch 8, fp32,
+3 epochs, learning rate 2e-3, on 196 short chat examples of 40-82 tokens (about
+12.4k tokens an epoch), generated here deterministically.
+
+tokens/s = all tokens of the rendered examples per epoch x epochs / wall time.
+For ours the wall time is the whole ``train()`` call (data preparation, model
+loading, progress, a checkpoint per epoch, saving the adapter); for the plain
+scripts it is ``trainer.train()`` only (their loading is not counted).
+
+Each contender runs in its own process, one after the other:
+
+    .venv/bin/python tests/perf/bench_training.py                 # ours, plain HF Trainer, trl SFTTrainer
+    .venv/bin/python tests/perf/bench_training.py --epochs 1 --only ours hf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# The repository has a Django app called "datasets" that would shadow Hugging Face's
+# (trl and the Trainer use the latter): import Hugging Face's first, then add the repository.
+import datasets  # noqa: E402,F401  (Hugging Face datasets)
+
+sys.path.insert(0, str(REPO))
+
+MODEL_DIR = Path(os.environ.get("CONSOLE_MODELS_DIR") or REPO / "var" / "models") / "smollm2-135m-instruct"
+PEER_TOKENS_PER_SECOND = 258.0
+TRL_DEFAULTS_TOKENS_PER_SECOND = 139.0
+
+SUBJECTS = ["the kettle", "my router", "the garden", "a bicycle", "this recipe", "the printer", "our team",
+            "the invoice", "a telescope", "the playlist", "my laptop", "the museum", "a sailboat", "the river"]
+VERBS = ["clean", "fix", "improve", "describe", "plan", "explain", "compare", "choose", "store", "measure"]
+WORDS = ("first check the power and then look at the small label on the back because most problems come from "
+         "loose cables old settings or dust so wipe it gently wait a minute and try again if it still fails "
+         "write down the model number and ask the shop for a replacement part that fits").split()
+
+
+def peer_like_examples(tokenizer, n: int = 196, seed: int = 0, lo: int = 40, hi: int = 82) -> list[dict]:
+    """``n`` chat examples whose rendered length (default system prompt included) is in [lo, hi]."""
+    rng = random.Random(seed)
+    examples: list[dict] = []
+    while len(examples) < n:
+        question = f"How do I {rng.choice(VERBS)} {rng.choice(SUBJECTS)}?"
+        start = rng.randrange(len(WORDS))
+        length = rng.randint(4, 50)
+        answer = " ".join(WORDS[(start + i) % len(WORDS)] for i in range(length)).capitalize() + "."
+        example = {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+        tokens = len(tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=False))
+        if lo <= tokens <= hi:
+            examples.append(example)
+    return examples
+
+
+def rendered_tokens(tokenizer, examples: list[dict]) -> int:
+    return sum(len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples)
+
+
+def _warmup(n_examples: int, args) -> int:
+    """Warm-up steps as the engine computes them (3% of the steps, rounded up)."""
+    import math
+
+    return math.ceil(0.03 * math.ceil(n_examples / 8) * args.epochs)
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def run_ours(examples, args) -> dict:
+    from jobs.training import TrainingConfig, train
+
+    config = TrainingConfig(n_epochs=args.epochs, batch_size=8, learning_rate=2e-3, lora_r=16, lora_alpha=32,
+                            lora_target="all-linear", num_threads=args.threads, packing=not args.no_packing)
+    with tempfile.TemporaryDirectory() as out:
+        cpu, started = _cpu_seconds(), time.perf_counter()
+        result = train(model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config,
+                       output_dir=Path(out))
+        wall = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu
+    losses = [h["loss"] for h in result.history]
+    return {"wall_s": wall, "cpu_s": cpu, "loop_tokens_per_second": result.tokens_per_second, "first_loss": losses[0],
+            "final_loss": result.final_loss, "steps": result.steps}
+
+
+def run_hf(examples, args) -> dict:
+    """A minimal plain transformers Trainer: same rendering and assistant-only labels, padded batches."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from jobs.training.render import Renderer
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
+    renderer = Renderer(tokenizer, 2048)
+    rows = []
+    for example in examples:
+        encoded = renderer.encode_sft(example)
+        labels = [t if m else -100 for t, m in zip(encoded.input_ids, encoded.loss_mask, strict=True)]
+        rows.append({"input_ids": encoded.input_ids, "attention_mask": [1] * len(labels), "labels": labels})
+    model = AutoModelForCausalLM.from_pretrained(str(MODEL_DIR), dtype=torch.float32, attn_implementation="sdpa")
+    model = get_peft_model(model, _lora_config())
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=8, num_train_epochs=args.epochs, learning_rate=2e-3,
+            lr_scheduler_type="linear", warmup_steps=_warmup(len(examples), args), logging_steps=5,
+            save_strategy="no", report_to=[],
+            use_cpu=True, dataloader_num_workers=0, seed=42,
+        )
+        trainer = Trainer(model=model, args=targs, train_dataset=rows,
+                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+        return _timed_train(trainer)
+
+
+def run_trl(examples, args) -> dict:
+    """trl's SFTTrainer with its defaults, only the hyperparameters matched."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from datasets import Dataset  # Hugging Face's (imported at the top, before the repository's app)
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
+    model = AutoModelForCausalLM.from_pretrained(str(MODEL_DIR), dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as out:
+        config = SFTConfig(
+            output_dir=out, per_device_train_batch_size=8, num_train_epochs=args.epochs, learning_rate=2e-3,
+            lr_scheduler_type="linear", warmup_steps=_warmup(len(examples), args), logging_steps=5,
+            save_strategy="no", report_to=[],
+            use_cpu=True, max_length=2048, seed=42, bf16=False,
+        )
+        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
+                             processing_class=tokenizer, peft_config=_lora_config())
+        return _timed_train(trainer)
+
+
+def _timed_train(trainer) -> dict:
+    """Run ``trainer.train()`` and report wall and CPU time with the logged losses."""
+    cpu, started = _cpu_seconds(), time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] or [
+        h["train_loss"] for h in trainer.state.log_history if "train_loss" in h
+    ]
+    return {"wall_s": wall, "cpu_s": cpu, "first_loss": losses[0], "final_loss": losses[-1],
+            "steps": trainer.state.global_step}
+
+
+RUNNERS = {"ours": run_ours, "hf": run_hf, "trl": run_trl}
+LABELS = {"ours": "ours (jobs.training.train)", "hf": "plain transformers Trainer", "trl": "trl SFTTrainer defaults"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=196)
+    parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    parser.add_argument("--only", nargs="+", choices=sorted(RUNNERS), default=["ours", "hf", "trl"])
+    parser.add_argument("--no-packing", action="store_true", help="ours with padded batches instead of packing")
+    parser.add_argument("--child", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    from transformers import AutoTokenizer
+
+    if not args.threads:
+        from jobs.training.engine import physical_cores
+
+        args.threads = physical_cores()
+    tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
+    examples = peer_like_examples(tokenizer, args.examples)
+    per_epoch = rendered_tokens(tokenizer, examples)
+    if args.child:
+        print(json.dumps(RUNNERS[args.child](examples, args)))
+        return
+
+    lengths = [len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples]
+    print(f"model {MODEL_DIR.name}; {len(examples)} examples, {min(lengths)}-{max(lengths)} tokens each, "
+          f"{per_epoch} tokens/epoch x {args.epochs} epochs; LoRA r16 a32 all-linear, batch 8, lr 2e-3, fp32, "
+          f"{args.threads} threads; {os.cpu_count()} CPUs")
+    results = {}
+    for name in args.only:
+        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs), "--examples",
+               str(args.examples), "--threads", str(args.threads)] + (["--no-packing"] if args.no_packing else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if proc.returncode or not line.startswith("{"):
+            print(f"{name} failed:\n{proc.stderr[-3000:]}")
+            continue
+        result = json.loads(line)
+        result["tokens_per_second"] = per_epoch * args.epochs / result["wall_s"]
+        results[name] = result
+        # cores actually given to the run (others may share the machine): CPU time / wall time
+        result["cores_used"] = result["cpu_s"] / result["wall_s"]
+        print(f"{LABELS[name]:32s} {result['wall_s']:7.1f} s  {result['tokens_per_second']:7.1f} tokens/s  "
+              f"({result['cores_used']:.2f} cores busy)  "
+              f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}  ({result['steps']} steps)", flush=True)
+    if "ours" in results:
+        ours = results["ours"]["tokens_per_second"]
+        for name in ("hf", "trl"):
+            if name in results:
+                print(f"ours / {name}: {ours / results[name]['tokens_per_second']:.2f}x")
+        print(f"ours / LLaMA-Factory peer ({PEER_TOKENS_PER_SECOND:.0f} tokens/s): "
+              f"{ours / PEER_TOKENS_PER_SECOND:.2f}x")
+        print(f"ours / trl defaults as measured by the peer ({TRL_DEFAULTS_TOKENS_PER_SECOND:.0f} tokens/s): "
+              f"{ours / TRL_DEFAULTS_TOKENS_PER_SECOND:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tokens_per_epoch": per_epoch, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

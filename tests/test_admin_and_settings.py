@@ -1,0 +1,65 @@
+"""The admin site, and settings that fail loudly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
+    dropped = {"SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE", "CONSOLE_ENV", "DEBUG"}
+    full_env = {k: v for k, v in os.environ.items() if k not in dropped}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_refuses_to_start_without_secret_key(tmp_path):
+    result = _run(
+        {"CONSOLE_ENV": "production", "ALLOWED_HOSTS": "example.com", "CONSOLE_VAR_DIR": str(tmp_path)}, "check"
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_check_deploy_is_clean_in_production(tmp_path):
+    result = _run(
+        {
+            "CONSOLE_ENV": "production",
+            "ALLOWED_HOSTS": "console.example.com",
+            "CONSOLE_VAR_DIR": str(tmp_path),
+            "SECRET_KEY": "x" * 20 + "a-long-random-production-secret-key-for-the-test-0123456789",
+        },
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_bad_boolean_setting_is_refused(tmp_path):
+    result = _run({"DEBUG": "maybe", "CONSOLE_VAR_DIR": str(tmp_path)}, "check")
+    assert result.returncode != 0 and "DEBUG must be true or false" in result.stderr
+
+
+@pytest.mark.django_db
+def test_admin_lists_every_model(admin_client):
+    for url in ["/admin/console/user/", "/admin/console/apikey/", "/admin/jobs/basemodel/"]:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+    html = admin_client.get("/admin/jobs/basemodel/?q=smollm2").content.decode()
+    assert "smollm2-135m-instruct" in html
+
+
+@pytest.mark.django_db
+def test_admin_is_for_staff_only(alice_client):
+    assert alice_client.get("/admin/").status_code == 302

@@ -1,0 +1,61 @@
+"""Under uvicorn (ASGI) a dataset upload is stopped at the size limit while it streams in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from console.asgi import application
+
+pytestmark = pytest.mark.django_db
+
+
+def call(path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]):
+    """Run one request through the ASGI application; return (status, body, chunks read)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"testserver"), *headers], "client": ("127.0.0.1", 5000),
+             "server": ("testserver", 80)}
+    pending = list(chunks)
+    read = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal read
+        if not pending:
+            await asyncio.sleep(3600)  # the client keeps the connection open
+        read += 1
+        body = pending.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(pending)}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(application(scope, receive, send), 30))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body, read
+
+
+def test_declared_length_over_the_limit_is_refused_before_reading(settings):
+    settings.DATASET_MAX_BYTES = 1024 * 1024
+    status, body, read = call("/api/paas/v4/files", [b"x" * 10], [(b"content-length", str(50 * 1024 * 1024).encode())])
+    assert status == 413 and read == 0
+    assert "larger than the limit of 1 MiB" in json.loads(body)["error"]["message"]
+
+
+def test_streamed_body_is_cut_as_soon_as_it_passes_the_limit(settings):
+    settings.DATASET_MAX_BYTES = 1024 * 1024
+    chunk = b"y" * (64 * 1024)
+    status, body, read = call("/console/datasets/upload/", [chunk] * 200,
+                              [(b"content-type", b"multipart/form-data; boundary=zz")])
+    assert status == 413 and "larger than the limit" in json.loads(body)["errors"]["file"][0]
+    limit_chunks = (1024 * 1024 + 64 * 1024) // len(chunk)
+    assert read == limit_chunks + 1  # stopped right after the limit, not after 200 chunks (12.5 MiB)
+
+
+def test_other_requests_pass_through(settings):
+    status, body, _read = call("/api/paas/v4/files", [b"small"], [(b"content-length", b"5")])
+    assert status == 401  # reached the API view, which wants a key

@@ -1,0 +1,229 @@
+"""The fine-tuning pages and API: the create form with its live estimate, detail partials, owners only."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from console.models import ApiKey
+from jobs import services
+from jobs.models import FineTuningJob, JobEvent, JobStatus
+
+from .jobs_support import chat_lines, make_dataset
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def _job(owner, base, **kwargs) -> FineTuningJob:
+    return services.job_create(user=owner, base_model=base, training_dataset=make_dataset(owner, chat_lines()),
+                               **kwargs)[0]
+
+
+def _form(dataset, **extra) -> dict:
+    return {"base_model": "tiny-test", "method": "sft", "training_type": "lora",
+            "training_dataset": dataset.pk, "n_epochs": "auto", "batch_size": "auto",
+            "learning_rate_multiplier": "auto", "suffix": "", **extra}
+
+
+def test_empty_list_says_what_to_do(alice_client):
+    html = alice_client.get("/console/jobs/").content.decode()
+    assert "No fine-tuning tasks yet" in html and "/console/jobs/create/" in html
+
+
+def test_create_form_offers_only_models_with_weights(alice_client, tiny_base):
+    html = alice_client.get("/console/jobs/create/?model=tiny-test").content.decode()
+    assert '<option value="tiny-test" selected>' in html
+    assert 'value="glm-4-flash"' not in html and "<code>glm-4-flash</code>" in html  # said, not offered
+
+
+def test_live_estimate_shows_tokens_cost_formula_and_auto_values(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines(10))
+    html = alice_client.post("/console/jobs/estimate/", _form(dataset), **HTMX).content.decode()
+    assert 'data-testid="tokens">400<' in html
+    assert 'data-testid="cost">0.0200<' in html  # 400 × 5 epochs (auto for < 100 examples) × 0.01 / 1000
+    assert "400 tokens × 5 epochs" in html
+    assert "Only 10 examples" in html  # fewer than advised: a warning, not a refusal
+    html = alice_client.post("/console/jobs/estimate/", _form(dataset, n_epochs="2"), **HTMX).content.decode()
+    assert 'data-testid="cost">0.0080<' in html
+
+
+def test_bad_form_keeps_what_was_typed(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines())
+    response = alice_client.post("/console/jobs/create/", _form(dataset, suffix="Bad Suffix!", n_epochs="7"))
+    html = response.content.decode()
+    assert response.status_code == 200 and "at most 40 characters" in html
+    assert 'value="Bad Suffix!"' in html and 'value="7"' in html
+    assert not FineTuningJob.objects.exists()
+
+
+def test_create_from_the_form_redirects_to_the_task(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines())
+    response = alice_client.post("/console/jobs/create/", _form(dataset, suffix="demo"))
+    job = FineTuningJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/console/jobs/{job.public_id}/"
+    assert job.owner == alice and job.fine_tuned_model.startswith("ft:tiny-test:demo:")
+
+
+def test_detail_partial_polls_until_final_then_stops(alice_client, alice, tiny_base):
+    job = _job(alice, tiny_base)
+    services.job_prepare(job_id=job.pk)
+    url = f"/console/jobs/{job.public_id}/?partial=live"
+    queued = alice_client.get(url, **HTMX)
+    assert queued.status_code == 200 and "Position 1 in the queue" in queued.content.decode()
+    services.job_claim_next(worker="w")
+    for step, loss in [(1, 3.0), (2, 2.5)]:
+        JobEvent.objects.create(job=job, type="metrics", message="m",
+                                data={"current_steps": step, "total_steps": 4, "loss": loss, "epoch": step / 2})
+    FineTuningJob.objects.filter(pk=job.pk).update(progress={"current_steps": 2, "total_steps": 4, "epoch": 1.0})
+    running = alice_client.get(url, **HTMX).content.decode()
+    assert 'aria-valuenow="50.0"' in running and 'data-testid="loss-chart"' in running
+    assert "<html" not in running
+    services.job_cancel(job=job)
+    FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED)
+    assert alice_client.get(url, **HTMX).status_code == 286  # htmx stops polling
+
+
+def test_pages_of_another_users_task_are_404(client, alice, bob, tiny_base):
+    job = _job(alice, tiny_base)
+    client.force_login(bob)
+    for url in [f"/console/jobs/{job.public_id}/", f"/console/jobs/{job.public_id}/?partial=live",
+                f"/console/jobs/{job.public_id}/cancel/", f"/console/jobs/{job.public_id}/delete/"]:
+        assert client.get(url, **HTMX).status_code == 404, url
+    assert client.post(f"/console/jobs/{job.public_id}/cancel/").status_code == 404
+    assert job.public_id not in client.get("/console/jobs/").content.decode()
+    job.refresh_from_db()
+    assert job.status == JobStatus.VALIDATING_FILES
+
+
+def test_cancel_and_delete_ask_first(alice_client, alice, tiny_base):
+    job = _job(alice, tiny_base)
+    assert "never start" in alice_client.get(f"/console/jobs/{job.public_id}/cancel/").content.decode()
+    alice_client.post(f"/console/jobs/{job.public_id}/cancel/")
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert "cannot be undone" in alice_client.get(f"/console/jobs/{job.public_id}/delete/").content.decode()
+    assert alice_client.post(f"/console/jobs/{job.public_id}/delete/").status_code == 302
+    assert not FineTuningJob.objects.filter(pk=job.pk).exists()
+
+
+def test_model_square_says_where_weights_are_missing(alice_client, tiny_base):
+    html = alice_client.get("/console/models/").content.decode()
+    assert 'data-testid="model-smollm2-135m-instruct"' in html
+    assert "is not in the local Hugging Face cache" in html or "No weights configured" in html
+    assert "glm-4-0520" not in html  # annual private plans only
+
+
+def test_list_shows_progress_and_polls_while_active(alice_client, alice, tiny_base):
+    job = _job(alice, tiny_base)
+    html = alice_client.get("/console/jobs/").content.decode()
+    assert job.public_id in html and 'hx-trigger="every 2s"' in html
+    services.job_cancel(job=job)
+    assert alice_client.get("/console/jobs/?partial=table", **HTMX).status_code == 286
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_is_owner_only(live_server, alice, bob, tiny_base):
+    job = _job(alice, tiny_base)
+    _key, bob_key = ApiKey.create_for(user=bob, name="bob")
+    headers = {"Authorization": f"Bearer {bob_key}"}
+    base = f"{live_server.url}/api/paas/v4/fine_tuning/jobs"
+    for method, url in [("GET", f"{base}/{job.public_id}"), ("POST", f"{base}/{job.public_id}/cancel"),
+                        ("GET", f"{base}/{job.public_id}/events"), ("DELETE", f"{base}/{job.public_id}")]:
+        response = httpx.request(method, url, headers=headers)
+        assert response.status_code == 404, url
+        assert response.json()["error"]["code"] == "404"
+    assert httpx.get(base, headers=headers).json()["data"] == []
+    alices_file = job.training_dataset.public_id
+    response = httpx.post(base, headers=headers, json={"model": "tiny-test", "training_file": alices_file})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "training_file"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_errors_have_the_platform_shape(sdk, alice, tiny_base):
+    from zhipuai.core._errors import APIRequestFailedError
+
+    dataset = make_dataset(alice, chat_lines())
+    with pytest.raises(APIRequestFailedError) as exc:
+        sdk.fine_tuning.jobs.create(model="glm-4-flash", training_file=dataset.public_id)
+    assert "weights_missing" in str(exc.value)
+    with pytest.raises(APIRequestFailedError):
+        sdk.fine_tuning.jobs.create(model="no-such-model", training_file=dataset.public_id)
+    with pytest.raises(APIRequestFailedError):
+        sdk.fine_tuning.jobs.create(model="tiny-test", training_file="file-nope")
+
+
+def test_overview_counts_are_real_and_per_user(client, alice, bob, tiny_base):
+    job = _job(alice, tiny_base)
+    client.force_login(alice)
+    html = client.get("/console/").content.decode()
+    assert 'data-testid="dataset-count">1<' in html and 'data-testid="job-count">1<' in html
+    assert job.fine_tuned_model in html
+    client.force_login(bob)
+    html = client.get("/console/").content.decode()
+    assert 'data-testid="dataset-count">0<' in html and 'data-testid="job-count">0<' in html
+    assert job.fine_tuned_model not in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_in_the_create_form_validates_then_queues(client, alice, tiny_base, celery_worker):
+    from pathlib import Path
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from datasets.models import Dataset
+
+    from .jobs_support import wait_for
+
+    client.force_login(alice)
+    sample = Path(__file__).resolve().parent.parent / "samples" / "chat.jsonl"
+    form = {k: v for k, v in _form(make_dataset(alice, chat_lines())).items() if k != "training_dataset"}
+    form["training_upload"] = SimpleUploadedFile("mine.jsonl", sample.read_bytes())
+    response = client.post("/console/jobs/create/", form)
+    assert response.status_code == 302
+    job = FineTuningJob.objects.get(owner=alice)
+    uploaded = Dataset.objects.get(owner=alice, filename="mine.jsonl")  # it lands in the user's datasets
+    assert job.training_dataset == uploaded
+    # Queued once validated (a training worker left running by another test may already have taken it).
+    wait_for(lambda: job.events.filter(message="Files validated; the task is queued.").exists(), timeout=90,
+             what="validation then queueing")
+    job.refresh_from_db()
+    uploaded.refresh_from_db()
+    assert uploaded.status == "ready" and uploaded.category == "chat"
+    assert job.estimated_tokens == uploaded.tokens * job.resolved_hyperparameters["n_epochs"]
+    services.job_cancel(job=job)
+
+
+def test_task_pages_speak_chinese(alice_client, alice, tiny_base):
+    job = _job(alice, tiny_base)
+    alice.language = "zh-hans"
+    alice.save()
+    assert "创建微调任务" in alice_client.get("/console/jobs/").content.decode()
+    html = alice_client.get(f"/console/jobs/{job.public_id}/").content.decode()
+    assert "自动划分 10%" in html and "校验文件中" in html
+    assert "预估" in alice_client.get("/console/jobs/create/").content.decode()
+    assert "模型广场" in alice_client.get("/console/models/").content.decode()
+
+
+def test_too_large_upload_in_the_create_form_leaves_nothing(alice_client, alice, tiny_base, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from datasets.models import Dataset
+
+    settings.DATASET_MAX_BYTES = 1000
+    form = {k: v for k, v in _form(make_dataset(alice, chat_lines())).items() if k != "training_dataset"}
+    form["training_upload"] = SimpleUploadedFile("big.jsonl", b'{"messages": []}\n' * 200)
+    response = alice_client.post("/console/jobs/create/", form)
+    assert response.status_code == 413
+    assert "larger than the limit" in response.content.decode()
+    assert not FineTuningJob.objects.exists()
+    assert not Dataset.objects.filter(filename="big.jsonl").exists()
+
+
+def test_a_ready_dataset_links_to_a_task_on_it(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines())
+    html = alice_client.get(f"/console/datasets/{dataset.pk}/").content.decode()
+    assert f"/console/jobs/create/?dataset={dataset.pk}" in html
+    form = alice_client.get(f"/console/jobs/create/?dataset={dataset.pk}").content.decode()
+    assert f'<option value="{dataset.pk}" selected>' in form

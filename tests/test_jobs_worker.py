@@ -1,0 +1,137 @@
+"""Tasks that really train: a tiny model through real Celery workers, driven by the zhipuai SDK."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobs import services
+from jobs.models import Checkpoint, FineTunedModel, FineTuningJob, JobEvent, JobStatus
+
+from .jobs_support import chat_lines, dpo_lines, job_status, make_dataset, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+
+def _final(public_id: str, timeout: float = 180) -> str:
+    return wait_for(lambda: (s := job_status(public_id)) in {"succeeded", "failed", "cancelled"} and s,
+                    timeout=timeout, what=f"{public_id} to end")
+
+
+def test_sdk_creates_a_task_that_trains_to_success(sdk, alice, tiny_base, training_worker):
+    dataset = make_dataset(alice, chat_lines(24))
+    job = sdk.fine_tuning.jobs.create(
+        model="tiny-test", training_file=dataset.public_id, suffix="widgets", request_id="req-train-1",
+        hyperparameters={"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 3},
+    )
+    assert job.status in {"validating_files", "queued", "running"} and job.id.startswith("ftjob-")
+    # The SDK retries a create on 5xx; the same request_id gives the same task, not a second one.
+    again = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id, suffix="widgets",
+                                        request_id="req-train-1")
+    assert again.id == job.id and FineTuningJob.objects.count() == 1
+
+    assert _final(job.id) == "succeeded", FineTuningJob.objects.get(public_id=job.id).error_message
+    done = sdk.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded" and done.fine_tuned_model.startswith("ft:tiny-test:widgets:")
+    assert done.trained_tokens > 0 and done.finished_at >= done.created_at
+
+    row = FineTuningJob.objects.get(public_id=job.id)
+    metrics = list(JobEvent.objects.filter(job=row, type="metrics").order_by("id").values_list("data", flat=True))
+    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+    assert losses[-1] < losses[0], losses  # the loss really falls
+    assert any(m.get("eval_loss") is not None for m in metrics)  # validation at least once an epoch
+    checkpoints = list(Checkpoint.objects.filter(job=row).order_by("epoch"))
+    assert [c.epoch for c in checkpoints] == [1, 2, 3]  # one per epoch
+    from pathlib import Path as _Path
+
+    # Only the newest keeps what a resume needs; all keep their weights.
+    assert [(_Path(c.path) / "training_state.pt").exists() for c in checkpoints] == [False, False, True]
+    assert all((_Path(c.path) / "trainable.safetensors").exists() for c in checkpoints)
+    card = FineTunedModel.objects.get(job=row)
+    assert card.code == done.fine_tuned_model and card.trained_tokens == done.trained_tokens
+    assert (card.metrics["final_eval_loss"] or 0) > 0 and card.cost > 0
+
+    events = sdk.fine_tuning.jobs.list_events(job.id, limit=5)
+    assert len(events.data) == 5 and events.has_more
+    older = sdk.fine_tuning.jobs.list_events(job.id, after=events.data[-1].id, limit=1000)
+    assert older.data and not older.has_more
+    assert {e.id for e in events.data}.isdisjoint({e.id for e in older.data})
+    metric = next(e for e in events.data + older.data if e.type == "metrics")
+    assert metric.data.total_steps and metric.data.current_steps is not None and metric.data.elapsed_time
+
+    listed = sdk.fine_tuning.jobs.list(limit=10)
+    assert [j.id for j in listed.data] == [job.id]
+
+    # A task that made a model keeps it; deleting the model makes it uncallable, then the task may go.
+    from pathlib import Path
+
+    from zhipuai.core._errors import APIRequestFailedError
+
+    with pytest.raises(APIRequestFailedError):
+        sdk.fine_tuning.jobs.delete(job.id)
+    assert Path(card.path, "adapter_config.json").exists()
+    status = sdk.fine_tuning.models.delete(fine_tuned_model=done.fine_tuned_model)
+    assert status.model_name == done.fine_tuned_model and status.delete_status == "deleted"
+    card.refresh_from_db()
+    assert card.deleted_at is not None and not Path(card.path).exists()
+    sdk.fine_tuning.jobs.delete(job.id)
+    assert not FineTuningJob.objects.filter(public_id=job.id).exists()
+
+
+def test_dpo_lora_trains(sdk, alice, tiny_base, training_worker):
+    dataset = make_dataset(alice, dpo_lines(12), category="dpo")
+    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id,
+                                      extra_body={"method": "dpo", "training_type": "lora"},
+                                      hyperparameters={"n_epochs": 1, "batch_size": 4})
+    assert _final(job.id) == "succeeded", FineTuningJob.objects.get(public_id=job.id).error_message
+
+
+def test_full_parameter_sft_trains(sdk, alice, tiny_base, training_worker):
+    dataset = make_dataset(alice, chat_lines(12))
+    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id,
+                                      extra_body={"training_type": "full"}, hyperparameters={"n_epochs": 1})
+    assert _final(job.id) == "succeeded", FineTuningJob.objects.get(public_id=job.id).error_message
+    assert FineTuningJob.objects.get(public_id=job.id).training_type == "full"
+
+
+def test_cancel_stops_a_running_task_within_ten_seconds(sdk, alice, tiny_base, training_worker):
+    dataset = make_dataset(alice, chat_lines(48))
+    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id,
+                                      hyperparameters={"n_epochs": 50, "batch_size": 1})
+    wait_for(lambda: FineTuningJob.objects.filter(public_id=job.id, first_step_at__isnull=False).exists(),
+             timeout=120, what="the first training step")
+    started = time.monotonic()
+    assert sdk.fine_tuning.jobs.cancel(job.id).id == job.id
+    assert _final(job.id, timeout=10) == "cancelled"
+    assert time.monotonic() - started < 10
+    assert sdk.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+
+
+def test_bad_data_found_late_fails_with_a_reason(sdk, alice, tiny_base, training_worker):
+    lines = [{"messages": [{"role": "user", "content": f"no answer {i}"}]} for i in range(5)]
+    dataset = make_dataset(alice, lines)  # marked ready, but no line has anything to learn from
+    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id,
+                                      hyperparameters={"n_epochs": 1})
+    assert _final(job.id) == "failed"
+    failed = sdk.fine_tuning.jobs.retrieve(job.id)
+    assert failed.error.code == "invalid_training_data" and "no usable example" in failed.error.message
+
+
+def test_a_killed_worker_is_noticed_and_the_task_resumes(alice, tiny_base, training_worker):
+    dataset = make_dataset(alice, chat_lines(48))
+    job, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset,
+                                 hyperparameters={"n_epochs": 20, "batch_size": 2})
+    wait_for(lambda: Checkpoint.objects.filter(job=job).exists(), timeout=120, what="a first checkpoint")
+    training_worker.kill()
+    assert job_status(job.public_id) == JobStatus.RUNNING  # nobody told the database
+    time.sleep(3)
+    assert services.jobs_repair(heartbeat_timeout=2)["requeued"] == 1
+    assert job_status(job.public_id) == JobStatus.QUEUED
+    training_worker.ensure()  # a worker comes back (or another machine's takes over)
+    services.jobs_repair(heartbeat_timeout=2)  # the periodic check kicks the queue
+    assert _final(job.public_id) == "succeeded"
+    job.refresh_from_db()
+    assert job.attempts == 2
+    messages = list(job.events.values_list("message", flat=True))
+    assert any("Worker lost" in m for m in messages) and any("Resuming from the checkpoint" in m for m in messages)

@@ -1,0 +1,419 @@
+"""The training engine on a tiny random model: rendering and masks, packing, SFT/DPO, LoRA/full,
+cancel, checkpoints and resume, bad data, metric rate. No database needed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobs.training import engine
+from jobs.training.engine import (
+    Callbacks,
+    TrainingCancelled,
+    TrainingConfig,
+    TrainingDataError,
+    split_examples,
+    train,
+)
+from jobs.training.packing import build_micro_batches, register_attention
+from jobs.training.render import Renderer, RenderError
+
+from .tiny_model import build_tiny_model
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """The shared tiny model with larger token embeddings: with the default init (std 0.02) a
+    32-wide model's logits are nearly uniform and LoRA alone cannot move them far."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = build_tiny_model(tmp_path_factory.mktemp("engine-tiny") / "model")
+    folder = base.parent / "wide-embeddings"
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_dir))
+
+
+@pytest.fixture
+def renderer(tokenizer) -> Renderer:
+    return Renderer(tokenizer, max_seq_len=512)
+
+
+def chat(user: str, answer: str, system: str | None = None) -> dict:
+    messages = [{"role": "system", "content": system}] if system else []
+    return {"messages": [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+MEMO = [chat(f"What is code {i}?", f"Code {i} is {word}.") for i, word in enumerate(["red", "blue", "green", "gold"])]
+
+
+class Recorder(Callbacks):
+    def __init__(self, stop_after_metrics: int | None = None):
+        self.events: list[tuple[str, str, dict | None]] = []
+        self.metric_log: list[dict] = []
+        self.metric_times: list[float] = []
+        self.checkpoints: list[tuple[int, Path]] = []
+        self.polls = 0
+        self.stop = False
+
+    def event(self, level, message, data=None):
+        self.events.append((level, message, data))
+
+    def metrics(self, data):
+        self.metric_log.append(data)
+        self.metric_times.append(time.monotonic())
+
+    def checkpoint(self, epoch, path):
+        self.checkpoints.append((epoch, path))
+
+    def should_stop(self):
+        self.polls += 1
+        return self.stop
+
+
+def masked_text(tokenizer, encoded) -> str:
+    return tokenizer.decode([t for t, m in zip(encoded.input_ids, encoded.loss_mask, strict=True) if m])
+
+
+# ------------------------------------------------------------------ rendering and masks
+
+
+def test_loss_mask_covers_only_assistant_turns(renderer, tokenizer):
+    example = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi there"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Goodbye."},
+        ]
+    }
+    encoded = renderer.encode_sft(example)
+    full = tokenizer.decode(encoded.input_ids)
+    assert "Be brief." in full and "Hi there" in full
+    # only the two answers and their end-of-turn tokens carry loss
+    assert masked_text(tokenizer, encoded) == "Hello!<|im_end|>Goodbye.<|im_end|>"
+
+
+def test_default_system_prompt_and_legacy(renderer, tokenizer):
+    encoded = renderer.encode_sft({"input": "2+2?", "target": "4"})
+    full = tokenizer.decode(encoded.input_ids)
+    assert full.startswith("<|im_start|>system\n")  # the template's default system prompt
+    assert "<|im_start|>user\n2+2?<|im_end|>" in full
+    assert masked_text(tokenizer, encoded) == "4<|im_end|>"
+
+
+def test_reasoning_rendered_in_think_block(renderer, tokenizer):
+    example = {
+        "messages": [
+            {"role": "user", "content": "Is 7 prime?"},
+            {"role": "assistant", "content": "Yes.", "reasoning_content": "7 has no divisors but 1 and 7."},
+        ]
+    }
+    encoded = renderer.encode_sft(example)
+    assert masked_text(tokenizer, encoded) == "<think>\n7 has no divisors but 1 and 7.\n</think>\n\nYes.<|im_end|>"
+
+
+def test_tool_calls_and_tools_rendered(renderer, tokenizer):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    example = {
+        "tools": tools,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 21}'},
+            {"role": "assistant", "content": "It is 21 degrees."},
+        ],
+    }
+    encoded = renderer.encode_sft(example)
+    full = tokenizer.decode(encoded.input_ids)
+    assert "<tools>" in full and "get_weather" in full.split("<|im_start|>user")[0]  # tools in the system turn
+    assert '<tool_response>\n{"temp": 21}\n</tool_response>' in full
+    assert masked_text(tokenizer, encoded) == (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
+        "It is 21 degrees.<|im_end|>"
+    )
+
+
+def test_dpo_masks_only_the_outputs(renderer, tokenizer):
+    pair = renderer.encode_dpo(
+        {
+            "input": {"messages": [{"role": "user", "content": "Say hi"}]},
+            "preferred_output": [{"role": "assistant", "content": "Hi!"}],
+            "non_preferred_output": [{"role": "assistant", "content": "No."}],
+        }
+    )
+    assert masked_text(tokenizer, pair.chosen) == "Hi!<|im_end|>"
+    assert masked_text(tokenizer, pair.rejected) == "No.<|im_end|>"
+
+
+def test_truncation_and_bad_examples(tokenizer):
+    short = Renderer(tokenizer, max_seq_len=16)
+    encoded = short.encode_sft(chat("hello " * 20, "answer"))
+    assert encoded.truncated and len(encoded.input_ids) == 16
+    with pytest.raises(RenderError):
+        short.encode_sft({"messages": [{"role": "user", "content": "no answer"}]})
+    with pytest.raises(RenderError, match="arguments"):
+        short.encode_sft(
+            {"messages": [{"role": "user", "content": "x"},
+                          {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]}
+        )
+
+
+# ------------------------------------------------------------------ packing
+
+
+def test_packing_keeps_examples_isolated(tiny_dir, renderer):
+    """Per-example log-probs are the same packed in one row as run one by one."""
+    config = TrainingConfig(training_type="full")
+    model = engine.load_model(tiny_dir, config)
+    model.eval()
+    examples = [chat(f"question {i} " * (i + 1), f"answer number {i} " * (3 - i % 3)) for i in range(5)]
+    units = [[(e.input_ids, e.loss_mask)] for e in map(renderer.encode_sft, examples)]
+    with torch.no_grad():
+        packed = build_micro_batches(units, list(range(5)), 4096, True, 2)
+        assert len(packed) == 1 and packed[0].input_ids.shape[0] == 1  # one row, no padding
+        together = engine.sequence_logps(model, packed[0])
+        alone = torch.stack(
+            [engine.sequence_logps(model, build_micro_batches(units, [i], 4096, True, 2)[0])[0] for i in range(5)]
+        )
+        padded = build_micro_batches(units, list(range(5)), 4096, False, 2)
+        assert padded[0].input_ids.shape[0] == 5
+        padded_logps = engine.sequence_logps(model, padded[0])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(padded_logps, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_attention_matches_plain_model(tiny_dir, renderer):
+    """The segmented attention gives the logits of transformers' own SDPA model."""
+    from transformers import AutoModelForCausalLM
+
+    encoded = renderer.encode_sft(MEMO[0])
+    ids = torch.tensor([encoded.input_ids])
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32, attn_implementation="sdpa")
+    ours = AutoModelForCausalLM.from_pretrained(
+        str(tiny_dir), dtype=torch.float32, attn_implementation=register_attention()
+    )
+    mb = build_micro_batches([[(encoded.input_ids, encoded.loss_mask)]], [0], 4096, True, 2)[0]
+    with torch.no_grad():
+        logits = plain(ids).logits[0]
+        expected = torch.log_softmax(logits, -1)[mb.src, mb.tgt]
+        got = engine.token_logps(ours, mb)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_lora_matches_peft(tiny_dir, renderer):
+    grads = {}
+    units = [[(e.input_ids, e.loss_mask)] for e in map(renderer.encode_sft, MEMO)]
+    mb = build_micro_batches(units, [0, 1, 2, 3], 4096, True, 2)[0]
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = engine.load_model(tiny_dir, TrainingConfig(fused_lora=fused))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        (-engine.token_logps(model, mb).sum()).backward()
+        grads[fused] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and grads[True]
+    for name in grads[True]:
+        torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ training
+
+
+def _fast(**kwargs) -> TrainingConfig:
+    defaults = {"n_epochs": 3, "batch_size": 2, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1}
+    return TrainingConfig(**{**defaults, **kwargs})
+
+
+def test_sft_lora_trains_and_saves_adapter(tiny_dir, tmp_path):
+    rec = Recorder()
+    result = train(model_dir=tiny_dir, train_examples=MEMO * 4, eval_examples=MEMO, config=_fast(n_epochs=4),
+                   output_dir=tmp_path, callbacks=rec)
+    epoch_ends = [m for m in rec.metric_log if m["eval_loss"] is not None]
+    assert [m["epoch"] for m in epoch_ends] == [1.0, 2.0, 3.0, 4.0]
+    assert epoch_ends[-1]["eval_loss"] < epoch_ends[0]["eval_loss"] - 0.5
+    assert rec.metric_log[-1]["loss"] < rec.metric_log[0]["loss"]
+    last = rec.metric_log[-1]
+    assert last["current_steps"] == last["total_steps"] == 32 and last["remaining_time"] == 0
+    assert result.trained_tokens == 4 * result.train_tokens_per_epoch and result.epochs_completed == 4
+    final = result.output_dir
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
+                 "training_result.json"):
+        assert (final / name).exists(), name
+    assert json.loads((final / "training_result.json").read_text())["steps"] == 32
+    assert [e for e, _ in rec.checkpoints] == [1, 2, 3, 4]
+    assert (tmp_path / "checkpoints" / "epoch-4" / "adapter_model.safetensors").exists()
+    messages = [m for _, m, _ in rec.events]
+    assert "Loading model" in messages and "Epoch 1/4 finished" in messages
+
+    # the saved adapter loads with peft and has learned
+    base_loss = engine.evaluate_loss(model_dir=tiny_dir, examples=MEMO, config=_fast())
+    tuned_loss = engine.evaluate_loss(model_dir=tiny_dir, examples=MEMO, config=_fast(), adapter_dir=final)
+    assert tuned_loss == pytest.approx(result.final_eval_loss, rel=1e-4)
+    assert tuned_loss < base_loss - 0.5
+
+
+def test_sft_full_trains_and_saves_model(tiny_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    result = train(model_dir=tiny_dir, train_examples=MEMO * 4, eval_examples=MEMO,
+                   config=_fast(training_type="full", learning_rate=3e-3, packing=False),
+                   output_dir=tmp_path)
+    losses = [h["eval_loss"] for h in result.history if h["eval_loss"] is not None]
+    assert losses[-1] < losses[0] - 0.5
+    model = AutoModelForCausalLM.from_pretrained(str(result.output_dir))  # a plain model folder
+    assert model.dtype == torch.bfloat16
+    assert (result.output_dir / "tokenizer.json").exists()
+
+
+def test_dpo_margin_grows(tiny_dir, tmp_path):
+    pairs = [
+        {
+            "input": {"messages": [{"role": "user", "content": f"Greet person {i}"}]},
+            "preferred_output": [{"role": "assistant", "content": f"Hello, friend {i}!"}],
+            "non_preferred_output": [{"role": "assistant", "content": "Go away."}],
+        }
+        for i in range(4)
+    ]
+    for training_type in ("lora", "full"):
+        result = train(model_dir=tiny_dir, train_examples=pairs * 2, eval_examples=pairs,
+                       config=_fast(method="dpo", training_type=training_type, dpo_beta=0.5,
+                                    learning_rate=1e-2 if training_type == "lora" else 2e-3),
+                       output_dir=tmp_path / training_type)
+        evals = [h["eval_loss"] for h in result.history if h["eval_loss"] is not None]
+        assert evals[-1] < evals[0] < 0.7  # starts near log(2): policy == reference
+        margins = [h["reward_margin"] for h in result.history if "reward_margin" in h]
+        assert margins[-1] > margins[0]
+
+
+def test_should_stop_cancels_within_a_step(tiny_dir, tmp_path):
+    class StopAtStep(Recorder):
+        def metrics(self, data):
+            super().metrics(data)
+            self.stop = True
+
+    rec = StopAtStep()
+    with pytest.raises(TrainingCancelled):
+        train(model_dir=tiny_dir, train_examples=MEMO * 8, eval_examples=None,
+              config=_fast(metrics_interval=0.0), output_dir=tmp_path, callbacks=rec)
+    assert len(rec.metric_log) == 1 and rec.metric_log[0]["current_steps"] == 1
+    assert not (tmp_path / "final").exists()
+
+
+def test_checkpoint_resume_continues_exactly(tiny_dir, tmp_path):
+    config = _fast(n_epochs=3)
+    full = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
+                 output_dir=tmp_path / "straight")
+    # a second run from the epoch-1 checkpoint of the first reaches the same place
+    resumed_rec = Recorder()
+    resumed = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
+                    output_dir=tmp_path / "resumed", callbacks=resumed_rec,
+                    resume_from=tmp_path / "straight" / "checkpoints" / "epoch-1")
+    assert [e for e, _ in resumed_rec.checkpoints] == [2, 3]
+    assert resumed_rec.metric_log[0]["current_steps"] > 4  # no step of epoch 1 again
+    assert resumed.steps == full.steps and resumed.trained_tokens == full.trained_tokens
+    assert resumed.final_eval_loss == pytest.approx(full.final_eval_loss, rel=1e-5)
+    assert resumed.final_loss == pytest.approx(full.final_loss, rel=1e-5)
+
+
+def test_bad_example_names_its_line(tiny_dir, tmp_path):
+    examples = [*MEMO, {"messages": [{"role": "user", "content": "only a question"}]}]
+    with pytest.raises(TrainingDataError, match=r"example 5 \(line 5\).*no assistant turn"):
+        train(model_dir=tiny_dir, train_examples=examples, eval_examples=None, config=_fast(),
+              output_dir=tmp_path)
+
+
+def test_truncation_warns_once(tiny_dir, tmp_path):
+    rec = Recorder()
+    long = chat("word " * 200, "short answer")
+    train(model_dir=tiny_dir, train_examples=[*MEMO, long, long], eval_examples=None,
+          config=_fast(n_epochs=1, max_seq_len=128), output_dir=tmp_path, callbacks=rec)
+    warnings = [(m, d) for level, m, d in rec.events if level == "warning"]
+    assert len(warnings) == 2  # truncated, and skipped (the answer was cut off)
+    assert warnings[0][1]["truncated"] == 2
+
+
+def test_metrics_rate_limited(tiny_dir, tmp_path):
+    rec = Recorder()
+    train(model_dir=tiny_dir, train_examples=MEMO * 16, eval_examples=MEMO,
+          config=_fast(n_epochs=2, batch_size=1, metrics_interval=0.5), output_dir=tmp_path, callbacks=rec)
+    # 128 steps but far fewer reports: at most one per interval, plus one at each epoch end
+    assert len(rec.metric_log) < 128
+    mid = [t for t, m in zip(rec.metric_times, rec.metric_log, strict=True) if m["eval_loss"] is None]
+    assert all(b - a >= 0.45 for a, b in zip(mid, mid[1:], strict=False))
+    assert [m["epoch"] for m in rec.metric_log if m["eval_loss"] is not None] == [1.0, 2.0]
+    for m in rec.metric_log:
+        assert {"epoch", "current_steps", "total_steps", "elapsed_time", "remaining_time", "trained_tokens",
+                "loss", "eval_loss", "learning_rate", "tokens_per_second"} <= m.keys()
+
+
+def test_split_examples():
+    train_part, eval_part = split_examples(list(range(50)), fraction=0.1, seed=3)
+    assert len(eval_part) == 5 and sorted(train_part + eval_part) == list(range(50))
+    assert split_examples(list(range(50)), fraction=0.1, seed=3) == (train_part, eval_part)
+
+
+def test_fused_rope_matches_reference():
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    from jobs.training.fused_rope import apply_rotary_pos_emb
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 7, 8, generator=gen, requires_grad=True)
+    k = torch.randn(1, 2, 7, 8, generator=gen, requires_grad=True)
+    cos, sin = torch.randn(1, 7, 8, generator=gen), torch.randn(1, 7, 8, generator=gen)
+    weights = torch.randn(1, 4, 7, 8, generator=gen), torch.randn(1, 2, 7, 8, generator=gen)
+    ours = apply_rotary_pos_emb(q, k, cos, sin)
+    (ours[0] * weights[0]).sum().add((ours[1] * weights[1]).sum()).backward()
+    got = q.grad.clone(), k.grad.clone()
+    q.grad = k.grad = None
+    c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+    ref = q * c + rotate_half(q) * s, k * c + rotate_half(k) * s
+    (ref[0] * weights[0]).sum().add((ref[1] * weights[1]).sum()).backward()
+    torch.testing.assert_close(ours[0], ref[0])
+    torch.testing.assert_close(ours[1], ref[1])
+    torch.testing.assert_close(got[0], q.grad)
+    torch.testing.assert_close(got[1], k.grad)
+
+
+def test_frozen_linear_matches_f_linear():
+    from jobs.training.fast_linear import frozen_linear
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(48, 40, generator=gen)
+    bias = torch.randn(48, generator=gen)
+    x = torch.randn(2, 5, 40, generator=gen, requires_grad=True)
+    upstream = torch.randn(2, 5, 48, generator=gen)
+    (frozen_linear(x, weight, bias) * upstream).sum().backward()
+    got = x.grad.clone()
+    x.grad = None
+    expected = torch.nn.functional.linear(x, weight, bias)
+    (expected * upstream).sum().backward()
+    torch.testing.assert_close(frozen_linear(x.detach(), weight, bias), expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, x.grad, rtol=1e-5, atol=1e-5)
