@@ -424,7 +424,13 @@ def dataset_delete(*, dataset: Dataset) -> None:
     names = [f.name for f in (dataset.file, dataset.report) if f]
     try:
         with transaction.atomic():
-            dataset.delete()
+            # Lock the row first: a validation finishing at this moment writes its issues under
+            # the same lock, so either they are written before and deleted with the dataset, or
+            # the validator finds the dataset gone. Without it, PostgreSQL commits the delete
+            # after the issues' insert and the foreign key fails.
+            locked = Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+            if locked is not None:
+                locked.delete()
     except ProtectedError as exc:
         raise DatasetInUse(sorted(exc.protected_objects, key=lambda job: job.pk)) from None
     for name in names:
