@@ -182,10 +182,13 @@ def job_run(*, job: FineTuningJob) -> str:
 
 
 def _finish_cancelled(job: FineTuningJob) -> str:
-    if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-        status=JobStatus.CANCELLED, finished_at=timezone.now()
-    ):
-        job_event(job=job, message=_("Training stopped; the task is cancelled."))
+    with transaction.atomic():  # the final status and its event land together
+        changed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.CANCELLED, finished_at=timezone.now()
+        )
+        if changed:
+            job_event(job=job, message=_("Training stopped; the task is cancelled."))
+    if changed:
         job.refresh_from_db()
         _notify_finished(job)
     return "cancelled"

@@ -276,12 +276,14 @@ def job_event(*, job: FineTuningJob, message: str, level: str = "info", data: di
 
 def job_fail(*, job: FineTuningJob, code: str, message: str, param: str = "") -> bool:
     """Mark an unfinished job failed. Returns False if it had already ended."""
-    changed = FineTuningJob.objects.filter(pk=job.pk).exclude(status__in=FINAL_STATUSES).update(
-        status=JobStatus.FAILED, error_code=code, error_message=message[:4000], error_param=param,
-        finished_at=timezone.now(),
-    )
+    with transaction.atomic():  # the final status and its event land together
+        changed = FineTuningJob.objects.filter(pk=job.pk).exclude(status__in=FINAL_STATUSES).update(
+            status=JobStatus.FAILED, error_code=code, error_message=message[:4000], error_param=param,
+            finished_at=timezone.now(),
+        )
+        if changed:
+            job_event(job=job, level="error", message=_("Failed: %(message)s") % {"message": message})
     if changed:
-        job_event(job=job, level="error", message=_("Failed: %(message)s") % {"message": message})
         job.refresh_from_db()
         _notify_finished(job)
     return bool(changed)
@@ -412,14 +414,15 @@ def job_output_dir(job: FineTuningJob) -> Path:
 def job_cancel(*, job: FineTuningJob) -> FineTuningJob:
     """A task that has not started never starts; a running one stops within seconds."""
     now = timezone.now()
-    not_started = FineTuningJob.objects.filter(
-        pk=job.pk, status__in=[JobStatus.VALIDATING_FILES, JobStatus.QUEUED]
-    ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now)
-    if not_started:
-        job_event(job=job, message=_("Cancelled before it started."))
-    elif FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True).update(
-        cancel_requested_at=now
-    ):
+    with transaction.atomic():  # the final status and its event land together
+        not_started = FineTuningJob.objects.filter(
+            pk=job.pk, status__in=[JobStatus.VALIDATING_FILES, JobStatus.QUEUED]
+        ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now)
+        if not_started:
+            job_event(job=job, message=_("Cancelled before it started."))
+    if not not_started and FineTuningJob.objects.filter(
+        pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
+    ).update(cancel_requested_at=now):
         job_event(job=job, message=_("Cancellation requested; stopping the training."))
     job.refresh_from_db()
     return job
@@ -439,9 +442,14 @@ def job_delete(*, job: FineTuningJob) -> None:
         raise JobNotDeletable(
             _("This task produced model %(code)s; delete the model first.") % {"code": job.fine_tuned_model}
         )
-    FineTunedModel.objects.filter(job=job).delete()
     output = job.output_dir
-    job.delete()
+    with transaction.atomic():
+        # Lock the row first, so that nothing writes an event or checkpoint for this task
+        # between collecting its rows and deleting it.
+        locked = FineTuningJob.objects.select_for_update().filter(pk=job.pk).first()
+        if locked is not None:
+            FineTunedModel.objects.filter(job=locked).delete()
+            locked.delete()
     if output:
         shutil.rmtree(output, ignore_errors=True)
 
