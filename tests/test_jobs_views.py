@@ -227,3 +227,30 @@ def test_a_ready_dataset_links_to_a_task_on_it(alice_client, alice, tiny_base):
     assert f"/console/jobs/create/?dataset={dataset.pk}" in html
     form = alice_client.get(f"/console/jobs/create/?dataset={dataset.pk}").content.decode()
     assert f'<option value="{dataset.pk}" selected>' in form
+
+
+def test_list_at_ten_thousand_tasks_uses_a_fixed_number_of_queries(alice_client, alice, bob, tiny_base):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    dataset = make_dataset(alice, chat_lines())
+    FineTuningJob.objects.bulk_create(
+        [FineTuningJob(owner=alice, base_model=tiny_base, training_dataset=dataset, fine_tuned_model=f"ft:t:{i}",
+                       status=JobStatus.SUCCEEDED if i % 2 else JobStatus.FAILED, error_code="training_error",
+                       progress={"percent": 100}) for i in range(10_000)],
+        batch_size=2000,
+    )
+    with CaptureQueriesContext(connection) as ctx:
+        response = alice_client.get("/console/jobs/?page=250")
+    html = response.content.decode()
+    assert response.status_code == 200 and "Page 250 of 500 (10000 in all)" in html
+    assert html.count('href="/console/jobs/ftjob-') == 20
+    assert len(ctx.captured_queries) <= 6, [q["sql"] for q in ctx.captured_queries]
+    filtered = alice_client.get("/console/jobs/?status=failed").content.decode()
+    assert "(5000 in all)" in filtered
+    # bob sees none of them
+    from django.test import Client
+
+    other = Client()
+    other.force_login(bob)
+    assert "No fine-tuning tasks yet" in other.get("/console/jobs/").content.decode()
