@@ -8,6 +8,8 @@ the database, and records the outcome.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -24,6 +26,33 @@ from .training.engine import STATE_FILE
 
 logger = logging.getLogger(__name__)
 
+# Set by SIGTERM while a task trains in this process (a worker being stopped: Ctrl-C on the
+# start command, systemctl stop, a deploy). The training stops at its next step and the task
+# goes back to the queue, to resume from its last checkpoint on the next worker to take it.
+SHUTDOWN = threading.Event()
+
+
+class preemptible:
+    """While training, SIGTERM asks the task to give itself back instead of killing the process."""
+
+    def __enter__(self):
+        SHUTDOWN.clear()
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._on_term)
+        except ValueError:  # not the main thread (eager or threaded pools): nothing to install
+            self._previous = None
+        return self
+
+    @staticmethod
+    def _on_term(signum, frame) -> None:
+        logger.warning("SIGTERM: stopping the training and returning the task to the queue")
+        SHUTDOWN.set()
+
+    def __exit__(self, *exc) -> None:
+        # The task has been handed back (or finished): the worker's own shutdown takes it from here.
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        SHUTDOWN.clear()
 
 
 def _clock(seconds: float | None) -> str | None:
@@ -42,6 +71,7 @@ class JobCallbacks:
         self.job = job
         self._last_poll = 0.0
         self._stop = False
+        self.preempted = False
         self._first_step_seen = job.first_step_at is not None
 
     def event(self, level: str, message: str, data: dict | None = None) -> None:
@@ -86,6 +116,9 @@ class JobCallbacks:
             (Path(older) / STATE_FILE).unlink(missing_ok=True)
 
     def should_stop(self) -> bool:
+        if SHUTDOWN.is_set():
+            self.preempted = self._stop = True
+            return True
         now = time.monotonic()
         if not self._stop and now - self._last_poll >= self.cancel_poll_seconds:
             self._last_poll = now
@@ -157,6 +190,8 @@ def job_run(*, job: FineTuningJob) -> str:
                 config=config, output_dir=output, callbacks=callbacks, resume_from=resume,
             )
         except engine.TrainingCancelled:
+            if callbacks.preempted:
+                return _requeue_preempted(job)
             return _finish_cancelled(job)
         except engine.TrainingDataError as exc:
             job_fail(job=job, code="invalid_training_data", message=str(exc), param="training_file")
@@ -179,6 +214,29 @@ def job_run(*, job: FineTuningJob) -> str:
                 job_fail(job=job, code="training_error", message=f"{type(exc).__name__}: {exc}")
             return "failed"
     return _finish_succeeded(job, result)
+
+
+def _requeue_preempted(job: FineTuningJob) -> str:
+    """The worker is being stopped: hand the task back now rather than after the heartbeat times out.
+
+    The attempt is not counted: a stopped worker is not a crashed one.
+    """
+    from django.db.models import F
+
+    from .services import _kick_training
+
+    last = job.checkpoints.order_by("-epoch").first()
+    with transaction.atomic():
+        changed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.QUEUED, worker="", attempts=F("attempts") - 1
+        )
+        if changed:
+            where = (_("from its epoch %(n)s checkpoint") % {"n": last.epoch}) if last else _("from the start")
+            job_event(job=job, level="warning",
+                      message=_("The worker was stopped; the task is back in the queue and will resume %(where)s.")
+                      % {"where": where})
+            transaction.on_commit(_kick_training)
+    return "requeued" if changed else "skip"
 
 
 def _finish_cancelled(job: FineTuningJob) -> str:

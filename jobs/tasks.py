@@ -19,12 +19,13 @@ def prepare_job(self, job_id: int) -> str:
 @shared_task(name="jobs.train_next", acks_late=True, soft_time_limit=None)
 def train_next() -> str:
     """Take the oldest queued task and train it in this worker process."""
-    from .runner import job_run
+    from .runner import job_run, preemptible
 
     job = services.job_claim_next(worker=services.worker_name())
     if job is None:
         return "idle"
-    return job_run(job=job)
+    with preemptible():
+        return job_run(job=job)
 
 
 @shared_task(name="jobs.repair")

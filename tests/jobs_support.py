@@ -112,6 +112,13 @@ class TrainingWorker:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def terminate(self, timeout: float = 30) -> float:
+        """SIGTERM the worker's process group, as Ctrl-C on honcho or systemctl stop does; seconds to exit."""
+        started = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout)
+        return time.monotonic() - started
+
     def stop(self) -> None:
         services.stop(self.proc)
 

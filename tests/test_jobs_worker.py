@@ -118,6 +118,25 @@ def test_bad_data_found_late_fails_with_a_reason(sdk, alice, tiny_base, training
     assert failed.error.code == "invalid_training_data" and "no usable example" in failed.error.message
 
 
+def test_a_stopped_worker_hands_its_task_back_at_once(alice, tiny_base, training_worker):
+    dataset = make_dataset(alice, chat_lines(48))
+    job, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset,
+                                 hyperparameters={"n_epochs": 20, "batch_size": 2})
+    wait_for(lambda: Checkpoint.objects.filter(job=job).exists(), timeout=120, what="a first checkpoint")
+    seconds = training_worker.terminate()
+    assert seconds < 5, f"the worker took {seconds:.1f} s to stop; honcho kills at 5 s"
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker == ""
+    messages = list(job.events.values_list("message", flat=True))
+    assert any("The worker was stopped; the task is back in the queue and will resume from its epoch" in m
+               for m in messages), messages
+    training_worker.ensure()  # the console starts again: the kick message is waiting, no repair needed
+    assert _final(job.public_id) == "succeeded"
+    job.refresh_from_db()
+    assert job.attempts == 1
+    assert any("Resuming from the checkpoint" in m for m in job.events.values_list("message", flat=True))
+
+
 def test_a_killed_worker_is_noticed_and_the_task_resumes(alice, tiny_base, training_worker):
     dataset = make_dataset(alice, chat_lines(48))
     job, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset,
