@@ -705,6 +705,7 @@ ZH = {
     "from its epoch %(n)s checkpoint": "从第 %(n)s 轮的检查点",
     "from the start": "从头开始",
     "Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).": "工作进程丢失；任务将%(where)s继续（第 %(next)s 次，共 %(max)s 次）。",
+    "The worker was stopped; the task is back in the queue and will resume %(where)s.": "工作进程已停止；任务已回到队列，将%(where)s继续。",
     "Only %(n)s examples: the platform advises at least several hundred for good results.": "仅有 %(n)s 条样本：建议至少提供数百条高质量数据以获得良好效果。",
     "Some examples are longer than %(code)s's context (%(ctx)s tokens; longest %(longest)s): they will be truncated.": "部分样本超过 %(code)s 的上下文长度（%(ctx)s tokens；最长 %(longest)s），将被截断。",
     "Cancel task": "取消任务",
