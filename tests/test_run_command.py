@@ -79,7 +79,8 @@ def test_up_serves_then_ctrl_c_stops_every_process(tmp_path):
         assert login.status_code == 200 and "Log in to the console" in login.text
         assert httpx.get(f"http://127.0.0.1:{port}/static/django_htmx/htmx-2.min.js").status_code == 200
         running = _ours(tmp_path)
-        for name in ("uvicorn", "console.embedded_redis", "redis-server", "worker -Q default,serving", "worker -Q training", "beat"):
+        for name in ("uvicorn", "console.embedded_redis", "redis-server", "worker -Q default,serving",
+                     "worker -Q training", "beat"):
             assert any(name in cmd for cmd in running), (name, running)
     finally:
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process
