@@ -6,7 +6,9 @@ grows as the task trains, and it works without JavaScript.
 
 from __future__ import annotations
 
-WIDTH, HEIGHT = 640, 220
+import math
+
+WIDTH, HEIGHT = 900, 260
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 12, 28
 MAX_POINTS = 400
 
@@ -16,6 +18,24 @@ def _downsample(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
         return points
     step = len(points) / MAX_POINTS
     return [points[int(i * step)] for i in range(MAX_POINTS)] + [points[-1]]
+
+
+def nice_step(span: float, target: int = 4) -> float:
+    """A round tick step (1, 2, 2.5 or 5 × 10^k) that cuts ``span`` into about ``target`` parts."""
+    if span <= 0:
+        return 1.0
+    raw = span / target
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 2.5, 5, 10):
+        if raw <= factor * magnitude:
+            return factor * magnitude
+    return 10 * magnitude
+
+
+def _label(value: float, step: float) -> str:
+    """``value`` with as many decimals as the step has (0.25 → 2, 0.5 → 1, 2 → 0)."""
+    decimals = len(f"{step:.6f}".rstrip("0").split(".")[1])
+    return f"{value:.{decimals}f}"
 
 
 def loss_chart(metrics: list[dict]) -> dict | None:
@@ -31,8 +51,12 @@ def loss_chart(metrics: list[dict]) -> dict | None:
     low, high = min(values), max(values)
     if high - low < 1e-6:
         low, high = low - 0.5, high + 0.5
-    margin = (high - low) * 0.08
-    low, high = max(0.0, low - margin), high + margin
+    y_step = nice_step(high - low)
+    low = max(0.0, math.floor(low / y_step) * y_step)
+    high = math.ceil(high / y_step) * y_step
+    if high - low < y_step:
+        high = low + y_step
+    x_step = max(1, int(nice_step(total)))
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
 
     def xy(step: float, value: float) -> tuple[float, float]:
@@ -41,9 +65,9 @@ def loss_chart(metrics: list[dict]) -> dict | None:
     def polyline(points):
         return " ".join(f"{x},{y}" for x, y in (xy(s, v) for s, v in _downsample(points)))
 
-    y_ticks = [{"y": xy(0, low + (high - low) * i / 4)[1], "label": f"{low + (high - low) * i / 4:.2f}"}
-               for i in range(5)]
-    x_ticks = [{"x": xy(total * i / 4, low)[0], "label": str(round(total * i / 4))} for i in range(5)]
+    y_ticks = [{"y": xy(0, low + i * y_step)[1], "label": _label(low + i * y_step, y_step)}
+               for i in range(int(round((high - low) / y_step)) + 1)]
+    x_ticks = [{"x": xy(step, low)[0], "label": f"{step:,}"} for step in range(0, total + 1, x_step)]
     return {
         "width": WIDTH, "height": HEIGHT, "left": PAD_LEFT, "right": WIDTH - PAD_RIGHT,
         "top": PAD_TOP, "bottom": HEIGHT - PAD_BOTTOM,

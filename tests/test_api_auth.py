@@ -147,3 +147,26 @@ def test_staff_sees_restricted_models(live_server, alice, alice_key):
     alice.save()
     response = _get(live_server, {"Authorization": f"Bearer {alice_key}"})
     assert "glm-4-0520" in [m["id"] for m in response.json()["data"]]
+
+
+def test_models_lists_the_callers_own_fine_tuned_models(live_server, alice, bob, alice_key, tiny_base):
+    from django.utils import timezone
+
+    from jobs import services
+    from jobs.models import FineTunedModel
+
+    from .jobs_support import chat_lines, make_dataset
+
+    job, _ = services.job_create(user=alice, base_model=tiny_base,
+                                 training_dataset=make_dataset(alice, chat_lines()), suffix="mine")
+    FineTunedModel.objects.create(code=job.fine_tuned_model, owner=alice, job=job, base_model=tiny_base,
+                                  method="sft", training_type="lora", path="/nowhere")
+    ids = {m["id"]: m for m in _get(live_server, {"Authorization": f"Bearer {alice_key}"}).json()["data"]}
+    assert ids[job.fine_tuned_model]["owned_by"] == "alice" and ids[job.fine_tuned_model]["parent"] == "tiny-test"
+    assert ids[job.fine_tuned_model]["fine_tuning_job"] == job.public_id
+    _key, bob_secret = ApiKey.create_for(user=bob, name="bob's")
+    bobs = [m["id"] for m in _get(live_server, {"Authorization": f"Bearer {bob_secret}"}).json()["data"]]
+    assert job.fine_tuned_model not in bobs and "smollm2-135m-instruct" in bobs
+    FineTunedModel.objects.filter(job=job).update(deleted_at=timezone.now())
+    after = [m["id"] for m in _get(live_server, {"Authorization": f"Bearer {alice_key}"}).json()["data"]]
+    assert job.fine_tuned_model not in after
