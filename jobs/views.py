@@ -128,12 +128,16 @@ def _live_context(job: FineTuningJob) -> dict:
         JobEvent.objects.filter(job=job, type=JobEvent.Type.METRICS).order_by("id").values_list("data", flat=True)
     )
     events = list(JobEvent.objects.filter(job=job, type=JobEvent.Type.MESSAGE).order_by("-id")[:EVENTS_SHOWN])
+    checkpoints = list(job.checkpoints.all())
+    scored = [c for c in checkpoints if (c.metrics or {}).get("eval_loss") is not None]
+    best = min(scored, key=lambda c: c.metrics["eval_loss"]) if len(scored) > 1 else None
     return {
         "job": job,
         "position": services.queue_position(job),
         "chart": charts.loss_chart(metrics),
         "events": events,
-        "checkpoints": list(job.checkpoints.all()),
+        "checkpoints": checkpoints,
+        "best_checkpoint": best,
         "result": getattr(job, "result", None) if job.status == JobStatus.SUCCEEDED else None,
     }
 
