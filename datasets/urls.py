@@ -7,9 +7,9 @@ from . import views
 urlpatterns = [
     path("", views.dataset_list, name="list"),
     path("upload/", views.dataset_upload, name="upload"),
-    path("<int:pk>/", views.dataset_detail, name="detail"),
-    path("<int:pk>/live/", views.dataset_live, name="live"),
-    path("<int:pk>/issues.csv", views.dataset_report, name="report"),
-    path("<int:pk>/download/", views.dataset_download, name="download"),
-    path("<int:pk>/delete/", views.dataset_delete_view, name="delete"),
+    path("<str:public_id>/", views.dataset_detail, name="detail"),
+    path("<str:public_id>/live/", views.dataset_live, name="live"),
+    path("<str:public_id>/issues.csv", views.dataset_report, name="report"),
+    path("<str:public_id>/download/", views.dataset_download, name="download"),
+    path("<str:public_id>/delete/", views.dataset_delete_view, name="delete"),
 ]

@@ -23,9 +23,9 @@ LIST_FIELDS = ("id", "public_id", "name", "filename", "category", "category_auto
                "examples", "tokens", "error_count", "warning_count", "created_at")
 
 
-def _get_dataset_for_user(request: HttpRequest, pk: int) -> Dataset:
+def _get_dataset_for_user(request: HttpRequest, public_id: str) -> Dataset:
     """The user's own dataset, or 404 (another user's dataset does not exist for them)."""
-    return get_object_or_404(Dataset.objects.select_related("base_model"), pk=pk, owner=request.user)
+    return get_object_or_404(Dataset.objects.select_related("base_model"), public_id=public_id, owner=request.user)
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -79,7 +79,7 @@ def dataset_upload(request: HttpRequest, handler) -> HttpResponse:
         except DatasetError as exc:
             form.add_error("file", exc.message)
         else:
-            url = reverse("datasets:detail", args=[dataset.pk])
+            url = reverse("datasets:detail", args=[dataset.public_id])
             if _wants_json(request):
                 return JsonResponse({"id": dataset.public_id, "url": url}, status=201)
             messages.success(request, _("%(name)s was uploaded; it is being validated.") % {"name": dataset.name})
@@ -101,15 +101,15 @@ def _detail_context(request: HttpRequest, dataset: Dataset) -> dict:
 
 
 @login_required
-def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    dataset = _get_dataset_for_user(request, pk)
+def dataset_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, public_id)
     return render(request, "datasets/detail.html", _detail_context(request, dataset))
 
 
 @login_required
-def dataset_live(request: HttpRequest, pk: int) -> HttpResponse:
+def dataset_live(request: HttpRequest, public_id: str) -> HttpResponse:
     """The part of the detail page that polls while validation runs; 286 stops the polling when done."""
-    dataset = _get_dataset_for_user(request, pk)
+    dataset = _get_dataset_for_user(request, public_id)
     html = render_to_string("datasets/detail.html#live", _detail_context(request, dataset), request=request)
     if dataset.is_final:
         return HttpResponseStopPolling(html)
@@ -117,9 +117,9 @@ def dataset_live(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-def dataset_report(request: HttpRequest, pk: int) -> FileResponse:
+def dataset_report(request: HttpRequest, public_id: str) -> FileResponse:
     """Every error and warning (not only the first 1,000) as CSV."""
-    dataset = _get_dataset_for_user(request, pk)
+    dataset = _get_dataset_for_user(request, public_id)
     if not dataset.report:
         raise Http404(_("This dataset has no report yet."))
     try:
@@ -131,8 +131,8 @@ def dataset_report(request: HttpRequest, pk: int) -> FileResponse:
 
 
 @login_required
-def dataset_download(request: HttpRequest, pk: int) -> FileResponse:
-    dataset = _get_dataset_for_user(request, pk)
+def dataset_download(request: HttpRequest, public_id: str) -> FileResponse:
+    dataset = _get_dataset_for_user(request, public_id)
     try:
         fh = dataset.file.open("rb")
     except FileNotFoundError:
@@ -141,15 +141,15 @@ def dataset_download(request: HttpRequest, pk: int) -> FileResponse:
 
 
 @login_required
-def dataset_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
-    dataset = _get_dataset_for_user(request, pk)
+def dataset_delete_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, public_id)
     jobs = dataset.jobs_using()
     if request.method == "POST":
         try:
             dataset_delete(dataset=dataset)
         except DatasetInUse as exc:
             messages.error(request, exc.message)
-            return redirect("datasets:detail", pk=dataset.pk)
+            return redirect("datasets:detail", public_id=dataset.public_id)
         messages.success(request, _("Dataset %(name)s was deleted.") % {"name": dataset.name})
         return redirect("datasets:list")
     return render(request, "datasets/confirm_delete.html", {"dataset": dataset, "jobs": jobs})

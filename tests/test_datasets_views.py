@@ -58,7 +58,7 @@ def test_upload_stores_the_file_and_queues_validation(alice_client, alice, djang
     with django_capture_on_commit_callbacks() as callbacks:
         response = upload(alice_client, "chat.jsonl")
     dataset = Dataset.objects.get(owner=alice)
-    assert response.status_code == 302 and response["Location"] == f"/console/datasets/{dataset.pk}/"
+    assert response.status_code == 302 and response["Location"] == f"/console/datasets/{dataset.public_id}/"
     assert len(callbacks) == 1  # validation is queued only once the row is committed
     assert dataset.status == Status.UPLOADED and dataset.category == "" and dataset.category_auto
     assert dataset.bytes == sample("chat.jsonl").stat().st_size and dataset.name == "chat"
@@ -71,7 +71,7 @@ def test_xhr_upload_answers_json(alice_client):
     response = upload(alice_client, "dpo.jsonl", category="dpo", HTTP_ACCEPT="application/json")
     assert response.status_code == 201
     dataset = Dataset.objects.latest("id")
-    assert response.json() == {"id": dataset.public_id, "url": f"/console/datasets/{dataset.pk}/"}
+    assert response.json() == {"id": dataset.public_id, "url": f"/console/datasets/{dataset.public_id}/"}
     assert dataset.category == "dpo" and not dataset.category_auto
 
 
@@ -84,7 +84,7 @@ def test_each_sample_uploads_and_validates_with_the_right_counts(alice_client, n
     assert dataset.status == Status.READY and dataset.examples == expected and dataset.error_count == 0
     assert dataset.tokens and dataset.tokens > 0 and dataset.base_model.code == "smollm2-135m-instruct"
     assert dataset.bytes_read == dataset.bytes and dataset.report
-    html = alice_client.get(f"/console/datasets/{dataset.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{dataset.public_id}/").content.decode()
     assert 'data-testid="ready-banner"' in html and f'data-testid="stat-examples">{expected}<' in html
     assert html.count('data-testid="example"') == min(expected, 10)
     assert "hx-trigger" not in html  # final: nothing polls
@@ -92,26 +92,26 @@ def test_each_sample_uploads_and_validates_with_the_right_counts(alice_client, n
 
 def test_preview_renders_tool_calls_reasoning_and_images(alice_client):
     fc = uploaded(alice_client, "function_call.jsonl")
-    html = alice_client.get(f"/console/datasets/{fc.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{fc.public_id}/").content.decode()
     assert "generate_anagram" in html and "Tool result" in html and "TX92Jm8Zi" in html
     assert "Tools: generate_anagram" in html
     rs = uploaded(alice_client, "reasoning.jsonl")
-    html = alice_client.get(f"/console/datasets/{rs.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{rs.public_id}/").content.decode()
     assert '<details class="reasoning"><summary>Reasoning</summary>' in html and "13 × 17" in html
     ig = uploaded(alice_client, "image_generation.jsonl")
-    html = alice_client.get(f"/console/datasets/{ig.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{ig.public_id}/").content.decode()
     assert html.count('class="thumb"') == 4
     assert 'src="data:image/jpeg;base64,/9j/' in html and 'src="data:image/png;base64,iVBOR' in html
     assert 'src="https://www.zhipuai.cn/assets/images/aboutus/company.jpeg"' in html
     dpo = uploaded(alice_client, "dpo.jsonl")
-    html = alice_client.get(f"/console/datasets/{dpo.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{dpo.public_id}/").content.decode()
     assert "Preferred" in html and "Not preferred" in html
 
 
 def test_broken_file_shows_line_errors_warnings_apart_and_full_report(alice_client):
     dataset = uploaded(alice_client, "broken_chat.jsonl", category="chat")
     assert dataset.status == Status.INVALID and dataset.error_count == 8 and dataset.examples == 3
-    html = alice_client.get(f"/console/datasets/{dataset.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{dataset.public_id}/").content.decode()
     assert 'data-testid="invalid-banner"' in html and "8 errors" in html
     errors_section = html.split('data-testid="errors"')[1].split('data-testid="warnings"')[0]
     for line_no in (3, 4, 5, 7, 8, 9, 11, 12):
@@ -119,7 +119,7 @@ def test_broken_file_shows_line_errors_warnings_apart_and_full_report(alice_clie
     assert "<code>messages[0].role</code>" in errors_section and "Unknown role &quot;bot&quot;" in errors_section
     warnings_section = html.split('data-testid="warnings"')[1]
     assert "This line repeats line 1 exactly." in warnings_section
-    response = alice_client.get(f"/console/datasets/{dataset.pk}/issues.csv")
+    response = alice_client.get(f"/console/datasets/{dataset.public_id}/issues.csv")
     assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert rows[0] == ["line", "severity", "path", "code", "message"]
@@ -133,9 +133,9 @@ def test_more_than_a_thousand_errors_keeps_a_thousand_and_reports_all(alice_clie
     dataset_validate(dataset_id=dataset.pk)
     dataset.refresh_from_db()
     assert dataset.error_count == 1200 and ValidationIssue.objects.filter(dataset=dataset).count() == 1000
-    html = alice_client.get(f"/console/datasets/{dataset.pk}/?errors=20").content.decode()
+    html = alice_client.get(f"/console/datasets/{dataset.public_id}/?errors=20").content.decode()
     assert "The first 1,000 of 1,200 errors are listed here" in html and "Page 20 of 20" in html
-    report = b"".join(alice_client.get(f"/console/datasets/{dataset.pk}/issues.csv").streaming_content)
+    report = b"".join(alice_client.get(f"/console/datasets/{dataset.public_id}/issues.csv").streaming_content)
     assert report.count(b"\n") == 1201
 
 
@@ -143,15 +143,15 @@ def test_live_partial_polls_while_validating_and_stops_when_done(alice_client, a
     upload(alice_client, "chat.jsonl")
     dataset = Dataset.objects.get(owner=alice)
     Dataset.objects.filter(pk=dataset.pk).update(status=Status.VALIDATING, bytes_read=dataset.bytes // 2)
-    page = alice_client.get(f"/console/datasets/{dataset.pk}/").content.decode()
-    assert f'hx-get="/console/datasets/{dataset.pk}/live/"' in page and 'hx-trigger="every 1s"' in page
-    live = alice_client.get(f"/console/datasets/{dataset.pk}/live/", HTTP_HX_REQUEST="true")
+    page = alice_client.get(f"/console/datasets/{dataset.public_id}/").content.decode()
+    assert f'hx-get="/console/datasets/{dataset.public_id}/live/"' in page and 'hx-trigger="every 1s"' in page
+    live = alice_client.get(f"/console/datasets/{dataset.public_id}/live/", HTTP_HX_REQUEST="true")
     html = live.content.decode()
     assert live.status_code == 200 and "<html" not in html
     assert 'hx-trigger="every 1s"' in html and "read (" in html
     Dataset.objects.filter(pk=dataset.pk).update(status=Status.UPLOADED, bytes_read=0)
     dataset_validate(dataset_id=dataset.pk)
-    done = alice_client.get(f"/console/datasets/{dataset.pk}/live/", HTTP_HX_REQUEST="true")
+    done = alice_client.get(f"/console/datasets/{dataset.public_id}/live/", HTTP_HX_REQUEST="true")
     assert done.status_code == 286  # htmx stops polling
     assert "hx-trigger" not in done.content.decode() and 'data-testid="stats"' in done.content.decode()
 
@@ -160,7 +160,7 @@ def test_progress_percent_comes_from_bytes_read(alice_client, alice):
     upload(alice_client, "chat.jsonl")
     dataset = Dataset.objects.get(owner=alice)
     Dataset.objects.filter(pk=dataset.pk).update(status=Status.VALIDATING, bytes_read=dataset.bytes // 4)
-    html = alice_client.get(f"/console/datasets/{dataset.pk}/live/", HTTP_HX_REQUEST="true").content.decode()
+    html = alice_client.get(f"/console/datasets/{dataset.public_id}/live/", HTTP_HX_REQUEST="true").content.decode()
     expected = dataset.bytes // 4 * 100 // dataset.bytes
     assert f'aria-valuenow="{expected}"' in html and f"width: {expected}%" in html
 
@@ -237,9 +237,9 @@ def test_delete_asks_first_then_removes_row_and_files(alice_client, alice):
     dataset = uploaded(alice_client, "broken_chat.jsonl")
     paths = [Path(dataset.file.path), Path(dataset.report.path)]
     assert all(p.exists() for p in paths)
-    page = alice_client.get(f"/console/datasets/{dataset.pk}/delete/").content.decode()
+    page = alice_client.get(f"/console/datasets/{dataset.public_id}/delete/").content.decode()
     assert "This cannot be undone" in page and Dataset.objects.filter(pk=dataset.pk).exists()
-    response = alice_client.post(f"/console/datasets/{dataset.pk}/delete/")
+    response = alice_client.post(f"/console/datasets/{dataset.public_id}/delete/")
     assert response.status_code == 302 and response["Location"] == "/console/datasets/"
     assert not Dataset.objects.filter(pk=dataset.pk).exists() and not any(p.exists() for p in paths)
 
@@ -249,9 +249,9 @@ def test_a_dataset_used_by_a_fine_tuning_task_is_kept(alice_client, alice):
 
     dataset = uploaded(alice_client, "chat.jsonl")
     job = _make_job(alice, dataset, BaseModel.objects.get(is_default=True), FineTuningJob)
-    page = alice_client.get(f"/console/datasets/{dataset.pk}/delete/").content.decode()
+    page = alice_client.get(f"/console/datasets/{dataset.public_id}/delete/").content.decode()
     assert "cannot be deleted" in page and str(job) in page and "confirm-delete" not in page
-    response = alice_client.post(f"/console/datasets/{dataset.pk}/delete/", follow=True)
+    response = alice_client.post(f"/console/datasets/{dataset.public_id}/delete/", follow=True)
     assert Dataset.objects.filter(pk=dataset.pk).exists() and Path(dataset.file.path).exists()
     assert "is used by fine-tuning task(s)" in response.content.decode()
     assert "kept for their record" in response.content.decode()
@@ -272,12 +272,12 @@ def _make_job(owner, dataset, base_model, model):
 def test_another_users_dataset_is_404_everywhere(alice_client, client, bob):
     dataset = uploaded(alice_client, "broken_chat.jsonl")
     client.force_login(bob)
-    for url in (f"/console/datasets/{dataset.pk}/", f"/console/datasets/{dataset.pk}/live/",
-                f"/console/datasets/{dataset.pk}/issues.csv", f"/console/datasets/{dataset.pk}/download/",
-                f"/console/datasets/{dataset.pk}/delete/"):
+    for url in (f"/console/datasets/{dataset.public_id}/", f"/console/datasets/{dataset.public_id}/live/",
+                f"/console/datasets/{dataset.public_id}/issues.csv", f"/console/datasets/{dataset.public_id}/download/",
+                f"/console/datasets/{dataset.public_id}/delete/"):
         assert client.get(url).status_code == 404, url
         assert client.get(url, HTTP_HX_REQUEST="true").status_code == 404, url
-    assert client.post(f"/console/datasets/{dataset.pk}/delete/").status_code == 404
+    assert client.post(f"/console/datasets/{dataset.public_id}/delete/").status_code == 404
     assert Dataset.objects.filter(pk=dataset.pk).exists()
     listing = client.get("/console/datasets/").content.decode()
     assert dataset.name not in listing and 'data-testid="empty-state"' in listing
@@ -292,7 +292,7 @@ def test_pages_need_login(client):
 
 def test_download_returns_the_exact_file(alice_client):
     dataset = uploaded(alice_client, "dpo.jsonl")
-    response = alice_client.get(f"/console/datasets/{dataset.pk}/download/")
+    response = alice_client.get(f"/console/datasets/{dataset.public_id}/download/")
     assert b"".join(response.streaming_content) == sample("dpo.jsonl").read_bytes()
 
 
@@ -312,7 +312,7 @@ def test_validation_crash_marks_the_dataset_invalid_with_the_reason(alice_client
     assert not ValidationIssue.objects.filter(dataset=dataset).exists()
     report_dir = Path(dataset.file.path).parent
     assert sorted(p.name for p in report_dir.iterdir()) == [Path(dataset.file.path).name]  # no half-written report
-    html = alice_client.get(f"/console/datasets/{dataset.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{dataset.public_id}/").content.decode()
     assert "internal error" in html
 
 
@@ -365,7 +365,7 @@ def test_pages_and_validation_messages_in_chinese(alice_client, alice):
     html = alice_client.get("/console/datasets/").content.decode()
     assert "还没有数据集。" in html and "上传数据" in html
     dataset = uploaded(alice_client, "broken_chat.jsonl", category="chat")
-    html = alice_client.get(f"/console/datasets/{dataset.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{dataset.public_id}/").content.decode()
     assert "未知角色 &quot;bot&quot;" in html and "该行与第 1 行完全相同。" in html and "下载完整报告" in html
 
 

@@ -63,7 +63,7 @@ def test_live_progress_comes_from_the_worker(celery_worker, alice_client, alice)
         deadline = time.monotonic() + 180
         final = None
         while time.monotonic() < deadline:
-            live = alice_client.get(f"/console/datasets/{dataset.pk}/live/", HTTP_HX_REQUEST="true")
+            live = alice_client.get(f"/console/datasets/{dataset.public_id}/live/", HTTP_HX_REQUEST="true")
             if live.status_code == 286:
                 final = live.content.decode()
                 break

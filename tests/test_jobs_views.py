@@ -223,7 +223,7 @@ def test_too_large_upload_in_the_create_form_leaves_nothing(alice_client, alice,
 
 def test_a_ready_dataset_links_to_a_task_on_it(alice_client, alice, tiny_base):
     dataset = make_dataset(alice, chat_lines())
-    html = alice_client.get(f"/console/datasets/{dataset.pk}/").content.decode()
+    html = alice_client.get(f"/console/datasets/{dataset.public_id}/").content.decode()
     assert f"/console/jobs/create/?dataset={dataset.pk}" in html
     form = alice_client.get(f"/console/jobs/create/?dataset={dataset.pk}").content.decode()
     assert f'<option value="{dataset.pk}" selected>' in form
@@ -275,3 +275,12 @@ def test_a_finished_task_marks_its_lowest_validation_loss(alice_client, alice, t
     assert ('data-testid="overfit-hint"' in html) is hint
     if hint:
         assert "Validation loss was lowest after epoch 1 (0.1040)" in html
+
+
+def test_task_page_links_to_its_data_by_the_file_id_the_sdk_shows(alice_client, alice, tiny_base):
+    job = _job(alice, tiny_base)
+    html = alice_client.get(f"/console/jobs/{job.public_id}/").content.decode()
+    assert f'href="/console/datasets/{job.training_dataset.public_id}/"' in html
+    assert job.training_dataset.public_id.startswith("file-")
+    assert alice_client.get(f"/console/datasets/{job.training_dataset.public_id}/").status_code == 200
+    assert alice_client.get(f"/console/datasets/{job.training_dataset.pk}/").status_code == 404
