@@ -22,9 +22,21 @@ class DatasetUploadForm(forms.Form):
         label=_("Name"), max_length=200, required=False,
         help_text=_("Optional; the file name is used if left empty."),
     )
+    base_model = forms.ModelChoiceField(
+        label=_("Count tokens for"), queryset=None, required=False, empty_label=None,
+        help_text=_("The base model whose tokenizer, chat template and context length count and check the examples."),
+    )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        from jobs.models import BaseModel
+
+        # Only models whose tokenizer is on this server can count; the default comes first.
+        usable = BaseModel.objects.usable_by(user) if user is not None else BaseModel.objects.filter(is_active=True)
+        present = [m.pk for m in usable if m.weights_present]
+        field = self.fields["base_model"]
+        field.queryset = BaseModel.objects.filter(pk__in=present).order_by("-is_default", "sort_order", "code")
+        field.initial = field.queryset.first()
         self.fields["file"].help_text = _(
             "UTF-8 JSONL: one JSON object (one example) per line. At most %(limit)s."
         ) % {"limit": human_bytes(conf.max_bytes())}

@@ -52,7 +52,7 @@ def _too_large(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         response = JsonResponse({"errors": {"file": [message]}}, status=413)
     else:
-        context = {"form": DatasetUploadForm(), "max_bytes": conf.max_bytes(), "upload_error": message}
+        context = {"form": DatasetUploadForm(user=request.user), "max_bytes": conf.max_bytes(), "upload_error": message}
         response = render(request, "datasets/upload.html", context, status=413)
     response["Connection"] = "close"
     return response
@@ -63,8 +63,9 @@ def _too_large(request: HttpRequest) -> HttpResponse:
 def dataset_upload(request: HttpRequest, handler) -> HttpResponse:
     """Upload page; the size limit applies while the file streams in."""
     if request.method != "POST":
-        return render(request, "datasets/upload.html", {"form": DatasetUploadForm(), "max_bytes": conf.max_bytes()})
-    form = DatasetUploadForm(request.POST, request.FILES)
+        return render(request, "datasets/upload.html", {"form": DatasetUploadForm(user=request.user),
+                                                             "max_bytes": conf.max_bytes()})
+    form = DatasetUploadForm(request.POST, request.FILES, user=request.user)
     if handler is not None and handler.too_large:
         return _too_large(request)
     if form.is_valid():
@@ -75,6 +76,7 @@ def dataset_upload(request: HttpRequest, handler) -> HttpResponse:
                 sha256=handler.sha256.hexdigest() if handler else "",
                 name=form.cleaned_data["name"],
                 category=form.cleaned_data["category"],
+                base_model=form.cleaned_data["base_model"],
             )
         except DatasetError as exc:
             form.add_error("file", exc.message)

@@ -547,7 +547,8 @@ def job_create_from_form(*, user, form, sha256: str = "") -> FineTuningJob:
 
         try:
             training, _created = dataset_create(
-                owner=user, upload=upload, sha256=sha256, category="dpo" if data["method"] == Method.DPO else ""
+                owner=user, upload=upload, sha256=sha256, category="dpo" if data["method"] == Method.DPO else "",
+                base_model=data["base_model"],  # counted with the tokenizer of the model it will train
             )
         except DatasetError as exc:
             raise JobInputError(str(exc), "training_file") from None

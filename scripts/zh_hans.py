@@ -706,6 +706,8 @@ ZH = {
     "from the start": "从头开始",
     "Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).": "工作进程丢失；任务将%(where)s继续（第 %(next)s 次，共 %(max)s 次）。",
     "%(n)s tokens": "%(n)s 个 token",
+    "Count tokens for": "按此模型计算 token",
+    "The base model whose tokenizer, chat template and context length count and check the examples.": "用该基础模型的分词器、对话模板和上下文长度来计数并检查样本。",
     "Validation loss was lowest after epoch %(epoch)s (%(loss)s) and rose after it: the model may be overfitting. Fewer epochs, or a lower learning-rate multiplier, may generalize better.": "验证损失在第 %(epoch)s 轮后最低（%(loss)s），之后有所上升：模型可能过拟合。减少训练轮数或降低学习率倍数可能泛化更好。",
     "The lowest validation loss of this task": "本任务最低的验证损失",
     "lowest": "最低",

@@ -27,9 +27,10 @@ def media_root(settings, tmp_path):
     return tmp_path / "media"
 
 
-def upload(client, name: str, category: str = "", **extra):
+def upload(client, name: str, category: str = "", data: dict | None = None, **extra):
     with open(sample(name), "rb") as fh:
-        return client.post("/console/datasets/upload/", {"file": fh, "category": category, "name": ""}, **extra)
+        return client.post("/console/datasets/upload/", {"file": fh, "category": category, "name": "", **(data or {})},
+                           **extra)
 
 
 def media_files() -> list[Path]:
@@ -389,3 +390,19 @@ def test_repair_requeues_lost_and_stalled_validations(alice_client, alice, monke
     assert dataset_validate(dataset_id=stalled.pk).status == Status.READY
     Dataset.objects.filter(pk=fresh.pk).update(status=Status.VALIDATING, heartbeat_at=timezone.now())
     assert dataset_validate(dataset_id=fresh.pk) is None
+
+
+def test_upload_counts_tokens_for_a_chosen_base_model_with_weights(alice_client, alice, tiny_base):
+    from jobs.models import BaseModel
+
+    html = alice_client.get("/console/datasets/upload/").content.decode()
+    default = BaseModel.objects.get(is_default=True)
+    assert f'<option value="{default.pk}" selected>' in html and f'<option value="{tiny_base.pk}">' in html
+    missing = BaseModel.objects.get(code="glm-4-flash")
+    assert f'<option value="{missing.pk}"' not in html  # no tokenizer on this server: it cannot count
+    response = upload(alice_client, "chat.jsonl", data={"base_model": tiny_base.pk})
+    assert response.status_code == 302
+    assert Dataset.objects.get(owner=alice).base_model == tiny_base
+    refused = upload(alice_client, "dpo.jsonl", data={"base_model": missing.pk})
+    assert refused.status_code == 400 and "Select a valid choice" in refused.content.decode()
+    assert Dataset.objects.filter(owner=alice).count() == 1
