@@ -190,9 +190,9 @@ def job_run(*, job: FineTuningJob) -> str:
                 config=config, output_dir=output, callbacks=callbacks, resume_from=resume,
             )
         except engine.TrainingCancelled:
-            if callbacks.preempted:
-                return _requeue_preempted(job)
-            return _finish_cancelled(job)
+            if callbacks.preempted and _requeue_preempted(job):
+                return "requeued"
+            return _finish_cancelled(job)  # a cancel asked for at the same moment wins
         except engine.TrainingDataError as exc:
             job_fail(job=job, code="invalid_training_data", message=str(exc), param="training_file")
             return "failed"
@@ -216,27 +216,26 @@ def job_run(*, job: FineTuningJob) -> str:
     return _finish_succeeded(job, result)
 
 
-def _requeue_preempted(job: FineTuningJob) -> str:
+def _requeue_preempted(job: FineTuningJob) -> bool:
     """The worker is being stopped: hand the task back now rather than after the heartbeat times out.
 
-    The attempt is not counted: a stopped worker is not a crashed one.
+    The attempt is not counted: a stopped worker is not a crashed one. A task whose cancel was
+    asked for is not handed back (False): it ends cancelled.
     """
     from django.db.models import F
 
-    from .services import _kick_training
+    from .services import _kick_training, resume_point
 
-    last = job.checkpoints.order_by("-epoch").first()
     with transaction.atomic():
-        changed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-            status=JobStatus.QUEUED, worker="", attempts=F("attempts") - 1
-        )
+        changed = FineTuningJob.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
+        ).update(status=JobStatus.QUEUED, worker="", attempts=F("attempts") - 1)
         if changed:
-            where = (_("from its epoch %(n)s checkpoint") % {"n": last.epoch}) if last else _("from the start")
             job_event(job=job, level="warning",
                       message=_("The worker was stopped; the task is back in the queue and will resume %(where)s.")
-                      % {"where": where})
+                      % {"where": resume_point(job)})
             transaction.on_commit(_kick_training)
-    return "requeued" if changed else "skip"
+    return bool(changed)
 
 
 def _finish_cancelled(job: FineTuningJob) -> str:

@@ -463,6 +463,12 @@ def fine_tuned_model_delete(*, model: FineTunedModel) -> None:
         shutil.rmtree(model.path, ignore_errors=True)
 
 
+def resume_point(job: FineTuningJob) -> str:
+    """Where a requeued task will resume, for its event: its newest checkpoint, or the start."""
+    last = Checkpoint.objects.filter(job=job).order_by("-epoch").first()
+    return (_("from its epoch %(n)s checkpoint") % {"n": last.epoch}) if last else _("from the start")
+
+
 def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
     """Periodic: requeue tasks whose worker died, re-send lost messages."""
     timeout = heartbeat_timeout if heartbeat_timeout is not None else settings.JOB_HEARTBEAT_TIMEOUT
@@ -484,8 +490,7 @@ def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
         if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at).update(
             status=JobStatus.QUEUED, worker=""
         ):
-            last = Checkpoint.objects.filter(job=job).order_by("-epoch").first()
-            where = (_("from its epoch %(n)s checkpoint") % {"n": last.epoch}) if last else _("from the start")
+            where = resume_point(job)
             job_event(
                 job=job, level="warning",
                 message=_("Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).")

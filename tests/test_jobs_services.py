@@ -207,3 +207,25 @@ def test_training_queue_length_is_read_from_redis():
             assert services._training_messages_waiting(queue) == 2
         finally:
             client.delete(queue)
+
+
+def test_a_stopped_worker_hands_back_its_task_unless_a_cancel_was_asked_for(alice, tiny_base):
+    from jobs.runner import _finish_cancelled, _requeue_preempted
+
+    dataset = make_dataset(alice, chat_lines())
+    handed_back, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset)
+    cancelled, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset)
+    FineTuningJob.objects.filter(pk__in=[handed_back.pk, cancelled.pk]).update(
+        status=JobStatus.RUNNING, attempts=1, worker="w:1")
+    Checkpoint.objects.create(job=handed_back, epoch=2, path="/nowhere")
+    FineTuningJob.objects.filter(pk=cancelled.pk).update(cancel_requested_at=timezone.now())
+
+    assert _requeue_preempted(handed_back) is True
+    handed_back.refresh_from_db()
+    assert (handed_back.status, handed_back.attempts, handed_back.worker) == (JobStatus.QUEUED, 0, "")
+    assert handed_back.events.filter(message__contains="will resume from its epoch 2 checkpoint").exists()
+
+    assert _requeue_preempted(cancelled) is False  # the user's cancel wins over the worker's stop
+    assert _finish_cancelled(cancelled) == "cancelled"
+    cancelled.refresh_from_db()
+    assert cancelled.status == JobStatus.CANCELLED
