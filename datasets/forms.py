@@ -32,10 +32,8 @@ class DatasetUploadForm(forms.Form):
         from jobs.models import BaseModel
 
         # Only models whose tokenizer is on this server can count; the default comes first.
-        usable = BaseModel.objects.usable_by(user) if user is not None else BaseModel.objects.filter(is_active=True)
-        present = [m.pk for m in usable if m.weights_present]
         field = self.fields["base_model"]
-        field.queryset = BaseModel.objects.filter(pk__in=present).order_by("-is_default", "sort_order", "code")
+        field.queryset = BaseModel.objects.usable_by(user).with_weights().order_by("-is_default", "sort_order", "code")
         field.initial = field.queryset.first()
         self.fields["file"].help_text = _(
             "UTF-8 JSONL: one JSON object (one example) per line. At most %(limit)s."

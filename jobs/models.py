@@ -34,6 +34,10 @@ class BaseModelQuerySet(models.QuerySet):
             qs = qs.filter(availability=Availability.EVERYONE)
         return qs
 
+    def with_weights(self) -> BaseModelQuerySet:
+        """Those whose weights are on this server (a look at the disk, made here)."""
+        return self.filter(pk__in=[model.pk for model in self if model.weights_present])
+
 
 class BaseModel(models.Model):
     """A base model in the catalog ("model square"), managed by operators."""
