@@ -37,9 +37,10 @@ class JobForm(forms.Form):
 
         self.user = user
         usable = BaseModel.objects.usable_by(user)
-        self.models_with_weights = [m for m in usable if m.weights_present]
-        self.models_without_weights = [m for m in usable if not m.weights_present]
-        self.fields["base_model"].queryset = usable.filter(pk__in=[m.pk for m in self.models_with_weights])
+        with_weights = usable.with_weights()  # the one look at the disk
+        self.models_with_weights = list(with_weights)
+        self.models_without_weights = list(usable.exclude(pk__in=[m.pk for m in self.models_with_weights]))
+        self.fields["base_model"].queryset = with_weights
         datasets = Dataset.objects.filter(owner=user, status="ready").order_by("-created_at")
         self.fields["training_dataset"].queryset = datasets
         self.fields["validation_dataset"].queryset = datasets

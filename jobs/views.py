@@ -126,9 +126,7 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
 
 def _number(text: str | None, kind=float):
     """A number from a JSON value extracted as text (None for null or missing)."""
-    if text is None or text == "null":
-        return None
-    return kind(float(text))
+    return None if text is None else kind(float(text))
 
 
 def _chart_metrics(job: FineTuningJob) -> list[dict]:
