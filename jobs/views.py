@@ -125,8 +125,13 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
 
 
 def _number(text: str | None, kind=float):
-    """A number from a JSON value extracted as text (None for null or missing)."""
-    return None if text is None else kind(float(text))
+    """A number from a JSON value extracted as text (None for null or missing).
+
+    SQLite's ->> gives a JSON null as the text "null"; PostgreSQL gives SQL NULL.
+    """
+    if text is None or text == "null":
+        return None
+    return kind(float(text))
 
 
 def _chart_metrics(job: FineTuningJob) -> list[dict]:

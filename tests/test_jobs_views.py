@@ -284,3 +284,13 @@ def test_task_page_links_to_its_data_by_the_file_id_the_sdk_shows(alice_client, 
     assert job.training_dataset.public_id.startswith("file-")
     assert alice_client.get(f"/console/datasets/{job.training_dataset.public_id}/").status_code == 200
     assert alice_client.get(f"/console/datasets/{job.training_dataset.pk}/").status_code == 404
+
+
+def test_the_chart_reads_metrics_with_null_values(alice_client, alice, tiny_base):
+    job = _job(alice, tiny_base)
+    FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    for step, loss, eval_loss in ((1, 2.5, None), (2, 2.0, 1.9), (3, None, None)):
+        JobEvent.objects.create(job=job, type=JobEvent.Type.METRICS, data={
+            "current_steps": step, "total_steps": 10, "loss": loss, "eval_loss": eval_loss})
+    response = alice_client.get(f"/console/jobs/{job.public_id}/?partial=live", **HTMX)
+    assert response.status_code == 200 and 'data-testid="loss-chart"' in response.content.decode()
