@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from django.urls import path, re_path
+from django.urls import re_path
 
 from datasets import api as datasets_api
 from jobs import api as jobs_api
+from modelcards import api as modelcards_api
 
-from . import api, api_models
+from . import api
 
 urlpatterns = [
-    path("models", api_models.models_list, name="api_models"),
+    *modelcards_api.urlpatterns,
     *datasets_api.urlpatterns,
     *jobs_api.urlpatterns,
     # Each app appends its own endpoints here (files, fine_tuning, chat …).

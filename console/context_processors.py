@@ -9,7 +9,7 @@ NAVIGATION = [
     ("console:overview", _("Overview"), "◧"),
     ("datasets:list", _("Datasets"), "▤"),
     ("jobs:list", _("Fine-tuning tasks"), "⟳"),
-    ("jobs:square", _("Model square"), "▦"),
+    ("modelcards:square", _("Model square"), "▦"),
     ("deployments:list", _("Private instances"), "▣"),
     ("console:notifications", _("Notifications"), "✉"),
     ("console:api_keys", _("API keys"), "◈"),

@@ -94,6 +94,7 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "console.apps.ConsoleConfig",
+    "modelcards.apps.ModelcardsConfig",
     "datasets.apps.DatasetsConfig",
     "jobs.apps.JobsConfig",
     "deployments.apps.DeploymentsConfig",

@@ -21,6 +21,7 @@ console_patterns = [
 urlpatterns = [
     path("", RedirectView.as_view(url="/console/", permanent=False)),
     path("console/datasets/", include(("datasets.urls", "datasets"))),
+    path("console/models/", include("modelcards.urls")),
     path("console/", include("jobs.urls")),
     path("console/", include((console_patterns, "console"))),
     path("admin/", admin.site.urls),

@@ -11,8 +11,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from jobs.models import BaseModel
-
+from . import dashboard
 from .forms import AccountForm, ApiKeyForm, LoginForm
 from .models import ApiKey
 
@@ -25,31 +24,14 @@ class LoginView(auth_views.LoginView):
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    from django.db.models import Count, Q
+    return render(request, "console/overview.html", {"panels": dashboard.panels(request)})
 
-    from datasets.models import Dataset
-    from jobs.models import FineTunedModel, FineTuningJob
 
-    keys = ApiKey.objects.active().filter(user=request.user)
-    models = BaseModel.objects.usable_by(request.user)
-    datasets = Dataset.objects.filter(owner=request.user).aggregate(
-        total=Count("id"), ready=Count("id", filter=Q(status="ready")), invalid=Count("id", filter=Q(status="invalid"))
-    )
-    jobs = FineTuningJob.objects.filter(owner=request.user).aggregate(
-        total=Count("id"), running=Count("id", filter=Q(status="running")),
-        queued=Count("id", filter=Q(status__in=["queued", "validating_files"])),
-        succeeded=Count("id", filter=Q(status="succeeded")), failed=Count("id", filter=Q(status="failed")),
-    )
-    context = {
-        "api_key_count": keys.count(),
-        "base_model_count": models.count(),
-        "base_models_ready": sum(1 for m in models if m.weights_present),
-        "datasets": datasets,
-        "jobs": jobs,
-        "fine_tuned_count": FineTunedModel.objects.filter(owner=request.user, deleted_at__isnull=True).count(),
-        "recent_jobs": FineTuningJob.objects.filter(owner=request.user).select_related("base_model")[:5],
-    }
-    return render(request, "console/overview.html", context)
+def _api_keys_panel(request: HttpRequest) -> dict:
+    return {"count": ApiKey.objects.active().filter(user=request.user).count()}
+
+
+dashboard.register_panel("api_keys", 90, "console/panels/api_keys.html", _api_keys_panel)
 
 
 @login_required

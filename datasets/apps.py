@@ -6,3 +6,18 @@ from django.apps import AppConfig
 class DatasetsConfig(AppConfig):
     name = "datasets"
     verbose_name = "Datasets"
+
+    def ready(self) -> None:
+        from console.dashboard import register_panel
+
+        register_panel("datasets", 10, "datasets/_overview.html", _overview_panel)
+
+
+def _overview_panel(request) -> dict:
+    from django.db.models import Count, Q
+
+    from .models import Dataset
+
+    return Dataset.objects.filter(owner=request.user).aggregate(
+        total=Count("id"), ready=Count("id", filter=Q(status="ready")), invalid=Count("id", filter=Q(status="invalid"))
+    )

@@ -29,7 +29,7 @@ class DatasetUploadForm(forms.Form):
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
-        from jobs.models import BaseModel
+        from modelcards.models import BaseModel
 
         # Only models whose tokenizer is on this server can count; the default comes first.
         field = self.fields["base_model"]

@@ -82,7 +82,7 @@ class Dataset(models.Model):
     validated_at = models.DateTimeField(null=True, blank=True)
 
     base_model = models.ForeignKey(
-        "jobs.BaseModel",
+        "modelcards.BaseModel",
         on_delete=models.SET_NULL,
         null=True,
         blank=True,

@@ -52,7 +52,7 @@ class DatasetInUse(DatasetError):
 
 
 def _default_base_model():
-    from jobs.models import BaseModel
+    from modelcards.models import BaseModel
 
     return BaseModel.objects.filter(is_default=True).first()
 

@@ -230,7 +230,7 @@ def counting_tokenizer_from_folder(folder: str) -> CountingTokenizer:
 
 def load_counting_tokenizer(base_model) -> CountingTokenizer:
     """The base model's tokenizer for counting; from its folder without torch where possible."""
-    from jobs.weights import load_tokenizer, model_dir
+    from modelcards.weights import load_tokenizer, model_dir
 
     folder = model_dir(base_model)
     if (Path(folder) / "tokenizer.json").exists():

@@ -1,24 +1,9 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from .models import BaseModel, Checkpoint, FineTunedModel, FineTuningJob, JobEvent
-
-
-@admin.register(BaseModel)
-class BaseModelAdmin(admin.ModelAdmin):
-    list_display = [
-        "code", "display_name", "family", "modality", "methods", "training_types",
-        "public_pool", "availability", "training_price", "weights", "is_active",
-    ]
-    list_filter = ["modality", "family", "availability", "public_pool", "is_active", "weights_source"]
-    search_fields = ["code", "display_name", "family", "description"]
-    list_editable = ["is_active"]
-
-    @admin.display(description=_("weights on this server"), boolean=True)
-    def weights(self, obj: BaseModel) -> bool:
-        return obj.weights_present
+from .models import Checkpoint, FineTuningJob, JobEvent
 
 
 class JobEventInline(admin.TabularInline):
@@ -48,7 +33,7 @@ class FineTuningJobAdmin(admin.ModelAdmin):
     search_fields = ["public_id", "fine_tuned_model", "owner__username", "request_id", "error_message"]
     list_select_related = ["owner", "base_model"]
     readonly_fields = ["public_id", "created_at", "started_at", "first_step_at", "finished_at", "heartbeat_at",
-                       "progress", "worker", "attempts", "output_dir"]
+                       "progress", "worker", "attempts", "output_dir", "result"]
     raw_id_fields = ["owner", "training_dataset", "validation_dataset"]
     inlines = [CheckpointInline, JobEventInline]
     actions = ["cancel"]
@@ -61,13 +46,15 @@ class FineTuningJobAdmin(admin.ModelAdmin):
             job_cancel(job=job)
         self.message_user(request, _("Cancellation requested."))
 
+    # Deleting goes through the service: only finished tasks without a live model, files removed.
+    def delete_model(self, request, obj):
+        from .services import JobNotDeletable, job_delete
 
-@admin.register(FineTunedModel)
-class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ["code", "owner", "base_model", "method", "training_type", "trained_tokens", "cost",
-                    "created_at", "deleted_at"]
-    list_filter = ["base_model", "method", "training_type", ("deleted_at", admin.EmptyFieldListFilter)]
-    search_fields = ["code", "owner__username"]
-    list_select_related = ["owner", "base_model"]
-    raw_id_fields = ["owner", "job"]
-    readonly_fields = ["created_at"]
+        try:
+            job_delete(job=obj)
+        except JobNotDeletable as exc:
+            self.message_user(request, f"{obj.public_id}: {exc}", level=messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for job in queryset:
+            self.delete_model(request, job)

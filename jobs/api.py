@@ -8,7 +8,7 @@ from django.urls import path
 from console.api import ApiError, api_view, parse_json_body
 
 from . import services
-from .models import BaseModel, FineTunedModel, FineTuningJob, JobEvent
+from .models import BaseModel, FineTuningJob, JobEvent
 
 
 def _ts(value) -> int | None:
@@ -158,20 +158,9 @@ def job_events(request: HttpRequest, job_id: str) -> JsonResponse:
                          "has_more": len(items) > limit})
 
 
-@api_view(["DELETE"])
-def fine_tuned_model_delete(request: HttpRequest, model: str) -> JsonResponse:
-    found = FineTunedModel.objects.filter(owner=request.user, code=model).first()
-    if found is None:
-        raise ApiError(404, "404", f"No fine-tuned model {model}.", "model")
-    services.fine_tuned_model_delete(model=found)
-    return JsonResponse({"request_id": request.headers.get("X-Request-Id"), "model_name": model,
-                         "delete_status": "deleted"})
-
-
 urlpatterns = [
     path("fine_tuning/jobs", jobs, name="api_jobs"),
     path("fine_tuning/jobs/<str:job_id>", job, name="api_job"),
     path("fine_tuning/jobs/<str:job_id>/cancel", job_cancel, name="api_job_cancel"),
     path("fine_tuning/jobs/<str:job_id>/events", job_events, name="api_job_events"),
-    path("fine_tuning/fine_tuned_models/<path:model>", fine_tuned_model_delete, name="api_fine_tuned_model"),
 ]

@@ -36,11 +36,11 @@ class JobForm(forms.Form):
         from datasets.models import Dataset
 
         self.user = user
-        usable = BaseModel.objects.usable_by(user)
-        with_weights = usable.with_weights()  # the one look at the disk
-        self.models_with_weights = list(with_weights)
-        self.models_without_weights = list(usable.exclude(pk__in=[m.pk for m in self.models_with_weights]))
-        self.fields["base_model"].queryset = with_weights
+        usable = list(BaseModel.objects.usable_by(user))
+        # Only what this server can train (weights here, architecture, modality, memory); the rest with why not.
+        self.models_with_weights = [m for m in usable if m.capabilities().can_train]
+        self.models_without_weights = [m for m in usable if not m.capabilities().can_train]
+        self.fields["base_model"].queryset = BaseModel.objects.filter(pk__in=[m.pk for m in self.models_with_weights])
         datasets = Dataset.objects.filter(owner=user, status="ready").order_by("-created_at")
         self.fields["training_dataset"].queryset = datasets
         self.fields["validation_dataset"].queryset = datasets

@@ -20,7 +20,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .models import Checkpoint, FineTunedModel, FineTuningJob, JobEvent, JobStatus
+from modelcards.models import FineTunedModel
+
+from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
 from .services import Heartbeat, _notify_finished, job_event, job_fail, job_output_dir
 from .training.engine import STATE_FILE
 
@@ -153,8 +155,9 @@ def _load_examples(dataset) -> list[dict]:
 
 def job_run(*, job: FineTuningJob) -> str:
     """Train a claimed (running) job to the end: succeeded, failed or cancelled."""
+    from modelcards.weights import WeightsMissing, model_dir
+
     from .training import engine
-    from .weights import WeightsMissing, model_dir
 
     class Callbacks(JobCallbacks, engine.Callbacks):
         pass
@@ -272,15 +275,16 @@ def _finish_succeeded(job: FineTuningJob, result) -> str:
             actual_cost=cost,
         ):
             return "skip"
-        FineTunedModel.objects.update_or_create(
-            job=job,
+        card, _created = FineTunedModel.objects.update_or_create(
+            code=job.fine_tuned_model,
             defaults={
-                "code": job.fine_tuned_model, "owner": job.owner, "base_model": job.base_model,
+                "owner": job.owner, "base_model": job.base_model,
                 "method": job.method, "training_type": job.training_type,
                 "hyperparameters": job.resolved_hyperparameters, "metrics": metrics,
                 "trained_tokens": result.trained_tokens, "cost": cost, "path": str(final_dir),
             },
         )
+        FineTuningJob.objects.filter(pk=job.pk).update(result=card)
         job_event(job=job, message=_("Training finished: model %(code)s is ready.") % {"code": job.fine_tuned_model},
                   data=metrics)
     job.refresh_from_db()

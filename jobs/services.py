@@ -22,18 +22,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .models import (
-    FINAL_STATUSES,
-    BaseModel,
-    Checkpoint,
-    FineTunedModel,
-    FineTuningJob,
-    JobEvent,
-    JobStatus,
-    Method,
-    Modality,
-    TrainingType,
-)
+from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
+
+from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +156,17 @@ def job_check_choices(*, user, base_model: BaseModel, method: str, training_type
             _("%(code)s does not support %(type)s training.") % {"code": base_model.code, "type": training_type},
             "training_type",
         )
+    # What this server can really do: the engine's architectures and modalities, and the node's memory.
+    capabilities = base_model.capabilities()
+    for verdict, param in ((capabilities.method(method), "method"),
+                           (capabilities.training_type(training_type), "training_type")):
+        if not verdict:
+            raise JobInputError(
+                _("%(code)s cannot be fine-tuned this way on this server: %(reason)s")
+                % {"code": base_model.code, "reason": verdict.reason},
+                param,
+                code="unsupported_model",
+            )
 
 
 def job_check_dataset(*, user, base_model: BaseModel, method: str, dataset, param: str) -> None:
@@ -438,7 +440,7 @@ def job_delete(*, job: FineTuningJob) -> None:
 
     if not job.is_final:
         raise JobNotDeletable(_("Cancel the task before deleting it."))
-    if FineTunedModel.objects.filter(job=job, deleted_at__isnull=True).exists():
+    if FineTunedModel.objects.live().filter(job=job).exists():
         raise JobNotDeletable(
             _("This task produced model %(code)s; delete the model first.") % {"code": job.fine_tuned_model}
         )
@@ -448,19 +450,9 @@ def job_delete(*, job: FineTuningJob) -> None:
         # between collecting its rows and deleting it.
         locked = FineTuningJob.objects.select_for_update().filter(pk=job.pk).first()
         if locked is not None:
-            FineTunedModel.objects.filter(job=locked).delete()
-            locked.delete()
+            locked.delete()  # its deleted model card stays: model codes are never reused
     if output:
         shutil.rmtree(output, ignore_errors=True)
-
-
-def fine_tuned_model_delete(*, model: FineTunedModel) -> None:
-    """Delete a fine-tuned model: it can no longer be called. Its task stays for the record."""
-    import shutil
-
-    if model.deleted_at is None:
-        FineTunedModel.objects.filter(pk=model.pk).update(deleted_at=timezone.now())
-        shutil.rmtree(model.path, ignore_errors=True)
 
 
 def resume_point(job: FineTuningJob) -> str:

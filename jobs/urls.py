@@ -12,5 +12,4 @@ urlpatterns = [
     path("jobs/<str:public_id>/", views.job_detail, name="detail"),
     path("jobs/<str:public_id>/cancel/", views.job_cancel, name="cancel"),
     path("jobs/<str:public_id>/delete/", views.job_delete, name="delete"),
-    path("models/", views.model_square, name="square"),
 ]

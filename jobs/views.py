@@ -3,7 +3,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models.fields.json import KT
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -16,7 +15,7 @@ from datasets.uploads import with_upload_limit
 
 from . import charts, services
 from .forms import JobForm
-from .models import BaseModel, FineTuningJob, JobEvent, JobStatus
+from .models import FineTuningJob, JobEvent, JobStatus
 
 EVENTS_SHOWN = 100
 
@@ -47,8 +46,11 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 
 def _form_context(form: JobForm) -> dict:
-    capabilities = {m.code: {"methods": m.methods, "training_types": m.training_types}
-                    for m in form.models_with_weights}
+    capabilities = {}
+    for m in form.models_with_weights:
+        caps = m.capabilities()
+        capabilities[m.code] = {"methods": [x for x in m.methods if caps.method(x)],
+                                "training_types": [t for t in m.training_types if caps.training_type(t)]}
     return {"form": form, "models_without_weights": form.models_without_weights, "capabilities": capabilities}
 
 
@@ -124,32 +126,8 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/create.html#estimate", context)
 
 
-def _number(text: str | None, kind=float):
-    """A number from a JSON value extracted as text (None for null or missing).
-
-    SQLite's ->> gives a JSON null as the text "null"; PostgreSQL gives SQL NULL.
-    """
-    if text is None or text == "null":
-        return None
-    return kind(float(text))
-
-
-def _chart_metrics(job: FineTuningJob) -> list[dict]:
-    """The four numbers the loss chart draws, per metrics event, extracted by the database.
-
-    A six-hour task has about 20,000 metrics events and its page polls every two seconds;
-    decoding each whole JSON document made a poll 1.4x (SQLite) to 3.3x (PostgreSQL) slower
-    (tests/perf/bench_task_poll.py).
-    """
-    rows = JobEvent.objects.filter(job=job, type=JobEvent.Type.METRICS).order_by("id").values_list(
-        KT("data__current_steps"), KT("data__total_steps"), KT("data__loss"), KT("data__eval_loss"),
-    )
-    return [{"current_steps": _number(steps, int), "total_steps": _number(total, int),
-             "loss": _number(loss), "eval_loss": _number(eval_loss)} for steps, total, loss, eval_loss in rows]
-
-
 def _live_context(job: FineTuningJob) -> dict:
-    metrics = _chart_metrics(job)
+    metrics = charts.chart_metrics(job)
     events = list(JobEvent.objects.filter(job=job, type=JobEvent.Type.MESSAGE).order_by("-id")[:EVENTS_SHOWN])
     checkpoints = list(job.checkpoints.all())
     scored = [c for c in checkpoints if (c.metrics or {}).get("eval_loss") is not None]
@@ -202,11 +180,3 @@ def job_delete(request: HttpRequest, public_id: str) -> HttpResponse:
         messages.success(request, _("Task %(id)s deleted.") % {"id": public_id})
         return redirect("jobs:list")
     return render(request, "jobs/confirm.html", {"job": job, "action": "delete"})
-
-
-@login_required
-def model_square(request: HttpRequest) -> HttpResponse:
-    models = list(BaseModel.objects.usable_by(request.user))
-    for model in models:
-        model.present, model.where = model.weights_status()
-    return render(request, "jobs/square.html", {"models": models})

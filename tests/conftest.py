@@ -54,7 +54,7 @@ def _catalog(request):
     )
     if uses_db:
         request.getfixturevalue("db")
-        from jobs.catalog import seed_catalog
+        from modelcards.catalog import seed_catalog
 
         seed_catalog(update=False)
 

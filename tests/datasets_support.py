@@ -13,8 +13,8 @@ def sample(name: str) -> Path:
 
 
 def tokenizer():
-    from jobs.models import BaseModel
-    from jobs.weights import load_tokenizer
+    from modelcards.models import BaseModel
+    from modelcards.weights import load_tokenizer
 
     return load_tokenizer(BaseModel.objects.get(is_default=True))
 

@@ -160,3 +160,15 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.25, what: str 
 
 def job_status(public_id: str) -> str:
     return FineTuningJob.objects.values_list("status", flat=True).get(public_id=public_id)
+
+
+def make_card(job: FineTuningJob, path: str = "/nowhere", **extra):
+    """The model card a succeeded task would have made, linked to its task."""
+    from modelcards.models import FineTunedModel
+
+    defaults = {"method": job.method, "training_type": job.training_type}
+    card = FineTunedModel.objects.create(code=job.fine_tuned_model, owner=job.owner, base_model=job.base_model,
+                                         path=path, **{**defaults, **extra})
+    FineTuningJob.objects.filter(pk=job.pk).update(result=card)
+    job.result = card
+    return card

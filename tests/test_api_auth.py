@@ -153,20 +153,19 @@ def test_models_lists_the_callers_own_fine_tuned_models(live_server, alice, bob,
     from django.utils import timezone
 
     from jobs import services
-    from jobs.models import FineTunedModel
+    from modelcards.models import FineTunedModel
 
-    from .jobs_support import chat_lines, make_dataset
+    from .jobs_support import chat_lines, make_card, make_dataset
 
     job, _ = services.job_create(user=alice, base_model=tiny_base,
                                  training_dataset=make_dataset(alice, chat_lines()), suffix="mine")
-    FineTunedModel.objects.create(code=job.fine_tuned_model, owner=alice, job=job, base_model=tiny_base,
-                                  method="sft", training_type="lora", path="/nowhere")
+    make_card(job)
     ids = {m["id"]: m for m in _get(live_server, {"Authorization": f"Bearer {alice_key}"}).json()["data"]}
     assert ids[job.fine_tuned_model]["owned_by"] == "alice" and ids[job.fine_tuned_model]["parent"] == "tiny-test"
     assert ids[job.fine_tuned_model]["fine_tuning_job"] == job.public_id
     _key, bob_secret = ApiKey.create_for(user=bob, name="bob's")
     bobs = [m["id"] for m in _get(live_server, {"Authorization": f"Bearer {bob_secret}"}).json()["data"]]
     assert job.fine_tuned_model not in bobs and "smollm2-135m-instruct" in bobs
-    FineTunedModel.objects.filter(job=job).update(deleted_at=timezone.now())
+    FineTunedModel.objects.filter(code=job.fine_tuned_model).update(deleted_at=timezone.now())
     after = [m["id"] for m in _get(live_server, {"Authorization": f"Bearer {alice_key}"}).json()["data"]]
     assert job.fine_tuned_model not in after

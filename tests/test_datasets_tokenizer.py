@@ -20,8 +20,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def folder_tokenizer():
-    from jobs.models import BaseModel
-    from jobs.weights import model_dir
+    from modelcards.models import BaseModel
+    from modelcards.weights import model_dir
 
     return CountingTokenizer.from_folder(model_dir(BaseModel.objects.get(is_default=True)))
 
@@ -69,10 +69,10 @@ def test_validation_path_does_not_import_torch():
         "import os, sys, django;"
         "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'tests.settings');"
         "django.setup();"
-        "from jobs.models import BaseModel;"
+        "from modelcards.models import BaseModel;"
         "from datasets.validation import Validator;"
         "from datasets.tokenizer import CountingTokenizer;"
-        "from jobs.weights import model_dir;"
+        "from modelcards.weights import model_dir;"
         "import pathlib;"
         "folder = pathlib.Path(os.environ['CONSOLE_MODELS_DIR']) / 'smollm2-135m-instruct';"
         "tok = CountingTokenizer.from_folder(folder);"

@@ -393,7 +393,7 @@ def test_repair_requeues_lost_and_stalled_validations(alice_client, alice, monke
 
 
 def test_upload_counts_tokens_for_a_chosen_base_model_with_weights(alice_client, alice, tiny_base):
-    from jobs.models import BaseModel
+    from modelcards.models import BaseModel
 
     html = alice_client.get("/console/datasets/upload/").content.decode()
     default = BaseModel.objects.get(is_default=True)

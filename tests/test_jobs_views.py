@@ -258,16 +258,16 @@ def test_list_at_ten_thousand_tasks_uses_a_fixed_number_of_queries(alice_client,
 
 @pytest.mark.parametrize(("losses", "hint"), [((0.104, 0.132, 0.127), True), ((0.3, 0.2, 0.1), False)])
 def test_a_finished_task_marks_its_lowest_validation_loss(alice_client, alice, tiny_base, losses, hint):
-    from jobs.models import Checkpoint, FineTunedModel
+    from jobs.models import Checkpoint
+
+    from .jobs_support import make_card
 
     job = _job(alice, tiny_base)
     FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, trained_tokens=1000)
     for epoch, loss in enumerate(losses, 1):
         Checkpoint.objects.create(job=job, epoch=epoch, path=f"/nowhere/{epoch}",
                                   metrics={"eval_loss": loss, "current_steps": epoch * 10})
-    FineTunedModel.objects.create(code=job.fine_tuned_model, owner=alice, job=job, base_model=tiny_base,
-                                  method="sft", training_type="lora", path="/nowhere",
-                                  metrics={"epochs": 3, "final_eval_loss": losses[-1]})
+    make_card(job, metrics={"epochs": 3, "final_eval_loss": losses[-1]})
     html = alice_client.get(f"/console/jobs/{job.public_id}/").content.decode()
     best = losses.index(min(losses)) + 1
     row = html.split(f"<tr><td>{best}</td>")[1].split("</tr>")[0]

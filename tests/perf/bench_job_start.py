@@ -72,7 +72,7 @@ def main() -> int:
     from datasets.services import dataset_create
     from jobs import services as job_services
     from jobs.models import BaseModel, FineTuningJob
-    from jobs.weights import model_dir
+    from modelcards.weights import model_dir
     from tests import services
 
     call_command("migrate", verbosity=0)

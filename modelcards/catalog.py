@@ -12,6 +12,7 @@ TEXT, IMAGE_GEN, IMAGE_UND = "text", "image_generation", "image_understanding"
 CATALOG: list[dict] = [
     {
         "code": "smollm2-135m-instruct",
+        "architecture": "llama", "parameters": 134_515_008, "public_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "display_name": "SmolLM2 135M Instruct",
         "family": "SmolLM2",
         "description": "A small instruction-tuned model that trains on a CPU in minutes. The embedded default.",
@@ -29,6 +30,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "glm-4.5-air", "display_name": "GLM-4.5-Air", "family": "GLM",
+        "architecture": "glm4_moe", "parameters": 106_000_000_000, "public_name": "zai-org/GLM-4.5-Air",
         "description": "MoE flagship; full-parameter fine-tuning, chat, function call and deep-thinking data.",
         "modality": TEXT, "methods": ["sft", "dpo"], "training_types": ["full"], "public_pool": False,
         "context_length": 131072, "training_price": "0.0500", "inference_price": "0.0020",
@@ -36,6 +38,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "glm-4-air-250414", "display_name": "GLM-4-Air-250414", "family": "GLM",
+        "architecture": "glm4", "parameters": 32_000_000_000,
         "description": "Full-parameter fine-tuning, available to all users.",
         "modality": TEXT, "methods": ["sft", "dpo"], "training_types": ["full"], "public_pool": False,
         "context_length": 32768, "training_price": "0.0050", "inference_price": "0.0005",
@@ -43,6 +46,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "glm-4-air", "display_name": "GLM-4-Air", "family": "GLM",
+        "architecture": "glm4",
         "description": "LoRA and full-parameter fine-tuning, available to all users.",
         "modality": TEXT, "methods": ["sft", "dpo"], "training_types": ["lora", "full"], "public_pool": True,
         "context_length": 32768, "training_price": "0.0050", "inference_price": "0.0005",
@@ -50,6 +54,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "glm-4-flash", "display_name": "GLM-4-Flash", "family": "GLM",
+        "architecture": "glm4", "parameters": 9_400_000_000,
         "description": "LoRA and full-parameter fine-tuning, available to all users.",
         "modality": TEXT, "methods": ["sft", "dpo"], "training_types": ["lora", "full"], "public_pool": True,
         "context_length": 32768, "training_price": "0.0030", "inference_price": "0.0001",
@@ -57,6 +62,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "glm-4-9b", "display_name": "GLM-4-9B", "family": "GLM",
+        "architecture": "glm4", "parameters": 9_400_000_000, "public_name": "THUDM/glm-4-9b-chat-hf",
         "description": "Open weights; LoRA and full-parameter fine-tuning, available to all users.",
         "modality": TEXT, "methods": ["sft", "dpo"], "training_types": ["lora", "full"], "public_pool": True,
         "context_length": 131072, "training_price": "0.0050", "inference_price": "0.0005",
@@ -64,6 +70,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "chatglm3-6b", "display_name": "ChatGLM3-6B", "family": "GLM",
+        "architecture": "chatglm", "parameters": 6_240_000_000, "public_name": "THUDM/chatglm3-6b",
         "description": "Open weights; LoRA fine-tuning, available to all users.",
         "modality": TEXT, "methods": ["sft", "dpo"], "training_types": ["lora"], "public_pool": True,
         "context_length": 8192, "training_price": "0.0020", "inference_price": "0.0002",
@@ -71,6 +78,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "glm-4v", "display_name": "GLM-4V", "family": "GLM",
+        "architecture": "chatglm", "parameters": 13_900_000_000, "public_name": "THUDM/glm-4v-9b",
         "description": "Image understanding; LoRA fine-tuning, available to all users.",
         "modality": IMAGE_UND, "methods": ["sft"], "training_types": ["lora"], "public_pool": False,
         "context_length": 8192, "training_price": "0.0100", "inference_price": "0.0050",
@@ -78,6 +86,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "cogview-3", "display_name": "CogView-3", "family": "CogView",
+        "architecture": "", "parameters": 3_000_000_000, "public_name": "THUDM/CogView3-Plus-3B",
         "description": "Image generation; full-parameter fine-tuning, available to all users.",
         "modality": IMAGE_GEN, "methods": ["sft"], "training_types": ["full"], "public_pool": False,
         "context_length": 1024, "training_price": "0.0100", "inference_price": "0.0100",
@@ -85,6 +94,7 @@ CATALOG: list[dict] = [
     },
     {
         "code": "glm-4-0520", "display_name": "GLM-4-0520", "family": "GLM",
+        "architecture": "glm4",
         "description": "LoRA and full-parameter fine-tuning, for annual private-deployment plan users.",
         "modality": TEXT, "methods": ["sft", "dpo"], "training_types": ["lora", "full"], "public_pool": False,
         "availability": "annual_private",
@@ -95,15 +105,19 @@ CATALOG: list[dict] = [
 
 
 def seed_catalog(base_model_cls=None, *, update: bool = True) -> int:
-    """Create (or, with update, refresh) the seeded catalog entries. Returns how many were written."""
+    """Create (or, with update, refresh) the seeded catalog entries. Returns how many were written.
+
+    A migration passes its historical model, which may lack fields added later: those are left out."""
     if base_model_cls is None:
-        from jobs.models import BaseModel as base_model_cls
+        from modelcards.models import BaseModel as base_model_cls
+    fields = {f.name for f in base_model_cls._meta.get_fields()}
+    catalog = [{k: v for k, v in entry.items() if k in fields} for entry in CATALOG]
     if not update:
         existing = set(base_model_cls.objects.values_list("code", flat=True))
-        missing = [base_model_cls(**entry) for entry in CATALOG if entry["code"] not in existing]
+        missing = [base_model_cls(**entry) for entry in catalog if entry["code"] not in existing]
         base_model_cls.objects.bulk_create(missing)
         return len(missing)
-    for entry in CATALOG:
+    for entry in catalog:
         base_model_cls.objects.update_or_create(
             code=entry["code"], defaults={k: v for k, v in entry.items() if k != "code"}
         )
