@@ -33,7 +33,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 # Unicode White_Space, which is what the tokenizer's regex engine means by \s.
 WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 UNITS = re.compile(f"[{WHITE_SPACE}]*[^{WHITE_SPACE}]+|[{WHITE_SPACE}]+")
@@ -78,14 +77,6 @@ def _compile_template(source: str):
     return env.from_string(source)
 
 
-def _alias_reasoning(messages: list[dict]) -> list[dict]:
-    out = []
-    for message in messages:
-        reasoning = next((message[k] for k in REASONING_FIELDS if message.get(k) is not None), None)
-        out.append(message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning})
-    return out
-
-
 def _token_content(value: Any) -> str | None:
     if isinstance(value, str):
         return value
@@ -97,8 +88,10 @@ def _token_content(value: Any) -> str | None:
 class CountingTokenizer:
     """Render with the chat template and count tokens; see the module docstring."""
 
-    def __init__(self, backend: Any, chat_template: str | None, special_tokens_map: dict[str, str]):
+    def __init__(self, backend: Any, chat_template: str | None, special_tokens_map: dict[str, str],
+                 stops: frozenset[str] = frozenset()):
         self.backend = backend
+        self.stops = stops  # end-of-turn tokens (datasets.rendering.stop_token_strings)
         self.chat_template = chat_template
         self.special_tokens_map = dict(special_tokens_map)
         self._template = _compile_template(chat_template) if chat_template else None
@@ -134,7 +127,10 @@ class CountingTokenizer:
         for key in ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):
             if _token_content(config.get(key)) is not None:
                 special[key] = _token_content(config.get(key))
-        return cls(backend, template, special)
+        from .rendering import stop_token_strings
+
+        stops = stop_token_strings(folder, special.get("eos_token"), backend.id_to_token)
+        return cls(backend, template, special, stops)
 
     @classmethod
     def from_transformers(cls, tokenizer: Any) -> CountingTokenizer:
@@ -142,7 +138,11 @@ class CountingTokenizer:
         if isinstance(template, dict):
             template = template.get("default") or next(iter(template.values()))
         special = {k: v for k, v in (tokenizer.special_tokens_map or {}).items() if isinstance(v, str)}
-        return cls(tokenizer.backend_tokenizer, template, special)
+        from .rendering import stop_token_strings
+
+        stops = stop_token_strings(getattr(tokenizer, "name_or_path", None), tokenizer.eos_token,
+                                   tokenizer.convert_ids_to_tokens)
+        return cls(tokenizer.backend_tokenizer, template, special, stops)
 
     def _special_splitter(self) -> re.Pattern | None:
         """The added-token splitter when the unit cache is exact for this tokenizer, else None."""
@@ -169,7 +169,7 @@ class CountingTokenizer:
     def render(self, messages: list[dict], tools: list | None = None) -> str:
         if self._template is None:
             raise ValueError("this tokenizer has no chat template")
-        return self._template.render(messages=_alias_reasoning(messages), tools=tools, documents=None,
+        return self._template.render(messages=messages, tools=tools, documents=None,
                                      add_generation_prompt=False, **self.special_tokens_map)
 
     # -- counting --------------------------------------------------------------

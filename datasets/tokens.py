@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .rendering import example_conversations
+from .rendering import needs_final_stop, prepared_conversations
 from .tokenizer import CountingTokenizer
 
 # Used only when a tokenizer ships no chat template of its own.
@@ -27,7 +27,7 @@ def as_counting_tokenizer(tokenizer: Any) -> CountingTokenizer:
     else:  # a transformers tokenizer
         result = CountingTokenizer.from_transformers(tokenizer)
     if result.chat_template is None:
-        result = CountingTokenizer(result.backend, FALLBACK_TEMPLATE, result.special_tokens_map)
+        result = CountingTokenizer(result.backend, FALLBACK_TEMPLATE, result.special_tokens_map, result.stops)
     return result
 
 
@@ -43,13 +43,18 @@ class TokenCounter:
         self.on_counted = on_counted
         self.batch_size = batch_size
         self._texts: list[str] = []
+        self._stops_added: list[int] = []  # an end-of-turn token the engine appends, per text (0 or 1)
         self._owners: list[tuple[int, int, int]] = []  # (line, number of texts, extra)
 
     def add(self, line: int, example: dict, extra: int = 0) -> None:
-        conversations = example_conversations(example, chat_template=self.chat_template)
+        # The same preparation the training engine applies (datasets.rendering): billed = trained.
+        conversations = prepared_conversations(example, chat_template=self.chat_template)
         render = self.tokenizer.render
+        stops = self.tokenizer.stops
         for messages, tools in conversations:
-            self._texts.append(render(messages, tools))
+            text = render(messages, tools)
+            self._texts.append(text)
+            self._stops_added.append(int(needs_final_stop(text, stops)))
         self._owners.append((line, len(conversations), extra))
         if len(self._texts) >= self.batch_size:
             self.flush()
@@ -57,10 +62,11 @@ class TokenCounter:
     def flush(self) -> None:
         if not self._texts:
             return
-        counts = self.tokenizer.count(self._texts)
+        counts = [n + added for n, added in zip(self.tokenizer.count(self._texts), self._stops_added, strict=True)]
         position = 0
         for line, n, extra in self._owners:
             self.on_counted(line, counts[position:position + n], extra)
             position += n
         self._texts.clear()
+        self._stops_added.clear()
         self._owners.clear()

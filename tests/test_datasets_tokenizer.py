@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from datasets.rendering import example_conversations
+from datasets.rendering import prepared_conversations
 from datasets.schema import check_example, detect_category
 from datasets.tokenizer import CountingTokenizer
 
@@ -34,7 +34,7 @@ def _conversations():
         for raw in path.read_bytes().splitlines():
             obj = json.loads(raw)
             example, _ = check_example(obj, detect_category(obj), [])
-            yield from example_conversations(example, chat_template=hf.chat_template)
+            yield from prepared_conversations(example, chat_template=hf.chat_template)
 
 
 def test_render_and_count_match_transformers(folder_tokenizer):

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from datasets.models import Category
-from datasets.rendering import example_conversations
+from datasets.rendering import prepared_conversations
 from datasets.schema import PNG_MAGIC
 
 from .datasets_support import errors_by_line, run_validator, sample, tokenizer
@@ -71,7 +71,7 @@ def _reference_tokens(path, tok) -> list[int]:
                                          if "tools" in obj else Category.REASONING, problems)
         assert not problems
         total = 0
-        for messages, tools in example_conversations(example, chat_template=tok.chat_template):
+        for messages, tools in prepared_conversations(example, chat_template=tok.chat_template):
             total += len(tok.apply_chat_template(messages, tools=tools, tokenize=True)["input_ids"])
         counts.append(total)
     return counts
