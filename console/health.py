@@ -1,4 +1,7 @@
-"""GET /healthz: the state of the database, Redis and the Celery workers."""
+"""GET /healthz: the state of the database, Redis, the Celery workers and beat.
+
+200 only when the database and Redis answer, every worker named in CONSOLE_EXPECTED_WORKERS (at least one when
+none is named) answers a ping, and beat runs if CONSOLE_EXPECT_BEAT is set; 503 otherwise."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from django.views.decorators.cache import never_cache
 
 from .celery import app as celery_app
 from .redis import redis_client
-from .tasks import BEAT_KEY
+from .tasks import BEAT_ALIVE_KEY, BEAT_KEY
 
 
 def _timed(check) -> dict:
@@ -43,20 +46,35 @@ def _workers() -> dict:
     workers = sorted(name for reply in replies for name in reply)
     if not workers:
         raise RuntimeError("no Celery worker answered the ping")
+    answered = {name.partition("@")[0] for name in workers}
+    missing = [name for name in settings.CONSOLE_EXPECTED_WORKERS if name not in answered]
+    if missing:
+        return {"ok": False, "workers": workers, "error": f"expected workers did not answer: {', '.join(missing)}"}
     return {"workers": workers}
 
 
 def _beat() -> dict:
     with redis_client(settings.HEALTH_TIMEOUT) as client:
-        raw = client.get(BEAT_KEY)
-    return {"last_seen_seconds_ago": None if raw is None else round(time.time() - float(raw), 1)}
+        raw, running = client.get(BEAT_KEY), bool(client.exists(BEAT_ALIVE_KEY))
+    result = {"running": running, "last_seen_seconds_ago": None if raw is None else round(time.time() - float(raw), 1)}
+    if settings.CONSOLE_EXPECT_BEAT and not running:
+        result.update(ok=False, error="beat is not running")
+    return result
+
+
+def _notifications() -> dict:
+    from notifications.services import outbox_stuck_count
+
+    return {"stuck_over_10_minutes": outbox_stuck_count()}
 
 
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _timed(_database), "redis": _timed(_redis)}
     checks["celery"] = _timed(_workers) if checks["redis"]["ok"] else {"ok": False, "error": "Redis is down"}
-    healthy = all(c["ok"] for c in checks.values())
-    # Beat is informational: a console without beat still serves.
     checks["beat"] = _timed(_beat) if checks["redis"]["ok"] else {"ok": False, "error": "Redis is down"}
+    # Informational too: messages pending or sending for more than 10 minutes (the beat's repair resends them).
+    checks["notifications"] = _timed(_notifications) if checks["database"]["ok"] else {"ok": False}
+    # Unless beat is expected, it is informational: a console without beat still serves.
+    healthy = all(check["ok"] for name, check in checks.items() if name != "beat" or settings.CONSOLE_EXPECT_BEAT)
     return JsonResponse({"status": "ok" if healthy else "unhealthy", "checks": checks}, status=200 if healthy else 503)

@@ -280,6 +280,10 @@ CONSOLE_PRODUCT_NAME = env("CONSOLE_PRODUCT_NAME", "Fine-tuning Console")
 API_KEY_LAST_USED_RESOLUTION = 60
 # Redis and Celery pings in /healthz give up after this many seconds.
 HEALTH_TIMEOUT = float(env("HEALTH_TIMEOUT", "1") or 1)
+# The Celery workers (their names before the @) and the beat that /healthz waits for: `./run up` names the ones
+# it starts. Unset, any one worker answering is enough and beat is shown but not required.
+CONSOLE_EXPECTED_WORKERS = envlist("CONSOLE_EXPECTED_WORKERS")
+CONSOLE_EXPECT_BEAT = envbool("CONSOLE_EXPECT_BEAT", False)
 
 LOGGING = {
     "version": 1,

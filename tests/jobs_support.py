@@ -113,7 +113,7 @@ class TrainingWorker:
         self.proc.wait(10)
 
     def terminate(self, timeout: float = 30) -> float:
-        """SIGTERM the worker's process group, as Ctrl-C on honcho or systemctl stop does; seconds to exit."""
+        """SIGTERM the worker's process group, as Ctrl-C under ./run up or systemctl stop does; seconds to exit."""
         started = time.monotonic()
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout)
