@@ -1,0 +1,51 @@
+"""The notifications app's settings with their defaults (console/settings.py reads them from the environment)."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+
+
+def base_url() -> str:
+    """Where links in messages point: the console as its users reach it."""
+    return str(getattr(settings, "CONSOLE_BASE_URL", "http://127.0.0.1:8000")).rstrip("/")
+
+
+def queue() -> str:
+    """The Celery queue that sends notifications."""
+    return str(getattr(settings, "NOTIFICATIONS_QUEUE", "default"))
+
+
+def max_attempts() -> int:
+    """Tries of a message with transient errors before it is marked failed."""
+    return int(getattr(settings, "NOTIFICATIONS_MAX_ATTEMPTS", 6))
+
+
+def retry_base() -> float:
+    """Seconds before the first retry; each next one waits twice as long (capped at an hour)."""
+    return float(getattr(settings, "NOTIFICATIONS_RETRY_BASE", 30))
+
+
+def pending_grace() -> float:
+    """A pending message this many seconds past due was lost by the broker: the repair queues it again."""
+    return float(getattr(settings, "NOTIFICATIONS_PENDING_GRACE", 120))
+
+
+def sending_timeout() -> float:
+    """A message claimed this long ago whose worker never finished is taken to be abandoned."""
+    return float(getattr(settings, "NOTIFICATIONS_SENDING_TIMEOUT", 300))
+
+
+def stuck_after() -> float:
+    """/healthz counts messages pending or sending for longer than this."""
+    return float(getattr(settings, "NOTIFICATIONS_STUCK_AFTER", 600))
+
+
+def badge_poll_seconds() -> int:
+    return int(getattr(settings, "NOTIFICATIONS_BADGE_POLL_SECONDS", 15))
+
+
+def claim_pause() -> float:
+    """Fault injection for the tests only: sleep between claiming a message and sending it."""
+    return float(os.environ.get("NOTIFICATIONS_CLAIM_PAUSE") or 0)

@@ -1,0 +1,445 @@
+"""Notifications: tell a user about an event on the channels they chose, through an outbox.
+
+``notify(...)`` is the one entry point. Call it inside the transaction that changes the state:
+it writes one outbox row per channel and queues the sending after the commit, so a rolled-back
+change tells nobody and a committed one is never forgotten (the beat's repair picks up rows
+whose Celery message was lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from . import conf
+from .errors import PermanentError, TransientError
+from .events import EVENTS, LANGUAGES, TEXTS, get_event
+from .models import Channel, Notification, OutboxMessage, OutboxStatus, PhoneVerification, Preference
+from .sms import fits_one_sms, get_sms_backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "notify",
+    "outbox_send",
+    "outbox_repair",
+    "outbox_resend",
+    "outbox_stuck_count",
+    "notification_mark_read",
+    "notifications_mark_all_read",
+    "preferences_for",
+    "preferences_save",
+    "phone_code_send",
+    "phone_code_check",
+    "PhoneError",
+]
+
+
+# --- preferences --------------------------------------------------------------
+
+
+def preferences_for(*, user, events: list[str] | None = None) -> dict[tuple[str, str], bool]:
+    """(event, channel) → on/off for every registered event: the user's choices over the defaults."""
+    names = events or list(EVENTS)
+    chosen = {
+        (p.event, p.channel): p.enabled
+        for p in Preference.objects.filter(user=user, event__in=names).only("event", "channel", "enabled")
+    }
+    result = {}
+    for name in names:
+        event = get_event(name)
+        for channel in Channel.values:
+            if channel == Channel.IN_APP:
+                result[(name, channel)] = True  # the notification centre always has it
+            else:
+                result[(name, channel)] = chosen.get((name, channel), channel in event.default_channels)
+    return result
+
+
+def preferences_save(*, user, enabled: set[tuple[str, str]]) -> None:
+    """Store the page's choices: ``enabled`` holds the (event, channel) pairs that are on."""
+    with transaction.atomic():
+        for name in EVENTS:
+            for channel in (Channel.EMAIL, Channel.SMS):
+                Preference.objects.update_or_create(
+                    user=user, event=name, channel=channel, defaults={"enabled": (name, channel) in enabled}
+                )
+
+
+# --- notify -------------------------------------------------------------------
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def absolute_url(url: str) -> str:
+    if not url or url.startswith(("http://", "https://")):
+        return url
+    return f"{conf.base_url()}/{url.lstrip('/')}"
+
+
+def short_link(event_key: str) -> str:
+    return absolute_url(reverse("notifications:open", args=[event_key]))
+
+
+def _language(user) -> str:
+    language = (getattr(user, "language", "") or "en").lower()
+    return language if language in LANGUAGES else "en"
+
+
+def _sms_text(variants: list[str], values: dict) -> str:
+    """The richest variant that fits one SMS; if none does, the shortest with the name cut down."""
+    for variant in variants:
+        text = variant.format_map(values)
+        if fits_one_sms(text):
+            return text
+    name = values.get("name", "")
+    while name:
+        name = name[:-1]
+        values = _Blank(values, name=name.rstrip() + "...")
+        text = variants[-1].format_map(values)
+        if fits_one_sms(text):
+            return text
+    return text
+
+
+def render_message(*, user, event: str, channel: str, values: dict, url: str) -> dict:
+    """Title, text (and HTML for email) of one message, in the user's language."""
+    spec = get_event(event)
+    language = _language(user)
+    texts = spec.texts[language]
+    values = _Blank(values)
+    title = texts["title"].format_map(values)
+    body = texts["body"].format_map(values)
+    if channel == Channel.SMS:
+        return {"title": title, "body": _sms_text(texts["sms"], values), "html": ""}
+    if channel == Channel.EMAIL:
+        around = TEXTS[language]
+        context = {
+            "title": title,
+            "body": body,
+            "url": url,
+            "product": settings.CONSOLE_PRODUCT_NAME,
+            "language": language,
+            "greeting": around["greeting"].format(username=user.get_username()),
+            "open": around["open"],
+            "footer": around["footer"].format(preferences=absolute_url(reverse("notifications:preferences"))),
+        }
+        return {
+            "title": title,
+            "body": render_to_string("notifications/email/message.txt", context),
+            "html": render_to_string("notifications/email/message.html", context),
+        }
+    return {"title": title, "body": body, "html": ""}
+
+
+def _recipient(user, channel: str) -> str | None:
+    if channel == Channel.IN_APP:
+        return ""
+    if channel == Channel.EMAIL:
+        return user.email or None
+    if channel == Channel.SMS:
+        return user.phone if user.phone and user.phone_verified_at else None  # only a verified number
+    return None
+
+
+def notify(
+    *, user, event: str, subject_name: str = "", subject_code: str = "", url: str = "", context: dict | None = None
+) -> list[OutboxMessage]:
+    """Tell ``user`` that ``event`` happened to ``subject_name`` (``subject_code``), linking to ``url``.
+
+    Writes one outbox row per channel the user's preferences pick (in-app always) and queues
+    each for sending when the current transaction commits. ``context`` fills the event's texts."""
+    spec = get_event(event)
+    prefs = preferences_for(user=user, events=[event])
+    event_key = secrets.token_urlsafe(6)
+    link = short_link(event_key)
+    full_url = absolute_url(url)
+    values = {
+        **(context or {}),
+        "name": subject_name or subject_code,
+        "code": subject_code,
+        "link": link,
+        "url": full_url,
+    }
+    rows = []
+    for channel in Channel.values:
+        if not prefs[(event, channel)]:
+            continue
+        recipient = _recipient(user, channel)
+        if recipient is None:
+            continue
+        rendered = render_message(user=user, event=event, channel=channel, values=values, url=full_url)
+        rows.append(
+            OutboxMessage(
+                user=user,
+                event=event,
+                channel=channel,
+                recipient=recipient,
+                key=secrets.token_hex(16),
+                event_key=event_key,
+                subject_name=subject_name[:200],
+                subject_code=subject_code[:128],
+                url=full_url,
+                title=rendered["title"][:300],
+                body=rendered["body"],
+                html=rendered["html"],
+                params={
+                    "event": str(spec.label),
+                    "name": (subject_name or subject_code)[:30],
+                    "code": subject_code[:30],
+                    "url": link,
+                },
+            )
+        )
+    rows = OutboxMessage.objects.bulk_create(rows)
+    ids = [row.pk for row in rows]
+    if ids:
+        transaction.on_commit(lambda: enqueue(ids))
+    return rows
+
+
+def enqueue(ids: list[int], countdown: float = 0) -> None:
+    """Queue the sending of these messages; a broker that is down now is the repair's business later."""
+    from .tasks import send_message
+
+    for message_id in ids:
+        try:
+            send_message.apply_async(args=[message_id], queue=conf.queue(), countdown=countdown or None)
+        except Exception as exc:  # the rows are in the database: beat will queue them again
+            logger.warning("could not queue notification %s (%s); the repair will", message_id, exc)
+            return
+
+
+# --- sending ------------------------------------------------------------------
+
+
+def _backoff(attempts: int) -> float:
+    return min(conf.retry_base() * (2 ** max(attempts - 1, 0)), 3600.0)
+
+
+def outbox_send(*, message_id: int) -> tuple[str, float]:
+    """Claim one message, hand it to its transport, record the outcome.
+
+    Returns ("sent" | "failed" | "skip", 0) or ("retry", seconds until the next try)."""
+    from .transports import get_transport
+
+    now = timezone.now()
+    claimed = OutboxMessage.objects.filter(pk=message_id, status=OutboxStatus.PENDING, next_attempt_at__lte=now).update(
+        status=OutboxStatus.SENDING, claimed_at=now, send_started_at=None, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return "skip", 0
+    if conf.claim_pause():
+        time.sleep(conf.claim_pause())
+    message = OutboxMessage.objects.select_related("user").get(pk=message_id)
+    started = timezone.now()
+    OutboxMessage.objects.filter(pk=message_id).update(send_started_at=started)
+    clock = time.monotonic()
+    try:
+        provider_id = get_transport(message.channel).send(message)
+    except PermanentError as exc:
+        _finish(message, OutboxStatus.FAILED, clock, last_error=f"permanent: {exc}"[:4000])
+        return "failed", 0
+    except Exception as exc:  # transient, or a fault of ours: try again later, up to the limit
+        kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
+        error = f"{kind}: {exc}"[:4000]
+        if message.attempts >= conf.max_attempts():
+            _finish(message, OutboxStatus.FAILED, clock, last_error=f"{error} (gave up after {message.attempts})")
+            return "failed", 0
+        delay = _backoff(message.attempts)
+        _finish(
+            message,
+            OutboxStatus.PENDING,
+            clock,
+            last_error=error,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        )
+        return "retry", delay
+    _finish(
+        message, OutboxStatus.SENT, clock, sent_at=timezone.now(), provider_id=(provider_id or "")[:128], last_error=""
+    )
+    return "sent", 0
+
+
+def _finish(message: OutboxMessage, status: str, clock: float, **fields) -> None:
+    OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.SENDING).update(
+        status=status, duration_ms=int((time.monotonic() - clock) * 1000), **fields
+    )
+
+
+def outbox_repair(
+    *, pending_grace: float | None = None, sending_timeout: float | None = None, limit: int = 1000
+) -> dict:
+    """Beat: queue pending messages whose Celery message was lost; recover messages of dead workers.
+
+    A worker that died after claiming but before handing the message to its transport sent
+    nothing: the message goes back to pending. One that died during the hand-over may have sent
+    it: the message is sent again only where the transport deduplicates by key (in-app, the
+    development SMS backend); elsewhere it is marked failed with the reason, for staff to resend."""
+    from .transports import get_transport
+
+    now = timezone.now()
+    grace = conf.pending_grace() if pending_grace is None else pending_grace
+    timeout = conf.sending_timeout() if sending_timeout is None else sending_timeout
+    counts = {"queued": 0, "recovered": 0, "abandoned": 0}
+    recovered = []
+    for message in OutboxMessage.objects.filter(
+        status=OutboxStatus.SENDING, claimed_at__lt=now - timedelta(seconds=timeout)
+    ).only("pk", "channel", "send_started_at", "claimed_at")[:limit]:
+        still_claimed = OutboxMessage.objects.filter(
+            pk=message.pk, status=OutboxStatus.SENDING, claimed_at=message.claimed_at
+        )
+        if message.send_started_at is None or get_transport(message.channel).idempotent:
+            if still_claimed.update(
+                status=OutboxStatus.PENDING,
+                next_attempt_at=now,
+                last_error="its worker stopped before it was sent; sending again",
+            ):
+                recovered.append(message.pk)
+        else:
+            counts["abandoned"] += still_claimed.update(
+                status=OutboxStatus.FAILED,
+                last_error="the worker stopped while sending: it may or may not have arrived; resend if not",
+            )
+    counts["recovered"] = len(recovered)
+    due = list(
+        OutboxMessage.objects.filter(status=OutboxStatus.PENDING, next_attempt_at__lte=now - timedelta(seconds=grace))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    enqueue(recovered + due)
+    counts["queued"] = len(due)
+    return counts
+
+
+def outbox_resend(*, messages) -> int:
+    """Staff: send these messages again (a new idempotency key, so a provider does not drop it)."""
+    count = 0
+    ids = []
+    for message in messages:
+        if message.status == OutboxStatus.SENDING:
+            continue
+        OutboxMessage.objects.filter(pk=message.pk).update(
+            status=OutboxStatus.PENDING,
+            next_attempt_at=timezone.now(),
+            key=secrets.token_hex(16),
+            attempts=0,
+            claimed_at=None,
+            send_started_at=None,
+        )
+        ids.append(message.pk)
+        count += 1
+    if ids:
+        transaction.on_commit(lambda: enqueue(ids))
+    return count
+
+
+def outbox_stuck_count(*, older_than: float | None = None) -> int:
+    """Messages pending past due, or sending, for longer than ``older_than`` seconds (default 10 min)."""
+    cutoff = timezone.now() - timedelta(seconds=conf.stuck_after() if older_than is None else older_than)
+    return OutboxMessage.objects.filter(
+        Q(status=OutboxStatus.PENDING, next_attempt_at__lt=cutoff)
+        | Q(status=OutboxStatus.SENDING, claimed_at__lt=cutoff)
+    ).count()
+
+
+# --- in-app -------------------------------------------------------------------
+
+
+def notification_mark_read(*, notification: Notification) -> None:
+    Notification.objects.filter(pk=notification.pk, read_at__isnull=True).update(read_at=timezone.now())
+
+
+def notifications_mark_all_read(*, user) -> int:
+    return Notification.objects.filter(user=user, read_at__isnull=True).update(read_at=timezone.now())
+
+
+# --- phone binding ------------------------------------------------------------
+
+CODE_TTL = timedelta(minutes=10)
+MAX_CODE_TRIES = 5
+MAX_SENDS_PER_HOUR = 5
+
+
+class PhoneError(Exception):
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def _code_hash(phone: str, code: str) -> str:
+    return salted_hmac("notifications.PhoneVerification", f"{phone}:{code}", algorithm="sha256").hexdigest()
+
+
+def phone_code_send(*, user, phone: str) -> PhoneVerification:
+    """Send a 6-digit code to ``phone`` (E.164) by SMS: 5 sends an hour per user and per number."""
+    from django.utils.translation import gettext as _
+
+    now = timezone.now()
+    hour_ago = now - timedelta(hours=1)
+    with transaction.atomic():
+        if (
+            PhoneVerification.objects.filter(user=user, created_at__gte=hour_ago).count() >= MAX_SENDS_PER_HOUR
+            or PhoneVerification.objects.filter(phone=phone, created_at__gte=hour_ago).count() >= MAX_SENDS_PER_HOUR
+        ):
+            raise PhoneError(_("Too many codes were sent in the last hour; try again later."), "rate_limited")
+        code = f"{secrets.randbelow(10**6):06d}"
+        # A new code replaces the earlier ones.
+        PhoneVerification.objects.filter(user=user, verified_at__isnull=True, expires_at__gt=now).update(expires_at=now)
+        verification = PhoneVerification.objects.create(
+            user=user, phone=phone, code_hash=_code_hash(phone, code), created_at=now, expires_at=now + CODE_TTL
+        )
+    body = TEXTS[_language(user)]["verify_sms"].format(code=code)
+    try:
+        get_sms_backend().send(
+            to=phone, body=body, params={"code": code}, key=f"verify-{verification.pk}", kind="verification", user=user
+        )
+    except (PermanentError, TransientError) as exc:
+        logger.warning("verification SMS to %s failed: %s", phone, exc)
+        raise PhoneError(_("The code could not be sent; try again in a minute."), "send_failed") from exc
+    return verification
+
+
+def phone_code_check(*, user, code: str) -> PhoneVerification:
+    """Check the code last sent to the user; on success the number becomes the user's verified phone."""
+    from django.utils.translation import gettext as _
+
+    code = (code or "").strip()
+    verification = PhoneVerification.objects.filter(user=user, verified_at__isnull=True).order_by("-id").first()
+    now = timezone.now()
+    if verification is None:
+        raise PhoneError(_("Send a code to your phone first."), "no_code")
+    if verification.expires_at <= now:
+        raise PhoneError(_("The code has expired; send a new one."), "expired")
+    # Count the try before comparing, with a conditional update, so parallel guesses cannot exceed the limit.
+    if not PhoneVerification.objects.filter(pk=verification.pk, attempts__lt=MAX_CODE_TRIES).update(
+        attempts=F("attempts") + 1
+    ):
+        raise PhoneError(_("Too many wrong codes; send a new one."), "too_many_tries")
+    if not (
+        len(code) == 6
+        and code.isdigit()
+        and constant_time_compare(verification.code_hash, _code_hash(verification.phone, code))
+    ):
+        left = MAX_CODE_TRIES - verification.attempts - 1
+        if left <= 0:
+            raise PhoneError(_("Too many wrong codes; send a new one."), "too_many_tries")
+        raise PhoneError(_("That code is not right; %(n)s tries left.") % {"n": left}, "wrong_code")
+    with transaction.atomic():
+        PhoneVerification.objects.filter(pk=verification.pk).update(verified_at=now)
+        user.phone, user.phone_verified_at = verification.phone, now
+        user.save(update_fields=["phone", "phone_verified_at"])
+    return verification

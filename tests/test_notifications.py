@@ -1,0 +1,383 @@
+"""Notifications: events → outbox → in-app, email (a real SMTP server) and SMS (a stand-in provider API)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from notifications import services
+from notifications.events import EVENTS, LANGUAGES
+from notifications.models import Notification, OutboxMessage, PhoneVerification, Preference, SentSms
+from notifications.sms import aliyun_signature, sms_length
+
+from .notifications_support import fake_provider, smtp_server  # noqa: F401 (fixtures)
+
+ALICE_PHONE = "+8613800138000"
+
+
+def verify_phone(user, phone: str = ALICE_PHONE):
+    user.phone, user.phone_verified_at = phone, timezone.now()
+    user.save(update_fields=["phone", "phone_verified_at"])
+    return user
+
+
+def notify_training(user, **extra):
+    return services.notify(
+        user=user, event=extra.pop("event", "training.succeeded"), subject_name="support-bot",
+        subject_code="ftjob-0123456789abcdef0123", url="/console/jobs/ftjob-0123456789abcdef0123/",
+        context={"model": "ft:smollm2-135m-instruct:support-bot:a1b2c3", "error": "out of memory"}, **extra,
+    )
+
+
+def send_all() -> list[str]:
+    return [services.outbox_send(message_id=pk)[0] for pk in OutboxMessage.objects.values_list("pk", flat=True)]
+
+
+# --- SMS length -----------------------------------------------------------------
+
+
+def test_sms_length_is_measured_in_gsm7_septets_or_ucs2_units():
+    assert sms_length("a" * 160) == (sms_length("a" * 160).__class__)("GSM-7", 160, 1)
+    assert sms_length("a" * 161).segments == 2 and sms_length("a" * 306).segments == 2
+    assert sms_length("a" * 307).segments == 3
+    # The extension table costs two septets a character.
+    assert sms_length("€" * 80).units == 160 and sms_length("€" * 80).segments == 1
+    assert sms_length("€" * 81).segments == 2
+    # One character outside the GSM alphabet makes the whole text UCS-2: 70, then 67 a part.
+    assert sms_length("微" * 70).encoding == "UCS-2" and sms_length("微" * 70).segments == 1
+    assert sms_length("微" * 71).segments == 2
+    assert sms_length("a" * 69 + "…").segments == 1 and sms_length("a" * 70 + "…").segments == 2
+    assert sms_length("😀" * 35).units == 70 and sms_length("😀" * 36).segments == 2
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("event", sorted(EVENTS))
+def test_every_event_sms_fits_one_sms_in_both_languages(alice, event, language):
+    alice.language = language
+    verify_phone(alice)
+    services.preferences_save(user=alice, enabled={(name, "sms") for name in EVENTS})
+    long_name = "a-very-long-suffix-for-a-model-" * 4
+    rows = services.notify(user=alice, event=event, subject_name=long_name, subject_code="ftjob-" + "f" * 20,
+                           url="/console/x/", context={"model": "ft:m:" + "x" * 40, "errors": 12345,
+                                                       "error": "boom", "instances": 3})
+    sms = next(r for r in rows if r.channel == "sms")
+    assert sms_length(sms.body).segments == 1, sms.body
+    assert "http://127.0.0.1:8000/n/" in sms.body  # each message links to its page
+    if language == "zh-hans":
+        assert sms_length(sms.body).encoding == "UCS-2"
+
+
+def test_aliyun_signature_matches_the_documented_example():
+    # The worked example of Alibaba Cloud SMS's signature documentation (SendSms, signature version 1.0).
+    params = {
+        "AccessKeyId": "testId", "Action": "SendSms", "Format": "XML", "OutId": "123", "PhoneNumbers": "15300000001",
+        "RegionId": "cn-hangzhou", "SignName": "阿里云短信测试专用", "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": "45e25e9b-0a6f-4070-8c85-2956eda1b466", "SignatureVersion": "1.0",
+        "TemplateCode": "SMS_71390007", "TemplateParam": '{"customer":"test"}', "Timestamp": "2017-07-12T02:42:19Z",
+        "Version": "2017-05-25",
+    }
+    assert aliyun_signature(params, "testSecret") == "zJDF+Lrzhj/ThnlvIToysFRq6t4="
+
+
+# --- notify and preferences -----------------------------------------------------
+
+
+def test_notify_picks_channels_by_preferences_and_sends_sms_only_to_a_verified_number(alice, bob):
+    assert {r.channel for r in notify_training(alice)} == {"in_app", "email"}  # phone not verified
+    alice.phone = ALICE_PHONE
+    alice.save()
+    assert {r.channel for r in notify_training(alice)} == {"in_app", "email"}  # still not verified
+    verify_phone(alice)
+    assert {r.channel for r in notify_training(alice)} == {"in_app", "email", "sms"}
+    # A worker lost is not an outcome: in-app only by default.
+    assert {r.channel for r in notify_training(alice, event="training.requeued")} == {"in_app"}
+    services.preferences_save(user=alice, enabled={("training.succeeded", "sms"), ("training.requeued", "email")})
+    assert {r.channel for r in notify_training(alice)} == {"in_app", "sms"}
+    assert {r.channel for r in notify_training(alice, event="training.requeued")} == {"in_app", "email"}
+    # Bob's defaults are his own.
+    bob.email = ""
+    bob.save()
+    assert {r.channel for r in notify_training(bob)} == {"in_app"}
+
+
+def test_notify_is_part_of_the_transaction_that_changed_the_state(alice, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            notify_training(alice)
+            raise RuntimeError("the state change failed")
+    assert not OutboxMessage.objects.exists() and not callbacks
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        with transaction.atomic():
+            notify_training(alice)
+    assert OutboxMessage.objects.count() == 2 and len(callbacks) == 1
+
+
+def test_preferences_page_saves_choices_and_keeps_in_app_on(alice_client, alice):
+    page = alice_client.get(reverse("notifications:preferences"))
+    assert page.status_code == 200 and "Training succeeded" in page.content.decode()
+    response = alice_client.post(reverse("notifications:preferences"), {"on": ["training.failed:email",
+                                                                               "training.succeeded:in_app"]})
+    assert response.status_code == 302
+    prefs = services.preferences_for(user=alice)
+    assert prefs[("training.failed", "email")] and not prefs[("training.succeeded", "email")]
+    assert not prefs[("training.succeeded", "sms")] and prefs[("training.succeeded", "in_app")]
+    assert not Preference.objects.filter(channel="in_app").exists()
+
+
+# --- channels -------------------------------------------------------------------
+
+
+def test_in_app_email_and_dev_sms_in_the_users_language(alice, settings, smtp_server):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
+    alice.language = "zh-hans"
+    verify_phone(alice)
+    notify_training(alice)
+    assert sorted(send_all()) == ["sent", "sent", "sent"]
+    [mail] = smtp_server.messages
+    assert mail["Subject"] == "微调任务 support-bot 已成功" and mail["X-Envelope-To"] == "alice@example.com"
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    url = "http://127.0.0.1:8000/console/jobs/ftjob-0123456789abcdef0123/"
+    assert url in text and f'href="{url}"' in html and "ft:smollm2-135m-instruct:support-bot:a1b2c3" in text
+    [sms] = SentSms.objects.all()
+    assert sms.to == ALICE_PHONE and sms.body.startswith("微调任务 support-bot") and sms.segments == 1
+    [note] = Notification.objects.filter(user=alice)
+    assert note.title == "微调任务 support-bot 已成功" and note.url == url and note.read_at is None
+    # Sending again changes nothing: each message was claimed once.
+    assert send_all() == ["skip", "skip", "skip"]
+    assert len(smtp_server.messages) == 1 and SentSms.objects.count() == 1 and Notification.objects.count() == 1
+
+
+def test_email_refused_for_good_is_not_retried(alice, settings):
+    from notifications.models import OutboxStatus
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 9  # nothing listens: transient
+    notify_training(alice)
+    email = OutboxMessage.objects.get(channel="email")
+    assert services.outbox_send(message_id=email.pk)[0] == "retry"
+    email.refresh_from_db()
+    assert email.status == OutboxStatus.PENDING and email.attempts == 1 and "transient" in email.last_error
+    assert email.next_attempt_at > timezone.now() + timedelta(seconds=20)
+
+
+def _aliyun(settings, provider):
+    settings.SMS_BACKEND = "aliyun"
+    settings.ALIYUN_SMS_ENDPOINT = provider.url
+    settings.ALIYUN_SMS_ACCESS_KEY_ID, settings.ALIYUN_SMS_ACCESS_KEY_SECRET = "testId", "testSecret"
+    settings.ALIYUN_SMS_SIGN_NAME, settings.ALIYUN_SMS_TEMPLATE_CODE = "控制台", "SMS_1000"
+    settings.ALIYUN_SMS_VERIFY_TEMPLATE_CODE = "SMS_2000"
+
+    def check_signature(request):
+        query = dict(request["query"])
+        signature = query.pop("Signature", "")
+        if signature != aliyun_signature(query, "testSecret"):
+            return 400, {"Code": "SignatureDoesNotMatch", "Message": "bad signature"}
+        return None
+
+    provider.check = check_signature
+
+
+def test_aliyun_sms_transient_failure_is_retried_and_permanent_one_is_not(alice, settings, fake_provider):
+    _aliyun(settings, fake_provider)
+    settings.NOTIFICATIONS_RETRY_BASE = 0
+    verify_phone(alice)
+    fake_provider.replies = [(503, {"Code": "ServiceUnavailable"}), (200, {"Code": "OK", "BizId": "900^1"})]
+    sms = next(r for r in notify_training(alice) if r.channel == "sms")
+    assert services.outbox_send(message_id=sms.pk) == ("retry", 0)
+    assert services.outbox_send(message_id=sms.pk) == ("sent", 0)
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.provider_id) == ("sent", 2, "900^1")
+    first, second = fake_provider.requests
+    assert first["query"]["PhoneNumbers"] == "8613800138000" and first["query"]["TemplateCode"] == "SMS_1000"
+    assert first["query"]["OutId"] == second["query"]["OutId"] == sms.key  # the same message, twice
+    assert first["query"]["SignatureNonce"] != second["query"]["SignatureNonce"]
+    # A number the provider refuses: recorded, never tried again.
+    fake_provider.replies = [(200, {"Code": "isv.MOBILE_NUMBER_ILLEGAL", "Message": "invalid number"})]
+    sms = next(r for r in notify_training(alice) if r.channel == "sms")
+    assert services.outbox_send(message_id=sms.pk) == ("failed", 0)
+    assert services.outbox_send(message_id=sms.pk) == ("skip", 0)
+    sms.refresh_from_db()
+    assert sms.status == "failed" and "isv.MOBILE_NUMBER_ILLEGAL" in sms.last_error and len(fake_provider.requests) == 3
+
+
+def test_twilio_sms_over_its_http_api(alice, settings, fake_provider):
+    settings.SMS_BACKEND, settings.TWILIO_API_BASE = "twilio", fake_provider.url
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_FROM = "AC123", "token", "+15005550006"
+    settings.NOTIFICATIONS_RETRY_BASE = 0
+    verify_phone(alice)
+    fake_provider.replies = [(429, {"code": 20429, "message": "Too Many Requests"}), (201, {"sid": "SM1"}),
+                             (400, {"code": 21211, "message": "Invalid 'To' Phone Number"})]
+    sms = next(r for r in notify_training(alice) if r.channel == "sms")
+    assert [services.outbox_send(message_id=sms.pk)[0] for _ in range(2)] == ["retry", "sent"]
+    request = fake_provider.requests[0]
+    assert request["path"] == "/2010-04-01/Accounts/AC123/Messages.json" and request["method"] == "POST"
+    assert request["form"]["To"] == ALICE_PHONE and "support-bot" in request["form"]["Body"]
+    assert request["headers"]["Authorization"] == "Basic QUMxMjM6dG9rZW4="
+    sms = next(r for r in notify_training(alice) if r.channel == "sms")
+    assert services.outbox_send(message_id=sms.pk)[0] == "failed"
+    sms.refresh_from_db()
+    assert "21211" in sms.last_error
+
+
+def test_transient_errors_back_off_exponentially_then_give_up(alice, settings, fake_provider):
+    _aliyun(settings, fake_provider)
+    settings.NOTIFICATIONS_MAX_ATTEMPTS, settings.NOTIFICATIONS_RETRY_BASE = 3, 10
+    fake_provider.default = (500, {"Code": "isp.SYSTEM_ERROR"})
+    verify_phone(alice)
+    sms = next(r for r in notify_training(alice) if r.channel == "sms")
+    delays = []
+    for _ in range(3):
+        OutboxMessage.objects.filter(pk=sms.pk).update(next_attempt_at=timezone.now())
+        delays.append(services.outbox_send(message_id=sms.pk))
+    assert delays == [("retry", 10), ("retry", 20), ("failed", 0)]
+
+
+# --- phone binding ----------------------------------------------------------------
+
+
+def _last_code(user) -> str:
+    return SentSms.objects.filter(user=user).latest("id").body.split()[4].rstrip(".")
+
+
+def test_phone_binding_with_wrong_expired_and_too_many_codes(alice_client, alice):
+    send = reverse("notifications:phone_send")
+    verify = reverse("notifications:phone_verify")
+    assert alice_client.post(send, {"phone": "138 0013 8000"}).status_code == 302
+    code = _last_code(alice)
+    assert len(code) == 6 and code.isdigit()
+    verification = PhoneVerification.objects.get(user=alice)
+    assert code not in verification.code_hash and len(verification.code_hash) == 64  # stored hashed
+    wrong = "000000" if code != "000000" else "111111"
+    page = alice_client.post(verify, {"code": wrong}, follow=True).content.decode()
+    assert "4 tries left" in page
+    alice.refresh_from_db()
+    assert alice.phone_verified_at is None
+    for _ in range(4):
+        alice_client.post(verify, {"code": wrong})
+    page = alice_client.post(verify, {"code": code}, follow=True).content.decode()
+    assert "Too many wrong codes" in page  # even the right code, after five tries
+    alice.refresh_from_db()
+    assert alice.phone_verified_at is None
+    # A new code, expired.
+    alice_client.post(send, {"phone": ALICE_PHONE})
+    code = _last_code(alice)
+    PhoneVerification.objects.filter(user=alice).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert "has expired" in alice_client.post(verify, {"code": code}, follow=True).content.decode()
+    # A new code, right.
+    alice_client.post(send, {"phone": ALICE_PHONE})
+    page = alice_client.post(verify, {"code": _last_code(alice)}, follow=True).content.decode()
+    assert "is verified" in page and 'data-testid="phone-verified"' in page
+    alice.refresh_from_db()
+    assert alice.phone == ALICE_PHONE and alice.phone_verified_at is not None
+
+
+def test_codes_are_limited_to_five_an_hour_per_user_and_per_number(alice_client, alice, bob):
+    from django.test import Client
+
+    client = Client()
+    send = reverse("notifications:phone_send")
+    for _ in range(5):
+        alice_client.post(send, {"phone": ALICE_PHONE})
+    assert "Too many codes" in alice_client.post(send, {"phone": "+8613900139000"}, follow=True).content.decode()
+    assert SentSms.objects.filter(user=alice).count() == 5
+    client.force_login(bob)
+    assert "Too many codes" in client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
+    client.post(send, {"phone": "+8613900139000"})
+    assert SentSms.objects.filter(user=bob).count() == 1
+    # An hour later alice may send again.
+    PhoneVerification.objects.filter(user=alice).update(created_at=timezone.now() - timedelta(hours=1, seconds=1))
+    page = alice_client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
+    assert "A code was sent" in page, page[page.find('class="message'):][:300]
+    assert SentSms.objects.filter(user=alice).count() == 6
+
+
+def test_account_page_shows_the_phone_binding_and_the_development_sms(alice_client, alice):
+    alice_client.post(reverse("notifications:phone_send"), {"phone": ALICE_PHONE})
+    page = alice_client.get(reverse("console:account")).content.decode()
+    assert 'id="phone-binding"' in page and 'id="phone-code"' in page
+    assert "Your verification code is" in page  # the development backend's SMS, for the user to see
+
+
+# --- the notification centre and the badge -------------------------------------
+
+
+def _notes(user, n: int, **extra):
+    now = timezone.now()
+    return Notification.objects.bulk_create(
+        Notification(user=user, event="training.succeeded", event_key=f"k{user.pk}-{i}", title=f"{user} note {i}",
+                     body="b", url="/console/jobs/", created_at=now, **extra)
+        for i in range(n)
+    )
+
+
+def test_second_user_sees_none_of_the_first_users_notifications(alice_client, alice, bob):
+    from django.test import Client
+
+    client = Client()
+    [mine] = _notes(alice, 1)
+    [theirs] = _notes(bob, 1)
+    page = alice_client.get(reverse("notifications:centre")).content.decode()
+    assert "alice note 0" in page and "bob note 0" not in page
+    assert alice_client.post(reverse("notifications:mark_read", args=[theirs.pk])).status_code == 404
+    assert alice_client.get(reverse("notifications:open", args=[theirs.event_key])).status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.read_at is None
+    alice_client.post(reverse("notifications:mark_all_read"))
+    mine.refresh_from_db(), theirs.refresh_from_db()
+    assert mine.read_at is not None and theirs.read_at is None
+    client.force_login(bob)
+    assert 'data-testid="unread-count">1<' in client.get(reverse("notifications:badge")).content.decode()
+
+
+def test_short_link_marks_read_and_goes_to_the_page(alice_client, alice):
+    notify_training(alice)
+    send_all()
+    note = Notification.objects.get(user=alice)
+    response = alice_client.get(reverse("notifications:open", args=[note.event_key]))
+    assert response.status_code == 302 and response["Location"].endswith("/console/jobs/ftjob-0123456789abcdef0123/")
+    note.refresh_from_db()
+    assert note.read_at is not None
+
+
+def test_centre_holds_at_10000_rows_with_a_fixed_number_of_queries(alice_client, alice, bob,
+                                                                  django_assert_num_queries):
+    _notes(alice, 10_000)
+    _notes(bob, 50)
+    url = reverse("notifications:centre")
+    with django_assert_num_queries(6) as first:
+        page = alice_client.get(url)
+    assert page.status_code == 200 and page.content.decode().count('data-testid="notification"') == 20
+    assert "(10000 in all)" in page.content.decode() or "(10,000 in all)" in page.content.decode()
+    with django_assert_num_queries(len(first.captured_queries)):
+        last = alice_client.get(url + "?page=500&show=unread")
+    assert "alice note 0" in last.content.decode()
+    alice_client.post(reverse("notifications:mark_read", args=[Notification.objects.filter(user=alice).first().pk]))
+    assert '9999<' in alice_client.get(reverse("notifications:badge")).content.decode() or '99+' in \
+        alice_client.get(reverse("notifications:badge")).content.decode()
+
+
+def test_health_counts_stuck_messages(alice, client):
+    notify_training(alice)
+    OutboxMessage.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=11))
+    assert services.outbox_stuck_count() == 2
+    body = client.get("/healthz").json()
+    assert body["checks"]["notifications"]["stuck_over_10_minutes"] == 2
+
+
+def test_admin_resend_sends_again_with_a_new_key(admin_client, alice):
+    notify_training(alice)
+    send_all()
+    email = OutboxMessage.objects.get(channel="email")
+    old_key = email.key
+    response = admin_client.post(reverse("admin:notifications_outboxmessage_changelist"),
+                                 {"action": "resend", "_selected_action": [email.pk]}, follow=True)
+    assert "1 message queued again" in response.content.decode()
+    email.refresh_from_db()
+    assert email.status == "pending" and email.key != old_key
+    assert services.outbox_send(message_id=email.pk)[0] == "sent"
