@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import re_path
 
 from datasets import api as datasets_api
+from deployments import api as deployments_api
 from jobs import api as jobs_api
 from modelcards import api as modelcards_api
 
@@ -14,6 +15,7 @@ urlpatterns = [
     *modelcards_api.urlpatterns,
     *datasets_api.urlpatterns,
     *jobs_api.urlpatterns,
+    *deployments_api.urlpatterns,
     # Each app appends its own endpoints here (files, fine_tuning, chat …).
 ]
 

@@ -26,6 +26,9 @@ app.conf.beat_schedule = {
     "console-heartbeat": {"task": "console.tasks.beat_heartbeat", "schedule": 30.0},
     "jobs-repair": {"task": "jobs.repair", "schedule": 30.0},
     "datasets-repair": {"task": "datasets.repair", "schedule": 60.0},
+    # Serving: desired instances against healthy ones, every few seconds (deployments/services.py).
+    "deployments-reconcile": {"task": "deployments.reconcile_all", "schedule": 3.0},
+    "notifications-repair": {"task": "notifications.repair", "schedule": 60.0},
 }
 app.conf.task_routes = {"jobs.train_next": {"queue": "training"}}
 app.autodiscover_tasks()

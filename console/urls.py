@@ -21,9 +21,11 @@ console_patterns = [
 urlpatterns = [
     path("", RedirectView.as_view(url="/console/", permanent=False)),
     path("console/datasets/", include(("datasets.urls", "datasets"))),
+    path("console/deployments/", include(("deployments.urls", "deployments"))),
     path("console/models/", include("modelcards.urls")),
     path("console/", include("jobs.urls")),
     path("console/", include((console_patterns, "console"))),
+    path("", include(("notifications.urls", "notifications"))),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("api/paas/v4/", include(api_urls.urlpatterns + api_urls.catch_all())),

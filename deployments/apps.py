@@ -1,8 +1,19 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class DeploymentsConfig(AppConfig):
     name = "deployments"
-    verbose_name = "Private instances"
+    verbose_name = _("Private instances")
+
+    def ready(self) -> None:
+        from modelcards.cards import register_delete_consequences, register_section
+        from modelcards.signals import fine_tuned_model_deleted
+
+        from . import cards
+
+        fine_tuned_model_deleted.connect(cards.on_fine_tuned_model_deleted, dispatch_uid="deployments-cancel")
+        register_section("deployments", 40, cards.card_section)
+        register_delete_consequences(cards.delete_consequences)

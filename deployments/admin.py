@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+
+from . import services
+from .models import ApiCall, Deployment, DeploymentEvent, Instance, Node
+
+
+class InstanceInline(admin.TabularInline):
+    model = Instance
+    extra = 0
+    can_delete = False
+    fields = ("node", "runtime", "state", "port", "pid", "ready_at", "error")
+    readonly_fields = fields
+    show_change_link = True
+
+
+class EventInline(admin.TabularInline):
+    model = DeploymentEvent
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "level", "message")
+    readonly_fields = fields
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = (
+        "code",
+        "kind",
+        "owner",
+        "base_model",
+        "fine_tuned_model",
+        "status",
+        "ready_instances",
+        "desired_instances",
+        "created_at",
+    )
+    list_filter = ("kind", "status")
+    search_fields = ("code", "public_id", "owner__username")
+    readonly_fields = (
+        "public_id",
+        "kind",
+        "owner",
+        "code",
+        "base_model",
+        "fine_tuned_model",
+        "status",
+        "status_reason",
+        "ready_instances",
+        "created_at",
+        "first_ready_at",
+        "cancelled_at",
+    )
+    fields = ("desired_instances", *readonly_fields)
+    inlines = [InstanceInline, EventInline]
+    actions = ["cancel"]
+
+    def save_model(self, request, obj, form, change):
+        # The instance count goes through the service, like the page and the API.
+        if change and "desired_instances" in form.changed_data:
+            services.deployment_scale(deployment=obj, instances=obj.desired_instances)
+        elif not change:
+            super().save_model(request, obj, form, change)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description=_("Cancel the selected deployments"))
+    def cancel(self, request, queryset):
+        for deployment in queryset:
+            services.deployment_cancel(deployment=deployment, reason=str(_("Cancelled by an operator.")))
+        messages.success(request, _("Cancelled %(n)s deployment(s).") % {"n": queryset.count()})
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    list_display = ("id", "deployment", "node", "runtime", "state", "port", "pid", "ready_at")
+    list_filter = ("state", "node", "runtime")
+    readonly_fields = [f.name for f in Instance._meta.fields if f.name != "api_key"]
+    exclude = ("api_key",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = ("name", "runtime", "slots", "omp_threads", "memory_mb", "enabled", "heartbeat_at", "alive")
+    list_editable = ("enabled",)
+    readonly_fields = ("hostname", "agent_pid", "started_at", "heartbeat_at")
+
+    @admin.display(boolean=True, description=_("alive"))
+    def alive(self, obj: Node) -> bool:
+        return obj.is_alive
+
+
+@admin.register(ApiCall)
+class ApiCallAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "user",
+        "model",
+        "status_code",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "latency_ms",
+    )
+    list_filter = ("status_code", "stream")
+    search_fields = ("model", "request_id", "user__username")
+    readonly_fields = [f.name for f in ApiCall._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

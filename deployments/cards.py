@@ -1,0 +1,51 @@
+"""What serving adds to model cards: the card's deployments with a Deploy button, and cancelling every deployment
+of a fine-tuned model when its card is deleted."""
+
+from __future__ import annotations
+
+import shutil
+
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils.translation import gettext as _
+
+from modelcards.models import FineTunedModel
+
+from .models import Deployment, DeploymentStatus
+
+
+def on_fine_tuned_model_deleted(sender, model: FineTunedModel, **kwargs) -> None:
+    """Inside the delete's transaction: cancel each deployment; its merged folder goes after the commit."""
+    from . import services
+    from .targets import merged_dir
+
+    services.deployments_cancel_for_model(model=model)
+    folder = merged_dir(model)
+    transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _deployments_of(user, card):
+    qs = Deployment.objects.owned_by(user).exclude(status=DeploymentStatus.CANCELLED)
+    if isinstance(card, FineTunedModel):
+        return qs.filter(fine_tuned_model=card)
+    return qs.filter(base_model=card, fine_tuned_model__isnull=True)
+
+
+def card_section(request, card) -> str | None:
+    if not request.user.is_authenticated:
+        return None
+    if isinstance(card, FineTunedModel) and card.owner_id != request.user.pk:
+        return None
+    deployments = list(_deployments_of(request.user, card)[:20])
+    return render_to_string(
+        "deployments/_card_section.html", {"card": card, "deployments": deployments}, request=request
+    )
+
+
+def delete_consequences(card) -> list[str]:
+    if not isinstance(card, FineTunedModel):
+        return []
+    return [
+        _("Its deployment %(code)s will be cancelled.") % {"code": d.code}
+        for d in Deployment.objects.filter(fine_tuned_model=card).exclude(status=DeploymentStatus.CANCELLED)
+    ]

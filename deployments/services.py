@@ -1,0 +1,380 @@
+"""Deployment state changes: create, scale, cancel, and the reconciler that makes instances match.
+
+The database says what should run; node agents make it so on their machines; ``deployment_reconcile`` (Celery
+beat every few seconds, and at once after each change) compares each deployment's desired count with its
+instances: it places new ones on nodes with room, drains surplus ones, replaces dead or unhealthy ones, and says
+why a count cannot be reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+from django.utils.text import slugify
+from django.utils.translation import gettext as _
+
+from modelcards.models import BaseModel, FineTunedModel
+from modelcards.weights import WeightsMissing
+
+from . import conf
+from .models import (
+    COUNTS,
+    DONE,
+    HOLDS_SLOT,
+    Deployment,
+    DeploymentEvent,
+    DeploymentKind,
+    DeploymentStatus,
+    Instance,
+    InstanceState,
+    Node,
+)
+from .runtimes import get_runtime
+from .targets import target_of
+
+logger = logging.getLogger(__name__)
+
+MAX_INSTANCES = 16
+POOL_CODE = "public-pool"
+# Instances of a running deployment that fail to start in a row before it is marked ``error``.
+MAX_START_FAILURES = 3
+# Seconds after the last of those failures before a deployment in ``error`` tries again.
+RETRY_AFTER_ERROR = 60
+
+
+class DeploymentInputError(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+def event(deployment: Deployment, message: str, level: str = "info") -> None:
+    DeploymentEvent.objects.create(deployment=deployment, message=message, level=level)
+
+
+def _enqueue_reconcile(deployment_id: int) -> None:
+    from .tasks import reconcile
+
+    def send() -> None:
+        try:
+            reconcile.delay(deployment_id)
+        except Exception:  # the broker is away: beat's periodic reconcile (and the node agent) catch up
+            logger.warning("could not queue the reconcile of deployment %s", deployment_id, exc_info=True)
+
+    transaction.on_commit(send)
+
+
+# ---------------------------------------------------------------- models a user may deploy
+
+
+def deployable_model(*, user, code: str) -> BaseModel | FineTunedModel:
+    """The base model or the user's own live fine-tune called ``code``, or DeploymentInputError."""
+    fine_tune = FineTunedModel.objects.live().filter(code=code).select_related("base_model").first()
+    if fine_tune is not None and fine_tune.owner_id == user.pk:
+        model = fine_tune
+    else:
+        model = BaseModel.objects.usable_by(user).filter(code=code).first()
+    if model is None:
+        raise DeploymentInputError(
+            "model_not_found", _("No model %(code)s that you can deploy.") % {"code": code}, "model"
+        )
+    base = model if isinstance(model, BaseModel) else model.base_model
+    verdict = base.capabilities().serve
+    if not verdict:
+        raise DeploymentInputError("model_not_servable", verdict.reason, "model")
+    try:
+        target_of(model)
+    except WeightsMissing as exc:
+        raise DeploymentInputError("weights_missing", _("Weights missing: %(why)s") % {"why": exc}, "model") from None
+    return model
+
+
+def deployment_code(model: BaseModel | FineTunedModel) -> str:
+    """A model code of the deployment's own, unique, never a base model's or a fine-tune's."""
+    stem = slugify(model.code)[:120] or "model"
+    while True:
+        code = f"{stem}-dep-{secrets.token_hex(3)}"
+        if not (
+            Deployment.objects.filter(code=code).exists()
+            or BaseModel.objects.filter(code=code).exists()
+            or FineTunedModel.objects.filter(code=code).exists()
+        ):
+            return code
+
+
+def _check_count(instances) -> int:
+    try:
+        count = int(instances)
+    except (TypeError, ValueError):
+        raise DeploymentInputError("1214", _("instances must be a whole number."), "instances") from None
+    if not 1 <= count <= MAX_INSTANCES:
+        raise DeploymentInputError(
+            "1214", _("instances must be between 1 and %(max)s.") % {"max": MAX_INSTANCES}, "instances"
+        )
+    return count
+
+
+def deployment_create(
+    *, user, model: BaseModel | FineTunedModel, instances: int = 1, request_id: str = ""
+) -> Deployment:
+    """Create a deployment of ``model`` with ``instances`` instances (idempotent on ``request_id``)."""
+    count = _check_count(instances)
+    if request_id:
+        existing = Deployment.objects.filter(owner=user, request_id=request_id).first()
+        if existing is not None:
+            return existing
+    fields = (
+        {"base_model": model}
+        if isinstance(model, BaseModel)
+        else {"fine_tuned_model": model, "base_model": model.base_model}
+    )
+    try:
+        with transaction.atomic():
+            deployment = Deployment.objects.create(
+                owner=user, code=deployment_code(model), desired_instances=count, request_id=request_id, **fields
+            )
+            event(deployment, _("Created with %(n)s instance(s) of %(model)s.") % {"n": count, "model": model.code})
+            _enqueue_reconcile(deployment.pk)
+    except IntegrityError:
+        existing = Deployment.objects.filter(owner=user, request_id=request_id).first() if request_id else None
+        if existing is None:
+            raise
+        return existing
+    return deployment
+
+
+def deployment_scale(*, deployment: Deployment, instances: int) -> Deployment:
+    count = _check_count(instances)
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if locked.is_final:
+            raise DeploymentInputError(
+                "deployment_final",
+                _("This deployment is %(status)s; create a new one.") % {"status": locked.get_status_display().lower()},
+                "instances",
+            )
+        if locked.desired_instances != count:
+            event(
+                locked,
+                _("Scaled from %(old)s to %(new)s instance(s).") % {"old": locked.desired_instances, "new": count},
+            )
+            locked.desired_instances = count
+            if locked.status == DeploymentStatus.RUNNING:
+                locked.status = DeploymentStatus.SCALING
+            locked.save(update_fields=["desired_instances", "status", "updated_at"])
+            _enqueue_reconcile(locked.pk)
+    return locked
+
+
+def deployment_cancel(*, deployment: Deployment, reason: str = "") -> Deployment:
+    """Cancel at once: from this commit its code answers 404; its processes stop in the background."""
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if locked.status == DeploymentStatus.CANCELLED:
+            return locked
+        now = timezone.now()
+        locked.status = DeploymentStatus.CANCELLED
+        locked.cancelled_at = now
+        locked.ready_instances = 0
+        locked.status_reason = reason
+        locked.save(update_fields=["status", "cancelled_at", "ready_instances", "status_reason", "updated_at"])
+        _stop_instances(locked.instances.exclude(state__in=DONE + [InstanceState.STOPPING]), now)
+        event(locked, reason or _("Cancelled."))
+    return locked
+
+
+def _stop_instances(qs, now) -> int:
+    return qs.update(state=InstanceState.STOPPING, stop_requested_at=now)
+
+
+def deployments_cancel_for_model(*, model: FineTunedModel) -> int:
+    """Cancel every deployment of a fine-tuned model (its card was deleted)."""
+    count = 0
+    for deployment in Deployment.objects.filter(fine_tuned_model=model).exclude(status=DeploymentStatus.CANCELLED):
+        deployment_cancel(
+            deployment=deployment, reason=_("Cancelled: the model %(code)s was deleted.") % {"code": model.code}
+        )
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------- the public pool
+
+
+def pool_deployment() -> Deployment:
+    """The platform-owned deployment whose instances serve base models and LoRA fine-tunes without a deployment."""
+    pool = Deployment.objects.filter(kind=DeploymentKind.POOL, code=POOL_CODE).first()
+    if pool is None:
+        try:
+            with transaction.atomic():
+                pool = Deployment.objects.create(
+                    kind=DeploymentKind.POOL, code=POOL_CODE, desired_instances=conf.pool_instances()
+                )
+                event(pool, _("Public pool created with %(n)s instance(s).") % {"n": pool.desired_instances})
+        except IntegrityError:
+            pool = Deployment.objects.get(kind=DeploymentKind.POOL, code=POOL_CODE)
+    return pool
+
+
+# ---------------------------------------------------------------- reconciliation
+
+
+def alive_nodes():
+    cutoff = timezone.now() - timedelta(seconds=conf.node_timeout())
+    return Node.objects.filter(heartbeat_at__gte=cutoff)
+
+
+def _place(deployment: Deployment, needed: int) -> tuple[int, str]:
+    """Create up to ``needed`` instances on nodes with room; return how many, and why not all."""
+    nodes = list(
+        alive_nodes().filter(enabled=True).annotate(used=Count("instances", filter=Q(instances__state__in=HOLDS_SLOT)))
+    )
+    if deployment.is_pool:
+        nodes = [n for n in nodes if get_runtime(n.runtime).pool_unpinned]
+    if not nodes:
+        return 0, _("No serving node is running: start one (./run up starts a node agent, or manage.py serve_node).")
+    target = None if deployment.is_pool else target_of(deployment.model)
+    placed = 0
+    for _i in range(needed):
+        nodes.sort(key=lambda n: n.used - n.slots)  # most free first
+        node = nodes[0]
+        if node.used >= node.slots:
+            break
+        runtime = get_runtime(node.runtime)
+        Instance.objects.create(
+            deployment=deployment,
+            node=node,
+            runtime=runtime.name,
+            upstream_model=runtime.upstream_model(target=target, served_name=deployment.code),
+            api_key=secrets.token_urlsafe(24) if runtime.takes_api_key else "",
+        )
+        node.used += 1
+        placed += 1
+    if placed < needed:
+        return placed, _("No serving node has room: %(nodes)s node(s), all %(slots)s slots in use.") % {
+            "nodes": len(nodes),
+            "slots": sum(n.slots for n in nodes),
+        }
+    return placed, ""
+
+
+def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
+    """Make one deployment's instances match its desired count, and set its status from what is ready."""
+    now = timezone.now()
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        if deployment is None:
+            return None
+        instances = deployment.instances
+        if deployment.is_final:
+            _stop_instances(instances.exclude(state__in=DONE + [InstanceState.STOPPING]), now)
+            return deployment
+
+        # Instances on a node that stopped answering are lost: replaced elsewhere (the agent kills them on return).
+        cutoff = now - timedelta(seconds=conf.node_timeout())
+        for lost in instances.filter(state__in=HOLDS_SLOT).filter(
+            Q(node__heartbeat_at__lt=cutoff) | Q(node__heartbeat_at__isnull=True)
+        ):
+            lost.state, lost.stopped_at = InstanceState.FAILED, now
+            lost.error = lost.error or _("Node %(node)s stopped answering.") % {"node": lost.node.name}
+            lost.save(update_fields=["state", "stopped_at", "error"])
+            event(
+                deployment,
+                _("Instance %(id)s lost with node %(node)s; replacing it.") % {"id": lost.pk, "node": lost.node.name},
+                "warning",
+            )
+        for sick in instances.filter(state=InstanceState.UNHEALTHY):
+            sick.state, sick.stop_requested_at = InstanceState.STOPPING, now
+            sick.save(update_fields=["state", "stop_requested_at"])
+            event(deployment, _("Instance %(id)s is unhealthy; replacing it.") % {"id": sick.pk}, "warning")
+
+        # A load failure: before the first ready instance it fails the deployment; afterwards, repeated ones.
+        recent = list(instances.order_by("-id")[:MAX_START_FAILURES])
+        start_failures = [i for i in recent if i.state == InstanceState.FAILED and i.ready_at is None and i.error]
+        never_ready = deployment.first_ready_at is None and not deployment.is_pool
+        if start_failures and (never_ready or len(start_failures) >= MAX_START_FAILURES):
+            reason = start_failures[0].error
+            backoff_over = (start_failures[0].stopped_at or now) < now - timedelta(seconds=RETRY_AFTER_ERROR)
+            if never_ready or not backoff_over:
+                if deployment.status_reason != reason:
+                    event(deployment, _("Failed: %(reason)s") % {"reason": reason}, "error")
+                deployment.status = DeploymentStatus.FAILED if never_ready else DeploymentStatus.ERROR
+                deployment.status_reason = reason
+                deployment.ready_instances = instances.filter(state=InstanceState.READY).count()
+                deployment.save(update_fields=["status", "status_reason", "ready_instances", "updated_at"])
+                if never_ready:
+                    _stop_instances(instances.exclude(state__in=DONE + [InstanceState.STOPPING]), now)
+                return deployment
+
+        live = list(instances.filter(state__in=COUNTS).order_by("id"))
+        reason = ""
+        if len(live) < deployment.desired_instances:
+            placed, reason = _place(deployment, deployment.desired_instances - len(live))
+            if placed:
+                event(deployment, _("Starting %(n)s instance(s).") % {"n": placed})
+        elif len(live) > deployment.desired_instances:
+            surplus = len(live) - deployment.desired_instances
+            # Not-yet-ready ones go first, then the newest ready ones.
+            chosen = [i for i in live if i.state != InstanceState.READY][:surplus]
+            chosen += [i for i in sorted(live, key=lambda i: -i.id) if i.state == InstanceState.READY][
+                : surplus - len(chosen)
+            ]
+            for inst in chosen:
+                if inst.state == InstanceState.READY:
+                    inst.state, inst.drain_started_at = InstanceState.DRAINING, now
+                    inst.save(update_fields=["state", "drain_started_at"])
+                else:
+                    inst.state, inst.stop_requested_at = InstanceState.STOPPING, now
+                    inst.save(update_fields=["state", "stop_requested_at"])
+            event(deployment, _("Draining %(n)s surplus instance(s).") % {"n": len(chosen)})
+
+        ready = instances.filter(state=InstanceState.READY).count()
+        starting = instances.filter(state=InstanceState.STARTING).count()
+        if ready >= deployment.desired_instances and starting == 0:
+            status = DeploymentStatus.RUNNING
+        elif deployment.first_ready_at is None:
+            status = DeploymentStatus.DEPLOYING if (ready or starting) else DeploymentStatus.PENDING
+        else:
+            status = DeploymentStatus.SCALING
+        changed = status != deployment.status
+        if status == DeploymentStatus.RUNNING and deployment.first_ready_at is None:
+            deployment.first_ready_at = now
+            event(deployment, _("Running: %(n)s instance(s) ready.") % {"n": ready})
+        elif changed and status == DeploymentStatus.RUNNING:
+            event(deployment, _("Running: %(n)s instance(s) ready.") % {"n": ready})
+        if reason and reason != deployment.status_reason:
+            event(deployment, reason, "warning")
+        deployment.status, deployment.ready_instances, deployment.status_reason = status, ready, reason
+        deployment.save(update_fields=["status", "ready_instances", "status_reason", "first_ready_at", "updated_at"])
+    return deployment
+
+
+def reconcile_all() -> int:
+    """Reconcile every deployment that is not final, the public pool included (beat runs this)."""
+    pool_deployment()
+    ids = list(Deployment.objects.active().values_list("pk", flat=True))
+    # Cancelled ones whose processes are not all gone yet.
+    ids += list(
+        Deployment.objects.filter(status__in=[DeploymentStatus.CANCELLED, DeploymentStatus.FAILED])
+        .filter(
+            instances__state__in=[
+                InstanceState.STARTING,
+                InstanceState.READY,
+                InstanceState.UNHEALTHY,
+                InstanceState.DRAINING,
+            ]
+        )
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for pk in ids:
+        try:
+            deployment_reconcile(deployment_id=pk)
+        except Exception:
+            logger.exception("reconciling deployment %s failed", pk)
+    return len(ids)

@@ -1,0 +1,136 @@
+"""What an instance serves: the folder of a base model, of a full fine-tune, or of a LoRA fine-tune merged into
+its base (``transformers serve`` cannot load a PEFT adapter folder). Paths are computed cheaply here; the heavy
+work (converting a GGUF base once, merging an adapter once) is ``prepare()``, run by the instance's own process
+before its server starts, so a failure lands in the instance's log and is shown as its error."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from modelcards.models import BaseModel, FineTunedModel, WeightsSource
+from modelcards.weights import WeightsMissing, model_dir
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "generation_config.json",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    code: str
+    folder: Path  # what a runtime that cannot load adapters loads (the merged folder for a LoRA fine-tune)
+    base: BaseModel
+    base_folder: Path
+    adapter: Path | None = None  # a LoRA fine-tune's adapter folder
+
+    @property
+    def is_lora(self) -> bool:
+        return self.adapter is not None
+
+
+def base_folder(base: BaseModel) -> Path:
+    """Where the base model's loadable folder is (or will be, for a GGUF that is converted on first use)."""
+    location = base.weights_location.strip()
+    if base.weights_source == WeightsSource.GGUF_PACKAGE:
+        return base.converted_dir
+    if base.weights_source == WeightsSource.HF_CACHE:
+        snapshot = base._hf_snapshot()
+        if snapshot is None:
+            raise WeightsMissing(base.weights_status()[1])
+        return snapshot
+    if not location:
+        raise WeightsMissing(base.weights_status()[1])
+    return Path(location)
+
+
+def merged_dir(model: FineTunedModel) -> Path:
+    return Path(settings.MODELS_DIR) / "merged" / model.code
+
+
+def target_of(model: BaseModel | FineTunedModel) -> Target:
+    if isinstance(model, BaseModel):
+        return Target(model.code, base_folder(model), model, base_folder(model))
+    base = model.base_model
+    if model.is_lora:
+        return Target(model.code, merged_dir(model), base, base_folder(base), Path(model.path))
+    return Target(model.code, Path(model.path), base, base_folder(base))
+
+
+def is_prepared(target: Target) -> bool:
+    return (target.folder / "config.json").exists()
+
+
+def prepare(target: Target, *, merge: bool = True) -> Path:
+    """Make ``target.folder`` loadable: convert the base once; merge a LoRA adapter once (if ``merge``)."""
+    folder = model_dir(target.base)  # converts a packaged GGUF once; raises WeightsMissing
+    if target.adapter is None:
+        if not (target.folder / "config.json").exists():
+            raise WeightsMissing(f"{target.folder} has no model in it (config.json is missing)")
+        return target.folder
+    if not (target.adapter / "adapter_config.json").exists():
+        raise WeightsMissing(f"{target.adapter} has no LoRA adapter in it (adapter_config.json is missing)")
+    if merge:
+        merge_lora(folder, target.adapter, target.folder)
+    return target.folder
+
+
+def merge_lora(base: Path, adapter: Path, out: Path) -> Path:
+    """Merge ``adapter`` into ``base`` and save it with tokenizer files at ``out``, once, under a lock."""
+    if (out / "config.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "config.json").exists():  # another process merged it meanwhile
+            return out
+        logger.info("merging %s into %s -> %s", adapter, base, out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        try:
+            import torch
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+            merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            base_dtype = _config_dtype(base)
+            if base_dtype is not None:
+                merged = merged.to(base_dtype)
+            merged.save_pretrained(tmp, safe_serialization=True)
+            for source in (base, adapter):  # the adapter's tokenizer files win over the base's
+                for name in TOKENIZER_FILES:
+                    if (source / name).exists():
+                        shutil.copy(source / name, tmp / name)
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _config_dtype(folder: Path):
+    import json
+
+    import torch
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = config.get("dtype") or config.get("torch_dtype")
+    return getattr(torch, name, None) if isinstance(name, str) else None

@@ -1,0 +1,17 @@
+"""Celery tasks of serving: thin wrappers that take ids and call the services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="deployments.reconcile", acks_late=True, ignore_result=True)
+def reconcile(deployment_id: int) -> None:
+    services.deployment_reconcile(deployment_id=deployment_id)
+
+
+@shared_task(name="deployments.reconcile_all", acks_late=True, ignore_result=True, expires=10)
+def reconcile_all() -> int:
+    return services.reconcile_all()

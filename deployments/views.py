@@ -1,0 +1,128 @@
+"""Private instances pages: list, create, detail (live while instances start), scale inline, cancel."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from . import services
+from .forms import DeploymentForm, ScaleForm
+from .models import ApiCall, Deployment, DeploymentStatus, Instance, InstanceState
+
+
+def _get_deployment_for_user(request: HttpRequest, public_id: str) -> Deployment:
+    deployment = (
+        Deployment.objects.owned_by(request.user)
+        .select_related("base_model", "fine_tuned_model")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if deployment is None:
+        raise Http404(_("No such deployment."))
+    return deployment
+
+
+def _settled(deployment: Deployment) -> bool:
+    """Nothing left to watch: final, or running with no instance starting or stopping."""
+    if deployment.status == DeploymentStatus.CANCELLED:
+        return not deployment.instances.exclude(state__in=[InstanceState.STOPPED, InstanceState.FAILED]).exists()
+    if deployment.status == DeploymentStatus.FAILED:
+        return True
+    return False
+
+
+@login_required
+def deployment_list(request: HttpRequest) -> HttpResponse:
+    qs = Deployment.objects.owned_by(request.user).select_related("base_model", "fine_tuned_model")
+    page = Paginator(qs, 25).get_page(request.GET.get("page"))
+    has_active = any(not d.is_final for d in page.object_list)
+    context = {"page": page, "has_active": has_active}
+    if request.htmx and request.GET.get("partial") == "table":
+        response = render(request, "deployments/list.html#table", context)
+        return response if has_active else HttpResponseStopPolling(response.content)
+    return render(request, "deployments/list.html", context)
+
+
+@login_required
+def deployment_create(request: HttpRequest) -> HttpResponse:
+    form = DeploymentForm(
+        request.POST or None, user=request.user, initial={"model": request.GET.get("model", ""), "instances": 1}
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            model = services.deployable_model(user=request.user, code=form.cleaned_data["model"])
+            deployment = services.deployment_create(
+                user=request.user, model=model, instances=form.cleaned_data["instances"]
+            )
+        except services.DeploymentInputError as exc:
+            form.add_error(exc.param if exc.param in form.fields else None, exc.message)
+        else:
+            messages.success(
+                request, _("Deployment %(code)s created: its instances are starting.") % {"code": deployment.code}
+            )
+            return redirect("deployments:detail", deployment.public_id)
+    return render(request, "deployments/create.html", {"form": form})
+
+
+def _live_context(deployment: Deployment) -> dict:
+    instances = list(Instance.objects.filter(deployment=deployment).select_related("node").order_by("-id")[:20])
+    return {
+        "deployment": deployment,
+        "instances": instances,
+        "events": list(deployment.events.all()[:30]),
+        "calls": list(ApiCall.objects.filter(deployment=deployment).order_by("-id")[:15]),
+        "scale_form": ScaleForm(initial={"instances": deployment.desired_instances}),
+    }
+
+
+@login_required
+def deployment_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    deployment = _get_deployment_for_user(request, public_id)
+    context = _live_context(deployment)
+    if request.htmx and request.GET.get("partial") == "live":
+        response = render(request, "deployments/detail.html#live", context)
+        return HttpResponseStopPolling(response.content) if _settled(deployment) else response
+    return render(request, "deployments/detail.html", context)
+
+
+@login_required
+@require_POST
+def deployment_scale(request: HttpRequest, public_id: str) -> HttpResponse:
+    deployment = _get_deployment_for_user(request, public_id)
+    form = ScaleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.deployment_scale(deployment=deployment, instances=form.cleaned_data["instances"])
+        except services.DeploymentInputError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request,
+                _("Scaling %(code)s to %(n)s instance(s).")
+                % {"code": deployment.code, "n": form.cleaned_data["instances"]},
+            )
+    else:
+        messages.error(request, "; ".join(str(e) for errors in form.errors.values() for e in errors))
+    return redirect("deployments:detail", deployment.public_id)
+
+
+@login_required
+def deployment_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
+    deployment = _get_deployment_for_user(request, public_id)
+    if request.method == "POST":
+        if deployment.status == DeploymentStatus.CANCELLED:
+            messages.info(request, _("The deployment was already cancelled."))
+        else:
+            services.deployment_cancel(deployment=deployment)
+            messages.success(
+                request,
+                _("Deployment %(code)s cancelled: its code can no longer be called.") % {"code": deployment.code},
+            )
+        return redirect("deployments:detail", deployment.public_id)
+    return render(request, "deployments/confirm_cancel.html", {"deployment": deployment})

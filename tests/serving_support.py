@@ -1,0 +1,166 @@
+"""Fixtures for serving tests: a LoRA adapter of the tiny model, and a live stack of real processes: the console
+under uvicorn (ASGI, the path the gateway streams through in production) and a node agent that starts real
+``transformers serve`` instances of the tiny model. Both use the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from . import services
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter of the tiny model (random, non-zero B so that merging changes the weights)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-lora")
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    peft_model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tiny_model_dir / name).exists():
+            shutil.copy(tiny_model_dir / name, out / name)
+    return out
+
+
+def _env(db_name: str, extra: dict | None = None) -> dict:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CONSOLE_TEST_WORKER_DB": db_name,
+        "SERVING_NODE_TIMEOUT": "8",
+        "SERVING_STOP_GRACE": "3",
+        "SERVING_POOL_INSTANCES": "0",
+        **(extra or {}),
+    }
+
+
+@dataclass
+class Stack:
+    db_name: str
+    url: str
+    web: subprocess.Popen
+    agent: subprocess.Popen | None = None
+    agent_starts: int = 0
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api/paas/v4"
+
+    def start_agent(self, *, slots: int = 3) -> subprocess.Popen:
+        log = open(Path(settings.VAR_DIR) / f"agent-{self.agent_starts}.log", "ab")  # noqa: SIM115
+        self.agent = subprocess.Popen(
+            [sys.executable, "manage.py", "serve_node", "--name", "test-node", "--slots", str(slots), "--threads",
+             "1"],
+            cwd=ROOT, env=_env(self.db_name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.agent_starts += 1
+        from deployments.models import Node
+
+        from .jobs_support import wait_for
+
+        wait_for(lambda: Node.objects.filter(name="test-node", agent_pid=self.agent.pid).exists(), timeout=60,
+                 what="the node agent to register")
+        return self.agent
+
+    def kill_agent(self) -> None:
+        os.killpg(self.agent.pid, signal.SIGKILL)
+        self.agent.wait(10)
+
+    def stop_agent(self) -> None:
+        services.stop(self.agent, timeout=30)
+
+
+def start_web(db_name: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(Path(settings.VAR_DIR) / "web.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--lifespan", "off", "--no-access-log"],
+        cwd=ROOT, env=_env(db_name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("uvicorn exited at start; see var/.../web.log")
+        try:
+            httpx.get(f"{url}/api/paas/v4/nothing", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    services.stop(proc)
+    raise RuntimeError("uvicorn did not answer within 60 s")
+
+
+def kill_leftover_instances() -> list[int]:
+    """Kill instance processes a test left behind (pid files of the test node); return their pids."""
+    killed = []
+    for pidfile in (Path(settings.VAR_DIR) / "serving" / "nodes").glob("*/instance-*.json"):
+        try:
+            pid = json.loads(pidfile.read_text())["pid"]
+            os.killpg(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (OSError, ValueError, KeyError, ProcessLookupError):
+            pass
+        pidfile.unlink(missing_ok=True)
+    return killed
+
+
+@pytest.fixture(scope="module")
+def serving_stack(django_db_setup, django_db_blocker, celery_worker):
+    with django_db_blocker.unblock():
+        db_name = connection.settings_dict["NAME"]
+    web, url = start_web(db_name)
+    stack = Stack(db_name, url, web)
+    try:
+        yield stack
+    finally:
+        if stack.agent is not None:
+            stack.stop_agent()
+        services.stop(web)
+        kill_leftover_instances()
+
+
+def instance_pids(db_name: str) -> list[int]:
+    """Pids of the live processes started for an instance of this test run (found by their environment)."""
+    marker = b"CONSOLE_TEST_WORKER_DB=" + db_name.encode() + b"\0"
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            environ = (proc_dir / "environ").read_bytes() + b"\0"
+            state = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"SERVING_INSTANCE_ID=" in environ and marker in environ and state != "Z":
+            pids.append(int(proc_dir.name))
+    return pids
