@@ -216,6 +216,7 @@ def pool_deployment() -> Deployment:
                     kind=DeploymentKind.POOL, code=POOL_CODE, desired_instances=conf.pool_instances()
                 )
                 event(pool, _("Public pool created with %(n)s instance(s).") % {"n": pool.desired_instances})
+                _enqueue_reconcile(pool.pk)
         except IntegrityError:
             pool = Deployment.objects.get(kind=DeploymentKind.POOL, code=POOL_CODE)
     return pool

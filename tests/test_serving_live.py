@@ -139,3 +139,148 @@ def test_deploy_chat_with_both_sdks_and_usage_recorded(stack, tiny_base):
     wait_for(lambda: not instance_pids(stack.db_name), timeout=30, what="the instance process to stop")
     instance.refresh_from_db()
     assert instance.state == InstanceState.STOPPED
+
+
+def _stream_in_thread(stack, key: str, model: str, max_tokens: int, results: list) -> threading.Thread:
+    def run():
+        try:
+            results.append(_stream_events(stack, key, model, max_tokens=max_tokens))
+        except Exception as exc:  # noqa: BLE001 - the test asserts on it
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_scale_during_a_stream_kill_an_instance_then_cancel(stack, tiny_base):
+    alice = make_user("alice")
+    key = _key(alice)
+    deployment = _wait_running(services.deployment_create(user=alice, model=tiny_base, instances=1))
+
+    # Scale 1 -> 2 while a long stream runs: the stream is not cut.
+    results: list = []
+    thread = _stream_in_thread(stack, key, deployment.code, 400, results)
+    services.deployment_scale(deployment=deployment, instances=2)
+    _wait_running(deployment, ready=2)
+    thread.join(120)
+    assert isinstance(results[0], list) and results[0][-1] == "data: [DONE]", results
+    assert '"finish_reason"' in results[0][-2] or '"usage"' in results[0][-2]
+
+    # Scale 2 -> 1 while streams run on both instances: the surplus one drains, nothing is cut.
+    results = []
+    threads = [_stream_in_thread(stack, key, deployment.code, 300, results) for _i in range(2)]
+    time.sleep(0.5)  # both streams are in flight, one on each instance (least busy first)
+    services.deployment_scale(deployment=deployment, instances=1)
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 2 and all(isinstance(r, list) and r[-1] == "data: [DONE]" for r in results), results
+    _wait_running(deployment, ready=1)
+    wait_for(lambda: len(instance_pids(stack.db_name)) == 1, timeout=30, what="the drained instance to stop")
+    wait_for(lambda: deployment.instances.filter(state="stopped").count() == 1, timeout=10,
+             what="the drained instance to be marked stopped")
+
+    # Two instances again; kill -9 one: calls keep succeeding, and it is replaced within 30 s.
+    services.deployment_scale(deployment=deployment, instances=2)
+    _wait_running(deployment, ready=2)
+    victim = deployment.instances.filter(state="ready").first()
+    os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    failures = 0
+    for _i in range(10):
+        if _chat(stack, key, deployment.code).status_code != 200:
+            failures += 1
+    assert failures == 0
+    _wait_running(deployment, ready=2, timeout=30)
+    replaced_in = time.monotonic() - killed_at
+    victim.refresh_from_db()
+    assert victim.state == "failed" and "exited" in victim.error
+    assert _chat(stack, key, deployment.code).status_code == 200
+    print(f"kill -9 -> replaced and ready: {replaced_in:.1f} s")
+
+    # Cancel: calls fail at once; no process is left.
+    services.deployment_cancel(deployment=deployment)
+    assert _chat(stack, key, deployment.code).status_code == 404
+    wait_for(lambda: not instance_pids(stack.db_name), timeout=30, what="every instance process to stop")
+
+
+def test_node_agent_killed_then_restarted_adopts_its_instances(stack, tiny_base):
+    alice = make_user("alice")
+    key = _key(alice)
+    deployment = _wait_running(services.deployment_create(user=alice, model=tiny_base, instances=1))
+    instance = deployment.instances.get(state="ready")
+    stack.kill_agent()
+    assert _chat(stack, key, deployment.code).status_code == 200  # the instance outlives its agent
+    stack.start_agent()
+    time.sleep(2)
+    instance.refresh_from_db()
+    assert instance.state == "ready" and instance_pids(stack.db_name) == [instance.pid]  # adopted, not restarted
+    assert _chat(stack, key, deployment.code).status_code == 200
+
+    # An agent that comes back after its instance died meanwhile: marked failed and replaced; nothing orphaned.
+    stack.kill_agent()
+    os.killpg(instance.pid, signal.SIGKILL)
+    stack.start_agent()
+    _wait_running(deployment, ready=1, timeout=60)
+    instance.refresh_from_db()
+    assert instance.state == "failed"
+    assert len(instance_pids(stack.db_name)) == 1
+
+
+def test_model_that_fails_to_load_fails_with_the_reason(stack, tiny_base, tmp_path):
+    from modelcards.models import BaseModel
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": "not a number"}))
+    base = BaseModel.objects.create(code="broken-test", display_name="Broken", family="test", modality="text",
+                                    methods=["sft"], training_types=["lora"], architecture="llama",
+                                    weights_source="local_dir", weights_location=str(broken))
+    alice = make_user("alice")
+    deployment = services.deployment_create(user=alice, model=base, instances=1)
+    wait_for(lambda: Deployment.objects.get(pk=deployment.pk).status == "failed", timeout=90,
+             what="the deployment to fail")
+    deployment.refresh_from_db()
+    assert "exited while loading" in deployment.status_reason
+    assert "Error" in deployment.status_reason  # the server's own error, from its log
+    assert not instance_pids(stack.db_name)
+    response = httpx.get(f"{stack.api}/deployments/{deployment.public_id}",
+                         headers={"Authorization": f"Bearer {_key(alice)}"})
+    assert response.json()["status"] == "failed" and response.json()["error"]["message"]
+
+
+def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base, tiny_lora_dir):
+    alice, bob = make_user("alice"), make_user("bob")
+    tune = FineTunedModel.objects.create(code="tiny-test:alice:pool1", owner=alice, base_model=tiny_base,
+                                         method="sft", training_type="lora", path=str(tiny_lora_dir))
+    full = FineTunedModel.objects.create(code="tiny-test:alice:full1", owner=alice, base_model=tiny_base,
+                                         method="sft", training_type="full", path=str(tiny_lora_dir))
+    pool = services.pool_deployment()
+    services.deployment_scale(deployment=pool, instances=1)
+    _wait_running(pool, ready=1)
+    key = _key(alice)
+
+    started = time.monotonic()
+    response = _chat(stack, key, tune.code)
+    cold = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == tune.code
+    started = time.monotonic()
+    assert _chat(stack, key, tune.code).status_code == 200
+    warm = time.monotonic() - started
+    print(f"pool: first call {cold:.2f} s, warm call {warm:.2f} s")
+    events = _stream_events(stack, key, tiny_base.code)  # the base model from the pool too
+    assert events[-1] == "data: [DONE]" and json.loads(events[0][6:])["model"] == tiny_base.code
+
+    # A full fine-tune needs a deployment: 400 that says so and where.
+    response = _chat(stack, key, full.code)
+    assert response.status_code == 400 and "Deploy it first" in response.json()["error"]["message"]
+    assert "/console/deployments/new/?model=" in response.json()["error"]["message"]
+    # bob cannot call alice's fine-tune.
+    assert _chat(stack, _key(bob), tune.code).status_code == 404
+
+    # Deleting the card: its code can no longer be called.
+    from modelcards.services import fine_tuned_model_delete
+
+    fine_tuned_model_delete(model=tune)
+    assert _chat(stack, key, tune.code).status_code == 404
