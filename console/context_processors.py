@@ -11,7 +11,7 @@ NAVIGATION = [
     ("jobs:list", _("Fine-tuning tasks"), "⟳"),
     ("modelcards:square", _("Model square"), "▦"),
     ("deployments:list", _("Private instances"), "▣"),
-    ("console:notifications", _("Notifications"), "✉"),
+    ("notifications:centre", _("Notifications"), "✉"),
     ("console:api_keys", _("API keys"), "◈"),
 ]
 

@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "datasets.apps.DatasetsConfig",
     "jobs.apps.JobsConfig",
     "deployments.apps.DeploymentsConfig",
+    "notifications.apps.NotificationsConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -255,6 +256,29 @@ EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "console@localhost")
+# Links in emails, SMS and in-app messages: the console as its users reach it.
+CONSOLE_BASE_URL = (env("CONSOLE_BASE_URL", "http://127.0.0.1:8000") or "").rstrip("/")
+# SMS provider: development (stores what would be sent), aliyun, twilio, or a dotted backend class path.
+SMS_BACKEND = env("SMS_BACKEND", "development")
+ALIYUN_SMS_ENDPOINT = env("ALIYUN_SMS_ENDPOINT", "https://dysmsapi.aliyuncs.com")
+ALIYUN_SMS_REGION = env("ALIYUN_SMS_REGION", "cn-hangzhou")
+ALIYUN_SMS_ACCESS_KEY_ID = env("ALIYUN_SMS_ACCESS_KEY_ID", "")
+ALIYUN_SMS_ACCESS_KEY_SECRET = env("ALIYUN_SMS_ACCESS_KEY_SECRET", "")
+ALIYUN_SMS_SIGN_NAME = env("ALIYUN_SMS_SIGN_NAME", "")
+ALIYUN_SMS_TEMPLATE_CODE = env("ALIYUN_SMS_TEMPLATE_CODE", "")
+ALIYUN_SMS_VERIFY_TEMPLATE_CODE = env("ALIYUN_SMS_VERIFY_TEMPLATE_CODE", "")
+TWILIO_API_BASE = env("TWILIO_API_BASE", "https://api.twilio.com")
+TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN", "")
+TWILIO_FROM = env("TWILIO_FROM", "")
+TWILIO_MESSAGING_SERVICE_SID = env("TWILIO_MESSAGING_SERVICE_SID", "")
+# Seconds a provider (SMTP or SMS) may take to answer; tries of a message with transient errors,
+# and the first retry's delay (doubling each time).
+NOTIFICATIONS_HTTP_TIMEOUT = float(env("NOTIFICATIONS_HTTP_TIMEOUT", "10") or 10)
+NOTIFICATIONS_MAX_ATTEMPTS = envint("NOTIFICATIONS_MAX_ATTEMPTS", 6)
+NOTIFICATIONS_RETRY_BASE = float(env("NOTIFICATIONS_RETRY_BASE", "30") or 30)
+# The Celery queue that sends notifications (a dedicated worker may take it).
+NOTIFICATIONS_QUEUE = env("NOTIFICATIONS_QUEUE", "default")
 
 # --- Security ---------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -248,9 +248,8 @@ def _finish_cancelled(job: FineTuningJob) -> str:
         )
         if changed:
             job_event(job=job, message=_("Training stopped; the task is cancelled."))
-    if changed:
-        job.refresh_from_db()
-        _notify_finished(job)
+            job.refresh_from_db()
+            _notify_finished(job)
     return "cancelled"
 
 
@@ -287,6 +286,6 @@ def _finish_succeeded(job: FineTuningJob, result) -> str:
         FineTuningJob.objects.filter(pk=job.pk).update(result=card)
         job_event(job=job, message=_("Training finished: model %(code)s is ready.") % {"code": job.fine_tuned_model},
                   data=metrics)
-    job.refresh_from_db()
-    _notify_finished(job)
+        job.refresh_from_db()
+        _notify_finished(job)
     return "succeeded"

@@ -49,6 +49,7 @@ class OutboxMessage(models.Model):
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=32, blank=True)  # the claim's token, one per batch a worker takes
     send_started_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -211,15 +211,16 @@ def notify(
     return rows
 
 
-def enqueue(ids: list[int], countdown: float = 0) -> None:
-    """Queue the sending of these messages; a broker that is down now is the repair's business later."""
-    from .tasks import send_message
+def enqueue(ids: list[int], countdown: float = 0, batch: int = 50) -> None:
+    """Queue the sending of these messages (one task per batch); a broker that is down now is the repair's
+    business later."""
+    from .tasks import send_messages
 
-    for message_id in ids:
+    for i in range(0, len(ids), batch):
         try:
-            send_message.apply_async(args=[message_id], queue=conf.queue(), countdown=countdown or None)
+            send_messages.apply_async(args=[ids[i : i + batch]], queue=conf.queue(), countdown=countdown or None)
         except Exception as exc:  # the rows are in the database: beat will queue them again
-            logger.warning("could not queue notification %s (%s); the repair will", message_id, exc)
+            logger.warning("could not queue notifications %s (%s); the repair will", ids[i : i + batch], exc)
             return
 
 
@@ -231,37 +232,74 @@ def _backoff(attempts: int) -> float:
 
 
 def outbox_send(*, message_id: int) -> tuple[str, float]:
-    """Claim one message, hand it to its transport, record the outcome.
+    """Send one message; see ``outbox_send_many``."""
+    return outbox_send_many(message_ids=[message_id])[message_id]
 
-    Returns ("sent" | "failed" | "skip", 0) or ("retry", seconds until the next try)."""
+
+def outbox_send_many(*, message_ids: list[int]) -> dict[int, tuple[str, float]]:
+    """Claim these messages, hand each to its transport, record each outcome.
+
+    The claim is one conditional update (pending and due → sending, under a token of this call),
+    so a message taken by another worker, already sent or not yet due is skipped. The moment the
+    messages go to their transports is written before (send_started_at): a worker that dies before
+    it sent nothing, which is what lets the repair send those again without sending twice.
+    Returns id → ("sent" | "failed" | "skip", 0) or ("retry", seconds until the next try)."""
     from .transports import get_transport
 
+    results: dict[int, tuple[str, float]] = {pk: ("skip", 0) for pk in message_ids}
+    token = secrets.token_hex(8)
     now = timezone.now()
-    claimed = OutboxMessage.objects.filter(pk=message_id, status=OutboxStatus.PENDING, next_attempt_at__lte=now).update(
-        status=OutboxStatus.SENDING, claimed_at=now, send_started_at=None, attempts=F("attempts") + 1
+    claimed = OutboxMessage.objects.filter(
+        pk__in=message_ids, status=OutboxStatus.PENDING, next_attempt_at__lte=now
+    ).update(
+        status=OutboxStatus.SENDING, claimed_at=now, claimed_by=token, send_started_at=None, attempts=F("attempts") + 1
     )
     if not claimed:
-        return "skip", 0
+        return results
     if conf.claim_pause():
         time.sleep(conf.claim_pause())
-    message = OutboxMessage.objects.select_related("user").get(pk=message_id)
-    started = timezone.now()
-    OutboxMessage.objects.filter(pk=message_id).update(send_started_at=started)
+    messages = list(
+        OutboxMessage.objects.select_related("user").filter(pk__in=message_ids, claimed_by=token).order_by("pk")
+    )
+    OutboxMessage.objects.filter(pk__in=[m.pk for m in messages], claimed_by=token).update(
+        send_started_at=timezone.now()
+    )
+    transports: dict = {}
+    try:
+        for message in messages:
+            transport = transports.get(message.channel) or transports.setdefault(
+                message.channel, get_transport(message.channel)
+            )
+            results[message.pk] = _send_one(message, transport, token)
+    finally:
+        for transport in transports.values():
+            transport.close()
+    return results
+
+
+def _send_one(message: OutboxMessage, transport, token: str) -> tuple[str, float]:
     clock = time.monotonic()
     try:
-        provider_id = get_transport(message.channel).send(message)
+        provider_id = transport.send(message)
     except PermanentError as exc:
-        _finish(message, OutboxStatus.FAILED, clock, last_error=f"permanent: {exc}"[:4000])
+        _finish(message, token, OutboxStatus.FAILED, clock, last_error=f"permanent: {exc}"[:4000])
         return "failed", 0
     except Exception as exc:  # transient, or a fault of ours: try again later, up to the limit
         kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
         error = f"{kind}: {exc}"[:4000]
         if message.attempts >= conf.max_attempts():
-            _finish(message, OutboxStatus.FAILED, clock, last_error=f"{error} (gave up after {message.attempts})")
+            _finish(
+                message,
+                token,
+                OutboxStatus.FAILED,
+                clock,
+                last_error=f"{error} (gave up after {message.attempts} tries)",
+            )
             return "failed", 0
         delay = _backoff(message.attempts)
         _finish(
             message,
+            token,
             OutboxStatus.PENDING,
             clock,
             last_error=error,
@@ -269,13 +307,19 @@ def outbox_send(*, message_id: int) -> tuple[str, float]:
         )
         return "retry", delay
     _finish(
-        message, OutboxStatus.SENT, clock, sent_at=timezone.now(), provider_id=(provider_id or "")[:128], last_error=""
+        message,
+        token,
+        OutboxStatus.SENT,
+        clock,
+        sent_at=timezone.now(),
+        provider_id=(provider_id or "")[:128],
+        last_error="",
     )
     return "sent", 0
 
 
-def _finish(message: OutboxMessage, status: str, clock: float, **fields) -> None:
-    OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.SENDING).update(
+def _finish(message: OutboxMessage, token: str, status: str, clock: float, **fields) -> None:
+    OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.SENDING, claimed_by=token).update(
         status=status, duration_ms=int((time.monotonic() - clock) * 1000), **fields
     )
 

@@ -7,13 +7,14 @@ from celery import shared_task
 from . import services
 
 
-@shared_task(name="notifications.send", acks_late=True, ignore_result=True, soft_time_limit=120, time_limit=150)
-def send_message(message_id: int) -> str:
-    """Send one outbox message; a transient failure is tried again after its backoff."""
-    outcome, delay = services.outbox_send(message_id=message_id)
-    if outcome == "retry":
-        services.enqueue([message_id], countdown=delay + 0.5)  # not before it is due
-    return outcome
+@shared_task(name="notifications.send", acks_late=True, ignore_result=True, soft_time_limit=300, time_limit=330)
+def send_messages(message_ids: list[int]) -> dict:
+    """Send outbox messages (those of one event, usually); a transient failure is tried again after its backoff."""
+    results = services.outbox_send_many(message_ids=message_ids)
+    for message_id, (outcome, delay) in results.items():
+        if outcome == "retry":
+            services.enqueue([message_id], countdown=delay + 0.5)  # not before it is due
+    return {str(k): v[0] for k, v in results.items()}
 
 
 @shared_task(name="notifications.repair", ignore_result=True)

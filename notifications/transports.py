@@ -21,6 +21,9 @@ class Transport:
         """Deliver; return the provider's id of the message (or "")."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Called after a batch of messages: release connections kept open between them."""
+
 
 class InAppTransport(Transport):
     channel = Channel.IN_APP
@@ -51,7 +54,25 @@ class InAppTransport(Transport):
 class EmailTransport(Transport):
     channel = Channel.EMAIL
 
+    def __init__(self):
+        self.connection = None  # one SMTP connection for the messages of a batch
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # closing a broken connection: nothing left to do
+                pass
+            self.connection = None
+
     def send(self, message: OutboxMessage) -> str:
+        try:
+            return self._send(message)
+        except Exception:
+            self.close()  # the next message starts on a fresh connection
+            raise
+
+    def _send(self, message: OutboxMessage) -> str:
         if not message.recipient:
             raise PermanentError("no email address")
         domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "localhost"
@@ -61,11 +82,14 @@ class EmailTransport(Transport):
             to=[message.recipient],
             # The same Message-ID on a resend lets mail clients drop a duplicate.
             headers={"Message-ID": f"<{message.key}@{domain}>", "X-Console-Event": message.event},
-            connection=get_connection(fail_silently=False, timeout=settings.NOTIFICATIONS_HTTP_TIMEOUT),
         )
         if message.html:
             email.attach_alternative(message.html, "text/html")
         try:
+            if self.connection is None:
+                self.connection = get_connection(fail_silently=False, timeout=settings.NOTIFICATIONS_HTTP_TIMEOUT)
+                self.connection.open()  # opened here, it stays open until close()
+            email.connection = self.connection
             email.send()
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _text in exc.recipients.values()]

@@ -12,6 +12,7 @@ from console.models import ApiKey, User
 
 from . import services
 from .jobs_support import _training_worker, tiny_base, tiny_model_dir, training_worker  # noqa: F401 (fixtures)
+from .notifications_support import fake_provider, smtp_server  # noqa: F401 (fixtures)
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 

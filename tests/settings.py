@@ -25,5 +25,6 @@ if os.environ.get("CONSOLE_TEST_WORKER_DB"):
     DATABASES["default"]["NAME"] = os.environ["CONSOLE_TEST_WORKER_DB"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# A worker started by the notification tests sends to a real SMTP server instead.
+EMAIL_BACKEND = os.environ.get("CONSOLE_TEST_EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
 DEBUG = False

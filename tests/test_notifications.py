@@ -14,8 +14,6 @@ from notifications.events import EVENTS, LANGUAGES
 from notifications.models import Notification, OutboxMessage, PhoneVerification, Preference, SentSms
 from notifications.sms import aliyun_signature, sms_length
 
-from .notifications_support import fake_provider, smtp_server  # noqa: F401 (fixtures)
-
 ALICE_PHONE = "+8613800138000"
 
 
@@ -27,9 +25,13 @@ def verify_phone(user, phone: str = ALICE_PHONE):
 
 def notify_training(user, **extra):
     return services.notify(
-        user=user, event=extra.pop("event", "training.succeeded"), subject_name="support-bot",
-        subject_code="ftjob-0123456789abcdef0123", url="/console/jobs/ftjob-0123456789abcdef0123/",
-        context={"model": "ft:smollm2-135m-instruct:support-bot:a1b2c3", "error": "out of memory"}, **extra,
+        user=user,
+        event=extra.pop("event", "training.succeeded"),
+        subject_name="support-bot",
+        subject_code="ftjob-0123456789abcdef0123",
+        url="/console/jobs/ftjob-0123456789abcdef0123/",
+        context={"model": "ft:smollm2-135m-instruct:support-bot:a1b2c3", "error": "out of memory"},
+        **extra,
     )
 
 
@@ -61,9 +63,14 @@ def test_every_event_sms_fits_one_sms_in_both_languages(alice, event, language):
     verify_phone(alice)
     services.preferences_save(user=alice, enabled={(name, "sms") for name in EVENTS})
     long_name = "a-very-long-suffix-for-a-model-" * 4
-    rows = services.notify(user=alice, event=event, subject_name=long_name, subject_code="ftjob-" + "f" * 20,
-                           url="/console/x/", context={"model": "ft:m:" + "x" * 40, "errors": 12345,
-                                                       "error": "boom", "instances": 3})
+    rows = services.notify(
+        user=alice,
+        event=event,
+        subject_name=long_name,
+        subject_code="ftjob-" + "f" * 20,
+        url="/console/x/",
+        context={"model": "ft:m:" + "x" * 40, "errors": 12345, "error": "boom", "instances": 3},
+    )
     sms = next(r for r in rows if r.channel == "sms")
     assert sms_length(sms.body).segments == 1, sms.body
     assert "http://127.0.0.1:8000/n/" in sms.body  # each message links to its page
@@ -74,10 +81,19 @@ def test_every_event_sms_fits_one_sms_in_both_languages(alice, event, language):
 def test_aliyun_signature_matches_the_documented_example():
     # The worked example of Alibaba Cloud SMS's signature documentation (SendSms, signature version 1.0).
     params = {
-        "AccessKeyId": "testId", "Action": "SendSms", "Format": "XML", "OutId": "123", "PhoneNumbers": "15300000001",
-        "RegionId": "cn-hangzhou", "SignName": "阿里云短信测试专用", "SignatureMethod": "HMAC-SHA1",
-        "SignatureNonce": "45e25e9b-0a6f-4070-8c85-2956eda1b466", "SignatureVersion": "1.0",
-        "TemplateCode": "SMS_71390007", "TemplateParam": '{"customer":"test"}', "Timestamp": "2017-07-12T02:42:19Z",
+        "AccessKeyId": "testId",
+        "Action": "SendSms",
+        "Format": "XML",
+        "OutId": "123",
+        "PhoneNumbers": "15300000001",
+        "RegionId": "cn-hangzhou",
+        "SignName": "阿里云短信测试专用",
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": "45e25e9b-0a6f-4070-8c85-2956eda1b466",
+        "SignatureVersion": "1.0",
+        "TemplateCode": "SMS_71390007",
+        "TemplateParam": '{"customer":"test"}',
+        "Timestamp": "2017-07-12T02:42:19Z",
         "Version": "2017-05-25",
     }
     assert aliyun_signature(params, "testSecret") == "zJDF+Lrzhj/ThnlvIToysFRq6t4="
@@ -119,8 +135,9 @@ def test_notify_is_part_of_the_transaction_that_changed_the_state(alice, django_
 def test_preferences_page_saves_choices_and_keeps_in_app_on(alice_client, alice):
     page = alice_client.get(reverse("notifications:preferences"))
     assert page.status_code == 200 and "Training succeeded" in page.content.decode()
-    response = alice_client.post(reverse("notifications:preferences"), {"on": ["training.failed:email",
-                                                                               "training.succeeded:in_app"]})
+    response = alice_client.post(
+        reverse("notifications:preferences"), {"on": ["training.failed:email", "training.succeeded:in_app"]}
+    )
     assert response.status_code == 302
     prefs = services.preferences_for(user=alice)
     assert prefs[("training.failed", "email")] and not prefs[("training.succeeded", "email")]
@@ -153,7 +170,19 @@ def test_in_app_email_and_dev_sms_in_the_users_language(alice, settings, smtp_se
     assert len(smtp_server.messages) == 1 and SentSms.objects.count() == 1 and Notification.objects.count() == 1
 
 
-def test_email_refused_for_good_is_not_retried(alice, settings):
+def test_email_refused_for_good_is_not_retried(alice, settings, smtp_server):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
+    smtp_server.reject.add("alice@example.com")
+    notify_training(alice)
+    email = OutboxMessage.objects.get(channel="email")
+    assert services.outbox_send(message_id=email.pk) == ("failed", 0)
+    assert services.outbox_send(message_id=email.pk) == ("skip", 0)
+    email.refresh_from_db()
+    assert email.status == "failed" and "550" in email.last_error and not smtp_server.messages
+
+
+def test_email_server_down_is_tried_again_later(alice, settings):
     from notifications.models import OutboxStatus
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -211,8 +240,11 @@ def test_twilio_sms_over_its_http_api(alice, settings, fake_provider):
     settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_FROM = "AC123", "token", "+15005550006"
     settings.NOTIFICATIONS_RETRY_BASE = 0
     verify_phone(alice)
-    fake_provider.replies = [(429, {"code": 20429, "message": "Too Many Requests"}), (201, {"sid": "SM1"}),
-                             (400, {"code": 21211, "message": "Invalid 'To' Phone Number"})]
+    fake_provider.replies = [
+        (429, {"code": 20429, "message": "Too Many Requests"}),
+        (201, {"sid": "SM1"}),
+        (400, {"code": 21211, "message": "Invalid 'To' Phone Number"}),
+    ]
     sms = next(r for r in notify_training(alice) if r.channel == "sms")
     assert [services.outbox_send(message_id=sms.pk)[0] for _ in range(2)] == ["retry", "sent"]
     request = fake_provider.requests[0]
@@ -293,7 +325,7 @@ def test_codes_are_limited_to_five_an_hour_per_user_and_per_number(alice_client,
     # An hour later alice may send again.
     PhoneVerification.objects.filter(user=alice).update(created_at=timezone.now() - timedelta(hours=1, seconds=1))
     page = alice_client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
-    assert "A code was sent" in page, page[page.find('class="message'):][:300]
+    assert "A code was sent" in page, page[page.find('class="message') :][:300]
     assert SentSms.objects.filter(user=alice).count() == 6
 
 
@@ -310,8 +342,16 @@ def test_account_page_shows_the_phone_binding_and_the_development_sms(alice_clie
 def _notes(user, n: int, **extra):
     now = timezone.now()
     return Notification.objects.bulk_create(
-        Notification(user=user, event="training.succeeded", event_key=f"k{user.pk}-{i}", title=f"{user} note {i}",
-                     body="b", url="/console/jobs/", created_at=now, **extra)
+        Notification(
+            user=user,
+            event="training.succeeded",
+            event_key=f"k{user.pk}-{i}",
+            title=f"{user} note {i}",
+            body="b",
+            url="/console/jobs/",
+            created_at=now,
+            **extra,
+        )
         for i in range(n)
     )
 
@@ -345,8 +385,7 @@ def test_short_link_marks_read_and_goes_to_the_page(alice_client, alice):
     assert note.read_at is not None
 
 
-def test_centre_holds_at_10000_rows_with_a_fixed_number_of_queries(alice_client, alice, bob,
-                                                                  django_assert_num_queries):
+def test_centre_holds_at_10000_rows_with_a_fixed_number_of_queries(alice_client, alice, bob, django_assert_num_queries):
     _notes(alice, 10_000)
     _notes(bob, 50)
     url = reverse("notifications:centre")
@@ -358,8 +397,8 @@ def test_centre_holds_at_10000_rows_with_a_fixed_number_of_queries(alice_client,
         last = alice_client.get(url + "?page=500&show=unread")
     assert "alice note 0" in last.content.decode()
     alice_client.post(reverse("notifications:mark_read", args=[Notification.objects.filter(user=alice).first().pk]))
-    assert '9999<' in alice_client.get(reverse("notifications:badge")).content.decode() or '99+' in \
-        alice_client.get(reverse("notifications:badge")).content.decode()
+    badge = alice_client.get(reverse("notifications:badge")).content.decode()
+    assert ">99+<" in badge and "9999 unread notifications" in badge
 
 
 def test_health_counts_stuck_messages(alice, client):
@@ -375,9 +414,89 @@ def test_admin_resend_sends_again_with_a_new_key(admin_client, alice):
     send_all()
     email = OutboxMessage.objects.get(channel="email")
     old_key = email.key
-    response = admin_client.post(reverse("admin:notifications_outboxmessage_changelist"),
-                                 {"action": "resend", "_selected_action": [email.pk]}, follow=True)
+    response = admin_client.post(
+        reverse("admin:notifications_outboxmessage_changelist"),
+        {"action": "resend", "_selected_action": [email.pk]},
+        follow=True,
+    )
     assert "1 message queued again" in response.content.decode()
     email.refresh_from_db()
     assert email.status == "pending" and email.key != old_key
     assert services.outbox_send(message_id=email.pk)[0] == "sent"
+
+
+# --- the events wired in jobs and datasets ------------------------------------------
+
+
+def _job(user, **extra):
+    from jobs.models import FineTuningJob
+    from modelcards.models import BaseModel
+
+    from .jobs_support import chat_lines, make_dataset
+
+    return FineTuningJob.objects.create(
+        owner=user,
+        base_model=BaseModel.objects.order_by("pk").first(),
+        training_dataset=make_dataset(user, chat_lines(4)),
+        suffix="support-bot",
+        fine_tuned_model=f"ft:base:support-bot:{extra.pop('tag', 'a1')}",
+        **extra,
+    )
+
+
+def test_training_outcomes_notify_the_owner_in_the_same_transaction(alice, django_capture_on_commit_callbacks):
+    from types import SimpleNamespace
+
+    from jobs.runner import _finish_succeeded
+    from jobs.services import job_cancel, job_fail
+
+    verify_phone(alice)
+    failed, cancelled, succeeded = _job(alice, tag="f"), _job(alice, tag="c"), _job(alice, tag="s", status="running")
+    with django_capture_on_commit_callbacks(execute=False):
+        job_fail(job=failed, code="oom", message="out of memory")
+        job_fail(job=failed, code="oom", message="again")  # already ended: nobody is told twice
+        job_cancel(job=cancelled)
+        result = SimpleNamespace(
+            trained_tokens=100,
+            epochs_completed=1,
+            final_loss=1.0,
+            final_eval_loss=None,
+            tokens_per_second=10.0,
+            steps=3,
+            output_dir="/nowhere",
+        )
+        assert _finish_succeeded(succeeded, result) == "succeeded"
+    by_event = {}
+    for row in OutboxMessage.objects.filter(user=alice):
+        by_event.setdefault(row.event, set()).add(row.channel)
+    assert by_event == {
+        e: {"in_app", "email", "sms"} for e in ("training.failed", "training.cancelled", "training.succeeded")
+    }
+    email = OutboxMessage.objects.get(event="training.failed", channel="email")
+    assert "out of memory" in email.body and f"/console/jobs/{failed.public_id}/" in email.body
+    ok = OutboxMessage.objects.get(event="training.succeeded", channel="in_app")
+    assert ok.body == f"Task {succeeded.public_id} finished: model {succeeded.fine_tuned_model} is ready to use."
+
+
+def test_a_lost_worker_tells_the_owner_the_task_resumes(alice, django_capture_on_commit_callbacks):
+    from jobs.services import jobs_repair
+
+    job = _job(alice, status="running", heartbeat_at=timezone.now() - timedelta(minutes=5), attempts=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert jobs_repair(heartbeat_timeout=60)["requeued"] == 1
+    [row] = OutboxMessage.objects.filter(user=alice)
+    assert row.event == "training.requeued" and row.channel == "in_app" and job.public_id in row.body
+
+
+def test_dataset_with_errors_notifies_its_owner(alice, django_capture_on_commit_callbacks):
+    from datasets.models import Dataset
+    from datasets.services import dataset_validate
+
+    from .jobs_support import make_dataset
+
+    dataset = make_dataset(alice, [{"messages": [{"role": "user", "content": "hi"}]}, {"oops": 1}], status="uploaded")
+    with django_capture_on_commit_callbacks(execute=True):
+        dataset_validate(dataset_id=dataset.pk)
+    assert Dataset.objects.get(pk=dataset.pk).status == "invalid"
+    [row] = OutboxMessage.objects.filter(user=alice, channel="in_app")
+    assert row.event == "dataset.invalid" and row.url.endswith(f"/console/datasets/{dataset.public_id}/")
