@@ -313,7 +313,9 @@ class NodeAgent:
             if state == InstanceState.DRAINING:
                 return self._mark(instance, InstanceState.STOPPED)
             if state == InstanceState.STARTING:
-                return self._mark(instance, InstanceState.FAILED, error=self._load_error(instance, code))
+                return self._mark(
+                    instance, InstanceState.FAILED, error=self._load_error(instance, code), load_failed=True
+                )
             return self._mark(instance, InstanceState.FAILED, error=f"The server process exited ({_exit(code)}).")
         if state == InstanceState.STARTING:
             if self._healthy(instance):
@@ -323,6 +325,7 @@ class NodeAgent:
                 return self._mark(
                     instance,
                     InstanceState.FAILED,
+                    load_failed=True,
                     error=(
                         f"Not healthy {conf.start_timeout():.0f} s after start. Last lines of its log:\n"
                         + instance.log_tail(15)

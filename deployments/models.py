@@ -177,6 +177,7 @@ class Instance(models.Model):
     api_key = models.CharField(max_length=64, blank=True)
     log_path = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
+    load_failed = models.BooleanField(default=False, help_text=_("It exited or timed out before its first health."))
     health_failures = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -296,7 +296,7 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
 
         # A load failure: before the first ready instance it fails the deployment; afterwards, repeated ones.
         recent = list(instances.order_by("-id")[:MAX_START_FAILURES])
-        start_failures = [i for i in recent if i.state == InstanceState.FAILED and i.ready_at is None and i.error]
+        start_failures = [i for i in recent if i.state == InstanceState.FAILED and i.load_failed]
         never_ready = deployment.first_ready_at is None and not deployment.is_pool
         if start_failures and (never_ready or len(start_failures) >= MAX_START_FAILURES):
             reason = start_failures[0].error

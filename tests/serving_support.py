@@ -41,8 +41,9 @@ def tiny_lora_dir(tiny_model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-lora")
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     peft_model.save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (tiny_model_dir / name).exists():
@@ -77,17 +78,23 @@ class Stack:
     def start_agent(self, *, slots: int = 3) -> subprocess.Popen:
         log = open(Path(settings.VAR_DIR) / f"agent-{self.agent_starts}.log", "ab")  # noqa: SIM115
         self.agent = subprocess.Popen(
-            [sys.executable, "manage.py", "serve_node", "--name", "test-node", "--slots", str(slots), "--threads",
-             "1"],
-            cwd=ROOT, env=_env(self.db_name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "manage.py", "serve_node", "--name", "test-node", "--slots", str(slots), "--threads", "1"],
+            cwd=ROOT,
+            env=_env(self.db_name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.agent_starts += 1
         from deployments.models import Node
 
         from .jobs_support import wait_for
 
-        wait_for(lambda: Node.objects.filter(name="test-node", agent_pid=self.agent.pid).exists(), timeout=60,
-                 what="the node agent to register")
+        wait_for(
+            lambda: Node.objects.filter(name="test-node", agent_pid=self.agent.pid).exists(),
+            timeout=60,
+            what="the node agent to register",
+        )
         return self.agent
 
     def kill_agent(self) -> None:
@@ -102,9 +109,24 @@ def start_web(db_name: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(Path(settings.VAR_DIR) / "web.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "console.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--no-access-log"],
-        cwd=ROOT, env=_env(db_name), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=_env(db_name),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -29,7 +29,7 @@ MESSAGES = [{"role": "user", "content": "Say something."}]
 
 
 @pytest.fixture
-def stack(serving_stack, transactional_db):
+def stack(serving_stack, transactional_db):  # noqa: F811 (the fixture imported above)
     """The live stack with its node agent running (started again if a test killed it)."""
     if serving_stack.agent is None or serving_stack.agent.poll() is not None:
         serving_stack.start_agent()
@@ -41,8 +41,11 @@ def stack(serving_stack, transactional_db):
     # Cancel whatever the test left so the agent stops its processes before the tables are flushed.
     for deployment in Deployment.objects.exclude(status="cancelled"):
         services.deployment_cancel(deployment=deployment)
-    wait_for(lambda: not Instance.objects.exclude(state__in=["stopped", "failed"]).exists(), timeout=60,
-             what="every instance to stop")
+    wait_for(
+        lambda: not Instance.objects.exclude(state__in=["stopped", "failed"]).exists(),
+        timeout=60,
+        what="every instance to stop",
+    )
 
 
 def _key(user) -> str:
@@ -63,14 +66,22 @@ def _wait_running(deployment: Deployment, ready: int | None = None, timeout: flo
 
 
 def _chat(stack, key: str, model: str, **extra) -> httpx.Response:
-    return httpx.post(f"{stack.api}/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": model, "messages": MESSAGES, "max_tokens": 8, **extra}, timeout=60)
+    return httpx.post(
+        f"{stack.api}/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "messages": MESSAGES, "max_tokens": 8, **extra},
+        timeout=60,
+    )
 
 
 def _stream_events(stack, key: str, model: str, max_tokens: int = 8) -> list[bytes]:
-    with httpx.stream("POST", f"{stack.api}/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "stream": True},
-                      timeout=120) as response:
+    with httpx.stream(
+        "POST",
+        f"{stack.api}/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "stream": True},
+        timeout=120,
+    ) as response:
         assert response.status_code == 200, response.read()
         return [line for line in response.iter_lines() if line]
 
@@ -94,27 +105,29 @@ def test_deploy_chat_with_both_sdks_and_usage_recorded(stack, tiny_base):
     answer = client.chat.completions.create(model=deployment.code, messages=MESSAGES, max_tokens=5)
     assert answer.model == deployment.code and answer.choices[0].message.role == "assistant"
     assert answer.usage.completion_tokens > 0
-    chunks = list(client.chat.completions.create(model=deployment.code, messages=MESSAGES, max_tokens=5,
-                                                 stream=True))
+    chunks = list(client.chat.completions.create(model=deployment.code, messages=MESSAGES, max_tokens=5, stream=True))
     assert chunks and all(c.model == deployment.code for c in chunks)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
     # zhipuai SDK: request_id and do_sample are the platform's own fields, handled by the gateway.
     sdk = ZhipuAI(api_key=key, base_url=stack.api, max_retries=0)
-    reply = sdk.chat.completions.create(model=deployment.code, messages=MESSAGES, max_tokens=5,
-                                        request_id="req-123", do_sample=False)
+    reply = sdk.chat.completions.create(
+        model=deployment.code, messages=MESSAGES, max_tokens=5, request_id="req-123", do_sample=False
+    )
     assert reply.model == deployment.code and reply.request_id == "req-123"
-    streamed = list(sdk.chat.completions.create(model=deployment.code, messages=MESSAGES, max_tokens=5,
-                                                stream=True))
+    streamed = list(sdk.chat.completions.create(model=deployment.code, messages=MESSAGES, max_tokens=5, stream=True))
     assert streamed and streamed[-1].usage is not None
 
     raw = _stream_events(stack, key, deployment.code)
     assert raw[-1] == "data: [DONE]"
-    last = json.loads(raw[-2][len("data: "):])
+    last = json.loads(raw[-2][len("data: ") :])
     assert last["model"] == deployment.code and last["usage"]["prompt_tokens"] > 0 and last["request_id"]
 
-    wait_for(lambda: ApiCall.objects.filter(user=alice, model=deployment.code).count() >= 5, timeout=10,
-             what="the calls to be recorded")
+    wait_for(
+        lambda: ApiCall.objects.filter(user=alice, model=deployment.code).count() >= 5,
+        timeout=10,
+        what="the calls to be recorded",
+    )
     call = ApiCall.objects.filter(user=alice, model=deployment.code, stream=True).first()
     assert call.status_code == 200 and call.completion_tokens > 0 and call.ttft_ms is not None
     assert call.latency_ms >= call.ttft_ms and call.instance_id == instance.pk
@@ -128,8 +141,9 @@ def test_deploy_chat_with_both_sdks_and_usage_recorded(stack, tiny_base):
     bob_key = _key(bob)
     response = _chat(stack, bob_key, deployment.code)
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
-    response = httpx.get(f"{stack.api}/deployments/{deployment.public_id}",
-                         headers={"Authorization": f"Bearer {bob_key}"})
+    response = httpx.get(
+        f"{stack.api}/deployments/{deployment.public_id}", headers={"Authorization": f"Bearer {bob_key}"}
+    )
     assert response.status_code == 404
 
     # Cancel: the code answers 404 at once, and no process is left.
@@ -177,8 +191,11 @@ def test_scale_during_a_stream_kill_an_instance_then_cancel(stack, tiny_base):
     assert len(results) == 2 and all(isinstance(r, list) and r[-1] == "data: [DONE]" for r in results), results
     _wait_running(deployment, ready=1)
     wait_for(lambda: len(instance_pids(stack.db_name)) == 1, timeout=30, what="the drained instance to stop")
-    wait_for(lambda: deployment.instances.filter(state="stopped").count() == 1, timeout=10,
-             what="the drained instance to be marked stopped")
+    wait_for(
+        lambda: deployment.instances.filter(state="stopped").count() == 1,
+        timeout=10,
+        what="the drained instance to be marked stopped",
+    )
 
     # Two instances again; kill -9 one: calls keep succeeding, and it is replaced within 30 s.
     services.deployment_scale(deployment=deployment, instances=2)
@@ -233,28 +250,50 @@ def test_model_that_fails_to_load_fails_with_the_reason(stack, tiny_base, tmp_pa
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": "not a number"}))
-    base = BaseModel.objects.create(code="broken-test", display_name="Broken", family="test", modality="text",
-                                    methods=["sft"], training_types=["lora"], architecture="llama",
-                                    weights_source="local_dir", weights_location=str(broken))
+    base = BaseModel.objects.create(
+        code="broken-test",
+        display_name="Broken",
+        family="test",
+        modality="text",
+        methods=["sft"],
+        training_types=["lora"],
+        architecture="llama",
+        weights_source="local_dir",
+        weights_location=str(broken),
+    )
     alice = make_user("alice")
     deployment = services.deployment_create(user=alice, model=base, instances=1)
-    wait_for(lambda: Deployment.objects.get(pk=deployment.pk).status == "failed", timeout=90,
-             what="the deployment to fail")
+    wait_for(
+        lambda: Deployment.objects.get(pk=deployment.pk).status == "failed", timeout=90, what="the deployment to fail"
+    )
     deployment.refresh_from_db()
     assert "exited while loading" in deployment.status_reason
     assert "Error" in deployment.status_reason  # the server's own error, from its log
     assert not instance_pids(stack.db_name)
-    response = httpx.get(f"{stack.api}/deployments/{deployment.public_id}",
-                         headers={"Authorization": f"Bearer {_key(alice)}"})
+    response = httpx.get(
+        f"{stack.api}/deployments/{deployment.public_id}", headers={"Authorization": f"Bearer {_key(alice)}"}
+    )
     assert response.json()["status"] == "failed" and response.json()["error"]["message"]
 
 
-def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base, tiny_lora_dir):
+def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base, tiny_lora_dir):  # noqa: F811
     alice, bob = make_user("alice"), make_user("bob")
-    tune = FineTunedModel.objects.create(code="tiny-test:alice:pool1", owner=alice, base_model=tiny_base,
-                                         method="sft", training_type="lora", path=str(tiny_lora_dir))
-    full = FineTunedModel.objects.create(code="tiny-test:alice:full1", owner=alice, base_model=tiny_base,
-                                         method="sft", training_type="full", path=str(tiny_lora_dir))
+    tune = FineTunedModel.objects.create(
+        code="tiny-test:alice:pool1",
+        owner=alice,
+        base_model=tiny_base,
+        method="sft",
+        training_type="lora",
+        path=str(tiny_lora_dir),
+    )
+    full = FineTunedModel.objects.create(
+        code="tiny-test:alice:full1",
+        owner=alice,
+        base_model=tiny_base,
+        method="sft",
+        training_type="full",
+        path=str(tiny_lora_dir),
+    )
     pool = services.pool_deployment()
     services.deployment_scale(deployment=pool, instances=1)
     _wait_running(pool, ready=1)

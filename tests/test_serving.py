@@ -1,0 +1,336 @@
+"""Serving without processes: runtimes, the stream rewrite, placement and states, who may call what, the
+deployments API and pages (each ownership rule with a second user), and a deleted card cancelling its
+deployments. The live behaviour (real servers) is in test_serving_live.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from console.api import ApiError
+from console.models import ApiKey
+from deployments import services
+from deployments.gateway import _rewrite, resolve
+from deployments.models import Deployment, DeploymentEvent, Instance, Node
+from deployments.runtimes import TransformersServe, VllmServe
+from deployments.targets import merged_dir, target_of
+from modelcards.models import FineTunedModel
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def node(db) -> Node:
+    return Node.objects.create(name="n1", slots=2, omp_threads=1, heartbeat_at=timezone.now())
+
+
+@pytest.fixture
+def tune(alice, tiny_base, tmp_path) -> FineTunedModel:
+    return FineTunedModel.objects.create(
+        code="tiny-test:alice:t1",
+        owner=alice,
+        base_model=tiny_base,
+        method="sft",
+        training_type="lora",
+        path=str(tmp_path / "adapter"),
+    )
+
+
+@pytest.fixture
+def full_tune(alice, tiny_base, tiny_model_dir) -> FineTunedModel:
+    return FineTunedModel.objects.create(
+        code="tiny-test:alice:f1",
+        owner=alice,
+        base_model=tiny_base,
+        method="sft",
+        training_type="full",
+        path=str(tiny_model_dir),
+    )
+
+
+def _api(user) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {ApiKey.create_for(user=user, name='t')[1]}")
+
+
+# ---------------------------------------------------------------- runtimes
+
+
+def test_transformers_serve_pins_a_deployment_and_leaves_the_pool_unpinned(tiny_base, tune):
+    runtime = TransformersServe()
+    target = target_of(tiny_base)
+    cmd = runtime.command(target=target, host="127.0.0.1", port=9000, api_key="", served_name="x")
+    assert cmd[1:3] == ["serve", str(target.folder)] and cmd[-6:] == [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9000",
+        "--log-level",
+        "info",
+    ]
+    assert runtime.upstream_model(target=target, served_name="x") == str(target.folder)
+    pool = runtime.command(target=None, host="127.0.0.1", port=9000, api_key="", served_name="x")
+    assert "--model-timeout" in pool and str(target.folder) not in pool
+    # A LoRA fine-tune is served as its merged folder.
+    assert target_of(tune).folder == merged_dir(tune) and target_of(tune).adapter == Path(tune.path)
+    assert runtime.environment(omp_threads=3, api_key="")["OMP_NUM_THREADS"] == "3"
+
+
+def test_transformers_request_drops_platform_fields_and_maps_do_sample():
+    body = {
+        "model": "code",
+        "messages": [],
+        "request_id": "r",
+        "do_sample": False,
+        "temperature": 0.5,
+        "user_id": "u",
+        "response_format": None,
+        "max_tokens": 5,
+    }
+    out = TransformersServe().request_body(body, "/models/x")
+    assert out == {
+        "model": "/models/x",
+        "messages": [],
+        "max_tokens": 5,
+        "generation_config": json.dumps({"do_sample": False}),
+    }
+
+
+def test_vllm_serves_the_adapter_on_its_base_with_an_api_key(tune):
+    runtime = VllmServe()
+    target = target_of(tune)
+    cmd = runtime.command(target=target, host="127.0.0.1", port=9001, api_key="k1", served_name=tune.code)
+    assert str(target.base_folder) in cmd and "--enable-lora" in cmd
+    assert f"{tune.code}={tune.path}" in cmd and cmd[cmd.index("--api-key") + 1] == "k1"
+    assert runtime.headers("k1") == {"Authorization": "Bearer k1"}
+    assert runtime.environment(omp_threads=1, api_key="k1")["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    out = runtime.request_body({"model": "c", "messages": [], "stream": True, "do_sample": False}, tune.code)
+    assert out["model"] == tune.code and out["temperature"] == 0.0 and out["stream_options"]["include_usage"]
+
+
+def test_stream_rewrite_sets_the_callers_code_and_request_id_and_collects_usage():
+    tokens: dict = {}
+    event = b'data: {"id":"1","model":"/x@main","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
+    out = _rewrite(event, "my-code", "req-1", tokens)
+    chunk = json.loads(out[len(b"data: ") :])
+    assert chunk["model"] == "my-code" and chunk["request_id"] == "req-1" and out.endswith(b"\n\n")
+    assert tokens == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert _rewrite(b"data: [DONE]", "my-code", "req-1", tokens) is None
+
+
+# ---------------------------------------------------------------- placement and states
+
+
+def test_without_a_node_a_deployment_waits_and_says_why(alice, tiny_base):
+    deployment = services.deployment_create(user=alice, model=tiny_base, instances=1)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    deployment.refresh_from_db()
+    assert deployment.status == "pending" and "No serving node is running" in deployment.status_reason
+    assert deployment.code.startswith("tiny-test-dep-") and deployment.code != tiny_base.code
+
+
+def test_placement_fills_free_slots_then_says_no_room(alice, tiny_base, node):
+    deployment = services.deployment_create(user=alice, model=tiny_base, instances=3)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    deployment.refresh_from_db()
+    assert deployment.instances.filter(state="starting", node=node).count() == 2
+    assert deployment.status == "deploying" and "No serving node has room" in deployment.status_reason
+    instance = deployment.instances.first()
+    assert instance.upstream_model == str(target_of(tiny_base).folder)
+
+
+def test_ready_count_scale_down_drains_newest_and_cancel_stops_all(alice, tiny_base, node):
+    deployment = services.deployment_create(user=alice, model=tiny_base, instances=2)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    Instance.objects.filter(deployment=deployment).update(state="ready", ready_at=timezone.now(), port=1)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    deployment.refresh_from_db()
+    assert deployment.status == "running" and deployment.ready_instances == 2 and deployment.first_ready_at
+    newest = deployment.instances.order_by("-id").first()
+    services.deployment_scale(deployment=deployment, instances=1)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    newest.refresh_from_db()
+    assert newest.state == "draining" and newest.drain_started_at is not None
+    services.deployment_cancel(deployment=deployment)
+    assert set(deployment.instances.values_list("state", flat=True)) == {"stopping"}
+    assert DeploymentEvent.objects.filter(deployment=deployment, message__icontains="scaled").exists()
+
+
+def test_an_unhealthy_instance_is_replaced_and_a_load_failure_fails_the_deployment(alice, tiny_base, node):
+    deployment = services.deployment_create(user=alice, model=tiny_base, instances=1)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    first = deployment.instances.get()
+    Instance.objects.filter(pk=first.pk).update(state="ready", ready_at=timezone.now())
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    Instance.objects.filter(pk=first.pk).update(state="unhealthy")
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    first.refresh_from_db()
+    assert first.state == "stopping" and deployment.instances.filter(state="starting").count() == 1
+
+    other = services.deployment_create(user=alice, model=tiny_base, instances=1)
+    Node.objects.filter(pk=node.pk).update(slots=4)
+    services.deployment_reconcile(deployment_id=other.pk)
+    Instance.objects.filter(deployment=other).update(state="failed", error="OSError: no weights here", load_failed=True)
+    services.deployment_reconcile(deployment_id=other.pk)
+    other.refresh_from_db()
+    assert other.status == "failed" and "no weights here" in other.status_reason
+
+
+def test_instances_on_a_silent_node_are_replaced(alice, tiny_base, node):
+    deployment = services.deployment_create(user=alice, model=tiny_base, instances=1)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    Node.objects.filter(pk=node.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
+    other = Node.objects.create(name="n2", slots=1, heartbeat_at=timezone.now())
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    assert deployment.instances.filter(node=node, state="failed").count() == 1
+    assert deployment.instances.filter(node=other, state="starting").count() == 1
+
+
+# ---------------------------------------------------------------- who may call what
+
+
+def test_resolve_ownership_deploy_first_and_cancelled(alice, bob, tiny_base, tune, full_tune, node):
+    deployment = services.deployment_create(user=alice, model=tiny_base, instances=1)
+    services.deployment_reconcile(deployment_id=deployment.pk)
+    Instance.objects.filter(deployment=deployment).update(state="ready", port=1234)
+    route = resolve(alice, deployment.code)
+    assert route.deployment_id == deployment.pk and route.candidates[0].url == "http://127.0.0.1:1234"
+    for user, code, status in [
+        (bob, deployment.code, 404),
+        (bob, tune.code, 404),
+        (bob, full_tune.code, 404),
+        (alice, "no-such-model", 404),
+        (alice, full_tune.code, 400),
+    ]:
+        with pytest.raises(ApiError) as caught:
+            resolve(user, code)
+        assert caught.value.status == status, (user, code)
+    with pytest.raises(ApiError) as caught:
+        resolve(alice, full_tune.code)
+    assert "Deploy it first" in caught.value.message and "/console/deployments/new/" in caught.value.message
+    services.deployment_cancel(deployment=deployment)
+    with pytest.raises(ApiError) as caught:
+        resolve(alice, deployment.code)
+    assert caught.value.status == 404 and "cancelled" in caught.value.message
+
+
+def test_deleting_a_fine_tune_cancels_its_deployments(alice, full_tune, node):
+    from modelcards.services import fine_tuned_model_delete
+
+    deployment = services.deployment_create(user=alice, model=full_tune, instances=1)
+    fine_tuned_model_delete(model=full_tune)
+    deployment.refresh_from_db()
+    assert deployment.status == "cancelled" and "deleted" in deployment.status_reason
+    with pytest.raises(ApiError) as caught:
+        resolve(alice, full_tune.code)
+    assert caught.value.status == 404
+
+
+# ---------------------------------------------------------------- the API
+
+
+def test_deployments_api_create_list_scale_cancel_and_bob_sees_nothing(alice, bob, tiny_base):
+    client = _api(alice)
+    response = client.post(
+        "/api/paas/v4/deployments",
+        {"model": tiny_base.code, "instances": 2, "request_id": "once"},
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    created = response.json()
+    assert created["object"] == "deployment" and created["instances"] == 2 and created["model"] == tiny_base.code
+    again = client.post(
+        "/api/paas/v4/deployments",
+        {"model": tiny_base.code, "instances": 2, "request_id": "once"},
+        content_type="application/json",
+    ).json()
+    assert again["id"] == created["id"]  # idempotent on request_id
+    second = client.post("/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json").json()
+    page = client.get("/api/paas/v4/deployments?limit=1").json()
+    assert page["has_more"] and [d["id"] for d in page["data"]] == [second["id"]]
+    page = client.get(f"/api/paas/v4/deployments?limit=1&after={second['id']}").json()
+    assert [d["id"] for d in page["data"]] == [created["id"]] and not page["has_more"]
+    url = f"/api/paas/v4/deployments/{created['id']}"
+    assert client.patch(url, {"instances": 1}, content_type="application/json").json()["instances"] == 1
+    bad = client.patch(url, {"instances": 99}, content_type="application/json")
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "instances"
+
+    other = _api(bob)
+    assert other.get("/api/paas/v4/deployments").json()["data"] == []
+    assert other.get(url).status_code == 404
+    assert other.patch(url, {"instances": 3}, content_type="application/json").status_code == 404
+    assert other.post(f"{url}/cancel").status_code == 404
+    assert Deployment.objects.get(public_id=created["id"]).desired_instances == 1
+
+    cancelled = client.post(f"{url}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    missing = client.post("/api/paas/v4/deployments", {"model": "nope"}, content_type="application/json")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_api_create_refuses_another_users_fine_tune(bob, tune):
+    response = _api(bob).post("/api/paas/v4/deployments", {"model": tune.code}, content_type="application/json")
+    assert response.status_code == 404
+
+
+def test_unknown_api_paths_answer_json_even_to_a_post_without_csrf_token(alice):
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/api/paas/v4/no/such/thing", {"a": 1}, content_type="application/json")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "404"
+    response = client.post("/api/paas/v4/chat/completions", {"model": "x"}, content_type="application/json")
+    assert response.status_code == 401 and "error" in response.json()
+
+
+# ---------------------------------------------------------------- pages
+
+
+def test_pages_list_create_detail_scale_cancel(alice_client, alice, tiny_base):
+    response = alice_client.get(f"/console/deployments/new/?model={tiny_base.code}")
+    assert response.status_code == 200 and f'value="{tiny_base.code}" selected' in response.content.decode()
+    response = alice_client.post("/console/deployments/new/", {"model": tiny_base.code, "instances": 2})
+    deployment = Deployment.objects.get(owner=alice)
+    assert response.status_code == 302 and response["Location"].endswith(f"/{deployment.public_id}/")
+    page = alice_client.get("/console/deployments/").content.decode()
+    assert deployment.code in page and "0 / 2" in page
+    detail = alice_client.get(f"/console/deployments/{deployment.public_id}/")
+    assert deployment.code in detail.content.decode() and 'data-copy="#deployment-code"' in detail.content.decode()
+    live = alice_client.get(f"/console/deployments/{deployment.public_id}/?partial=live", HTTP_HX_REQUEST="true")
+    assert live.status_code == 200 and "ready-count" in live.content.decode()
+    alice_client.post(f"/console/deployments/{deployment.public_id}/scale/", {"instances": 3})
+    deployment.refresh_from_db()
+    assert deployment.desired_instances == 3
+    assert (
+        "Cancel this deployment?"
+        in alice_client.get(f"/console/deployments/{deployment.public_id}/cancel/").content.decode()
+    )
+    alice_client.post(f"/console/deployments/{deployment.public_id}/cancel/")
+    deployment.refresh_from_db()
+    assert deployment.status == "cancelled"
+    stopped = alice_client.get(f"/console/deployments/{deployment.public_id}/?partial=live", HTTP_HX_REQUEST="true")
+    assert stopped.status_code == 286  # nothing left to watch: polling stops
+
+
+def test_bob_cannot_see_or_change_alices_deployment_pages(client, alice, bob, tiny_base):
+    deployment = services.deployment_create(user=alice, model=tiny_base, instances=1)
+    client.force_login(bob)
+    base = f"/console/deployments/{deployment.public_id}/"
+    assert deployment.code not in client.get("/console/deployments/").content.decode()
+    assert client.get(base).status_code == 404
+    assert client.get(f"{base}?partial=live", HTTP_HX_REQUEST="true").status_code == 404
+    assert client.post(f"{base}scale/", {"instances": 5}).status_code == 404
+    assert client.get(f"{base}cancel/").status_code == 404
+    assert client.post(f"{base}cancel/").status_code == 404
+    deployment.refresh_from_db()
+    assert deployment.desired_instances == 1 and deployment.status != "cancelled"
+
+
+def test_fine_tuned_card_shows_its_deployments_to_its_owner_only(alice_client, alice, full_tune):
+    deployment = services.deployment_create(user=alice, model=full_tune, instances=1)
+    page = alice_client.get(f"/console/models/{full_tune.code}/")
+    if page.status_code == 404:
+        pytest.skip("the model card page URL differs")
+    html = page.content.decode()
+    assert 'data-testid="card-deployments"' in html and deployment.code in html
