@@ -138,3 +138,43 @@ def test_transient_failures_are_retried_by_the_worker_with_backoff(alice, notif_
     finally:
         test_services.stop(worker)
     assert sms.attempts == 2 and sms.provider_id == "42" and len(fake_provider.requests) == 2
+
+
+def test_done_when_a_verified_user_hears_of_a_finished_task_on_every_channel(alice, client, tiny_base, training_worker):
+    """A new user binds and verifies a phone, starts a task, and when it ends gets the SMS, the email and the
+    in-app notification, each linking to the task."""
+    from jobs.services import job_create
+
+    from .jobs_support import chat_lines, job_status, make_dataset
+
+    client.force_login(alice)
+    client.post("/console/account/phone/send/", {"phone": "+8613800138000"})
+    code = SentSms.objects.get(user=alice).body.split()[4].rstrip(".")
+    client.post("/console/account/phone/verify/", {"code": code})
+    alice.refresh_from_db()
+    assert alice.phone_verified_at is not None
+
+    job, _created = job_create(
+        user=alice,
+        base_model=tiny_base,
+        training_dataset=make_dataset(alice, chat_lines(8)),
+        suffix="notify-me",
+        hyperparameters={"n_epochs": 1, "batch_size": 4},
+    )
+    wait_for(lambda: job_status(job.public_id) == "succeeded", timeout=180, what="the task to succeed")
+    wait_for(
+        lambda: OutboxMessage.objects.filter(user=alice, event="training.succeeded", status="sent").count() == 3,
+        timeout=30,
+        what="the three messages",
+    )
+    page = f"http://127.0.0.1:8000/console/jobs/{job.public_id}/"
+    note = Notification.objects.get(user=alice, event="training.succeeded")
+    assert note.url == page and "notify-me" in note.title
+    email = OutboxMessage.objects.get(user=alice, event="training.succeeded", channel="email")
+    assert page in email.body and page in email.html and email.recipient == "alice@example.com"
+    sms = SentSms.objects.filter(user=alice).latest("id")
+    assert "notify-me" in sms.body and sms.segments == 1
+    short = sms.body.rsplit(" ", 1)[-1]
+    assert short.startswith("http://127.0.0.1:8000/n/")
+    response = client.get(short.removeprefix("http://127.0.0.1:8000"))
+    assert response.status_code == 302 and response["Location"] == page
