@@ -39,3 +39,31 @@ def test_badge_counts_new_notifications_without_a_reload(page, live_server, alic
     page.wait_for_selector("text=2 notifications marked read.")
     assert page.locator("[data-testid=unread-count]").count() == 0
     assert Notification.objects.filter(user=bob, read_at__isnull=True).count() == 1
+
+
+def test_bind_a_phone_on_the_account_page(page, live_server, alice, screenshot_dir):
+    from notifications.models import SentSms
+
+    page.goto(f"{live_server.url}/console/account/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-pass-123")
+    page.click("button.primary")
+    page.fill("#bind-phone", "138 0013 8000")
+    page.click("button:has-text('Send code')")
+    page.wait_for_selector("text=A code was sent to +8613800138000")
+    shown = page.locator("[data-testid=dev-sms]").first.inner_text()
+    code = SentSms.objects.get(user=alice).body.split()[4].rstrip(".")
+    assert code in shown  # the development backend shows the user what would have been sent
+    page.fill("#phone-code", code)
+    page.click("button:has-text('Verify')")
+    page.wait_for_selector("[data-testid=phone-verified]")
+    page.screenshot(path=str(screenshot_dir / "account-phone-verified.png"), full_page=True)
+    alice.refresh_from_db()
+    assert alice.phone == "+8613800138000" and alice.phone_verified_at is not None
+    page.goto(f"{live_server.url}/console/notifications/preferences/")
+    page.uncheck("input[value='training.succeeded:sms']")
+    page.click("button:has-text('Save')")
+    page.wait_for_selector("text=Your notification settings were saved.")
+    page.screenshot(path=str(screenshot_dir / "notification-preferences.png"), full_page=True)
+    assert not page.is_checked("input[value='training.succeeded:sms']")
+    assert page.is_checked("input[value='training.failed:sms']")
