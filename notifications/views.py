@@ -30,7 +30,7 @@ def _get_notification_for_user(request: HttpRequest, pk: int) -> Notification:
 def centre(request: HttpRequest) -> HttpResponse:
     show = "unread" if request.GET.get("show") == "unread" else "all"
     notifications = Notification.objects.for_user(request.user).only(
-        "id", "event", "level", "title", "body", "url", "created_at", "read_at"
+        "id", "event", "event_key", "level", "title", "body", "url", "created_at", "read_at"
     )
     if show == "unread":
         notifications = notifications.unread()
