@@ -9,6 +9,7 @@ class DeploymentsConfig(AppConfig):
     verbose_name = _("Private instances")
 
     def ready(self) -> None:
+        from console.health import register_report
         from modelcards.cards import register_delete_consequences, register_section
         from modelcards.signals import fine_tuned_model_deleted
 
@@ -17,3 +18,4 @@ class DeploymentsConfig(AppConfig):
         fine_tuned_model_deleted.connect(cards.on_fine_tuned_model_deleted, dispatch_uid="deployments-cancel")
         register_section("deployments", 40, cards.card_section)
         register_delete_consequences(cards.delete_consequences)
+        register_report("serving", cards.health_report)

@@ -49,3 +49,25 @@ def delete_consequences(card) -> list[str]:
         _("Its deployment %(code)s will be cancelled.") % {"code": d.code}
         for d in Deployment.objects.filter(fine_tuned_model=card).exclude(status=DeploymentStatus.CANCELLED)
     ]
+
+
+def health_report() -> dict:
+    """/healthz's "serving" entry: each node, whether its agent answers, and its slots in use."""
+    from django.db.models import Count, Q
+    from django.utils import timezone
+
+    from .models import HOLDS_SLOT, Node
+
+    now = timezone.now()
+    nodes = [
+        {
+            "name": node.name,
+            "alive": node.is_alive,
+            "runtime": node.runtime,
+            "slots": node.slots,
+            "used": node.used,
+            "heartbeat_seconds_ago": round((now - node.heartbeat_at).total_seconds(), 1) if node.heartbeat_at else None,
+        }
+        for node in Node.objects.annotate(used=Count("instances", filter=Q(instances__state__in=HOLDS_SLOT)))
+    ]
+    return {"nodes": nodes, "alive": sum(1 for n in nodes if n["alive"])}

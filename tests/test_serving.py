@@ -334,3 +334,10 @@ def test_fine_tuned_card_shows_its_deployments_to_its_owner_only(alice_client, a
         pytest.skip("the model card page URL differs")
     html = page.content.decode()
     assert 'data-testid="card-deployments"' in html and deployment.code in html
+
+
+def test_healthz_lists_the_serving_nodes(client, node):
+    Node.objects.create(name="gone", slots=1, heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
+    report = client.get("/healthz").json()["checks"]["serving"]
+    assert report["ok"] and report["alive"] == 1
+    assert {n["name"]: n["alive"] for n in report["nodes"]} == {"gone": False, "n1": True}
