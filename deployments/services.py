@@ -57,6 +57,28 @@ def event(deployment: Deployment, message: str, level: str = "info") -> None:
     DeploymentEvent.objects.create(deployment=deployment, message=message, level=level)
 
 
+def _notify(deployment: Deployment, name: str, **context) -> None:
+    """Tell the owner (notifications: in-app, and email/SMS as their preferences say); never the pool."""
+    if deployment.is_pool or deployment.owner_id is None:
+        return
+    from django.urls import reverse
+
+    from notifications.services import notify
+
+    try:
+        with transaction.atomic():
+            notify(
+                user=deployment.owner,
+                event=name,
+                subject_name=deployment.model_code,
+                subject_code=deployment.code,
+                url=reverse("deployments:detail", args=[deployment.public_id]),
+                context={k: str(v) for k, v in context.items()},
+            )
+    except Exception:  # a notification never stops a deployment
+        logger.exception("notifying %s of %s failed", deployment.code, name)
+
+
 def _enqueue_reconcile(deployment_id: int) -> None:
     from .tasks import reconcile
 
@@ -289,10 +311,12 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
                 _("Instance %(id)s lost with node %(node)s; replacing it.") % {"id": lost.pk, "node": lost.node.name},
                 "warning",
             )
+            _notify(deployment, "deployment.instance_replaced")
         for sick in instances.filter(state=InstanceState.UNHEALTHY):
             sick.state, sick.stop_requested_at = InstanceState.STOPPING, now
             sick.save(update_fields=["state", "stop_requested_at"])
             event(deployment, _("Instance %(id)s is unhealthy; replacing it.") % {"id": sick.pk}, "warning")
+            _notify(deployment, "deployment.instance_replaced")
 
         # A load failure: before the first ready instance it fails the deployment; afterwards, repeated ones.
         recent = list(instances.order_by("-id")[:MAX_START_FAILURES])
@@ -304,6 +328,7 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
             if never_ready or not backoff_over:
                 if deployment.status_reason != reason:
                     event(deployment, _("Failed: %(reason)s") % {"reason": reason}, "error")
+                    _notify(deployment, "deployment.failed", error=reason[-300:])
                 deployment.status = DeploymentStatus.FAILED if never_ready else DeploymentStatus.ERROR
                 deployment.status_reason = reason
                 deployment.ready_instances = instances.filter(state=InstanceState.READY).count()
@@ -346,8 +371,10 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
         if status == DeploymentStatus.RUNNING and deployment.first_ready_at is None:
             deployment.first_ready_at = now
             event(deployment, _("Running: %(n)s instance(s) ready.") % {"n": ready})
+            _notify(deployment, "deployment.ready")
         elif changed and status == DeploymentStatus.RUNNING:
             event(deployment, _("Running: %(n)s instance(s) ready.") % {"n": ready})
+            _notify(deployment, "deployment.scaled", instances=ready)
         if reason and reason != deployment.status_reason:
             event(deployment, reason, "warning")
         deployment.status, deployment.ready_instances, deployment.status_reason = status, ready, reason

@@ -149,6 +149,9 @@ def test_ready_count_scale_down_drains_newest_and_cancel_stops_all(alice, tiny_b
     services.deployment_reconcile(deployment_id=deployment.pk)
     deployment.refresh_from_db()
     assert deployment.status == "running" and deployment.ready_instances == 2 and deployment.first_ready_at
+    from notifications.models import OutboxMessage
+
+    assert OutboxMessage.objects.filter(user=alice, event="deployment.ready").exists()
     newest = deployment.instances.order_by("-id").first()
     services.deployment_scale(deployment=deployment, instances=1)
     services.deployment_reconcile(deployment_id=deployment.pk)
