@@ -187,3 +187,31 @@ class ValidationIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.severity} line {self.line} {self.path}: {self.message}"
+
+
+class TokenCount(models.Model):
+    """The tokens of a dataset counted with one base model's tokenizer and chat template.
+
+    Validation counts with the dataset's own base model; a task on another base counts again
+    (once, cached here), so a task is always estimated and billed with its own model's tokens."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="token_counts")
+    base_model = models.ForeignKey("modelcards.BaseModel", on_delete=models.CASCADE, related_name="+")
+    tokens = models.BigIntegerField(_("billable tokens per epoch"), null=True, blank=True)
+    text_tokens = models.BigIntegerField(_("text tokens"), null=True, blank=True)
+    images = models.PositiveIntegerField(_("images"), default=0)
+    longest_example_tokens = models.PositiveIntegerField(null=True, blank=True)
+    truncated_examples = models.PositiveIntegerField(default=0)
+    error = models.TextField(_("why not counted"), blank=True)
+    invalid = models.BooleanField(_("the file did not validate"), default=False)
+    counted_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset", "base_model"], name="one_count_per_base")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset_id} / {self.base_model_id}: {self.tokens}"
+
+    @property
+    def counted(self) -> bool:
+        return self.tokens is not None

@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from . import conf
-from .models import FINAL_STATUSES, Category, Dataset, Severity, Status, ValidationIssue
+from .models import FINAL_STATUSES, Category, Dataset, Severity, Status, TokenCount, ValidationIssue
 from .schema import check_example
 from .validation import BOM, ValidationCancelled, ValidationResult, Validator
 
@@ -301,13 +301,74 @@ def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, t
             default_storage.delete(report_name)
             raise ValidationCancelled
         ValidationIssue.objects.filter(dataset_id=dataset.pk).delete()
+        TokenCount.objects.filter(dataset_id=dataset.pk).delete()  # validated again: every count is stale
+        if dataset.base_model_id is not None and status == Status.READY:
+            TokenCount.objects.create(
+                dataset_id=dataset.pk, base_model_id=dataset.base_model_id, tokens=result.tokens,
+                text_tokens=result.text_tokens, images=result.images,
+                longest_example_tokens=result.longest_example_tokens,
+                truncated_examples=result.truncated_examples, error=token_note if result.tokens is None else "",
+            )
         ValidationIssue.objects.bulk_create(
             ValidationIssue(dataset_id=dataset.pk, severity=issue.severity, line=issue.line, path=issue.path[:200],
                             code=issue.code[:40], message=issue.message)
             for issue in [*result.errors, *result.warnings]
         )
+        if status == Status.INVALID:
+            from django.urls import reverse
+
+            from notifications.services import notify
+
+            notify(user=dataset.owner, event="dataset.invalid", subject_name=dataset.name,
+                   subject_code=dataset.public_id, url=reverse("datasets:detail", args=[dataset.public_id]),
+                   context={"errors": result.error_count})
     dataset.refresh_from_db()
     return dataset
+
+
+# --- token counts per base model -------------------------------------------
+
+
+def dataset_token_count(*, dataset: Dataset, base_model) -> TokenCount:
+    """The dataset's tokens with ``base_model``'s tokenizer and template: cached, else counted now.
+
+    Streams the file through the validator with that tokenizer (constant memory); a tokenizer that
+    cannot be loaded is recorded with the reason (``error``) and the count stays empty."""
+    cached = TokenCount.objects.filter(dataset=dataset, base_model=base_model).first()
+    if cached is not None:
+        return cached
+    fields: dict = {}
+    try:
+        from .tokenizer import load_counting_tokenizer
+
+        tokenizer = load_counting_tokenizer(base_model)
+        with _open_dataset(dataset) as fh:
+            result = Validator(category=dataset.category or None, tokenizer=tokenizer,
+                               context_length=base_model.context_length,
+                               max_line_bytes=conf.max_line_bytes()).run(fh)
+        if result.error_count:
+            first = result.errors[0] if result.errors else None
+            fields["invalid"] = True
+            fields["error"] = (_("line %(line)s: %(message)s") % {"line": first.line, "message": first.message}
+                               if first is not None else _("%(n)s errors") % {"n": result.error_count})
+        else:
+            fields.update(tokens=result.tokens, text_tokens=result.text_tokens, images=result.images,
+                          longest_example_tokens=result.longest_example_tokens,
+                          truncated_examples=result.truncated_examples)
+    except Exception as exc:  # weights missing, a broken tokenizer: say why
+        logger.warning("could not count dataset %s with %s: %s", dataset.pk, base_model, exc)
+        fields["error"] = _("The tokenizer of %(model)s could not count it: %(error)s") % {
+            "model": base_model.code, "error": exc}
+    try:
+        with transaction.atomic():
+            return TokenCount.objects.create(dataset=dataset, base_model=base_model, **fields)
+    except IntegrityError:  # counted by another worker meanwhile
+        return TokenCount.objects.get(dataset=dataset, base_model=base_model)
+
+
+def dataset_cached_count(*, dataset: Dataset, base_model) -> TokenCount | None:
+    """The count with ``base_model`` if it was made (no counting here)."""
+    return TokenCount.objects.filter(dataset=dataset, base_model=base_model).first()
 
 
 # --- read -------------------------------------------------------------------

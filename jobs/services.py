@@ -109,7 +109,16 @@ class Estimate:
 
 
 def billing_tokens_per_epoch(*, base_model: BaseModel, dataset) -> tuple[int, str]:
-    """Tokens billed for one epoch, by the modality's rule, and the rule in words."""
+    """Tokens billed for one epoch, by the modality's rule, and the rule in words.
+
+    Counted with ``base_model``'s own tokenizer where that count exists (``dataset_token_count``);
+    until then, with the tokenizer the dataset was validated with."""
+    from datasets.services import dataset_cached_count
+
+    if getattr(dataset, "pk", None) and base_model.pk:
+        count = dataset_cached_count(dataset=dataset, base_model=base_model)
+        if count is not None and count.counted:
+            dataset = count
     images = getattr(dataset, "images", 0) or 0
     text_tokens = getattr(dataset, "text_tokens", None)
     if text_tokens is None:
@@ -180,6 +189,9 @@ def job_check_dataset(*, user, base_model: BaseModel, method: str, dataset, para
         )
     if dataset.status != "ready":
         return  # still validating: its category is checked again when it is ready (job_prepare)
+    uncounted = _why_uncounted(dataset=dataset, base_model=base_model)
+    if uncounted:
+        raise JobInputError(uncounted, param, code="tokens_not_counted")
     allowed = CATEGORIES_FOR.get((method, base_model.modality), set())
     if dataset.category not in allowed:
         raise JobInputError(
@@ -194,6 +206,24 @@ def job_check_dataset(*, user, base_model: BaseModel, method: str, dataset, para
             param,
             code="invalid_file_category",
         )
+
+
+def _why_uncounted(*, dataset, base_model: BaseModel) -> str:
+    """Why the dataset's tokens could not be counted for ``base_model`` ("" when they were, or are not yet tried)."""
+    from datasets.services import dataset_cached_count
+
+    count = dataset_cached_count(dataset=dataset, base_model=base_model)
+    if count is not None:
+        if count.counted:
+            return ""
+        reason = count.error
+    elif dataset.base_model_id == base_model.pk and dataset.tokens is None:
+        reason = dataset.status_message
+    else:
+        return ""  # not counted with this model yet: job_prepare counts it
+    return _("The tokens of %(name)s could not be counted with %(code)s, so the task cannot be estimated or "
+             "billed: %(reason)s") % {"name": dataset.name, "code": base_model.code,
+                                      "reason": reason or _("no reason was recorded")}
 
 
 def job_create(
@@ -285,15 +315,22 @@ def job_fail(*, job: FineTuningJob, code: str, message: str, param: str = "") ->
         )
         if changed:
             job_event(job=job, level="error", message=_("Failed: %(message)s") % {"message": message})
-    if changed:
-        job.refresh_from_db()
-        _notify_finished(job)
+            job.refresh_from_db()
+            _notify_finished(job)
     return bool(changed)
 
 
-def _notify_finished(job: FineTuningJob) -> None:
-    """Hook for notifications (SMS/email), which come with their own issue."""
-    logger.info("job %s finished: %s", job.public_id, job.status)
+def _notify_finished(job: FineTuningJob, event: str = "") -> None:
+    """Tell the owner (in-app, and by email/SMS as they chose); called inside the transaction that ends the task."""
+    from django.urls import reverse
+
+    from notifications.services import notify
+
+    event = event or {JobStatus.SUCCEEDED: "training.succeeded", JobStatus.FAILED: "training.failed",
+                      JobStatus.CANCELLED: "training.cancelled"}[job.status]
+    notify(user=job.owner, event=event, subject_name=job.suffix or job.base_model.code, subject_code=job.public_id,
+           url=reverse("jobs:detail", args=[job.public_id]),
+           context={"model": job.fine_tuned_model, "error": job.error_message})
 
 
 # --- queue ------------------------------------------------------------------
@@ -326,13 +363,31 @@ def job_prepare(*, job_id: int) -> str:
         except JobInputError as exc:
             job_fail(job=job, code=exc.code, message=exc.message, param=param)
             return "failed"
-    if job.estimated_tokens == 0:
-        hp = hyperparameters_resolve(requested=job.hyperparameters, method=job.method,
-                                     training_type=job.training_type, examples=job.training_dataset.examples or 0)
-        estimate = job_estimate(base_model=job.base_model, dataset=job.training_dataset, n_epochs=hp["n_epochs"])
+    # Estimate and bill with the task's own base model: count with its tokenizer once (cached per dataset).
+    from datasets.services import dataset_token_count
+
+    count = dataset_token_count(dataset=job.training_dataset, base_model=job.base_model)
+    if not count.counted:
+        if count.invalid:  # read with this model's tokenizer and context, the file has errors
+            job_fail(job=job, code="invalid_training_data", param="training_file",
+                     message=_("%(name)s cannot train %(code)s: %(reason)s")
+                     % {"name": job.training_dataset.name, "code": job.base_model.code, "reason": count.error})
+        else:
+            job_fail(job=job, code="tokens_not_counted", param="training_file",
+                     message=_why_uncounted(dataset=job.training_dataset, base_model=job.base_model))
+        return "failed"
+    hp = hyperparameters_resolve(requested=job.hyperparameters, method=job.method,
+                                 training_type=job.training_type, examples=job.training_dataset.examples or 0)
+    estimate = job_estimate(base_model=job.base_model, dataset=job.training_dataset, n_epochs=hp["n_epochs"])
+    if (estimate.total_tokens, estimate.cost) != (job.estimated_tokens, job.estimated_cost):
         FineTuningJob.objects.filter(pk=job.pk).update(
             resolved_hyperparameters=hp, estimated_tokens=estimate.total_tokens, estimated_cost=estimate.cost
         )
+        if job.estimated_tokens:
+            job_event(job=job, message=_("Counted with %(code)s's tokenizer: %(n)s tokens per epoch; estimated "
+                                         "cost %(cost)s.") % {"code": job.base_model.code,
+                                                              "n": f"{estimate.tokens_per_epoch:,}",
+                                                              "cost": estimate.cost})
     changed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.VALIDATING_FILES).update(
         status=JobStatus.QUEUED
     )
@@ -422,6 +477,8 @@ def job_cancel(*, job: FineTuningJob) -> FineTuningJob:
         ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now)
         if not_started:
             job_event(job=job, message=_("Cancelled before it started."))
+            job.refresh_from_db()
+            _notify_finished(job)
     if not not_started and FineTuningJob.objects.filter(
         pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
     ).update(cancel_requested_at=now):
@@ -469,26 +526,31 @@ def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
     stale = FineTuningJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - timedelta(seconds=timeout))
     for job in stale:
         if job.cancel_requested_at:
-            if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-                status=JobStatus.CANCELLED, finished_at=now
-            ):
-                job_event(job=job, message=_("Cancelled (its worker was gone)."))
+            with transaction.atomic():
+                if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                    status=JobStatus.CANCELLED, finished_at=now
+                ):
+                    job_event(job=job, message=_("Cancelled (its worker was gone)."))
+                    job.refresh_from_db()
+                    _notify_finished(job)
             continue
         if job.attempts >= MAX_ATTEMPTS:
             if job_fail(job=job, code="worker_lost",
                         message=_("worker lost: the training worker stopped %(n)s times.") % {"n": job.attempts}):
                 counts["failed"] += 1
             continue
-        if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at).update(
-            status=JobStatus.QUEUED, worker=""
-        ):
-            where = resume_point(job)
-            job_event(
-                job=job, level="warning",
-                message=_("Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).")
-                % {"where": where, "next": job.attempts + 1, "max": MAX_ATTEMPTS},
-            )
-            counts["requeued"] += 1
+        with transaction.atomic():
+            if FineTuningJob.objects.filter(
+                pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at
+            ).update(status=JobStatus.QUEUED, worker=""):
+                where = resume_point(job)
+                job_event(
+                    job=job, level="warning",
+                    message=_("Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).")
+                    % {"where": where, "next": job.attempts + 1, "max": MAX_ATTEMPTS},
+                )
+                _notify_finished(job, event="training.requeued")
+                counts["requeued"] += 1
     for job_id in FineTuningJob.objects.filter(
         status=JobStatus.VALIDATING_FILES, created_at__lt=now - timedelta(seconds=30)
     ).values_list("pk", flat=True):

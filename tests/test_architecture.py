@@ -60,7 +60,7 @@ def test_the_rule_catches_an_import_against_the_direction(tmp_path, monkeypatch)
     bad = ROOT / "modelcards" / "_architecture_probe.py"
     bad.write_text("def f():\n    from jobs.models import FineTuningJob\n    return FineTuningJob\n")
     try:
-        assert violations() == ["modelcards/_architecture_probe.py:2 imports jobs.models"]
+        assert "modelcards/_architecture_probe.py:2 imports jobs.models" in violations()
     finally:
         bad.unlink()
 

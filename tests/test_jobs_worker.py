@@ -108,14 +108,16 @@ def test_cancel_stops_a_running_task_within_ten_seconds(sdk, alice, tiny_base, t
     assert sdk.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
 
 
-def test_bad_data_found_late_fails_with_a_reason(sdk, alice, tiny_base, training_worker):
+def test_bad_data_found_before_training_fails_with_its_line(sdk, alice, tiny_base, training_worker):
     lines = [{"messages": [{"role": "user", "content": f"no answer {i}"}]} for i in range(5)]
     dataset = make_dataset(alice, lines)  # marked ready, but no line has anything to learn from
+    # The task counts the file again with its own base model's tokenizer, and finds the bad lines.
     job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id,
                                       hyperparameters={"n_epochs": 1})
     assert _final(job.id) == "failed"
     failed = sdk.fine_tuning.jobs.retrieve(job.id)
-    assert failed.error.code == "invalid_training_data" and "no usable example" in failed.error.message
+    assert failed.error.code == "invalid_training_data"
+    assert "line 1: The conversation has no assistant turn" in failed.error.message
 
 
 def test_a_stopped_worker_hands_its_task_back_at_once(alice, tiny_base, training_worker):

@@ -1,4 +1,4 @@
-"""BaseModel and FineTunedModel now live in modelcards: rename their tables, keep every row."""
+"""BaseModel and FineTunedModel now live in modelcards (whose 0001 renamed their tables): jobs forgets them."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -21,10 +21,6 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(
-            database_operations=[
-                migrations.AlterModelTable("basemodel", "modelcards_basemodel"),
-                migrations.AlterModelTable("finetunedmodel", "modelcards_finetunedmodel"),
-            ],
             state_operations=[
                 migrations.AlterField(
                     model_name="finetuningjob",

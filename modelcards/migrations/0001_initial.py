@@ -1,4 +1,7 @@
-"""The catalog and fine-tuned models move here from jobs: state only; jobs 0005 renames the tables."""
+"""The catalog and fine-tuned models move here from jobs: their rows stay, their tables are renamed.
+
+The models enter this app's state on jobs' tables, then AlterModelTable renames the tables;
+jobs 0005 drops them from jobs' state and points its foreign keys here."""
 
 import django.db.models.deletion
 from django.conf import settings
@@ -41,6 +44,7 @@ class Migration(migrations.Migration):
                 'verbose_name': 'base model',
                 'verbose_name_plural': 'base models',
                 'ordering': ['sort_order', 'code'],
+                'db_table': 'jobs_basemodel',
             },
         ),
         migrations.CreateModel(
@@ -64,8 +68,13 @@ class Migration(migrations.Migration):
                 'verbose_name': 'fine-tuned model',
                 'verbose_name_plural': 'fine-tuned models',
                 'ordering': ['-created_at'],
+                'db_table': 'jobs_finetunedmodel',
             },
         ),
     ]
 
-    operations = [migrations.SeparateDatabaseAndState(state_operations=state_operations)]
+    operations = [
+        migrations.SeparateDatabaseAndState(state_operations=state_operations),
+        migrations.AlterModelTable("basemodel", None),
+        migrations.AlterModelTable("finetunedmodel", None),
+    ]
