@@ -4,7 +4,9 @@ File object: ``{id, object: "file", bytes, created_at, filename, purpose, status
 status_details}`` plus our ``category`` and ``examples``/``tokens`` once known.
 ``status`` follows validation: ``uploaded`` (queued), ``processing`` (being
 validated), ``processed`` (valid, ready for fine-tuning) or ``error`` (invalid;
-``status_details`` says why, starting with the first error's line).
+``status_details`` says why, starting with the first error's line). ``GET /files/{id}``
+adds ``problems``: every recorded error and warning (line, JSON path, code, message), with
+``problems_truncated`` when the file had more than were kept.
 
 Creates are idempotent: a ``request_id`` form field (``extra_body={"request_id": ...}``
 in the SDK) or an ``Idempotency-Key`` header names the create, and a second create
@@ -59,6 +61,19 @@ def file_json(dataset: Dataset) -> dict:
         data.update({"examples": dataset.examples, "tokens": dataset.tokens, "images": dataset.images,
                      "errors": dataset.error_count, "warnings": dataset.warning_count})
     return data
+
+
+def problems_json(dataset: Dataset) -> dict:
+    """Every recorded problem of a validated file, errors first, for ``GET /files/{id}``.
+
+    The first ``KEEP`` (1,000) are kept in the database; ``problems_truncated`` says when the file had more
+    (the CSV report on the dataset's page has them all). The list endpoint leaves this out to stay light."""
+    issues = list(dataset.issues.order_by("severity", "line", "id").values("severity", "line", "path", "code",
+                                                                           "message"))
+    return {
+        "problems": issues,
+        "problems_truncated": len(issues) < (dataset.error_count or 0) + (dataset.warning_count or 0),
+    }
 
 
 def _get_file(request: HttpRequest, file_id: str) -> Dataset:
@@ -149,7 +164,10 @@ def _list(request: HttpRequest) -> JsonResponse:
 def file_detail(request: HttpRequest, file_id: str) -> JsonResponse:
     dataset = _get_file(request, file_id)
     if request.method == "GET":
-        return JsonResponse(file_json(dataset), json_dumps_params={"ensure_ascii": False})
+        data = file_json(dataset)
+        if dataset.status in (Status.READY, Status.INVALID):
+            data.update(problems_json(dataset))
+        return JsonResponse(data, json_dumps_params={"ensure_ascii": False})
     try:
         dataset_delete(dataset=dataset)
     except DatasetInUse as exc:

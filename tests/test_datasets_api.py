@@ -185,3 +185,21 @@ def test_jwt_auth_works_for_uploads(alice_key, live_server, alice):
     with open(sample("reasoning.jsonl"), "rb") as fh:
         created = jwt_sdk.files.create(file=fh, purpose="fine-tune")
     assert Dataset.objects.get(public_id=created.id).owner == alice
+
+
+def test_a_file_shows_every_recorded_problem_through_the_sdk(sdk, alice):
+    bad = create(sdk, "broken_chat.jsonl", extra_body={"category": "chat"})
+    validate_all(alice)
+    found = sdk.get(f"/files/{bad.id}", cast_type=object)
+    problems = found["problems"]
+    assert found["status"] == "error" and len([p for p in problems if p["severity"] == "error"]) == 8
+    assert problems[0] == {"severity": "error", "line": 3, "path": problems[0]["path"], "code": "json",
+                           "message": problems[0]["message"]} and "truncated" in problems[0]["message"]
+    assert [p["line"] for p in problems if p["severity"] == "error"] == sorted(
+        p["line"] for p in problems if p["severity"] == "error")
+    assert found["problems_truncated"] is False
+    # the list stays light
+    assert "problems" not in next(f for f in sdk.get("/files", cast_type=object)["data"] if f["id"] == bad.id)
+    # more problems than are kept: flagged
+    Dataset.objects.filter(public_id=bad.id).update(error_count=5000)
+    assert sdk.get(f"/files/{bad.id}", cast_type=object)["problems_truncated"] is True
