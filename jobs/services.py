@@ -148,6 +148,14 @@ def _model_code(base_model: BaseModel, suffix: str) -> str:
 def job_check_choices(*, user, base_model: BaseModel, method: str, training_type: str) -> None:
     if not BaseModel.objects.usable_by(user).filter(pk=base_model.pk).exists():
         raise JobInputError(_("Model %(code)s is not available to you.") % {"code": base_model.code}, "model")
+    capabilities = base_model.capabilities()
+    if capabilities.blocker:
+        raise JobInputError(
+            _("%(code)s cannot be fine-tuned on this server: %(reason)s")
+            % {"code": base_model.code, "reason": capabilities.blocker},
+            "model",
+            code="unsupported_model",
+        )
     present, where = base_model.weights_status()
     if not present:
         raise JobInputError(
@@ -165,8 +173,7 @@ def job_check_choices(*, user, base_model: BaseModel, method: str, training_type
             _("%(code)s does not support %(type)s training.") % {"code": base_model.code, "type": training_type},
             "training_type",
         )
-    # What this server can really do: the engine's architectures and modalities, and the node's memory.
-    capabilities = base_model.capabilities()
+    # What this server can really do with it: the node's memory for this training type.
     for verdict, param in ((capabilities.method(method), "method"),
                            (capabilities.training_type(training_type), "training_type")):
         if not verdict:

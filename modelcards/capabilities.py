@@ -49,6 +49,7 @@ class Capabilities:
     serve: Verdict
     architecture: str = ""
     memory: dict[str, int] = field(default_factory=dict)
+    blocker: str = ""  # what stops everything, whatever the weights: modality, architecture, remote code
 
     @property
     def can_train(self) -> bool:
@@ -182,4 +183,5 @@ def capabilities_of(model) -> Capabilities:
         serve=verdict(True, "", ""),
         architecture=architecture or "",
         memory=memory,
+        blocker=blocker,
     )
