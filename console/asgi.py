@@ -13,4 +13,7 @@ django_application = get_asgi_application()
 # dataset uploads at their size limit while they stream in (413), not after.
 from datasets.uploads import DatasetUploadLimitMiddleware  # noqa: E402
 
-application = DatasetUploadLimitMiddleware(django_application)
+# Chat completions take the serving gateway's ASGI fast path (no sync middleware hops: deployments/gateway.py).
+from deployments.gateway import asgi_app as serving_gateway  # noqa: E402
+
+application = serving_gateway(DatasetUploadLimitMiddleware(django_application))

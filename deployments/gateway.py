@@ -13,22 +13,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import random
+import re
 import sys
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from console.api import ApiError, authenticate_api_key, error_response
+from console.api import ApiError, authenticate_api_key
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 
@@ -122,21 +124,44 @@ def _pool_route(model: BaseModel | FineTunedModel, code: str, user_id: int) -> R
     return Route(code, user_id, pool.pk, candidates, pool_target=target)
 
 
+def _deployment_rows(code: str) -> list[tuple]:
+    """A deployment by its code with its ready instances, in one query (the hot path of every call: the ORM's
+    query building costs more than the query itself)."""
+    deployments, instances = Deployment._meta.db_table, Instance._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT d.id, d.owner_id, d.status, d.status_reason, d.ready_instances, d.desired_instances, "  # noqa: S608
+            f"i.id, i.host, i.port, i.runtime, i.upstream_model, i.api_key FROM {deployments} d "
+            f"LEFT JOIN {instances} i ON i.deployment_id = d.id AND i.state = %s "
+            f"WHERE d.code = %s AND d.kind = %s",
+            [InstanceState.READY, code, DeploymentKind.PRIVATE],
+        )
+        return cursor.fetchall()
+
+
 def resolve(user, code) -> Route:
     """The instances that may serve ``code`` for ``user``, or an ApiError (404, 400 deploy first, 503)."""
     if not isinstance(code, str) or not code.strip():
         raise ApiError(400, "1214", "model is required.", "model")
-    deployment = Deployment.objects.filter(code=code, kind=DeploymentKind.PRIVATE).first()
-    if deployment is not None:
-        if deployment.owner_id != user.pk:
+    rows = _deployment_rows(code)
+    if rows:
+        deployment_id, owner_id, status, reason, ready, desired = rows[0][:6]
+        if owner_id != user.pk:
             raise _not_found(code)
-        if deployment.status == DeploymentStatus.CANCELLED:
+        if status == DeploymentStatus.CANCELLED:
             raise ApiError(404, "model_not_found", f"The deployment {code} was cancelled.", "model")
-        if deployment.status == DeploymentStatus.FAILED:
+        if status == DeploymentStatus.FAILED:
+            raise ApiError(400, "deployment_failed", f"The deployment {code} failed: {reason}", "model")
+        candidates = [Candidate(row[6], f"http://{row[7]}:{row[8]}", *row[9:12]) for row in rows if row[6]]
+        if not candidates:
             raise ApiError(
-                400, "deployment_failed", f"The deployment {code} failed: {deployment.status_reason}", "model"
+                503,
+                "no_ready_instance",
+                f"No instance of {code} is ready yet ({ready}/{desired} ready, "
+                f"{DeploymentStatus(status).label.lower()}). Try again shortly.",
+                "model",
             )
-        return _deployment_route(deployment, code, user.pk)
+        return Route(code, user.pk, deployment_id, candidates)
     fine_tune = FineTunedModel.objects.live().filter(code=code).select_related("base_model").first()
     if fine_tune is not None:
         if fine_tune.owner_id != user.pk:
@@ -159,11 +184,25 @@ def resolve(user, code) -> Route:
         raise _deploy_first(code, why)
     base = BaseModel.objects.usable_by(user).filter(code=code).first()
     if base is not None:
-        verdict = base.capabilities().serve
+        verdict = _servable(base)
         if not verdict:
             raise ApiError(400, "model_not_servable", f"{code} cannot be served here: {verdict.reason}", "model")
         return _pool_route(base, code, user.pk)
     raise _not_found(code)
+
+
+_servable_cache: dict[tuple[str, str], tuple[float, object]] = {}
+
+
+def _servable(base: BaseModel):
+    """Whether this server can serve the base model: files read from disk, so kept for a few seconds."""
+    key = (base.code, base.weights_location)
+    hit = _servable_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < 10:
+        return hit[1]
+    verdict = base.capabilities().serve
+    _servable_cache[key] = (time.monotonic(), verdict)
+    return verdict
 
 
 def _authorize_and_resolve(header: str | None, code) -> tuple:
@@ -174,19 +213,36 @@ def _authorize_and_resolve(header: str | None, code) -> tuple:
 
 # ---------------------------------------------------------------- recording usage, off the request's path
 
-_recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage")
+_pending: queue.SimpleQueue = queue.SimpleQueue()
+_writer_lock = threading.Lock()
+_writer: threading.Thread | None = None
 
 
-def _record(fields: dict) -> None:
-    try:
-        close_old_connections()
-        ApiCall.objects.create(**fields)
-    except Exception:
-        logger.exception("recording a call failed")
+def _write_loop() -> None:
+    """Write recorded calls in batches (one INSERT for many calls), off the event loop."""
+    while True:
+        batch = [_pending.get()]
+        time.sleep(0.2)  # let the calls finishing at about the same time join this batch
+        while len(batch) < 500:
+            try:
+                batch.append(_pending.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            close_old_connections()
+            ApiCall.objects.bulk_create([ApiCall(**fields) for fields in batch])
+        except Exception:
+            logger.exception("recording %s call(s) failed", len(batch))
 
 
 def record(**fields) -> None:
-    _recorder.submit(_record, fields)
+    global _writer
+    _pending.put(fields)
+    if _writer is None or not _writer.is_alive():
+        with _writer_lock:
+            if _writer is None or not _writer.is_alive():
+                _writer = threading.Thread(target=_write_loop, name="usage-writer", daemon=True)
+                _writer.start()
 
 
 # ---------------------------------------------------------------- public-pool folders prepared on first call
@@ -298,30 +354,44 @@ def _upstream_error(status: int, raw: bytes) -> ApiError:
     return ApiError(500, "model_server_error", f"The model server failed: {detail}")
 
 
-def _dumps(data: dict) -> bytes:
+def _dumps(data) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+@dataclass
+class Reply:
+    """What the gateway answers: a status, a content type and a body (bytes, or an async iterator of them)."""
+
+    status: int
+    content_type: str
+    body: object
+    headers: dict = field(default_factory=dict)
+
+    @classmethod
+    def error(cls, exc: ApiError) -> Reply:
+        response = exc.response()
+        headers = {"x-should-retry": response["x-should-retry"]} if response.has_header("x-should-retry") else {}
+        return cls(exc.status, "application/json", response.content, headers)
+
+
+async def handle(method: str, authorization: str | None, raw: bytes, request_id_header: str | None) -> Reply:
+    """One chat completions call, whatever carries it (the Django view, or the ASGI fast path)."""
     started = time.perf_counter()
-    if request.method != "POST":
-        return error_response(405, "1214", f"Method {request.method} is not allowed here.")
+    if method != "POST":
+        return Reply.error(ApiError(405, "1214", f"Method {method} is not allowed here."))
     try:
-        body = json.loads(request.body or b"{}")
+        body = json.loads(raw or b"{}")
         if not isinstance(body, dict):
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
-        return error_response(400, "1210", f"The request body is not valid JSON: {exc}")
-    request_id = str(body.get("request_id") or request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+        return Reply.error(ApiError(400, "1210", f"The request body is not valid JSON: {exc}"))
+    request_id = str(body.get("request_id") or request_id_header or uuid.uuid4().hex)
     stream = bool(body.get("stream"))
     code = body.get("model")
     try:
-        key, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(
-            request.headers.get("Authorization"), code
-        )
+        key, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(authorization, code)
     except ApiError as exc:
-        return exc.response()
+        return Reply.error(exc)
     usage = {
         "user_id": key.user_id,
         "model": str(code)[:160],
@@ -335,7 +405,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         candidate, response = await _open(route, body, stream)
     except ApiError as exc:
         record(**usage, status_code=exc.status, error=exc.message, latency_ms=(time.perf_counter() - started) * 1000)
-        return exc.response()
+        return Reply.error(exc)
     usage["instance_id"] = candidate.instance_id
     if response.status_code >= 400:
         raw = await response.aread()
@@ -345,7 +415,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         record(
             **usage, status_code=error.status, error=error.message, latency_ms=(time.perf_counter() - started) * 1000
         )
-        return error.response()
+        return Reply.error(error)
     if not stream:
         try:
             raw = await response.aread()
@@ -362,13 +432,80 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=None,
         )
-        return HttpResponse(_dumps(data), content_type="application/json")
-    out = StreamingHttpResponse(
-        _relay(response, route, request_id, candidate, usage, started), content_type="text/event-stream"
+        return Reply(200, "application/json", _dumps(data))
+    return Reply(
+        200,
+        "text/event-stream",
+        _relay(response, route, request_id, candidate, usage, started),
+        {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    out["Cache-Control"] = "no-cache"
-    out["X-Accel-Buffering"] = "no"
-    return out
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    """The Django view (the URL, and what the test client calls); production traffic takes ``asgi_app``."""
+    reply = await handle(
+        request.method, request.headers.get("Authorization"), request.body, request.headers.get("X-Request-Id")
+    )
+    if isinstance(reply.body, bytes):
+        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+    else:
+        response = StreamingHttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+    for name, value in reply.headers.items():
+        response[name] = value
+    return response
+
+
+PATH = "/api/paas/v4/chat/completions"
+
+
+def asgi_app(inner):
+    """ASGI fast path for the gateway: chat completions skip Django's middleware and URL routing (a few ms a call
+    under load: several middlewares are sync-only, so each request would hop threads); everything else goes to
+    ``inner``. Authentication, the error shape and the answer are the view's own (``handle``)."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http" or scope["path"].rstrip("/") != PATH:
+            return await inner(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        reply = await handle(
+            scope["method"], headers.get("authorization"), b"".join(chunks), headers.get("x-request-id")
+        )
+        out = [(b"content-type", reply.content_type.encode())]
+        out += [(k.lower().encode(), str(v).encode()) for k, v in reply.headers.items()]
+        if isinstance(reply.body, bytes):
+            out.append((b"content-length", str(len(reply.body)).encode()))
+            await send({"type": "http.response.start", "status": reply.status, "headers": out})
+            await send({"type": "http.response.body", "body": reply.body})
+            return
+        await send({"type": "http.response.start", "status": reply.status, "headers": out})
+        iterator = reply.body
+
+        async def client_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        watcher = asyncio.ensure_future(client_gone())
+        try:
+            async for part in iterator:
+                if watcher.done():  # stop reading the model's stream for nobody
+                    break
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            else:
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+            await iterator.aclose()
+
+    return app
 
 
 async def _relay(
@@ -415,10 +552,20 @@ async def _relay(
         )
 
 
+_MODEL_FIELD = re.compile(rb'"model":\s*"(?:[^"\\]|\\.)*"')
+
+
 def _rewrite(event: bytes, code: str, request_id: str, tokens: dict) -> bytes | None:
     payload = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
     if not payload or payload == b"[DONE]":
         return None
+    if b'"usage"' not in payload:
+        # Most chunks: swap the model field in the bytes (no JSON round trip per token). Escaped quotes inside
+        # generated text cannot match the pattern, so only the real field is replaced.
+        replacement = b'"model":' + _dumps(code) + b',"request_id":' + _dumps(request_id)
+        out, count = _MODEL_FIELD.subn(lambda _m: replacement, payload, count=1)
+        if count:
+            return b"data: " + out + b"\n\n"
     chunk = json.loads(payload)
     if isinstance(chunk, dict):
         chunk["model"], chunk["request_id"] = code, request_id

@@ -119,6 +119,12 @@ def test_stream_rewrite_sets_the_callers_code_and_request_id_and_collects_usage(
     assert chunk["model"] == "my-code" and chunk["request_id"] == "req-1" and out.endswith(b"\n\n")
     assert tokens == {"prompt_tokens": 3, "completion_tokens": 2}
     assert _rewrite(b"data: [DONE]", "my-code", "req-1", tokens) is None
+    # A token chunk is rewritten in its bytes; a "model" key inside the generated text is left alone.
+    text = 'say "model":"x"'
+    event = b"data: " + json.dumps({"id": "2", "model": "/x@main", "choices": [{"delta": {"content": text}}]}).encode()
+    chunk = json.loads(_rewrite(event, "my-code", "req-1", tokens)[len(b"data: ") :])
+    assert chunk["model"] == "my-code" and chunk["request_id"] == "req-1"
+    assert chunk["choices"][0]["delta"]["content"] == text
 
 
 # ---------------------------------------------------------------- placement and states
