@@ -122,6 +122,7 @@ class NodeAgent:
     omp_threads: int
     runtime: str = "transformers"
     host: str = "127.0.0.1"
+    advertise_host: str = ""  # the address the gateway uses (defaults to host, or this machine's name for 0.0.0.0)
     memory_mb: int = 0
     interval: float = 0.5
     keep_instances: bool = False
@@ -130,6 +131,12 @@ class NodeAgent:
     stopping: bool = False
 
     # -------------------------------------------------------------- lifecycle
+
+    @property
+    def reachable_host(self) -> str:
+        if self.advertise_host:
+            return self.advertise_host
+        return socket.getfqdn() if self.host in ("0.0.0.0", "::") else self.host
 
     @property
     def run_dir(self) -> Path:
@@ -416,7 +423,7 @@ class NodeAgent:
             )
         with transaction.atomic():
             updated = Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid__isnull=True).update(
-                pid=popen.pid, port=port, host=self.host, log_path=str(log_path), started_at=timezone.now()
+                pid=popen.pid, port=port, host=self.reachable_host, log_path=str(log_path), started_at=timezone.now()
             )
         if not updated:  # cancelled meanwhile
             kill_group(popen.pid, signal.SIGKILL)

@@ -323,3 +323,27 @@ def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base
 
     fine_tuned_model_delete(model=tune)
     assert _chat(stack, key, tune.code).status_code == 404
+
+
+@pytest.mark.browser
+def test_browser_deploy_watch_scale_cancel(stack, tiny_base, page, screenshot_dir):
+    """The page a user watches: create from the form, see it come up without reloading, scale, cancel."""
+    make_user("alice")
+    page.goto(f"{stack.url}/console/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-pass-123")
+    page.click("button[type=submit]")
+    page.goto(f"{stack.url}/console/deployments/new/?model={tiny_base.code}")
+    page.click("button.primary")
+    page.wait_for_selector("text=1 of 1 instances ready", timeout=120_000)  # polled in, no reload
+    code = page.inner_text("#deployment-code")
+    assert Deployment.objects.get(code=code).status == "running"
+    assert page.inner_text("[data-testid=status]") == "Running"
+    page.screenshot(path=str(screenshot_dir / "deployment-running.png"), full_page=True)
+    page.fill("[data-testid=scale-input]", "2")
+    page.click("[data-testid=scale]")
+    page.wait_for_selector("text=2 of 2 instances ready", timeout=120_000)
+    page.click("[data-testid=cancel]")
+    page.click("[data-testid=confirm-cancel]")
+    page.wait_for_selector("[data-testid=status]:has-text('Cancelled')")
+    assert Deployment.objects.get(code=code).status == "cancelled"

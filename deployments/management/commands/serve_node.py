@@ -22,6 +22,11 @@ class Command(BaseCommand):
         parser.add_argument("--runtime", default="transformers", choices=["transformers", "vllm"])
         parser.add_argument("--host", default="127.0.0.1", help="Address instances bind to (default loopback).")
         parser.add_argument(
+            "--advertise-host",
+            default="",
+            help="Address the web servers reach instances at (default: --host, or this machine's name for 0.0.0.0).",
+        )
+        parser.add_argument(
             "--keep-instances",
             action="store_true",
             help="On SIGTERM leave instances running, for the next agent to adopt.",
@@ -36,5 +41,6 @@ class Command(BaseCommand):
             omp_threads=options["threads"],
             runtime=options["runtime"],
             host=options["host"],
+            advertise_host=options["advertise_host"],
             keep_instances=options["keep_instances"],
         ).run()
