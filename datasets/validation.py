@@ -157,6 +157,10 @@ class Validator:
         if result.category == Category.IMAGE_GENERATION:
             billable = images * self._per_image
             longest = max(counts)
+        elif self.context_length and images == 0:
+            # Training truncates each sequence to the context: billed is what is trained.
+            billable = sum(min(count, self.context_length) for count in counts)
+            longest = max(counts)
         else:
             billable = text + images * self._per_image
             longest = max(counts) + images * self._per_image

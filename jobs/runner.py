@@ -257,8 +257,13 @@ def _finish_succeeded(job: FineTuningJob, result) -> str:
     price = job.base_model.training_price
     from .services import billing_tokens_per_epoch
 
-    per_epoch, _words = billing_tokens_per_epoch(base_model=job.base_model, dataset=job.training_dataset)
-    billed = per_epoch * result.epochs_completed
+    if job.base_model.modality == "text":
+        # The tokens the engine trained on, rendered by the renderer that counted the estimate
+        # (datasets.rendering): the automatic validation split and skipped examples are not billed.
+        billed = result.trained_tokens
+    else:
+        per_epoch, _words = billing_tokens_per_epoch(base_model=job.base_model, dataset=job.training_dataset)
+        billed = per_epoch * result.epochs_completed
     cost = (Decimal(billed) / 1000 * price).quantize(Decimal("0.0001"), ROUND_HALF_UP)
     metrics = {
         "final_loss": result.final_loss,

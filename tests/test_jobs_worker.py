@@ -156,3 +156,24 @@ def test_a_killed_worker_is_noticed_and_the_task_resumes(alice, tiny_base, train
     assert job.attempts == 2
     messages = list(job.events.values_list("message", flat=True))
     assert any("Worker lost" in m for m in messages) and any("Resuming from the checkpoint" in m for m in messages)
+
+
+def test_a_function_call_dataset_is_billed_exactly_the_tokens_it_trains(alice, tiny_base, training_worker):
+    import json
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from datasets.models import TokenCount
+
+    from .datasets_support import sample
+
+    lines = [json.loads(raw) for raw in sample("function_call.jsonl").read_bytes().splitlines()]
+    train = make_dataset(alice, lines, category="function_call", name="calls")
+    validation = make_dataset(alice, lines[:2], category="function_call", name="calls-val")
+    job, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=train,
+                                 validation_dataset=validation, hyperparameters={"n_epochs": 2, "batch_size": 2})
+    assert _final(job.public_id) == "succeeded", FineTuningJob.objects.get(pk=job.pk).error_message
+    job.refresh_from_db()
+    counted = TokenCount.objects.get(dataset=train, base_model=tiny_base).tokens
+    assert job.trained_tokens == 2 * counted == job.estimated_tokens
+    assert job.actual_cost == (Decimal(job.trained_tokens) / 1000 * tiny_base.training_price).quantize(
+        Decimal("0.0001"), ROUND_HALF_UP) == job.estimated_cost
