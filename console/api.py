@@ -149,3 +149,42 @@ def api_view(methods: list[str]) -> Callable:
 @csrf_exempt  # an API client has no CSRF token: a POST to an unknown path gets the JSON 404 too
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
     return error_response(404, "404", f"No API endpoint at {request.path}.")
+
+
+MAX_PAGE = 100
+
+
+def page_limit(request: HttpRequest, default: int = 20) -> int:
+    """``?limit=``: a whole number from 1; more than 100 is taken as 100."""
+    try:
+        limit = int(request.GET.get("limit") or default)
+    except ValueError:
+        raise ApiError(400, "1214", "limit must be a whole number.", "limit") from None
+    if limit < 1:
+        raise ApiError(400, "1214", f"limit must be between 1 and {MAX_PAGE}.", "limit")
+    return min(limit, MAX_PAGE)
+
+
+def cursor_page(request: HttpRequest, qs, *, serialize: Callable, noun: str, orderable: bool = False) -> JsonResponse:
+    """One page of ``{object: "list", data, has_more}``, newest first, after the row ``?after=<public id>``.
+
+    The one pagination of the API (files, fine-tuning jobs, deployments): rows are ordered by
+    (created_at, id), so rows created in the same instant page stably; ``orderable`` accepts ``?order=asc``."""
+    limit = page_limit(request)
+    order = (request.GET.get("order") or "desc").lower() if orderable else "desc"
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "1214", "order must be asc or desc.", "order")
+    after = request.GET.get("after")
+    if after:
+        anchor = qs.filter(public_id=after).values_list("id", "created_at").first()
+        if anchor is None:
+            raise ApiError(400, "1214", f"after names no {noun} of yours: {after}.", "after")
+        pk, created = anchor
+        if order == "asc":
+            qs = qs.filter(created_at__gte=created).exclude(created_at=created, id__lte=pk)
+        else:
+            qs = qs.filter(created_at__lte=created).exclude(created_at=created, id__gte=pk)
+    qs = qs.order_by("created_at", "id") if order == "asc" else qs.order_by("-created_at", "-id")
+    rows = list(qs[: limit + 1])
+    return JsonResponse({"object": "list", "data": [serialize(row) for row in rows[:limit]],
+                         "has_more": len(rows) > limit}, json_dumps_params={"ensure_ascii": False})

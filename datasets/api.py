@@ -21,7 +21,7 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from django.urls import path
 from django.utils.translation import gettext as _
 
-from console.api import ApiError, api_view
+from console.api import ApiError, api_view, cursor_page
 
 from . import conf
 from .models import Category, Dataset, Status
@@ -37,8 +37,6 @@ from .services import (
 from .uploads import content_length_too_large, install_upload_handler
 
 PURPOSES = ("fine-tune",)
-MAX_LIMIT = 100
-DEFAULT_LIMIT = 20
 
 
 def _ts(value) -> int | None:
@@ -132,32 +130,7 @@ def _list(request: HttpRequest) -> JsonResponse:
     purpose = request.GET.get("purpose")
     if purpose:
         qs = qs.filter(purpose=purpose)
-    try:
-        limit = int(request.GET.get("limit") or DEFAULT_LIMIT)
-    except ValueError:
-        raise ApiError(400, "1214", "limit must be a whole number.", "limit") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(400, "1214", f"limit must be between 1 and {MAX_LIMIT}.", "limit")
-    order = (request.GET.get("order") or "desc").lower()
-    if order not in ("asc", "desc"):
-        raise ApiError(400, "1214", "order must be asc or desc.", "order")
-    qs = qs.order_by("created_at", "id") if order == "asc" else qs.order_by("-created_at", "-id")
-    after = request.GET.get("after")
-    if after:
-        cursor = Dataset.objects.filter(owner=request.user, public_id=after).only("id", "created_at").first()
-        if cursor is None:
-            raise ApiError(400, "1214", f"after names no file of yours: {after}.", "after")
-        if order == "asc":
-            qs = qs.filter(created_at__gte=cursor.created_at).exclude(created_at=cursor.created_at,
-                                                                       id__lte=cursor.id)
-        else:
-            qs = qs.filter(created_at__lte=cursor.created_at).exclude(created_at=cursor.created_at,
-                                                                       id__gte=cursor.id)
-    rows = list(qs[: limit + 1])
-    return JsonResponse(
-        {"object": "list", "data": [file_json(d) for d in rows[:limit]], "has_more": len(rows) > limit},
-        json_dumps_params={"ensure_ascii": False},
-    )
+    return cursor_page(request, qs, serialize=file_json, noun="file", orderable=True)
 
 
 @api_view(["GET", "DELETE"])

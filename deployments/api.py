@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from console.api import ApiError, api_view, parse_json_body
+from console.api import ApiError, api_view, cursor_page, parse_json_body
 
 from . import gateway, services
 from .models import Deployment
@@ -43,13 +43,6 @@ def _get(request, deployment_id: str) -> Deployment:
     return found
 
 
-def _limit(request) -> int:
-    try:
-        return max(1, min(100, int(request.GET.get("limit", 20))))
-    except ValueError:
-        raise ApiError(400, "1214", "limit must be a whole number.", "limit") from None
-
-
 def _input_error(exc: services.DeploymentInputError) -> ApiError:
     status = 404 if exc.code == "model_not_found" else 400
     return ApiError(status, exc.code, exc.message, exc.param)
@@ -58,18 +51,7 @@ def _input_error(exc: services.DeploymentInputError) -> ApiError:
 @api_view(["GET", "POST"])
 def deployments(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
-        qs = _deployments(request)
-        after = request.GET.get("after")
-        if after:
-            anchor = qs.filter(public_id=after).first()
-            if anchor is None:
-                raise ApiError(400, "1214", f"No deployment {after}.", "after")
-            qs = qs.filter(created_at__lte=anchor.created_at).exclude(pk__gte=anchor.pk)
-        limit = _limit(request)
-        items = list(qs.order_by("-created_at", "-id")[: limit + 1])
-        return JsonResponse(
-            {"object": "list", "data": [deployment_json(d) for d in items[:limit]], "has_more": len(items) > limit}
-        )
+        return cursor_page(request, _deployments(request), serialize=deployment_json, noun="deployment")
     body = parse_json_body(request)
     code = body.get("model")
     if not isinstance(code, str) or not code:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from console.api import ApiError, api_view, parse_json_body
+from console.api import ApiError, api_view, cursor_page, page_limit, parse_json_body
 
 from . import services
 from .models import BaseModel, FineTuningJob, JobEvent
@@ -66,27 +66,10 @@ def _dataset(request, file_id, param: str, required: bool = True):
     return dataset
 
 
-def _limit(request) -> int:
-    try:
-        return max(1, min(100, int(request.GET.get("limit", 20))))
-    except ValueError:
-        raise ApiError(400, "1214", "limit must be a whole number.", "limit") from None
-
-
 @api_view(["GET", "POST"])
 def jobs(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
-        qs = _jobs(request)
-        after = request.GET.get("after")
-        if after:
-            anchor = qs.filter(public_id=after).first()
-            if anchor is None:
-                raise ApiError(400, "1214", f"No fine-tuning job {after}.", "after")
-            qs = qs.filter(created_at__lte=anchor.created_at).exclude(pk__gte=anchor.pk)
-        limit = _limit(request)
-        items = list(qs.order_by("-created_at", "-id")[: limit + 1])
-        return JsonResponse({"object": "list", "data": [job_json(j) for j in items[:limit]],
-                             "has_more": len(items) > limit})
+        return cursor_page(request, _jobs(request), serialize=job_json, noun="fine-tuning job")
     body = parse_json_body(request)
     code = body.get("model")
     base_model = BaseModel.objects.filter(code=code).first() if isinstance(code, str) else None
@@ -152,7 +135,7 @@ def job_events(request: HttpRequest, job_id: str) -> JsonResponse:
             qs = qs.filter(id__lt=int(str(after).removeprefix("ftevent-")))
         except ValueError:
             raise ApiError(400, "1214", f"Bad event id {after}.", "after") from None
-    limit = _limit(request)
+    limit = page_limit(request)
     items = list(qs[: limit + 1])
     return JsonResponse({"object": "list", "data": [event_json(e) for e in items[:limit]],
                          "has_more": len(items) > limit})
