@@ -123,6 +123,10 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
             context["estimate"] = services.job_estimate(base_model=base_model, dataset=dataset,
                                                         n_epochs=resolved["n_epochs"])
             context["warnings"] = services.dataset_warnings(base_model=base_model, dataset=dataset)
+            from datasets.services import dataset_cached_count
+
+            if dataset_cached_count(dataset=dataset, base_model=base_model) is None:
+                context["counted_with"] = dataset.base_model  # counted again with the task's model first
     return render(request, "jobs/create.html#estimate", context)
 
 
