@@ -77,6 +77,7 @@ def _children(pid: int) -> dict[str, int]:
         "worker": "worker -Q default,serving",
         "trainer": "worker -Q training",
         "beat": "console beat",
+        "node": "serve_node",
     }
     found = {}
     for proc in Path("/proc").iterdir():
@@ -141,7 +142,7 @@ def test_up_serves_restarts_a_killed_worker_and_ctrl_c_stops_every_process(tmp_p
         # SIGKILL the default worker: it is started again, alone; the web serves throughout and /healthz says
         # 503 until the new worker answers.
         before = _children(proc.pid)
-        assert set(before) == {"redis", "web", "worker", "trainer", "beat"}, before
+        assert set(before) == {"redis", "web", "worker", "trainer", "beat", "node"}, before
         os.kill(before["worker"], signal.SIGKILL)
         statuses, deadline = [], time.monotonic() + 120
         while not statuses or statuses[-1] != 200:
@@ -162,8 +163,9 @@ def test_up_serves_restarts_a_killed_worker_and_ctrl_c_stops_every_process(tmp_p
     assert f"http://127.0.0.1:{port}/console/" in output
     assert "restarting it in 1 s" in output and f"worker started (pid {after['worker']})" in output
     # In order: web, workers and beat first, the embedded Redis last.
-    first, last = output.index("stopping web, worker, trainer, beat ("), output.index("stopping redis (")
-    assert first < max(output.index(f"{name} stopped (") for name in ("web", "worker", "trainer", "beat")) < last
+    first, last = output.index("stopping web, worker, trainer, beat, node ("), output.index("stopping redis (")
+    assert first < max(output.index(f"{name} stopped (") for name in ("web", "worker", "trainer", "beat", "node")) \
+        < last
     assert last < output.index("redis stopped (") < output.index("everything stopped")
     time.sleep(1)
     assert not _ours(tmp_path), _ours(tmp_path)
