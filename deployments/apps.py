@@ -19,3 +19,11 @@ class DeploymentsConfig(AppConfig):
         register_section("deployments", 40, cards.card_section)
         register_delete_consequences(cards.delete_consequences)
         register_report("serving", cards.health_report)
+
+        from django.db.models.signals import post_save
+
+        from modelcards.models import FineTunedModel
+
+        from .services import on_fine_tuned_model_saved
+
+        post_save.connect(on_fine_tuned_model_saved, sender=FineTunedModel, dispatch_uid="deployments-prepare")

@@ -327,18 +327,29 @@ async def _open(route: Route, body: dict, stream: bool) -> tuple[Candidate, http
     raise ApiError(503, "no_ready_instance", f"No instance of {route.code} could be reached ({last}).", "model")
 
 
-async def _acquire(instance_id: int) -> None:
+_background: set[asyncio.Task] = set()
+
+
+async def _count(change, instance_id: int) -> None:
     try:
-        await inflight.acquire(instance_id)
+        await change(instance_id)
     except Exception:
-        logger.warning("could not count a request in flight", exc_info=True)
+        logger.warning("could not count requests in flight of instance %s", instance_id, exc_info=True)
+
+
+def _later(coro) -> None:
+    """Run ``coro`` beside the call, not in its way (the counts matter to drains, which wait seconds)."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _acquire(instance_id: int) -> None:
+    _later(_count(inflight.acquire, instance_id))
 
 
 async def _release(instance_id: int) -> None:
-    try:
-        await inflight.release(instance_id)
-    except Exception:
-        logger.warning("could not count a request done", exc_info=True)
+    _later(_count(inflight.release, instance_id))
 
 
 def _upstream_error(status: int, raw: bytes) -> ApiError:

@@ -225,6 +225,50 @@ def deployments_cancel_for_model(*, model: FineTunedModel) -> int:
     return count
 
 
+# ---------------------------------------------------------------- serving folders, built ahead of the first call
+
+
+def fine_tune_prepare(*, fine_tuned_model_id: int) -> None:
+    """Merge a new LoRA fine-tune into its base once, now, so that its first deploy or pool call does not wait for
+    it (in a child process: the worker does not keep torch and the model in memory afterwards)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .targets import is_prepared
+
+    model = FineTunedModel.objects.live().filter(pk=fine_tuned_model_id).select_related("base_model").first()
+    if model is None or not model.is_lora:
+        return
+    try:
+        if is_prepared(target_of(model)):
+            return
+    except WeightsMissing:
+        return
+    result = subprocess.run(
+        [sys.executable, "-m", "deployments.launch", "--prepare", model.code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if result.returncode != 0:
+        logger.warning("preparing %s failed: %s", model.code, result.stdout[-2000:] + result.stderr[-2000:])
+
+
+def on_fine_tuned_model_saved(sender, instance: FineTunedModel, created: bool, **kwargs) -> None:
+    if created and instance.is_lora and instance.deleted_at is None:
+        from .tasks import prepare_fine_tune
+
+        def send() -> None:
+            try:
+                prepare_fine_tune.delay(instance.pk)
+            except Exception:  # the broker is away: the first call merges it instead
+                logger.warning("could not queue the merge of %s", instance.code, exc_info=True)
+
+        transaction.on_commit(send)
+
+
 # ---------------------------------------------------------------- the public pool
 
 

@@ -15,3 +15,8 @@ def reconcile(deployment_id: int) -> None:
 @shared_task(name="deployments.reconcile_all", acks_late=True, ignore_result=True, expires=10)
 def reconcile_all() -> int:
     return services.reconcile_all()
+
+
+@shared_task(name="deployments.prepare_fine_tune", acks_late=True, ignore_result=True, queue="serving")
+def prepare_fine_tune(fine_tuned_model_id: int) -> None:
+    services.fine_tune_prepare(fine_tuned_model_id=fine_tuned_model_id)

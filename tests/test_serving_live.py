@@ -151,8 +151,11 @@ def test_deploy_chat_with_both_sdks_and_usage_recorded(stack, tiny_base):
     response = _chat(stack, key, deployment.code)
     assert response.status_code == 404 and "cancelled" in response.json()["error"]["message"]
     wait_for(lambda: not instance_pids(stack.db_name), timeout=30, what="the instance process to stop")
-    instance.refresh_from_db()
-    assert instance.state == InstanceState.STOPPED
+    wait_for(
+        lambda: Instance.objects.get(pk=instance.pk).state == InstanceState.STOPPED,
+        timeout=10,
+        what="the instance to be marked stopped",
+    )
 
 
 def _stream_in_thread(stack, key: str, model: str, max_tokens: int, results: list) -> threading.Thread:
@@ -332,10 +335,15 @@ def test_browser_deploy_watch_scale_cancel(stack, tiny_base, page, screenshot_di
     page.goto(f"{stack.url}/console/login/")
     page.fill("#id_username", "alice")
     page.fill("#id_password", "alice-pass-123")
-    page.click("button[type=submit]")
+    page.click("button.primary")
+    page.click("nav.sidenav >> text=Private instances")
     page.goto(f"{stack.url}/console/deployments/new/?model={tiny_base.code}")
     page.click("button.primary")
-    page.wait_for_selector("text=1 of 1 instances ready", timeout=120_000)  # polled in, no reload
+    try:
+        page.wait_for_selector("text=1 of 1 instances ready", timeout=120_000)  # polled in, no reload
+    except Exception:
+        page.screenshot(path=str(screenshot_dir / "deployment-timeout.png"), full_page=True)
+        raise
     code = page.inner_text("#deployment-code")
     assert Deployment.objects.get(code=code).status == "running"
     assert page.inner_text("[data-testid=status]") == "Running"

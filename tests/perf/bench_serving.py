@@ -112,6 +112,14 @@ def latency(direct_url, direct_model, direct_headers, gw_url, gw_model, gw_heade
     }
 
 
+class Report(dict):
+    """The figures, each printed as soon as it is measured (a long run that stops still shows what it had)."""
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        print(f"{key}: {json.dumps(value)}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=6)
@@ -140,8 +148,9 @@ def main() -> int:
     from tests.serving_support import Stack, free_port, kill_leftover_instances, start_web
 
     var = Path(settings.VAR_DIR)
-    (var / "test.sqlite3").unlink(missing_ok=True)
     db = settings.DATABASES["default"]["NAME"]
+    for suffix in ("", "-wal", "-shm"):  # every run starts from an empty database
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
     call_command("migrate", verbosity=0)
     base = BaseModel.objects.get(code=args.model)
     folder = model_dir(base)
@@ -163,25 +172,35 @@ def main() -> int:
         model.save_pretrained(adapter)
         for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
             shutil.copy(folder / name, adapter / name)
-    tune, _ = FineTunedModel.objects.get_or_create(
-        code=f"{args.model}:bench:lora",
-        defaults=dict(owner=user, base_model=base, method="sft", training_type="lora", path=str(adapter)),
-    )
-    pool_tune, _ = FineTunedModel.objects.get_or_create(
-        code=f"{args.model}:bench:pool",
-        defaults=dict(owner=user, base_model=base, method="sft", training_type="lora", path=str(adapter)),
-    )
     BaseModel.objects.filter(pk=base.pk).update(public_pool=True)
-    for t in (tune, pool_tune):
-        shutil.rmtree(merged_dir(t), ignore_errors=True)
+    for code in ("lora", "pool"):
+        shutil.rmtree(Path(settings.MODELS_DIR) / "merged" / f"{args.model}:bench:{code}", ignore_errors=True)
 
     redis = services.start_embedded_redis()
     worker = services.start_worker(db, queues="default,serving", name="bench")
+    # As a finished training task makes them: each LoRA card is merged into its base by the worker at once.
+    tune, pool_tune = (
+        FineTunedModel.objects.create(
+            code=f"{args.model}:bench:{code}",
+            owner=user,
+            base_model=base,
+            method="sft",
+            training_type="lora",
+            path=str(adapter),
+        )
+        for code in ("lora", "pool")
+    )
+    started = time.monotonic()
+    while not all((merged_dir(t) / "config.json").exists() for t in (tune, pool_tune)):
+        if time.monotonic() - started > 300:
+            raise RuntimeError("the worker did not merge the fine-tunes within 300 s")
+        time.sleep(0.2)
+    print(f"both LoRA cards merged by the worker {time.monotonic() - started:.1f} s after they were created")
     web, url = start_web(db)
     stack = Stack(db, url, web)
     stack.start_agent(slots=2)
     api = stack.api
-    report: dict = {}
+    report = Report()
     try:
         # 2a. the gateway's own cost, against a stand-in upstream that streams 32 chunks 20 ms apart (no model
         # competing for the two cores): the same requests straight to it and through the gateway.
@@ -279,6 +298,7 @@ def main() -> int:
         # 3. the public pool: a fine-tune's first call (merge + load) against a warm one.
         pool = serving.pool_deployment()
         serving.deployment_scale(deployment=pool, instances=1)
+        serving.deployment_reconcile(deployment_id=pool.pk)
         wait_answer(api, headers, base.code)
         cold = asyncio.run(batch(api, headers, pool_tune.code, 1, 4))[0][0]
         warm = statistics.median(asyncio.run(batch(api, headers, pool_tune.code, 1, 4))[0][0] for _ in range(5))
