@@ -118,7 +118,7 @@ def deployable_model(*, user, code: str) -> BaseModel | FineTunedModel:
 
 def deployment_code(model: BaseModel | FineTunedModel) -> str:
     """A model code of the deployment's own, unique, never a base model's or a fine-tune's."""
-    stem = slugify(model.code)[:120] or "model"
+    stem = slugify(model.code.replace(":", "-"))[:120] or "model"
     while True:
         code = f"{stem}-dep-{secrets.token_hex(3)}"
         if not (
