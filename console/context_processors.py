@@ -10,7 +10,9 @@ NAVIGATION = [
     ("datasets:list", _("Datasets"), "▤"),
     ("jobs:list", _("Fine-tuning tasks"), "⟳"),
     ("modelcards:square", _("Model square"), "▦"),
+    ("playground:index", _("Experience center"), "▷"),
     ("deployments:list", _("Private instances"), "▣"),
+    ("usage:index", _("Usage"), "◔"),
     ("notifications:centre", _("Notifications"), "✉"),
     ("console:api_keys", _("API keys"), "◈"),
 ]

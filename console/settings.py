@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "datasets.apps.DatasetsConfig",
     "jobs.apps.JobsConfig",
     "deployments.apps.DeploymentsConfig",
+    "experience.apps.ExperienceConfig",
     "notifications.apps.NotificationsConfig",
     "django.contrib.admin",
     "django.contrib.auth",

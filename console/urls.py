@@ -6,6 +6,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from experience import urls as experience_urls
+
 from . import api_urls, health, views
 
 console_patterns = [
@@ -23,6 +25,8 @@ urlpatterns = [
     path("console/datasets/", include(("datasets.urls", "datasets"))),
     path("console/deployments/", include(("deployments.urls", "deployments"))),
     path("console/models/", include("modelcards.urls")),
+    path("console/playground/", include((experience_urls.playground_patterns, "playground"))),
+    path("console/usage/", include((experience_urls.usage_patterns, "usage"))),
     path("console/", include("jobs.urls")),
     path("console/", include((console_patterns, "console"))),
     path("", include(("notifications.urls", "notifications"))),

@@ -205,10 +205,13 @@ def _servable(base: BaseModel):
     return verdict
 
 
-def _authorize_and_resolve(header: str | None, code) -> tuple:
+def _authorize_and_resolve(header: str | None, code, user=None) -> tuple:
+    """The caller (an API key's user, or ``user`` when a console page already authenticated the session) and
+    the route of ``code``."""
     close_old_connections()
-    key = authenticate_api_key(header)
-    return key, resolve(key.user, code)
+    if user is None:
+        user = authenticate_api_key(header).user
+    return user, resolve(user, code)
 
 
 # ---------------------------------------------------------------- recording usage, off the request's path
@@ -385,8 +388,11 @@ class Reply:
         return cls(exc.status, "application/json", response.content, headers)
 
 
-async def handle(method: str, authorization: str | None, raw: bytes, request_id_header: str | None) -> Reply:
-    """One chat completions call, whatever carries it (the Django view, or the ASGI fast path)."""
+async def handle(
+    method: str, authorization: str | None, raw: bytes, request_id_header: str | None, *, user=None
+) -> Reply:
+    """One chat completions call, whatever carries it (the Django view, the ASGI fast path, or a console page
+    that passes its session's ``user`` instead of an API key)."""
     started = time.perf_counter()
     if method != "POST":
         return Reply.error(ApiError(405, "1214", f"Method {method} is not allowed here."))
@@ -400,11 +406,11 @@ async def handle(method: str, authorization: str | None, raw: bytes, request_id_
     stream = bool(body.get("stream"))
     code = body.get("model")
     try:
-        key, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(authorization, code)
+        caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(authorization, code, user)
     except ApiError as exc:
         return Reply.error(exc)
     usage = {
-        "user_id": key.user_id,
+        "user_id": caller.pk,
         "model": str(code)[:160],
         "deployment_id": route.deployment_id,
         "request_id": request_id[:128],

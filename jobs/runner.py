@@ -24,6 +24,7 @@ from modelcards.models import FineTunedModel
 
 from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
 from .services import Heartbeat, _notify_finished, job_event, job_fail, job_output_dir
+from .signals import job_succeeded
 from .training.engine import STATE_FILE
 
 logger = logging.getLogger(__name__)
@@ -293,4 +294,5 @@ def _finish_succeeded(job: FineTuningJob, result) -> str:
                   data=metrics)
         job.refresh_from_db()
         _notify_finished(job)
+        transaction.on_commit(lambda: job_succeeded.send_robust(sender=FineTuningJob, job=job))
     return "succeeded"

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.apps import apps
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"console": 0, "notifications": 0, "modelcards": 1, "datasets": 2, "jobs": 3, "deployments": 4}
+LAYER = {"console": 0, "notifications": 0, "modelcards": 1, "datasets": 2, "jobs": 3, "deployments": 4, "experience": 5}
 # The project package's composition roots wire every app together (URLs, ASGI, the Celery app, settings).
 COMPOSITION_ROOTS = {"console/urls.py", "console/api_urls.py", "console/asgi.py", "console/wsgi.py",
                      "console/celery.py", "console/settings.py"}

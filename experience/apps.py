@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class ExperienceConfig(AppConfig):
+    name = "experience"
+    verbose_name = _("Experience center and usage")
+
+    def ready(self) -> None:
+        from jobs.signals import job_succeeded
+        from modelcards.cards import register_section
+
+        from . import cards
+
+        job_succeeded.connect(cards.on_job_succeeded, dispatch_uid="experience-evaluate")
+        register_section("evaluation", 30, cards.evaluation_section)

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from .models import Evaluation
+
+
+@shared_task(name="experience.evaluate", acks_late=True, time_limit=3600, soft_time_limit=3500)
+def evaluate(evaluation_id: int) -> str:
+    from . import services
+
+    evaluation = Evaluation.objects.filter(pk=evaluation_id).select_related("job", "model__base_model").first()
+    if evaluation is None:
+        return "gone"
+    return services.evaluation_run(evaluation=evaluation)

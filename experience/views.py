@@ -1,0 +1,157 @@
+"""Experience center (chat, side by side), the session-authenticated chat endpoint, evaluation controls and the
+usage page."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from deployments import gateway
+from jobs.models import FineTuningJob
+from modelcards.models import FineTunedModel
+
+from . import services
+from .cards import evaluation_context
+
+
+@login_required
+def playground(request: HttpRequest) -> HttpResponse:
+    models = services.callable_models(user=request.user)
+    chosen = request.GET.get("model", "")
+    codes = {m["code"]: m for m in models}
+    if chosen and chosen not in codes:
+        chosen = ""
+    chosen = chosen or (models[0]["code"] if models else "")
+    compare = request.GET.get("compare", "")
+    if compare not in codes:  # side by side by default for a fine-tune: its base model
+        compare = codes[chosen]["base"] if chosen and codes[chosen]["kind"] == "fine-tune" else ""
+    context = {
+        "models": models,
+        "chosen": chosen,
+        "compare": compare,
+        "base_url": request.build_absolute_uri("/api/paas/v4/"),
+    }
+    return render(request, "experience/playground.html", context)
+
+
+@login_required
+@require_POST
+async def playground_chat(request: HttpRequest) -> HttpResponse:
+    """Chat completions for the signed-in user: the gateway's own handling (routes, ownership, streaming, usage
+    records) with the session in place of an API key. CSRF is checked by the middleware as for any form."""
+    user = await request.auser()
+    reply = await gateway.handle("POST", None, request.body, request.headers.get("X-Request-Id"), user=user)
+    if isinstance(reply.body, bytes):
+        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+    else:
+        response = StreamingHttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+    for name, value in reply.headers.items():
+        response[name] = value
+    return response
+
+
+def _card_for_user(request: HttpRequest, code: str) -> FineTunedModel:
+    card = FineTunedModel.objects.live().filter(code=code, owner=request.user).select_related("base_model").first()
+    if card is None:
+        raise Http404(_("No such model."))
+    return card
+
+
+@login_required
+def evaluation_panel(request: HttpRequest, code: str) -> HttpResponse:
+    """The card's evaluation section, polled while an evaluation runs."""
+    card = _card_for_user(request, code)
+    context = evaluation_context(card)
+    if context is None:
+        raise Http404(_("No evaluation."))
+    response = render(request, "experience/_card_evaluation.html", context)
+    if context["evaluation"] is None or context["evaluation"].is_final:
+        return HttpResponseStopPolling(response.content)
+    return response
+
+
+@login_required
+@require_POST
+def evaluation_rerun(request: HttpRequest, code: str) -> HttpResponse:
+    card = _card_for_user(request, code)
+    job = FineTuningJob.objects.filter(result=card, owner=request.user).first()
+    if job is None:
+        raise Http404(_("No task made this model."))
+    services.evaluation_start(job=job)
+    if request.htmx:
+        return render(request, "experience/_card_evaluation.html", evaluation_context(card))
+    return redirect("modelcards:detail", card.code)
+
+
+def _period(request: HttpRequest) -> tuple[dt.date, dt.date]:
+    today = timezone.localdate()
+    try:
+        end = dt.date.fromisoformat(request.GET.get("end") or today.isoformat())
+        start = dt.date.fromisoformat(request.GET.get("start") or (end - dt.timedelta(days=29)).isoformat())
+    except ValueError:
+        start, end = today - dt.timedelta(days=29), today
+    if start > end:
+        start, end = end, start
+    return max(start, end - dt.timedelta(days=366)), end
+
+
+@login_required
+def usage(request: HttpRequest) -> HttpResponse:
+    start, end = _period(request)
+    report = services.usage_report(user=request.user, start=start, end=end)
+    context = {"report": report, "chart": services.usage_chart(report=report)}
+    return render(request, "experience/usage.html", context)
+
+
+@login_required
+def usage_csv(request: HttpRequest) -> HttpResponse:
+    start, end = _period(request)
+    report = services.usage_report(user=request.user, start=start, end=end)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="usage-{start}-{end}.csv"'
+    write_usage_csv(response, report)
+    return response
+
+
+def write_usage_csv(out, report: dict, *, with_user: bool = False) -> None:
+    writer = csv.writer(out)
+    head = (
+        ["kind", "date"]
+        + (["user"] if with_user else [])
+        + ["model", "calls", "errors", "prompt_tokens", "completion_tokens", "tokens", "cost"]
+    )
+    writer.writerow(head)
+    for r in report["rows"]:
+        writer.writerow(
+            ["inference", r["day"].isoformat()]
+            + ([r["user__username"]] if with_user else [])
+            + [r["model"], r["calls"], r["errors"], r["prompt_tokens"], r["completion_tokens"], r["tokens"], r["cost"]]
+        )
+    for t in report["tasks"]:
+        writer.writerow(
+            ["training", timezone.localtime(t["finished_at"]).date().isoformat()]
+            + ([t["owner__username"]] if with_user else [])
+            + [t["fine_tuned_model"], "", "", "", "", t["trained_tokens"] or 0, t["actual_cost"] or 0]
+        )
+    totals = report["totals"]
+    writer.writerow(
+        ["total", f"{report['start']}..{report['end']}"]
+        + ([""] if with_user else [])
+        + [
+            "",
+            totals["calls"],
+            totals["errors"],
+            totals["prompt_tokens"],
+            totals["completion_tokens"],
+            totals["tokens"] + totals["training_tokens"],
+            totals["cost"],
+        ]
+    )
