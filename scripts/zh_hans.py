@@ -2,6 +2,8 @@
 
 Run after `./run manage makemessages -l zh_Hans`: `.venv/bin/python scripts/zh_hans.py`.
 Strings missing here stay untranslated and are listed, so nothing is missed silently.
+Besides the table below, each area keeps its own table in `scripts/zh_hans/*.tsv`
+(English, a tab, Chinese; for a plural string, its singular English and the one Chinese form).
 """
 
 from __future__ import annotations
@@ -791,7 +793,23 @@ PLURALS = {
 }
 
 
+def area_tables() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for path in sorted((Path(__file__).resolve().parent / "zh_hans").glob("*.tsv")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            english, tab, chinese = line.partition("\t")
+            if not tab or not chinese.strip():
+                raise SystemExit(f"{path.name}:{number}: expected English<TAB>Chinese")
+            table[english] = chinese.strip()
+    return table
+
+
 def main() -> int:
+    for english, chinese in area_tables().items():
+        ZH.setdefault(english, chinese)
+        PLURALS.setdefault(english, {0: chinese})
     po = polib.pofile(str(PO))
     po.metadata["Plural-Forms"] = "nplurals=1; plural=0;"
     po.metadata["Content-Type"] = "text/plain; charset=UTF-8"
