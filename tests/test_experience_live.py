@@ -1,0 +1,270 @@
+"""Experience center end to end on real processes: the console under uvicorn, a browser, and behind the gateway
+either a stand-in model server whose pace the test sets (streaming token by token, side by side, Stop) or real
+``transformers serve`` pool instances of the tiny model (the evaluation of a finished task)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from deployments import services as serving
+from deployments.models import ApiCall, Deployment, Instance, Node
+from experience import services
+from experience.models import Evaluation
+from jobs.models import FineTuningJob
+from modelcards.models import BaseModel, FineTunedModel
+
+from . import services as procs
+from .conftest import make_user
+from .jobs_support import chat_lines, make_dataset, wait_for
+from .serving_support import free_port, serving_stack, tiny_lora_dir  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.worker, pytest.mark.timeout(600)]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def stack(serving_stack, transactional_db):  # noqa: F811 (the fixture imported above)
+    """The live console (uvicorn, ASGI) on the test database, and the Celery worker."""
+    return serving_stack
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """The stand-in model server (its own process), and the log it writes of every request."""
+    port = free_port()
+    log = Path(settings.VAR_DIR) / f"upstream-{port}.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "experience_upstream:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT / "tests",
+        env={**os.environ, "UPSTREAM_LOG": str(log), "FAKE_DELAY": "0.12"},
+        start_new_session=True,
+    )
+    wait_for(lambda: _up(port), timeout=30, what="the stand-in model server")
+    yield port, log
+    procs.stop(proc)
+
+
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _events(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _stand_in(owner, port: int, name: str) -> Deployment:
+    """A running deployment whose one instance is the stand-in server (on a node that stays alive)."""
+    node = Node.objects.update_or_create(
+        name="stand-in", defaults={"heartbeat_at": timezone.now() + timedelta(days=1), "slots": 0}
+    )[0]
+    deployment = Deployment.objects.create(
+        owner=owner,
+        code=f"stand-in-{name}",
+        base_model=BaseModel.objects.order_by("pk").first(),
+        status="running",
+        desired_instances=1,
+        ready_instances=1,
+    )
+    Instance.objects.create(
+        deployment=deployment, node=node, runtime="transformers", state="ready", upstream_model="stand-in", port=port
+    )
+    return deployment
+
+
+def _login(page, url: str, username: str) -> None:
+    page.goto(f"{url}/console/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"{username}-pass-123")
+    page.click("button.primary")
+    page.wait_for_url("**/console/")
+
+
+def _answer(page, index: int = 0, turn: int = -1) -> str:
+    texts = page.locator(f"[data-testid=pane][data-index='{index}'] .pg-msg.assistant .text").all_inner_texts()
+    return texts[turn] if texts else ""
+
+
+@pytest.mark.browser
+def test_streams_token_by_token_keeps_history_and_stop_cancels_upstream(
+    stack,
+    upstream,
+    page,
+    screenshot_dir,
+):
+    port, log = upstream
+    alice = make_user("alice")
+    deployment = _stand_in(alice, port, "solo")
+    _login(page, stack.url, "alice")
+    page.goto(f"{stack.url}/console/playground/?model={deployment.code}")
+    assert page.locator("[data-testid=pane]").count() == 1
+    page.fill("[data-testid=max-tokens]", "12")
+    page.fill("[data-testid=message]", "Hello there")
+    page.click("[data-testid=send]")
+    seen = []
+    deadline = time.monotonic() + 20
+    while "tok11" not in (seen[-1] if seen else "") and time.monotonic() < deadline:
+        text = _answer(page)
+        if text and (not seen or text != seen[-1]):
+            seen.append(text)
+        time.sleep(0.03)
+    # The answer grew in the page a token at a time while the server was still producing it.
+    assert len(seen) >= 6, seen
+    assert seen[0].strip() in ("tok0", "tok0 tok1") and seen[-1].strip().endswith("tok11")
+    assert all(b.startswith(a) for a, b in zip(seen, seen[1:], strict=False))
+    page.wait_for_selector("[data-testid=pane][data-state=done]")
+    stats = page.inner_text("[data-testid=stats]")
+    assert "first token" in stats and "tokens/s" in stats and "7 prompt / 12 completion tokens" in stats
+    snippet = page.inner_text("[data-testid=snippet]")
+    assert "from zhipuai import ZhipuAI" in snippet and f'model="{deployment.code}"' in snippet
+    assert '"content": "Hello there"' in snippet and "max_tokens=12" in snippet
+
+    # Second turn, long: Stop after a few tokens. The upstream request is cancelled, not left generating.
+    page.fill("[data-testid=max-tokens]", "150")
+    page.fill("[data-testid=message]", "Tell me more")
+    page.click("[data-testid=send]")
+    page.wait_for_function(
+        "() => (document.querySelectorAll('[data-testid=pane] .pg-msg.assistant .text')[1] || {}).textContent"
+        "?.includes('tok3')"
+    )
+    page.click("[data-testid=stop]")
+    page.wait_for_selector("[data-testid=pane][data-state=stopped]")
+    page.screenshot(path=str(screenshot_dir / "playground-stopped.png"), full_page=True)
+    wait_for(lambda: any(e["event"] == "disconnect" for e in _events(log)), timeout=10, what="upstream cancelled")
+    starts = [e for e in _events(log) if e["event"] == "start"]
+    assert [s["messages"] for s in starts[-2:]] == [1, 3]  # the history went with the second turn
+    cancelled = next(e for e in _events(log) if e["event"] == "disconnect")
+    assert cancelled["id"] == starts[-1]["id"] and cancelled["sent"] < 20
+    time.sleep(1)
+    assert not any(e["event"] == "finished" and e["id"] == starts[-1]["id"] for e in _events(log))
+    assert "tok149" not in _answer(page)
+    # Both calls are in alice's usage, the stopped one as the client closing it.
+    wait_for(lambda: ApiCall.objects.filter(user=alice).count() == 2, timeout=10, what="both calls recorded")
+    assert sorted(ApiCall.objects.filter(user=alice).values_list("status_code", flat=True)) == [200, 499]
+    assert ApiCall.objects.get(user=alice, status_code=200).completion_tokens == 12
+
+
+@pytest.mark.browser
+def test_side_by_side_streams_both_at_once(stack, upstream, page):
+    port, _log = upstream
+    alice = make_user("alice")
+    left, right = _stand_in(alice, port, "left"), _stand_in(alice, port, "right")
+    _login(page, stack.url, "alice")
+    page.goto(f"{stack.url}/console/playground/?model={left.code}&compare={right.code}")
+    assert page.locator("[data-testid=pane]").count() == 2
+    page.fill("[data-testid=max-tokens]", "20")
+    page.fill("[data-testid=message]", "Same question to both")
+    page.click("[data-testid=send]")
+    both_partial = False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not both_partial:
+        a, b = _answer(page, 0), _answer(page, 1)
+        both_partial = "tok2" in a and "tok2" in b and "tok19" not in a and "tok19" not in b
+        time.sleep(0.03)
+    assert both_partial, "both answers were never streaming at the same moment"
+    page.wait_for_selector("[data-testid=pane][data-index='0'][data-state=done]")
+    page.wait_for_selector("[data-testid=pane][data-index='1'][data-state=done]")
+    for index in (0, 1):
+        stats = page.inner_text(f"[data-testid=pane][data-index='{index}'] [data-testid=stats]")
+        assert "first token" in stats and "tokens/s" in stats and "20 completion tokens" in stats
+    wait_for(lambda: ApiCall.objects.filter(user=alice).count() == 2, timeout=10, what="both calls recorded")
+    assert set(ApiCall.objects.filter(user=alice).values_list("model", flat=True)) == {left.code, right.code}
+
+
+def test_evaluation_of_a_task_answers_with_base_and_fine_tune_through_the_pool(
+    stack,
+    tiny_base,
+    tiny_lora_dir,  # noqa: F811 (the fixture imported above)
+):
+    alice, bob = make_user("alice"), make_user("bob")
+    if stack.agent is None or stack.agent.poll() is not None:
+        stack.start_agent()
+    pool = serving.pool_deployment()
+    serving.deployment_scale(deployment=pool, instances=1)
+    try:
+        wait_for(
+            lambda: Instance.objects.filter(deployment=pool, state="ready").exists(),
+            timeout=180,
+            what="a ready pool instance",
+        )
+        job = FineTuningJob.objects.create(
+            owner=alice,
+            base_model=tiny_base,
+            training_dataset=make_dataset(alice, chat_lines(20)),
+            validation_dataset=make_dataset(alice, chat_lines(3), name="val"),
+            fine_tuned_model="tiny-test:alice:ev1",
+            status="succeeded",
+            trained_tokens=1000,
+            finished_at=timezone.now(),
+        )
+        card = FineTunedModel.objects.create(
+            code=job.fine_tuned_model,
+            owner=alice,
+            base_model=tiny_base,
+            method="sft",
+            training_type="lora",
+            path=str(tiny_lora_dir),
+        )
+        FineTuningJob.objects.filter(pk=job.pk).update(result=card)
+        job.refresh_from_db()
+        evaluation = services.evaluation_start(job=job)
+        wait_for(
+            lambda: Evaluation.objects.get(pk=evaluation.pk).is_final,
+            timeout=300,
+            interval=0.5,
+            what="the evaluation to finish",
+        )
+        evaluation.refresh_from_db()
+        assert evaluation.status == "succeeded", evaluation.error
+        assert evaluation.total == evaluation.done == 3 and "validation set" in evaluation.source
+        items = list(evaluation.items.all())
+        assert [i.reference for i in items] == ["Widget 0 is red.", "Widget 1 is green.", "Widget 2 is blue."]
+        assert (
+            all(not i.error for i in items) and any(i.base_answer for i in items) and any(i.tune_answer for i in items)
+        )
+        assert evaluation.base_f1 == pytest.approx(sum(i.base_f1 for i in items) / 3)
+        assert evaluation.tune_f1 == pytest.approx(sum(i.tune_f1 for i in items) / 3)
+        # Through the gateway: every answer is a recorded call of alice's, to each model's own code.
+        wait_for(lambda: ApiCall.objects.filter(user=alice).count() == 6, timeout=10, what="six recorded calls")
+        assert set(ApiCall.objects.filter(user=alice).values_list("model", flat=True)) == {tiny_base.code, card.code}
+        client = Client()
+        client.force_login(alice)
+        page = client.get(f"/console/models/{card.code}/").content.decode()
+        assert 'data-testid="evaluation-table"' in page and "Widget 2 is blue." in page
+        assert (
+            f"<strong>{evaluation.base_f1:.2f}</strong> → fine-tune <strong>{evaluation.tune_f1:.2f}</strong>" in page
+        )
+        client.force_login(bob)
+        assert client.get(f"/console/playground/evaluations/{card.code}/").status_code == 404
+    finally:
+        for deployment in Deployment.objects.exclude(status="cancelled"):  # the pool too, as test_serving_live
+            serving.deployment_cancel(deployment=deployment)
+        wait_for(
+            lambda: not Instance.objects.exclude(state__in=["stopped", "failed"]).exists(),
+            timeout=60,
+            what="the pool to stop",
+        )
