@@ -16,4 +16,7 @@ from datasets.uploads import DatasetUploadLimitMiddleware  # noqa: E402
 # Chat completions take the serving gateway's ASGI fast path (no sync middleware hops: deployments/gateway.py).
 from deployments.gateway import asgi_app as serving_gateway  # noqa: E402
 
-application = serving_gateway(DatasetUploadLimitMiddleware(django_application))
+# The experience center's chat endpoint: the same handling with the session in place of an API key.
+from experience.asgi import asgi_app as playground_chat  # noqa: E402
+
+application = serving_gateway(playground_chat(DatasetUploadLimitMiddleware(django_application)))

@@ -206,11 +206,14 @@ def _servable(base: BaseModel):
 
 
 def _authorize_and_resolve(header: str | None, code, user=None) -> tuple:
-    """The caller (an API key's user, or ``user`` when a console page already authenticated the session) and
-    the route of ``code``."""
+    """The caller and the route of ``code``. The caller is the API key's user; or ``user`` when a console page
+    authenticated the session; or what ``user()`` returns (an authentication that needs the database, done here in
+    the same hop off the event loop), which may raise ApiError."""
     close_old_connections()
     if user is None:
         user = authenticate_api_key(header).user
+    elif callable(user):
+        user = user()
     return user, resolve(user, code)
 
 
@@ -473,6 +476,35 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     return response
 
 
+async def send_reply(reply: Reply, receive, send) -> None:
+    """Send a Reply over ASGI; a stream stops (and its upstream request is closed) when the client goes away."""
+    out = [(b"content-type", reply.content_type.encode())]
+    out += [(k.lower().encode(), str(v).encode()) for k, v in reply.headers.items()]
+    if isinstance(reply.body, bytes):
+        out.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": out})
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    await send({"type": "http.response.start", "status": reply.status, "headers": out})
+    iterator = reply.body
+
+    async def client_gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_gone())
+    try:
+        async for part in iterator:
+            if watcher.done():  # stop reading the model's stream for nobody
+                break
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": b""})
+    finally:
+        watcher.cancel()
+        await iterator.aclose()
+
+
 PATH = "/api/paas/v4/chat/completions"
 
 
@@ -496,31 +528,7 @@ def asgi_app(inner):
         reply = await handle(
             scope["method"], headers.get("authorization"), b"".join(chunks), headers.get("x-request-id")
         )
-        out = [(b"content-type", reply.content_type.encode())]
-        out += [(k.lower().encode(), str(v).encode()) for k, v in reply.headers.items()]
-        if isinstance(reply.body, bytes):
-            out.append((b"content-length", str(len(reply.body)).encode()))
-            await send({"type": "http.response.start", "status": reply.status, "headers": out})
-            await send({"type": "http.response.body", "body": reply.body})
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": out})
-        iterator = reply.body
-
-        async def client_gone() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        watcher = asyncio.ensure_future(client_gone())
-        try:
-            async for part in iterator:
-                if watcher.done():  # stop reading the model's stream for nobody
-                    break
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-            else:
-                await send({"type": "http.response.body", "body": b""})
-        finally:
-            watcher.cancel()
-            await iterator.aclose()
+        await send_reply(reply, receive, send)
 
     return app
 

@@ -194,6 +194,23 @@ def test_side_by_side_streams_both_at_once(stack, upstream, page):
     wait_for(lambda: ApiCall.objects.filter(user=alice).count() == 2, timeout=10, what="both calls recorded")
     assert set(ApiCall.objects.filter(user=alice).values_list("model", flat=True)) == {left.code, right.code}
 
+    # The endpoint the page calls (the ASGI fast path under uvicorn): the session's user, and a CSRF token.
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    endpoint = f"{stack.url}/console/playground/chat/"
+    body = {"model": left.code, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}
+    assert httpx.post(endpoint, json=body, cookies=cookies).status_code == 403  # no CSRF token
+    headers = {"X-CSRFToken": cookies["csrftoken"]}
+    answer = httpx.post(endpoint, json=body, cookies=cookies, headers=headers)
+    assert answer.status_code == 200 and " tok1" in answer.text and answer.text.endswith("data: [DONE]\n\n")
+    anonymous = {"csrftoken": cookies["csrftoken"]}
+    assert httpx.post(endpoint, json=body, cookies=anonymous, headers=headers).status_code == 401
+    make_user("bob")
+    bob = Client()
+    bob.login(username="bob", password="bob-pass-123")
+    bob_cookies = {"sessionid": bob.cookies["sessionid"].value, "csrftoken": cookies["csrftoken"]}
+    refused = httpx.post(endpoint, json=body, cookies=bob_cookies, headers=headers)
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found"
+
 
 def test_evaluation_of_a_task_answers_with_base_and_fine_tune_through_the_pool(
     stack,
