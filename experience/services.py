@@ -287,9 +287,9 @@ def usage_report(*, user=None, start: dt.date, end: dt.date) -> dict:
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
         "completion_tokens": sum(r["completion_tokens"] for r in rows),
         "tokens": sum(r["tokens"] for r in rows),
-        "inference_cost": sum((r["cost"] for r in rows), Decimal(0)),
+        "inference_cost": sum((r["cost"] for r in rows), Decimal("0.0000")),
         "training_tokens": sum(t["trained_tokens"] or 0 for t in tasks),
-        "training_cost": sum((t["actual_cost"] or Decimal(0) for t in tasks), Decimal(0)),
+        "training_cost": sum((t["actual_cost"] or Decimal(0) for t in tasks), Decimal("0.0000")),
     }
     totals["cost"] = totals["inference_cost"] + totals["training_cost"]
     return {"start": start, "end": end, "rows": rows, "tasks": tasks, "totals": totals, "per_day": dict(per_day)}

@@ -169,7 +169,7 @@ def test_streams_token_by_token_keeps_history_and_stop_cancels_upstream(
 
 
 @pytest.mark.browser
-def test_side_by_side_streams_both_at_once(stack, upstream, page):
+def test_side_by_side_streams_both_at_once(stack, upstream, page, screenshot_dir):
     port, _log = upstream
     alice = make_user("alice")
     left, right = _stand_in(alice, port, "left"), _stand_in(alice, port, "right")
@@ -188,11 +188,16 @@ def test_side_by_side_streams_both_at_once(stack, upstream, page):
     assert both_partial, "both answers were never streaming at the same moment"
     page.wait_for_selector("[data-testid=pane][data-index='0'][data-state=done]")
     page.wait_for_selector("[data-testid=pane][data-index='1'][data-state=done]")
+    page.screenshot(path=str(screenshot_dir / "playground-side-by-side.png"), full_page=True)
     for index in (0, 1):
         stats = page.inner_text(f"[data-testid=pane][data-index='{index}'] [data-testid=stats]")
         assert "first token" in stats and "tokens/s" in stats and "20 completion tokens" in stats
     wait_for(lambda: ApiCall.objects.filter(user=alice).count() == 2, timeout=10, what="both calls recorded")
     assert set(ApiCall.objects.filter(user=alice).values_list("model", flat=True)) == {left.code, right.code}
+    page.goto(f"{stack.url}/console/usage/")  # both calls are on alice's usage page
+    assert page.inner_text("[data-testid=total-calls]").strip() == "2"
+    assert left.code in page.inner_text("[data-testid=usage-rows]")
+    page.screenshot(path=str(screenshot_dir / "usage.png"), full_page=True)
 
     # The endpoint the page calls (the ASGI fast path under uvicorn): the session's user, and a CSRF token.
     cookies = {c["name"]: c["value"] for c in page.context.cookies()}
