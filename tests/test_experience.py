@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -62,24 +63,34 @@ def test_session_chat_endpoint_needs_csrf_and_answers_with_the_gateways_errors(t
     """(transactional: the gateway resolves the route on a thread of its own, which sees committed rows only)"""
     job = _job(alice, "c1", status="succeeded")
     card = make_card(job)
-    browser = Client(enforce_csrf_checks=True)
-    body = json.dumps({"model": card.code, "messages": [{"role": "user", "content": "hi"}], "stream": True})
-    assert browser.post("/console/playground/chat/", body, content_type="application/json").status_code == 403
-    token = browser.get("/console/login/").cookies["csrftoken"].value
-    anonymous = browser.post("/console/playground/chat/", body, content_type="application/json", HTTP_X_CSRFTOKEN=token)
-    assert anonymous.status_code == 302 and "/console/login/" in anonymous["Location"]
-    browser.force_login(bob)
-    assert browser.post("/console/playground/chat/", body, content_type="application/json").status_code == 403
-    token = browser.get("/console/playground/").cookies["csrftoken"].value
-    # bob gets the API's own 404 for alice's model: the same route resolution as an API key would.
-    response = browser.post("/console/playground/chat/", body, content_type="application/json", HTTP_X_CSRFTOKEN=token)
-    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
-    browser.force_login(alice)
-    token = browser.get("/console/playground/").cookies["csrftoken"].value
-    response = browser.post("/console/playground/chat/", body, content_type="application/json", HTTP_X_CSRFTOKEN=token)
-    # alice may call it; the tiny catalog entry has no weights here, which the gateway says in its own words.
-    assert response.status_code in (400, 503) and response.json()["error"]["message"]
-    assert browser.get("/console/playground/chat/").status_code == 405
+    # The view is async: the test client drives it with async_to_sync, which refuses a thread whose event loop
+    # runs (Playwright's, once a browser test ran in this process). A plain thread has none.
+    def scenario():
+        browser = Client(enforce_csrf_checks=True)
+
+        def post(**headers):
+            return browser.post("/console/playground/chat/", body, content_type="application/json", **headers)
+
+        body = json.dumps({"model": card.code, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        assert post().status_code == 403
+        token = browser.get("/console/login/").cookies["csrftoken"].value
+        anonymous = post(HTTP_X_CSRFTOKEN=token)
+        assert anonymous.status_code == 302 and "/console/login/" in anonymous["Location"]
+        browser.force_login(bob)
+        assert post().status_code == 403
+        token = browser.get("/console/playground/").cookies["csrftoken"].value
+        # bob gets the API's own 404 for alice's model: the same route resolution as an API key would.
+        response = post(HTTP_X_CSRFTOKEN=token)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+        browser.force_login(alice)
+        token = browser.get("/console/playground/").cookies["csrftoken"].value
+        response = post(HTTP_X_CSRFTOKEN=token)
+        # alice may call it; the tiny catalog entry has no weights here, which the gateway says in its own words.
+        assert response.status_code in (400, 503) and response.json()["error"]["message"]
+        assert browser.get("/console/playground/chat/").status_code == 405
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(scenario).result()
 
 
 def test_a_succeeded_task_queues_its_evaluation_after_commit(alice, django_capture_on_commit_callbacks):
