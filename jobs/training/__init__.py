@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .engine import (
     Callbacks,
-    CheckpointError,
     TrainingCancelled,
     TrainingConfig,
     TrainingDataError,
@@ -17,7 +16,6 @@ from .engine import (
 
 __all__ = [
     "Callbacks",
-    "CheckpointError",
     "TrainingCancelled",
     "TrainingConfig",
     "TrainingDataError",
