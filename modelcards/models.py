@@ -50,10 +50,6 @@ class BaseModelQuerySet(models.QuerySet):
         """Those whose weights are on this server (a look at the disk, made here)."""
         return self.filter(pk__in=[model.pk for model in self if model.weights_present])
 
-    def trainable(self) -> BaseModelQuerySet:
-        """Those this server can fine-tune in at least one way (weights, architecture, modality, memory)."""
-        return self.filter(pk__in=[model.pk for model in self if model.capabilities().can_train])
-
 
 class BaseModel(models.Model):
     """A base model in the catalog ("model square"), managed by operators."""
