@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import beat_init, worker_process_init
+from celery.signals import beat_init, celeryd_init, worker_process_init
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
@@ -32,6 +32,25 @@ app.conf.beat_schedule = {
 }
 app.conf.task_routes = {"jobs.train_next": {"queue": "training"}}
 app.autodiscover_tasks()
+
+
+def _queues(option) -> set[str]:
+    if not option:
+        return set()
+    names = option.split(",") if isinstance(option, str) else [n for part in option for n in str(part).split(",")]
+    return {n.strip() for n in names if n.strip()}
+
+
+@celeryd_init.connect
+def _training_has_no_time_limit(conf=None, options=None, **_kwargs) -> None:
+    """A worker that trains has no task time limit: a run may take days. Its liveness comes from the
+    heartbeat (jobs.repair) and the stuck-step watch (TRAINING_STUCK_SECONDS), not from a timer.
+
+    Celery falls back to the app-wide limit for a task whose own limit is None, so the limit is
+    lifted for the worker (a training worker consumes the training queue alone under ./run up)."""
+    if "training" in _queues((options or {}).get("queues")):
+        conf.task_time_limit = None
+        conf.task_soft_time_limit = None
 
 
 @worker_process_init.connect

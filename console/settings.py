@@ -300,6 +300,11 @@ if PRODUCTION:
 # taken to be lost (the periodic repair runs every 30 s).
 JOB_HEARTBEAT_INTERVAL = float(env("JOB_HEARTBEAT_INTERVAL", "5") or 5)
 JOB_HEARTBEAT_TIMEOUT = float(env("JOB_HEARTBEAT_TIMEOUT", "60") or 60)
+# Training writes a checkpoint this often inside an epoch (and at every epoch end); a lost worker
+# loses at most this much work. A step with no progress for TRAINING_STUCK_SECONDS is reported and
+# the task requeued (training tasks have no Celery time limit: the heartbeat and this watch are it).
+TRAINING_CHECKPOINT_MINUTES = float(env("TRAINING_CHECKPOINT_MINUTES", "10") or 10)
+TRAINING_STUCK_SECONDS = float(env("TRAINING_STUCK_SECONDS", "1800") or 1800)
 CONSOLE_PRODUCT_NAME = env("CONSOLE_PRODUCT_NAME", "Fine-tuning Console")
 # How long an API request may wait before last_used_at of its key is written again.
 API_KEY_LAST_USED_RESOLUTION = 60

@@ -75,6 +75,8 @@ class JobCallbacks:
         self._last_poll = 0.0
         self._stop = False
         self.preempted = False
+        self.abandoned = False
+        self.progress_at = time.monotonic()
         self._first_step_seen = job.first_step_at is not None
 
     def event(self, level: str, message: str, data: dict | None = None) -> None:
@@ -107,18 +109,28 @@ class JobCallbacks:
             self._first_step_seen = True
         FineTuningJob.objects.filter(pk=self.job.pk).update(**update)
 
-    def checkpoint(self, epoch: int, path: Path) -> None:
+    def checkpoint(self, epoch: int, path: Path, *, step: int = 0, complete: bool = True) -> None:
+        # One row per epoch: a mid-epoch checkpoint is replaced by the next one and by the epoch's end.
         Checkpoint.objects.update_or_create(
             job=self.job, epoch=epoch,
-            defaults={"path": str(path), "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress},
+            defaults={"path": str(path), "step": step,
+                      "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress},
         )
-        job_event(job=self.job, message=_("Checkpoint saved after epoch %(n)s.") % {"n": epoch})
+        if complete:
+            job_event(job=self.job, message=_("Checkpoint saved after epoch %(n)s.") % {"n": epoch})
+        else:
+            job_event(job=self.job, message=_("Checkpoint saved at step %(step)s (epoch %(n)s).")
+                      % {"step": step, "n": epoch})
         # Only the newest checkpoint is resumed from: older ones keep their weights but drop the
         # optimizer state, which for full fine-tuning is gigabytes an epoch.
         for older in Checkpoint.objects.filter(job=self.job, epoch__lt=epoch).values_list("path", flat=True):
             (Path(older) / STATE_FILE).unlink(missing_ok=True)
 
     def should_stop(self) -> bool:
+        self.progress_at = time.monotonic()  # polled every step: the stuck-step watch reads it
+        if self.abandoned:  # the watch gave the task back while a step hung: it is not ours any more
+            self._stop = True
+            return True
         if SHUTDOWN.is_set():
             self.preempted = self._stop = True
             return True
@@ -166,7 +178,8 @@ def job_run(*, job: FineTuningJob) -> str:
     callbacks = Callbacks(job)
     hp = job.resolved_hyperparameters
     output = job_output_dir(job)
-    with Heartbeat(job.pk, interval=settings.JOB_HEARTBEAT_INTERVAL):
+    with Heartbeat(job.pk, interval=settings.JOB_HEARTBEAT_INTERVAL, watch=callbacks,
+                   stuck_after=settings.TRAINING_STUCK_SECONDS):
         try:
             job_event(job=job, message=_("Training started on %(worker)s (attempt %(n)s).")
                       % {"worker": job.worker, "n": job.attempts})
@@ -182,11 +195,9 @@ def job_run(*, job: FineTuningJob) -> str:
                 method=job.method, training_type=job.training_type, n_epochs=hp["n_epochs"],
                 batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
                 max_seq_len=job.base_model.context_length, seed=42,
+                checkpoint_interval=settings.TRAINING_CHECKPOINT_MINUTES * 60,
             )
-            last = job.checkpoints.order_by("-epoch").first()
-            resume = Path(last.path) if last and Path(last.path).exists() else None
-            if resume:
-                callbacks.event("info", _("Resuming from the checkpoint of epoch %(n)s.") % {"n": last.epoch})
+            resume = _resume_from(job)
             output.mkdir(parents=True, exist_ok=True)
             FineTuningJob.objects.filter(pk=job.pk).update(output_dir=str(output))
             result = engine.train(
@@ -194,11 +205,17 @@ def job_run(*, job: FineTuningJob) -> str:
                 config=config, output_dir=output, callbacks=callbacks, resume_from=resume,
             )
         except engine.TrainingCancelled:
+            if callbacks.abandoned:
+                return "requeued"  # the stuck-step watch already gave the task back
             if callbacks.preempted and _requeue_preempted(job):
                 return "requeued"
             return _finish_cancelled(job)  # a cancel asked for at the same moment wins
         except engine.TrainingDataError as exc:
             job_fail(job=job, code="invalid_training_data", message=str(exc), param="training_file")
+            return "failed"
+        except engine.CheckpointError as exc:
+            job_fail(job=job, code="checkpoint_unreadable",
+                     message=_("The task cannot resume: %(why)s") % {"why": exc})
             return "failed"
         except WeightsMissing as exc:
             job_fail(job=job, code="weights_missing", message=str(exc), param="model")
@@ -220,6 +237,43 @@ def job_run(*, job: FineTuningJob) -> str:
     return _finish_succeeded(job, result)
 
 
+def _resume_from(job: FineTuningJob) -> Path | None:
+    """The newest checkpoint, with the chart and progress rolled back to it; None: start from scratch.
+
+    Metrics logged after the checkpoint were lost with the worker: they are deleted, so that the
+    chart continues from the checkpoint instead of running backwards. A checkpoint that is recorded
+    but missing fails the task (engine.CheckpointError) rather than training again from the start.
+    """
+    from .training.engine import CheckpointError
+
+    last = job.checkpoints.order_by("-epoch", "-step").first()
+    if last is None:
+        return None
+    path = Path(last.path)
+    if not (path / STATE_FILE).exists():
+        raise CheckpointError(_("its checkpoint at step %(step)s (%(path)s) is missing.")
+                              % {"step": last.step, "path": path})
+    step = last.step or (last.metrics or {}).get("current_steps") or 0
+    with transaction.atomic():
+        dropped, _kinds = JobEvent.objects.filter(
+            job=job, type=JobEvent.Type.METRICS, data__current_steps__gt=step
+        ).delete()
+        FineTuningJob.objects.filter(pk=job.pk).update(progress=last.metrics or {})
+    requeue = (
+        JobEvent.objects.filter(job=job, data__has_key="requeue").order_by("-id").values_list("data", flat=True).first()
+        or {}
+    )
+    if requeue.get("requeue") == "stopped":
+        message = _("The worker was stopped; resumed from step %(step)s.")
+    elif requeue.get("requeue") == "stuck":
+        message = _("A step hung; resumed from step %(step)s.")
+    else:
+        message = _("Worker lost; resumed from step %(step)s.")
+    job_event(job=job, level="warning", message=message % {"step": step},
+              data={"step": step, "epoch": last.epoch, "metrics_dropped": dropped})
+    return path
+
+
 def _requeue_preempted(job: FineTuningJob) -> bool:
     """The worker is being stopped: hand the task back now rather than after the heartbeat times out.
 
@@ -237,7 +291,7 @@ def _requeue_preempted(job: FineTuningJob) -> bool:
         if changed:
             job_event(job=job, level="warning",
                       message=_("The worker was stopped; the task is back in the queue and will resume %(where)s.")
-                      % {"where": resume_point(job)})
+                      % {"where": resume_point(job)}, data={"requeue": "stopped"})
             transaction.on_commit(_kick_training)
     return bool(changed)
 

@@ -7,10 +7,12 @@ database now": a lost or duplicated message never loses or doubles a job.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -441,23 +443,52 @@ def worker_name() -> str:
 class Heartbeat:
     """Writes heartbeat_at every few seconds while a job runs in this process.
 
-    A worker killed outright stops writing; the periodic repair notices."""
+    A worker killed outright stops writing; the periodic repair notices. A worker alive but stuck
+    in one step (a hung kernel, a dead collective) keeps writing, so the heartbeat also watches
+    progress: ``watch.progress_at`` (monotonic, set at every step) older than ``stuck_after``
+    seconds gives the task back to the queue (``job_requeue_stuck``) and marks ``watch.abandoned``."""
 
-    def __init__(self, job_id: int, interval: float = 5.0):
+    def __init__(self, job_id: int, interval: float = 5.0, watch=None, stuck_after: float | None = None):
         self.job_id, self.interval = job_id, interval
+        self.watch, self.stuck_after = watch, stuck_after
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{job_id}")
+
+    def _stuck_for(self) -> float | None:
+        if self.watch is None or not self.stuck_after:
+            return None
+        idle = time.monotonic() - self.watch.progress_at
+        return idle if idle >= self.stuck_after else None
 
     def _run(self) -> None:
         from django.db import connection
 
         try:
             while not self._stop.wait(self.interval):
-                FineTuningJob.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    if self._beat():
+                        return
+                except Exception:  # a database hiccup must not end the heartbeat for good
+                    logger.exception("job %s: heartbeat failed; trying again", self.job_id)
+                    connection.close()
         finally:
             connection.close()
+
+    def _beat(self) -> bool:
+        """One heartbeat; True once the task was given back (no more heartbeats)."""
+        idle = self._stuck_for()
+        if idle is not None:
+            self.watch.abandoned = True
+            job_requeue_stuck(job_id=self.job_id, idle_seconds=idle)
+            # No more heartbeats: the task is not this worker's any more. A step that still has not
+            # returned after as long again never will: a pool child exits, and the pool starts a
+            # fresh one for the queue (the main process of a test never exits).
+            if not self._stop.wait(self.stuck_after) and _in_pool_child():
+                logger.error("job %s: the stuck step never returned; exiting this worker child", self.job_id)
+                os._exit(75)
+            return True
+        FineTuningJob.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+        return False
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -466,6 +497,13 @@ class Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def _in_pool_child() -> bool:
+    """True in a Celery prefork pool child (a daemon process), which the pool replaces when it exits."""
+    from billiard.process import current_process
+
+    return bool(current_process().daemon)
 
 
 def job_output_dir(job: FineTuningJob) -> Path:
@@ -521,8 +559,36 @@ def job_delete(*, job: FineTuningJob) -> None:
 
 def resume_point(job: FineTuningJob) -> str:
     """Where a requeued task will resume, for its event: its newest checkpoint, or the start."""
-    last = Checkpoint.objects.filter(job=job).order_by("-epoch").first()
-    return (_("from its epoch %(n)s checkpoint") % {"n": last.epoch}) if last else _("from the start")
+    last = Checkpoint.objects.filter(job=job).order_by("-epoch", "-step").first()
+    if last is None:
+        return _("from the start")
+    if not last.step:
+        return _("from its epoch %(n)s checkpoint") % {"n": last.epoch}
+    return _("from its checkpoint at step %(step)s (epoch %(n)s)") % {"step": last.step, "n": last.epoch}
+
+
+def job_requeue_stuck(*, job_id: int, idle_seconds: float) -> bool:
+    """A running task made no progress for too long: report it and put it back in the queue.
+
+    The attempt counts (like a lost worker's). The stuck process stops on its own if its step
+    ever returns; a training worker that cannot is replaced by the pool (see runner)."""
+    with transaction.atomic():
+        job = FineTuningJob.objects.select_for_update().filter(pk=job_id, status=JobStatus.RUNNING).first()
+        if job is None:
+            return False
+        step = (job.progress or {}).get("current_steps") or 0
+        if job.attempts >= MAX_ATTEMPTS:
+            job_fail(job=job, code="stuck", message=_("No training progress for %(s)s s at step %(step)s, %(n)s times.")
+                     % {"s": int(idle_seconds), "step": step, "n": job.attempts})
+            return False
+        FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, worker="")
+        job_event(
+            job=job, level="warning", data={"requeue": "stuck", "idle_seconds": round(idle_seconds, 1)},
+            message=_("No progress for %(s)s s after step %(step)s; the task is back in the queue and will resume "
+                      "%(where)s.") % {"s": int(idle_seconds), "step": step, "where": resume_point(job)},
+        )
+        transaction.on_commit(_kick_training)
+    return True
 
 
 def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
@@ -552,7 +618,7 @@ def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
             ).update(status=JobStatus.QUEUED, worker=""):
                 where = resume_point(job)
                 job_event(
-                    job=job, level="warning",
+                    job=job, level="warning", data={"requeue": "lost"},
                     message=_("Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).")
                     % {"where": where, "next": job.attempts + 1, "max": MAX_ATTEMPTS},
                 )

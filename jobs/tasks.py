@@ -16,16 +16,24 @@ def prepare_job(self, job_id: int) -> str:
     return outcome
 
 
-@shared_task(name="jobs.train_next", acks_late=True, soft_time_limit=None)
+@shared_task(name="jobs.train_next", acks_late=True)
 def train_next() -> str:
-    """Take the oldest queued task and train it in this worker process."""
+    """Take the oldest queued task and train it in this worker process.
+
+    No time limit: a worker on the training queue has none (console.celery); the heartbeat and the
+    stuck-step watch tell whether it is alive."""
     from .runner import job_run, preemptible
 
     job = services.job_claim_next(worker=services.worker_name())
     if job is None:
         return "idle"
-    with preemptible():
-        return job_run(job=job)
+    try:
+        with preemptible():
+            return job_run(job=job)
+    finally:
+        from .training.memory import release_memory
+
+        release_memory()  # the worker waits for its next task at its preloaded size
 
 
 @shared_task(name="jobs.repair")

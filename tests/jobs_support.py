@@ -102,7 +102,9 @@ class TrainingWorker:
                 self.db_name,
                 queues="training",
                 name=f"trainer{self.restarts}",
-                extra_env={"JOB_HEARTBEAT_INTERVAL": "1", "CONSOLE_PRELOAD_TRAINING": "1"},
+                extra_env={"JOB_HEARTBEAT_INTERVAL": "1", "CONSOLE_PRELOAD_TRAINING": "1",
+                           # a checkpoint about every second: mid-epoch resumes are exercised
+                           "TRAINING_CHECKPOINT_MINUTES": "0.02"},
             )
             self.restarts += 1
         return self

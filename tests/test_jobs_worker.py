@@ -130,13 +130,14 @@ def test_a_stopped_worker_hands_its_task_back_at_once(alice, tiny_base, training
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.worker == ""
     messages = list(job.events.values_list("message", flat=True))
-    assert any("The worker was stopped; the task is back in the queue and will resume from its epoch" in m
-               for m in messages), messages
+    assert any("The worker was stopped; the task is back in the queue and will resume from its checkpoint at step"
+               in m for m in messages), messages
     training_worker.ensure()  # the console starts again: the kick message is waiting, no repair needed
     assert _final(job.public_id) == "succeeded"
     job.refresh_from_db()
     assert job.attempts == 1
-    assert any("Resuming from the checkpoint" in m for m in job.events.values_list("message", flat=True))
+    assert any("The worker was stopped; resumed from step" in m for m in job.events.values_list("message", flat=True))
+    _assert_chart_never_runs_backwards(job)
 
 
 def test_a_killed_worker_is_noticed_and_the_task_resumes(alice, tiny_base, training_worker):
@@ -155,7 +156,17 @@ def test_a_killed_worker_is_noticed_and_the_task_resumes(alice, tiny_base, train
     job.refresh_from_db()
     assert job.attempts == 2
     messages = list(job.events.values_list("message", flat=True))
-    assert any("Worker lost" in m for m in messages) and any("Resuming from the checkpoint" in m for m in messages)
+    assert any("Worker lost; the task will resume" in m for m in messages)
+    assert any(m.startswith("Worker lost; resumed from step") for m in messages), messages
+    _assert_chart_never_runs_backwards(job)
+
+
+def _assert_chart_never_runs_backwards(job) -> None:
+    """Metrics logged after the checkpoint a run resumed from were dropped: steps only grow."""
+    steps = [d["current_steps"] for d in job.events.filter(type=JobEvent.Type.METRICS).order_by("id")
+             .values_list("data", flat=True)]
+    assert steps and steps == sorted(steps) and len(set(steps)) == len(steps), steps
+    assert steps[-1] == job.progress["total_steps"]
 
 
 def test_a_function_call_dataset_is_billed_exactly_the_tokens_it_trains(alice, tiny_base, training_worker):

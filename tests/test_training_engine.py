@@ -69,6 +69,7 @@ class Recorder(Callbacks):
         self.metric_log: list[dict] = []
         self.metric_times: list[float] = []
         self.checkpoints: list[tuple[int, Path]] = []
+        self.mid_epoch: list[tuple[int, Path]] = []
         self.polls = 0
         self.stop = False
 
@@ -79,8 +80,11 @@ class Recorder(Callbacks):
         self.metric_log.append(data)
         self.metric_times.append(time.monotonic())
 
-    def checkpoint(self, epoch, path):
-        self.checkpoints.append((epoch, path))
+    def checkpoint(self, epoch, path, *, step=0, complete=True):
+        if complete:
+            self.checkpoints.append((epoch, path))
+        else:
+            self.mid_epoch.append((step, path))
 
     def should_stop(self):
         self.polls += 1
@@ -342,6 +346,58 @@ def test_checkpoint_resume_continues_exactly(tiny_dir, tmp_path):
     assert resumed.final_loss == pytest.approx(full.final_loss, rel=1e-5)
 
 
+def _step_losses(history: list[dict]) -> dict[int, float]:
+    return {h["current_steps"]: h["loss"] for h in history}
+
+
+def test_resume_mid_epoch_continues_the_interrupted_run(tiny_dir, tmp_path):
+    """Interrupted at step k (inside an epoch), resumed from its time-based checkpoint: the per-step
+    losses after k are those of the uninterrupted run (same data order, optimizer and RNG state)."""
+    config = _fast(n_epochs=2, metrics_interval=0.0, checkpoint_interval=1e-9, lora_dropout=0.1)
+    data = MEMO * 3  # 12 examples, batch 2: 6 steps an epoch
+    straight = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO,
+                     config=_fast(n_epochs=2, metrics_interval=0.0, lora_dropout=0.1),
+                     output_dir=tmp_path / "straight")
+
+    class StopAfter(Recorder):
+        def checkpoint(self, epoch, path, *, step=0, complete=True):
+            super().checkpoint(epoch, path, step=step, complete=complete)
+            self.stop = step == 8  # step 2 of epoch 2
+
+    rec = StopAfter()
+    with pytest.raises(TrainingCancelled):
+        train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
+              output_dir=tmp_path / "run", callbacks=rec)
+    assert [s for s, _ in rec.mid_epoch] == [1, 2, 3, 4, 5, 7, 8] and [e for e, _ in rec.checkpoints] == [1]
+    # only the newest mid-epoch checkpoint is kept on disk (epoch ends are kept)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-1", "step-8"]
+    interrupted = _step_losses(rec.metric_log)
+    assert max(interrupted) == 8
+
+    resumed_rec = Recorder()
+    resumed = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
+                    output_dir=tmp_path / "run", callbacks=resumed_rec,
+                    resume_from=tmp_path / "run" / "checkpoints" / "step-8")
+    assert resumed_rec.metric_log[0]["current_steps"] == 9
+    assert any(m.startswith("Resumed from step 8") for _, m, _ in resumed_rec.events)
+    expected = _step_losses(straight.history)
+    got = {**interrupted, **_step_losses(resumed_rec.metric_log)}
+    assert sorted(got) == sorted(expected) == list(range(1, 13))
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+    assert resumed.steps == straight.steps and resumed.trained_tokens == straight.trained_tokens
+    assert resumed.final_eval_loss == pytest.approx(straight.final_eval_loss, rel=1e-4)
+
+
+def test_a_checkpoint_that_cannot_be_read_fails_the_resume(tiny_dir, tmp_path):
+    broken = tmp_path / "checkpoints" / "step-3"
+    broken.mkdir(parents=True)
+    (broken / engine.STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(engine.CheckpointError, match="cannot be read"):
+        train(model_dir=tiny_dir, train_examples=MEMO, eval_examples=None, config=_fast(),
+              output_dir=tmp_path, resume_from=broken)
+
+
 def test_bad_example_names_its_line(tiny_dir, tmp_path):
     examples = [*MEMO, {"messages": [{"role": "user", "content": "only a question"}]}]
     with pytest.raises(TrainingDataError, match=r"example 5 \(line 5\).*no assistant turn"):
@@ -417,3 +473,57 @@ def test_frozen_linear_matches_f_linear():
     (expected * upstream).sum().backward()
     torch.testing.assert_close(frozen_linear(x.detach(), weight, bias), expected.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got, x.grad, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ precision, recomputation, memory budget
+
+
+def _first_step_loss(tiny_dir, tmp_path, **kwargs) -> float:
+    config = _fast(n_epochs=1, metrics_interval=0.0, **kwargs)
+    result = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
+                   output_dir=tmp_path / str(len(list(tmp_path.iterdir()))))
+    return result.history[0]["loss"], result.final_eval_loss
+
+
+def test_bf16_autocast_and_checkpointing_give_the_same_loss(tiny_dir, tmp_path):
+    """The GPU path's switches, run on CPU: bf16 autocast and gradient checkpointing change how the
+    loss is computed, not what it is."""
+    for training_type in ("lora", "full"):
+        plain, plain_eval = _first_step_loss(tiny_dir, tmp_path, training_type=training_type, precision="fp32",
+                                             gradient_checkpointing=False)
+        recomputed, recomputed_eval = _first_step_loss(tiny_dir, tmp_path, training_type=training_type,
+                                                       precision="fp32", gradient_checkpointing=True)
+        assert recomputed == pytest.approx(plain, rel=1e-5) and recomputed_eval == pytest.approx(plain_eval, rel=1e-4)
+        bf16, bf16_eval = _first_step_loss(tiny_dir, tmp_path, training_type=training_type, precision="bf16")
+        assert bf16 == pytest.approx(plain, rel=2e-2) and bf16_eval == pytest.approx(plain_eval, rel=3e-2)
+
+
+def test_memory_plan_is_announced(tiny_dir, tmp_path):
+    rec = Recorder()
+    train(model_dir=tiny_dir, train_examples=MEMO, eval_examples=None, config=_fast(n_epochs=1, precision="bf16"),
+          output_dir=tmp_path, callbacks=rec)
+    plan = next(d for _, m, d in rec.events if m.startswith("Memory plan"))
+    assert plan["bf16"] is True and plan["micro_batch_tokens"] > 0 and plan["fits"] is True
+
+
+def test_micro_batch_budget_from_free_memory():
+    from jobs.training.budget import ModelShape, activation_bytes_per_token, plan_micro_batches
+
+    smollm = ModelShape(layers=30, hidden=576, intermediate=1536, vocab=49152)
+    per_token = activation_bytes_per_token(smollm)
+    assert 0.8 * 2**20 < per_token < 1.5 * 2**20  # measured about 1 MB a token in fp32
+    assert activation_bytes_per_token(smollm, dtype_bytes=2) < per_token
+    assert activation_bytes_per_token(smollm, checkpointing=True) < per_token / 3
+
+    plan = plan_micro_batches(free_bytes=256 * 2**20, shape=smollm, longest_sequence=200)
+    assert plan.micro_batch_tokens == 256 * 2**20 // per_token and not plan.gradient_checkpointing and plan.fits
+    assert plan_micro_batches(free_bytes=10**12, shape=smollm, longest_sequence=200).micro_batch_tokens == 16384
+
+    # the longest sequence does not fit with every activation kept: recompute
+    glm9b = ModelShape(layers=40, hidden=4096, intermediate=13696, vocab=151552)
+    plan = plan_micro_batches(free_bytes=60 * 2**30, shape=glm9b, longest_sequence=32768, dtype_bytes=2)
+    assert plan.gradient_checkpointing and plan.fits and plan.micro_batch_tokens >= 32768
+    # not even recomputed: it does not fit, and says so
+    plan = plan_micro_batches(free_bytes=2**30, shape=glm9b, longest_sequence=131072, dtype_bytes=2)
+    assert not plan.fits and plan.gradient_checkpointing
+    assert plan_micro_batches(free_bytes=-5, shape=smollm, longest_sequence=10).fits is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .engine import (
     Callbacks,
+    CheckpointError,
     TrainingCancelled,
     TrainingConfig,
     TrainingDataError,
@@ -16,6 +17,7 @@ from .engine import (
 
 __all__ = [
     "Callbacks",
+    "CheckpointError",
     "TrainingCancelled",
     "TrainingConfig",
     "TrainingDataError",

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import budget
 from .fast_linear import frozen_linear, patch_frozen_linears
 from .fused_lora import fuse_lora_layers
 from .fused_rope import patch_llama_rope
@@ -64,14 +65,23 @@ class TrainingConfig:
     num_threads: int | None = None  # None: the machine's physical cores
     warmup_ratio: float = 0.03
     # beyond the agreed interface (all have safe defaults)
-    # tokens per forward pass (padded size); a step is split beyond it. Peak memory on
-    # SmolLM2-135M LoRA: about 8 GB at 4096 tokens, roughly linear in this number
-    micro_batch_tokens: int = 2048
+    # tokens per forward pass (padded size); a step is split beyond it. None: from the memory left for
+    # activations (budget.plan_micro_batches): free device memory on a GPU, activation_memory_mb on a CPU
+    micro_batch_tokens: int | None = None
+    # CPU: memory for activations. About 1 MB a token for SmolLM2-135M; a CPU's matmuls gain little
+    # beyond a few hundred tokens a pass, and the worker shares the machine
+    activation_memory_mb: int = 2048  # measured: 256 gives a 1.6 GB peak but costs about 25% of the speed
+    # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
+    gradient_checkpointing: bool | None = None
+    # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16, fp32 on CPU
+    precision: str = "auto"  # "auto" | "fp32" | "bf16"
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     metrics_interval: float = 1.0  # seconds between metric reports, at least
     fused_lora: bool = True  # fused LoRA linear and RoPE forward/backward (same math, fewer ops)
-    device: str | None = None  # None: CUDA when available, else CPU (fp32 either way)
+    device: str | None = None  # None: CUDA when available, else CPU
+    # seconds between mid-epoch checkpoints (besides one per epoch); 0 or None: per epoch only
+    checkpoint_interval: float | None = 600.0
 
 
 class Callbacks:
@@ -83,8 +93,9 @@ class Callbacks:
     def metrics(self, data: dict) -> None:
         """Progress numbers, at most about once per ``metrics_interval`` and at each epoch end."""
 
-    def checkpoint(self, epoch: int, path: Path) -> None:
-        """A checkpoint for ``epoch`` (1-based) was written to ``path``."""
+    def checkpoint(self, epoch: int, path: Path, *, step: int = 0, complete: bool = True) -> None:
+        """A checkpoint was written to ``path`` after global ``step``: the end of ``epoch`` (1-based)
+        when ``complete``, else a point inside it (a resume from it continues at the next step)."""
 
     def should_stop(self) -> bool:
         """Polled every step (and inside long loops); True makes train() raise TrainingCancelled."""
@@ -97,6 +108,10 @@ class TrainingCancelled(Exception):
 
 class TrainingDataError(Exception):
     """An example cannot be trained on; the message names it (1-based line) and why."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint to resume from cannot be read: the run stops rather than start over silently."""
 
 
 @dataclass
@@ -186,16 +201,39 @@ def encode_examples(
     return units, tokens, truncated, skipped
 
 
+def resolve_device(config: TrainingConfig) -> str:
+    return config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(config: TrainingConfig, device: str) -> bool:
+    """bf16 autocast: asked for, or "auto" on a GPU that supports it (never by default on a CPU)."""
+    if config.precision == "bf16":
+        return True
+    if config.precision == "auto" and device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return False
+
+
 def load_model(model_dir: Path, config: TrainingConfig):
-    """The base model in fp32 with segmented attention, wrapped for LoRA when asked."""
+    """The base model with segmented attention, wrapped for LoRA when asked.
+
+    fp32 on a CPU. On a GPU with bf16, LoRA's frozen base weights are bf16 (half the memory) and
+    the adapters fp32 (peft keeps adapter weights in fp32); full fine-tuning keeps fp32 master
+    weights (AdamW updates them) and computes in bf16 under autocast. TF32 matmuls on CUDA."""
     from transformers import AutoModelForCausalLM
 
     attn = register_attention()
     if config.fused_lora:
         patch_llama_rope()
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation=attn)
+    device = resolve_device(config)
+    dtype = torch.float32
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if use_bf16(config, device) and config.training_type == "lora":
+            dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation=attn)
     model.config.use_cache = False
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if config.training_type == "lora":
         from peft import LoraConfig, get_peft_model
@@ -283,9 +321,17 @@ class _Run:
         self.ref_logps: torch.Tensor | None = None  # (units, 2) for DPO
         self.eval_ref_logps: torch.Tensor | None = None
 
+    micro_batch_tokens = 2048
+    autocast = False
+
     def batches(self, unit_ids: list[int], units) -> list[MicroBatch]:
-        budget = max(self.config.micro_batch_tokens, self.config.max_seq_len)
-        return build_micro_batches(units, unit_ids, budget, self.config.packing, self.pad_id)
+        # a unit longer than the budget gets a micro-batch of its own (units are never split)
+        return build_micro_batches(units, unit_ids, self.micro_batch_tokens, self.config.packing, self.pad_id)
+
+    def precision(self):
+        """bf16 autocast around a forward pass when the run uses it (losses are computed in fp32)."""
+        device = _parts(self.model)[1].weight.device.type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.autocast)
 
     @torch.no_grad()
     def reference_logps(self, units) -> torch.Tensor:
@@ -300,7 +346,8 @@ class _Run:
             for start in range(0, len(ids), chunk):
                 self.stopper.check()
                 for mb in self.batches(ids[start : start + chunk], units):
-                    out[mb.units] = sequence_logps(self.model, mb).view(-1, 2).cpu()
+                    with self.precision():
+                        out[mb.units] = sequence_logps(self.model, mb).float().view(-1, 2).cpu()
         self.model.train(was_training)
         return out
 
@@ -319,12 +366,14 @@ class _Run:
             self.stopper.check()
             for mb in self.batches(ids[start : start + 32], units):
                 if self.dpo:
-                    policy = sequence_logps(self.model, mb).view(-1, 2)
+                    with self.precision():
+                        policy = sequence_logps(self.model, mb).float().view(-1, 2)
                     losses, _ = dpo_loss(policy, ref[mb.units].to(policy.device), self.config.dpo_beta)
                     total += losses.sum().item()
                     count += len(mb.units)
                 else:
-                    logps = token_logps(self.model, mb)
+                    with self.precision():
+                        logps = token_logps(self.model, mb).float()
                     total += -logps.sum().item()
                     count += logps.numel()
         self.model.train()
@@ -344,13 +393,16 @@ class _Run:
         for mb in micro:
             self.stopper.check()
             if self.dpo:
-                policy = sequence_logps(self.model, mb).view(-1, 2)
+                with self.precision():
+                    policy = sequence_logps(self.model, mb).float().view(-1, 2)
                 reference = self.ref_logps[mb.units].to(policy.device)
                 losses, margins = dpo_loss(policy, reference, self.config.dpo_beta)
                 loss = losses.sum() / denominator
                 margin_total += margins.sum().item()
             else:
-                loss = -token_logps(self.model, mb).sum() / denominator
+                with self.precision():
+                    logps = token_logps(self.model, mb)
+                loss = -logps.float().sum() / denominator
             loss.backward()
             loss_total += loss.item()
         margin = margin_total / denominator if self.dpo else None
@@ -363,6 +415,26 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+def _memory_plan(model, config: TrainingConfig, device: str, units) -> budget.MemoryPlan:
+    """Micro-batch tokens and checkpointing from the memory left for activations (budget.py)."""
+    shape = budget.ModelShape.from_config(model.config)
+    longest = max((sum(len(ids) for ids, _ in unit) for unit in units), default=1)
+    dtype_bytes = 2 if use_bf16(config, device) else 4
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info()
+        # the optimizer's moments are allocated at the first step: keep their share and a margin
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        free = int(free * 0.85) - trainable * 12
+    else:
+        free = config.activation_memory_mb * 2**20
+    plan = budget.plan_micro_batches(free_bytes=free, shape=shape, longest_sequence=longest, dtype_bytes=dtype_bytes)
+    if config.micro_batch_tokens:
+        plan = budget.MemoryPlan(config.micro_batch_tokens, plan.gradient_checkpointing, plan.bytes_per_token, True)
+    if config.gradient_checkpointing is not None:
+        plan = budget.MemoryPlan(plan.micro_batch_tokens, config.gradient_checkpointing, plan.bytes_per_token, True)
+    return plan
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int):
@@ -462,6 +534,24 @@ def train(
     model = load_model(model_dir, config)
     model.train()
     run = _Run(model, units, eval_units, config, cb, pad_id)
+    device = resolve_device(config)
+    run.autocast = use_bf16(config, device)
+    plan = _memory_plan(model, config, device, units + eval_units)
+    run.micro_batch_tokens = plan.micro_batch_tokens
+    if plan.gradient_checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers 5's name
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    cb.event(
+        "info",
+        f"Memory plan: {plan.micro_batch_tokens} tokens a micro-batch"
+        + (", gradient checkpointing" if plan.gradient_checkpointing else "")
+        + (", bf16 autocast" if run.autocast else ""),
+        {"micro_batch_tokens": plan.micro_batch_tokens, "gradient_checkpointing": plan.gradient_checkpointing,
+         "bf16": run.autocast, "fits": plan.fits},
+    )
     if run.dpo:
         cb.event("info", "Computing reference log-probabilities")
         run.ref_logps = run.reference_logps(units)
@@ -482,14 +572,17 @@ def train(
     trained_tokens = 0
     history: list[dict] = []
     prior_elapsed = 0.0
+    skip_steps = 0  # steps of first_epoch already trained before the checkpoint (mid-epoch resume)
     if resume_from is not None:
         state = _resume(Path(resume_from), model, optimizer, scheduler)
         first_epoch = state["epoch"] + 1
+        skip_steps = state.get("step_in_epoch", 0)
         global_step = state["global_step"]
         trained_tokens = state["trained_tokens"]
         history = state.get("history", [])
         prior_elapsed = state.get("elapsed_time", 0.0)
-        cb.event("info", f"Resumed from epoch {state['epoch']}", {"epoch": state["epoch"], "step": global_step})
+        cb.event("info", f"Resumed from step {global_step} (epoch {state['epoch']}, +{skip_steps} steps)",
+                 {"epoch": state["epoch"], "step": global_step, "step_in_epoch": skip_steps})
 
     cb.event(
         "info",
@@ -544,10 +637,40 @@ def train(
         last_emit = now
         return data
 
+    def save(epoch: int, steps_done: int, path: Path) -> None:
+        """Checkpoint after ``steps_done`` steps of ``epoch`` (all of them: the epoch is complete)."""
+        complete = steps_done == steps_per_epoch
+        save_checkpoint(
+            path,
+            model,
+            tokenizer,
+            optimizer,
+            scheduler,
+            {
+                "epoch": epoch if complete else epoch - 1,  # epochs complete
+                "step_in_epoch": 0 if complete else steps_done,
+                "global_step": global_step,
+                "trained_tokens": trained_tokens,
+                "history": history,
+                "elapsed_time": prior_elapsed + _now() - started,
+                "config": asdict(config),
+            },
+            # an epoch's checkpoint is also a servable adapter folder; a mid-epoch one only what a resume reads
+            lora=config.training_type == "lora" and complete,
+        )
+        # a mid-epoch checkpoint is superseded by any later one: only the newest is resumed from
+        for older in (output_dir / CHECKPOINTS).glob("step-*"):
+            if older != path:
+                shutil.rmtree(older, ignore_errors=True)
+        cb.checkpoint(epoch, path, step=global_step, complete=complete)
+
+    interval = config.checkpoint_interval or 0.0
+    last_saved = _now()
     steps_before = global_step
     for epoch in range(first_epoch, config.n_epochs + 1):
+        # the data order of an epoch depends only on the seed and the epoch: a resumed run sees the same
         order = torch.randperm(len(units), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-        for s in range(steps_per_epoch):
+        for s in range(skip_steps if epoch == first_epoch else 0, steps_per_epoch):
             run.stopper.check()
             step_ids = order[s * config.batch_size : (s + 1) * config.batch_size]
             loss, margin, tokens = run.step(step_ids)
@@ -565,31 +688,20 @@ def train(
             pending.append(loss)
             if margin is not None:
                 pending_margin.append(margin)
-            if s < steps_per_epoch - 1 and _now() - last_emit >= config.metrics_interval:
+            if s < steps_per_epoch - 1 and interval and _now() - last_saved >= interval:
+                if pending:  # the chart gets every step up to the checkpoint, so a resume continues it
+                    report(epoch - 1 + (s + 1) / steps_per_epoch, None)
+                save(epoch, s + 1, output_dir / CHECKPOINTS / f"step-{global_step}")
+                last_saved = _now()
+            elif s < steps_per_epoch - 1 and _now() - last_emit >= config.metrics_interval:
                 report(epoch - 1 + (s + 1) / steps_per_epoch, None)
         last_eval = run.evaluate()
         report(float(epoch), last_eval)
         epochs_completed = epoch
         message = f"Epoch {epoch}/{config.n_epochs} finished"
         cb.event("info", message, {"epoch": epoch, "loss": last_loss, "eval_loss": last_eval})
-        checkpoint = output_dir / CHECKPOINTS / f"epoch-{epoch}"
-        save_checkpoint(
-            checkpoint,
-            model,
-            tokenizer,
-            optimizer,
-            scheduler,
-            {
-                "epoch": epoch,
-                "global_step": global_step,
-                "trained_tokens": trained_tokens,
-                "history": history,
-                "elapsed_time": prior_elapsed + _now() - started,
-                "config": asdict(config),
-            },
-            lora=config.training_type == "lora",
-        )
-        cb.checkpoint(epoch, checkpoint)
+        save(epoch, steps_per_epoch, output_dir / CHECKPOINTS / f"epoch-{epoch}")
+        last_saved = _now()
 
     loop_time = _now() - loop_started
     final_dir = output_dir / "final"
@@ -615,12 +727,15 @@ def train(
 def _resume(path: Path, model, optimizer, scheduler) -> dict:
     from safetensors.torch import load_file
 
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-    saved = load_file(str(path / TRAINABLE_FILE))
+    try:
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        saved = load_file(str(path / TRAINABLE_FILE))
+    except Exception as exc:  # missing, truncated or corrupt: never start over in silence
+        raise CheckpointError(f"the checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
     current = _trainable(model)
     missing = set(current) - set(saved)
     if missing:
-        raise ValueError(f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]})")
+        raise CheckpointError(f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]})")
     with torch.no_grad():
         for name, param in current.items():
             param.copy_(saved[name])

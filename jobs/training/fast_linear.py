@@ -3,8 +3,10 @@
 On this machine (AMD EPYC, AVX-512) PyTorch's default fp32 matmul (MKL) reaches
 about 185 GFLOP/s on two cores, while oneDNN's linear (``mkldnn._linear_pointwise``,
 the kernel torch.compile uses for CPU) reaches about 400 on the same shapes, fp32
-both. The frozen weights of LoRA training (and the tied LM head) go through it,
-forward and backward; the backward uses a cached transposed copy of the weight.
+both. The frozen weights of LoRA training (and the tied LM head) go through it
+forward. The backward (grad @ W) is a plain MKL matmul on the weight itself: oneDNN would
+need a contiguous transposed copy of every frozen weight, as large as the model (540 MB for
+SmolLM2-135M in fp32), for a gain lost in the noise on the backward's shapes (measured).
 Anything else (GPU, other dtypes, weights that train) keeps ``F.linear``.
 """
 
@@ -41,48 +43,25 @@ def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and not weight.requires_grad
+        and not torch.is_autocast_enabled("cpu")  # bf16 autocast: F.linear, which autocast casts
         and available()
     )
-
-
-class _TransposeCache:
-    """weight.t().contiguous(), recomputed only if the weight changed."""
-
-    def __init__(self):
-        self.key = None
-        self.value: torch.Tensor | None = None
-
-    def get(self, weight: torch.Tensor) -> torch.Tensor:
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape))
-        if key != self.key:
-            self.value = weight.detach().t().contiguous()
-            self.key = key
-        return self.value
-
-
-def transposed(weight: torch.Tensor) -> torch.Tensor:
-    """The cached contiguous transpose, kept on the parameter itself (freed with the model)."""
-    cache = getattr(weight, "_transpose_cache", None)
-    if cache is None:
-        cache = _TransposeCache()
-        weight._transpose_cache = cache
-    return cache.get(weight)
 
 
 class FrozenLinearFn(torch.autograd.Function):
     """y = x W^T (+ b) with W (and b) frozen; x is 2-D."""
 
     @staticmethod
-    def forward(ctx, x2d, weight, bias, weight_t):
-        ctx.save_for_backward(weight_t)
+    def forward(ctx, x2d, weight, bias):
+        ctx.save_for_backward(weight)
         out = _dense_linear(x2d, weight)
         return out.add_(bias) if bias is not None else out
 
     @staticmethod
     def backward(ctx, grad):
-        (weight_t,) = ctx.saved_tensors
-        grad_x = _dense_linear(grad.contiguous(), weight_t) if ctx.needs_input_grad[0] else None
-        return grad_x, None, None, None
+        (weight,) = ctx.saved_tensors
+        grad_x = grad.mm(weight) if ctx.needs_input_grad[0] else None
+        return grad_x, None, None
 
 
 def frozen_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,7 +73,7 @@ def frozen_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if not x2d.is_contiguous():
         x2d = x2d.contiguous()
     if torch.is_grad_enabled() and x.requires_grad:
-        out = FrozenLinearFn.apply(x2d, weight, bias, transposed(weight))
+        out = FrozenLinearFn.apply(x2d, weight, bias)
     else:
         out = _dense_linear(x2d, weight)
         if bias is not None:

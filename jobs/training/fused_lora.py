@@ -20,9 +20,9 @@ from . import fast_linear
 
 class _LoraLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x2d, weight, bias, lora_a, lora_b, scaling: float, weight_t):
+    def forward(ctx, x2d, weight, bias, lora_a, lora_b, scaling: float, onednn: bool):
         xa = x2d @ lora_a.t()  # (N, r)
-        if weight_t is not None:  # oneDNN for the big frozen matmul (see fast_linear.py)
+        if onednn:  # oneDNN for the big frozen matmul (see fast_linear.py)
             out = fast_linear._dense_linear(x2d, weight)
             if bias is not None:
                 out.add_(bias)
@@ -30,7 +30,7 @@ class _LoraLinearFn(torch.autograd.Function):
             out = torch.addmm(bias, x2d, weight.t()) if bias is not None else x2d @ weight.t()
         # in place: addmm into a new tensor would first copy the whole base output
         out.addmm_(xa, lora_b.t(), alpha=scaling)
-        ctx.save_for_backward(x2d, weight, lora_a, lora_b, xa, weight_t)
+        ctx.save_for_backward(x2d, weight, lora_a, lora_b, xa)
         ctx.scaling = scaling
         ctx.has_bias = bias is not None
         ctx.need_x = ctx.needs_input_grad[0]
@@ -38,15 +38,15 @@ class _LoraLinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x2d, weight, lora_a, lora_b, xa, weight_t = ctx.saved_tensors
+        x2d, weight, lora_a, lora_b, xa = ctx.saved_tensors
         s = ctx.scaling
         grad_b = (grad.t() @ xa).mul_(s)  # (out, r)
         grad_xa = (grad @ lora_b).mul_(s)  # (N, r)
         grad_a = grad_xa.t() @ x2d  # (r, in)
         grad_x = None
         if ctx.need_x:
-            base = fast_linear._dense_linear(grad.contiguous(), weight_t) if weight_t is not None else grad @ weight
-            grad_x = base.addmm_(grad_xa, lora_a)
+            # a plain matmul on the weight itself: no transposed copy of the model (fast_linear.py)
+            grad_x = (grad @ weight).addmm_(grad_xa, lora_a)
         # the base weight and bias are frozen: no gradients for them
         return grad_x, None, None, grad_a, grad_b, None, None
 
@@ -62,6 +62,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         or adapters[0] not in self.lora_A
         or adapters[0] in self.lora_variant
         or self.base_layer.weight.requires_grad
+        or torch.is_autocast_enabled(x.device.type)  # fp32 math only: autocast takes PEFT's path
     ):
         return self._peft_forward(x, *args, **kwargs)
     name = adapters[0]
@@ -72,11 +73,10 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     shape = x.shape
     weight = self.base_layer.weight
     x2d = x.reshape(-1, shape[-1])
-    weight_t = None
-    if fast_linear.usable(x, weight):
+    onednn = fast_linear.usable(x, weight)
+    if onednn:
         x2d = x2d.contiguous()
-        weight_t = fast_linear.transposed(weight)
-    out = _LoraLinearFn.apply(x2d, weight, self.base_layer.bias, lora_a, lora_b, self.scaling[name], weight_t)
+    out = _LoraLinearFn.apply(x2d, weight, self.base_layer.bias, lora_a, lora_b, self.scaling[name], onednn)
     return out.view(*shape[:-1], out.shape[-1])
 
 

@@ -87,7 +87,30 @@ def _lora_config():
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
+def use_repository_datasets() -> None:
+    """Our engine imports the repository's ``datasets`` app (datasets.rendering), which Hugging Face's
+    shadows once imported: drop the latter in a process that runs only our engine."""
+    for name in [n for n in sys.modules if n == "datasets" or n.startswith("datasets.")]:
+        del sys.modules[name]
+    sys.path.remove(str(REPO))
+    sys.path.insert(0, str(REPO))
+
+
+def import_renderer():
+    """The engine's renderer (it imports the repository's ``datasets`` app) in a process that keeps
+    Hugging Face's ``datasets`` for the Trainer: import it with the repository's, then put HF's back."""
+    hf = {n: m for n, m in sys.modules.items() if n == "datasets" or n.startswith("datasets.")}
+    use_repository_datasets()
+    from jobs.training.render import Renderer
+
+    for name in [n for n in sys.modules if n == "datasets" or n.startswith("datasets.")]:
+        del sys.modules[name]
+    sys.modules.update(hf)
+    return Renderer
+
+
 def run_ours(examples, args) -> dict:
+    use_repository_datasets()
     from jobs.training import TrainingConfig, train
 
     config = TrainingConfig(n_epochs=args.epochs, batch_size=8, learning_rate=2e-3, lora_r=16, lora_alpha=32,
@@ -109,8 +132,7 @@ def run_hf(examples, args) -> dict:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from jobs.training.render import Renderer
-
+    Renderer = import_renderer()  # noqa: N806
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
     renderer = Renderer(tokenizer, 2048)
