@@ -46,7 +46,11 @@ def test_a_training_worker_has_no_time_limit():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_stuck_step_is_reported_and_the_task_requeued(alice, bob, tiny_base):
+def test_a_stuck_step_is_reported_and_the_task_requeued(alice, bob, tiny_base, monkeypatch):
+    # The requeue kicks the training queue; a training worker of another test (session-wide) would take
+    # the task at once. Here the kick is only recorded, so the task stays in the queue to be looked at.
+    kicks = []
+    monkeypatch.setattr(services, "_kick_training", lambda: kicks.append(1))
     job = _running_job(alice, tiny_base, make_dataset(alice, chat_lines(4)), progress={"current_steps": 7})
     others = _running_job(bob, tiny_base, make_dataset(bob, chat_lines(4), name="b"))
 
@@ -62,7 +66,7 @@ def test_a_stuck_step_is_reported_and_the_task_requeued(alice, bob, tiny_base):
             what="the stuck task requeued",
         )
     job.refresh_from_db()
-    assert watch.abandoned and job.worker == ""
+    assert watch.abandoned and job.worker == "" and kicks == [1]
     event = job.events.get(data__requeue="stuck")
     assert event.level == "warning" and "No progress for" in event.message and "after step 7" in event.message
     # bob's task, in the same state but not watched by this heartbeat, is untouched
