@@ -475,6 +475,33 @@ def test_frozen_linear_matches_f_linear():
     torch.testing.assert_close(got, x.grad, rtol=1e-5, atol=1e-5)
 
 
+
+def test_fused_head_matches_plain(monkeypatch):
+    """Log-probs and their gradient through the frozen head without keeping the logits: the same numbers
+    as cross-entropy on the logits, across chunk boundaries and with a per-token upstream gradient (DPO)."""
+    from jobs.training import fused_head
+
+    monkeypatch.setattr(fused_head, "CHUNK_TOKENS", 4)  # 10 rows: three chunks, the last one short
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(50, 16, generator=gen), torch.randn(50, generator=gen)
+    hidden = torch.randn(10, 16, generator=gen, requires_grad=True)
+    target = torch.randint(0, 50, (10,), generator=gen)
+    upstream = torch.randn(10, generator=gen)
+    assert fused_head.usable(weight, bias) and not fused_head.usable(weight.requires_grad_(True), None)
+    weight.requires_grad_(False)
+
+    got = fused_head.frozen_head_logps(hidden, weight, bias, target)
+    (got * upstream).sum().backward()
+    got_grad, hidden.grad = hidden.grad.clone(), None
+    expected = -torch.nn.functional.cross_entropy(hidden @ weight.t() + bias, target, reduction="none")
+    (expected * upstream).sum().backward()
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad, hidden.grad, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # evaluation: no gradient is computed or kept
+        torch.testing.assert_close(fused_head.frozen_head_logps(hidden, weight, bias, target), expected.detach(),
+                                   rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------ precision, recomputation, memory budget
 
 

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import budget
+from . import budget, fused_head
+from .memory import tune_malloc
 from .fast_linear import frozen_linear, patch_frozen_linears
 from .fused_lora import fuse_lora_layers
 from .fused_rope import patch_llama_rope
@@ -274,6 +275,8 @@ def token_logps(model, mb: MicroBatch) -> torch.Tensor:
         use_cache=False,
     ).last_hidden_state
     picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.src.to(device))
+    if fused_head.usable(head.weight, head.bias):  # LoRA: the logits are never kept (fused_head.py)
+        return fused_head.frozen_head_logps(picked, head.weight, head.bias, mb.tgt.to(device))
     logits = frozen_linear(picked, head.weight, head.bias).float()
     return -F.cross_entropy(logits, mb.tgt.to(device), reduction="none")
 
@@ -507,6 +510,7 @@ def train(
         raise ValueError(f"unknown method {config.method!r}")
     threads = config.num_threads or physical_cores()
     torch.set_num_threads(threads)
+    tune_malloc()  # activations go back to the system when freed (memory.py)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
 
