@@ -197,23 +197,48 @@ def save_file(local_path: Path | str, name: str) -> str:
     return saved
 
 
-class _BodyReader(io.RawIOBase):
-    """A raw stream over an S3 response body, for io.BufferedReader."""
+class _ObjectReader(io.RawIOBase):
+    """A raw stream over an S3 object's response body, for io.BufferedReader. Seeking asks for the object
+    again from that byte on (a ranged GET), so a reader that peeks at the head and rewinds reads no more."""
 
-    def __init__(self, body) -> None:
-        self.body = body
+    def __init__(self, obj) -> None:
+        self.obj, self.pos, self.body = obj, 0, None
+        self.size = obj.content_length  # a HEAD: also raises at once if the object is missing
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        position = max(0, base + offset)
+        if position != self.pos:
+            self._close_body()
+            self.pos = position
+        return self.pos
+
     def readinto(self, buffer) -> int:
+        if self.pos >= self.size:
+            return 0
+        if self.body is None:
+            self.body = self.obj.get(Range=f"bytes={self.pos}-")["Body"]
         data = self.body.read(len(buffer))
         buffer[: len(data)] = data
+        self.pos += len(data)
         return len(data)
 
-    def close(self) -> None:
-        if not self.closed:
+    def _close_body(self) -> None:
+        if self.body is not None:
             self.body.close()
+            self.body = None
+
+    def close(self) -> None:
+        self._close_body()
         super().close()
 
 
@@ -230,8 +255,7 @@ def open_stream(name: str) -> IO[bytes]:
     s3 = _s3(store)
     try:
         if s3 is not None:  # S3File downloads the whole object before the first read; the body streams
-            body = s3.bucket.Object(s3._normalize_name(key)).get()["Body"]
-            return io.BufferedReader(_BodyReader(body), buffer_size=CHUNK)
+            return io.BufferedReader(_ObjectReader(s3.bucket.Object(s3._normalize_name(key))), buffer_size=CHUNK)
         return store.open(key, "rb")
     except Exception as exc:
         raise StorageError(f"{name} cannot be read: {type(exc).__name__}: {exc}") from exc
