@@ -113,9 +113,10 @@ def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str =
     )
     stored_name = None
     try:
+        # Stored before the transaction: with a bucket it is a network call, which no transaction waits on.
+        dataset.file.save(filename, upload, save=False)
+        stored_name = dataset.file.name
         with transaction.atomic():
-            dataset.file.save(filename, upload, save=False)
-            stored_name = dataset.file.name
             dataset.save()
             transaction.on_commit(lambda: dataset_enqueue_validation(dataset_id=dataset.pk))
     except IntegrityError:
