@@ -266,3 +266,20 @@ def _files_under(folder: Path) -> list[Path]:
 
 def _file_status(file_id: str) -> str:
     return Dataset.objects.values_list("status", flat=True).get(public_id=file_id)
+
+
+@pytest.mark.django_db
+def test_a_serving_node_fetches_a_fine_tune_from_the_bucket_before_it_serves(s3_selected, alice, tiny_base, tmp_path):
+    from deployments.targets import prepare, target_of
+
+    name = f"jobs/{alice.pk}/ftjob-served/final"
+    storage.upload_folder(_folder(tmp_path / "final", {"adapter_config.json": b"{}", "adapter.safetensors": b"w"}),
+                          name)
+    tune = FineTunedModel.objects.create(code="tiny-test:alice:s3", owner=alice, base_model=tiny_base, method="sft",
+                                         training_type="lora", path=name)
+    target = target_of(tune)
+    assert target.adapter == storage.local_path(name) and not target.adapter.exists()  # nothing fetched yet
+    prepare(target, merge=False)  # a runtime that loads adapters itself (vLLM): fetched into this node's cache
+    assert (target.adapter / "adapter_config.json").read_bytes() == b"{}"
+    assert str(target.adapter).startswith(str(Path(settings.VAR_DIR) / "cache" / "storage"))
+    storage.forget_local(name)
