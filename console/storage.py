@@ -118,15 +118,34 @@ def folder_exists(name: str) -> bool:
     return bool(list_folder(name))
 
 
-def upload_folder(local_dir: Path | str, name: str) -> str:
+def upload_folder(local_dir: Path | str, name: str, *, move: bool = False) -> str:
     """Store every file under ``local_dir`` as the folder ``name``, replacing what was there; return ``name``.
 
-    Files are written first and stale ones removed after, so a reader never sees the folder empty."""
+    Files are written first and stale ones removed after, so a reader never sees the folder empty. With
+    ``move`` the local folder is not needed afterwards: on a filesystem storage on the same disk it is
+    renamed into place (no copy: a full fine-tune's checkpoint is gigabytes)."""
     local_dir = Path(local_dir)
     store, key = _resolve(name)
     files = sorted(p for p in local_dir.rglob("*") if p.is_file())
     if not files:
         raise StorageError(f"{local_dir} has no files to store as {name}")
+    target = _local_path(store, key)
+    if move and target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{target.name}.incoming")
+        shutil.rmtree(staged, ignore_errors=True)
+        try:
+            os.rename(local_dir, staged)
+        except OSError:  # another disk: copied below
+            pass
+        else:
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.rename(target, old)
+            os.rename(staged, target)
+            shutil.rmtree(old, ignore_errors=True)
+            return name
     before = {f.relative for f in list_folder(name)}
     for path in files:
         relative = path.relative_to(local_dir).as_posix()

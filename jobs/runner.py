@@ -119,8 +119,9 @@ class JobCallbacks:
 
     def checkpoint(self, epoch: int, path: Path, *, step: int = 0, complete: bool = True) -> None:
         # Stored before it is recorded: a row always names a complete checkpoint in storage.
-        name = storage.upload_folder(path, f"{self.folder}/checkpoints/{Path(path).name}")
-        shutil.rmtree(path, ignore_errors=True)  # the scratch copy is not read again
+        # the scratch copy is not read again: moved into place on a filesystem storage, else uploaded and removed
+        name = storage.upload_folder(path, f"{self.folder}/checkpoints/{Path(path).name}", move=True)
+        shutil.rmtree(path, ignore_errors=True)
         replaced = Checkpoint.objects.filter(job=self.job, epoch=epoch).values_list("path", flat=True).first()
         # One row per epoch: a mid-epoch checkpoint is replaced by the next one and by the epoch's end.
         Checkpoint.objects.update_or_create(
@@ -227,7 +228,7 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
                 model_dir=folder, train_examples=train_examples, eval_examples=eval_examples or None,
                 config=config, output_dir=output, callbacks=callbacks, resume_from=resume,
             )
-            final_name = storage.upload_folder(result.output_dir, f"{job_storage_name(job)}/final")
+            final_name = storage.upload_folder(result.output_dir, f"{job_storage_name(job)}/final", move=True)
         except engine.TrainingCancelled:
             if callbacks.abandoned:
                 return "requeued"  # the stuck-step watch already gave the task back
