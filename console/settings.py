@@ -231,8 +231,43 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MODELS_DIR = Path(env("CONSOLE_MODELS_DIR", str(VAR_DIR / "models")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(VAR_DIR / "media")))
+
+
+def s3_storage(*, bucket: str, endpoint_url: str | None = None, region: str | None = None,
+               access_key: str | None = None, secret_key: str | None = None) -> dict:
+    """The STORAGES entry of an S3-compatible bucket (django-storages); unset credentials use boto3's own chain."""
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint_url,
+            "region_name": region,
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "file_overwrite": True,  # storage names are chosen by the console: the same name is the same file
+            "default_acl": None,
+            "querystring_auth": True,
+        },
+    }
+
+
+# Datasets, checkpoints and training results go through Django's storage API: the local filesystem
+# (MEDIA_ROOT) by default, or an S3-compatible bucket shared by every web server and worker.
+STORAGE_BACKEND = env("STORAGE_BACKEND", "filesystem")
+if STORAGE_BACKEND == "filesystem":
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif STORAGE_BACKEND == "s3":
+    if not env("AWS_STORAGE_BUCKET_NAME"):
+        raise ImproperlyConfigured("STORAGE_BACKEND=s3 needs AWS_STORAGE_BUCKET_NAME (the bucket files are kept in)")
+    _default_storage = s3_storage(
+        bucket=env("AWS_STORAGE_BUCKET_NAME"), endpoint_url=env("AWS_S3_ENDPOINT_URL"),
+        region=env("AWS_S3_REGION_NAME"), access_key=env("AWS_ACCESS_KEY_ID"),
+        secret_key=env("AWS_SECRET_ACCESS_KEY"),
+    )
+else:
+    raise ImproperlyConfigured(f"STORAGE_BACKEND must be filesystem or s3, not {STORAGE_BACKEND!r}")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _default_storage,
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"

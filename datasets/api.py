@@ -21,6 +21,7 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from django.urls import path
 from django.utils.translation import gettext as _
 
+from console import storage
 from console.api import ApiError, api_view, cursor_page
 
 from . import conf
@@ -152,8 +153,8 @@ def file_detail(request: HttpRequest, file_id: str) -> JsonResponse:
 def file_content(request: HttpRequest, file_id: str) -> FileResponse:
     dataset = _get_file(request, file_id)
     try:
-        fh = dataset.file.open("rb")
-    except FileNotFoundError:
+        fh = storage.open_stream(dataset.file.name)
+    except OSError:
         raise ApiError(404, "404", f"The content of {file_id} is missing.", "file_id") from None
     return FileResponse(fh, filename=dataset.filename, content_type="application/octet-stream")
 

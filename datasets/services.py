@@ -19,6 +19,8 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from console import storage
+
 from . import conf
 from .models import FINAL_STATUSES, Category, Dataset, Severity, Status, TokenCount, ValidationIssue
 from .schema import check_example
@@ -111,9 +113,10 @@ def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str =
     )
     stored_name = None
     try:
+        # Stored before the transaction: with a bucket it is a network call, which no transaction waits on.
+        dataset.file.save(filename, upload, save=False)
+        stored_name = dataset.file.name
         with transaction.atomic():
-            dataset.file.save(filename, upload, save=False)
-            stored_name = dataset.file.name
             dataset.save()
             transaction.on_commit(lambda: dataset_enqueue_validation(dataset_id=dataset.pk))
     except IntegrityError:
@@ -223,9 +226,9 @@ def _run_validation(dataset: Dataset) -> Dataset:
         )
 
     report_name = dataset.report.field.generate_filename(dataset, "issues.csv")
-    report_tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed into place or removed below
+    # The report is written to a local temp file while the file streams from storage, then stored whole.
+    report_tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - stored or removed below
         mode="w", encoding="utf-8", newline="", suffix=".csv", delete=False,
-        dir=_local_dir(report_name),
     )
     try:
         with report_tmp, _open_dataset(dataset) as fh:
@@ -239,38 +242,16 @@ def _run_validation(dataset: Dataset) -> Dataset:
                 progress=progress,
             )
             result = validator.run(fh)
-        stored_report = _store_report(report_tmp.name, report_name)
+        stored_report = storage.save_file(report_tmp.name, report_name)
     finally:
         if os.path.exists(report_tmp.name):
             os.unlink(report_tmp.name)
     return _save_result(dataset, result, stored_report, token_note)
 
 
-def _local_dir(storage_name: str) -> str | None:
-    try:
-        path = Path(default_storage.path(storage_name)).parent
-    except NotImplementedError:
-        return None
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
-
-
 def _open_dataset(dataset: Dataset) -> IO[bytes]:
-    try:
-        return open(dataset.file.path, "rb", buffering=1024 * 1024)  # noqa: SIM115
-    except NotImplementedError:  # a remote storage
-        return dataset.file.open("rb")
-
-
-def _store_report(tmp_path: str, name: str) -> str:
-    try:
-        final = default_storage.path(name)
-    except NotImplementedError:
-        with open(tmp_path, "rb") as fh:
-            default_storage.delete(name)
-            return default_storage.save(name, fh)
-    os.replace(tmp_path, final)
-    return name
+    """The dataset's file as a stream from storage (never read whole into memory)."""
+    return storage.open_stream(dataset.file.name)
 
 
 def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, token_note: str) -> Dataset:

@@ -10,6 +10,8 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django_htmx.http import HttpResponseStopPolling
 
+from console import storage
+
 from . import conf
 from .forms import DatasetUploadForm
 from .models import Category, Dataset, Severity
@@ -125,8 +127,8 @@ def dataset_report(request: HttpRequest, public_id: str) -> FileResponse:
     if not dataset.report:
         raise Http404(_("This dataset has no report yet."))
     try:
-        fh = dataset.report.open("rb")
-    except FileNotFoundError:
+        fh = storage.open_stream(dataset.report.name)
+    except OSError:
         raise Http404(_("The report file is missing.")) from None
     return FileResponse(fh, as_attachment=True, filename=f"{dataset.public_id}-issues.csv",
                         content_type="text/csv; charset=utf-8")
@@ -136,8 +138,8 @@ def dataset_report(request: HttpRequest, public_id: str) -> FileResponse:
 def dataset_download(request: HttpRequest, public_id: str) -> FileResponse:
     dataset = _get_dataset_for_user(request, public_id)
     try:
-        fh = dataset.file.open("rb")
-    except FileNotFoundError:
+        fh = storage.open_stream(dataset.file.name)
+    except OSError:
         raise Http404(_("The file is missing.")) from None
     return FileResponse(fh, as_attachment=True, filename=dataset.filename, content_type="application/jsonl")
 

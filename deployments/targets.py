@@ -1,7 +1,10 @@
 """What an instance serves: the folder of a base model, of a full fine-tune, or of a LoRA fine-tune merged into
 its base (``transformers serve`` cannot load a PEFT adapter folder). Paths are computed cheaply here; the heavy
 work (converting a GGUF base once, merging an adapter once) is ``prepare()``, run by the instance's own process
-before its server starts, so a failure lands in the instance's log and is shown as its error."""
+before its server starts, so a failure lands in the instance's log and is shown as its error.
+
+A fine-tune's files are in storage (console.storage): the node that serves it reads them from a local folder,
+the storage's own on the filesystem backend, else a copy fetched once into that node's cache by ``prepare()``."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from console import storage
 from modelcards.models import BaseModel, FineTunedModel, WeightsSource
 from modelcards.weights import WeightsMissing, model_dir
 
@@ -39,6 +43,7 @@ class Target:
     base: BaseModel
     base_folder: Path
     adapter: Path | None = None  # a LoRA fine-tune's adapter folder
+    stored: str = ""  # a fine-tune's folder in storage, fetched into ``adapter`` (or ``folder``) by prepare()
 
     @property
     def is_lora(self) -> bool:
@@ -68,9 +73,10 @@ def target_of(model: BaseModel | FineTunedModel) -> Target:
     if isinstance(model, BaseModel):
         return Target(model.code, base_folder(model), model, base_folder(model))
     base = model.base_model
+    files = storage.local_path(model.path)  # where this node reads them; nothing is fetched here
     if model.is_lora:
-        return Target(model.code, merged_dir(model), base, base_folder(base), Path(model.path))
-    return Target(model.code, Path(model.path), base, base_folder(base))
+        return Target(model.code, merged_dir(model), base, base_folder(base), files, stored=model.path)
+    return Target(model.code, files, base, base_folder(base), stored=model.path)
 
 
 def is_prepared(target: Target) -> bool:
@@ -80,6 +86,11 @@ def is_prepared(target: Target) -> bool:
 def prepare(target: Target, *, merge: bool = True) -> Path:
     """Make ``target.folder`` loadable: convert the base once; merge a LoRA adapter once (if ``merge``)."""
     folder = model_dir(target.base)  # converts a packaged GGUF once; raises WeightsMissing
+    if target.stored and not (target.adapter is not None and is_prepared(target) and merge):
+        try:
+            storage.local_folder(target.stored)  # the fine-tune's files on this node, fetched once
+        except storage.StorageError as exc:
+            raise WeightsMissing(f"the files of {target.code} cannot be read: {exc}") from exc
     if target.adapter is None:
         if not (target.folder / "config.json").exists():
             raise WeightsMissing(f"{target.folder} has no model in it (config.json is missing)")

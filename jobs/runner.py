@@ -3,11 +3,17 @@
 The training engine (jobs/training) knows nothing of Django; this module feeds
 it the dataset, turns its callbacks into events, progress and checkpoints in
 the database, and records the outcome.
+
+The engine writes into this worker's scratch folder; every checkpoint and the
+final result are uploaded to storage (console.storage) as they are made, so the
+next worker to take the task may be on another machine: it fetches the newest
+checkpoint from storage to resume.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -20,10 +26,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from console import storage
 from modelcards.models import FineTunedModel
 
 from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
-from .services import Heartbeat, _notify_finished, job_event, job_fail, job_output_dir
+from .services import Heartbeat, _notify_finished, job_event, job_fail, job_scratch_dir, job_storage_name
 from .signals import job_succeeded
 from .training.engine import STATE_FILE
 
@@ -72,6 +79,7 @@ class JobCallbacks:
 
     def __init__(self, job: FineTuningJob):
         self.job = job
+        self.folder = job_storage_name(job)
         self._last_poll = 0.0
         self._stop = False
         self.preempted = False
@@ -110,12 +118,19 @@ class JobCallbacks:
         FineTuningJob.objects.filter(pk=self.job.pk).update(**update)
 
     def checkpoint(self, epoch: int, path: Path, *, step: int = 0, complete: bool = True) -> None:
+        # Stored before it is recorded: a row always names a complete checkpoint in storage.
+        # the scratch copy is not read again: moved into place on a filesystem storage, else uploaded and removed
+        name = storage.upload_folder(path, f"{self.folder}/checkpoints/{Path(path).name}", move=True)
+        shutil.rmtree(path, ignore_errors=True)
+        replaced = Checkpoint.objects.filter(job=self.job, epoch=epoch).values_list("path", flat=True).first()
         # One row per epoch: a mid-epoch checkpoint is replaced by the next one and by the epoch's end.
         Checkpoint.objects.update_or_create(
             job=self.job, epoch=epoch,
-            defaults={"path": str(path), "step": step,
+            defaults={"path": name, "step": step,
                       "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress},
         )
+        if replaced and replaced != name:
+            storage.delete_folder(replaced)
         if complete:
             job_event(job=self.job, message=_("Checkpoint saved after epoch %(n)s.") % {"n": epoch})
         else:
@@ -124,7 +139,7 @@ class JobCallbacks:
         # Only the newest checkpoint is resumed from: older ones keep their weights but drop the
         # optimizer state, which for full fine-tuning is gigabytes an epoch.
         for older in Checkpoint.objects.filter(job=self.job, epoch__lt=epoch).values_list("path", flat=True):
-            (Path(older) / STATE_FILE).unlink(missing_ok=True)
+            storage.delete_file(f"{older}/{STATE_FILE}")
 
     def should_stop(self) -> bool:
         self.progress_at = time.monotonic()  # polled every step: the stuck-step watch reads it
@@ -168,8 +183,6 @@ def _load_examples(dataset) -> list[dict]:
 
 def job_run(*, job: FineTuningJob) -> str:
     """Train a claimed (running) job to the end: succeeded, failed or cancelled."""
-    from modelcards.weights import WeightsMissing, model_dir
-
     from .training import engine
 
     class Callbacks(JobCallbacks, engine.Callbacks):
@@ -177,7 +190,17 @@ def job_run(*, job: FineTuningJob) -> str:
 
     callbacks = Callbacks(job)
     hp = job.resolved_hyperparameters
-    output = job_output_dir(job)
+    scratch = job_scratch_dir(job)
+    shutil.rmtree(scratch, ignore_errors=True)  # what an earlier attempt on this machine left
+    try:
+        return _train(job, callbacks, engine, scratch, hp)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> str:
+    from modelcards.weights import WeightsMissing, model_dir
+
     with Heartbeat(job.pk, interval=settings.JOB_HEARTBEAT_INTERVAL, watch=callbacks,
                    stuck_after=settings.TRAINING_STUCK_SECONDS):
         try:
@@ -197,13 +220,15 @@ def job_run(*, job: FineTuningJob) -> str:
                 max_seq_len=job.base_model.context_length, seed=42,
                 checkpoint_interval=settings.TRAINING_CHECKPOINT_MINUTES * 60,
             )
-            resume = _resume_from(job)
+            resume = _resume_from(job, scratch=scratch)
+            output = scratch / "output"
             output.mkdir(parents=True, exist_ok=True)
-            FineTuningJob.objects.filter(pk=job.pk).update(output_dir=str(output))
+            FineTuningJob.objects.filter(pk=job.pk).update(output_dir=job_storage_name(job))
             result = engine.train(
                 model_dir=folder, train_examples=train_examples, eval_examples=eval_examples or None,
                 config=config, output_dir=output, callbacks=callbacks, resume_from=resume,
             )
+            final_name = storage.upload_folder(result.output_dir, f"{job_storage_name(job)}/final", move=True)
         except engine.TrainingCancelled:
             if callbacks.abandoned:
                 return "requeued"  # the stuck-step watch already gave the task back
@@ -234,25 +259,33 @@ def job_run(*, job: FineTuningJob) -> str:
             else:
                 job_fail(job=job, code="training_error", message=f"{type(exc).__name__}: {exc}")
             return "failed"
-    return _finish_succeeded(job, result)
+    return _finish_succeeded(job, result, final_name)
 
 
-def _resume_from(job: FineTuningJob) -> Path | None:
+def _resume_from(job: FineTuningJob, *, scratch: Path | None = None) -> Path | None:
     """The newest checkpoint, with the chart and progress rolled back to it; None: start from scratch.
 
     Metrics logged after the checkpoint were lost with the worker: they are deleted, so that the
-    chart continues from the checkpoint instead of running backwards. A checkpoint that is recorded
-    but missing fails the task (engine.CheckpointError) rather than training again from the start.
+    chart continues from the checkpoint instead of running backwards. The checkpoint is fetched
+    from storage into ``scratch`` (read in place on the filesystem storage); one that is recorded but
+    cannot be fetched fails the task (engine.CheckpointError) rather than training again from the start.
     """
     from .training.engine import CheckpointError
 
     last = job.checkpoints.order_by("-epoch", "-step").first()
     if last is None:
         return None
-    path = Path(last.path)
+    try:
+        if storage.is_local(last.path):
+            path = storage.local_path(last.path)
+        else:
+            path = storage.fetch_folder(last.path, (scratch or job_scratch_dir(job)) / "resume")
+    except storage.StorageError as exc:
+        raise CheckpointError(_("its checkpoint at step %(step)s (%(path)s) cannot be fetched: %(why)s")
+                              % {"step": last.step, "path": last.path, "why": exc}) from exc
     if not (path / STATE_FILE).exists():
         raise CheckpointError(_("its checkpoint at step %(step)s (%(path)s) is missing.")
-                              % {"step": last.step, "path": path})
+                              % {"step": last.step, "path": last.path})
     step = last.step or (last.metrics or {}).get("current_steps") or 0
     with transaction.atomic():
         dropped, _kinds = JobEvent.objects.filter(
@@ -308,7 +341,7 @@ def _finish_cancelled(job: FineTuningJob) -> str:
     return "cancelled"
 
 
-def _finish_succeeded(job: FineTuningJob, result) -> str:
+def _finish_succeeded(job: FineTuningJob, result, final_name: str) -> str:
     price = job.base_model.training_price
     from .services import billing_tokens_per_epoch
 
@@ -327,7 +360,6 @@ def _finish_succeeded(job: FineTuningJob, result) -> str:
         "steps": result.steps,
         "epochs": result.epochs_completed,
     }
-    final_dir = Path(result.output_dir)
     with transaction.atomic():
         if not FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
             status=JobStatus.SUCCEEDED, finished_at=timezone.now(), trained_tokens=result.trained_tokens,
@@ -340,7 +372,7 @@ def _finish_succeeded(job: FineTuningJob, result) -> str:
                 "owner": job.owner, "base_model": job.base_model,
                 "method": job.method, "training_type": job.training_type,
                 "hyperparameters": job.resolved_hyperparameters, "metrics": metrics,
-                "trained_tokens": result.trained_tokens, "cost": cost, "path": str(final_dir),
+                "trained_tokens": result.trained_tokens, "cost": cost, "path": final_name,
             },
         )
         FineTuningJob.objects.filter(pk=job.pk).update(result=card)

@@ -24,6 +24,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from console import storage
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
 
 from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus
@@ -506,8 +507,14 @@ def _in_pool_child() -> bool:
     return bool(current_process().daemon)
 
 
-def job_output_dir(job: FineTuningJob) -> Path:
-    return Path(settings.MEDIA_ROOT) / "jobs" / str(job.owner_id) / job.public_id
+def job_storage_name(job: FineTuningJob) -> str:
+    """The task's folder in storage: its checkpoints under ``checkpoints/``, its result under ``final``."""
+    return f"jobs/{job.owner_id}/{job.public_id}"
+
+
+def job_scratch_dir(job: FineTuningJob) -> Path:
+    """This worker's local folder for the task while it trains (removed afterwards; storage keeps what counts)."""
+    return Path(settings.VAR_DIR) / "scratch" / "jobs" / job.public_id
 
 
 # --- cancel, delete, repair ---------------------------------------------------
@@ -538,8 +545,6 @@ class JobNotDeletable(Exception):
 
 def job_delete(*, job: FineTuningJob) -> None:
     """Delete a finished task and its files; a fine-tuned model made by it must be deleted first."""
-    import shutil
-
     if not job.is_final:
         raise JobNotDeletable(_("Cancel the task before deleting it."))
     if FineTunedModel.objects.live().filter(job=job).exists():
@@ -554,7 +559,7 @@ def job_delete(*, job: FineTuningJob) -> None:
         if locked is not None:
             locked.delete()  # its deleted model card stays: model codes are never reused
     if output:
-        shutil.rmtree(output, ignore_errors=True)
+        storage.delete_folder(output)
 
 
 def resume_point(job: FineTuningJob) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from django.db import transaction
 from django.utils import timezone
+
+from console import storage
 
 from .models import FineTunedModel
 from .signals import fine_tuned_model_deleted
@@ -31,8 +32,19 @@ def fine_tuned_model_delete(*, model: FineTunedModel) -> FineTunedModel:
         locked.save(update_fields=["deleted_at"])
         fine_tuned_model_deleted.send(sender=FineTunedModel, model=locked)
         path = locked.path
-        transaction.on_commit(lambda: shutil.rmtree(path, ignore_errors=True))
+        transaction.on_commit(lambda: _delete_files(path))
     return locked
+
+
+def _delete_files(name: str) -> None:
+    """The model's folder in storage, and this machine's cached copy of it."""
+    if not name:
+        return
+    try:
+        storage.delete_folder(name)
+    except Exception:  # the card is deleted already; a file left behind is logged, not raised
+        logger.exception("could not delete the files of %s", name)
+    storage.forget_local(name)
 
 
 def fine_tuned_model_delete_preview(*, model: FineTunedModel) -> list[str]:
@@ -44,7 +56,7 @@ def fine_tuned_model_delete_preview(*, model: FineTunedModel) -> list[str]:
     from .cards import delete_consequences
 
     files = fine_tuned_model_files(model)
-    size = sum(p.stat().st_size for p in files)
+    size = sum(f.size for f in files)
     return [
         _("The model %(code)s: calls with this code will fail.") % {"code": model.code},
         ngettext("Its %(n)s file (%(size)s) on this server.", "Its %(n)s files (%(size)s) on this server.",
@@ -53,13 +65,17 @@ def fine_tuned_model_delete_preview(*, model: FineTunedModel) -> list[str]:
     ]
 
 
-def fine_tuned_model_files(model: FineTunedModel) -> list[Path]:
-    """The files a download holds: weights, configs and tokenizer files (no training state)."""
-    folder = Path(model.path)
-    if not folder.is_dir():
+def fine_tuned_model_files(model: FineTunedModel) -> list[storage.StoredFile]:
+    """The files a download holds, from storage: weights, configs and tokenizer files (no training state)."""
+    if not model.path:
         return []
     skip = {"training_result.json", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth"}
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name not in skip)
+    try:
+        files = storage.list_folder(model.path)
+    except Exception:  # the storage cannot be reached: the page says the files are not here
+        logger.exception("could not list the files of %s", model.code)
+        return []
+    return [f for f in files if "/" not in f.relative and f.basename not in skip]
 
 
 def portable_adapter_config(model: FineTunedModel, raw: bytes) -> bytes:
@@ -102,16 +118,20 @@ def fine_tuned_model_zip(model: FineTunedModel, *, chunk_size: int = 1 << 20) ->
     """Stream the model's files as a zip under a folder named after the code, without a temp file."""
     folder_name = model.code.replace(":", "-")
     pipe = _Pipe()
+    stamp = (model.created_at or timezone.now()).timetuple()[:6]
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for path in fine_tuned_model_files(model):
-            arcname = f"{folder_name}/{path.name}"
-            if path.name == "adapter_config.json":
-                archive.writestr(arcname, portable_adapter_config(model, path.read_bytes()))
+        for file in fine_tuned_model_files(model):
+            arcname = f"{folder_name}/{file.basename}"
+            if file.basename == "adapter_config.json":
+                with storage.open_stream(file.name) as source:
+                    archive.writestr(arcname, portable_adapter_config(model, source.read()))
             else:
-                deflate = path.suffix in {".json", ".jinja", ".txt", ".model", ".md"}
-                info = zipfile.ZipInfo.from_file(path, arcname)
+                deflate = PurePosixPath(file.basename).suffix in {".json", ".jinja", ".txt", ".model", ".md"}
+                info = zipfile.ZipInfo(arcname, date_time=stamp)
+                info.external_attr = 0o644 << 16
+                info.file_size = file.size
                 info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-                with path.open("rb") as source, archive.open(info, "w", force_zip64=True) as target:
+                with storage.open_stream(file.name) as source, archive.open(info, "w", force_zip64=True) as target:
                     while block := source.read(chunk_size):
                         target.write(block)
                         if pipe.offset and len(pipe.chunks) > 0:

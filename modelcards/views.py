@@ -97,7 +97,7 @@ def model_detail(request: HttpRequest, code: str) -> HttpResponse:
         context["capabilities"] = card.capabilities()
         return render(request, "modelcards/base_detail.html", context)
     context["files"] = services.fine_tuned_model_files(card)
-    context["download_bytes"] = sum(p.stat().st_size for p in context["files"])
+    context["download_bytes"] = sum(f.size for f in context["files"])
     return render(request, "modelcards/fine_tuned_detail.html", context)
 
 

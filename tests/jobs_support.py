@@ -91,20 +91,32 @@ def tiny_base(db, tiny_model_dir) -> BaseModel:
 
 
 class TrainingWorker:
-    """A real Celery worker on the training queue that a test may kill and restart."""
+    """A real Celery worker on the training queue that a test may kill and restart.
 
-    def __init__(self, db_name: str):
+    ``var_dir`` gives it a run-time folder of its own (``CONSOLE_VAR_DIR``, ``MEDIA_ROOT`` and its log under
+    it): a worker on another machine, sharing no disk with the test process; ``env`` adds settings (a storage)."""
+
+    def __init__(self, db_name: str, *, name: str = "trainer", queues: str = "training",
+                 var_dir: Path | None = None, env: dict | None = None):
         self.db_name, self.proc, self.restarts = db_name, None, 0
+        self.name, self.queues, self.var_dir, self.env = name, queues, var_dir, env or {}
 
     def ensure(self) -> TrainingWorker:
         if self.proc is None or self.proc.poll() is not None:
+            extra_env = {"JOB_HEARTBEAT_INTERVAL": "1", "CONSOLE_PRELOAD_TRAINING": "1",
+                         # a checkpoint about every second: mid-epoch resumes are exercised
+                         "TRAINING_CHECKPOINT_MINUTES": "0.02"}
+            log_path = None
+            if self.var_dir is not None:
+                from django.conf import settings
+
+                self.var_dir.mkdir(parents=True, exist_ok=True)
+                extra_env.update(CONSOLE_VAR_DIR=str(self.var_dir), MEDIA_ROOT=str(self.var_dir / "media"),
+                                 REDIS_URL=settings.REDIS_URL, SECRET_KEY=settings.SECRET_KEY)
+                log_path = self.var_dir / f"worker-{self.name}.log"
             self.proc = services.start_worker(
-                self.db_name,
-                queues="training",
-                name=f"trainer{self.restarts}",
-                extra_env={"JOB_HEARTBEAT_INTERVAL": "1", "CONSOLE_PRELOAD_TRAINING": "1",
-                           # a checkpoint about every second: mid-epoch resumes are exercised
-                           "TRAINING_CHECKPOINT_MINUTES": "0.02"},
+                self.db_name, queues=self.queues, name=f"{self.name}{self.restarts}",
+                extra_env={**extra_env, **self.env}, log_path=log_path,
             )
             self.restarts += 1
         return self

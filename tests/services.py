@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -88,3 +89,21 @@ def start_worker(db_name: str, queues: str = "default,training,serving", name: s
             return proc
     stop(proc)
     raise RuntimeError(f"the Celery worker did not answer a ping within 60 s; see {log_path}")
+
+
+@contextmanager
+def consumers_paused(queues: set[str]):
+    """The running test workers stop taking ``queues`` meanwhile (Celery remote control), then take them again.
+
+    For a test whose tasks must be run by workers of its own (another storage, another machine)."""
+    from console.celery import app
+
+    active = app.control.inspect(timeout=1).active_queues() or {}
+    paused = [(worker, q["name"]) for worker, qs in active.items() for q in qs if q["name"] in queues]
+    for worker, queue in paused:
+        app.control.cancel_consumer(queue, destination=[worker], reply=True, timeout=5)
+    try:
+        yield
+    finally:
+        for worker, queue in paused:
+            app.control.add_consumer(queue, destination=[worker], reply=True, timeout=5)

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from console import storage
 from jobs import services
 from jobs.models import Checkpoint, FineTunedModel, FineTuningJob, JobEvent, JobStatus
 
@@ -43,11 +44,14 @@ def test_sdk_creates_a_task_that_trains_to_success(sdk, alice, tiny_base, traini
     assert any(m.get("eval_loss") is not None for m in metrics)  # validation at least once an epoch
     checkpoints = list(Checkpoint.objects.filter(job=row).order_by("epoch"))
     assert [c.epoch for c in checkpoints] == [1, 2, 3]  # one per epoch
-    from pathlib import Path as _Path
-
-    # Only the newest keeps what a resume needs; all keep their weights.
-    assert [(_Path(c.path) / "training_state.pt").exists() for c in checkpoints] == [False, False, True]
-    assert all((_Path(c.path) / "trainable.safetensors").exists() for c in checkpoints)
+    # Each is in storage under the task's folder; only the newest keeps what a resume needs, all keep their weights.
+    assert [c.path for c in checkpoints] == [f"jobs/{alice.pk}/{job.id}/checkpoints/epoch-{n}" for n in (1, 2, 3)]
+    stored = [{f.relative for f in storage.list_folder(c.path)} for c in checkpoints]
+    assert ["training_state.pt" in files for files in stored] == [False, False, True]
+    assert all("trainable.safetensors" in files for files in stored)
+    folders = {f.relative.split("/")[0] for f in storage.list_folder(f"jobs/{alice.pk}/{job.id}/checkpoints")}
+    assert folders == {"epoch-1", "epoch-2", "epoch-3"}  # a mid-epoch checkpoint goes when a later one is stored
+    assert not services.job_scratch_dir(row).exists()  # the worker's scratch went with the task
     card = FineTunedModel.objects.get(job=row)
     assert card.code == done.fine_tuned_model and card.trained_tokens == done.trained_tokens
     assert (card.metrics["final_eval_loss"] or 0) > 0 and card.cost > 0
@@ -64,19 +68,19 @@ def test_sdk_creates_a_task_that_trains_to_success(sdk, alice, tiny_base, traini
     assert [j.id for j in listed.data] == [job.id]
 
     # A task that made a model keeps it; deleting the model makes it uncallable, then the task may go.
-    from pathlib import Path
-
     from zhipuai.core._errors import APIRequestFailedError
 
     with pytest.raises(APIRequestFailedError):
         sdk.fine_tuning.jobs.delete(job.id)
-    assert Path(card.path, "adapter_config.json").exists()
+    assert card.path == f"jobs/{alice.pk}/{job.id}/final"
+    assert "adapter_config.json" in {f.relative for f in storage.list_folder(card.path)}
     status = sdk.fine_tuning.models.delete(fine_tuned_model=done.fine_tuned_model)
     assert status.model_name == done.fine_tuned_model and status.delete_status == "deleted"
     card.refresh_from_db()
-    assert card.deleted_at is not None and not Path(card.path).exists()
+    assert card.deleted_at is not None and not storage.folder_exists(card.path)
     sdk.fine_tuning.jobs.delete(job.id)
     assert not FineTuningJob.objects.filter(public_id=job.id).exists()
+    assert not storage.folder_exists(f"jobs/{alice.pk}/{job.id}")  # its checkpoints went with it
 
 
 def test_dpo_lora_trains(sdk, alice, tiny_base, training_worker):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.test.utils import CaptureQueriesContext
 
+from console import storage
 from console.models import ApiKey
 from jobs import services as job_services
 from jobs.models import FineTuningJob
@@ -293,4 +294,4 @@ def test_a_trained_model_gets_a_card_from_which_it_downloads_and_deletes(live_se
     assert any(n.endswith("adapter_model.safetensors") for n in archive.namelist())
     client.post(f"/console/models/{job.fine_tuned_model}/delete/")
     assert client.get(f"/console/models/{job.fine_tuned_model}/").status_code == 404
-    assert not Path(FineTunedModel.objects.get(code=job.fine_tuned_model).path).exists()
+    assert not storage.folder_exists(FineTunedModel.objects.get(code=job.fine_tuned_model).path)
