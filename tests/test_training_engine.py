@@ -527,3 +527,93 @@ def test_micro_batch_budget_from_free_memory():
     plan = plan_micro_batches(free_bytes=2**30, shape=glm9b, longest_sequence=131072, dtype_bytes=2)
     assert not plan.fits and plan.gradient_checkpointing
     assert plan_micro_batches(free_bytes=-5, shape=smollm, longest_sequence=10).fits is False
+
+
+# ------------------------------------------------------------------ varlen attention (the CUDA path)
+
+
+def test_attention_kernel_choice():
+    from jobs.training.packing import choose_attention
+
+    def pick(device, bf16, flash_attn, torch_varlen):
+        return choose_attention(device=device, bf16=bf16, flash_attn=flash_attn, torch_varlen=torch_varlen)
+
+    assert pick("cuda", True, True, True) == "flash_attention_2"
+    assert pick("cuda:1", True, False, True) == "torch_varlen"
+    assert pick("cuda", True, False, False) == "segmented_sdpa"
+    assert pick("cuda", False, True, True) == "segmented_sdpa"  # fp32: flash kernels have none
+    assert pick("cpu", True, True, True) == "segmented_sdpa"
+    assert engine.attention_for(TrainingConfig(), "cpu") == "segmented_sdpa"  # this machine's path is unchanged
+
+
+def _packed(renderer, n=4):
+    units = [[(e.input_ids, e.loss_mask)] for e in map(renderer.encode_sft, MEMO[:n])]
+    return units, build_micro_batches(units, list(range(n)), 4096, True, 2)[0]
+
+
+def test_cu_seqlens_are_transformers_packed_offsets(renderer):
+    """The offsets handed to the varlen kernels are the ones transformers derives from packed position ids."""
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    units, mb = _packed(renderer)
+    (cu, _), (longest, _) = prepare_fa_kwargs_from_position_ids(mb.position_ids)
+    assert mb.cu_seqlens.tolist() == cu.tolist() and mb.max_seqlen == int(longest)
+    assert mb.cu_seqlens.dtype == torch.int32 and mb.cu_seqlens.tolist()[-1] == mb.n_tokens
+    # unpacked rows: one slice a row, padding included, offsets into the flattened rows
+    padded = build_micro_batches(units, [0, 1], 4096, False, 2)[0]
+    width = padded.input_ids.shape[1]
+    assert padded.cu_seqlens.tolist() == [0, width, 2 * width] and padded.max_seqlen == width
+
+
+def test_transformers_packed_position_ids_path_matches_the_segment_loop(tiny_dir, renderer):
+    """transformers' own packed-sequence path (position ids restarting per example, SDPA with the
+    block-diagonal mask it derives) gives the per-segment loop's log-probs: our micro-batches follow its contract."""
+    from transformers import AutoModelForCausalLM
+
+    _units, mb = _packed(renderer)
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32, attn_implementation="sdpa")
+    ours = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
+                                                attn_implementation=register_attention())
+    with torch.no_grad():
+        # without a cache: transformers looks for packed position ids only then (a training forward)
+        hidden = plain.model(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False)
+        hidden = hidden.last_hidden_state
+        logits = plain.lm_head(hidden.reshape(-1, hidden.shape[-1])[mb.src])
+        expected = -torch.nn.functional.cross_entropy(logits, mb.tgt, reduction="none")
+        got = engine.token_logps(ours, mb)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+    """torch's varlen_attn contract ((tokens, heads, dim), causal for window (-1, 0)) computed with SDPA per
+    slice: the CUDA kernel has no CPU build, this checks everything our glue does around it."""
+    assert window_size == (-1, 0) and max_q == max_k and cu_q is cu_k
+    bounds = cu_q.tolist()
+    assert max(b - a for a, b in zip(bounds, bounds[1:], strict=False)) == max_q
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), v[a:b].transpose(0, 1),
+            is_causal=True, scale=scale, enable_gqa=enable_gqa,
+        ).transpose(0, 1)
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+    return torch.cat(parts)
+
+
+def test_torch_varlen_attention_matches_the_segment_loop(tiny_dir, renderer, monkeypatch):
+    """The varlen path (one kernel call over the packed row, bf16 inputs, GQA) gives the loop's log-probs."""
+    from transformers import AutoModelForCausalLM
+
+    from jobs.training import packing
+
+    monkeypatch.setattr(packing, "varlen_kernel", lambda: _reference_varlen)
+    _units, mb = _packed(renderer)
+    loop = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
+                                                attn_implementation=register_attention())
+    varlen = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
+                                                  attn_implementation=register_attention("torch_varlen"))
+    with torch.no_grad():
+        expected = engine.token_logps(loop, mb)
+        got = engine.token_logps(varlen, mb)
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # the kernel's inputs are bf16
+    assert not torch.equal(got, expected)  # it did run the varlen path

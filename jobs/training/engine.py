@@ -6,7 +6,8 @@ benchmarked on its own; the Celery task drives it through :class:`Callbacks`.
 Why it is fast on CPU:
 * packing: a step's examples are laid end to end in one row with position ids
   restarting per example and attention computed per example (no padding, no
-  cross-example attention, no masked blocks computed), see ``packing.py``;
+  cross-example attention, no masked blocks computed), see ``packing.py``; on a
+  GPU in bf16 one variable-length flash kernel call a layer does the same;
 * the LM head (576 x 49,152 for SmolLM2) runs only on the hidden states whose next
   token carries a label: full-vocabulary logits are never built for prompt tokens;
 * reference log-probs for DPO are computed once before training;
@@ -36,7 +37,14 @@ from . import budget
 from .fast_linear import frozen_linear, patch_frozen_linears
 from .fused_lora import fuse_lora_layers
 from .fused_rope import patch_llama_rope
-from .packing import MicroBatch, build_micro_batches, register_attention
+from .packing import (
+    VARLEN_KERNELS,
+    MicroBatch,
+    build_micro_batches,
+    choose_attention,
+    kernels_available,
+    register_attention,
+)
 from .render import Renderer, RenderError
 
 logger = logging.getLogger(__name__)
@@ -214,6 +222,11 @@ def use_bf16(config: TrainingConfig, device: str) -> bool:
     return False
 
 
+def attention_for(config: TrainingConfig, device: str) -> str:
+    """The registered attention a training model runs (see ``packing.choose_attention``)."""
+    return register_attention(choose_attention(device=device, bf16=use_bf16(config, device), **kernels_available()))
+
+
 def load_model(model_dir: Path, config: TrainingConfig):
     """The base model with segmented attention, wrapped for LoRA when asked.
 
@@ -222,10 +235,10 @@ def load_model(model_dir: Path, config: TrainingConfig):
     weights (AdamW updates them) and computes in bf16 under autocast. TF32 matmuls on CUDA."""
     from transformers import AutoModelForCausalLM
 
-    attn = register_attention()
+    device = resolve_device(config)
+    attn = attention_for(config, device)
     if config.fused_lora:
         patch_llama_rope()
-    device = resolve_device(config)
     dtype = torch.float32
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -267,11 +280,17 @@ def token_logps(model, mb: MicroBatch) -> torch.Tensor:
     """Log-probability of every labelled token of the micro-batch (1-D, in ``mb.src`` order)."""
     body, head = _parts(model)
     device = head.weight.device
+    varlen = {}
+    if body.config._attn_implementation in VARLEN_KERNELS:  # the packed row's offsets, once for every layer
+        cu = mb.cu_seqlens.to(device)
+        varlen = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": mb.max_seqlen,
+                  "max_length_k": mb.max_seqlen}
     hidden = body(
         input_ids=mb.input_ids.to(device),
         position_ids=mb.position_ids.to(device),
         segments=mb.segments,
         use_cache=False,
+        **varlen,
     ).last_hidden_state
     picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.src.to(device))
     logits = frozen_linear(picked, head.weight, head.bias).float()
