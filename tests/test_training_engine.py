@@ -617,3 +617,52 @@ def test_torch_varlen_attention_matches_the_segment_loop(tiny_dir, renderer, mon
         got = engine.token_logps(varlen, mb)
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # the kernel's inputs are bf16
     assert not torch.equal(got, expected)  # it did run the varlen path
+
+
+# ------------------------------------------------------------------ the memory estimate (create form, refusal)
+
+
+def test_model_shape_counts_the_real_models_parameters(tiny_dir):
+    """The shape read from config.json counts the parameters and LoRA's adapter that the engine really builds."""
+    from jobs.training.budget import ModelShape
+
+    shape = ModelShape.from_dict(json.loads((tiny_dir / "config.json").read_text()))
+    model = engine.load_model(tiny_dir, TrainingConfig(lora_r=16, lora_target="all-linear"))
+    base = model.get_base_model()
+    norms = sum(p.numel() for n, p in base.named_parameters() if "norm" in n)
+    assert shape.parameters() == sum(p.numel() for p in base.parameters()) - norms - sum(
+        p.numel() for n, p in base.named_parameters() if "lora_" in n)
+    assert shape.lora_parameters(16) == sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_training_memory_estimate_by_part():
+    from jobs.training.budget import RUNTIME_BYTES, ModelShape, activation_bytes_per_token, estimate_training_memory
+
+    smollm = ModelShape(layers=30, hidden=576, intermediate=1536, vocab=49152, kv_hidden=192)
+    params = 134_515_008
+    node = 16 * 2**30
+    lora = estimate_training_memory(shape=smollm, training_type="lora", bf16=False, longest_sequence=500,
+                                    available=node, parameters=params)
+    adapter = smollm.lora_parameters(16)
+    assert lora.weights == 4 * params + 4 * adapter and lora.gradients == 4 * adapter and lora.optimizer == 8 * adapter
+    assert lora.activations == 500 * activation_bytes_per_token(smollm) and not lora.gradient_checkpointing
+    assert lora.total == lora.weights + lora.gradients + lora.optimizer + lora.activations + RUNTIME_BYTES
+    assert lora.fits and 1.3 * 2**30 < lora.total < 1.8 * 2**30
+    bf16 = estimate_training_memory(shape=smollm, training_type="lora", bf16=True, longest_sequence=500,
+                                    available=node, parameters=params)
+    assert bf16.weights == 2 * params + 4 * adapter and bf16.activations < lora.activations
+    full = estimate_training_memory(shape=smollm, training_type="full", bf16=True, longest_sequence=500,
+                                    available=node, parameters=params)
+    # fp32 master weights, fp32 gradients and two fp32 moments: 16 bytes a parameter, bf16 or not
+    assert (full.weights, full.gradients, full.optimizer) == (4 * params, 4 * params, 8 * params)
+
+    # a 9B model, full, 32k tokens on an 80 GB GPU: does not fit, even recomputed
+    glm9b = ModelShape(layers=40, hidden=4096, intermediate=13696, vocab=151552, kv_hidden=256)
+    big = estimate_training_memory(shape=glm9b, training_type="full", bf16=True, longest_sequence=32768,
+                                   available=80 * 2**30, parameters=9_400_000_000)
+    assert not big.fits and big.gradient_checkpointing and big.total > 150 * 2**30
+    # LoRA of it fits, with the activations recomputed because all of them kept would not
+    small = estimate_training_memory(shape=glm9b, training_type="lora", bf16=True, longest_sequence=32768,
+                                     available=80 * 2**30, parameters=9_400_000_000)
+    assert small.fits and small.gradient_checkpointing
+    assert small.activations == 32768 * activation_bytes_per_token(glm9b, dtype_bytes=2, checkpointing=True)
