@@ -666,3 +666,64 @@ def test_training_memory_estimate_by_part():
                                      available=80 * 2**30, parameters=9_400_000_000)
     assert small.fits and small.gradient_checkpointing
     assert small.activations == 32768 * activation_bytes_per_token(glm9b, dtype_bytes=2, checkpointing=True)
+
+
+# ------------------------------------------------------------------ several GPUs: the accelerate path
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_the_accelerate_path_trains_as_the_plain_one(tiny_dir, tmp_path, method):
+    """Through accelerate (one process here, on the CPU): each step's share, the step-wide loss
+    normalisation and the main-process reporting give the plain run's losses."""
+    examples = MEMO * 2 if method == "sft" else [
+        {"input": {"messages": [{"role": "user", "content": f"Colour {i}?"}]},
+         "preferred_output": [{"role": "assistant", "content": word}],
+         "non_preferred_output": [{"role": "assistant", "content": "no idea"}]}
+        for i, word in enumerate(["red", "blue", "green", "gold"])
+    ]
+    results = {}
+    for distributed in (False, True):
+        rec = Recorder()
+        results[distributed] = train(
+            model_dir=tiny_dir, train_examples=examples, eval_examples=examples[:2],
+            config=_fast(method=method, n_epochs=2, metrics_interval=0.0, distributed=distributed,
+                         learning_rate=1e-3 if method == "dpo" else 1e-2),
+            output_dir=tmp_path / str(distributed), callbacks=rec)
+        assert rec.checkpoints and any(m == "Training finished" for _, m, _ in rec.events)
+    plain, accelerated = results[False], results[True]
+    assert [h["loss"] for h in accelerated.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
+    assert accelerated.final_eval_loss == pytest.approx(plain.final_eval_loss, rel=1e-5)
+    assert accelerated.trained_tokens == plain.trained_tokens
+    assert (accelerated.output_dir / "adapter_config.json").exists()
+
+
+@pytest.mark.timeout(240)
+def test_two_processes_through_accelerate_train_as_one(tiny_dir, tmp_path):
+    """The multi-GPU command's path with two real processes (accelerate's MULTI_CPU, gloo, here): each
+    takes half of every step and DDP averages the gradients; the losses are the single process's."""
+    import os
+    import subprocess
+    import sys
+
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps(e) + "\n" for e in MEMO * 2))
+    config = {"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
+              "metrics_interval": 0.0}
+    spec = {"model_dir": str(tiny_dir), "train_file": str(train_file), "output_dir": str(tmp_path / "out"),
+            "events": str(tmp_path / "events.jsonl"), "stop": str(tmp_path / "stop"), "config": config}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "jobs.training.distributed",
+                           str(tmp_path / "spec.json")], cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
+    result = next(r["data"] for r in records if r["type"] == "result")
+    assert len(losses) == 4  # the main process reports, once
+    plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=None,
+                  config=TrainingConfig(**config), output_dir=tmp_path / "plain")
+    assert losses == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
+    assert result["trained_tokens"] == plain.trained_tokens
+    assert (tmp_path / "out" / "final" / "adapter_config.json").exists()
