@@ -24,6 +24,7 @@ class ModelShape:
     intermediate: int
     vocab: int
     kv_hidden: int = 0  # width of the key and value projections (grouped-query attention); 0: hidden
+    heads: int = 0  # attention heads (0: unknown, no attention matrix counted)
 
     @classmethod
     def from_config(cls, config) -> ModelShape:
@@ -43,6 +44,7 @@ class ModelShape:
             intermediate=int(config.get("intermediate_size") or 4 * hidden),
             vocab=int(config["vocab_size"]),
             kv_hidden=kv_heads * head_dim,
+            heads=heads,
         )
 
     def parameters(self) -> int:
@@ -94,9 +96,13 @@ def plan_micro_batches(
     return MemoryPlan(max(1, longest_sequence), True, per_token, False)
 
 
-# The process itself: Python, torch, transformers and peft loaded (measured on this CPU: 416 MB of RSS),
-# or on a GPU the CUDA context and kernels' workspace (about as much again of device memory).
-RUNTIME_BYTES = 512 * 2**20
+# The process itself: Python, torch, transformers and peft loaded (measured on this CPU: 416 MB of RSS), the
+# tokenizer (47 MB) and a training pass's fixed working set (about 250 MB); on a GPU the CUDA context and the
+# kernels' workspace. Measured against peak RSS (tests/perf/bench_memory_estimate.py, SmolLM2-135M LoRA r16
+# all-linear, fp32, one longest example a micro-batch): 253 tokens, estimate 1,715 MB, peak 1,698 MB;
+# 1,021 tokens, estimate 3,614 MB, peak 3,517 MB. Before the runtime's working set and the attention
+# matrices were counted the estimate said 1,393 and 2,284 MB: 18% and 35% short.
+RUNTIME_BYTES = 768 * 2**20
 LORA_RANK = 16  # the engine's default (TrainingConfig.lora_r)
 
 
@@ -108,13 +114,14 @@ class MemoryEstimate:
     gradients: int  # fp32, of the trainable parameters
     optimizer: int  # AdamW's two fp32 moments (and fp32 master weights are the weights above)
     activations: int  # the smallest micro-batch: the longest sequence, recomputed when it must be
+    attention: int  # attention probabilities SDPA's math kernel keeps (a CPU, fp32); 0 with flash kernels
     runtime: int
     gradient_checkpointing: bool
     available: int  # the node's memory the task runs in
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.runtime
+        return self.weights + self.gradients + self.optimizer + self.activations + self.attention + self.runtime
 
     @property
     def fits(self) -> bool:
@@ -145,14 +152,18 @@ def estimate_training_memory(
     16 bytes a parameter before activations; LoRA keeps the frozen weights in bf16 on a bf16 GPU
     (fp32 on a CPU) and trains fp32 adapters. Activations are those of one micro-batch holding the
     longest sequence (the engine never splits one): all kept when that fits, else recomputed
-    (gradient checkpointing), as :func:`plan_micro_batches` decides in the engine."""
+    (gradient checkpointing), as :func:`plan_micro_batches` decides in the engine. Without a flash
+    kernel (a CPU, fp32: ``packing.choose_attention``) attention also keeps each layer's
+    heads x length x length fp32 probabilities for the backward (1.1 GB at 1,021 tokens for SmolLM2)."""
     parameters = parameters or shape.parameters()
     if training_type == "full":
         weights, trainable = 4 * parameters, parameters
     else:
         trainable = shape.lora_parameters(lora_rank)
         weights = (2 if bf16 else 4) * parameters + 4 * trainable
-    static = weights + 12 * trainable + RUNTIME_BYTES
+    # bf16 is the GPU path, whose varlen flash kernels keep no attention matrix
+    per_layer_attention = 0 if bf16 else shape.heads * max(1, longest_sequence) ** 2 * 4
+    static = weights + 12 * trainable + RUNTIME_BYTES + shape.layers * per_layer_attention
     plan = plan_micro_batches(free_bytes=available - static, shape=shape, longest_sequence=longest_sequence,
                               dtype_bytes=2 if bf16 else 4)
     return MemoryEstimate(
@@ -160,6 +171,8 @@ def estimate_training_memory(
         gradients=4 * trainable,
         optimizer=8 * trainable,
         activations=plan.bytes_per_token * max(1, longest_sequence),
+        # recomputed, one layer's probabilities are live at a time
+        attention=per_layer_attention * (1 if plan.gradient_checkpointing else shape.layers),
         runtime=RUNTIME_BYTES,
         gradient_checkpointing=plan.gradient_checkpointing,
         available=available,
