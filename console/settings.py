@@ -340,6 +340,19 @@ JOB_HEARTBEAT_TIMEOUT = float(env("JOB_HEARTBEAT_TIMEOUT", "60") or 60)
 # the task requeued (training tasks have no Celery time limit: the heartbeat and this watch are it).
 TRAINING_CHECKPOINT_MINUTES = float(env("TRAINING_CHECKPOINT_MINUTES", "10") or 10)
 TRAINING_STUCK_SECONDS = float(env("TRAINING_STUCK_SECONDS", "1800") or 1800)
+# The memory a training task runs in, for the estimate on the create form and the refusal of a task that cannot
+# fit: a GPU node's memory per GPU (unset: read from torch.cuda when this host has a GPU; 0: a CPU node), else a
+# CPU node's RAM (unset: this machine's).
+def _gigabytes(name: str) -> float | None:
+    value = env(name)
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of gigabytes, not {value!r}") from None
+
+
+TRAINING_NODE_MEMORY_GB = _gigabytes("TRAINING_NODE_MEMORY_GB")
+TRAINING_NODE_GPU_MEMORY_GB = _gigabytes("TRAINING_NODE_GPU_MEMORY_GB")
 CONSOLE_PRODUCT_NAME = env("CONSOLE_PRODUCT_NAME", "Fine-tuning Console")
 # How long an API request may wait before last_used_at of its key is written again.
 API_KEY_LAST_USED_RESOLUTION = 60

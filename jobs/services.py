@@ -141,6 +141,67 @@ def job_estimate(*, base_model: BaseModel, dataset, n_epochs: int) -> Estimate:
     return Estimate(per_epoch, n_epochs, base_model.training_price, total, cost, formula)
 
 
+# --- memory -----------------------------------------------------------------
+
+
+def _longest_sequence(*, base_model: BaseModel, dataset, method: str) -> int | None:
+    """Tokens of the longest unit the engine puts in one micro-batch (a DPO pair: both answers), within the
+    context; None until the dataset's longest example is known."""
+    from datasets.services import dataset_cached_count
+
+    longest = None
+    count = dataset_cached_count(dataset=dataset, base_model=base_model) if getattr(dataset, "pk", None) else None
+    if count is not None and count.counted:
+        longest = count.longest_example_tokens
+    if longest is None:
+        longest = getattr(dataset, "longest_example_tokens", None)
+    if not longest:
+        return None
+    longest = min(longest, base_model.context_length)
+    return 2 * longest if method == Method.DPO else longest
+
+
+def job_memory_estimate(*, base_model: BaseModel, dataset, training_type: str, method: str = Method.SFT):
+    """Peak training memory of a task on the training node (``jobs.training.budget``), or None where the base
+    model's shape (config.json) or the dataset's longest example is not known yet."""
+    from modelcards.capabilities import model_config, training_node
+
+    from .training.budget import ModelShape, estimate_training_memory
+
+    config = model_config(base_model)
+    longest = _longest_sequence(base_model=base_model, dataset=dataset, method=method)
+    if longest is None:
+        return None
+    try:
+        shape = ModelShape.from_dict(config)
+    except (KeyError, TypeError, ValueError):  # weights not here, or not a decoder config we can read
+        return None
+    node = training_node()
+    return estimate_training_memory(shape=shape, training_type=training_type, bf16=node.bf16,
+                                    longest_sequence=longest, available=node.memory,
+                                    parameters=base_model.parameters or None)
+
+
+def gigabytes(n: int) -> str:
+    return f"{n / 2**30:,.1f} GB"
+
+
+def job_check_memory(*, base_model: BaseModel, dataset, training_type: str, method: str) -> None:
+    """Refuse a task that cannot fit the training node, naming the estimate and the node's memory."""
+    estimate = job_memory_estimate(base_model=base_model, dataset=dataset, training_type=training_type,
+                                   method=method)
+    if estimate is None or estimate.fits:
+        return
+    raise JobInputError(
+        _("This task needs about %(need)s of memory to train (%(type)s%(recompute)s), more than the %(have)s of "
+          "the training node. Choose LoRA, a smaller base model or shorter examples.")
+        % {"need": gigabytes(estimate.total), "type": training_type, "have": gigabytes(estimate.available),
+           "recompute": _(", activations recomputed") if estimate.gradient_checkpointing else ""},
+        "training_type",
+        code="insufficient_memory",
+    )
+
+
 # --- creating ---------------------------------------------------------------
 
 
@@ -267,6 +328,7 @@ def job_create(
     if validation_dataset is not None:
         job_check_dataset(user=user, base_model=base_model, method=method, dataset=validation_dataset,
                           param="validation_file")
+    job_check_memory(base_model=base_model, dataset=training_dataset, training_type=training_type, method=method)
     resolved = hyperparameters_resolve(
         requested=hyperparameters or {}, method=method, training_type=training_type,
         examples=training_dataset.examples or 0,
@@ -385,6 +447,12 @@ def job_prepare(*, job_id: int) -> str:
         else:
             job_fail(job=job, code="tokens_not_counted", param="training_file",
                      message=_why_uncounted(dataset=job.training_dataset, base_model=job.base_model))
+        return "failed"
+    try:  # now with the longest example as this model's tokenizer counts it
+        job_check_memory(base_model=job.base_model, dataset=job.training_dataset, training_type=job.training_type,
+                         method=job.method)
+    except JobInputError as exc:
+        job_fail(job=job, code=exc.code, message=exc.message, param=exc.param or "")
         return "failed"
     hp = hyperparameters_resolve(requested=job.hyperparameters, method=job.method,
                                  training_type=job.training_type, examples=job.training_dataset.examples or 0)

@@ -93,7 +93,7 @@ def job_create(request: HttpRequest, handler) -> HttpResponse:
 @login_required
 @require_POST
 def job_estimate(request: HttpRequest) -> HttpResponse:
-    """The create form's live estimate: tokens, epochs, unit price, cost and warnings."""
+    """The create form's live estimate: tokens, epochs, unit price, cost, training memory and warnings."""
     form = JobForm(request.POST, user=request.user)
     form.is_valid()  # errors are shown by the form itself; use what is clean
     data = form.cleaned_data
@@ -122,6 +122,12 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
             context["resolved"] = resolved
             context["estimate"] = services.job_estimate(base_model=base_model, dataset=dataset,
                                                         n_epochs=resolved["n_epochs"])
+            choice = {"training_type": data.get("training_type", "lora"), "method": data.get("method", "sft")}
+            context["memory"] = services.job_memory_estimate(base_model=base_model, dataset=dataset, **choice)
+            try:
+                services.job_check_memory(base_model=base_model, dataset=dataset, **choice)
+            except services.JobInputError as exc:
+                context["error"] = context["error"] or exc.message
             context["warnings"] = services.dataset_warnings(base_model=base_model, dataset=dataset)
             from datasets.services import dataset_cached_count
 

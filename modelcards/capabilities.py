@@ -113,8 +113,49 @@ def training_memory_bytes() -> int:
         return 16 * 1024**3
 
 
-def memory_needed(parameters: int, training_type: str) -> int:
-    per = FULL_BYTES_PER_PARAMETER if training_type == "full" else LORA_BYTES_PER_PARAMETER
+@dataclass(frozen=True)
+class TrainingNode:
+    """Where a training task runs: the memory it has (one GPU's, or the RAM of a CPU node)."""
+
+    memory: int
+    gpu: bool
+
+    @property
+    def bf16(self) -> bool:
+        """The engine trains in bf16 on a GPU (precision "auto"), in fp32 on a CPU."""
+        return self.gpu
+
+
+@lru_cache(maxsize=1)
+def _local_gpu_memory() -> int:
+    """Memory of this host's first GPU, or 0; torch is imported only where an NVIDIA driver is loaded."""
+    if not Path("/proc/driver/nvidia/gpus").is_dir():
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
+    except Exception:  # a driver without a usable device
+        return 0
+
+
+def training_node() -> TrainingNode:
+    """The training node's memory: ``TRAINING_NODE_GPU_MEMORY_GB`` (0: a CPU node), else this host's GPU, else
+    ``TRAINING_NODE_MEMORY_GB`` or this machine's RAM."""
+    gpu_gb = getattr(settings, "TRAINING_NODE_GPU_MEMORY_GB", None)
+    if gpu_gb is None:
+        gpu = _local_gpu_memory()
+    else:
+        gpu = int(float(gpu_gb) * 1024**3)
+    if gpu > 0:
+        return TrainingNode(gpu, True)
+    return TrainingNode(training_memory_bytes(), False)
+
+
+def memory_needed(parameters: int, training_type: str, *, bf16: bool = False) -> int:
+    """The model's own share, before a dataset is chosen (the task's estimate: jobs.services.job_memory_estimate).
+    LoRA's frozen weights are bf16 on a GPU node; full fine-tuning keeps fp32 master weights everywhere."""
+    per = FULL_BYTES_PER_PARAMETER if training_type == "full" else LORA_BYTES_PER_PARAMETER // (2 if bf16 else 1)
     return int(parameters * per * (1 + OVERHEAD_FRACTION))
 
 
@@ -129,6 +170,11 @@ def _read_config(path: Path | None) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def model_config(model) -> dict:
+    """The base model's config.json as a dict ({} where the weights' config is not on this server)."""
+    return _read_config(model.config_json())
 
 
 def capabilities_of(model) -> Capabilities:
@@ -164,10 +210,11 @@ def capabilities_of(model) -> Capabilities:
     memory: dict[str, int] = {}
     too_big = {"lora": "", "full": ""}
     if model.parameters:
-        available = training_memory_bytes()
+        node = training_node()
+        available = node.memory
         memory["available"] = available
         for kind in ("lora", "full"):
-            memory[kind] = memory_needed(model.parameters, kind)
+            memory[kind] = memory_needed(model.parameters, kind, bf16=node.bf16)
             if memory[kind] > available:
                 too_big[kind] = _(
                     "Needs about %(need)s of memory to train (%(params)s parameters); the training node has "

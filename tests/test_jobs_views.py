@@ -294,3 +294,67 @@ def test_the_chart_reads_metrics_with_null_values(alice_client, alice, tiny_base
             "current_steps": step, "total_steps": 10, "loss": loss, "eval_loss": eval_loss})
     response = alice_client.get(f"/console/jobs/{job.public_id}/?partial=live", **HTMX)
     assert response.status_code == 200 and 'data-testid="loss-chart"' in response.content.decode()
+
+
+# ---------------------------------------------------------------- training memory: estimate and refusal
+
+
+@pytest.fixture
+def cpu_node(settings):
+    """A CPU training node of 16 GB, whatever this host has."""
+    settings.TRAINING_NODE_GPU_MEMORY_GB = 0
+    settings.TRAINING_NODE_MEMORY_GB = 16
+    return settings
+
+
+def test_live_estimate_shows_the_training_memory(client, alice, bob, tiny_base, cpu_node):
+    from jobs.training.budget import RUNTIME_BYTES
+
+    dataset = make_dataset(alice, chat_lines(10), name="alices-support-chats")
+    client.force_login(alice)
+    html = client.post("/console/jobs/estimate/", _form(dataset), **HTMX).content.decode()
+    memory = services.job_memory_estimate(base_model=tiny_base, dataset=dataset, training_type="lora")
+    # the tiny model's weights are a few MB: the process itself is most of it
+    assert RUNTIME_BYTES < memory.total < RUNTIME_BYTES + 64 * 2**20 and memory.fits
+    assert f'data-testid="memory">{memory.total_gb:.1f} GB of 16.0 GB on the node' in html
+    full = services.job_memory_estimate(base_model=tiny_base, dataset=dataset, training_type="full")
+    assert full.total > memory.total and full.optimizer == 2 * full.weights  # fp32 master weights + 2 moments
+    cpu_node.TRAINING_NODE_GPU_MEMORY_GB = 24  # a GPU node: its GPU's memory, bf16 frozen weights for LoRA
+    html = client.post("/console/jobs/estimate/", _form(dataset), **HTMX).content.decode()
+    assert "of 24.0 GB on the node" in html
+    gpu = services.job_memory_estimate(base_model=tiny_base, dataset=dataset, training_type="lora")
+    assert gpu.weights < memory.weights
+    # another user neither sees alice's dataset in the form nor gets an estimate for it
+    client.force_login(bob)
+    assert dataset.name not in client.get("/console/jobs/create/").content.decode()
+    html = client.post("/console/jobs/estimate/", _form(dataset), **HTMX).content.decode()
+    assert 'data-testid="memory"' not in html and 'data-testid="tokens"' not in html
+
+
+def test_a_task_that_cannot_fit_the_node_is_refused_in_the_form(alice_client, alice, tiny_base, cpu_node):
+    cpu_node.TRAINING_NODE_MEMORY_GB = 0.3
+    dataset = make_dataset(alice, chat_lines())
+    need = services.job_memory_estimate(base_model=tiny_base, dataset=dataset, training_type="lora")
+    assert not need.fits
+    html = alice_client.post("/console/jobs/estimate/", _form(dataset), **HTMX).content.decode()
+    assert 'class="form-error">' in html and f"{need.total_gb:.1f} GB of 0.3 GB on the node" in html
+    response = alice_client.post("/console/jobs/create/", _form(dataset, suffix="kept", n_epochs="2"))
+    html = response.content.decode()
+    assert response.status_code == 200 and not FineTuningJob.objects.exists()
+    assert f"needs about {need.total_gb:.1f} GB of memory to train (lora" in html and "the 0.3 GB" in html
+    assert 'value="kept"' in html and 'value="2"' in html  # what was typed is kept
+
+
+def test_the_api_refuses_a_task_that_cannot_fit_with_the_estimate(live_server, alice, alice_key, tiny_base,
+                                                                   cpu_node):
+    cpu_node.TRAINING_NODE_MEMORY_GB = 0.3
+    dataset = make_dataset(alice, chat_lines())
+    need = services.job_memory_estimate(base_model=tiny_base, dataset=dataset, training_type="full")
+    response = httpx.post(f"{live_server.url}/api/paas/v4/fine_tuning/jobs",
+                          headers={"Authorization": f"Bearer {alice_key}"},
+                          json={"model": "tiny-test", "training_file": dataset.public_id, "training_type": "full"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "insufficient_memory" and error["param"] == "training_type"
+    assert f"{need.total_gb:.1f} GB" in error["message"] and "0.3 GB of the training node" in error["message"]
+    assert not FineTuningJob.objects.exists()

@@ -554,3 +554,213 @@ def test_micro_batch_budget_from_free_memory():
     plan = plan_micro_batches(free_bytes=2**30, shape=glm9b, longest_sequence=131072, dtype_bytes=2)
     assert not plan.fits and plan.gradient_checkpointing
     assert plan_micro_batches(free_bytes=-5, shape=smollm, longest_sequence=10).fits is False
+
+
+# ------------------------------------------------------------------ varlen attention (the CUDA path)
+
+
+def test_attention_kernel_choice():
+    from jobs.training.packing import choose_attention
+
+    def pick(device, bf16, flash_attn, torch_varlen):
+        return choose_attention(device=device, bf16=bf16, flash_attn=flash_attn, torch_varlen=torch_varlen)
+
+    assert pick("cuda", True, True, True) == "flash_attention_2"
+    assert pick("cuda:1", True, False, True) == "torch_varlen"
+    assert pick("cuda", True, False, False) == "segmented_sdpa"
+    assert pick("cuda", False, True, True) == "segmented_sdpa"  # fp32: flash kernels have none
+    assert pick("cpu", True, True, True) == "segmented_sdpa"
+    assert engine.attention_for(TrainingConfig(), "cpu") == "segmented_sdpa"  # this machine's path is unchanged
+
+
+def _packed(renderer, n=4):
+    units = [[(e.input_ids, e.loss_mask)] for e in map(renderer.encode_sft, MEMO[:n])]
+    return units, build_micro_batches(units, list(range(n)), 4096, True, 2)[0]
+
+
+def test_cu_seqlens_are_transformers_packed_offsets(renderer):
+    """The offsets handed to the varlen kernels are the ones transformers derives from packed position ids."""
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    units, mb = _packed(renderer)
+    (cu, _), (longest, _) = prepare_fa_kwargs_from_position_ids(mb.position_ids)
+    assert mb.cu_seqlens.tolist() == cu.tolist() and mb.max_seqlen == int(longest)
+    assert mb.cu_seqlens.dtype == torch.int32 and mb.cu_seqlens.tolist()[-1] == mb.n_tokens
+    # unpacked rows: one slice a row, padding included, offsets into the flattened rows
+    padded = build_micro_batches(units, [0, 1], 4096, False, 2)[0]
+    width = padded.input_ids.shape[1]
+    assert padded.cu_seqlens.tolist() == [0, width, 2 * width] and padded.max_seqlen == width
+
+
+def test_transformers_packed_position_ids_path_matches_the_segment_loop(tiny_dir, renderer):
+    """transformers' own packed-sequence path (position ids restarting per example, SDPA with the
+    block-diagonal mask it derives) gives the per-segment loop's log-probs: our micro-batches follow its contract."""
+    from transformers import AutoModelForCausalLM
+
+    _units, mb = _packed(renderer)
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32, attn_implementation="sdpa")
+    ours = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
+                                                attn_implementation=register_attention())
+    with torch.no_grad():
+        # without a cache: transformers looks for packed position ids only then (a training forward)
+        hidden = plain.model(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False)
+        hidden = hidden.last_hidden_state
+        logits = plain.lm_head(hidden.reshape(-1, hidden.shape[-1])[mb.src])
+        expected = -torch.nn.functional.cross_entropy(logits, mb.tgt, reduction="none")
+        got = engine.token_logps(ours, mb)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+    """torch's varlen_attn contract ((tokens, heads, dim), causal for window (-1, 0)) computed with SDPA per
+    slice: the CUDA kernel has no CPU build, this checks everything our glue does around it."""
+    assert window_size == (-1, 0) and max_q == max_k and cu_q is cu_k
+    bounds = cu_q.tolist()
+    assert max(b - a for a, b in zip(bounds, bounds[1:], strict=False)) == max_q
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), v[a:b].transpose(0, 1),
+            is_causal=True, scale=scale, enable_gqa=enable_gqa,
+        ).transpose(0, 1)
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+    return torch.cat(parts)
+
+
+def test_torch_varlen_attention_matches_the_segment_loop(tiny_dir, renderer, monkeypatch):
+    """The varlen path (one kernel call over the packed row, bf16 inputs, GQA) gives the loop's log-probs."""
+    from transformers import AutoModelForCausalLM
+
+    from jobs.training import packing
+
+    monkeypatch.setattr(packing, "varlen_kernel", lambda: _reference_varlen)
+    _units, mb = _packed(renderer)
+    loop = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
+                                                attn_implementation=register_attention())
+    varlen = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
+                                                  attn_implementation=register_attention("torch_varlen"))
+    with torch.no_grad():
+        expected = engine.token_logps(loop, mb)
+        got = engine.token_logps(varlen, mb)
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # the kernel's inputs are bf16
+    assert not torch.equal(got, expected)  # it did run the varlen path
+
+
+# ------------------------------------------------------------------ the memory estimate (create form, refusal)
+
+
+def test_model_shape_counts_the_real_models_parameters(tiny_dir):
+    """The shape read from config.json counts the parameters and LoRA's adapter that the engine really builds."""
+    from jobs.training.budget import ModelShape
+
+    shape = ModelShape.from_dict(json.loads((tiny_dir / "config.json").read_text()))
+    model = engine.load_model(tiny_dir, TrainingConfig(lora_r=16, lora_target="all-linear"))
+    base = model.get_base_model()
+    norms = sum(p.numel() for n, p in base.named_parameters() if "norm" in n)
+    assert shape.parameters() == sum(p.numel() for p in base.parameters()) - norms - sum(
+        p.numel() for n, p in base.named_parameters() if "lora_" in n)
+    assert shape.lora_parameters(16) == sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_training_memory_estimate_by_part():
+    from jobs.training.budget import RUNTIME_BYTES, ModelShape, activation_bytes_per_token, estimate_training_memory
+
+    smollm = ModelShape(layers=30, hidden=576, intermediate=1536, vocab=49152, kv_hidden=192, heads=9)
+    params = 134_515_008
+    node = 16 * 2**30
+    lora = estimate_training_memory(shape=smollm, training_type="lora", bf16=False, longest_sequence=500,
+                                    available=node, parameters=params)
+    adapter = smollm.lora_parameters(16)
+    assert lora.weights == 4 * params + 4 * adapter and lora.gradients == 4 * adapter and lora.optimizer == 8 * adapter
+    assert lora.activations == 500 * activation_bytes_per_token(smollm) and not lora.gradient_checkpointing
+    # SDPA's math kernel (a CPU) keeps every layer's attention probabilities; measured peak RSS of this
+    # run at 253 and 1,021 tokens: 1,698 and 3,517 MB (tests/perf/bench_memory_estimate.py)
+    assert lora.attention == 30 * 9 * 500**2 * 4
+    assert lora.total == (lora.weights + lora.gradients + lora.optimizer + lora.activations + lora.attention
+                          + RUNTIME_BYTES)
+    assert lora.fits and 2.0 * 2**30 < lora.total < 2.6 * 2**30
+    measured = {253: 1698, 1021: 3517}
+    for tokens, peak_mb in measured.items():
+        total = estimate_training_memory(shape=smollm, training_type="lora", bf16=False, longest_sequence=tokens,
+                                         available=node).total
+        assert peak_mb <= total / 2**20 <= 1.1 * peak_mb  # honest: never short, at most 10% over
+    bf16 = estimate_training_memory(shape=smollm, training_type="lora", bf16=True, longest_sequence=500,
+                                    available=node, parameters=params)
+    assert bf16.weights == 2 * params + 4 * adapter and bf16.activations < lora.activations
+    assert bf16.attention == 0  # the GPU's flash kernels keep no attention matrix
+    full = estimate_training_memory(shape=smollm, training_type="full", bf16=True, longest_sequence=500,
+                                    available=node, parameters=params)
+    # fp32 master weights, fp32 gradients and two fp32 moments: 16 bytes a parameter, bf16 or not
+    assert (full.weights, full.gradients, full.optimizer) == (4 * params, 4 * params, 8 * params)
+
+    # a 9B model, full, 32k tokens on an 80 GB GPU: does not fit, even recomputed
+    glm9b = ModelShape(layers=40, hidden=4096, intermediate=13696, vocab=151552, kv_hidden=256)
+    big = estimate_training_memory(shape=glm9b, training_type="full", bf16=True, longest_sequence=32768,
+                                   available=80 * 2**30, parameters=9_400_000_000)
+    assert not big.fits and big.gradient_checkpointing and big.total > 150 * 2**30
+    # LoRA of it fits, with the activations recomputed because all of them kept would not
+    small = estimate_training_memory(shape=glm9b, training_type="lora", bf16=True, longest_sequence=32768,
+                                     available=80 * 2**30, parameters=9_400_000_000)
+    assert small.fits and small.gradient_checkpointing
+    assert small.activations == 32768 * activation_bytes_per_token(glm9b, dtype_bytes=2, checkpointing=True)
+
+
+# ------------------------------------------------------------------ several GPUs: the accelerate path
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_the_accelerate_path_trains_as_the_plain_one(tiny_dir, tmp_path, method):
+    """Through accelerate (one process here, on the CPU): each step's share, the step-wide loss
+    normalisation and the main-process reporting give the plain run's losses."""
+    examples = MEMO * 2 if method == "sft" else [
+        {"input": {"messages": [{"role": "user", "content": f"Colour {i}?"}]},
+         "preferred_output": [{"role": "assistant", "content": word}],
+         "non_preferred_output": [{"role": "assistant", "content": "no idea"}]}
+        for i, word in enumerate(["red", "blue", "green", "gold"])
+    ]
+    results = {}
+    for distributed in (False, True):
+        rec = Recorder()
+        results[distributed] = train(
+            model_dir=tiny_dir, train_examples=examples, eval_examples=examples[:2],
+            config=_fast(method=method, n_epochs=2, metrics_interval=0.0, distributed=distributed,
+                         learning_rate=1e-3 if method == "dpo" else 1e-2),
+            output_dir=tmp_path / str(distributed), callbacks=rec)
+        assert rec.checkpoints and any(m == "Training finished" for _, m, _ in rec.events)
+    plain, accelerated = results[False], results[True]
+    assert [h["loss"] for h in accelerated.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
+    assert accelerated.final_eval_loss == pytest.approx(plain.final_eval_loss, rel=1e-5)
+    assert accelerated.trained_tokens == plain.trained_tokens
+    assert (accelerated.output_dir / "adapter_config.json").exists()
+
+
+@pytest.mark.timeout(240)
+def test_two_processes_through_accelerate_train_as_one(tiny_dir, tmp_path):
+    """The multi-GPU command's path with two real processes (accelerate's MULTI_CPU, gloo, here): each
+    takes half of every step and DDP averages the gradients; the losses are the single process's."""
+    import os
+    import subprocess
+    import sys
+
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps(e) + "\n" for e in MEMO * 2))
+    config = {"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
+              "metrics_interval": 0.0}
+    spec = {"model_dir": str(tiny_dir), "train_file": str(train_file), "output_dir": str(tmp_path / "out"),
+            "events": str(tmp_path / "events.jsonl"), "stop": str(tmp_path / "stop"), "config": config}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "jobs.training.distributed",
+                           str(tmp_path / "spec.json")], cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
+    result = next(r["data"] for r in records if r["type"] == "result")
+    assert len(losses) == 4  # the main process reports, once
+    plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=None,
+                  config=TrainingConfig(**config), output_dir=tmp_path / "plain")
+    assert losses == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
+    assert result["trained_tokens"] == plain.trained_tokens
+    assert (tmp_path / "out" / "final" / "adapter_config.json").exists()

@@ -1,19 +1,9 @@
-"""Training engine (no Django imports): see engine.py for the interface the Celery task uses."""
+"""Training engine (no Django imports): see engine.py for the interface the Celery task uses.
+
+The names below load the engine (torch, transformers) on first use only, so the web process can
+import the pure parts (``jobs.training.budget``: the memory estimate of the create form) cheaply."""
 
 from __future__ import annotations
-
-from .engine import (
-    Callbacks,
-    CheckpointError,
-    TrainingCancelled,
-    TrainingConfig,
-    TrainingDataError,
-    TrainingResult,
-    evaluate_loss,
-    physical_cores,
-    split_examples,
-    train,
-)
 
 __all__ = [
     "Callbacks",
@@ -27,3 +17,11 @@ __all__ = [
     "split_examples",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,8 @@ benchmarked on its own; the Celery task drives it through :class:`Callbacks`.
 Why it is fast on CPU:
 * packing: a step's examples are laid end to end in one row with position ids
   restarting per example and attention computed per example (no padding, no
-  cross-example attention, no masked blocks computed), see ``packing.py``;
+  cross-example attention, no masked blocks computed), see ``packing.py``; on a
+  GPU in bf16 one variable-length flash kernel call a layer does the same;
 * the LM head (576 x 49,152 for SmolLM2) runs only on the hidden states whose next
   token carries a label: full-vocabulary logits are never built for prompt tokens;
 * reference log-probs for DPO are computed once before training;
@@ -25,7 +26,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,14 @@ from .memory import tune_malloc
 from .fast_linear import frozen_linear, patch_frozen_linears
 from .fused_lora import fuse_lora_layers
 from .fused_rope import patch_llama_rope
-from .packing import MicroBatch, build_micro_batches, register_attention
+from .packing import (
+    VARLEN_KERNELS,
+    MicroBatch,
+    build_micro_batches,
+    choose_attention,
+    kernels_available,
+    register_attention,
+)
 from .render import Renderer, RenderError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +91,8 @@ class TrainingConfig:
     device: str | None = None  # None: CUDA when available, else CPU
     # seconds between mid-epoch checkpoints (besides one per epoch); 0 or None: per epoch only
     checkpoint_interval: float | None = 600.0
+    # through accelerate, one process per GPU (distributed.py); None: when launched so (WORLD_SIZE > 1)
+    distributed: bool | None = None
 
 
 class Callbacks:
@@ -215,6 +225,11 @@ def use_bf16(config: TrainingConfig, device: str) -> bool:
     return False
 
 
+def attention_for(config: TrainingConfig, device: str) -> str:
+    """The registered attention a training model runs (see ``packing.choose_attention``)."""
+    return register_attention(choose_attention(device=device, bf16=use_bf16(config, device), **kernels_available()))
+
+
 def load_model(model_dir: Path, config: TrainingConfig):
     """The base model with segmented attention, wrapped for LoRA when asked.
 
@@ -223,10 +238,10 @@ def load_model(model_dir: Path, config: TrainingConfig):
     weights (AdamW updates them) and computes in bf16 under autocast. TF32 matmuls on CUDA."""
     from transformers import AutoModelForCausalLM
 
-    attn = register_attention()
+    device = resolve_device(config)
+    attn = attention_for(config, device)
     if config.fused_lora:
         patch_llama_rope()
-    device = resolve_device(config)
     dtype = torch.float32
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -268,11 +283,17 @@ def token_logps(model, mb: MicroBatch) -> torch.Tensor:
     """Log-probability of every labelled token of the micro-batch (1-D, in ``mb.src`` order)."""
     body, head = _parts(model)
     device = head.weight.device
+    varlen = {}
+    if body.config._attn_implementation in VARLEN_KERNELS:  # the packed row's offsets, once for every layer
+        cu = mb.cu_seqlens.to(device)
+        varlen = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": mb.max_seqlen,
+                  "max_length_k": mb.max_seqlen}
     hidden = body(
         input_ids=mb.input_ids.to(device),
         position_ids=mb.position_ids.to(device),
         segments=mb.segments,
         use_cache=False,
+        **varlen,
     ).last_hidden_state
     picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.src.to(device))
     if fused_head.usable(head.weight, head.bias):  # LoRA: the logits are never kept (fused_head.py)
@@ -281,11 +302,22 @@ def token_logps(model, mb: MicroBatch) -> torch.Tensor:
     return -F.cross_entropy(logits, mb.tgt.to(device), reduction="none")
 
 
-def sequence_logps(model, mb: MicroBatch) -> torch.Tensor:
+def sequence_logps(model, mb: MicroBatch, logps: torch.Tensor | None = None) -> torch.Tensor:
     """Summed log-probability of the labelled tokens of each sequence of the micro-batch."""
-    logps = token_logps(model, mb)
+    logps = token_logps(model, mb) if logps is None else logps
     sums = torch.zeros(mb.n_sequences, dtype=logps.dtype, device=logps.device)
     return sums.index_add(0, mb.seq.to(logps.device), logps)
+
+
+class TokenLogps(torch.nn.Module):
+    """:func:`token_logps` as a module: what a distributed wrapper (DDP) runs, so its gradient hooks see it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mb: MicroBatch) -> torch.Tensor:
+        return token_logps(self.model, mb)
 
 
 def dpo_loss(
@@ -306,6 +338,29 @@ class _Stopper:
             raise TrainingCancelled("training cancelled")
 
 
+class _MainProcess(Callbacks):
+    """A distributed run's callbacks: the main process reports; a stop it is asked for stops every process
+    (should_stop is a collective: every process polls it at the same points)."""
+
+    def __init__(self, callbacks: Callbacks, dist):
+        self.inner, self.dist = callbacks, dist
+
+    def event(self, level, message, data=None):
+        if self.dist.is_main:
+            self.inner.event(level, message, data)
+
+    def metrics(self, data):
+        if self.dist.is_main:
+            self.inner.metrics(data)
+
+    def checkpoint(self, epoch, path, *, step=0, complete=True):
+        if self.dist.is_main:
+            self.inner.checkpoint(epoch, path, step=step, complete=complete)
+
+    def should_stop(self) -> bool:
+        return self.dist.any(self.dist.is_main and self.inner.should_stop())
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -323,6 +378,7 @@ class _Run:
         self.dpo = config.method == "dpo"
         self.ref_logps: torch.Tensor | None = None  # (units, 2) for DPO
         self.eval_ref_logps: torch.Tensor | None = None
+        self.dist = None  # distributed.Accelerated in a run through accelerate
 
     micro_batch_tokens = 2048
     autocast = False
@@ -384,32 +440,47 @@ class _Run:
 
     def step(self, unit_ids: list[int]) -> tuple[float, float | None, int]:
         """Forward/backward over the step's examples (in token-budget micro-batches).
-        Returns (loss, DPO reward margin or None, tokens)."""
+        Returns (loss, DPO reward margin or None, tokens).
+
+        Distributed, each process takes its share of the examples and the loss is normalised by the
+        whole step's count, so the averaged gradients are those of the single-process step."""
+        dist = self.dist
+        weight = 1.0
+        if dist is not None:
+            unit_ids, weight = dist.share(unit_ids)
         micro = self.batches(unit_ids, self.units)
-        tokens = sum(mb.n_tokens for mb in micro)
+        tokens = sum(mb.n_tokens for mb in micro) * weight
         loss_total = 0.0
         margin_total = 0.0
         if self.dpo:
-            denominator = len(unit_ids)
+            denominator = len(unit_ids) * weight
         else:
-            denominator = sum(int(mb.src.numel()) for mb in micro)
-        for mb in micro:
-            self.stopper.check()
-            if self.dpo:
+            denominator = sum(int(mb.src.numel()) for mb in micro) * weight
+        scale = 1.0
+        if dist is not None:
+            denominator, tokens = dist.total(denominator), dist.total(tokens)
+            scale = dist.world * weight  # DDP averages the processes' gradients
+        for i, mb in enumerate(micro):
+            if dist is None:
+                self.stopper.check()  # distributed, it is polled once a step (a collective)
+            sync = dist is None or i == len(micro) - 1
+            with _nullcontext() if sync else dist.no_sync():
                 with self.precision():
-                    policy = sequence_logps(self.model, mb).float().view(-1, 2)
-                reference = self.ref_logps[mb.units].to(policy.device)
-                losses, margins = dpo_loss(policy, reference, self.config.dpo_beta)
-                loss = losses.sum() / denominator
-                margin_total += margins.sum().item()
-            else:
-                with self.precision():
-                    logps = token_logps(self.model, mb)
-                loss = -logps.float().sum() / denominator
-            loss.backward()
-            loss_total += loss.item()
+                    logps = dist.forward(mb) if dist is not None else token_logps(self.model, mb)
+                if self.dpo:
+                    policy = sequence_logps(self.model, mb, logps).float().view(-1, 2)
+                    reference = self.ref_logps[mb.units].to(policy.device)
+                    losses, margins = dpo_loss(policy, reference, self.config.dpo_beta)
+                    loss = losses.sum() / denominator
+                    margin_total += margins.sum().item() * weight
+                else:
+                    loss = -logps.float().sum() / denominator
+                (loss * scale if scale != 1.0 else loss).backward()
+            loss_total += loss.item() * weight
+        if dist is not None:
+            loss_total, margin_total = dist.total(loss_total), dist.total(margin_total)
         margin = margin_total / denominator if self.dpo else None
-        return loss_total, margin, tokens
+        return loss_total, margin, int(tokens)
 
 
 class _nullcontext:
@@ -504,6 +575,13 @@ def train(
     from transformers import AutoTokenizer
 
     cb = callbacks or Callbacks()
+    dist = None
+    if config.distributed or (config.distributed is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1):
+        from .distributed import Accelerated
+
+        dist = Accelerated()
+        config = replace(config, device=dist.device)
+        cb = _MainProcess(cb, dist)
     started = _now()
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     if config.method not in ("sft", "dpo"):
@@ -538,6 +616,7 @@ def train(
     model = load_model(model_dir, config)
     model.train()
     run = _Run(model, units, eval_units, config, cb, pad_id)
+    run.dist = dist
     device = resolve_device(config)
     run.autocast = use_bf16(config, device)
     plan = _memory_plan(model, config, device, units + eval_units)
@@ -566,6 +645,8 @@ def train(
     n_trainable = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in model.parameters())
     optimizer = _make_optimizer(params, config)
+    if dist is not None:
+        optimizer = dist.prepare(TokenLogps(model), optimizer)
     steps_per_epoch = math.ceil(len(units) / config.batch_size)
     total_steps = steps_per_epoch * config.n_epochs
     warmup = math.ceil(config.warmup_ratio * total_steps)
@@ -644,6 +725,9 @@ def train(
     def save(epoch: int, steps_done: int, path: Path) -> None:
         """Checkpoint after ``steps_done`` steps of ``epoch`` (all of them: the epoch is complete)."""
         complete = steps_done == steps_per_epoch
+        if dist is not None and not dist.is_main:  # every process holds the same weights: one writes them
+            dist.wait()
+            return
         save_checkpoint(
             path,
             model,
@@ -667,6 +751,8 @@ def train(
             if older != path:
                 shutil.rmtree(older, ignore_errors=True)
         cb.checkpoint(epoch, path, step=global_step, complete=complete)
+        if dist is not None:
+            dist.wait()
 
     interval = config.checkpoint_interval or 0.0
     last_saved = _now()
@@ -692,7 +778,10 @@ def train(
             pending.append(loss)
             if margin is not None:
                 pending_margin.append(margin)
-            if s < steps_per_epoch - 1 and interval and _now() - last_saved >= interval:
+            due = bool(s < steps_per_epoch - 1 and interval and _now() - last_saved >= interval)
+            if dist is not None and interval:
+                due = dist.any(due)  # clocks differ: every process must checkpoint at the same step
+            if due:
                 if pending:  # the chart gets every step up to the checkpoint, so a resume continues it
                     report(epoch - 1 + (s + 1) / steps_per_epoch, None)
                 save(epoch, s + 1, output_dir / CHECKPOINTS / f"step-{global_step}")
@@ -710,7 +799,10 @@ def train(
     loop_time = _now() - loop_started
     final_dir = output_dir / "final"
     cb.event("info", "Saving the model")
-    _save_final(model, tokenizer, final_dir, config)
+    if dist is None or dist.is_main:
+        _save_final(model, tokenizer, final_dir, config)
+    if dist is not None:
+        dist.wait()
     result = TrainingResult(
         output_dir=final_dir,
         trained_tokens=trained_tokens,
@@ -722,7 +814,8 @@ def train(
         train_tokens_per_epoch=epoch_tokens,
         history=history,
     )
-    (final_dir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2))
+    if dist is None or dist.is_main:
+        (final_dir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2))
     speed = {"trained_tokens": trained_tokens, "tokens_per_second": result.tokens_per_second}
     cb.event("info", "Training finished", speed)
     return result

@@ -7,6 +7,12 @@ attention runs per sequence (causal SDPA on each slice), so an example never see
 another one and no compute is spent on padding or on masked-out blocks. Without
 packing, each sequence is its own row, right-padded to the longest of the
 micro-batch (the naive baseline).
+
+Which attention kernel keeps packed examples apart depends on the device
+(:func:`choose_attention`). On CUDA in bf16 a variable-length flash kernel takes the
+whole packed row at once with the cumulative sequence lengths (``cu_seqlens``) of
+its examples, as transformers' packed-sequence path does; on a CPU, and in fp32,
+the per-segment SDPA loop below (flash kernels have no fp32 and no CPU build).
 """
 
 from __future__ import annotations
@@ -18,6 +24,45 @@ import torch
 import torch.nn.functional as F
 
 ATTN_NAME = "segmented_sdpa"
+VARLEN_NAME = "torch_varlen"  # torch.nn.attention.varlen: the flash kernel torch ships, CUDA only
+FLASH_NAME = "flash_attention_2"  # transformers' own packed path, when the flash_attn package is installed
+VARLEN_KERNELS = (VARLEN_NAME, FLASH_NAME)
+
+
+def choose_attention(*, device: str, bf16: bool, flash_attn: bool, torch_varlen: bool) -> str:
+    """The attention implementation a training model is loaded with.
+
+    * CUDA, bf16, ``flash_attn`` installed: transformers' ``flash_attention_2``, given the packed
+      row's ``cu_seq_lens`` (its varlen path), the path transformers maintains for packed training;
+    * CUDA, bf16, without it: torch's own ``varlen_attn`` (the same FlashAttention-2 kernel, built
+      into torch since 2.9): one kernel call a layer for the whole row, no padding, no masked
+      blocks computed, nothing to install. Rejected: SDPA with a block-diagonal mask (computes and
+      then discards every cross-example block: quadratic in the row's length, not in the examples'),
+      flex attention with a document mask (skips those blocks too, but needs torch.compile, which
+      recompiles for every new row length);
+    * a CPU, or fp32 on CUDA (flash kernels have no fp32): the per-segment SDPA loop, which on a CPU
+      is the fastest (no mask, no padding; measured in ``tests/perf``).
+    """
+    if device.startswith("cuda") and bf16:
+        if flash_attn:
+            return FLASH_NAME
+        if torch_varlen:
+            return VARLEN_NAME
+    return ATTN_NAME
+
+
+def kernels_available() -> dict[str, bool]:
+    """Which varlen kernels this process can use (keyword arguments of :func:`choose_attention`)."""
+    import importlib.util
+
+    try:
+        from torch.nn.attention import varlen  # noqa: F401
+
+        torch_varlen = torch.cuda.is_available()
+    except ImportError:  # torch before 2.9
+        torch_varlen = False
+    return {"flash_attn": importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available(),
+            "torch_varlen": torch_varlen}
 
 
 @dataclass
@@ -27,7 +72,9 @@ class MicroBatch:
     ``src`` indexes the flattened hidden states whose next token carries a label,
     ``tgt`` holds those next tokens and ``seq`` the index (within this micro-batch)
     of the sequence each label belongs to; ``segments`` lists per row the
-    (start, end) slices that attend only within themselves.
+    (start, end) slices that attend only within themselves; ``cu_seqlens`` (int32) are the same
+    slices as cumulative offsets into the flattened rows, as varlen kernels take them, and
+    ``max_seqlen`` the longest slice.
     """
 
     input_ids: torch.Tensor
@@ -39,6 +86,8 @@ class MicroBatch:
     n_sequences: int
     n_tokens: int  # real (unpadded) tokens
     units: list[int]  # the unit (example) indices in this micro-batch, in order
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int = 0
 
 
 def build_micro_batches(
@@ -107,6 +156,7 @@ def _assemble(units, group: list[int], packing: bool, pad_id: int) -> MicroBatch
             start, _ = row_segments[-1]
             row_segments[-1] = (start, width)
         segments.append(row_segments)
+    bounds = [0] + [r * width + end for r, row_segments in enumerate(segments) for _start, end in row_segments]
     return MicroBatch(
         input_ids=input_ids,
         position_ids=position_ids,
@@ -117,6 +167,8 @@ def _assemble(units, group: list[int], packing: bool, pad_id: int) -> MicroBatch
         n_sequences=n_seq,
         n_tokens=n_tokens,
         units=list(group),
+        cu_seqlens=torch.tensor(bounds, dtype=torch.int32),
+        max_seqlen=max(b - a for row_segments in segments for a, b in row_segments),
     )
 
 
@@ -158,13 +210,61 @@ def segmented_sdpa_forward(
     return out.transpose(1, 2).contiguous(), None
 
 
-def register_attention() -> str:
-    """Register the segmented attention with transformers (idempotent); returns its name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+def varlen_kernel():
+    """torch's variable-length flash attention (CUDA only)."""
+    from torch.nn.attention.varlen import varlen_attn
 
-    AttentionInterface.register(ATTN_NAME, segmented_sdpa_forward)
+    return varlen_attn
+
+
+def varlen_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    max_length_q: int | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention over a packed micro-batch in one varlen kernel call (query: batch, heads, len, dim).
+
+    Takes the flash-attention keyword arguments transformers forwards to every layer
+    (``cu_seq_lens_q``, ``max_length_q``); without them (generation) it is transformers' SDPA."""
+    if cu_seq_lens_q is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    batch, heads, length, dim = query.shape
+    dtype = query.dtype
+    # flash kernels take bf16/fp16 only; under autocast RoPE can leave q and k in fp32
+    half = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    q, k, v = (x.transpose(1, 2).reshape(-1, x.shape[1], dim).to(half) for x in (query, key, value))
+    out = varlen_kernel()(
+        q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q,
+        scale=scaling, window_size=(-1, 0), enable_gqa=heads != key.shape[1],
+    )
+    return out.view(batch, length, heads, dim).to(dtype), None
+
+
+def register_attention(name: str = ATTN_NAME) -> str:
+    """Register our attention ``name`` with transformers (idempotent); returns the name to load with.
+
+    ``flash_attention_2`` is transformers' own and needs no registration."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask, sdpa_mask
+
+    if name == FLASH_NAME:
+        return name
+    if name == VARLEN_NAME:
+        AttentionInterface.register(name, varlen_attention_forward)
+        # no mask at all (a packed row of 16k tokens would otherwise build a 256 MB one per forward)
+        AttentionMaskInterface.register(name, flash_attention_mask)
+        return name
+    AttentionInterface.register(name, segmented_sdpa_forward)
     # generation without segments still needs SDPA's mask; training passes no attention
     # mask, and the (cheap) mask built from position ids is then ignored
-    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
-    return ATTN_NAME
+    AttentionMaskInterface.register(name, sdpa_mask)
+    return name
