@@ -55,6 +55,31 @@ def newest_checkpoint_step(job) -> int:
     return (last.step or (last.metrics or {}).get("current_steps") or 0) if last else 0
 
 
+def _status_mb(pid: int, key: str) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def trainer_child() -> int | None:
+    """The pool process of the ``trainer@`` Celery worker that ``./run up`` starts (it trains)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if b"worker" in parent and any(arg.startswith(b"trainer@") for arg in parent):
+            return int(proc.name)
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default=os.environ.get("CONSOLE_BASE_URL", "http://127.0.0.1:8000"))
@@ -78,7 +103,15 @@ def main() -> None:
     )
     print(f"task {job.id} created", flush=True)
     started, kills, killed_at = time.monotonic(), [], -1
+    idle_rss: dict[int, float] = {}  # a training process's resident memory before it trains (preloaded)
+    child = trainer_child()
+    if child:
+        idle_rss[child] = _status_mb(child, "VmRSS")
     while True:
+        child = trainer_child()
+        if child and child not in idle_rss:
+            time.sleep(3)  # a new pool process preloads torch and the engine, then waits for the requeue
+            idle_rss[child] = _status_mb(child, "VmRSS")
         row = job_row(job.id)
         if row.status in ("succeeded", "failed", "cancelled"):
             break
@@ -97,6 +130,14 @@ def main() -> None:
 
     row = job_row(job.id)
     print(f"{time.monotonic() - started:6.0f} s  {row.status} after {row.attempts} attempts", flush=True)
+    memory = {}
+    finisher = int(row.worker.rsplit(":", 1)[1]) if row.worker else trainer_child()
+    time.sleep(2)  # the task has returned: the worker released its memory (jobs.tasks.train_next)
+    if finisher and finisher in idle_rss:
+        memory = {"preloaded_mb": idle_rss[finisher], "peak_mb": _status_mb(finisher, "VmHWM"),
+                  "after_mb": _status_mb(finisher, "VmRSS")}
+        print(f"training process {finisher}: preloaded {memory['preloaded_mb']:.0f} MB, peak {memory['peak_mb']:.0f} MB"
+              f", after the task {memory['after_mb']:.0f} MB ({memory['after_mb'] / memory['preloaded_mb']:.2f}x)")
     events, after = [], None
     while True:
         page = client.fine_tuning.jobs.list_events(job.id, limit=100, after=after)
@@ -120,7 +161,7 @@ def main() -> None:
         print(f"  killed at step {kill['at_step']}, resumed from {s}: losses around it {around}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "job": job.id, "status": row.status, "attempts": row.attempts, "kills": kills,
+        "job": job.id, "status": row.status, "attempts": row.attempts, "kills": kills, "memory": memory,
         "points": [{"step": m.current_steps, "loss": m.loss, "eval_loss": m.eval_loss} for m in metrics],
         "messages": messages,
     }, indent=1))
