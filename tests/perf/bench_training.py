@@ -2,8 +2,8 @@
 
 The work is the one LLaMA-Factory 0.9.5 published a figure for (258 tokens/s, measured on another
 machine: printed for reference, never divided into a ratio): SmolLM2-135M-Instruct, LoRA r16 /
-alpha 32 on all linear layers, batch 8, fp32, 3 epochs, learning rate 2e-3, on 196 short chat examples of 40-82 tokens (about
-12.4k tokens an epoch), generated here deterministically.
+alpha 32 on all linear layers, batch 8, fp32, 3 epochs, learning rate 2e-3, on 196 short chat
+examples of 40-82 tokens (about 12.4k tokens an epoch), generated here deterministically.
 
 tokens/s = all tokens of the rendered examples per epoch x epochs / wall time.
 For ours the wall time is the whole ``train()`` call (data preparation, model
