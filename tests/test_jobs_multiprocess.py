@@ -58,3 +58,18 @@ def test_a_task_trains_in_two_processes(sdk, alice, tiny_base, two_process_worke
     assert client.get(f"/console/models/{card.code}/").status_code == 200
     assert not job_scratch_dir(row).exists()  # the worker trained there and cleaned up
 
+
+
+@pytest.mark.timeout(300)
+def test_cancel_stops_the_processes(sdk, alice, tiny_base, two_process_worker):
+    dataset = make_dataset(alice, chat_lines(24))
+    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id,
+                                      extra_body={"training_type": "full"},
+                                      hyperparameters={"n_epochs": 50, "batch_size": 2})
+    wait_for(lambda: JobEvent.objects.filter(job__public_id=job.id, type="metrics").exists(), timeout=180,
+             what="the first metrics from the processes")
+    sdk.fine_tuning.jobs.cancel(job.id)
+    assert _end(job.id) == "cancelled"
+    row = FineTuningJob.objects.get(public_id=job.id)
+    assert (row.progress or {}).get("current_steps", 0) < (row.progress or {}).get("total_steps", 0)
+    assert not job_scratch_dir(row).exists()  # the relay ended after the processes did
