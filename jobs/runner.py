@@ -224,10 +224,15 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
             output = scratch / "output"
             output.mkdir(parents=True, exist_ok=True)
             FineTuningJob.objects.filter(pk=job.pk).update(output_dir=job_storage_name(job))
-            result = engine.train(
-                model_dir=folder, train_examples=train_examples, eval_examples=eval_examples or None,
-                config=config, output_dir=output, callbacks=callbacks, resume_from=resume,
-            )
+            run = {"model_dir": folder, "train_examples": train_examples, "eval_examples": eval_examples or None,
+                   "config": config, "output_dir": output, "callbacks": callbacks, "resume_from": resume}
+            processes = training_processes()
+            if processes > 1:  # one per GPU, relayed into the same callbacks (jobs/training/launch.py)
+                from .training.launch import train_in_processes
+
+                result = train_in_processes(processes, workdir=scratch / "processes", **run)
+            else:
+                result = engine.train(**run)
             final_name = storage.upload_folder(result.output_dir, f"{job_storage_name(job)}/final", move=True)
         except engine.TrainingCancelled:
             if callbacks.abandoned:
@@ -260,6 +265,16 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
                 job_fail(job=job, code="training_error", message=f"{type(exc).__name__}: {exc}")
             return "failed"
     return _finish_succeeded(job, result, final_name)
+
+
+def training_processes() -> int:
+    """How many processes train a task here: ``TRAINING_PROCESSES``, else one per GPU when there are several."""
+    if settings.TRAINING_PROCESSES > 0:
+        return settings.TRAINING_PROCESSES
+    import torch
+
+    gpus = torch.cuda.device_count()
+    return gpus if gpus > 1 else 1
 
 
 def _resume_from(job: FineTuningJob, *, scratch: Path | None = None) -> Path | None:

@@ -734,28 +734,34 @@ def test_the_accelerate_path_trains_as_the_plain_one(tiny_dir, tmp_path, method)
     assert (accelerated.output_dir / "adapter_config.json").exists()
 
 
-@pytest.mark.timeout(240)
-def test_two_processes_through_accelerate_train_as_one(tiny_dir, tmp_path):
-    """The multi-GPU command's path with two real processes (accelerate's MULTI_CPU, gloo, here): each
-    takes half of every step and DDP averages the gradients; the losses are the single process's."""
+def _two_processes(tmp_path, tiny_dir, name: str, config: dict, **extra) -> list[dict]:
+    """Run the multi-GPU command with two real processes (accelerate's MULTI_CPU, gloo); its event records."""
     import os
     import subprocess
     import sys
 
     train_file = tmp_path / "train.jsonl"
     train_file.write_text("".join(json.dumps(e) + "\n" for e in MEMO * 2))
-    config = {"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
-              "metrics_interval": 0.0}
-    spec = {"model_dir": str(tiny_dir), "train_file": str(train_file), "output_dir": str(tmp_path / "out"),
-            "events": str(tmp_path / "events.jsonl"), "stop": str(tmp_path / "stop"), "config": config}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    spec = {"model_dir": str(tiny_dir), "train_file": str(train_file), "output_dir": str(tmp_path / name),
+            "events": str(tmp_path / f"{name}.jsonl"), "stop": str(tmp_path / f"{name}.stop"), "config": config,
+            **extra}
+    (tmp_path / f"{name}.json").write_text(json.dumps(spec))
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "jobs.training.distributed",
-                           str(tmp_path / "spec.json")], cwd=Path(__file__).resolve().parent.parent, env=env,
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "jobs.training.distributed",
+                           str(tmp_path / f"{name}.json")], cwd=Path(__file__).resolve().parent.parent, env=env,
                           capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(240)
+def test_two_processes_through_accelerate_train_as_one(tiny_dir, tmp_path):
+    """LoRA's multi-GPU path with two real processes: each takes half of every step and DDP averages the
+    gradients; the losses are the single process's."""
+    config = {"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
+              "metrics_interval": 0.0}
+    records = _two_processes(tmp_path, tiny_dir, "out", config)
     losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
     result = next(r["data"] for r in records if r["type"] == "result")
     assert len(losses) == 4  # the main process reports, once
@@ -764,3 +770,56 @@ def test_two_processes_through_accelerate_train_as_one(tiny_dir, tmp_path):
     assert losses == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
     assert result["trained_tokens"] == plain.trained_tokens
     assert (tmp_path / "out" / "final" / "adapter_config.json").exists()
+
+
+@pytest.mark.timeout(400)
+def test_full_fine_tuning_on_two_processes_is_sharded_and_trains_as_one(tiny_dir, tmp_path):
+    """Full fine-tuning's multi-GPU path, FSDP2 with two real processes (gloo on a CPU): the losses are the
+    single process's; its checkpoints are gathered in the single-process layout, so a run resumes from
+    one on one process, and a sharded run resumes from a single process's, each continuing exactly."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    config = {"training_type": "full", "n_epochs": 2, "batch_size": 4, "learning_rate": 1e-3,
+              "warmup_ratio": 0.0, "num_threads": 1, "metrics_interval": 0.0, "checkpoint_interval": 0}
+    records = _two_processes(tmp_path, tiny_dir, "sharded", config)
+    events = [r["message"] for r in records if r["type"] == "event"]
+    assert any("sharded" in m for m in events), events
+    losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
+    plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=None,
+                  config=TrainingConfig(**config), output_dir=tmp_path / "plain")
+    assert len(losses) == 4 and losses == pytest.approx([h["loss"] for h in plain.history], rel=1e-4)
+    # the gathered checkpoint holds every trained weight, whole, as the single process's does
+    sharded_ckpt = load_file(str(tmp_path / "sharded" / "checkpoints" / "epoch-1" / "trainable.safetensors"))
+    plain_ckpt = load_file(str(tmp_path / "plain" / "checkpoints" / "epoch-1" / "trainable.safetensors"))
+    assert sharded_ckpt.keys() == plain_ckpt.keys()
+    assert all(sharded_ckpt[k].shape == plain_ckpt[k].shape for k in plain_ckpt)
+    # the final model is whole and loads anywhere
+    final = AutoModelForCausalLM.from_pretrained(str(tmp_path / "sharded" / "final"))
+    reference = AutoModelForCausalLM.from_pretrained(str(tmp_path / "plain" / "final"))
+    for (name, a), (_, b) in zip(final.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=2e-2), name
+
+    # one process resumes from the sharded run's epoch-1 checkpoint: epoch 2 is the uninterrupted run's
+    resumed = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=None,
+                    config=TrainingConfig(**config), output_dir=tmp_path / "resumed",
+                    resume_from=tmp_path / "sharded" / "checkpoints" / "epoch-1")
+    assert [h["loss"] for h in resumed.history][2:] == pytest.approx([h["loss"] for h in plain.history][2:], rel=1e-4)
+    # and two processes resume from the single process's epoch-1 checkpoint
+    records = _two_processes(tmp_path, tiny_dir, "reshard", config,
+                             resume_from=str(tmp_path / "plain" / "checkpoints" / "epoch-1"))
+    losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
+    assert losses == pytest.approx([h["loss"] for h in plain.history][2:], rel=1e-4)  # epoch 2, resumed
+
+
+def test_the_sharding_unit_is_the_decoder_layer_and_bf16_keeps_fp32_masters(tiny_dir):
+    from jobs.training.distributed import decoder_layers, mixed_precision
+    from jobs.training.engine import TokenLogps, load_model
+
+    model = load_model(tiny_dir, _fast(training_type="full"))
+    layers = decoder_layers(TokenLogps(model))
+    assert len(layers) == model.config.num_hidden_layers
+    assert {type(layer).__name__ for layer in layers} == set(model._no_split_modules)
+    on_gpu, on_cpu = mixed_precision(bf16=True), mixed_precision(bf16=False)
+    assert (on_gpu.param_dtype, on_gpu.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert on_cpu.param_dtype is None and on_cpu.reduce_dtype is None  # fp32 throughout

@@ -428,17 +428,22 @@ class _Run:
             for mb in self.batches(ids[start : start + 32], units):
                 if self.dpo:
                     with self.precision():
-                        policy = sequence_logps(self.model, mb).float().view(-1, 2)
+                        policy = sequence_logps(self.model, mb, self.logps(mb)).float().view(-1, 2)
                     losses, _ = dpo_loss(policy, ref[mb.units].to(policy.device), self.config.dpo_beta)
                     total += losses.sum().item()
                     count += len(mb.units)
                 else:
                     with self.precision():
-                        logps = token_logps(self.model, mb).float()
+                        logps = self.logps(mb).float()
                     total += -logps.sum().item()
                     count += logps.numel()
         self.model.train()
         return total / max(count, 1)
+
+    def logps(self, mb: MicroBatch) -> torch.Tensor:
+        """:func:`token_logps`, through the distributed wrapper when there is one (a sharded model's
+        weights are gathered by it)."""
+        return self.dist.forward(mb) if self.dist is not None else token_logps(self.model, mb)
 
     def step(self, unit_ids: list[int]) -> tuple[float, float | None, int]:
         """Forward/backward over the step's examples (in token-budget micro-batches).
@@ -468,7 +473,7 @@ class _Run:
             sync = dist is None or i == len(micro) - 1
             with _nullcontext() if sync else dist.no_sync():
                 with self.precision():
-                    logps = dist.forward(mb) if dist is not None else token_logps(self.model, mb)
+                    logps = self.logps(mb)
                 if self.dpo:
                     policy = sequence_logps(self.model, mb, logps).float().view(-1, 2)
                     reference = self.ref_logps[mb.units].to(policy.device)
@@ -534,21 +539,24 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: dict, lora: bool) -> None:
-    """Weights being trained + optimizer/scheduler/RNG/step state, written atomically."""
+def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: dict, lora: bool,
+                    weights: dict | None = None, optimizer_state: dict | None = None) -> None:
+    """Weights being trained + optimizer/scheduler/RNG/step state, written atomically (``weights`` and
+    ``optimizer_state``: a sharded run's, gathered; else the model's and the optimizer's own)."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous() for k, v in _trainable(model).items()}, str(tmp / TRAINABLE_FILE))
+    weights = _trainable(model) if weights is None else weights
+    save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(tmp / TRAINABLE_FILE))
     if lora:  # an adapter folder that can be served as is
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     torch.save(
         {
             **state,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
@@ -581,7 +589,7 @@ def train(
     if config.distributed or (config.distributed is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1):
         from .distributed import Accelerated
 
-        dist = Accelerated()
+        dist = Accelerated(shard=config.training_type == "full")  # full fine-tuning: FSDP2 (distributed.py)
         config = replace(config, device=dist.device)
         cb = _MainProcess(cb, dist)
     started = _now()
@@ -643,12 +651,16 @@ def train(
         if eval_units:
             run.eval_ref_logps = run.reference_logps(eval_units)
 
-    params = list(_trainable(model).values())
-    n_trainable = sum(p.numel() for p in params)
+    n_trainable = sum(p.numel() for p in _trainable(model).values())
     n_total = sum(p.numel() for p in model.parameters())
+    if dist is not None:
+        dist.wrap(TokenLogps(model), bf16=run.autocast)  # sharding replaces the parameters: before the optimizer
+        how = "sharded (FSDP2, a decoder layer a unit)" if dist.sharded else "data parallel (DDP)"
+        cb.event("info", f"{dist.world} processes, {how}", {"processes": dist.world, "sharded": dist.sharded})
+    params = list(_trainable(model).values())
     optimizer = _make_optimizer(params, config)
     if dist is not None:
-        optimizer = dist.prepare(TokenLogps(model), optimizer)
+        optimizer = dist.prepare_optimizer(optimizer)
     steps_per_epoch = math.ceil(len(units) / config.batch_size)
     total_steps = steps_per_epoch * config.n_epochs
     warmup = math.ceil(config.warmup_ratio * total_steps)
@@ -661,7 +673,7 @@ def train(
     prior_elapsed = 0.0
     skip_steps = 0  # steps of first_epoch already trained before the checkpoint (mid-epoch resume)
     if resume_from is not None:
-        state = _resume(Path(resume_from), model, optimizer, scheduler)
+        state = _resume(Path(resume_from), model, optimizer, scheduler, dist)
         first_epoch = state["epoch"] + 1
         skip_steps = state.get("step_in_epoch", 0)
         global_step = state["global_step"]
@@ -727,6 +739,10 @@ def train(
     def save(epoch: int, steps_done: int, path: Path) -> None:
         """Checkpoint after ``steps_done`` steps of ``epoch`` (all of them: the epoch is complete)."""
         complete = steps_done == steps_per_epoch
+        weights = optimizer_state = None
+        if dist is not None and dist.sharded:  # gathered on the main process (every process takes part)
+            weights = dist.full_weights(trainable_only=True)
+            optimizer_state = dist.full_optimizer_state(optimizer)
         if dist is not None and not dist.is_main:  # every process holds the same weights: one writes them
             dist.wait()
             return
@@ -747,6 +763,8 @@ def train(
             },
             # an epoch's checkpoint is also a servable adapter folder; a mid-epoch one only what a resume reads
             lora=config.training_type == "lora" and complete,
+            weights=weights,
+            optimizer_state=optimizer_state,
         )
         # a mid-epoch checkpoint is superseded by any later one: only the newest is resumed from
         for older in (output_dir / CHECKPOINTS).glob("step-*"):
@@ -801,8 +819,9 @@ def train(
     loop_time = _now() - loop_started
     final_dir = output_dir / "final"
     cb.event("info", "Saving the model")
+    full_weights = dist.full_weights(trainable_only=False) if dist is not None and dist.sharded else None
     if dist is None or dist.is_main:
-        _save_final(model, tokenizer, final_dir, config)
+        _save_final(model, tokenizer, final_dir, config, full_weights)
     if dist is not None:
         dist.wait()
     result = TrainingResult(
@@ -823,7 +842,7 @@ def train(
     return result
 
 
-def _resume(path: Path, model, optimizer, scheduler) -> dict:
+def _resume(path: Path, model, optimizer, scheduler, dist=None) -> dict:
     from safetensors.torch import load_file
 
     try:
@@ -835,18 +854,22 @@ def _resume(path: Path, model, optimizer, scheduler) -> dict:
     missing = set(current) - set(saved)
     if missing:
         raise CheckpointError(f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]})")
-    with torch.no_grad():
-        for name, param in current.items():
-            param.copy_(saved[name])
-    optimizer.load_state_dict(state["optimizer"])
+    if dist is not None and dist.sharded:  # each process keeps its shard of the full tensors
+        dist.load_full_state(saved, optimizer, state["optimizer"])
+    else:
+        with torch.no_grad():
+            for name, param in current.items():
+                param.copy_(saved[name])
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
     return state
 
 
-def _save_final(model, tokenizer, final_dir: Path, config: TrainingConfig) -> None:
-    """LoRA: the PEFT adapter + tokenizer (servable by transformers serve); full: a bf16 model folder."""
+def _save_final(model, tokenizer, final_dir: Path, config: TrainingConfig, full_weights: dict | None = None) -> None:
+    """LoRA: the PEFT adapter + tokenizer (servable by transformers serve); full: a bf16 model folder
+    (of ``full_weights`` when given: a sharded model's, gathered)."""
     tmp = final_dir.with_name(final_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -854,11 +877,15 @@ def _save_final(model, tokenizer, final_dir: Path, config: TrainingConfig) -> No
         model.save_pretrained(str(tmp))
     else:
         model.config.use_cache = True
-        model.to(torch.bfloat16)
         model.config.dtype = torch.bfloat16
         # the segmented attention is ours: a saved model must load anywhere
         model.config._attn_implementation = "sdpa"
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        if full_weights is None:
+            model.to(torch.bfloat16)
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            bf16 = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in full_weights.items()}
+            model.save_pretrained(str(tmp), state_dict=bf16, safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(final_dir, ignore_errors=True)
     tmp.rename(final_dir)
