@@ -42,15 +42,23 @@ def _queues(option) -> set[str]:
 
 
 @celeryd_init.connect
-def _training_has_no_time_limit(conf=None, options=None, **_kwargs) -> None:
-    """A worker that trains has no task time limit: a run may take days. Its liveness comes from the
-    heartbeat (jobs.repair) and the stuck-step watch (TRAINING_STUCK_SECONDS), not from a timer.
+def _training_worker(conf=None, options=None, **_kwargs) -> None:
+    """A worker that trains has no task time limit, and a fresh process for every task.
 
-    Celery falls back to the app-wide limit for a task whose own limit is None, so the limit is
-    lifted for the worker (a training worker consumes the training queue alone under ./run up)."""
+    No time limit: a run may take days. Its liveness comes from the heartbeat (jobs.repair) and the
+    stuck-step watch (TRAINING_STUCK_SECONDS), not from a timer. Celery falls back to the app-wide
+    limit for a task whose own limit is None, so the limit is lifted for the worker (a training
+    worker consumes the training queue alone under ./run up).
+
+    One task a process: torch's native libraries keep what a run made them allocate (oneDNN's and
+    MKL's kernels and buffers, glibc's heaps; jobs/training/memory.py bounds the part that grew
+    with the run) for as long as the process lives. The pool starts the next process, which
+    preloads the engine (_preload_training) while it waits, so the worker is back at its preloaded
+    size after every task."""
     if "training" in _queues((options or {}).get("queues")):
         conf.task_time_limit = None
         conf.task_soft_time_limit = None
+        conf.worker_max_tasks_per_child = 1
 
 
 @worker_process_init.connect
@@ -65,6 +73,9 @@ def _preload_training(**_kwargs) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
         from jobs.training import engine  # noqa: F401
+        from jobs.training.memory import tune_malloc
+
+        tune_malloc()  # before the first task allocates anything (memory.py)
 
 
 @beat_init.connect

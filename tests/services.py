@@ -98,10 +98,21 @@ def consumers_paused(queues: set[str]):
     For a test whose tasks must be run by workers of its own (another storage, another machine)."""
     from console.celery import app
 
-    active = app.control.inspect(timeout=1).active_queues() or {}
-    paused = [(worker, q["name"]) for worker, qs in active.items() for q in qs if q["name"] in queues]
-    for worker, queue in paused:
-        app.control.cancel_consumer(queue, destination=[worker], reply=True, timeout=5)
+    # Every worker that answers a ping must have said what it consumes, and none may still take ``queues``:
+    # a worker slow to answer (a loaded machine) would otherwise keep taking the test's tasks.
+    paused: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 30
+    while True:
+        alive = {name for reply in app.control.ping(timeout=2) or [] for name in reply}
+        active = app.control.inspect(destination=sorted(alive), timeout=3).active_queues() or {} if alive else {}
+        todo = {(worker, q["name"]) for worker, qs in active.items() for q in qs if q["name"] in queues}
+        if not todo and alive <= set(active):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not pause {sorted(queues)} on {sorted(alive - set(active) or todo)}")
+        for worker, queue in todo:
+            app.control.cancel_consumer(queue, destination=[worker], reply=True, timeout=5)
+        paused |= todo
     try:
         yield
     finally:

@@ -39,10 +39,13 @@ def test_a_training_worker_has_no_time_limit():
     try:
         trainer = app.Worker(queues="training", pool_cls="solo", without_mingle=True, without_gossip=True)
         assert trainer.time_limit is None and trainer.soft_time_limit is None
+        assert trainer.max_tasks_per_child == 1  # a fresh process for every task: memory goes back
     finally:
         app.conf.task_time_limit, app.conf.task_soft_time_limit = saved
+        app.conf.worker_max_tasks_per_child = None
     other = app.Worker(queues="default", pool_cls="solo", without_mingle=True, without_gossip=True)
     assert other.soft_time_limit == saved[1] and other.soft_time_limit  # short tasks keep theirs
+    assert not other.max_tasks_per_child
 
 
 @pytest.mark.django_db(transaction=True)

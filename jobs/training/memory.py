@@ -1,5 +1,12 @@
 """Keeping a training worker's resident memory bounded (the process lives on for the next task).
 
+Measured on SmolLM2-135M LoRA, 312 demo examples, one epoch (2 cores): between steps the process
+grew by about 9 MB a step and kept 200 MB after the task even after ``gc`` and ``malloc_trim``. The
+cause is oneDNN's primitive cache: a packed micro-batch has a new token count almost every time, so
+each one compiles and caches new linear primitives (up to 1,024 of them by default). A cache of 16
+holds every shape of one micro-batch (4 or 5 linear shapes, reused by all 30 layers), which is all a
+pass reuses: the same tokens/s (181.6 against 183.4 with 64), 90 MB less after the task, no creep.
+
 Measured on SmolLM2-135M LoRA (tests/perf/bench_training_memory.py): with glibc's defaults the
 worker grew step after step and kept it after the task. glibc serves a large free() back into
 its heap once its *dynamic* mmap threshold has risen (it rises to the size of every freed mmapped
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameters (malloc.h)
 M_ARENA_MAX = -8
@@ -25,8 +33,13 @@ def _libc():
         return None
 
 
+ONEDNN_CACHE_CAPACITY = "16"
+
+
 def tune_malloc() -> bool:
-    """Fixed mmap threshold (no dynamic rise) and few arenas; True where glibc took them."""
+    """Fixed mmap threshold (no dynamic rise), few arenas and a small oneDNN primitive cache (read by
+    oneDNN when it first builds a primitive; an operator's own setting wins); True where glibc took them."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
     libc = _libc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False
