@@ -107,11 +107,14 @@ def main() -> None:
     child = trainer_child()
     if child:
         idle_rss[child] = _status_mb(child, "VmRSS")
+    peak: dict[int, float] = {}  # VmHWM of each training process, last read (it exits after its task)
     while True:
         child = trainer_child()
         if child and child not in idle_rss:
             time.sleep(3)  # a new pool process preloads torch and the engine, then waits for the requeue
             idle_rss[child] = _status_mb(child, "VmRSS")
+        if child:
+            peak[child] = _status_mb(child, "VmHWM") or peak.get(child, 0.0)
         row = job_row(job.id)
         if row.status in ("succeeded", "failed", "cancelled"):
             break
@@ -131,13 +134,25 @@ def main() -> None:
     row = job_row(job.id)
     print(f"{time.monotonic() - started:6.0f} s  {row.status} after {row.attempts} attempts", flush=True)
     memory = {}
-    finisher = int(row.worker.rsplit(":", 1)[1]) if row.worker else trainer_child()
-    time.sleep(2)  # the task has returned: the worker released its memory (jobs.tasks.train_next)
-    if finisher and finisher in idle_rss:
-        memory = {"preloaded_mb": idle_rss[finisher], "peak_mb": _status_mb(finisher, "VmHWM"),
-                  "after_mb": _status_mb(finisher, "VmRSS")}
-        print(f"training process {finisher}: preloaded {memory['preloaded_mb']:.0f} MB, peak {memory['peak_mb']:.0f} MB"
-              f", after the task {memory['after_mb']:.0f} MB ({memory['after_mb'] / memory['preloaded_mb']:.2f}x)")
+    finisher = int(row.worker.rsplit(":", 1)[1]) if row.worker else None
+    # the task has returned: the pool replaces its process (one task a process), the new one preloads
+    deadline, after = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        child = trainer_child()
+        if child and child != finisher:
+            time.sleep(8)
+            after = _status_mb(child, "VmRSS")
+            break
+        if child == finisher and finisher:
+            peak[finisher] = _status_mb(finisher, "VmHWM") or peak.get(finisher, 0.0)
+        time.sleep(0.2)
+    if finisher in idle_rss and after:
+        memory = {"preloaded_mb": idle_rss[finisher], "peak_mb": peak.get(finisher), "after_mb": after,
+                  "peaks_mb": list(peak.values())}
+        print(f"training process {finisher}: preloaded "
+              f"{memory['preloaded_mb']:.0f} MB, peak {memory['peak_mb']:.0f} MB "
+              f"(every attempt's: {', '.join(f'{p:.0f}' for p in peak.values())} MB); the worker's training process "
+              f"after the task: {after:.0f} MB ({after / memory['preloaded_mb']:.2f}x the preloaded size)")
     events, after = [], None
     while True:
         page = client.fine_tuning.jobs.list_events(job.id, limit=100, after=after)
