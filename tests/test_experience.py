@@ -107,7 +107,7 @@ def test_a_succeeded_task_queues_its_evaluation_after_commit(alice, django_captu
         output_dir="/nowhere",
     )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert _finish_succeeded(job, result) == "succeeded"
+        assert _finish_succeeded(job, result, "/nowhere") == "succeeded"
     assert not Evaluation.objects.exists()  # nothing before the task's own transaction commits
     for callback in callbacks:
         callback()

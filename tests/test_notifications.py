@@ -465,7 +465,7 @@ def test_training_outcomes_notify_the_owner_in_the_same_transaction(alice, djang
             steps=3,
             output_dir="/nowhere",
         )
-        assert _finish_succeeded(succeeded, result) == "succeeded"
+        assert _finish_succeeded(succeeded, result, "/nowhere") == "succeeded"
     by_event = {}
     for row in OutboxMessage.objects.filter(user=alice):
         by_event.setdefault(row.event, set()).add(row.channel)

@@ -241,6 +241,9 @@ def test_node_agent_killed_then_restarted_adopts_its_instances(stack, tiny_base)
     stack.kill_agent()
     os.killpg(instance.pid, signal.SIGKILL)
     stack.start_agent()
+    # the dead instance may still read "ready" for a moment: wait for its replacement to be the ready one
+    wait_for(lambda: deployment.instances.filter(state="ready").exclude(pk=instance.pk).exists(), timeout=60,
+             interval=0.3, what="a replacement instance ready")
     _wait_running(deployment, ready=1, timeout=60)
     instance.refresh_from_db()
     assert instance.state == "failed"
