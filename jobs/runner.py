@@ -126,7 +126,7 @@ class JobCallbacks:
         # One row per epoch: a mid-epoch checkpoint is replaced by the next one and by the epoch's end.
         Checkpoint.objects.update_or_create(
             job=self.job, epoch=epoch,
-            defaults={"path": name, "step": step,
+            defaults={"path": name, "step": step, "created_at": timezone.now(),  # when this one was saved
                       "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress},
         )
         if replaced and replaced != name:
