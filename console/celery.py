@@ -73,9 +73,9 @@ def _preload_training(**_kwargs) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
         from jobs.training import engine  # noqa: F401
-        from jobs.training.memory import tune_malloc
+        from jobs.training.memory import bound_native_caches
 
-        tune_malloc()  # before the first task allocates anything (memory.py)
+        bound_native_caches()  # before the first training pass (memory.py)
 
 
 @beat_init.connect

@@ -37,7 +37,7 @@ from . import budget, fused_head
 from .fast_linear import frozen_linear, patch_frozen_linears
 from .fused_lora import fuse_lora_layers
 from .fused_rope import patch_llama_rope
-from .memory import tune_malloc
+from .memory import bound_native_caches
 from .packing import (
     VARLEN_KERNELS,
     MicroBatch,
@@ -77,11 +77,10 @@ class TrainingConfig:
     # tokens per forward pass (padded size); a step is split beyond it. None: from the memory left for
     # activations (budget.plan_micro_batches): free device memory on a GPU, activation_memory_mb on a CPU
     micro_batch_tokens: int | None = None
-    # CPU: memory for activations. About 1.2 MB a token for SmolLM2-135M; a CPU's matmuls gain little
-    # beyond a couple of hundred tokens a pass, and the worker shares the machine. Measured on a
-    # 135M LoRA task (tests/perf/bench_training_memory.py, 2 cores): 256 MB (220-token passes) peaks
-    # at 1.44 GB of RSS against 1.83 GB with 2048 (1,765-token passes), for 7% fewer tokens/s
-    activation_memory_mb: int = 256
+    # CPU: memory for activations. About 1.2 MB a token for SmolLM2-135M. Measured on a 135M LoRA task
+    # (196 short examples, one epoch, 2 cores, same run): 2048 MB (1,765-token passes) 481 tokens/s and
+    # a 2.12 GB peak; 512 MB 445 tokens/s, 2.14 GB; 256 MB (220 tokens) 402 tokens/s, 1.85 GB
+    activation_memory_mb: int = 512
     # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
     gradient_checkpointing: bool | None = None
     # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16, fp32 on CPU
@@ -598,7 +597,7 @@ def train(
         raise ValueError(f"unknown method {config.method!r}")
     threads = config.num_threads or physical_cores()
     torch.set_num_threads(threads)
-    tune_malloc()  # activations go back to the system when freed (memory.py)
+    bound_native_caches()  # oneDNN's kernel cache does not grow with every new packed length (memory.py)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
 

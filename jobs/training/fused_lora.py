@@ -31,6 +31,7 @@ class _LoraLinearFn(torch.autograd.Function):
         # in place: addmm into a new tensor would first copy the whole base output
         out.addmm_(xa, lora_b.t(), alpha=scaling)
         ctx.save_for_backward(x2d, weight, lora_a, lora_b, xa)
+        ctx.onednn = onednn
         ctx.scaling = scaling
         ctx.has_bias = bias is not None
         ctx.need_x = ctx.needs_input_grad[0]
@@ -45,8 +46,9 @@ class _LoraLinearFn(torch.autograd.Function):
         grad_a = grad_xa.t() @ x2d  # (r, in)
         grad_x = None
         if ctx.need_x:
-            # a plain matmul on the weight itself: no transposed copy of the model (fast_linear.py)
-            grad_x = (grad @ weight).addmm_(grad_xa, lora_a)
+            # oneDNN on a transposed view of the weight: no transposed copy of the model (fast_linear.py)
+            grad_x = fast_linear.transposed_linear(grad, weight) if ctx.onednn else grad @ weight
+            grad_x.addmm_(grad_xa, lora_a)
         # the base weight and bias are frozen: no gradients for them
         return grad_x, None, None, grad_a, grad_b, None, None
 

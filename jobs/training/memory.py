@@ -1,18 +1,17 @@
-"""Keeping a training worker's resident memory bounded (the process lives on for the next task).
+"""Keeping a training worker's resident memory bounded.
 
 Measured on SmolLM2-135M LoRA, 312 demo examples, one epoch (2 cores): between steps the process
-grew by about 9 MB a step and kept 200 MB after the task even after ``gc`` and ``malloc_trim``. The
+grew by about 9 MB a step and kept 200 MB after the task even after ``gc`` and ``malloc_trim``. One
 cause is oneDNN's primitive cache: a packed micro-batch has a new token count almost every time, so
 each one compiles and caches new linear primitives (up to 1,024 of them by default). A cache of 16
 holds every shape of one micro-batch (4 or 5 linear shapes, reused by all 30 layers), which is all a
-pass reuses: the same tokens/s (181.6 against 183.4 with 64), 90 MB less after the task, no creep.
+pass reuses: the same tokens/s (181.6 against 183.4 with 64), 90 MB less after the task.
 
-Measured on SmolLM2-135M LoRA (tests/perf/bench_training_memory.py): with glibc's defaults the
-worker grew step after step and kept it after the task. glibc serves a large free() back into
-its heap once its *dynamic* mmap threshold has risen (it rises to the size of every freed mmapped
-block, up to 32 MB), so the activations of each step (blocks of a few MB) stay in fragmented
-arenas, one per allocating thread, instead of going back to the kernel. A fixed threshold keeps
-every block over 128 KB in its own mapping, returned to the kernel when the tensor is freed.
+The rest of the growth is glibc's heap: the per-segment attention and LoRA tensors (100 to 200 KB,
+a different size every pass) fragment it. A fixed mmap threshold of 128 KB stops the growth, but
+every such block then costs a mapping and its page faults: the engine trained at 229 tokens/s
+against 481 (measured, same run), so it is not set. What a run leaves in the process goes with it:
+a training worker runs one task a process (console/celery.py).
 """
 
 from __future__ import annotations
@@ -21,30 +20,20 @@ import ctypes
 import gc
 import os
 
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameters (malloc.h)
-M_ARENA_MAX = -8
-MMAP_THRESHOLD = 128 * 1024
+ONEDNN_CACHE_CAPACITY = "16"
 
 
 def _libc():
     try:
         return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
+    except OSError:  # not glibc: nothing to trim
         return None
 
 
-ONEDNN_CACHE_CAPACITY = "16"
-
-
-def tune_malloc() -> bool:
-    """Fixed mmap threshold (no dynamic rise), few arenas and a small oneDNN primitive cache (read by
-    oneDNN when it first builds a primitive; an operator's own setting wins); True where glibc took them."""
+def bound_native_caches() -> None:
+    """A small oneDNN primitive cache (read by oneDNN when it first builds a primitive, so call it before the
+    first training pass; an operator's own ONEDNN_PRIMITIVE_CACHE_CAPACITY wins)."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
-    libc = _libc()
-    if libc is None or not hasattr(libc, "mallopt"):
-        return False
-    ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    return bool(libc.mallopt(M_ARENA_MAX, 2) == 1 and ok)
 
 
 def release_memory() -> None:

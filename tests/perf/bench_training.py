@@ -98,17 +98,37 @@ def use_repository_datasets() -> None:
     sys.path.insert(0, str(REPO))
 
 
-def import_renderer():
-    """The engine's renderer (it imports the repository's ``datasets`` app) in a process that keeps
-    Hugging Face's ``datasets`` for the Trainer: import it with the repository's, then put HF's back."""
+def from_repository(load):
+    """``load()`` importing the engine (which imports the repository's ``datasets`` app) in a process that
+    keeps Hugging Face's ``datasets`` for the Trainer: run it with the repository's, then put HF's back."""
     hf = {n: m for n, m in sys.modules.items() if n == "datasets" or n.startswith("datasets.")}
     use_repository_datasets()
-    from jobs.training.render import Renderer
+    try:
+        return load()
+    finally:
+        for name in [n for n in sys.modules if n == "datasets" or n.startswith("datasets.")]:
+            del sys.modules[name]
+        sys.modules.update(hf)
 
-    for name in [n for n in sys.modules if n == "datasets" or n.startswith("datasets.")]:
-        del sys.modules[name]
-    sys.modules.update(hf)
-    return Renderer
+
+def import_renderer():
+    """The engine's renderer, for the plain Trainer's process."""
+
+    def load():
+        from jobs.training.render import Renderer
+
+        return Renderer
+
+    return from_repository(load)
+
+
+def physical_cores() -> int:
+    def load():
+        from jobs.training.engine import physical_cores
+
+        return physical_cores()
+
+    return from_repository(load)
 
 
 def run_ours(examples, args) -> dict:
@@ -210,8 +230,6 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     if not args.threads:
-        from jobs.training.engine import physical_cores
-
         args.threads = physical_cores()
     tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
     examples = peer_like_examples(tokenizer, args.examples)
