@@ -193,6 +193,9 @@ def test_upload_in_the_create_form_validates_then_queues(client, alice, tiny_bas
     assert uploaded.status == "ready" and uploaded.category == "chat"
     assert job.estimated_tokens == uploaded.tokens * job.resolved_hyperparameters["n_epochs"]
     services.job_cancel(job=job)
+    # a worker that took it stops within seconds: wait, so that it is not writing while the test's tables are
+    # emptied (on PostgreSQL the truncation and the worker's row locks deadlocked)
+    wait_for(lambda: FineTuningJob.objects.get(pk=job.pk).is_final, timeout=60, what="the task to stop")
 
 
 def test_task_pages_speak_chinese(alice_client, alice, tiny_base):
