@@ -343,6 +343,9 @@ TRAINING_STUCK_SECONDS = float(env("TRAINING_STUCK_SECONDS", "1800") or 1800)
 # Processes a training task runs in (jobs/training/launch.py): 0, the default, is one per GPU on a node with
 # several GPUs, else the worker's own process; a number forces it (2 on a CPU runs the multi-GPU path, with gloo).
 TRAINING_PROCESSES = int(env("TRAINING_PROCESSES", "0") or 0)
+# A CPU training node's memory for one pass's activations, in MB: a step of more tokens is split into passes.
+# More is a little faster and costs peak memory (README: "Memory of a training worker").
+TRAINING_CPU_ACTIVATION_MB = int(env("TRAINING_CPU_ACTIVATION_MB", "256") or 256)
 # The memory a training task runs in, for the estimate on the create form and the refusal of a task that cannot
 # fit: a GPU node's memory per GPU (unset: read from torch.cuda when this host has a GPU; 0: a CPU node), else a
 # CPU node's RAM (unset: this machine's).

@@ -177,9 +177,11 @@ def job_memory_estimate(*, base_model: BaseModel, dataset, training_type: str, m
     except (KeyError, TypeError, ValueError):  # weights not here, or not a decoder config we can read
         return None
     node = training_node()
+    # a CPU node fills its activation budget with micro-batches (the engine's plan, jobs/training/engine.py)
+    budget = None if node.gpu else settings.TRAINING_CPU_ACTIVATION_MB * 2**20
     return estimate_training_memory(shape=shape, training_type=training_type, bf16=node.bf16,
                                     longest_sequence=longest, available=node.memory,
-                                    parameters=base_model.parameters or None)
+                                    parameters=base_model.parameters or None, activation_budget=budget)
 
 
 def gigabytes(n: int) -> str:

@@ -211,7 +211,14 @@ def test_scale_during_a_stream_kill_an_instance_then_cancel(stack, tiny_base):
         if _chat(stack, key, deployment.code).status_code != 200:
             failures += 1
     assert failures == 0
-    _wait_running(deployment, ready=2, timeout=30)
+    # the victim may still read "ready" for a moment: wait until two instances other than it are ready
+    wait_for(
+        lambda: deployment.instances.filter(state="ready").exclude(pk=victim.pk).count() == 2,
+        timeout=max(1.0, 30 - (time.monotonic() - killed_at)),
+        interval=0.3,
+        what="a replacement instance ready",
+    )
+    _wait_running(deployment, ready=2, timeout=10)
     replaced_in = time.monotonic() - killed_at
     victim.refresh_from_db()
     assert victim.state == "failed" and "exited" in victim.error

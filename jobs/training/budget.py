@@ -24,7 +24,7 @@ class ModelShape:
     intermediate: int
     vocab: int
     kv_hidden: int = 0  # width of the key and value projections (grouped-query attention); 0: hidden
-    heads: int = 0  # attention heads (0: unknown, no attention matrix counted)
+    heads: int = 0  # attention heads (0: unknown)
 
     @classmethod
     def from_config(cls, config) -> ModelShape:
@@ -96,13 +96,16 @@ def plan_micro_batches(
     return MemoryPlan(max(1, longest_sequence), True, per_token, False)
 
 
-# The process itself: Python, torch, transformers and peft loaded (measured on this CPU: 416 MB of RSS), the
-# tokenizer (47 MB) and a training pass's fixed working set (about 250 MB); on a GPU the CUDA context and the
-# kernels' workspace. Measured against peak RSS (tests/perf/bench_memory_estimate.py, SmolLM2-135M LoRA r16
-# all-linear, fp32, one longest example a micro-batch): 253 tokens, estimate 1,715 MB, peak 1,698 MB;
-# 1,021 tokens, estimate 3,614 MB, peak 3,517 MB. Before the runtime's working set and the attention
-# matrices were counted the estimate said 1,393 and 2,284 MB: 18% and 35% short.
-RUNTIME_BYTES = 768 * 2**20
+# The process itself: Python, torch, transformers and peft loaded (measured on this CPU: 516 MB of RSS), the
+# tokenizer and a training pass's working set beyond its activations (the frozen head's chunks, gradients in
+# flight, the allocator's free blocks); on a GPU the CUDA context and the kernels' workspace. Measured against
+# peak RSS (tests/perf/bench_memory_estimate.py, SmolLM2-135M LoRA r16 all-linear, fp32, 2 cores), estimate /
+# peak in MB: one longest example a micro-batch, 57 tokens 1,454 / 1,170, 253 tokens 1,681 / 1,248, 1,021
+# tokens 2,572 / 1,781; the CPU default plan (256 MB of activations), 57 tokens 1,643 / 1,328, 253 tokens
+# (recomputed) 1,644 / 1,427, 1,021 tokens (recomputed) 1,772 / 1,757. Never short, at most 1.44x over (the per-token
+# activations are counted high on purpose: the engine's plan uses them too). Attention keeps no matrix: on a
+# CPU, SDPA without a mask runs torch's flash kernel for the CPU (it keeps each row's log-sum-exp only).
+RUNTIME_BYTES = 800 * 2**20
 LORA_RANK = 16  # the engine's default (TrainingConfig.lora_r)
 
 
@@ -113,15 +116,14 @@ class MemoryEstimate:
     weights: int  # the model's weights (frozen bf16 for LoRA on a bf16 GPU; fp32 otherwise)
     gradients: int  # fp32, of the trainable parameters
     optimizer: int  # AdamW's two fp32 moments (and fp32 master weights are the weights above)
-    activations: int  # the smallest micro-batch: the longest sequence, recomputed when it must be
-    attention: int  # attention probabilities SDPA's math kernel keeps (a CPU, fp32); 0 with flash kernels
+    activations: int  # a CPU's pass budget, or the smallest micro-batch: the longest sequence (recomputed if must be)
     runtime: int
     gradient_checkpointing: bool
     available: int  # the node's memory the task runs in
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.attention + self.runtime
+        return self.weights + self.gradients + self.optimizer + self.activations + self.runtime
 
     @property
     def fits(self) -> bool:
@@ -145,6 +147,7 @@ def estimate_training_memory(
     available: int,
     parameters: int | None = None,
     lora_rank: int = LORA_RANK,
+    activation_budget: int | None = None,
 ) -> MemoryEstimate:
     """What a task needs at its peak on a node with ``available`` bytes (one device's, on a GPU).
 
@@ -152,27 +155,28 @@ def estimate_training_memory(
     16 bytes a parameter before activations; LoRA keeps the frozen weights in bf16 on a bf16 GPU
     (fp32 on a CPU) and trains fp32 adapters. Activations are those of one micro-batch holding the
     longest sequence (the engine never splits one): all kept when that fits, else recomputed
-    (gradient checkpointing), as :func:`plan_micro_batches` decides in the engine. Without a flash
-    kernel (a CPU, fp32: ``packing.choose_attention``) attention also keeps each layer's
-    heads x length x length fp32 probabilities for the backward (1.1 GB at 1,021 tokens for SmolLM2)."""
+    (gradient checkpointing), as :func:`plan_micro_batches` decides in the engine.
+
+    ``activation_budget`` is what a CPU run gives activations (``TrainingConfig.activation_memory_mb``): the
+    engine fills it with micro-batches and recomputes when the longest sequence does not fit it, so the
+    estimate counts the budget (or the longest sequence, recomputed, where that is more). Without it (a GPU,
+    where the engine takes what it finds free) activations are those of the smallest micro-batch."""
     parameters = parameters or shape.parameters()
     if training_type == "full":
         weights, trainable = 4 * parameters, parameters
     else:
         trainable = shape.lora_parameters(lora_rank)
         weights = (2 if bf16 else 4) * parameters + 4 * trainable
-    # bf16 is the GPU path, whose varlen flash kernels keep no attention matrix
-    per_layer_attention = 0 if bf16 else shape.heads * max(1, longest_sequence) ** 2 * 4
-    static = weights + 12 * trainable + RUNTIME_BYTES + shape.layers * per_layer_attention
-    plan = plan_micro_batches(free_bytes=available - static, shape=shape, longest_sequence=longest_sequence,
+    static = weights + 12 * trainable + RUNTIME_BYTES
+    free = available - static if activation_budget is None else activation_budget
+    plan = plan_micro_batches(free_bytes=free, shape=shape, longest_sequence=longest_sequence,
                               dtype_bytes=2 if bf16 else 4)
+    tokens = max(1, longest_sequence) if activation_budget is None else plan.micro_batch_tokens
     return MemoryEstimate(
         weights=weights,
         gradients=4 * trainable,
         optimizer=8 * trainable,
-        activations=plan.bytes_per_token * max(1, longest_sequence),
-        # recomputed, one layer's probabilities are live at a time
-        attention=per_layer_attention * (1 if plan.gradient_checkpointing else shape.layers),
+        activations=plan.bytes_per_token * tokens,
         runtime=RUNTIME_BYTES,
         gradient_checkpointing=plan.gradient_checkpointing,
         available=available,

@@ -77,10 +77,11 @@ class TrainingConfig:
     # tokens per forward pass (padded size); a step is split beyond it. None: from the memory left for
     # activations (budget.plan_micro_batches): free device memory on a GPU, activation_memory_mb on a CPU
     micro_batch_tokens: int | None = None
-    # CPU: memory for activations. About 1.2 MB a token for SmolLM2-135M. Measured on a 135M LoRA task
-    # (196 short examples, one epoch, 2 cores, same run): 2048 MB (1,765-token passes) 481 tokens/s and
-    # a 2.12 GB peak; 512 MB 445 tokens/s, 2.14 GB; 256 MB (220 tokens) 402 tokens/s, 1.85 GB
-    activation_memory_mb: int = 512
+    # CPU: memory for activations (the console sets TRAINING_CPU_ACTIVATION_MB). About 1.2 MB a token for
+    # SmolLM2-135M. Measured on a 135M LoRA task (196 short examples, one epoch, 2 cores), with ideep's cache
+    # bounded (memory.py): 512 MB (440-token passes) 127.5 tokens/s and a 1.74 GB peak, 256 MB (220 tokens)
+    # 123.8 tokens/s and 1.45 GB on an AVX2 EPYC; before, on an AVX-512 one, 512 MB 445 and 256 MB 402 tokens/s
+    activation_memory_mb: int = 256
     # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
     gradient_checkpointing: bool | None = None
     # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16, fp32 on CPU

@@ -3,7 +3,8 @@ of a real run on this CPU: SmolLM2-135M-Instruct (``var/models``), LoRA r16 all-
 
 Each run is a fresh process (the estimate counts the process itself: torch and transformers loaded).
 The run's micro-batch holds one longest example, the estimate's smallest micro-batch; a second run
-per length uses the engine's default plan (micro-batches filling ``activation_memory_mb``).
+per length uses the engine's default plan (micro-batches filling ``activation_memory_mb``), estimated with
+that budget as the create form does on a CPU node.
 
     .venv/bin/python tests/perf/bench_memory_estimate.py
     .venv/bin/python tests/perf/bench_memory_estimate.py --tokens 256 1024
@@ -55,10 +56,12 @@ def child(args) -> dict:
     renderer = Renderer(tokenizer, 2048)
     longest = max(len(renderer.encode_sft(e).input_ids) for e in examples)
     config_json = json.loads((MODEL_DIR / "config.json").read_text())
-    estimate = estimate_training_memory(shape=ModelShape.from_dict(config_json), training_type="lora", bf16=False,
-                                        longest_sequence=longest, available=64 * 2**30)
     config = TrainingConfig(n_epochs=1, batch_size=8, lora_r=16, lora_alpha=32, lora_target="all-linear",
                             micro_batch_tokens=None if args.default_plan else longest, checkpoint_interval=None)
+    # the default plan fills the CPU's activation budget, as the console's estimate counts it (jobs.services)
+    budget = config.activation_memory_mb * 2**20 if args.default_plan else None
+    estimate = estimate_training_memory(shape=ModelShape.from_dict(config_json), training_type="lora", bf16=False,
+                                        longest_sequence=longest, available=64 * 2**30, activation_budget=budget)
     with tempfile.TemporaryDirectory() as out:
         train(model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config, output_dir=Path(out))
     return {"longest": longest, "estimate_mb": estimate.total / 2**20, "peak_mb": hwm_mb()}
