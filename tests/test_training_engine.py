@@ -474,7 +474,8 @@ if sys.argv[1] == "bounded":
 import torch
 from jobs.training import fast_linear
 class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(n, ctypes.c_size_t) for n in names.split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 def in_use():
@@ -491,7 +492,8 @@ print((in_use() - before) / 2**20)
 """
     grown = {}
     for mode in ("bounded", "default"):
-        env = {k: v for k, v in os.environ.items() if k not in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
+        caches = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+        env = {k: v for k, v in os.environ.items() if k not in caches}
         out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, env=env,
                              cwd=Path(__file__).resolve().parents[1], timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
