@@ -466,6 +466,8 @@ def test_kernel_caches_are_bounded_so_new_packed_lengths_do_not_grow_memory():
     import subprocess
     import sys
 
+    from jobs.training.memory import KERNEL_CACHE_VARIABLES
+
     script = """
 import ctypes, sys
 if sys.argv[1] == "bounded":
@@ -492,8 +494,7 @@ print((in_use() - before) / 2**20)
 """
     grown = {}
     for mode in ("bounded", "default"):
-        caches = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
-        env = {k: v for k, v in os.environ.items() if k not in caches}
+        env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_VARIABLES}
         out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, env=env,
                              cwd=Path(__file__).resolve().parents[1], timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]

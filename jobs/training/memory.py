@@ -21,10 +21,9 @@ import ctypes
 import gc
 import os
 
-ONEDNN_CACHE_CAPACITY = "16"
-# PyTorch's ideep layer keeps its own cache of oneDNN computations (keyed by shape, LRU_CACHE_CAPACITY, 1,024 by
-# default), separate from oneDNN's primitive cache
-IDEEP_CACHE_CAPACITY = "16"
+KERNEL_CACHE_CAPACITY = "16"
+# ideep's cache of oneDNN computations (keyed by shape, 1,024 by default) and oneDNN's own primitive cache
+KERNEL_CACHE_VARIABLES = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
 
 
 def _libc():
@@ -38,8 +37,8 @@ def bound_native_caches() -> None:
     """Small kernel caches for ideep and oneDNN (each reads its variable when it first builds a kernel, so call
     it before the first training pass; an operator's own LRU_CACHE_CAPACITY or ONEDNN_PRIMITIVE_CACHE_CAPACITY
     wins)."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
-    os.environ.setdefault("LRU_CACHE_CAPACITY", IDEEP_CACHE_CAPACITY)
+    for name in KERNEL_CACHE_VARIABLES:
+        os.environ.setdefault(name, KERNEL_CACHE_CAPACITY)
 
 
 def release_memory() -> None:
