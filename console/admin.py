@@ -14,6 +14,7 @@ class UserAdmin(DjangoUserAdmin):
     search_fields = ["username", "email", "phone", "first_name", "last_name"]
     fieldsets = DjangoUserAdmin.fieldsets + (
         (_("Console"), {"fields": ("phone", "phone_verified_at", "language")}),
+        (_("Limits"), {"fields": ("max_running_jobs", "max_datasets", "max_deployments")}),
     )
 
 

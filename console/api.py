@@ -18,10 +18,13 @@ from typing import Any
 
 import jwt
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from . import ratelimit
 from .models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -30,12 +33,16 @@ logger = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error answered to the client in the platform's error shape."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None):
+    def __init__(self, status: int, code: str, message: str, param: str | None = None, *, retry_after: int = 0):
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
+        self.retry_after = retry_after  # seconds, sent as Retry-After (a 429 or 503 that will pass)
 
     def response(self) -> JsonResponse:
-        return error_response(self.status, self.code, self.message, self.param)
+        response = error_response(self.status, self.code, self.message, self.param)
+        if self.retry_after:
+            response["Retry-After"] = str(self.retry_after)
+        return response
 
 
 def error_response(status: int, code: str, message: str, param: str | None = None) -> JsonResponse:
@@ -88,13 +95,45 @@ def _authenticate_jwt(token: str) -> ApiKey:
         claims = jwt.decode(token, key.derive_secret(), algorithms=["HS256"], options={"verify_exp": False})
     except jwt.PyJWTError:
         raise _unauthorized("1002", "The token's signature does not match the API key.") from None
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float):
-        raise _unauthorized("1002", "The token has no expiry (exp).")
-    exp_seconds = exp / 1000 if exp > 10**11 else exp
-    if exp_seconds < time.time():
-        raise _unauthorized("1003", "The token has expired.")
+    _check_jwt_times(claims)
     return _check_usable(key)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_jwt_times(claims: dict) -> None:
+    """A token's ``timestamp`` (when it was made, in ms) and ``exp``: both required, the lifetime between them
+    and the distance of ``timestamp`` into the future (clock skew) bounded by settings; each refusal says which."""
+    now = time.time()
+    exp, issued = claims.get("exp"), claims.get("timestamp")
+    if not _number(exp):
+        raise _unauthorized("1002", "The token has no expiry (exp).")
+    if issued is None:
+        raise _unauthorized("1002", "The token has no timestamp (when it was made, in milliseconds, as the SDK "
+                                    "sends it).")
+    if not _number(issued):
+        raise _unauthorized("1002", "The token's timestamp must be a number of milliseconds.")
+    if issued < 10**11:
+        raise _unauthorized("1002", "The token's timestamp must be in milliseconds (it reads as seconds).")
+    issued_seconds = issued / 1000
+    exp_seconds = exp / 1000 if exp > 10**11 else exp
+    if exp_seconds < now:
+        raise _unauthorized("1003", "The token has expired.")
+    skew, lifetime = settings.API_JWT_MAX_CLOCK_SKEW, settings.API_JWT_MAX_LIFETIME
+    if issued_seconds - now > skew:
+        raise _unauthorized(
+            "1002",
+            f"The token's timestamp is {issued_seconds - now:.0f} s in the future, more than the {skew} s of clock "
+            "skew allowed: check the clock of the machine that made it.",
+        )
+    if exp_seconds - issued_seconds > lifetime:
+        raise _unauthorized(
+            "1002",
+            f"The token is valid for {exp_seconds - issued_seconds:.0f} s (exp - timestamp), longer than the "
+            f"{lifetime} s allowed: make a token that expires sooner.",
+        )
 
 
 def _check_usable(key: ApiKey) -> ApiKey:
@@ -109,6 +148,37 @@ def _check_usable(key: ApiKey) -> ApiKey:
     return key
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its request body arrived."""
+
+
+async def read_asgi_body(scope: dict, receive, limit: int) -> bytes:
+    """A request body read from ASGI, refused (413, in the API's error shape) as soon as it passes ``limit``
+    bytes: a declared Content-Length over it before anything is read, a streamed body at the chunk that
+    crosses it. Nothing past the limit is buffered. Raises ClientGone when the client leaves first."""
+    too_big = ApiError(413, "1210", f"The request body is larger than the limit of {limit / 2**20:g} MiB.", "body")
+    for name, value in scope.get("headers") or []:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise ApiError(400, "1210", "The Content-Length header is not a number.") from None
+            if declared > limit:
+                raise too_big
+    chunks, received = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        part = message.get("body", b"")
+        received += len(part)
+        if received > limit:
+            raise too_big
+        chunks.append(part)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
 def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     if not request.body:
         return {}
@@ -116,6 +186,8 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "1210", f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "1210", "The request body is not valid JSON: it is nested too deeply.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "1210", "The request body must be a JSON object.")
     return body
@@ -131,19 +203,90 @@ def api_view(methods: list[str]) -> Callable:
             try:
                 if request.method not in methods:
                     raise ApiError(405, "1214", f"Method {request.method} is not allowed here.")
-                key = authenticate_api_key(request.headers.get("Authorization"))
+                key = _authenticate_throttled(request)
                 request.api_key = key
                 request.user = key.user
+                _count_request(key)
                 return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return exc.response()
-            except Exception:
-                logger.exception("API error in %s", request.path)
-                return error_response(500, "500", "Internal server error; the error was logged.")
+            except Exception as exc:  # noqa: BLE001 - every failure is answered in the platform's shape
+                return exception_response(request, exc)
 
         return wrapper
 
     return decorator
+
+
+def exception_response(request: HttpRequest, exc: Exception) -> JsonResponse:
+    """An exception raised while answering an API request, as the platform's error: an ApiError as itself, a
+    body over DATA_UPLOAD_MAX_MEMORY_SIZE 413, an unreadable body 400, Django's 404 and 403 as such, anything
+    else a logged 500. api_view and ApiErrorsMiddleware (for API views that are not api_view's) both use it."""
+    from django.core.exceptions import PermissionDenied
+    from django.http import Http404
+
+    if isinstance(exc, ApiError):
+        return exc.response()
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20
+        return error_response(413, "1210", f"The request body is larger than the limit of {limit:g} MiB.", "body")
+    if isinstance(exc, SuspiciousOperation | MultiPartParserError | UnreadablePostError):
+        return error_response(400, "1210", f"The request body cannot be read: {exc}")
+    if isinstance(exc, Http404):
+        return error_response(404, "404", f"Nothing at {request.path}.")
+    if isinstance(exc, PermissionDenied):
+        return error_response(403, "403", "You may not do this.")
+    logger.error("API error in %s", request.path, exc_info=exc)
+    return error_response(500, "500", "Internal server error; the error was logged.")
+
+
+API_PREFIX = "/api/paas/v4/"
+
+
+class ApiErrorsMiddleware:
+    """Under /api/paas/v4/, an exception that a view lets out is answered in the platform's error shape (JSON),
+    never Django's HTML error pages."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not request.path.startswith(API_PREFIX):
+            return None
+        return exception_response(request, exception)
+
+
+def _authenticate_throttled(request: HttpRequest) -> ApiKey:
+    """The request's key; a client address with too many failed authentications this minute gets 429 (its
+    requests are not even checked until the minute ends)."""
+    address = request.META.get("REMOTE_ADDR") or "-"
+    limit = settings.API_AUTH_FAILURES_PER_MINUTE
+
+    def throttled(wait: int) -> ApiError:
+        return ApiError(429, "1305", f"More than {limit} failed authentications a minute from {address} "
+                                     f"(API_AUTH_FAILURES_PER_MINUTE). Retry in {wait} s.", retry_after=wait)
+
+    wait = ratelimit.rate_exceeded(name="api-auth-failures", ident=address, limit=limit)
+    if wait:
+        raise throttled(wait)
+    try:
+        return authenticate_api_key(request.headers.get("Authorization"))
+    except ApiError as exc:
+        if exc.status == 401:
+            wait = ratelimit.rate_hit(name="api-auth-failures", ident=address, limit=limit)
+            if wait:
+                raise throttled(wait) from None
+        raise
+
+
+def _count_request(key: ApiKey) -> None:
+    """Requests a minute per API key (outside chat, which the serving gateway counts): 429 past the limit."""
+    limit = settings.API_REQUESTS_PER_MINUTE
+    wait = ratelimit.rate_hit(name="api", ident=key.key_id, limit=limit)
+    if wait:
+        raise ApiError(429, "1303", f"More than {limit} requests a minute with this key (API_REQUESTS_PER_MINUTE). "
+                                    f"Retry in {wait} s.", retry_after=wait)
 
 
 @csrf_exempt  # an API client has no CSRF token: a POST to an unknown path gets the JSON 404 too

@@ -5,7 +5,6 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
 from .models import ApiKey, User
-from .phone import normalize_phone
 
 
 class LoginForm(AuthenticationForm):
@@ -16,16 +15,11 @@ class LoginForm(AuthenticationForm):
 
 
 class AccountForm(forms.ModelForm):
+    """The profile. The phone is not here: it changes only through a code sent to the new number (the SMS card)."""
+
     class Meta:
         model = User
-        fields = ["first_name", "last_name", "email", "phone", "language"]
-
-    def clean_phone(self) -> str:
-        phone = normalize_phone(self.cleaned_data.get("phone", ""))
-        if phone != self.instance.phone:
-            # A changed number must be verified again before SMS go to it.
-            self.instance.phone_verified_at = None
-        return phone
+        fields = ["first_name", "last_name", "email", "language"]
 
 
 class ApiKeyForm(forms.ModelForm):

@@ -1,15 +1,19 @@
 """GET /healthz: the state of the database, Redis, the Celery workers and beat.
 
 200 only when the database and Redis answer, every worker named in CONSOLE_EXPECTED_WORKERS (at least one when
-none is named) answers a ping, and beat runs if CONSOLE_EXPECT_BEAT is set; 503 otherwise."""
+none is named) answers a ping, and beat runs if CONSOLE_EXPECT_BEAT is set; 503 otherwise. Anyone gets the status
+and each check's ok; the details (worker and host names, versions, errors, the serving nodes) go only to a staff
+session or a monitoring system that sends "Authorization: Bearer <HEALTHZ_TOKEN>"."""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 
 from .celery import app as celery_app
@@ -71,6 +75,18 @@ def register_report(name: str, report) -> None:
     _reports[name] = report
 
 
+def _may_see_details(request: HttpRequest) -> bool:
+    """A request with the monitoring token, or a staff session."""
+    token = settings.HEALTHZ_TOKEN
+    scheme, _sep, given = request.headers.get("Authorization", "").strip().partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return True
+    try:
+        return bool(request.user.is_authenticated and request.user.is_staff)
+    except Exception:  # the session store (the database) is down: what this page is there to report, not fail on
+        return False
+
+
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _timed(_database), "redis": _timed(_redis)}
@@ -80,4 +96,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     healthy = all(check["ok"] for name, check in checks.items() if name != "beat" or settings.CONSOLE_EXPECT_BEAT)
     for name, report in _reports.items():
         checks[name] = _timed(report) if checks["database"]["ok"] else {"ok": False, "error": "database is down"}
-    return JsonResponse({"status": "ok" if healthy else "unhealthy", "checks": checks}, status=200 if healthy else 503)
+    if not _may_see_details(request):
+        checks = {name: {"ok": check["ok"]} for name, check in checks.items()}
+    body = {"status": "ok" if healthy else "unhealthy", "checks": checks}
+    response = JsonResponse(body, status=200 if healthy else 503)
+    patch_vary_headers(response, ("Authorization", "Cookie"))
+    return response

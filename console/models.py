@@ -28,6 +28,19 @@ class User(AbstractUser):
     language = models.CharField(
         _("language"), max_length=10, choices=settings.LANGUAGES, default=settings.LANGUAGE_CODE
     )
+    # Limits of this user (console/quotas.py); blank: the setting's default.
+    max_running_jobs = models.PositiveIntegerField(
+        _("unfinished fine-tuning tasks at most"), null=True, blank=True,
+        help_text=_("Blank: the default (USER_MAX_RUNNING_JOBS). 0: no limit."),
+    )
+    max_datasets = models.PositiveIntegerField(
+        _("datasets stored at most"), null=True, blank=True,
+        help_text=_("Blank: the default (USER_MAX_DATASETS). 0: no limit."),
+    )
+    max_deployments = models.PositiveIntegerField(
+        _("deployments at most"), null=True, blank=True,
+        help_text=_("Blank: the default (USER_MAX_DEPLOYMENTS). 0: no limit."),
+    )
 
     def __str__(self) -> str:
         return self.get_username()

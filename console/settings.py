@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+
+from console.filemodes import restrict_umask
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,15 +62,35 @@ if CONSOLE_ENV not in {"development", "production", "test"}:
     )
 PRODUCTION = CONSOLE_ENV == "production"
 
+# Everything the console writes is readable by its own OS user only (files 0600, folders 0700): set before anything
+# is written, in every process that loads these settings (console/filemodes.py).
+restrict_umask()
+
 # Everything the console writes at run time lives here: database, sockets, media.
 VAR_DIR = Path(env("CONSOLE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 (VAR_DIR / "staticfiles").mkdir(exist_ok=True)
 
 
+# Django's own deployment check (security.W009) asks for this much: 50 characters, 5 of them different, not a
+# key that Django's startproject generated for development.
+SECRET_KEY_MIN_LENGTH = 50
+
+
+def _weak_secret_key(key: str) -> bool:
+    return len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < 5 or key.startswith("django-insecure-")
+
+
 def _secret_key() -> str:
     key = env("SECRET_KEY")
     if key:
+        if PRODUCTION and _weak_secret_key(key):
+            raise ImproperlyConfigured(
+                f"SECRET_KEY is too weak for production (CONSOLE_ENV=production): it has {len(key)} characters, "
+                f"{len(set(key))} of them different. It signs sessions and API keys, so the console refuses to start: "
+                f"set it to at least {SECRET_KEY_MIN_LENGTH} random characters, e.g. the output of: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            )
         return key
     if PRODUCTION:
         raise ImproperlyConfigured(
@@ -86,6 +109,11 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = envbool("DEBUG", default=CONSOLE_ENV == "development")
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured(
+        "DEBUG is on in production (CONSOLE_ENV=production): its error pages show every visitor the code, the "
+        "settings and every URL. The console refuses to start: unset DEBUG or set DEBUG=false."
+    )
 
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1]")
 if PRODUCTION and not ALLOWED_HOSTS:
@@ -110,6 +138,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -117,13 +146,18 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "console.api.ApiErrorsMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "console.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # The console's own 404 page with DEBUG on too (console/errors.py): after the user and language are known.
+    "console.errors.ErrorPagesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "console.middleware.HtmxMessagesMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -208,6 +242,22 @@ AUTH_USER_MODEL = "console.User"
 LOGIN_URL = "console:login"
 LOGIN_REDIRECT_URL = "console:overview"
 LOGOUT_REDIRECT_URL = "console:login"
+# Sign-in throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one account, or from one client
+# address, that account or address is locked out for LOGIN_LOCKOUT_MINUTES (each try while locked starts the wait
+# again); a successful sign-in clears its account's count. The address is REMOTE_ADDR: behind a proxy, start
+# uvicorn with --proxy-headers --forwarded-allow-ips=<the proxy> so that it is the client's.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_MINUTES = envint("LOGIN_LOCKOUT_MINUTES", 15)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "console.views.login_locked_out"
+AXES_VERBOSE = False
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -219,6 +269,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
 LOCALE_PATHS = [BASE_DIR / "console" / "locale"]
+# Our own number formats where Django's differ (zh-hans: 134,515,008, not 134515008).
+FORMAT_MODULE_PATH = ["console.formats"]
 USE_I18N = True
 TIME_ZONE = "UTC"
 USE_TZ = True
@@ -231,6 +283,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MODELS_DIR = Path(env("CONSOLE_MODELS_DIR", str(VAR_DIR / "models")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Django chmods saved files to 0644 by default: training data and results are the owner's alone.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 
 def s3_storage(*, bucket: str, endpoint_url: str | None = None, region: str | None = None,
@@ -346,6 +401,10 @@ TRAINING_PROCESSES = int(env("TRAINING_PROCESSES", "0") or 0)
 # A CPU training node's memory for one pass's activations, in MB: a step of more tokens is split into passes.
 # More is a little faster and costs peak memory (README: "Memory of a training worker").
 TRAINING_CPU_ACTIVATION_MB = int(env("TRAINING_CPU_ACTIVATION_MB", "256") or 256)
+# The CPUs training and serving use on this machine (console/cpus.py): a CPU list ("0-5,8"), "all", or "auto":
+# serving keeps a quarter (at least one), training the rest, so that neither starves the other.
+TRAINING_CPUS = env("TRAINING_CPUS", "auto") or "auto"
+SERVING_CPUS = env("SERVING_CPUS", "auto") or "auto"
 # The memory a training task runs in, for the estimate on the create form and the refusal of a task that cannot
 # fit: a GPU node's memory per GPU (unset: read from torch.cuda when this host has a GPU; 0: a CPU node), else a
 # CPU node's RAM (unset: this machine's).
@@ -359,7 +418,21 @@ def _gigabytes(name: str) -> float | None:
 
 TRAINING_NODE_MEMORY_GB = _gigabytes("TRAINING_NODE_MEMORY_GB")
 TRAINING_NODE_GPU_MEMORY_GB = _gigabytes("TRAINING_NODE_GPU_MEMORY_GB")
-CONSOLE_PRODUCT_NAME = env("CONSOLE_PRODUCT_NAME", "Fine-tuning Console")
+# The name in the title bar, the admin and emails: translated unless the operator names it.
+CONSOLE_PRODUCT_NAME = env("CONSOLE_PRODUCT_NAME") or _("Fine-tuning Console")
+# The SDK's signed tokens (JWT): the longest lifetime (exp - timestamp) accepted, and how far a token's timestamp
+# may be ahead of this server's clock, in seconds. The SDK makes tokens valid for 3 minutes.
+API_JWT_MAX_LIFETIME = envint("API_JWT_MAX_LIFETIME", 3600)
+API_JWT_MAX_CLOCK_SKEW = envint("API_JWT_MAX_CLOCK_SKEW", 300)
+# API requests a minute per key outside chat (the serving gateway has SERVING_REQUESTS_PER_MINUTE), and failed
+# API authentications a minute per client address; more get 429 with Retry-After. 0 turns a limit off.
+API_REQUESTS_PER_MINUTE = envint("API_REQUESTS_PER_MINUTE", 600)
+API_AUTH_FAILURES_PER_MINUTE = envint("API_AUTH_FAILURES_PER_MINUTE", 20)
+# What one user may hold at once (console/quotas.py): fine-tuning tasks not yet finished, datasets stored,
+# deployments not cancelled. 0 is no limit; an operator sets one user's own in the admin.
+USER_MAX_RUNNING_JOBS = envint("USER_MAX_RUNNING_JOBS", 3)
+USER_MAX_DATASETS = envint("USER_MAX_DATASETS", 200)
+USER_MAX_DEPLOYMENTS = envint("USER_MAX_DEPLOYMENTS", 5)
 # How long an API request may wait before last_used_at of its key is written again.
 API_KEY_LAST_USED_RESOLUTION = 60
 # Redis and Celery pings in /healthz give up after this many seconds.
@@ -368,6 +441,9 @@ HEALTH_TIMEOUT = float(env("HEALTH_TIMEOUT", "1") or 1)
 # it starts. Unset, any one worker answering is enough and beat is shown but not required.
 CONSOLE_EXPECTED_WORKERS = envlist("CONSOLE_EXPECTED_WORKERS")
 CONSOLE_EXPECT_BEAT = envbool("CONSOLE_EXPECT_BEAT", False)
+# /healthz answers its 200/503 to anyone, but its details (worker and host names, the Redis version, the serving
+# nodes) only to a staff session or to a request with "Authorization: Bearer <HEALTHZ_TOKEN>" (unset: no token).
+HEALTHZ_TOKEN = env("HEALTHZ_TOKEN", "") or ""
 
 LOGGING = {
     "version": 1,
@@ -375,9 +451,19 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "stream": sys.stderr, "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # Celery's lines about the periodic tasks (the reconciler runs every 3 s) are DEBUG: console/logs.py.
+    "filters": {"routine": {"()": "console.logs.RoutineWorkFilter"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        **{name: {"filters": ["routine"]} for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace")},
+    },
 }
 PHONE_DEFAULT_REGION = env("PHONE_DEFAULT_REGION", "CN")
+# Phone codes (SMS) one user may ask for in an hour: in all, and to one number. Each user is counted alone, so
+# that one user's sends never hold back another's code to the same number.
+PHONE_CODES_PER_USER_PER_HOUR = envint("PHONE_CODES_PER_USER_PER_HOUR", 5)
+PHONE_CODES_PER_NUMBER_PER_HOUR = envint("PHONE_CODES_PER_NUMBER_PER_HOUR", 3)
 
 # --- Datasets ---------------------------------------------------------------
 # Largest training-data upload, enforced while it streams in (default 512 MiB).

@@ -8,7 +8,7 @@ from django.views.generic import RedirectView
 
 from experience import urls as experience_urls
 
-from . import api_urls, health, views
+from . import api_urls, errors, health, views
 
 console_patterns = [
     path("", views.overview, name="overview"),
@@ -22,6 +22,8 @@ console_patterns = [
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/console/", permanent=False)),
+    # Browsers ask for /favicon.ico whatever the page links: send them to the static icon.
+    path("favicon.ico", views.favicon, name="favicon"),
     path("console/datasets/", include(("datasets.urls", "datasets"))),
     path("console/deployments/", include(("deployments.urls", "deployments"))),
     path("console/models/", include("modelcards.urls")),
@@ -34,6 +36,10 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("api/paas/v4/", include(api_urls.urlpatterns + api_urls.catch_all())),
 ]
+
+# 404 and 403 are Django's own views drawing templates/404.html and 403.html (console/errors.py has why and the
+# middleware that shows them with DEBUG on too); the 500 page falls back to plain HTML if it cannot be drawn.
+handler500 = errors.server_error
 
 admin.site.site_header = settings.CONSOLE_PRODUCT_NAME
 admin.site.site_title = settings.CONSOLE_PRODUCT_NAME

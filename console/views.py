@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone, translation
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from . import dashboard
@@ -20,6 +22,21 @@ class LoginView(auth_views.LoginView):
     template_name = "console/login.html"
     authentication_form = LoginForm
     redirect_authenticated_user = True
+
+
+def login_locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer to a sign-in from a locked-out account or address: the sign-in page, saying how long."""
+    minutes = settings.LOGIN_LOCKOUT_MINUTES
+    form = LoginForm(request, initial={"username": (credentials or {}).get("username", "")})
+    message = ngettext(
+        "Too many failed sign-ins for this account or from this address. Try again in %(minutes)d minute.",
+        "Too many failed sign-ins for this account or from this address. Try again in %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
+    response = render(request, "console/login.html", {"form": form, "lockout": message,
+                                                      "next": request.POST.get("next", "")}, status=429)
+    response["Retry-After"] = str(minutes * 60)
+    return response
 
 
 @login_required
@@ -92,3 +109,10 @@ def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Key %(name)s was revoked. Calls made with it now fail.") % {"name": key.name})
         return redirect("console:api_keys")
     return render(request, "console/api_key_revoke.html", {"key": key})
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever the page links: send them to the static icon."""
+    from django.templatetags.static import static
+
+    return HttpResponsePermanentRedirect(static("console/favicon.svg"))

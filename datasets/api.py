@@ -66,9 +66,12 @@ def problems_json(dataset: Dataset) -> dict:
     """Every recorded problem of a validated file, errors first, for ``GET /files/{id}``.
 
     The first ``KEEP`` (1,000) are kept in the database; ``problems_truncated`` says when the file had more
-    (the CSV report on the dataset's page has them all). The list endpoint leaves this out to stay light."""
-    issues = list(dataset.issues.order_by("severity", "line", "id").values("severity", "line", "path", "code",
-                                                                           "message"))
+    (the CSV report on the dataset's page has them all). The list endpoint leaves this out to stay light.
+    Messages are in the request's language: English, the platform's, unless the client asks for another."""
+    issues = [
+        {"severity": issue.severity, "line": issue.line, "path": issue.path, "code": issue.code, "message": issue.text}
+        for issue in dataset.issues.order_by("severity", "line", "id")
+    ]
     return {
         "problems": issues,
         "problems_truncated": len(issues) < (dataset.error_count or 0) + (dataset.warning_count or 0),
@@ -122,7 +125,8 @@ def _create(request: HttpRequest) -> JsonResponse:
             dedupe_window=conf.dedupe_window_seconds(),
         )
     except DatasetError as exc:
-        raise ApiError(413 if exc.code == "too_large" else 400, "1214", exc.message, "file") from None
+        code = "quota_exceeded" if exc.code == "quota_exceeded" else "1214"
+        raise ApiError(413 if exc.code == "too_large" else 400, code, exc.message, "file") from None
     return JsonResponse(file_json(dataset), status=200, json_dumps_params={"ensure_ascii": False})
 
 

@@ -76,6 +76,8 @@ class Dataset(models.Model):
 
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.UPLOADED)
     status_message = models.TextField(_("status message"), blank=True)
+    # status_message's English template and parameters (datasets.messages), shown in the reader's language.
+    status_message_args = models.JSONField(null=True, blank=True)
     bytes_read = models.BigIntegerField(_("bytes validated"), default=0)
     heartbeat_at = models.DateTimeField(_("last progress"), null=True, blank=True)
     validation_started_at = models.DateTimeField(null=True, blank=True)
@@ -132,6 +134,13 @@ class Dataset(models.Model):
         return self.status in FINAL_STATUSES
 
     @property
+    def status_text(self) -> str:
+        """The status message in the active language (as stored where no template was kept)."""
+        from .messages import render
+
+        return render(self.status_message_args, self.status_message)
+
+    @property
     def progress_percent(self) -> int:
         if self.status in FINAL_STATUSES:
             return 100
@@ -179,7 +188,10 @@ class ValidationIssue(models.Model):
     line = models.PositiveIntegerField(null=True, blank=True, help_text=_("1-based; empty for the whole file"))
     path = models.CharField(max_length=200, blank=True)
     code = models.CharField(max_length=40)
+    # In English, and in the uploader's language on rows from before ``message_args``: those show it as it is.
     message = models.TextField()
+    # The message's English template and parameters (``datasets.messages``), translated when it is shown.
+    message_args = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -187,6 +199,13 @@ class ValidationIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.severity} line {self.line} {self.path}: {self.message}"
+
+    @property
+    def text(self) -> str:
+        """The message in the active language (the stored text for rows that kept no template)."""
+        from .messages import render
+
+        return render(self.message_args, self.message)
 
 
 class TokenCount(models.Model):

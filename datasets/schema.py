@@ -2,8 +2,9 @@
 
 ``check_example`` checks what a trainer would choke on and returns the example
 in its normalized form (see ``normalize``); problems are appended to a list as
-``(json path, code, message)``. Messages are translated into the active
-language, so the validator runs in the uploader's language.
+``(json path, code, message)``. A message is a ``datasets.messages.Message``: its
+English template and parameters, translated when it is shown, so a stored problem
+reads in the reader's language (``_`` below is that module's, not Django's).
 
 Normalized example (what ``dataset_iter_examples`` yields):
 
@@ -23,11 +24,10 @@ import json
 import re
 from typing import Any
 
-from django.utils.translation import gettext as _
-
+from .messages import Message, _
 from .models import Category
 
-Problems = list[tuple[str, str, str]]
+Problems = list[tuple[str, str, Message]]
 
 TEXT_CATEGORIES = {Category.CHAT, Category.FUNCTION_CALL, Category.REASONING}
 IMAGE_CATEGORIES = {Category.IMAGE_GENERATION, Category.IMAGE_UNDERSTANDING}
@@ -42,7 +42,31 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMAGE_TOKENS = {Category.IMAGE_GENERATION: 1024, Category.IMAGE_UNDERSTANDING: 1600}
 
 
-def type_name(value: Any) -> str:
+# Python's json error texts, each with our own words (never Python's text on a page).
+JSON_ERRORS = (
+    ("Expecting value", _("a value was expected here (text in double quotes, a number, true, false, null, "
+                          "an object or a list)")),
+    ("Expecting property name", _("a key in double quotes was expected (no trailing comma, no single quotes)")),
+    ("Expecting ',' delimiter", _("a comma was expected between two items")),
+    ("Expecting ':' delimiter", _("a colon was expected after the key")),
+    ("Unterminated string", _("a text in double quotes is not closed")),
+    ("Invalid control character", _("a text holds a raw tab or line break; write it as \\t or \\n")),
+    ("Invalid \\uXXXX escape", _("a \\u escape needs four hexadecimal digits")),
+    ("Invalid \\escape", _("a backslash starts an escape that JSON does not have")),
+    ("Extra data", _("there is more after the end of the JSON value")),
+)
+
+
+def json_error_reason(exc: ValueError) -> Message:
+    """What is wrong, in our words, for a ``json.JSONDecodeError`` (its position is on the exception)."""
+    text = getattr(exc, "msg", str(exc))
+    for start, reason in JSON_ERRORS:
+        if text.startswith(start):
+            return reason
+    return _("the text is not valid JSON")
+
+
+def type_name(value: Any) -> Message | str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -331,8 +355,9 @@ def _check_tool_calls(calls: Any, path: str, problems: Problems, tool_names: set
             try:
                 parsed = json.loads(arguments)
             except ValueError as exc:
-                problems.append((apath, "arguments_json", _("arguments is not valid JSON: %(error)s.")
-                                 % {"error": exc.msg}))
+                problems.append((apath, "arguments_json", _(
+                    "arguments is not valid JSON at column %(col)s: %(error)s."
+                ) % {"col": getattr(exc, "colno", 1), "error": json_error_reason(exc)}))
             else:
                 if not isinstance(parsed, dict):
                     problems.append((apath, "arguments_json", _("arguments must encode a JSON object.")))

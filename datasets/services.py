@@ -17,11 +17,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_noop, ngettext
 
 from console import storage
+from console.quotas import QuotaExceeded, quota_enforce
 
 from . import conf
+from .messages import Message, render
 from .models import FINAL_STATUSES, Category, Dataset, Severity, Status, TokenCount, ValidationIssue
 from .schema import check_example
 from .validation import BOM, ValidationCancelled, ValidationResult, Validator
@@ -78,6 +80,14 @@ def dataset_find_duplicate(*, owner, request_id: str | None = None, sha256: str 
     return None
 
 
+def dataset_check_quota(*, owner) -> None:
+    """The owner's limit of datasets stored (USER_MAX_DATASETS, or their own set in the admin)."""
+    try:
+        quota_enforce(user=owner, name="datasets", used_qs=Dataset.objects.filter(owner=owner))
+    except QuotaExceeded as exc:
+        raise DatasetError(exc.message, code="quota_exceeded") from None
+
+
 def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str = "", category: str = "",
                    purpose: str = "fine-tune", request_id: str | None = None, base_model=None,
                    dedupe_window: int | None = None) -> tuple[Dataset, bool]:
@@ -99,6 +109,7 @@ def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str =
         raise DatasetError(_("The file is larger than the limit of %(limit)s.") % {"limit": limit}, code="too_large")
     if category and category not in Category.values:
         raise DatasetError(_("Unknown category %(category)s.") % {"category": category}, code="category")
+    dataset_check_quota(owner=owner)  # before storing the file; again, locked, where the row is saved
     dataset = Dataset(
         owner=owner,
         name=(name or "").strip()[:200] or Path(filename).stem[:200] or filename,
@@ -117,6 +128,7 @@ def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str =
         dataset.file.save(filename, upload, save=False)
         stored_name = dataset.file.name
         with transaction.atomic():
+            dataset_check_quota(owner=owner)
             dataset.save()
             transaction.on_commit(lambda: dataset_enqueue_validation(dataset_id=dataset.pk))
     except IntegrityError:
@@ -148,7 +160,8 @@ def _claim(dataset_id: int) -> bool:
     claimable = Q(status=Status.UPLOADED) | Q(status=Status.VALIDATING, heartbeat_at__lt=now - STALE_AFTER)
     return bool(
         Dataset.objects.filter(claimable, pk=dataset_id).update(
-            status=Status.VALIDATING, bytes_read=0, heartbeat_at=now, validation_started_at=now, status_message=""
+            status=Status.VALIDATING, bytes_read=0, heartbeat_at=now, validation_started_at=now, status_message="",
+            status_message_args=None,
         )
     )
 
@@ -173,10 +186,14 @@ def dataset_validate(*, dataset_id: int) -> Dataset | None:
             return None
         except Exception as exc:
             logger.exception("validation of dataset %s crashed", dataset_id)
+            crashed = Message(gettext_noop(
+                "Validation stopped on an internal error (%(error)s); the error was logged. "
+                "Upload the file again or tell the operator."
+            )) % {"error": type(exc).__name__}
             Dataset.objects.filter(pk=dataset_id).update(
                 status=Status.INVALID,
-                status_message=_("Validation stopped on an internal error (%(error)s); the error was logged. "
-                                 "Upload the file again or tell the operator.") % {"error": type(exc).__name__},
+                status_message=crashed.english(),
+                status_message_args=crashed.as_json(),
                 heartbeat_at=timezone.now(),
                 validated_at=timezone.now(),
             )
@@ -201,19 +218,21 @@ def dataset_repair(*, older_than: timedelta = STALE_AFTER) -> int:
     return len(ids)
 
 
-def _tokenizer_for(dataset: Dataset):
-    """(tokenizer or None, note, context length)."""
+def _tokenizer_for(dataset: Dataset) -> tuple[object, Message | None, int | None]:
+    """(tokenizer or None, note or None, context length)."""
     base_model = dataset.base_model
     if base_model is None:
-        return None, _("No base model is configured, so tokens were not counted."), None
+        return None, Message(gettext_noop("No base model is configured, so tokens were not counted.")), None
     try:
         from .tokenizer import load_counting_tokenizer
 
-        return load_counting_tokenizer(base_model), "", base_model.context_length
+        return load_counting_tokenizer(base_model), None, base_model.context_length
     except Exception as exc:  # weights not on this server
         logger.warning("no tokenizer for %s: %s", base_model, exc)
-        return None, _("Tokens were not counted: the tokenizer of %(model)s is not available on this server "
-                       "(%(error)s).") % {"model": base_model.code, "error": exc}, base_model.context_length
+        note = Message(gettext_noop(
+            "Tokens were not counted: the tokenizer of %(model)s is not available on this server (%(error)s)."
+        )) % {"model": base_model.code, "error": str(exc)}
+        return None, note, base_model.context_length
 
 
 def _run_validation(dataset: Dataset) -> Dataset:
@@ -254,7 +273,7 @@ def _open_dataset(dataset: Dataset) -> IO[bytes]:
     return storage.open_stream(dataset.file.name)
 
 
-def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, token_note: str) -> Dataset:
+def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, token_note: Message | None) -> Dataset:
     status = Status.READY if result.valid else Status.INVALID
     fields = {
         "status": status,
@@ -274,7 +293,8 @@ def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, t
         "report": report_name,
         "validated_at": timezone.now(),
         "heartbeat_at": timezone.now(),
-        "status_message": token_note,
+        "status_message": token_note.english() if token_note else "",
+        "status_message_args": token_note.as_json() if token_note else None,
     }
     with transaction.atomic():
         # Only the worker that holds the claim writes; a deleted dataset stays deleted.
@@ -288,11 +308,13 @@ def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, t
                 dataset_id=dataset.pk, base_model_id=dataset.base_model_id, tokens=result.tokens,
                 text_tokens=result.text_tokens, images=result.images,
                 longest_example_tokens=result.longest_example_tokens,
-                truncated_examples=result.truncated_examples, error=token_note if result.tokens is None else "",
+                truncated_examples=result.truncated_examples,
+                error=str(token_note) if token_note and result.tokens is None else "",
             )
         ValidationIssue.objects.bulk_create(
             ValidationIssue(dataset_id=dataset.pk, severity=issue.severity, line=issue.line, path=issue.path[:200],
-                            code=issue.code[:40], message=issue.message)
+                            code=issue.code[:40], message=issue.message.english(),
+                            message_args=issue.message.as_json())
             for issue in [*result.errors, *result.warnings]
         )
         if status == Status.INVALID:
@@ -331,7 +353,8 @@ def dataset_token_count(*, dataset: Dataset, base_model) -> TokenCount:
             first = result.errors[0] if result.errors else None
             fields["invalid"] = True
             fields["error"] = (_("line %(line)s: %(message)s") % {"line": first.line, "message": first.message}
-                               if first is not None else _("%(n)s errors") % {"n": result.error_count})
+                               if first is not None else ngettext("%(n)s error", "%(n)s errors", result.error_count)
+                               % {"n": result.error_count})
         else:
             fields.update(tokens=result.tokens, text_tokens=result.text_tokens, images=result.images,
                           longest_example_tokens=result.longest_example_tokens,
@@ -422,6 +445,7 @@ def with_first_error(qs):
         first_error_line=Subquery(first.values("line")[:1]),
         first_error_path=Subquery(first.values("path")[:1]),
         first_error_message=Subquery(first.values("message")[:1]),
+        first_error_args=Subquery(first.values("message_args")[:1]),
     )
 
 
@@ -430,22 +454,24 @@ def dataset_status_details(*, dataset: Dataset) -> str | None:
     if dataset.status not in FINAL_STATUSES:
         return None
     if dataset.status == Status.INVALID and not dataset.error_count:
-        return dataset.status_message or _("Validation failed.")
+        return dataset.status_text or _("Validation failed.")
     parts = []
     if dataset.error_count:
         parts.append(ngettext("%(n)s error", "%(n)s errors", dataset.error_count) % {"n": f"{dataset.error_count:,}"})
         if hasattr(dataset, "first_error_message"):  # annotated by with_first_error()
-            first = (dataset.first_error_line, dataset.first_error_path, dataset.first_error_message)
+            first = (dataset.first_error_line, dataset.first_error_path,
+                     render(dataset.first_error_args, dataset.first_error_message))
         else:
             issue = dataset.issues.filter(severity=Severity.ERROR).order_by("id").first()
-            first = (issue.line, issue.path, issue.message) if issue else (None, None, None)
+            first = (issue.line, issue.path, issue.text) if issue else (None, None, None)
         line, path, message = first
         if message is not None:
             where = _("line %(line)s") % {"line": line} if line else _("file")
             where = f"{where} {path}" if path else where
             parts.append(_("first: %(where)s: %(message)s") % {"where": where, "message": message})
     else:
-        parts.append(_("%(examples)s examples, %(tokens)s tokens (%(category)s)") % {
+        parts.append(ngettext("%(examples)s example, %(tokens)s tokens (%(category)s)",
+                              "%(examples)s examples, %(tokens)s tokens (%(category)s)", dataset.examples) % {
             "examples": f"{dataset.examples:,}",
             "tokens": f"{dataset.tokens:,}" if dataset.tokens is not None else "?",
             "category": dataset.category,
@@ -454,7 +480,7 @@ def dataset_status_details(*, dataset: Dataset) -> str | None:
         parts.append(ngettext("%(n)s warning", "%(n)s warnings", dataset.warning_count)
                      % {"n": f"{dataset.warning_count:,}"})
     if dataset.status_message:
-        parts.append(dataset.status_message)
+        parts.append(dataset.status_text)
     return "; ".join(parts)
 
 

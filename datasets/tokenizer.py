@@ -166,11 +166,11 @@ class CountingTokenizer:
 
     # -- rendering -------------------------------------------------------------
 
-    def render(self, messages: list[dict], tools: list | None = None) -> str:
+    def render(self, messages: list[dict], tools: list | None = None, *, add_generation_prompt: bool = False) -> str:
         if self._template is None:
             raise ValueError("this tokenizer has no chat template")
         return self._template.render(messages=messages, tools=tools, documents=None,
-                                     add_generation_prompt=False, **self.special_tokens_map)
+                                     add_generation_prompt=add_generation_prompt, **self.special_tokens_map)
 
     # -- counting --------------------------------------------------------------
 

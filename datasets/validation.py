@@ -2,7 +2,8 @@
 
 The file is read one line at a time (a line longer than ``max_line_bytes`` is
 skipped, not loaded). Each problem has a 1-based line number, a JSON path and a
-plain message; every problem goes to the report file as it is found, and the
+message (a ``datasets.messages.Message``, rendered in the reader's language when
+shown); every problem goes to the report file as it is found, and the
 first ``keep`` errors and warnings are also kept in memory for the database.
 Duplicate lines are found from an 8-byte hash per example (16 bytes a line in
 all, sorted at the end), so memory grows by that much per line and no more.
@@ -19,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from django.utils.translation import gettext as _
-
+from .messages import Message, _, ngettext
 from .models import Category, Severity
-from .schema import DETECTION_RANK, IMAGE_TOKENS, check_example, detect_category
+from .schema import DETECTION_RANK, IMAGE_TOKENS, check_example, detect_category, json_error_reason
 from .tokens import TokenCounter
 
 BOM = b"\xef\xbb\xbf"
@@ -47,7 +47,7 @@ class Issue:
     line: int | None
     path: str
     code: str
-    message: str
+    message: Message
 
 
 @dataclass
@@ -129,7 +129,7 @@ class Validator:
 
     # -- problems --------------------------------------------------------------
 
-    def issue(self, severity: str, line: int | None, path: str, code: str, message: str) -> None:
+    def issue(self, severity: str, line: int | None, path: str, code: str, message: Message) -> None:
         result = self.result
         if severity == Severity.ERROR:
             result.error_count += 1
@@ -140,12 +140,14 @@ class Validator:
         if len(bucket) < self.keep:
             bucket.append(Issue(severity, line, path, code, message))
         if self.report is not None:
-            self.report.writerow(["" if line is None else line, severity, _csv_safe(path), code, _csv_safe(message)])
+            # The report file is written once, in the uploader's language (the worker's active one).
+            self.report.writerow(["" if line is None else line, severity, _csv_safe(path), code,
+                                  _csv_safe(str(message))])
 
-    def error(self, line: int | None, path: str, code: str, message: str) -> None:
+    def error(self, line: int | None, path: str, code: str, message: Message) -> None:
         self.issue(Severity.ERROR, line, path, code, message)
 
-    def warning(self, line: int | None, path: str, code: str, message: str) -> None:
+    def warning(self, line: int | None, path: str, code: str, message: Message) -> None:
         self.issue(Severity.WARNING, line, path, code, message)
 
     # -- tokens ----------------------------------------------------------------
@@ -285,9 +287,12 @@ class Validator:
         if examples == 0 and result.error_count == 0:
             self.error(None, "", "no_examples", _("The file holds no examples: it has only blank lines."))
         elif 0 < examples < self.advised_min:
-            self.warning(None, "", "few_examples", _(
+            self.warning(None, "", "few_examples", ngettext(
+                "The file has %(n)s example; the platform advises at least several hundred "
+                "(%(min)s or more) for good results.",
                 "The file has %(n)s examples; the platform advises at least several hundred "
-                "(%(min)s or more) for good results."
+                "(%(min)s or more) for good results.",
+                examples,
             ) % {"n": examples, "min": self.advised_min})
         if self.progress is not None:
             self.progress(consumed)
@@ -318,8 +323,8 @@ class Validator:
             self.warning(line, "", "duplicate", _("This line repeats line %(line)s exactly.") % {"line": original})
 
     @staticmethod
-    def _decode_message(raw: bytes, exc: UnicodeDecodeError) -> str:
-        hint = ""
+    def _decode_message(raw: bytes, exc: UnicodeDecodeError) -> Message:
+        hint: Message | str = ""
         try:
             raw.decode("gb18030")
             hint = _(" It looks like GBK/GB18030 (Chinese) text.")
@@ -330,21 +335,23 @@ class Validator:
         ) % {"byte": raw[exc.start], "pos": exc.start + 1, "hint": hint}
 
     @staticmethod
-    def _json_message(text: str, exc: ValueError) -> str:
+    def _json_message(text: str, exc: ValueError) -> Message:
+        """Our own words for a line that is not JSON, with the column (never Python's text)."""
         msg = getattr(exc, "msg", str(exc))
         pos = getattr(exc, "pos", None)
-        col = getattr(exc, "colno", None)
+        col = getattr(exc, "colno", None) or 1
         stripped = text.rstrip()
         if text.startswith("{") and (not stripped.endswith("}") or (pos is not None and pos >= len(stripped) - 1)):
             return _(
-                "The JSON ends before the object is complete (a truncated line?): %(msg)s: column %(col)s."
-            ) % {"msg": msg, "col": col}
+                "The JSON ends before the object is complete (a truncated line?) at column %(col)s."
+            ) % {"col": col}
         if msg.startswith("Extra data"):
             return _(
                 "There is more than one JSON value on this line (extra data at column %(col)s); "
                 "put each example on its own line."
             ) % {"col": col}
-        return _("This line is not valid JSON: %(msg)s: column %(col)s.") % {"msg": msg, "col": col}
+        return _("This line is not valid JSON at column %(col)s: %(reason)s.") % {
+            "col": col, "reason": json_error_reason(exc)}
 
     def _whole_file_problem(self, line_no: int, text: str, exc: ValueError) -> bool:
         """A JSON array or pretty-printed JSON: one clear error instead of one per line."""

@@ -53,13 +53,24 @@ class DeploymentAdmin(admin.ModelAdmin):
         "first_ready_at",
         "cancelled_at",
     )
-    fields = ("desired_instances", *readonly_fields)
     inlines = [InstanceInline, EventInline]
     actions = ["cancel"]
 
+    def get_fields(self, request, obj=None):
+        if obj is not None and obj.is_pool:  # a pool scales by load between the two; the count is the reconciler's
+            return ("min_instances", "max_instances", "desired_instances", *self.readonly_fields)
+        return ("desired_instances", *self.readonly_fields)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.is_pool:
+            return (*self.readonly_fields, "desired_instances")
+        return self.readonly_fields
+
     def save_model(self, request, obj, form, change):
-        # The instance count goes through the service, like the page and the API.
-        if change and "desired_instances" in form.changed_data:
+        # Counts go through the service, like the page and the API.
+        if change and obj.is_pool and {"min_instances", "max_instances"} & set(form.changed_data):
+            services.pool_limits(pool=obj, low=obj.min_instances, high=obj.max_instances)
+        elif change and "desired_instances" in form.changed_data:
             services.deployment_scale(deployment=obj, instances=obj.desired_instances)
         elif not change:
             super().save_model(request, obj, form, change)
@@ -89,7 +100,7 @@ class InstanceAdmin(admin.ModelAdmin):
 class NodeAdmin(admin.ModelAdmin):
     list_display = ("name", "runtime", "slots", "omp_threads", "memory_mb", "enabled", "heartbeat_at", "alive")
     list_editable = ("enabled",)
-    readonly_fields = ("hostname", "agent_pid", "started_at", "heartbeat_at")
+    readonly_fields = ("hostname", "runtime", "runtime_note", "agent_pid", "started_at", "heartbeat_at")
 
     @admin.display(boolean=True, description=_("alive"))
     def alive(self, obj: Node) -> bool:

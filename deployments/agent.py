@@ -28,6 +28,8 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from console import cpus
+
 from . import conf, inflight
 from .models import HOLDS_SLOT, Instance, InstanceState, Node
 
@@ -47,10 +49,13 @@ def machine_memory_mb() -> int:
 
 
 def default_sizing() -> tuple[int, int]:
-    """Slots and threads for this machine: one slot per 2 GiB up to 2 per core; threads shared between slots."""
+    """Slots and threads for this machine: one slot per 2 GiB up to 2 per core; each instance's threads are the
+    serving CPUs (console/cpus.py: training keeps the others)."""
+    from console import cpus
+
     cores = os.cpu_count() or 1
     slots = max(2, min(cores * 2, machine_memory_mb() // 2048))
-    return slots, max(1, cores // 2)
+    return slots, max(1, len(cpus.serving()))
 
 
 def free_port(host: str) -> int:
@@ -107,6 +112,7 @@ class Tracked:
     popen: subprocess.Popen | None = None
     last_check: float = 0.0
     term_sent_at: float | None = None
+    tokens: float | None = None  # vLLM's generated-token total at the last check
 
     def poll(self) -> int | None:
         """The exit code when the process has exited (-signal for a signal), else None."""
@@ -121,6 +127,7 @@ class NodeAgent:
     slots: int
     omp_threads: int
     runtime: str = "transformers"
+    runtime_note: str = ""  # why it is not the runtime asked for (shown on the node's admin page and /healthz)
     host: str = "127.0.0.1"
     advertise_host: str = ""  # the address the gateway uses (defaults to host, or this machine's name for 0.0.0.0)
     memory_mb: int = 0
@@ -157,9 +164,11 @@ class NodeAgent:
             defaults={
                 "hostname": socket.gethostname(),
                 "runtime": self.runtime,
+                "runtime_note": self.runtime_note,
                 "slots": self.slots,
                 "memory_mb": self.memory_mb or machine_memory_mb(),
                 "omp_threads": self.omp_threads,
+                "cpus": cpus.format_list(cpus.serving()),
                 "agent_pid": os.getpid(),
                 "started_at": now,
                 "heartbeat_at": now,
@@ -237,8 +246,20 @@ class NodeAgent:
         self._pidfile(tracked.instance_id).write_text(json.dumps({"pid": tracked.pid, "port": tracked.port}))
 
     def _forget(self, tracked: Tracked) -> None:
+        """Stop tracking an instance whose server exited or was killed, and end what is left of its process
+        group (a runtime's workers outlive their server otherwise)."""
+        kill_group(tracked.pid, signal.SIGKILL)
         self.tracked.pop(tracked.instance_id, None)
         self._pidfile(tracked.instance_id).unlink(missing_ok=True)
+        try:  # the adapters it held went with it
+            from console.redis import redis_client
+
+            from .adapters import forget_instance
+
+            with redis_client(1) as client:
+                forget_instance(client, tracked.instance_id)
+        except Exception:
+            logger.debug("could not forget the adapters of instance %s", tracked.instance_id)
 
     def adopt_or_kill(self) -> None:
         """After a restart: keep what is still wanted and healthy, kill the rest, mark lost instances failed."""
@@ -344,6 +365,9 @@ class NodeAgent:
                 return False
             tracked.last_check = time.monotonic()
             if self._healthy(instance):
+                stuck = self._stuck(instance, tracked)
+                if stuck and state == InstanceState.READY:
+                    return self._mark(instance, InstanceState.UNHEALTHY, checked_at=now, error=stuck)
                 if state == InstanceState.UNHEALTHY or instance.health_failures:
                     return self._mark(instance, InstanceState.READY, health_failures=0, checked_at=now)
                 Instance.objects.filter(pk=instance.pk).update(checked_at=now)
@@ -366,6 +390,47 @@ class NodeAgent:
                 instance.state = InstanceState.STOPPING
                 return self._stop(instance, tracked)
         return False
+
+    def _stuck(self, instance: Instance, tracked: Tracked) -> str:
+        """Why the instance counts as stuck ("" when it is not): calls in flight and no token produced for
+        SERVING_STALL_SECONDS (/health alone says 200 while one endless generation holds every slot). Progress is
+        what the gateway saw stream through, and on vLLM also its own count of generated tokens."""
+        try:
+            from console.redis import redis_client
+
+            with redis_client(1) as client:
+                if instance.runtime == "vllm":
+                    tokens = self._generated_tokens(instance)
+                    if tokens is not None and tokens != tracked.tokens:
+                        if tracked.tokens is not None:
+                            client.set(inflight.progress_key(instance.pk), time.time(), ex=inflight.TTL)
+                        tracked.tokens = tokens
+                stalled = inflight.stalled_for(client, instance.pk)
+                busy = inflight.in_flight(client, instance.pk)
+        except Exception:  # Redis away: nothing to judge by
+            return ""
+        limit = conf.stall_seconds()
+        if limit <= 0 or stalled < limit:
+            return ""
+        return (
+            f"Stuck: {busy} call(s) in flight and no token produced for {stalled:.0f} s "
+            f"(SERVING_STALL_SECONDS={limit:.0f})."
+        )
+
+    def _generated_tokens(self, instance: Instance) -> float | None:
+        """vLLM's total of generated tokens, from its Prometheus metrics (None when it cannot be read)."""
+        try:
+            text = httpx.get(f"http://{instance.host}:{instance.port}/metrics", timeout=1.0).text
+        except httpx.HTTPError:
+            return None
+        total = None
+        for line in text.splitlines():
+            if line.startswith("vllm:generation_tokens_total"):
+                try:
+                    total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+                except (IndexError, ValueError):
+                    continue
+        return total
 
     def _in_flight(self, instance_id: int) -> int:
         try:
@@ -409,8 +474,12 @@ class NodeAgent:
             "--port",
             str(port),
         ]
+        serving_cpus = cpus.serving()
         with open(log_path, "ab") as log:
-            log.write(f"--- {timezone.now():%Y-%m-%d %H:%M:%S} starting on {self.name}:{port}\n".encode())
+            log.write(
+                f"--- {timezone.now():%Y-%m-%d %H:%M:%S} starting on {self.name}:{port}, "
+                f"CPUs {cpus.format_list(serving_cpus)}\n".encode()
+            )
             log.flush()
             popen = subprocess.Popen(
                 cmd,
@@ -420,6 +489,7 @@ class NodeAgent:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=lambda: cpus.pin(serving_cpus),  # training keeps the others (console/cpus.py)
             )
         with transaction.atomic():
             updated = Instance.objects.filter(pk=instance.pk, state=InstanceState.STARTING, pid__isnull=True).update(

@@ -22,6 +22,19 @@ def on_fine_tuned_model_deleted(sender, model: FineTunedModel, **kwargs) -> None
     services.deployments_cancel_for_model(model=model)
     folder = merged_dir(model)
     transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+    if model.is_lora:
+        transaction.on_commit(lambda: _unload(model.code))
+
+
+def _unload(code: str) -> None:
+    """Out of every pool instance that holds its adapter (a worker does it; at once if the broker is away)."""
+    from . import services
+    from .tasks import unload_adapter
+
+    try:
+        unload_adapter.delay(code)
+    except Exception:
+        services.adapter_unload_everywhere(code=code)
 
 
 def _deployments_of(user, card):
@@ -64,6 +77,7 @@ def health_report() -> dict:
             "name": node.name,
             "alive": node.is_alive,
             "runtime": node.runtime,
+            **({"runtime_note": node.runtime_note} if node.runtime_note else {}),
             "slots": node.slots,
             "used": node.used,
             "heartbeat_seconds_ago": round((now - node.heartbeat_at).total_seconds(), 1) if node.heartbeat_at else None,

@@ -35,18 +35,79 @@ def stop_grace() -> float:
 
 
 def pool_instances() -> int:
-    """Instances of the public pool created the first time (operators change it in the admin)."""
+    """The minimum instances of a base model's public pool when it is created (SERVING_POOL_INSTANCES; operators
+    change each pool's minimum and maximum in the admin). 0: an idle pool gives its slots back."""
     return int(_get("SERVING_POOL_INSTANCES", "1"))
 
 
+def pool_max_instances() -> int:
+    """The maximum instances of a base model's public pool when it is created (SERVING_POOL_MAX_INSTANCES)."""
+    return max(1, int(_get("SERVING_POOL_MAX_INSTANCES", "2")))
+
+
+def pool_scale_up_at() -> float:
+    """Calls in flight per ready pool instance at which the pool starts one more, up to its maximum
+    (SERVING_POOL_SCALE_UP_AT)."""
+    return float(_get("SERVING_POOL_SCALE_UP_AT", "8"))
+
+
+def pool_idle_seconds() -> float:
+    """Seconds without a call after which a pool above its minimum stops one instance (SERVING_POOL_IDLE_SECONDS)."""
+    return float(_get("SERVING_POOL_IDLE_SECONDS", "600"))
+
+
 def pool_model_timeout() -> int:
-    """Seconds a pool instance keeps an idle model loaded."""
+    """Seconds a ``transformers serve`` pool instance keeps an idle model loaded."""
     return int(_get("SERVING_POOL_MODEL_TIMEOUT", "300"))
+
+
+def pool_adapters() -> int:
+    """LoRA fine-tunes a vLLM pool instance keeps loaded (SERVING_POOL_ADAPTERS); the least recently used one is
+    unloaded to make room for another."""
+    return max(1, int(_get("SERVING_POOL_ADAPTERS", "8")))
+
+
+def max_lora_rank() -> int:
+    """The largest LoRA rank a vLLM instance accepts (SERVING_MAX_LORA_RANK; the console trains rank 16)."""
+    return int(_get("SERVING_MAX_LORA_RANK", "64"))
+
+
+def served_context(context_length: int) -> int:
+    """The context an instance serves: the model's, at most SERVING_MAX_MODEL_LEN tokens (vLLM reserves KV cache
+    for it)."""
+    cap = int(_get("SERVING_MAX_MODEL_LEN", "8192"))
+    return min(context_length, cap) if context_length else cap
+
+
+def vllm_kv_cache_gib() -> int:
+    """The KV cache of a vLLM CPU instance in whole GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    return max(1, int(float(_get("VLLM_CPU_KVCACHE_SPACE", "2"))))
+
+
+def stall_seconds() -> float:
+    """Seconds an instance may have calls running without producing a token before it counts as stuck and is
+    replaced (SERVING_STALL_SECONDS)."""
+    return float(_get("SERVING_STALL_SECONDS", "120"))
 
 
 def vllm_bin() -> str:
     """The ``vllm`` executable of a vLLM node (its own virtualenv)."""
     return _get("VLLM_BIN", "vllm")
+
+
+def vllm_python() -> str:
+    """The Python of the vLLM virtualenv (``./run`` makes .venv-vllm and exports VLLM_PYTHON)."""
+    return _get("VLLM_PYTHON", "")
+
+
+def vllm_server_prefix() -> list[str]:
+    """How a vLLM server is started, up to its model folder: ``VLLM_PYTHON -m vllm.entrypoints.openai.api_server
+    --model`` when VLLM_PYTHON names the Python of a vLLM virtualenv (``vllm-cpu``'s ``vllm`` script fails: it
+    looks for the metadata of a package named ``vllm``), else ``VLLM_BIN serve``."""
+    python = vllm_python()
+    if python:
+        return [python, "-m", "vllm.entrypoints.openai.api_server", "--model"]
+    return [vllm_bin(), "serve"]
 
 
 def serving_dir():
@@ -55,3 +116,31 @@ def serving_dir():
     path = Path(settings.VAR_DIR) / "serving"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def max_body_bytes() -> int:
+    """The largest chat request body the gateway reads (SERVING_MAX_BODY_MB, default 4 MiB); larger gets 413."""
+    return int(float(_get("SERVING_MAX_BODY_MB", "4")) * 2**20)
+
+
+def default_max_tokens() -> int:
+    """Tokens generated for a call that names no max_tokens (SERVING_DEFAULT_MAX_TOKENS); always capped to the
+    model's context minus the prompt."""
+    return int(_get("SERVING_DEFAULT_MAX_TOKENS", "1024"))
+
+
+def max_generation_seconds() -> float:
+    """Seconds one call may generate for (SERVING_MAX_GENERATION_SECONDS); then the gateway stops it."""
+    return float(_get("SERVING_MAX_GENERATION_SECONDS", "300"))
+
+
+def requests_per_minute() -> int:
+    """Chat calls a minute per API key, or per signed-in user in the console (SERVING_REQUESTS_PER_MINUTE;
+    0: no limit); more get 429 with Retry-After."""
+    return int(_get("SERVING_REQUESTS_PER_MINUTE", "600"))
+
+
+def concurrent_per_user() -> int:
+    """Chat calls one user may have running at once, all keys together (SERVING_CONCURRENT_PER_USER; 0: no
+    limit); more get 429 with Retry-After."""
+    return int(_get("SERVING_CONCURRENT_PER_USER", "16"))

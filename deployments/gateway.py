@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,17 +31,18 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from console.api import ApiError, authenticate_api_key
+from console.api import ApiError, ClientGone, authenticate_api_key, read_asgi_body
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 
-from . import inflight
+from . import adapters, conf, inflight, limits
 from .models import ApiCall, Deployment, DeploymentKind, DeploymentStatus, Instance, InstanceState
 from .runtimes import get_runtime
-from .targets import Target, is_prepared, target_of
+from .targets import Target, base_folder, is_prepared, prepare, target_of
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
+POOL_START_SECONDS = 30  # what a caller of a pool that is starting is told to wait
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,42 @@ class Route:
     deployment_id: int | None
     candidates: list[Candidate] = field(default_factory=list)
     pool_target: Target | None = None  # the folder a public-pool instance is asked to load
+    context_length: int = 0  # the served model's context in tokens (0: unknown, not checked)
+    tokenizer_folder: str | None = None  # where its tokenizer is, to count a prompt
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the gateway checks a request against: the base model's context and tokenizer folder."""
+
+    context_length: int
+    tokenizer_folder: str | None
+
+    @classmethod
+    def of(cls, base: BaseModel) -> ModelFacts:
+        try:
+            folder = base_folder(base)
+        except WeightsMissing:
+            folder = None
+        return cls(conf.served_context(base.context_length), str(folder) if folder is not None else None)
+
+
+_deployment_facts: dict[int, ModelFacts] = {}
+
+
+def deployment_facts(deployment_id: int) -> ModelFacts:
+    """A deployment's model facts (a deployment never changes model: kept once read)."""
+    facts = _deployment_facts.get(deployment_id)
+    if facts is None:
+        deployment = Deployment.objects.select_related("base_model", "fine_tuned_model__base_model").get(
+            pk=deployment_id
+        )
+        model = deployment.model
+        base = model if isinstance(model, BaseModel) else model.base_model
+        if len(_deployment_facts) > 10_000:
+            _deployment_facts.clear()
+        facts = _deployment_facts[deployment_id] = ModelFacts.of(base)
+    return facts
 
 
 def _not_found(code: str) -> ApiError:
@@ -102,26 +140,48 @@ def _deployment_route(deployment: Deployment, code: str, user_id: int) -> Route:
             ),
             "model",
         )
-    return Route(code, user_id, deployment.pk, candidates)
+    facts = deployment_facts(deployment.pk)
+    return Route(code, user_id, deployment.pk, candidates, None, facts.context_length, facts.tokenizer_folder)
 
 
 def _pool_route(model: BaseModel | FineTunedModel, code: str, user_id: int) -> Route:
+    """The public pool of the model's base: its ready instances, the model to name or load at them."""
+    from .services import pool_deployment, pool_wake
+
     try:
         target = target_of(model)
     except WeightsMissing as exc:
         raise ApiError(
             400, "weights_missing", f"The weights of {code} are not on this server: {exc}", "model"
         ) from None
-    pool = Deployment.objects.filter(kind=DeploymentKind.POOL).first()
-    candidates = _candidates(pool.pk) if pool is not None else []
+    pool = pool_deployment(target.base)
+    candidates = _candidates(pool.pk)
     if not candidates:
+        if pool.desired_instances == 0 and pool_wake(pool):
+            raise ApiError(
+                503,
+                "model_starting",
+                f"{target.base.code} is starting on the public pool (it was idle, so its instances had stopped); "
+                f"try again in about {POOL_START_SECONDS} s.",
+                "model",
+                retry_after=POOL_START_SECONDS,
+            )
+        starting = pool.instances.filter(state=InstanceState.STARTING).exists()
         raise ApiError(
             503,
-            "no_ready_instance",
-            "The public pool has no ready instance right now; try again shortly, or deploy the model.",
+            "model_starting" if starting else "no_ready_instance",
+            (
+                f"{target.base.code} is starting on the public pool; try again in about {POOL_START_SECONDS} s."
+                if starting
+                else "The public pool has no ready instance right now"
+                + (f" ({pool.status_reason})" if pool.status_reason else "")
+                + "; try again shortly, or deploy the model."
+            ),
             "model",
+            retry_after=POOL_START_SECONDS if starting else 0,
         )
-    return Route(code, user_id, pool.pk, candidates, pool_target=target)
+    facts = ModelFacts.of(target.base)
+    return Route(code, user_id, pool.pk, candidates, target, facts.context_length, facts.tokenizer_folder)
 
 
 def _deployment_rows(code: str) -> list[tuple]:
@@ -161,7 +221,8 @@ def resolve(user, code) -> Route:
                 f"{DeploymentStatus(status).label.lower()}). Try again shortly.",
                 "model",
             )
-        return Route(code, user.pk, deployment_id, candidates)
+        facts = deployment_facts(deployment_id)
+        return Route(code, user.pk, deployment_id, candidates, None, facts.context_length, facts.tokenizer_folder)
     fine_tune = FineTunedModel.objects.live().filter(code=code).select_related("base_model").first()
     if fine_tune is not None:
         if fine_tune.owner_id != user.pk:
@@ -205,16 +266,67 @@ def _servable(base: BaseModel):
     return verdict
 
 
-def _authorize_and_resolve(header: str | None, code, user=None) -> tuple:
-    """The caller and the route of ``code``. The caller is the API key's user; or ``user`` when a console page
-    authenticated the session; or what ``user()`` returns (an authentication that needs the database, done here in
-    the same hop off the event loop), which may raise ApiError."""
+def _authenticate(header: str | None):
     close_old_connections()
+    return authenticate_api_key(header)
+
+
+def _authorize_and_resolve(header: str | None, code, user=None, body: dict | None = None) -> tuple:
+    """The caller and the route of ``code``, and ``body``'s generation limits checked against it. The caller is
+    the API key's user; or ``user`` when a console page authenticated the session; or what ``user()`` returns (an
+    authentication that needs the database, done here in the same hop off the event loop), which may raise
+    ApiError."""
+    close_old_connections()
+    key_id = None
     if user is None:
-        user = authenticate_api_key(header).user
+        key = authenticate_api_key(header)
+        user, key_id = key.user, key.key_id
     elif callable(user):
         user = user()
-    return user, resolve(user, code)
+    route = resolve(user, code)
+    if body is not None:
+        limit_generation(route, body)
+    return user, route, key_id
+
+
+def limit_generation(route: Route, body: dict) -> None:
+    """Check ``body`` against what the model can do, before any work, and set ``max_tokens``: the caller's value
+    (or SERVING_DEFAULT_MAX_TOKENS) capped to the model's context minus the prompt. A prompt that does not fit
+    the context is a 400 naming both lengths."""
+    asked = body.get("max_tokens", body.get("max_completion_tokens"))
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+        raise ApiError(400, "1214", f"max_tokens must be a positive whole number, not {asked!r}.", "max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise ApiError(400, "1214", "messages must be a non-empty list of message objects.", "messages")
+    prompt = _prompt_tokens(route.tokenizer_folder, body) if route.context_length else 0
+    if route.context_length and prompt >= route.context_length:
+        raise ApiError(
+            400,
+            "1261",
+            f"The prompt is {prompt} tokens long; {route.code} has a context of {route.context_length} tokens, "
+            "which must also hold the answer. Shorten the messages.",
+            "messages",
+        )
+    wanted = asked or conf.default_max_tokens()
+    room = route.context_length - prompt if route.context_length else wanted
+    body["max_tokens"] = min(wanted, room)
+    body.pop("max_completion_tokens", None)
+
+
+def _prompt_tokens(folder: str | None, body: dict) -> int:
+    """The prompt's length in tokens as the model's chat template renders it (0 when the tokenizer is not on
+    this machine yet, or the messages do not render: the runtime then says what is wrong)."""
+    if not folder or not (Path(folder) / "tokenizer.json").exists():
+        return 0
+    from datasets.tokenizer import counting_tokenizer_from_folder
+
+    try:
+        tokenizer = counting_tokenizer_from_folder(folder)
+        text = tokenizer.render(body["messages"], body.get("tools"), add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - an odd message the template refuses: the runtime answers it
+        return 0
+    return tokenizer.count([text])[0]
 
 
 # ---------------------------------------------------------------- recording usage, off the request's path
@@ -282,50 +394,93 @@ async def ensure_prepared(target: Target) -> None:
 
 # ---------------------------------------------------------------- forwarding
 
-_clients: dict[int, httpx.AsyncClient] = {}
+# One client per event loop (uvicorn runs one a process), forgotten with its loop: a later loop never gets a
+# client bound to a closed one, even where it reuses the old one's id.
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def http_client() -> httpx.AsyncClient:
-    loop_id = id(asyncio.get_running_loop())
-    client = _clients.get(loop_id)
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
     if client is None:
-        client = _clients[loop_id] = httpx.AsyncClient(
+        client = _clients[loop] = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=2.0, read=600.0, write=30.0, pool=30.0),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
     return client
 
 
-async def _order(candidates: list[Candidate]) -> list[Candidate]:
+async def _order(candidates: list[Candidate], adapter: str = "") -> list[Candidate]:
+    """Least busy first; for a fine-tune served as an adapter, the instances that hold it before the others."""
     if len(candidates) < 2:
         return candidates
+    ids = [c.instance_id for c in candidates]
     try:
-        busy = await inflight.counts([c.instance_id for c in candidates])
+        busy = await inflight.counts(ids)
+        holds = await adapters.resident(ids, adapter) if adapter else [True] * len(ids)
     except Exception:  # Redis away: route at random rather than fail the call
-        busy = [0] * len(candidates)
-    keyed = [(b, random.random(), c) for b, c in zip(busy, candidates, strict=True)]
-    return [c for _b, _r, c in sorted(keyed, key=lambda t: (t[0], t[1]))]
+        busy, holds = [0] * len(candidates), [True] * len(candidates)
+    keyed = [(not h, b, random.random(), c) for h, b, c in zip(holds, busy, candidates, strict=True)]
+    return [c for *_k, c in sorted(keyed, key=lambda t: t[:3])]
+
+
+async def _upstream_model(route: Route, candidate: Candidate, runtime) -> str:
+    """The ``model`` to send to this instance, after making it able to answer for the route's model: a pool's
+    vLLM instance loads a fine-tune's adapter (once), a pool's ``transformers serve`` is named the folder (a
+    fine-tune merged once)."""
+    target = route.pool_target
+    if target is None:
+        return candidate.upstream_model
+    if runtime.adapters_at_run_time:
+        if not target.is_lora:
+            return candidate.upstream_model
+        if not (target.adapter / "adapter_config.json").exists():  # another node's storage: fetched once
+            await sync_to_async(prepare, thread_sensitive=False)(target, merge=False)
+        await adapters.ensure_loaded(http_client(), candidate.url, runtime.headers(candidate.api_key),
+                                     candidate.instance_id, target.code, str(target.adapter))
+        return target.code
+    await ensure_prepared(target)
+    return str(target.folder)
 
 
 async def _open(route: Route, body: dict, stream: bool) -> tuple[Candidate, httpx.Response]:
     """Send to the least busy instance; on a connection failure (nothing sent back yet) try the next."""
     client = http_client()
     last = ""
-    for candidate in await _order(route.candidates):
+    adapter = route.pool_target.code if route.pool_target is not None and route.pool_target.is_lora else ""
+    for candidate in await _order(route.candidates, adapter):
         runtime = get_runtime(candidate.runtime)
-        upstream = candidate.upstream_model or (str(route.pool_target.folder) if route.pool_target else "")
-        payload = runtime.request_body({**body, "stream": stream}, upstream)
-        request = client.build_request(
-            "POST", f"{candidate.url}/v1/chat/completions", json=payload, headers=runtime.headers(candidate.api_key)
-        )
         await _acquire(candidate.instance_id)
         try:
+            upstream = await _upstream_model(route, candidate, runtime)
+            payload = runtime.request_body({**body, "stream": stream}, upstream)
+            request = client.build_request(
+                "POST", f"{candidate.url}/v1/chat/completions", json=payload,
+                headers=runtime.headers(candidate.api_key),
+            )
             response = await client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+        # Nothing came back yet, so another instance may take the request: a refused connection, or a kept-alive
+        # one whose server was killed meanwhile (reset while sending, or before the response's first byte).
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            httpx.WriteError,
+        ) as exc:
             await _release(candidate.instance_id)
             last = f"{type(exc).__name__}: {exc}"
             logger.warning("instance %s refused the connection (%s); trying the next", candidate.instance_id, last)
             continue
+        except ApiError as exc:
+            await _release(candidate.instance_id)
+            if exc.status == 502:  # the instance did not answer the adapter load: the next may
+                last = exc.message
+                continue
+            raise
+        except httpx.HTTPError as exc:  # a timeout or a broken answer: said in the platform's shape, not a bare 500
+            await _release(candidate.instance_id)
+            raise ApiError(502, "model_server_error", f"The model server did not answer: {type(exc).__name__}") from exc
         except BaseException:
             await _release(candidate.instance_id)
             raise
@@ -358,6 +513,12 @@ async def _release(instance_id: int) -> None:
     _later(_count(inflight.release, instance_id))
 
 
+def _progress(instance_id: int) -> None:
+    """The instance produced something (the node agent replaces one that stops producing, SERVING_STALL_SECONDS)."""
+    if inflight.progress_due(instance_id):
+        _later(_count(inflight.progress, instance_id))
+
+
 def _upstream_error(status: int, raw: bytes) -> ApiError:
     try:
         data = json.loads(raw)
@@ -387,15 +548,16 @@ class Reply:
     @classmethod
     def error(cls, exc: ApiError) -> Reply:
         response = exc.response()
-        headers = {"x-should-retry": response["x-should-retry"]} if response.has_header("x-should-retry") else {}
+        headers = {name: response[name] for name in ("x-should-retry", "Retry-After") if response.has_header(name)}
         return cls(exc.status, "application/json", response.content, headers)
 
 
 async def handle(
-    method: str, authorization: str | None, raw: bytes, request_id_header: str | None, *, user=None
+    method: str, authorization: str | None, raw: bytes, request_id_header: str | None, *, user=None, rate_id=None
 ) -> Reply:
-    """One chat completions call, whatever carries it (the Django view, the ASGI fast path, or a console page
-    that passes its session's ``user`` instead of an API key)."""
+    """One chat completions call, whatever carries it (the Django view, the ASGI fast path with the key's
+    ``user`` and its ``rate_id``, or a console page that passes its session's ``user``), within the caller's
+    limits (limits.py)."""
     started = time.perf_counter()
     if method != "POST":
         return Reply.error(ApiError(405, "1214", f"Method {method} is not allowed here."))
@@ -405,13 +567,42 @@ async def handle(
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
         return Reply.error(ApiError(400, "1210", f"The request body is not valid JSON: {exc}"))
+    except RecursionError:
+        return Reply.error(ApiError(400, "1210", "The request body is not valid JSON: it is nested too deeply."))
     request_id = str(body.get("request_id") or request_id_header or uuid.uuid4().hex)
     stream = bool(body.get("stream"))
     code = body.get("model")
     try:
-        caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(authorization, code, user)
+        caller, route, key_id = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(
+            authorization, code, user, body
+        )
+        await limits.enter(caller.pk, rate_id or key_id or f"user-{caller.pk}")
     except ApiError as exc:
         return Reply.error(exc)
+    handed_off = False
+    try:
+        reply = await _call(caller, route, body, stream, request_id, started)
+        if not isinstance(reply.body, bytes):
+            reply.body = _leaving(reply.body, caller.pk)  # the stream's end is the call's end
+            handed_off = True
+        return reply
+    finally:
+        if not handed_off:
+            await limits.leave(caller.pk)
+
+
+async def _leaving(stream, user_id: int):
+    try:
+        async for part in stream:
+            yield part
+    finally:
+        await stream.aclose()
+        await limits.leave(user_id)
+
+
+async def _call(caller, route: Route, body: dict, stream: bool, request_id: str, started: float) -> Reply:
+    """Forward one admitted call to an instance and answer (a Reply whose body streams, for a stream)."""
+    code = body.get("model")
     usage = {
         "user_id": caller.pk,
         "model": str(code)[:160],
@@ -421,7 +612,7 @@ async def handle(
     }
     try:
         if route.pool_target is not None:
-            await ensure_prepared(route.pool_target)
+            _later(_count(inflight.pool_touch, route.deployment_id))  # the pool was called (it scales by this)
         candidate, response = await _open(route, body, stream)
     except ApiError as exc:
         record(**usage, status_code=exc.status, error=exc.message, latency_ms=(time.perf_counter() - started) * 1000)
@@ -438,13 +629,25 @@ async def handle(
         return Reply.error(error)
     if not stream:
         try:
-            raw = await response.aread()
+            raw = await asyncio.wait_for(response.aread(), _time_left(started))
+        except TimeoutError:
+            error = _too_slow()
+            record(**usage, status_code=error.status, error=error.message, latency_ms=_since(started))
+            return Reply.error(error)
+        except asyncio.CancelledError:  # the client went away: closing the response cancels the generation
+            record(**usage, status_code=499, error="the client closed the connection", latency_ms=_since(started))
+            raise
         finally:
             await response.aclose()
             await _release(candidate.instance_id)
+        _progress(candidate.instance_id)
         data = json.loads(raw)
         data["model"], data["request_id"] = route.code, request_id
-        tokens = data.get("usage") or {}
+        if not (data.get("usage") or {}).get("completion_tokens"):
+            choices = data.get("choices") or [{}]
+            text = ((choices[0] or {}).get("message") or {}).get("content") or ""
+            data["usage"] = await _count_usage(route.tokenizer_folder, body, [text])
+        tokens = data["usage"]
         record(
             **usage,
             prompt_tokens=tokens.get("prompt_tokens") or 0,
@@ -456,7 +659,7 @@ async def handle(
     return Reply(
         200,
         "text/event-stream",
-        _relay(response, route, request_id, candidate, usage, started),
+        _relay(response, route, request_id, candidate, usage, started, body),
         {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -474,6 +677,31 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     for name, value in reply.headers.items():
         response[name] = value
     return response
+
+
+async def answer(reply_coro, receive, send) -> None:
+    """Work out a reply and send it; if the client goes away first (a non-streamed call waiting for its whole
+    answer), the work is cancelled, which closes the upstream request and so stops the generation."""
+    work = asyncio.ensure_future(reply_coro)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not work.done():
+            work.cancel()
+        gone.cancel()
+    try:
+        reply = await work
+    except asyncio.CancelledError:
+        if gone.cancelled() or not gone.done():
+            raise  # we were cancelled ourselves
+        return  # the client left: nobody to answer
+    await send_reply(reply, receive, send)
+
+
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_reply(reply: Reply, receive, send) -> None:
@@ -516,34 +744,48 @@ def asgi_app(inner):
     async def app(scope, receive, send):
         if scope["type"] != "http" or scope["path"].rstrip("/") != PATH:
             return await inner(scope, receive, send)
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        reply = await handle(
-            scope["method"], headers.get("authorization"), b"".join(chunks), headers.get("x-request-id")
-        )
-        await send_reply(reply, receive, send)
+        if scope["method"] != "POST":
+            return await send_reply(await handle(scope["method"], None, b"", None), receive, send)
+        try:
+            # The key first: nobody without one gets a byte of their body read. Then the body, bounded.
+            key = await sync_to_async(_authenticate, thread_sensitive=False)(headers.get("authorization"))
+            raw = await read_asgi_body(scope, receive, conf.max_body_bytes())
+        except ApiError as exc:
+            return await send_reply(Reply.error(exc), receive, send)
+        except ClientGone:
+            return
+        call = handle(scope["method"], None, raw, headers.get("x-request-id"), user=key.user, rate_id=key.key_id)
+        await answer(call, receive, send)
 
     return app
 
 
 async def _relay(
-    response: httpx.Response, route: Route, request_id: str, candidate: Candidate, usage: dict, started: float
+    response: httpx.Response,
+    route: Route,
+    request_id: str,
+    candidate: Candidate,
+    usage: dict,
+    started: float,
+    body: dict,
 ):
-    """Upstream SSE events, rewritten to the platform's shape, then ``data: [DONE]``."""
+    """Upstream SSE events, rewritten to the platform's shape, then ``data: [DONE]``. Usage rides on the last
+    chunk: the runtime's own when it sends it (asked for with ``stream_options``), else counted here."""
     ttft = None
     tokens: dict = {}
+    sent: list[bytes] = []  # the rewritten chunks' payloads, read only if the runtime sends no usage
     status, error = 200, ""
     buffer = b""
+    pieces = response.aiter_raw()
     try:
-        async for piece in response.aiter_raw():
+        while True:
+            try:  # each read bounded by what is left of the time limit (a stalled server yields nothing)
+                piece = await asyncio.wait_for(anext(pieces), _time_left(started))
+            except StopAsyncIteration:
+                break
             buffer += piece
+            _progress(candidate.instance_id)
             while b"\n\n" in buffer:
                 event, buffer = buffer.split(b"\n\n", 1)
                 out = _rewrite(event, route.code, request_id, tokens)
@@ -551,11 +793,35 @@ async def _relay(
                     continue
                 if ttft is None:
                     ttft = (time.perf_counter() - started) * 1000
+                sent.append(out)
                 yield out
         if buffer.strip():
             out = _rewrite(buffer, route.code, request_id, tokens)
             if out is not None:
+                sent.append(out)
                 yield out
+        if not tokens.get("completion_tokens"):
+            tokens.update(await _count_usage(route.tokenizer_folder, body, _streamed_texts(sent)))
+            yield (
+                b"data: "
+                + _dumps(
+                    {
+                        "id": request_id,
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": route.code,
+                        "request_id": request_id,
+                        "choices": [],
+                        "usage": tokens,
+                    }
+                )
+                + b"\n\n"
+            )
+        yield b"data: [DONE]\n\n"
+    except TimeoutError:
+        too_slow = _too_slow()
+        status, error = too_slow.status, too_slow.message
+        yield b"data: " + _dumps({"error": {"code": too_slow.code, "message": error}}) + b"\n\n"
         yield b"data: [DONE]\n\n"
     except (httpx.HTTPError, ValueError) as exc:
         status, error = 502, f"the model server's stream broke: {exc}"
@@ -575,6 +841,61 @@ async def _relay(
             latency_ms=(time.perf_counter() - started) * 1000,
             ttft_ms=ttft,
         )
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _time_left(started: float) -> float:
+    return max(0.0, conf.max_generation_seconds() - (time.perf_counter() - started))
+
+
+def _too_slow() -> ApiError:
+    limit = conf.max_generation_seconds()
+    return ApiError(
+        504,
+        "generation_timeout",
+        f"The answer was stopped at the time limit of {limit:g} s (SERVING_MAX_GENERATION_SECONDS). Ask for fewer "
+        "tokens (max_tokens), or stream to receive what is generated as it comes.",
+    )
+
+
+def _streamed_texts(payloads: list[bytes]) -> list[str]:
+    """The generated text of each relayed chunk (one per chunk that carried any)."""
+    texts = []
+    for out in payloads:
+        try:
+            chunk = json.loads(out[len(b"data: ") :])
+            delta = (chunk.get("choices") or [{}])[0].get("delta") or {}
+        except (ValueError, AttributeError, IndexError):
+            continue
+        text = (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+        if text or delta.get("tool_calls"):
+            texts.append(text)
+    return texts
+
+
+async def _count_usage(folder: str | None, body: dict, texts: list[str]) -> dict:
+    """Usage counted by the gateway for a runtime that reported none: the served model's own tokenizer on the
+    prompt as its chat template renders it and on the generated text. Without a tokenizer, one token a chunk."""
+
+    def count() -> tuple[int, int]:
+        from datasets.tokenizer import counting_tokenizer_from_folder
+
+        return _prompt_tokens(folder, body), counting_tokenizer_from_folder(folder).count(["".join(texts)])[0]
+
+    prompt_tokens, completion_tokens = 0, len(texts)
+    if folder and (Path(folder) / "tokenizer.json").exists():
+        try:
+            prompt_tokens, completion_tokens = await asyncio.to_thread(count)
+        except Exception:  # an odd tokenizer: fall back to counting chunks
+            logger.warning("counting the usage of a call with %s's tokenizer failed", folder, exc_info=True)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 _MODEL_FIELD = re.compile(rb'"model":\s*"(?:[^"\\]|\\.)*"')

@@ -1,6 +1,11 @@
-"""Requests in flight per instance, counted in Redis by the gateway: least busy first, and drains wait for zero."""
+"""What the gateway counts in Redis for the serving plane: requests in flight per instance (least busy first,
+drains wait for zero), when an instance last made progress (a stuck one is replaced: the node agent reads it),
+and when a public pool was last called (an idle pool scales down)."""
 
 from __future__ import annotations
+
+import time
+import weakref
 
 import redis
 import redis.asyncio as aioredis
@@ -14,22 +19,34 @@ def key(instance_id: int) -> str:
     return f"serving:inflight:{instance_id}"
 
 
+def busy_key(instance_id: int) -> str:
+    return f"serving:busy-since:{instance_id}"
+
+
+def progress_key(instance_id: int) -> str:
+    return f"serving:progress:{instance_id}"
+
+
+def pool_key(deployment_id: int) -> str:
+    return f"serving:pool-called:{deployment_id}"
+
+
 def in_flight(client: redis.Redis, instance_id: int) -> int:
     value = client.get(key(instance_id))
     return max(0, int(value or 0))
 
 
-_async_clients: dict[int, aioredis.Redis] = {}
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # forgotten with their loop
 
 
 def async_client() -> aioredis.Redis:
     """One asyncio Redis client per event loop (uvicorn runs one loop per process)."""
     import asyncio
 
-    loop_id = id(asyncio.get_running_loop())
-    client = _async_clients.get(loop_id)
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
     if client is None:
-        client = _async_clients[loop_id] = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        client = _async_clients[loop] = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
     return client
 
 
@@ -44,8 +61,53 @@ async def acquire(instance_id: int) -> None:
     async with async_client().pipeline(transaction=False) as pipe:
         pipe.incr(key(instance_id))
         pipe.expire(key(instance_id), TTL)
+        # The moment it went from idle to busy: progress is judged from here when no token came yet.
+        pipe.set(busy_key(instance_id), time.time(), nx=True, ex=TTL)
         await pipe.execute()
 
 
 async def release(instance_id: int) -> None:
-    await async_client().decr(key(instance_id))
+    client = async_client()
+    if await client.decr(key(instance_id)) <= 0:
+        await client.delete(busy_key(instance_id))
+
+
+_last_mark: dict[int, float] = {}
+
+
+def progress_due(instance_id: int) -> bool:
+    """Whether this process should note the instance's progress now (at most once a second per instance)."""
+    now = time.time()
+    if now - _last_mark.get(instance_id, 0.0) < 1.0:
+        return False
+    if len(_last_mark) > 10_000:
+        _last_mark.clear()
+    _last_mark[instance_id] = now
+    return True
+
+
+async def progress(instance_id: int) -> None:
+    """A token (or a whole answer) came from the instance."""
+    await async_client().set(progress_key(instance_id), time.time(), ex=TTL)
+
+
+def stalled_for(client: redis.Redis, instance_id: int, now: float | None = None) -> float:
+    """Seconds the instance has had calls in flight without producing anything (0 when idle or progressing)."""
+    count, busy_since, last = client.mget(key(instance_id), busy_key(instance_id), progress_key(instance_id))
+    if int(count or 0) <= 0 or busy_since is None:
+        return 0.0
+    since = max(float(busy_since), float(last or 0.0))
+    return max(0.0, (now or time.time()) - since)
+
+
+async def pool_touch(deployment_id: int) -> None:
+    await async_client().set(pool_key(deployment_id), time.time(), ex=7 * 86400)
+
+
+def pool_touch_sync(client: redis.Redis, deployment_id: int) -> None:
+    client.set(pool_key(deployment_id), time.time(), ex=7 * 86400)
+
+
+def pool_last_call(client: redis.Redis, deployment_id: int) -> float | None:
+    value = client.get(pool_key(deployment_id))
+    return float(value) if value is not None else None

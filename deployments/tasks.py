@@ -20,3 +20,8 @@ def reconcile_all() -> int:
 @shared_task(name="deployments.prepare_fine_tune", acks_late=True, ignore_result=True, queue="serving")
 def prepare_fine_tune(fine_tuned_model_id: int) -> None:
     services.fine_tune_prepare(fine_tuned_model_id=fine_tuned_model_id)
+
+
+@shared_task(name="deployments.unload_adapter", acks_late=True, ignore_result=True, queue="serving")
+def unload_adapter(code: str) -> int:
+    return services.adapter_unload_everywhere(code=code)

@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -86,7 +87,8 @@ def deployment_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     deployment = _get_deployment_for_user(request, public_id)
     context = _live_context(deployment)
     if request.htmx and request.GET.get("partial") == "live":
-        response = render(request, "deployments/detail.html#live", context)
+        # The page's buttons follow the state: the partial carries them as out-of-band swaps.
+        response = render(request, "deployments/detail.html#live", {**context, "oob": True})
         return HttpResponseStopPolling(response.content) if _settled(deployment) else response
     return render(request, "deployments/detail.html", context)
 
@@ -104,7 +106,8 @@ def deployment_scale(request: HttpRequest, public_id: str) -> HttpResponse:
         else:
             messages.success(
                 request,
-                _("Scaling %(code)s to %(n)s instance(s).")
+                ngettext("Scaling %(code)s to %(n)s instance.", "Scaling %(code)s to %(n)s instances.",
+                         form.cleaned_data["instances"])
                 % {"code": deployment.code, "n": form.cleaned_data["instances"]},
             )
     else:

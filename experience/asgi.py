@@ -21,7 +21,8 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.middleware.csrf import CsrfViewMiddleware
 
-from console.api import ApiError
+from console.api import ApiError, ClientGone, read_asgi_body
+from deployments import conf as serving_conf
 from deployments import gateway
 
 PATH = "/console/playground/chat/"
@@ -53,20 +54,18 @@ def asgi_app(inner):
     async def app(scope, receive, send):
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             return await inner(scope, receive, send)
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        try:
+            body = await read_asgi_body(scope, receive, serving_conf.max_body_bytes())
+        except ApiError as exc:
+            return await gateway.send_reply(gateway.Reply.error(exc), receive, send)
+        except ClientGone:
+            return
         headers = dict(scope.get("headers", []))
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or None
         # The session is read in the gateway's own hop off the event loop, beside the route (one hop, one
         # connection check, as for an API key).
-        reply = await gateway.handle("POST", None, body, request_id, user=lambda: _authorize(scope, body))
-        await gateway.send_reply(reply, receive, send)
+        await gateway.answer(
+            gateway.handle("POST", None, body, request_id, user=lambda: _authorize(scope, body)), receive, send
+        )
 
     return app

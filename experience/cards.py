@@ -23,7 +23,8 @@ def on_job_succeeded(sender, job, **kwargs) -> None:
 def evaluation_context(card) -> dict | None:
     from jobs.models import FineTuningJob, JobStatus
 
-    from .models import Evaluation
+    from .models import EVAL_MIN_PROMPTS, Evaluation
+    from .services import EVAL_LIMIT
 
     evaluation = Evaluation.objects.filter(model=card).select_related("job").first()
     if evaluation is not None:
@@ -32,6 +33,8 @@ def evaluation_context(card) -> dict | None:
             "items": list(evaluation.items.all()[:50]),
             "card": card,
             "job": evaluation.job,
+            "min_prompts": EVAL_MIN_PROMPTS,
+            "max_prompts": EVAL_LIMIT,
         }
     job = FineTuningJob.objects.filter(result=card, status=JobStatus.SUCCEEDED).first()
     return {"evaluation": None, "items": [], "card": card, "job": job} if job is not None else None

@@ -9,6 +9,9 @@ from deployments.models import ApiCall
 from jobs.models import FineTuningJob
 from modelcards.models import FineTunedModel
 
+# Below this many prompts an evaluation's score is shown as not meaningful (one answer swings F1 from 0 to 1).
+EVAL_MIN_PROMPTS = 10
+
 
 class EvaluationStatus(models.TextChoices):
     QUEUED = "queued", _("Queued")
@@ -49,6 +52,11 @@ class Evaluation(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else 0
+
+    @property
+    def too_few_prompts(self) -> bool:
+        """Scored on fewer prompts than EVAL_MIN_PROMPTS: one answer moves the score too much to mean anything."""
+        return self.total < EVAL_MIN_PROMPTS
 
 
 class EvaluationItem(models.Model):

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import string
+import time
 from collections import Counter, defaultdict
 from decimal import Decimal
 
@@ -43,27 +44,45 @@ class CallFailed(Exception):
 
 
 _loop: asyncio.AbstractEventLoop | None = None
+START_WAIT_SECONDS = 600  # how long a call waits for an idle public pool to start an instance
 
 
-def chat_complete(*, user, body: dict) -> dict:
-    """A non-streamed chat completion for ``user`` through the gateway; the answer's JSON, or CallFailed."""
+class NoLongerWanted(Exception):
+    """The work a call was made for ended (deleted or cancelled) while the call waited for a pool to start."""
+
+
+def chat_complete(*, user, body: dict, wanted=None) -> dict:
+    """A non-streamed chat completion for ``user`` through the gateway; the answer's JSON, or CallFailed.
+    ``wanted``: asked before each wait for a starting pool; False ends the call (NoLongerWanted)."""
     global _loop
     raw = json.dumps({**body, "stream": False}).encode()
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()  # one loop per process: the gateway keeps its HTTP client per loop
-    reply = _loop.run_until_complete(gateway.handle("POST", None, raw, None, user=user))
-    data = json.loads(reply.body)
+    waited_until = time.monotonic() + START_WAIT_SECONDS
+    while True:
+        reply = _loop.run_until_complete(gateway.handle("POST", None, raw, None, user=user))
+        data = json.loads(reply.body)
+        # A public pool that was idle starts an instance for this call: wait for it (an evaluation's answers
+        # matter more than its speed), then ask again.
+        starting = reply.status == 503 and (data.get("error") or {}).get("code") == "model_starting"
+        if not starting or time.monotonic() > waited_until:
+            break
+        if wanted is not None and not wanted():
+            raise NoLongerWanted(body.get("model"))
+        time.sleep(min(10.0, float(reply.headers.get("Retry-After") or 5)))
     if reply.status != 200:
         raise CallFailed((data.get("error") or {}).get("message") or f"HTTP {reply.status}")
     return data
 
 
 def callable_models(*, user) -> list[dict]:
-    """What the user may try: base models, their live fine-tunes and their running deployments."""
-    out = [
-        {"code": m.code, "label": m.display_name, "kind": "base", "base": ""}
-        for m in BaseModel.objects.usable_by(user).filter(modality="text")
-    ]
+    """What the user may try: base models, their live fine-tunes and their running deployments. A base model this
+    server cannot serve (no weights here, say) is listed with ``disabled`` and the reason."""
+    out = []
+    for m in BaseModel.objects.usable_by(user).filter(modality="text"):
+        serve = m.capabilities().serve
+        out.append({"code": m.code, "label": m.display_name, "kind": "base", "base": "", "disabled": not serve,
+                    "reason": "" if serve else serve.reason})
     out += [
         {"code": m.code, "label": m.code, "kind": "fine-tune", "base": m.base_model.code}
         for m in FineTunedModel.objects.live().filter(owner=user).select_related("base_model")
@@ -72,6 +91,9 @@ def callable_models(*, user) -> list[dict]:
         {"code": d.code, "label": d.code, "kind": "deployment", "base": ""}
         for d in Deployment.objects.owned_by(user).filter(status="running")
     ]
+    kinds = {"base": _("base"), "fine-tune": _("fine-tune"), "deployment": _("deployment")}
+    for entry in out:
+        entry["kind_label"] = kinds[entry["kind"]]
     return out
 
 
@@ -174,6 +196,10 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
         return "skip"
     evaluation.refresh_from_db()
     job, card = evaluation.job, evaluation.model
+
+    def wanted() -> bool:  # a deleted task or card takes its evaluation with it: stop waiting for the pool
+        return Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.RUNNING).exists()
+
     try:
         pairs, source = evaluation_prompts(job=job)
         Evaluation.objects.filter(pk=evaluation.pk).update(total=len(pairs), source=source[:200])
@@ -190,7 +216,7 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
                     "request_id": f"eval-{evaluation.pk}-{index}-{side}",
                 }
                 try:
-                    data = chat_complete(user=job.owner, body=body)
+                    data = chat_complete(user=job.owner, body=body, wanted=wanted)
                     answer = _text(data["choices"][0]["message"].get("content"))
                 except (CallFailed, KeyError, IndexError) as exc:
                     errors.append(f"{code}: {exc}")
@@ -213,6 +239,9 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
             tune_f1=_mean([i.tune_f1 for i in items]),
         )
         return "succeeded"
+    except NoLongerWanted:
+        logger.info("evaluation %s: gone while waiting for the public pool; stopped", evaluation.pk)
+        return "gone"
     except Exception as exc:
         logger.exception("evaluation %s failed", evaluation.pk)
         Evaluation.objects.filter(pk=evaluation.pk).update(

@@ -26,15 +26,18 @@ from .cards import evaluation_context
 def playground(request: HttpRequest) -> HttpResponse:
     models = services.callable_models(user=request.user)
     chosen = request.GET.get("model", "")
-    codes = {m["code"]: m for m in models}
+    # What cannot be served is listed, disabled, with the reason; it is never chosen.
+    codes = {m["code"]: m for m in models if not m.get("disabled")}
     if chosen and chosen not in codes:
         chosen = ""
-    chosen = chosen or (models[0]["code"] if models else "")
+    chosen = chosen or next(iter(codes), "")
     compare = request.GET.get("compare", "")
     if compare not in codes:  # side by side by default for a fine-tune: its base model
         compare = codes[chosen]["base"] if chosen and codes[chosen]["kind"] == "fine-tune" else ""
+        compare = compare if compare in codes else ""
     context = {
         "models": models,
+        "unavailable": [m for m in models if m.get("disabled")],
         "chosen": chosen,
         "compare": compare,
         "base_url": request.build_absolute_uri("/api/paas/v4/"),

@@ -17,12 +17,18 @@ class JobEventInline(admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).filter(type=JobEvent.Type.MESSAGE)
 
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
 
 class CheckpointInline(admin.TabularInline):
     model = Checkpoint
     extra = 0
     readonly_fields = ["epoch", "step", "path", "metrics", "created_at"]
     can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(FineTuningJob)
@@ -32,11 +38,19 @@ class FineTuningJobAdmin(admin.ModelAdmin):
     list_filter = ["status", "method", "training_type", "base_model", "created_at"]
     search_fields = ["public_id", "fine_tuned_model", "owner__username", "request_id", "error_message"]
     list_select_related = ["owner", "base_model"]
-    readonly_fields = ["public_id", "created_at", "started_at", "first_step_at", "finished_at", "heartbeat_at",
-                       "progress", "worker", "attempts", "output_dir", "result"]
-    raw_id_fields = ["owner", "training_dataset", "validation_dataset"]
+    # A task's live state belongs to the worker and the service; the admin shows it, never edits it.
+    readonly_fields = ["public_id", "owner", "base_model", "training_dataset", "validation_dataset", "method",
+                       "training_type", "hyperparameters", "resolved_hyperparameters", "suffix", "fine_tuned_model",
+                       "request_id", "status", "error_code", "error_message", "error_param", "estimated_tokens",
+                       "estimated_cost", "trained_tokens", "actual_cost", "progress", "worker", "heartbeat_at",
+                       "attempts", "cancel_requested_at", "output_dir", "result", "created_at", "started_at",
+                       "first_step_at", "finished_at"]
     inlines = [CheckpointInline, JobEventInline]
     actions = ["cancel"]
+
+    # Tasks are created in the console or through the API, where the service checks data, model and limits.
+    def has_add_permission(self, request) -> bool:
+        return False
 
     @admin.action(description=_("Cancel the selected tasks"))
     def cancel(self, request, queryset):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
@@ -36,7 +38,20 @@ def job_json(job: FineTuningJob) -> dict:
         "method": job.method,
         "training_type": job.training_type,
         "estimated_cost": str(job.estimated_cost),
-        "queue_position": services.queue_position(job),
+        **_queue(job),
+    }
+
+
+def _queue(job: FineTuningJob) -> dict:
+    """A queued task's place: ``queue_position`` (1: next) and ``estimated_start_at`` (unix seconds, null while
+    there is nothing to go by)."""
+    estimate = services.queue_estimate(job)
+    if estimate is None:
+        return {"queue_position": None, "estimated_start_at": None}
+    seconds = estimate["starts_in_seconds"]
+    return {
+        "queue_position": estimate["position"],
+        "estimated_start_at": None if seconds is None else int(time.time() + seconds),
     }
 
 
@@ -72,9 +87,11 @@ def jobs(request: HttpRequest) -> JsonResponse:
         return cursor_page(request, _jobs(request), serialize=job_json, noun="fine-tuning job")
     body = parse_json_body(request)
     code = body.get("model")
-    base_model = BaseModel.objects.filter(code=code).first() if isinstance(code, str) else None
+    # A catalog entry hidden from this user is answered as chat answers it: as if it did not exist.
+    base_model = BaseModel.objects.usable_by(request.user).filter(code=code).first() if isinstance(code, str) else None
     if base_model is None:
-        raise ApiError(400, "model_not_found", f"No base model {code!r}.", "model")
+        raise ApiError(404, "model_not_found", f"The model {code} does not exist or you do not have access to it.",
+                       "model")
     hyperparameters = body.get("hyperparameters") or {}
     if not isinstance(hyperparameters, dict):
         raise ApiError(400, "1214", "hyperparameters must be an object.", "hyperparameters")

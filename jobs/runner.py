@@ -26,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from console import storage
+from console import cpus, storage
 from modelcards.models import FineTunedModel
 
 from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
@@ -190,12 +190,13 @@ def job_run(*, job: FineTuningJob) -> str:
 
     callbacks = Callbacks(job)
     hp = job.resolved_hyperparameters
+    cpus.pin(cpus.training())  # the serving instances keep their own CPUs (console/cpus.py)
     scratch = job_scratch_dir(job)
     shutil.rmtree(scratch, ignore_errors=True)  # what an earlier attempt on this machine left
     try:
         return _train(job, callbacks, engine, scratch, hp)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # a failure's leftovers (success cleaned before its state)
 
 
 def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> str:
@@ -206,6 +207,8 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
         try:
             job_event(job=job, message=_("Training started on %(worker)s (attempt %(n)s).")
                       % {"worker": job.worker, "n": job.attempts})
+            if training_processes() == 1 and not _has_gpu():
+                job_event(job=job, message=_("CPUs: %(how)s.") % {"how": cpus.describe()})
             folder = model_dir(job.base_model)
             train_examples = _load_examples(job.training_dataset)
             if job.validation_dataset_id:
@@ -240,6 +243,7 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
                 return "requeued"  # the stuck-step watch already gave the task back
             if callbacks.preempted and _requeue_preempted(job):
                 return "requeued"
+            shutil.rmtree(scratch, ignore_errors=True)
             return _finish_cancelled(job)  # a cancel asked for at the same moment wins
         except engine.TrainingDataError as exc:
             job_fail(job=job, code="invalid_training_data", message=str(exc), param="training_file")
@@ -265,7 +269,15 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
             else:
                 job_fail(job=job, code="training_error", message=f"{type(exc).__name__}: {exc}")
             return "failed"
+    # The scratch goes before the state says succeeded: whoever sees the end sees nothing left behind.
+    shutil.rmtree(scratch, ignore_errors=True)
     return _finish_succeeded(job, result, final_name)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def training_processes() -> int:

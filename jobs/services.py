@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from console import storage
+from console.quotas import QuotaExceeded, quota_enforce
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
 
 from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus
@@ -67,6 +68,14 @@ def _auto(value) -> bool:
     return value is None or value == "" or value == "auto"
 
 
+# Each hyperparameter's type and allowed range (both ends included); a missing value or "auto" is chosen for you.
+HYPERPARAMETER_LIMITS: dict[str, tuple[type, float, float]] = {
+    "n_epochs": (int, 1, 50),
+    "batch_size": (int, 1, 256),
+    "learning_rate_multiplier": (float, 0.01, 10.0),
+}
+
+
 def hyperparameters_resolve(*, requested: dict, method: str, training_type: str, examples: int) -> dict:
     """Turn ``auto`` (or missing) values into the numbers training will use."""
     requested = requested or {}
@@ -88,9 +97,9 @@ def hyperparameters_resolve(*, requested: dict, method: str, training_type: str,
             )
         return value
 
-    n_epochs = number("n_epochs", int, 1, 50)
-    batch_size = number("batch_size", int, 1, 256)
-    multiplier = number("learning_rate_multiplier", float, 0.01, 10.0)
+    n_epochs = number("n_epochs", *HYPERPARAMETER_LIMITS["n_epochs"])
+    batch_size = number("batch_size", *HYPERPARAMETER_LIMITS["batch_size"])
+    multiplier = number("learning_rate_multiplier", *HYPERPARAMETER_LIMITS["learning_rate_multiplier"])
     resolved = {
         # Few examples need more passes to be learnt; many need fewer.
         "n_epochs": n_epochs or (5 if examples < 100 else 3 if examples < 5000 else 2),
@@ -291,12 +300,21 @@ def _why_uncounted(*, dataset, base_model: BaseModel) -> str:
             return ""
         reason = count.error
     elif dataset.base_model_id == base_model.pk and dataset.tokens is None:
-        reason = dataset.status_message
+        reason = dataset.status_text
     else:
         return ""  # not counted with this model yet: job_prepare counts it
     return _("The tokens of %(name)s could not be counted with %(code)s, so the task cannot be estimated or "
              "billed: %(reason)s") % {"name": dataset.name, "code": base_model.code,
                                       "reason": reason or _("no reason was recorded")}
+
+
+def job_check_quota(*, user) -> None:
+    """The user's limit of tasks not yet finished (USER_MAX_RUNNING_JOBS, or their own set in the admin)."""
+    try:
+        quota_enforce(user=user, name="running_jobs",
+                      used_qs=FineTuningJob.objects.filter(owner=user).exclude(status__in=FINAL_STATUSES))
+    except QuotaExceeded as exc:
+        raise JobInputError(exc.message, None, code="quota_exceeded") from None
 
 
 def job_create(
@@ -324,6 +342,7 @@ def job_create(
         raise JobInputError(_("method must be sft or dpo."), "method")
     if training_type not in TrainingType.values:
         raise JobInputError(_("training_type must be lora or full."), "training_type")
+    job_check_quota(user=user)  # early, for a quick answer; again, locked, where the task is created
     job_check_choices(user=user, base_model=base_model, method=method, training_type=training_type)
     job_check_dataset(user=user, base_model=base_model, method=method, dataset=training_dataset,
                       param="training_file")
@@ -342,6 +361,7 @@ def job_create(
             continue
         try:
             with transaction.atomic():
+                job_check_quota(user=user)
                 job = FineTuningJob.objects.create(
                     owner=user, base_model=base_model, training_dataset=training_dataset,
                     validation_dataset=validation_dataset, method=method, training_type=training_type,
@@ -486,6 +506,74 @@ def queue_position(job: FineTuningJob) -> int | None:
         Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, pk__lt=job.pk)
     )
     return ahead.count() + 1
+
+
+def queue_estimate(job: FineTuningJob) -> dict | None:
+    """For a queued task: its position, and in how many seconds it should start (None when there is nothing to
+    go by yet: no task running with a measured speed, and none finished before).
+
+    The running tasks' remaining time is what their own last metrics said, less the time since; each task ahead
+    then takes the first training slot to free up (as many slots as tasks running now), for its estimated tokens
+    at the speed the running task measures (else the last finished task's), plus the time the last task took
+    from start to its first step (loading the model, preparing the data). Every task's end also counts the time
+    the last finished task took from its last step to succeeded (final evaluation, saving, the model card)."""
+    position = queue_position(job)
+    if position is None:
+        return None
+    out = {"position": position, "starts_in_seconds": None}
+    now = timezone.now()
+    running = list(FineTuningJob.objects.filter(status=JobStatus.RUNNING).order_by("started_at"))
+    if not running:
+        return out
+    previous = (
+        FineTuningJob.objects.filter(status=JobStatus.SUCCEEDED, first_step_at__isnull=False, started_at__isnull=False)
+        .order_by("-finished_at").first()
+    )
+    warmup = tail = 0.0
+    if previous is not None:
+        warmup = (previous.first_step_at - previous.started_at).total_seconds()
+        last_step = _last_metrics_at(previous)
+        if last_step is not None and previous.finished_at is not None:
+            tail = max(0.0, (previous.finished_at - last_step).total_seconds())
+        tail += _handover_seconds()
+    speed, free_at = None, []
+    for other in running:
+        progress = other.progress or {}
+        left = progress.get("remaining_seconds")
+        last = _last_metrics_at(other)
+        if left is None or last is None:
+            return out  # not measured yet: an honest "unknown" rather than a guess
+        free_at.append(max(0.0, float(left) - (now - last).total_seconds()) + tail)
+        speed = speed or progress.get("tokens_per_second")
+    if not speed and previous is not None and previous.result_id:
+        speed = (previous.result.metrics or {}).get("tokens_per_second")
+    ahead = FineTuningJob.objects.filter(status=JobStatus.QUEUED).filter(
+        Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, pk__lt=job.pk)
+    ).order_by("created_at", "pk")
+    for other in ahead:
+        if not speed or not other.estimated_tokens:
+            return out
+        free_at.sort()
+        free_at[0] += warmup + other.estimated_tokens / float(speed) + tail
+    out["starts_in_seconds"] = round(min(free_at))
+    return out
+
+
+def _handover_seconds() -> float:
+    """How long the last task that waited in the queue took to start once the task before it had finished (the
+    worker frees its memory and starts a fresh process); 0 until one has been seen."""
+    for job in (FineTuningJob.objects.filter(started_at__isnull=False).exclude(status=JobStatus.QUEUED)
+                .order_by("-started_at")[:20]):
+        before = (FineTuningJob.objects.filter(finished_at__lte=job.started_at, finished_at__gt=job.created_at)
+                  .order_by("-finished_at").values_list("finished_at", flat=True).first())
+        if before is not None:
+            return max(0.0, (job.started_at - before).total_seconds())
+    return 0.0
+
+
+def _last_metrics_at(job: FineTuningJob):
+    return (job.events.filter(type=JobEvent.Type.METRICS).order_by("-id")
+            .values_list("created_at", flat=True).first())
 
 
 def job_claim_next(*, worker: str) -> FineTuningJob | None:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -81,9 +84,7 @@ def job_create(request: HttpRequest, handler) -> HttpResponse:
                 user=request.user, form=form, sha256=handler.sha256.hexdigest() if handler else ""
             )
         except services.JobInputError as exc:
-            field = {"model": "base_model", "training_file": "training_dataset",
-                     "validation_file": "validation_dataset"}.get(exc.param or "", exc.param)
-            form.add_error(field if field in form.fields else None, exc.message)
+            form.add_service_error(exc)
         else:
             messages.success(request, _("Task %(id)s created.") % {"id": job.public_id})
             return redirect("jobs:detail", public_id=job.public_id)
@@ -94,10 +95,13 @@ def job_create(request: HttpRequest, handler) -> HttpResponse:
 @require_POST
 def job_estimate(request: HttpRequest) -> HttpResponse:
     """The create form's live estimate: tokens, epochs, unit price, cost, training memory and warnings."""
-    form = JobForm(request.POST, user=request.user)
+    form = JobForm(request.POST, user=request.user, full_check=False)
     form.is_valid()  # errors are shown by the form itself; use what is clean
     data = form.cleaned_data
     context: dict = {"estimate": None, "warnings": [], "resolved": None, "error": None}
+    hyperparameter_errors = form.hyperparameter_errors()
+    if hyperparameter_errors:
+        context["error"] = " ".join(hyperparameter_errors)
     base_model, dataset = data.get("base_model"), data.get("training_dataset")
     if base_model is not None:
         context["base_model"] = base_model
@@ -105,12 +109,11 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
             services.job_check_choices(user=request.user, base_model=base_model, method=data.get("method", "sft"),
                                        training_type=data.get("training_type", "lora"))
         except services.JobInputError as exc:
-            context["error"] = exc.message
-    if base_model is not None and dataset is not None:
+            context["error"] = context["error"] or exc.message
+    if base_model is not None and dataset is not None and not hyperparameter_errors:
         try:
             resolved = services.hyperparameters_resolve(
-                requested={k: request.POST.get(k, "auto") for k in ("n_epochs", "batch_size",
-                                                                    "learning_rate_multiplier")},
+                requested=form.hyperparameters(),
                 method=data.get("method", "sft"), training_type=data.get("training_type", "lora"),
                 examples=dataset.examples or 0,
             )
@@ -136,6 +139,13 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/create.html#estimate", context)
 
 
+def _queue(job: FineTuningJob) -> dict | None:
+    estimate = services.queue_estimate(job)
+    if estimate is not None and estimate["starts_in_seconds"] is not None:
+        estimate["starts_at"] = timezone.now() + timedelta(seconds=estimate["starts_in_seconds"])
+    return estimate
+
+
 def _live_context(job: FineTuningJob) -> dict:
     metrics = charts.chart_metrics(job)
     events = list(JobEvent.objects.filter(job=job, type=JobEvent.Type.MESSAGE).order_by("-id")[:EVENTS_SHOWN])
@@ -144,7 +154,7 @@ def _live_context(job: FineTuningJob) -> dict:
     best = min(scored, key=lambda c: c.metrics["eval_loss"]) if len(scored) > 1 else None
     return {
         "job": job,
-        "position": services.queue_position(job),
+        "queue": _queue(job),
         "chart": charts.loss_chart(metrics),
         "events": events,
         "checkpoints": checkpoints,
@@ -158,7 +168,8 @@ def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     job = _get_job_for_user(request, public_id)
     context = _live_context(job)
     if request.htmx and request.GET.get("partial") == "live":
-        response = render(request, "jobs/detail.html#live", context)
+        # The page's buttons follow the state: the partial carries them as out-of-band swaps.
+        response = render(request, "jobs/detail.html#live", {**context, "oob": True})
         return HttpResponseStopPolling(response.content) if job.is_final else response
     return render(request, "jobs/detail.html", context)
 

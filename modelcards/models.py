@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 
@@ -121,6 +122,11 @@ class BaseModel(models.Model):
         return self.code
 
     @property
+    def description_text(self) -> str:
+        """The description in the reader's language: a seeded one is in the catalog, an operator's shows as written."""
+        return gettext(self.description) if self.description else ""
+
+    @property
     def converted_dir(self) -> Path:
         """Where a GGUF model is saved once as safetensors, to load quickly afterwards."""
         return Path(settings.MODELS_DIR) / self.code
@@ -134,7 +140,8 @@ class BaseModel(models.Model):
             path = Path(location)
             if (path / "config.json").exists():
                 return True, str(path)
-            return False, str(_("Folder %(path)s has no model in it.") % {"path": path})
+            # The reason reaches every user: it names no server path (staff see the folder on the card).
+            return False, str(_("The folder configured for its weights has no model in it."))
         if self.weights_source == WeightsSource.HF_CACHE:
             snapshot = self._hf_snapshot()
             if snapshot is not None:

@@ -42,6 +42,16 @@ def stuck_after() -> float:
     return float(getattr(settings, "NOTIFICATIONS_STUCK_AFTER", 600))
 
 
+def phone_codes_per_user_per_hour() -> int:
+    """Phone codes one user may ask for in an hour, to any numbers."""
+    return int(getattr(settings, "PHONE_CODES_PER_USER_PER_HOUR", 5))
+
+
+def phone_codes_per_number_per_hour() -> int:
+    """Phone codes one user may have sent to one number in an hour (other users' codes to it do not count)."""
+    return int(getattr(settings, "PHONE_CODES_PER_NUMBER_PER_HOUR", 3))
+
+
 def badge_poll_seconds() -> int:
     return int(getattr(settings, "NOTIFICATIONS_BADGE_POLL_SECONDS", 15))
 

@@ -177,14 +177,14 @@ register(
         "success",
         {
             "en": {
-                "title": "Deployment {name} is ready",
-                "body": "Deployment {code} is running and can be called.",
-                "sms": ["Deployment {name} ({code}) is ready. {link}", "Deployment {name} is ready. {link}"],
+                "title": "Deployment {code} is ready",
+                "body": "Deployment {code} of {name} is running: call it with model=\"{code}\".",
+                "sms": ["Deployment {code} of {name} is ready. {link}", "Deployment {code} is ready. {link}"],
             },
             "zh-hans": {
-                "title": "部署 {name} 已就绪",
-                "body": "部署 {code} 已运行，可以调用了。",
-                "sms": ["部署 {name}（{code}）已就绪。{link}", "部署 {name} 已就绪。{link}"],
+                "title": "部署 {code} 已就绪",
+                "body": "{name} 的部署 {code} 已运行，调用时传 model=\"{code}\"。",
+                "sms": ["{name} 的部署 {code} 已就绪。{link}", "部署 {code} 已就绪。{link}"],
             },
         },
     )
@@ -198,14 +198,14 @@ register(
         "error",
         {
             "en": {
-                "title": "Deployment {name} failed",
-                "body": "Deployment {code} failed: {error}",
-                "sms": ["Deployment {name} ({code}) failed. {link}", "Deployment {name} failed. {link}"],
+                "title": "Deployment {code} failed",
+                "body": "Deployment {code} of {name} failed: {error}",
+                "sms": ["Deployment {code} of {name} failed. {link}", "Deployment {code} failed. {link}"],
             },
             "zh-hans": {
-                "title": "部署 {name} 失败",
-                "body": "部署 {code} 失败：{error}",
-                "sms": ["部署 {name}（{code}）失败。{link}", "部署 {name} 失败。{link}"],
+                "title": "部署 {code} 失败",
+                "body": "{name} 的部署 {code} 失败：{error}",
+                "sms": ["{name} 的部署 {code} 失败。{link}", "部署 {code} 失败。{link}"],
             },
         },
     )
@@ -219,19 +219,19 @@ register(
         "info",
         {
             "en": {
-                "title": "Deployment {name} now has {instances} instances",
-                "body": "Deployment {code} was scaled to {instances} instances.",
+                "title": "Deployment {code} was scaled: {instances} ready",
+                "body": "Deployment {code} of {name} was scaled; instances ready: {instances}.",
                 "sms": [
-                    "Deployment {name} ({code}) now has {instances} instances. {link}",
-                    "Deployment {name} now has {instances} instances. {link}",
+                    "Deployment {code} of {name} was scaled; instances ready: {instances}. {link}",
+                    "Deployment {code} was scaled; instances ready: {instances}. {link}",
                 ],
             },
             "zh-hans": {
-                "title": "部署 {name} 现有 {instances} 个实例",
-                "body": "部署 {code} 已调整为 {instances} 个实例。",
+                "title": "部署 {code} 现有 {instances} 个实例就绪",
+                "body": "{name} 的部署 {code} 已调整，{instances} 个实例就绪。",
                 "sms": [
-                    "部署 {name}（{code}）现有 {instances} 个实例。{link}",
-                    "部署 {name} 现有 {instances} 个实例。{link}",
+                    "{name} 的部署 {code} 现有 {instances} 个实例就绪。{link}",
+                    "部署 {code} 已调整。{link}",
                 ],
             },
         },
@@ -246,17 +246,17 @@ register(
         "warning",
         {
             "en": {
-                "title": "An instance of deployment {name} crashed and was replaced",
-                "body": "An instance of deployment {code} stopped unexpectedly; a new one was started.",
+                "title": "An instance of deployment {code} crashed and was replaced",
+                "body": "An instance of deployment {code} ({name}) stopped unexpectedly; a new one was started.",
                 "sms": [
-                    "An instance of deployment {name} ({code}) was replaced. {link}",
-                    "An instance of deployment {name} was replaced. {link}",
+                    "An instance of deployment {code} ({name}) was replaced. {link}",
+                    "An instance of deployment {code} was replaced. {link}",
                 ],
             },
             "zh-hans": {
-                "title": "部署 {name} 的一个实例崩溃，已替换",
-                "body": "部署 {code} 的一个实例意外停止，已启动新实例。",
-                "sms": ["部署 {name}（{code}）的一个实例已替换。{link}", "部署 {name} 的实例已替换。{link}"],
+                "title": "部署 {code} 的一个实例崩溃，已替换",
+                "body": "部署 {code}（{name}）的一个实例意外停止，已启动新实例。",
+                "sms": ["部署 {code}（{name}）的一个实例已替换。{link}", "部署 {code} 的实例已替换。{link}"],
             },
         },
     )
@@ -271,9 +271,9 @@ TEXTS = {
         "verify_sms": "Your verification code is {code}. It is valid for 10 minutes.",
     },
     "zh-hans": {
-        "greeting": "{username}，您好：",
+        "greeting": "{username}，你好：",
         "open": "在控制台中打开",
-        "footer": "您收到此邮件是因为您的通知设置：{preferences}",
-        "verify_sms": "您的验证码是 {code}，10 分钟内有效。",
+        "footer": "你收到此邮件是因为你的通知设置：{preferences}",
+        "verify_sms": "你的验证码是 {code}，10 分钟内有效。",
     },
 }

@@ -9,16 +9,18 @@ whose Celery message was lost).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from . import conf
@@ -99,6 +101,12 @@ def _language(user) -> str:
     return language if language in LANGUAGES else "en"
 
 
+def _product_name(language: str) -> str:
+    """The product's name in the message's language (its default name is translated)."""
+    with translation.override(language):
+        return str(settings.CONSOLE_PRODUCT_NAME)
+
+
 def _sms_text(variants: list[str], values: dict) -> str:
     """The richest variant that fits one SMS; if none does, the shortest with the name cut down."""
     for variant in variants:
@@ -131,7 +139,7 @@ def render_message(*, user, event: str, channel: str, values: dict, url: str) ->
             "title": title,
             "body": body,
             "url": url,
-            "product": settings.CONSOLE_PRODUCT_NAME,
+            "product": _product_name(language),
             "language": language,
             "greeting": around["greeting"].format(username=user.get_username()),
             "open": around["open"],
@@ -415,7 +423,6 @@ def notifications_mark_all_read(*, user) -> int:
 
 CODE_TTL = timedelta(minutes=10)
 MAX_CODE_TRIES = 5
-MAX_SENDS_PER_HOUR = 5
 
 
 class PhoneError(Exception):
@@ -428,18 +435,41 @@ def _code_hash(phone: str, code: str) -> str:
     return salted_hmac("notifications.PhoneVerification", f"{phone}:{code}", algorithm="sha256").hexdigest()
 
 
+def _minutes_until_one_expires(sends, now) -> int:
+    """Whole minutes (at least 1) until the oldest of ``sends`` leaves the last hour's window."""
+    oldest = sends.order_by("created_at").values_list("created_at", flat=True).first()
+    seconds = (oldest + timedelta(hours=1) - now).total_seconds() if oldest else 0
+    return max(1, math.ceil(seconds / 60))
+
+
 def phone_code_send(*, user, phone: str) -> PhoneVerification:
-    """Send a 6-digit code to ``phone`` (E.164) by SMS: 5 sends an hour per user and per number."""
+    """Send a 6-digit code to ``phone`` (E.164) by SMS, within the user's limits an hour: in all, and to this number.
+
+    Both count this user's own sends only: another user's codes to the same number never hold this one back."""
     from django.utils.translation import gettext as _
 
     now = timezone.now()
     hour_ago = now - timedelta(hours=1)
     with transaction.atomic():
-        if (
-            PhoneVerification.objects.filter(user=user, created_at__gte=hour_ago).count() >= MAX_SENDS_PER_HOUR
-            or PhoneVerification.objects.filter(phone=phone, created_at__gte=hour_ago).count() >= MAX_SENDS_PER_HOUR
-        ):
-            raise PhoneError(_("Too many codes were sent in the last hour; try again later."), "rate_limited")
+        # One send at a time per user, so that parallel requests cannot both pass the counts below.
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+        mine = PhoneVerification.objects.filter(user=user, created_at__gte=hour_ago)
+        limit, count = conf.phone_codes_per_user_per_hour(), mine.count()
+        if limit and count >= limit:
+            raise PhoneError(
+                _("Too many codes for your account: %(count)d sent in the last hour, the limit per account. "
+                  "Try again in %(minutes)d min.") % {"count": count, "minutes": _minutes_until_one_expires(mine, now)},
+                "user_limit",
+            )
+        to_number = mine.filter(phone=phone)
+        limit, count = conf.phone_codes_per_number_per_hour(), to_number.count()
+        if limit and count >= limit:
+            raise PhoneError(
+                _("Too many codes to %(phone)s: %(count)d sent in the last hour, the limit per number. "
+                  "Try again in %(minutes)d min, or use another number.")
+                % {"phone": phone, "count": count, "minutes": _minutes_until_one_expires(to_number, now)},
+                "number_limit",
+            )
         code = f"{secrets.randbelow(10**6):06d}"
         # A new code replaces the earlier ones.
         PhoneVerification.objects.filter(user=user, verified_at__isnull=True, expires_at__gt=now).update(expires_at=now)

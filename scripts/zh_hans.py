@@ -4,6 +4,22 @@ Run after `./run manage makemessages -l zh_Hans`: `.venv/bin/python scripts/zh_h
 Strings missing here stay untranslated and are listed, so nothing is missed silently.
 Besides the table below, each area keeps its own table in `scripts/zh_hans/*.tsv`
 (English, a tab, Chinese; for a plural string, its singular English and the one Chinese form).
+
+Glossary: one Chinese term for each, in every table here and in `notifications/events.py`.
+The script refuses a catalog that uses a rejected term (`GLOSSARY` below).
+
+| English                  | Chinese     | not                    |
+|--------------------------|-------------|------------------------|
+| base model               | 基础模型    | 基座模型, 基座         |
+| fine-tune (a model)      | 微调模型    |                        |
+| fine-tuning task         | 微调任务    |                        |
+| dataset                  | 数据集      |                        |
+| example (a training one) | 样本        | 示例 (code samples: 代码示例) |
+| validation (of a file)   | 校验        | 验证 (kept for a phone's code and the validation file/loss) |
+| model code               | 模型编码    | 模型代码               |
+| operator                 | 运维人员    | 管理员 (that is an administrator, who makes accounts) |
+| you                      | 你          | 您                     |
+| System / User / Assistant (roles) | 系统 / 用户 / 助手 |                 |
 """
 
 from __future__ import annotations
@@ -389,7 +405,7 @@ ZH = {
     "Unknown category %(category)s.":
         "未知分类 %(category)s。",
     "Validation stopped on an internal error (%(error)s); the error was logged. Upload the file again or tell the operator.":
-        "校验因内部错误（%(error)s）中止，错误已记录。请重新上传文件或联系管理员。",
+        "校验因内部错误（%(error)s）中止，错误已记录。请重新上传文件或联系运维人员。",
     "No base model is configured, so tokens were not counted.":
         "未配置基础模型，因此没有统计 tokens。",
     "Tokens were not counted: the tokenizer of %(model)s is not available on this server (%(error)s).":
@@ -493,9 +509,9 @@ ZH = {
     "Not preferred":
         "非偏好输出",
     "System":
-        "System",
+        "系统",
     "Assistant":
-        "Assistant",
+        "助手",
     "Tool result":
         "工具结果",
     "Reasoning":
@@ -613,7 +629,7 @@ ZH = {
     "Preview":
         "预览",
     "User":
-        "User",
+        "用户",
     "Delete dataset":
         "删除数据集",
     "Delete <strong>%(name)s</strong> (%(examples)s examples) and its file? This cannot be undone.":
@@ -782,6 +798,9 @@ ZH = {
     "Task %(id)s deleted.": "任务 %(id)s 已删除。",
 }
 
+# Rejected terms and the glossary's term to use instead (see the docstring).
+GLOSSARY = {"基座模型": "基础模型", "基座": "基础模型", "您": "你"}
+
 PLURALS = {
     "%(counter)s has weights on this server.": {0: "%(counter)s 个模型的权重在本服务器上。"},
     # datasets
@@ -804,6 +823,17 @@ def area_tables() -> dict[str, str]:
                 raise SystemExit(f"{path.name}:{number}: expected English<TAB>Chinese")
             table[english] = chinese.strip()
     return table
+
+
+def glossary_violations(po) -> list[tuple[str, str]]:
+    """(msgid, rejected term) for each translation that uses a term the glossary rejects."""
+    found = []
+    for entry in po:
+        if entry.obsolete:
+            continue
+        for text in [entry.msgstr, *entry.msgstr_plural.values()]:
+            found += [(entry.msgid, term) for term in GLOSSARY if term in text]
+    return found
 
 
 def main() -> int:
@@ -843,6 +873,11 @@ def main() -> int:
         if "fuzzy" in entry.flags:
             entry.flags.remove("fuzzy")
         entry.previous_msgid = entry.previous_msgid_plural = entry.previous_msgctxt = None
+    rejected = glossary_violations(po)
+    for msgid, term in rejected:
+        print(f"glossary: use {GLOSSARY[term]} not {term} in: {msgid}", file=sys.stderr)
+    if rejected:
+        return 1
     po.save()
     subprocess.run(["msgfmt", "--check", "-o", str(PO.with_suffix(".mo")), str(PO)], check=True)
     for msgid in missing:

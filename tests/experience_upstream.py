@@ -1,5 +1,6 @@
-"""A stand-in model server for the experience center's browser tests: an OpenAI-compatible stream of
-``min(max_tokens, FAKE_TOKENS)`` chunks, one every FAKE_DELAY seconds, that writes to UPSTREAM_LOG when a request
+"""A stand-in model server for the experience center's browser tests and the gateway's limits: an
+OpenAI-compatible stream of ``min(max_tokens, FAKE_TOKENS)`` chunks, one every FAKE_DELAY seconds (not streamed:
+the whole answer after that time), that writes to UPSTREAM_LOG when a request
 starts (with its message count), when its client went away mid-stream, and when it finished."""
 
 import asyncio
@@ -43,6 +44,23 @@ async def app(scope, receive, send):
         gone.set()
 
     watcher = asyncio.ensure_future(watch())
+    if not req.get("stream"):  # the whole answer after n token times, unless the client leaves first
+        try:
+            await asyncio.wait_for(gone.wait(), DELAY * n)
+            log(event="disconnect", id=rid, sent=0)
+            return
+        except TimeoutError:
+            pass
+        text = "".join(f" tok{i}" for i in range(n))
+        message = {"role": "assistant", "content": text}
+        answer = {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": req["model"],
+                  "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+                  "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": n + 7}}
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+        watcher.cancel()
+        log(event="finished", id=rid, sent=n)
+        return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
     for i in range(n):
         try:

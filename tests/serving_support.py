@@ -105,7 +105,7 @@ class Stack:
         services.stop(self.agent, timeout=30)
 
 
-def start_web(db_name: str) -> tuple[subprocess.Popen, str]:
+def start_web(db_name: str, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(Path(settings.VAR_DIR) / "web.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -123,7 +123,7 @@ def start_web(db_name: str) -> tuple[subprocess.Popen, str]:
             "--no-access-log",
         ],
         cwd=ROOT,
-        env=_env(db_name),
+        env=_env(db_name, extra_env),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -172,17 +172,19 @@ def serving_stack(django_db_setup, django_db_blocker, celery_worker):
 
 
 def instance_pids(db_name: str) -> list[int]:
-    """Pids of the live processes started for an instance of this test run (found by their environment)."""
+    """The process groups of this test run's live instance processes (found by their environment), one per
+    instance: its leader's pid, what the instance row records. A runtime may run workers beside its server
+    (``transformers serve`` 5.25 generates in a child process); they are counted with their group."""
     marker = b"CONSOLE_TEST_WORKER_DB=" + db_name.encode() + b"\0"
-    pids = []
+    groups = set()
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit():
             continue
         try:
             environ = (proc_dir / "environ").read_bytes() + b"\0"
-            state = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if b"SERVING_INSTANCE_ID=" in environ and marker in environ and state != "Z":
-            pids.append(int(proc_dir.name))
-    return pids
+        if b"SERVING_INSTANCE_ID=" in environ and marker in environ and fields[0] != "Z":
+            groups.add(int(fields[2]))  # the process group id
+    return sorted(groups)

@@ -16,6 +16,14 @@ os.environ.setdefault("CONSOLE_MODELS_DIR", str(Path(__file__).resolve().parent.
 # Playwright's sync API runs an event loop in the test thread; the ORM calls made
 # beside it are still synchronous.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# The tiny test model (head_dim 8) is served with transformers serve (vLLM's CPU attention needs head_dim 32 or
+# more); tests/test_serving_vllm.py runs vLLM nodes on a model of its own. Public pools start with no instance.
+os.environ.setdefault("SERVING_RUNTIME", "transformers")
+os.environ.setdefault("SERVING_POOL_INSTANCES", "0")
+# Training and serving share the CPUs in the suite (some tests train in the test process itself, which pinning
+# would then keep to part of the machine); tests/test_cpus.py checks the split of the default.
+os.environ.setdefault("TRAINING_CPUS", "all")
+os.environ.setdefault("SERVING_CPUS", "all")
 
 from console.settings import *  # noqa: E402,F403
 from console.settings import DATABASES  # noqa: E402
@@ -28,3 +36,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # A worker started by the notification tests sends to a real SMTP server instead.
 EMAIL_BACKEND = os.environ.get("CONSOLE_TEST_EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
 DEBUG = False
+# The suite's many calls from one address and one key within a minute are not an attack: the limits' own tests
+# set them low (tests/test_throttling.py).
+API_REQUESTS_PER_MINUTE = 100_000
+API_AUTH_FAILURES_PER_MINUTE = 100_000
+# No per-user limits for the suite's users (tests/test_quotas.py sets them).
+USER_MAX_RUNNING_JOBS = 0
+USER_MAX_DATASETS = 0
+USER_MAX_DEPLOYMENTS = 0

@@ -42,34 +42,40 @@ def test_logout_needs_post_and_logs_out(alice_client):
     assert alice_client.get("/console/").status_code == 302
 
 
-def test_account_stores_phone_in_e164(alice_client, alice):
+def test_account_page_has_one_phone_field_and_saving_the_profile_keeps_the_verified_phone(alice_client, alice):
+    from django.utils import timezone
+
+    alice.phone, alice.phone_verified_at = "+8613800138000", timezone.now()
+    alice.save()
+    html = alice_client.get("/console/account/").content.decode()
+    assert html.count('name="phone"') == 1
     response = alice_client.post(
         "/console/account/",
-        {
-            "first_name": "Alice",
-            "last_name": "",
-            "email": "alice@example.com",
-            "phone": "138 0013 8000",
-            "language": "en",
-        },
+        {"first_name": "Alice", "last_name": "", "email": "alice@example.com", "phone": "+8613900139000",
+         "language": "en"},
     )
     assert response.status_code == 302
     alice.refresh_from_db()
-    assert alice.phone == "+8613800138000"
     assert alice.first_name == "Alice"
+    assert alice.phone == "+8613800138000" and alice.phone_verified_at is not None
 
 
-def test_account_rejects_a_bad_phone_and_keeps_what_was_typed(alice_client, alice):
-    response = alice_client.post(
-        "/console/account/",
-        {"first_name": "Alice W", "last_name": "", "email": "alice@example.com", "phone": "+1 555", "language": "en"},
-    )
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "not a valid phone number" in html
-    assert 'value="Alice W"' in html and 'value="+1 555"' in html
+def test_a_new_phone_number_takes_a_code_and_is_stored_in_e164(alice_client, alice):
+    from notifications.models import PhoneVerification
+
+    response = alice_client.post("/console/account/phone/send/", {"phone": "138 0013 8000"}, follow=True)
+    assert "A code was sent to +8613800138000" in response.content.decode()
+    assert PhoneVerification.objects.get(user=alice).phone == "+8613800138000"
     alice.refresh_from_db()
-    assert alice.phone == "" and alice.first_name == ""
+    assert alice.phone == ""  # only a verified code makes it the account's number
+
+
+def test_a_bad_phone_number_says_so_and_sends_nothing(alice_client, alice):
+    from notifications.models import PhoneVerification
+
+    response = alice_client.post("/console/account/phone/send/", {"phone": "+1 555"}, follow=True)
+    assert "not a valid phone number" in response.content.decode()
+    assert not PhoneVerification.objects.filter(user=alice).exists()
 
 
 def test_language_switch_saves_choice_and_renders_chinese(alice_client, alice):

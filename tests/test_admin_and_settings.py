@@ -29,13 +29,46 @@ def test_production_refuses_to_start_without_secret_key(tmp_path):
     assert "SECRET_KEY is not set" in result.stderr
 
 
+GOOD_KEY = "x" * 20 + "a-long-random-production-secret-key-for-the-test-0123456789"
+
+
+def test_production_refuses_to_start_with_debug_on(tmp_path):
+    result = _run(
+        {"CONSOLE_ENV": "production", "ALLOWED_HOSTS": "example.com", "CONSOLE_VAR_DIR": str(tmp_path),
+         "SECRET_KEY": GOOD_KEY, "DEBUG": "true"},
+        "check",
+    )
+    assert result.returncode != 0
+    assert "DEBUG is on in production (CONSOLE_ENV=production)" in result.stderr
+    assert "unset DEBUG or set DEBUG=false" in result.stderr
+
+
+@pytest.mark.parametrize("key", ["short-secret", "ab" * 30, "django-insecure-" + "k3y" * 20])
+def test_production_refuses_to_start_with_a_weak_secret_key(tmp_path, key):
+    result = _run(
+        {"CONSOLE_ENV": "production", "ALLOWED_HOSTS": "example.com", "CONSOLE_VAR_DIR": str(tmp_path),
+         "SECRET_KEY": key},
+        "check",
+    )
+    assert result.returncode != 0
+    assert f"SECRET_KEY is too weak for production (CONSOLE_ENV=production): it has {len(key)} characters" in (
+        result.stderr
+    )
+    assert "at least 50 random characters" in result.stderr
+
+
+def test_development_keeps_debug_and_any_secret_key(tmp_path):
+    result = _run({"CONSOLE_VAR_DIR": str(tmp_path), "SECRET_KEY": "short-secret", "DEBUG": "true"}, "check")
+    assert result.returncode == 0, result.stderr
+
+
 def test_check_deploy_is_clean_in_production(tmp_path):
     result = _run(
         {
             "CONSOLE_ENV": "production",
             "ALLOWED_HOSTS": "console.example.com",
             "CONSOLE_VAR_DIR": str(tmp_path),
-            "SECRET_KEY": "x" * 20 + "a-long-random-production-secret-key-for-the-test-0123456789",
+            "SECRET_KEY": GOOD_KEY,
         },
         "check",
         "--deploy",

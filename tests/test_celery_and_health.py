@@ -21,8 +21,8 @@ def test_every_declared_queue_is_consumed(training_worker, queue):
     assert ping.apply_async(args=[queue], queue=queue).get(timeout=30)["pong"] == queue
 
 
-def test_healthz_is_200_when_everything_answers(client, celery_worker):
-    response = client.get("/healthz")
+def test_healthz_is_200_when_everything_answers(admin_client, celery_worker):
+    response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
@@ -31,9 +31,9 @@ def test_healthz_is_200_when_everything_answers(client, celery_worker):
     assert any(w.startswith("test@") for w in body["checks"]["celery"]["workers"])
 
 
-def test_healthz_is_503_when_redis_is_down(client, settings, tmp_path):
+def test_healthz_is_503_when_redis_is_down(admin_client, settings, tmp_path):
     settings.REDIS_URL = f"unix://{tmp_path}/nothing.sock"
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
     assert response.status_code == 503
     body = json.loads(response.content)
     assert body["status"] == "unhealthy"

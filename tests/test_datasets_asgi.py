@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
-from console.asgi import application
+from .asgi_support import asgi_call
 
 pytestmark = pytest.mark.django_db
 
 
 def call(path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]):
-    """Run one request through the ASGI application; return (status, body, chunks read)."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver"), *headers], "client": ("127.0.0.1", 5000),
-             "server": ("testserver", 80)}
-    pending = list(chunks)
-    read = 0
-    sent: list[dict] = []
-
-    async def receive():
-        nonlocal read
-        if not pending:
-            await asyncio.sleep(3600)  # the client keeps the connection open
-        read += 1
-        body = pending.pop(0)
-        return {"type": "http.request", "body": body, "more_body": bool(pending)}
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(asyncio.wait_for(application(scope, receive, send), 30))
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], body, read
+    return asgi_call(path, chunks, headers)
 
 
 def test_declared_length_over_the_limit_is_refused_before_reading(settings):

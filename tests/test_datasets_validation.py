@@ -374,6 +374,6 @@ def test_report_cells_never_start_like_a_formula():
         "type": "object", "properties": {}, "required": ["=HYPERLINK(\"http://evil\")"]}}}]
     obj = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "tools": tools}
     result, report = run_validator(line(obj), category=Category.FUNCTION_CALL)
-    assert result.errors[0].message.startswith("=HYPERLINK")  # shown as text on the page
+    assert str(result.errors[0].message).startswith("=HYPERLINK")  # shown as text on the page
     rows = list(csv.reader(io.StringIO(report)))
     assert rows[1][4].startswith("'=HYPERLINK")

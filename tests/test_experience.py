@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from types import SimpleNamespace
@@ -218,3 +219,35 @@ def test_operator_sees_everyones_usage_in_the_admin(client, alice, bob):
     assert rows[0][2] == "user" and int(rows[-1][4]) == 60
     client.force_login(alice)  # not staff: the admin is closed
     assert client.get("/admin/experience/usagerecord/").status_code == 302
+
+
+def test_playground_lists_models_it_cannot_serve_disabled_with_the_reason(client, alice, tiny_base):
+    client.force_login(alice)
+    BaseModel.objects.filter(code="glm-4-flash").update(weights_source="local_dir", weights_location="/nowhere")
+    page = client.get("/console/playground/?model=glm-4-flash&compare=glm-4-flash").content.decode()
+    reason = BaseModel.objects.get(code="glm-4-flash").capabilities().serve.reason
+    assert reason
+    assert f'<option value="glm-4-flash" disabled title="{reason}">' in page  # listed, never chosen
+    assert 'value="glm-4-flash" selected' not in page
+    chosen = re.search(r'<select id="pg-model"[^>]*>.*?<option value="([^"]+)" selected>', page, re.S).group(1)
+    assert BaseModel.objects.get(code=chosen).capabilities().serve  # the first one it can serve instead
+    assert 'data-testid="not-servable"' in page and f"<code>glm-4-flash</code>: {reason}" in page
+
+
+@pytest.mark.parametrize("total", [1, 9, 10, 40])
+def test_evaluation_headline_says_how_many_prompts_and_when_too_few_to_mean_anything(client, alice, total):
+    job = _job(alice, f"n{total}", status="succeeded")
+    card = make_card(job)
+    Evaluation.objects.create(job=job, model=card, status="succeeded", total=total, done=total, base_f1=0.09,
+                              tune_f1=1.0, base_exact=0, tune_exact=1, source="examples held back from train")
+    client.force_login(alice)
+    page = client.get(f"/console/models/{card.code}/").content.decode()
+    assert "<strong>0.09</strong> → fine-tune <strong>1.00</strong>" in page
+    unit = "prompt" if total == 1 else "prompts"
+    assert f'<span data-testid="evaluation-n">n = {total} {unit}</span>' in page
+    if total < 10:
+        assert 'data-testid="evaluation-too-few"' in page
+        assert "Not meaningful: scored on fewer than 10 prompts" in page
+        assert "fine-tune with a validation file of at least 10 examples" in page
+    else:
+        assert 'data-testid="evaluation-too-few"' not in page

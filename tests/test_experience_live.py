@@ -26,6 +26,7 @@ from jobs.models import FineTuningJob
 from modelcards.models import BaseModel, FineTunedModel
 
 from . import services as procs
+from .asgi_support import run_async
 from .conftest import make_user
 from .jobs_support import chat_lines, make_dataset, wait_for
 from .serving_support import free_port, serving_stack, tiny_lora_dir  # noqa: F401 (fixtures)
@@ -96,6 +97,61 @@ def _stand_in(owner, port: int, name: str) -> Deployment:
     return deployment
 
 
+def test_the_gateway_stops_a_generation_at_its_time_limit_and_cancels_a_call_whose_client_left(
+    upstream, transactional_db, settings
+):
+    """Against the stand-in server (0.12 s a token): a stream past SERVING_MAX_GENERATION_SECONDS ends with the
+    timeout error and the server sees the disconnect; a non-streamed call whose client goes away is cancelled
+    upstream at once, not left generating."""
+    import asyncio
+
+    from deployments import gateway
+
+    port, log = upstream
+    alice = make_user("alice")
+    deployment = _stand_in(alice, port, "limits")
+    settings.SERVING_MAX_GENERATION_SECONDS = 1.5
+
+    async def stream() -> tuple[list[bytes], float]:
+        started = time.perf_counter()
+        raw = json.dumps({"model": deployment.code, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                          "max_tokens": 100}).encode()
+        reply = await gateway.handle("POST", None, raw, "limit-1", user=alice)
+        return [part async for part in reply.body], time.perf_counter() - started
+
+    def disconnects() -> int:
+        return len([e for e in _events(log) if e["event"] == "disconnect"])
+
+    before = disconnects()
+    events, took = run_async(stream)
+    assert events[-1] == b"data: [DONE]\n\n" and b'"generation_timeout"' in events[-2]
+    assert 1.4 < took < 5 and 8 <= len(events) - 2 <= 14  # about 1.5 s of tokens, then stopped
+    wait_for(lambda: disconnects() > before, timeout=10, what="the upstream to see it")
+
+    settings.SERVING_MAX_GENERATION_SECONDS = 300
+    sent: list[dict] = []
+
+    async def leave_early() -> float:
+        raw = json.dumps({"model": deployment.code, "messages": [{"role": "user", "content": "bye"}],
+                          "max_tokens": 150}).encode()  # 18 s of generation, not streamed
+        started = time.perf_counter()
+
+        async def receive():
+            await asyncio.sleep(1.0)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await gateway.answer(gateway.handle("POST", None, raw, "limit-2", user=alice), receive, send)
+        return time.perf_counter() - started
+
+    before = disconnects()
+    assert run_async(leave_early) < 3 and sent == []
+    wait_for(lambda: disconnects() > before, timeout=10, what="the upstream to see the non-streamed call cancelled")
+    assert not any(e["event"] == "finished" and e.get("sent") == 150 for e in _events(log))
+
+
 def _login(page, url: str, username: str) -> None:
     page.goto(f"{url}/console/login/")
     page.fill("#id_username", username)
@@ -153,12 +209,17 @@ def test_streams_token_by_token_keeps_history_and_stop_cancels_upstream(
     )
     page.click("[data-testid=stop]")
     page.wait_for_selector("[data-testid=pane][data-state=stopped]")
+    stopped = page.locator("[data-testid=stats]").inner_text()
+    assert "stopped" in stopped and "?" not in stopped  # no usage came: no made-up prompt count
     page.screenshot(path=str(screenshot_dir / "playground-stopped.png"), full_page=True)
-    wait_for(lambda: any(e["event"] == "disconnect" for e in _events(log)), timeout=10, what="upstream cancelled")
     starts = [e for e in _events(log) if e["event"] == "start"]
     assert [s["messages"] for s in starts[-2:]] == [1, 3]  # the history went with the second turn
-    cancelled = next(e for e in _events(log) if e["event"] == "disconnect")
-    assert cancelled["id"] == starts[-1]["id"] and cancelled["sent"] < 20
+
+    def cancelled() -> dict | None:  # this request's disconnect (the log is the module's)
+        return next((e for e in _events(log) if e["event"] == "disconnect" and e["id"] == starts[-1]["id"]), None)
+
+    wait_for(lambda: cancelled() is not None, timeout=10, what="upstream cancelled")
+    assert cancelled()["sent"] < 20
     time.sleep(1)
     assert not any(e["event"] == "finished" and e["id"] == starts[-1]["id"] for e in _events(log))
     assert "tok149" not in _answer(page)
@@ -209,9 +270,8 @@ def test_side_by_side_streams_both_at_once(stack, upstream, page, screenshot_dir
     assert answer.status_code == 200 and " tok1" in answer.text and answer.text.endswith("data: [DONE]\n\n")
     anonymous = {"csrftoken": cookies["csrftoken"]}
     assert httpx.post(endpoint, json=body, cookies=anonymous, headers=headers).status_code == 401
-    make_user("bob")
     bob = Client()
-    bob.login(username="bob", password="bob-pass-123")
+    bob.force_login(make_user("bob"))
     bob_cookies = {"sessionid": bob.cookies["sessionid"].value, "csrftoken": cookies["csrftoken"]}
     refused = httpx.post(endpoint, json=body, cookies=bob_cookies, headers=headers)
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found"
@@ -225,7 +285,7 @@ def test_evaluation_of_a_task_answers_with_base_and_fine_tune_through_the_pool(
     alice, bob = make_user("alice"), make_user("bob")
     if stack.agent is None or stack.agent.poll() is not None:
         stack.start_agent()
-    pool = serving.pool_deployment()
+    pool = serving.pool_deployment(tiny_base)
     serving.deployment_scale(deployment=pool, instances=1)
     try:
         wait_for(

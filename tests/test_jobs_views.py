@@ -142,14 +142,15 @@ def test_api_is_owner_only(live_server, alice, bob, tiny_base):
 
 @pytest.mark.django_db(transaction=True)
 def test_api_errors_have_the_platform_shape(sdk, alice, tiny_base):
-    from zhipuai.core._errors import APIRequestFailedError
+    from zhipuai.core._errors import APIRequestFailedError, APIStatusError
 
     dataset = make_dataset(alice, chat_lines())
     with pytest.raises(APIRequestFailedError) as exc:
         sdk.fine_tuning.jobs.create(model="glm-4-flash", training_file=dataset.public_id)
     assert "weights_missing" in str(exc.value)
-    with pytest.raises(APIRequestFailedError):
+    with pytest.raises(APIStatusError) as exc:  # an unknown or hidden model is a 404, as in chat
         sdk.fine_tuning.jobs.create(model="no-such-model", training_file=dataset.public_id)
+    assert exc.value.status_code == 404 and "model_not_found" in str(exc.value)
     with pytest.raises(APIRequestFailedError):
         sdk.fine_tuning.jobs.create(model="tiny-test", training_file="file-nope")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.urls import reverse
 
 from console import storage
 from jobs import services
@@ -52,6 +53,7 @@ def test_sdk_creates_a_task_that_trains_to_success(sdk, alice, tiny_base, traini
     folders = {f.relative.split("/")[0] for f in storage.list_folder(f"jobs/{alice.pk}/{job.id}/checkpoints")}
     assert folders == {"epoch-1", "epoch-2", "epoch-3"}  # a mid-epoch checkpoint goes when a later one is stored
     assert not services.job_scratch_dir(row).exists()  # the worker's scratch went with the task
+    assert row.events.filter(message__startswith="CPUs: training on").exists()  # which CPUs trained it
     card = FineTunedModel.objects.get(job=row)
     assert card.code == done.fine_tuned_model and card.trained_tokens == done.trained_tokens
     assert (card.metrics["final_eval_loss"] or 0) > 0 and card.cost > 0
@@ -192,3 +194,55 @@ def test_a_function_call_dataset_is_billed_exactly_the_tokens_it_trains(alice, t
     assert job.trained_tokens == 2 * counted == job.estimated_tokens
     assert job.actual_cost == (Decimal(job.trained_tokens) / 1000 * tiny_base.training_price).quantize(
         Decimal("0.0001"), ROUND_HALF_UP) == job.estimated_cost
+
+
+@pytest.mark.timeout(480)
+def test_a_queued_task_says_when_it_will_start_and_the_estimate_holds(
+    sdk, alice, alice_key, live_server, tiny_base, training_worker, client
+):
+    import httpx
+
+    data = make_dataset(alice, chat_lines(24))
+    # A short task ahead of the long one: how long a task takes from its last step to succeeded, and the worker
+    # from one task to the next, are measured from these two, never assumed.
+    earlier = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=data.public_id,
+                                          hyperparameters={"n_epochs": 1, "batch_size": 4})
+    first = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=data.public_id,
+                                        hyperparameters={"n_epochs": 40, "batch_size": 2})
+    wait_for(lambda: job_status(first.id) == "running", timeout=240, what="the first task to run")
+    assert job_status(earlier.id) == "succeeded"
+    second = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=data.public_id,
+                                         hyperparameters={"n_epochs": 1, "batch_size": 4})
+
+    def job_object() -> dict:
+        response = httpx.get(f"{live_server.url}/api/paas/v4/fine_tuning/jobs/{second.id}",
+                             headers={"Authorization": f"Bearer {alice_key}"}, timeout=30)
+        assert response.status_code == 200
+        return response.json()
+
+    wait_for(lambda: job_status(second.id) == "queued", timeout=60, what="the second task to be queued")
+    assert job_object()["queue_position"] == 1
+    row = FineTuningJob.objects.get(public_id=first.id)
+    # Its pace is known once an epoch's whole cycle (steps, evaluation, checkpoint) has been seen.
+    wait_for(lambda: (FineTuningJob.objects.get(pk=row.pk).progress or {}).get("epoch", 0) >= 2.5,
+             timeout=120, what="the running task's speed")
+    asked_at = time.time()
+    estimate = job_object()
+    row.refresh_from_db()
+    assert estimate["queue_position"] == 1 and estimate["estimated_start_at"] is not None, estimate
+    promised = estimate["estimated_start_at"] - asked_at
+    assert promised > 0
+
+    client.force_login(alice)
+    page = client.get(reverse("jobs:detail", args=[second.id])).content.decode()
+    assert "Position 1 in the queue" in page and "expected to start" in page
+
+    assert wait_for(lambda: job_status(second.id) in {"running", "succeeded"}, timeout=240,
+                    what="the second task to start")
+    started = FineTuningJob.objects.get(public_id=second.id).started_at.timestamp()
+    error = started - estimate["estimated_start_at"]
+    print(f"queue estimate: promised {promised:.1f} s ahead (running task at {row.progress}), started {error:+.1f} s "
+          "from it")
+    assert abs(error) <= max(10.0, 0.5 * promised), (promised, error)
+    assert job_object()["queue_position"] is None and job_object()["estimated_start_at"] is None
+    sdk.fine_tuning.jobs.cancel(second.id)

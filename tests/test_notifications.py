@@ -309,24 +309,54 @@ def test_phone_binding_with_wrong_expired_and_too_many_codes(alice_client, alice
     assert alice.phone == ALICE_PHONE and alice.phone_verified_at is not None
 
 
-def test_codes_are_limited_to_five_an_hour_per_user_and_per_number(alice_client, alice, bob):
+def test_codes_are_limited_per_user_and_per_number_and_say_which_limit(alice_client, alice, bob, settings):
+    """Each user is counted alone: alice's codes to her number never hold back bob's code to it."""
     from django.test import Client
 
-    client = Client()
+    settings.PHONE_CODES_PER_USER_PER_HOUR, settings.PHONE_CODES_PER_NUMBER_PER_HOUR = 5, 3
     send = reverse("notifications:phone_send")
-    for _ in range(5):
+    other = "+8613900139000"
+    for _ in range(3):
         alice_client.post(send, {"phone": ALICE_PHONE})
-    assert "Too many codes" in alice_client.post(send, {"phone": "+8613900139000"}, follow=True).content.decode()
+    page = alice_client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
+    limit = f"Too many codes to {ALICE_PHONE}: 3 sent in the last hour, the limit per number. Try again in 60 min"
+    assert limit in page
+    assert SentSms.objects.filter(user=alice).count() == 3
+    # Another number is still open to her, up to the limit per account.
+    for _ in range(2):
+        alice_client.post(send, {"phone": other})
+    page = alice_client.post(send, {"phone": "+8613700137000"}, follow=True).content.decode()
+    assert "Too many codes for your account: 5 sent in the last hour, the limit per account." in page
     assert SentSms.objects.filter(user=alice).count() == 5
+
+    # Bob's code to the same number goes out: alice's sends are hers.
+    client = Client()
     client.force_login(bob)
-    assert "Too many codes" in client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
-    client.post(send, {"phone": "+8613900139000"})
-    assert SentSms.objects.filter(user=bob).count() == 1
+    page = client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
+    assert "A code was sent" in page
+    assert SentSms.objects.filter(user=bob, to=ALICE_PHONE).count() == 1
+    assert "Too many codes" not in client.post(send, {"phone": other}, follow=True).content.decode()
+
+    # The wait counts from alice's oldest send: 20 minutes ago, it ends in 40.
+    PhoneVerification.objects.filter(user=alice).update(created_at=timezone.now() - timedelta(minutes=20))
+    page = alice_client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
+    assert "Try again in 40 min" in page
     # An hour later alice may send again.
     PhoneVerification.objects.filter(user=alice).update(created_at=timezone.now() - timedelta(hours=1, seconds=1))
     page = alice_client.post(send, {"phone": ALICE_PHONE}, follow=True).content.decode()
     assert "A code was sent" in page, page[page.find('class="message') :][:300]
     assert SentSms.objects.filter(user=alice).count() == 6
+
+
+def test_phone_code_limits_in_chinese(alice, settings):
+    from django.utils import translation
+
+    settings.PHONE_CODES_PER_USER_PER_HOUR, settings.PHONE_CODES_PER_NUMBER_PER_HOUR = 5, 1
+    services.phone_code_send(user=alice, phone=ALICE_PHONE)
+    with translation.override("zh-hans"), pytest.raises(services.PhoneError) as error:
+        services.phone_code_send(user=alice, phone=ALICE_PHONE)
+    assert error.value.code == "number_limit"
+    assert error.value.message.startswith(f"发送到 {ALICE_PHONE} 的验证码过多")
 
 
 def test_account_page_shows_the_phone_binding_and_the_development_sms(alice_client, alice):
@@ -401,11 +431,11 @@ def test_centre_holds_at_10000_rows_with_a_fixed_number_of_queries(alice_client,
     assert ">99+<" in badge and "9999 unread notifications" in badge
 
 
-def test_health_counts_stuck_messages(alice, client):
+def test_health_counts_stuck_messages(alice, admin_client):
     notify_training(alice)
     OutboxMessage.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=11))
     assert services.outbox_stuck_count() == 2
-    body = client.get("/healthz").json()
+    body = admin_client.get("/healthz").json()  # the details are for staff
     assert body["checks"]["notifications"]["stuck_over_10_minutes"] == 2
 
 

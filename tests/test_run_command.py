@@ -36,7 +36,8 @@ def _env(tmp_path: Path, port: int) -> dict:
             "DJANGO_ALLOW_ASYNC_UNSAFE",
         }
     }
-    return {**keep, "CONSOLE_VAR_DIR": str(tmp_path / "var"), "PORT": str(port), "CONSOLE_ADMIN_PASSWORD": "pw-123"}
+    return {**keep, "CONSOLE_VAR_DIR": str(tmp_path / "var"), "PORT": str(port), "CONSOLE_ADMIN_PASSWORD": "pw-123",
+            "HEALTHZ_TOKEN": HEALTHZ_TOKEN}
 
 
 def _ours(tmp_path: Path) -> list[str]:
@@ -93,8 +94,13 @@ def _children(pid: int) -> dict[str, int]:
     return found
 
 
+HEALTHZ_TOKEN = "monitoring-token-of-the-run-test"
+
+
 def _healthz(port: int) -> httpx.Response:
-    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    """/healthz as a monitoring system reads it: with the token, which shows the workers and beat."""
+    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10,
+                     headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
 
 
 @pytest.mark.timeout(400)

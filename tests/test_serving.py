@@ -5,16 +5,19 @@ deployments. The live behaviour (real servers) is in test_serving_live.py."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 from django.utils import timezone
 
 from console.api import ApiError
 from console.models import ApiKey
 from deployments import services
-from deployments.gateway import _rewrite, resolve
+from deployments.gateway import Candidate, Route, _relay, _rewrite, resolve
 from deployments.models import Deployment, DeploymentEvent, Instance, Node
 from deployments.runtimes import TransformersServe, VllmServe
 from deployments.targets import merged_dir, target_of
@@ -62,21 +65,19 @@ def _api(user) -> Client:
 def test_transformers_serve_pins_a_deployment_and_leaves_the_pool_unpinned(tiny_base, tune):
     runtime = TransformersServe()
     target = target_of(tiny_base)
-    cmd = runtime.command(target=target, host="127.0.0.1", port=9000, api_key="", served_name="x")
-    assert cmd[1:3] == ["serve", str(target.folder)] and cmd[-6:] == [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "9000",
-        "--log-level",
-        "info",
-    ]
-    assert runtime.upstream_model(target=target, served_name="x") == str(target.folder)
-    pool = runtime.command(target=None, host="127.0.0.1", port=9000, api_key="", served_name="x")
+    cmd = runtime.command(target=target, host="127.0.0.1", port=9000, served_name="x", pool=False)
+    # Behind the instance key (deployments/serve_transformers.py), the key in the environment only.
+    assert cmd[1:5] == ["-m", "deployments.serve_transformers", "serve", str(target.folder)]
+    assert cmd[-6:] == ["--host", "127.0.0.1", "--port", "9000", "--log-level", "info"]
+    assert runtime.upstream_model(target=target, served_name="x", pool=False) == str(target.folder)
+    pool = runtime.command(target=target, host="127.0.0.1", port=9000, served_name="x", pool=True)
     assert "--model-timeout" in pool and str(target.folder) not in pool
+    assert runtime.upstream_model(target=target, served_name="x", pool=True) == ""  # the gateway names the folder
     # A LoRA fine-tune is served as its merged folder.
     assert target_of(tune).folder == merged_dir(tune) and target_of(tune).adapter == Path(tune.path)
-    assert runtime.environment(omp_threads=3, api_key="")["OMP_NUM_THREADS"] == "3"
+    env = runtime.environment(omp_threads=3, api_key="k9")
+    assert env["OMP_NUM_THREADS"] == "3" and env["CONSOLE_INSTANCE_KEY"] == "k9"
+    assert runtime.headers("k9") == {"Authorization": "Bearer k9"} and "k9" not in " ".join(cmd + pool)
 
 
 def test_transformers_request_drops_platform_fields_and_maps_do_sample():
@@ -99,16 +100,25 @@ def test_transformers_request_drops_platform_fields_and_maps_do_sample():
     }
 
 
-def test_vllm_serves_the_adapter_on_its_base_with_an_api_key(tune):
+def test_vllm_serves_the_adapter_on_its_base_with_an_api_key(tiny_base, tune):
     runtime = VllmServe()
     target = target_of(tune)
-    cmd = runtime.command(target=target, host="127.0.0.1", port=9001, api_key="k1", served_name=tune.code)
+    cmd = runtime.command(target=target, host="127.0.0.1", port=9001, served_name=tune.code, pool=False)
     assert str(target.base_folder) in cmd and "--enable-lora" in cmd
-    assert f"{tune.code}={tune.path}" in cmd and cmd[cmd.index("--api-key") + 1] == "k1"
+    assert f"{tune.code}={tune.path}" in cmd
     assert runtime.headers("k1") == {"Authorization": "Bearer k1"}
-    assert runtime.environment(omp_threads=1, api_key="k1")["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    env = runtime.environment(omp_threads=1, api_key="k1")
+    assert env["VLLM_API_KEY"] == "k1" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["OMP_NUM_THREADS"] == "1" and runtime.environment(omp_threads=4, api_key="")["OMP_NUM_THREADS"] == "3"
+    assert "k1" not in " ".join(cmd)  # the key is never on a command line
     out = runtime.request_body({"model": "c", "messages": [], "stream": True, "do_sample": False}, tune.code)
     assert out["model"] == tune.code and out["temperature"] == 0.0 and out["stream_options"]["include_usage"]
+    # A pool instance: the base under its own code, LoRA on, adapters loaded at run time (no --lora-modules).
+    base = target_of(tiny_base)
+    pool = runtime.command(target=base, host="127.0.0.1", port=9002, served_name=tiny_base.code, pool=True)
+    assert pool[pool.index("--served-model-name") + 1] == tiny_base.code and "--enable-lora" in pool
+    assert "--lora-modules" not in pool and pool[pool.index("--max-loras") + 1] == "8"
+    assert runtime.upstream_model(target=base, served_name=tiny_base.code, pool=True) == tiny_base.code
 
 
 def test_stream_rewrite_sets_the_callers_code_and_request_id_and_collects_usage():
@@ -125,6 +135,53 @@ def test_stream_rewrite_sets_the_callers_code_and_request_id_and_collects_usage(
     chunk = json.loads(_rewrite(event, "my-code", "req-1", tokens)[len(b"data: ") :])
     assert chunk["model"] == "my-code" and chunk["request_id"] == "req-1"
     assert chunk["choices"][0]["delta"]["content"] == text
+
+
+def test_a_stream_with_no_usage_from_its_runtime_gets_usage_counted_with_the_models_tokenizer(
+    tiny_model_dir, monkeypatch
+):
+    """A runtime that ignores ``stream_options`` (as ``transformers serve`` before 5.25 did for usage): the
+    gateway counts the prompt and the answer with the served model's tokenizer and sends usage last."""
+    from datasets.tokenizer import counting_tokenizer_from_folder
+    from deployments import gateway
+
+    recorded: list[dict] = []
+    monkeypatch.setattr(gateway, "record", lambda **fields: recorded.append(fields))
+    pieces = ["Hello", " world", "!"]
+    upstream = b"".join(
+        b"data: " + json.dumps({"id": "1", "model": "/x", "choices": [{"delta": {"content": p}}]}).encode() + b"\n\n"
+        for p in pieces
+    )
+
+    async def chunks():
+        yield upstream + b"data: [DONE]\n\n"
+
+    body = {"model": "my-code", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
+    route = Route("my-code", 1, None, context_length=2048, tokenizer_folder=str(tiny_model_dir))
+    candidate = Candidate(1, "http://127.0.0.1:9", "transformers", str(tiny_model_dir), "")
+
+    async def relay() -> list[bytes]:
+        return [
+            out
+            async for out in _relay(
+                httpx.Response(200, content=chunks()), route, "r1", candidate, {}, time.perf_counter(), body
+            )
+        ]
+
+    events = async_to_sync(relay)()
+    assert events[-1] == b"data: [DONE]\n\n" and len(events) == len(pieces) + 2
+    last = json.loads(events[-2][len(b"data: ") :])
+    tokenizer = counting_tokenizer_from_folder(str(tiny_model_dir))
+    prompt = tokenizer.render(body["messages"], add_generation_prompt=True)
+    want_prompt, want_completion = tokenizer.count([prompt, "Hello world!"])
+    assert last["choices"] == [] and last["model"] == "my-code" and last["request_id"] == "r1"
+    assert last["usage"] == {
+        "prompt_tokens": want_prompt,
+        "completion_tokens": want_completion,
+        "total_tokens": want_prompt + want_completion,
+    }
+    assert want_prompt > 3 and want_completion >= 2
+    assert recorded[0]["prompt_tokens"] == want_prompt and recorded[0]["completion_tokens"] == want_completion
 
 
 # ---------------------------------------------------------------- placement and states
@@ -345,8 +402,8 @@ def test_fine_tuned_card_shows_its_deployments_to_its_owner_only(alice_client, a
     assert 'data-testid="card-deployments"' in html and deployment.code in html
 
 
-def test_healthz_lists_the_serving_nodes(client, node):
+def test_healthz_lists_the_serving_nodes(admin_client, node):
     Node.objects.create(name="gone", slots=1, heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
-    report = client.get("/healthz").json()["checks"]["serving"]
+    report = admin_client.get("/healthz").json()["checks"]["serving"]  # the details are for staff
     assert report["ok"] and report["alive"] == 1
     assert {n["name"]: n["alive"] for n in report["nodes"]} == {"gone": False, "n1": True}

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -100,6 +103,23 @@ def test_deploy_chat_with_both_sdks_and_usage_recorded(stack, tiny_base):
     assert instance.port and instance.pid and instance.log_path and instance.node.name == "test-node"
     print(f"deploy -> ready: {deploy_seconds:.1f} s")
 
+    # Nothing reaches transformers serve without the instance's key (deployments/serve_transformers.py), from
+    # this process or another OS user, and the key is on no command line; /health stays open for the agent.
+    chat = {"model": instance.upstream_model, "messages": MESSAGES, "max_tokens": 2}
+    assert httpx.post(f"{instance.base_url}/v1/chat/completions", json=chat, timeout=60).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-key"}
+    direct = f"{instance.base_url}/v1/chat/completions"
+    assert httpx.post(direct, json=chat, headers=wrong, timeout=60).status_code == 401
+    assert httpx.get(f"{instance.base_url}/health", timeout=10).status_code == 200
+    if os.geteuid() == 0 and shutil.which("runuser") and shutil.which("curl"):
+        out = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+             "-H", "Content-Type: application/json", "-d", json.dumps(chat), direct],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.stdout.strip() == "401", out.stdout + out.stderr
+    assert instance.api_key.encode() not in Path(f"/proc/{instance.pid}/cmdline").read_bytes()
+
     # openai SDK: not streamed, then streamed.
     client = OpenAI(api_key=key, base_url=stack.api, max_retries=0)
     answer = client.chat.completions.create(model=deployment.code, messages=MESSAGES, max_tokens=5)
@@ -132,9 +152,17 @@ def test_deploy_chat_with_both_sdks_and_usage_recorded(stack, tiny_base):
     assert call.status_code == 200 and call.completion_tokens > 0 and call.ttft_ms is not None
     assert call.latency_ms >= call.ttft_ms and call.instance_id == instance.pk
 
-    # The base model's own code needs no deployment for the pool, but with no pool instance it is a clear 503.
+    # The base model's own code needs no deployment: its public pool (idle at its minimum of 0) starts an
+    # instance, and the caller is told so and when to come back, never left to time out.
+    before = services.pool_deployment(tiny_base)
+    history = list(before.events.values_list("message", flat=True))
     response = _chat(stack, key, tiny_base.code)
-    assert response.status_code == 503 and "public pool" in response.json()["error"]["message"]
+    assert response.status_code == 503, (before.desired_instances, before.min_instances, history)
+    assert response.json()["error"]["code"] == "model_starting"
+    assert "public pool" in response.json()["error"]["message"] and int(response.headers["Retry-After"]) > 0
+    pool = services.pool_deployment(tiny_base)
+    assert pool.desired_instances == 1 and pool.events.filter(message__contains="A call came").exists()
+    services.deployment_cancel(deployment=pool)
 
     # bob can neither call nor see alice's deployment.
     bob = make_user("bob")
@@ -307,7 +335,7 @@ def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base
         training_type="full",
         path=str(tiny_lora_dir),
     )
-    pool = services.pool_deployment()
+    pool = services.pool_deployment(tiny_base)
     services.deployment_scale(deployment=pool, instances=1)
     _wait_running(pool, ready=1)
     key = _key(alice)
@@ -350,7 +378,7 @@ def test_browser_deploy_watch_scale_cancel(stack, tiny_base, page, screenshot_di
     page.goto(f"{stack.url}/console/deployments/new/?model={tiny_base.code}")
     page.click("button.primary")
     try:
-        page.wait_for_selector("text=1 of 1 instances ready", timeout=120_000)  # polled in, no reload
+        page.wait_for_selector("text=1 of 1 instance ready", timeout=120_000)  # polled in, no reload
     except Exception:
         page.screenshot(path=str(screenshot_dir / "deployment-timeout.png"), full_page=True)
         raise

@@ -78,9 +78,8 @@ class TrainingConfig:
     # activations (budget.plan_micro_batches): free device memory on a GPU, activation_memory_mb on a CPU
     micro_batch_tokens: int | None = None
     # CPU: memory for activations (the console sets TRAINING_CPU_ACTIVATION_MB). About 1.2 MB a token for
-    # SmolLM2-135M. Measured on a 135M LoRA task (196 short examples, one epoch, 2 cores), with ideep's cache
-    # bounded (memory.py): 512 MB (440-token passes) 127.5 tokens/s and a 1.74 GB peak, 256 MB (220 tokens)
-    # 123.8 tokens/s and 1.45 GB on an AVX2 EPYC; before, on an AVX-512 one, 512 MB 445 and 256 MB 402 tokens/s
+    # SmolLM2-135M. Halving it from 512 MB lowers the peak by about 0.3 GB at a few percent of the speed
+    # (figures per machine: README, "Memory of a training worker"; tests/perf/bench_training_memory.py)
     activation_memory_mb: int = 256
     # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
     gradient_checkpointing: bool | None = None

@@ -17,6 +17,7 @@ the per-segment SDPA loop below (flash kernels have no fp32 and no CPU build).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -217,6 +218,15 @@ def varlen_kernel():
     return varlen_attn
 
 
+@functools.lru_cache(maxsize=1)
+def varlen_options() -> frozenset[str]:
+    """The keyword arguments this torch's ``varlen_attn`` takes: causality is ``window_size=(-1, 0)`` since
+    torch 2.12 (``is_causal=True`` before), and grouped-query heads (``enable_gqa``) came with it."""
+    import inspect
+
+    return frozenset(inspect.signature(varlen_kernel()).parameters)
+
+
 def varlen_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -242,10 +252,14 @@ def varlen_attention_forward(
     # flash kernels take bf16/fp16 only; under autocast RoPE can leave q and k in fp32
     half = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     q, k, v = (x.transpose(1, 2).reshape(-1, x.shape[1], dim).to(half) for x in (query, key, value))
-    out = varlen_kernel()(
-        q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q,
-        scale=scaling, window_size=(-1, 0), enable_gqa=heads != key.shape[1],
-    )
+    options = varlen_options()
+    extra: dict = {"window_size": (-1, 0)} if "window_size" in options else {"is_causal": True}
+    if heads != k.shape[1]:
+        if "enable_gqa" in options:
+            extra["enable_gqa"] = True
+        else:  # an older torch: each key/value head repeated for its group of query heads
+            k, v = (x.repeat_interleave(heads // x.shape[1], dim=1) for x in (k, v))
+    out = varlen_kernel()(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, scale=scaling, **extra)
     return out.view(batch, length, heads, dim).to(dtype), None
 
 

@@ -30,3 +30,17 @@ function fallback(text) {
   area.remove();
   return ok;
 }
+
+// The menu button (phone-width screens) opens and closes the side navigation.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest(".menu-button");
+  const nav = document.getElementById("sidenav");
+  if (!nav) return;
+  if (button) {
+    const open = nav.classList.toggle("open");
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+  } else if (nav.classList.contains("open") && !nav.contains(event.target)) {
+    nav.classList.remove("open");
+    document.querySelector(".menu-button")?.setAttribute("aria-expanded", "false");
+  }
+});

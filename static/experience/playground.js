@@ -142,7 +142,9 @@
         const seconds = (end - first) / 1000;
         if (seconds > 0 && completion > 1) parts.push(((completion - 1) / seconds).toFixed(1) + " " + t.tps);
       }
-      parts.push((usage ? usage.prompt_tokens : "?") + " " + t.prompt + " / " + completion + " " + t.completion + " " + t.tokens);
+      // The prompt's count comes with the gateway's usage on the last chunk; a stopped answer has none.
+      const prompt = usage && usage.prompt_tokens != null ? usage.prompt_tokens + " " + t.prompt + " / " : "";
+      parts.push(prompt + completion + " " + t.completion + " " + t.tokens);
       if (stopped) parts.push(t.stopped);
       pane.stats.textContent = parts.join(" · ");
       pane.node.dataset.state = stopped ? "stopped" : "done";

@@ -66,7 +66,8 @@ def wait_answer(url: str, headers: dict, model: str, timeout: float = 300) -> fl
 async def one_stream(client, url: str, headers: dict, model: str, tokens: int) -> tuple[float, float, int]:
     started = time.perf_counter()
     ttft, count = None, 0
-    body = {"model": model, "messages": MESSAGES, "max_tokens": tokens, "stream": True, "seed": 1}
+    body = {"model": model, "messages": MESSAGES, "max_tokens": tokens, "stream": True, "seed": 1,
+            "stream_options": {"include_usage": True}}  # a bare server sends usage only when asked
     async with client.stream("POST", f"{url}/chat/completions", headers=headers, json=body) as r:
         assert r.status_code == 200, await r.aread()
         async for line in r.aiter_lines():
@@ -77,7 +78,8 @@ async def one_stream(client, url: str, headers: dict, model: str, tokens: int) -
                 count = chunk["usage"].get("completion_tokens", count)
             if ttft is None and chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
                 ttft = time.perf_counter() - started
-    return ttft or 0.0, time.perf_counter() - started, count
+    total = time.perf_counter() - started
+    return (total if ttft is None else ttft), total, count  # no text at all: the whole call was its wait
 
 
 async def batch(url, headers, model, concurrency, tokens) -> tuple[list, list, float]:
@@ -288,15 +290,17 @@ def main() -> int:
         # 2. gateway added latency at 1 and 8 streams, against the same instance.
         instance = Instance.objects.get(deployment=deployment, state="ready")
         direct = f"http://127.0.0.1:{instance.port}/v1"
+        own_key = {"Authorization": f"Bearer {instance.api_key}"}  # nothing reaches an instance without it
         for concurrency in (1, 8):
             rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
             report[f"streams_{concurrency}"] = latency(
-                direct, instance.upstream_model, {}, api, deployment.code, headers, concurrency, rounds, args.tokens
+                direct, instance.upstream_model, own_key, api, deployment.code, headers, concurrency, rounds,
+                args.tokens,
             )
         serving.deployment_cancel(deployment=deployment)
 
         # 3. the public pool: a fine-tune's first call (merge + load) against a warm one.
-        pool = serving.pool_deployment()
+        pool = serving.pool_deployment(base)
         serving.deployment_scale(deployment=pool, instances=1)
         serving.deployment_reconcile(deployment_id=pool.pk)
         wait_answer(api, headers, base.code)

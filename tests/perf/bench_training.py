@@ -12,7 +12,7 @@ scripts it is ``trainer.train()`` only (their loading is not counted).
 
 Each contender runs in its own process, one after the other, in the same run (ratios are only
 taken between contenders of one run). trl is not one of the console's dependencies: install the
-benchmark extra first (``.venv/bin/pip install -e '.[bench]'``).
+benchmark extra first (``.venv/bin/pip install --require-hashes --no-deps -r requirements/bench.lock``).
 
     .venv/bin/python tests/perf/bench_training.py                 # ours, plain HF Trainer, trl SFTTrainer
     .venv/bin/python tests/perf/bench_training.py --epochs 1 --only ours hf
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -36,34 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 import datasets  # noqa: E402,F401  (Hugging Face datasets)
 
 sys.path.insert(0, str(REPO))
+from workload import peer_like_examples, trainer_rows  # noqa: E402  (tests/perf/workload.py, beside this script)
 
 MODEL_DIR = Path(os.environ.get("CONSOLE_MODELS_DIR") or REPO / "var" / "models") / "smollm2-135m-instruct"
 # Published for similar work on another machine: shown beside our figure, not comparable to it.
 LLAMA_FACTORY_ELSEWHERE_TOKENS_PER_SECOND = 258.0
-
-SUBJECTS = ["the kettle", "my router", "the garden", "a bicycle", "this recipe", "the printer", "our team",
-            "the invoice", "a telescope", "the playlist", "my laptop", "the museum", "a sailboat", "the river"]
-VERBS = ["clean", "fix", "improve", "describe", "plan", "explain", "compare", "choose", "store", "measure"]
-WORDS = ("first check the power and then look at the small label on the back because most problems come from "
-         "loose cables old settings or dust so wipe it gently wait a minute and try again if it still fails "
-         "write down the model number and ask the shop for a replacement part that fits").split()
-
-
-def peer_like_examples(tokenizer, n: int = 196, seed: int = 0, lo: int = 40, hi: int = 82) -> list[dict]:
-    """``n`` chat examples whose rendered length (default system prompt included) is in [lo, hi]."""
-    rng = random.Random(seed)
-    examples: list[dict] = []
-    while len(examples) < n:
-        question = f"How do I {rng.choice(VERBS)} {rng.choice(SUBJECTS)}?"
-        start = rng.randrange(len(WORDS))
-        length = rng.randint(4, 50)
-        answer = " ".join(WORDS[(start + i) % len(WORDS)] for i in range(length)).capitalize() + "."
-        example = {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
-        tokens = len(tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=False))
-        if lo <= tokens <= hi:
-            examples.append(example)
-    return examples
-
 
 def rendered_tokens(tokenizer, examples: list[dict]) -> int:
     return sum(len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples)
@@ -158,11 +134,7 @@ def run_hf(examples, args) -> dict:
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
     renderer = Renderer(tokenizer, 2048)
-    rows = []
-    for example in examples:
-        encoded = renderer.encode_sft(example)
-        labels = [t if m else -100 for t, m in zip(encoded.input_ids, encoded.loss_mask, strict=True)]
-        rows.append({"input_ids": encoded.input_ids, "attention_mask": [1] * len(labels), "labels": labels})
+    rows = trainer_rows(renderer, examples)
     model = AutoModelForCausalLM.from_pretrained(str(MODEL_DIR), dtype=torch.float32, attn_implementation="sdpa")
     model = get_peft_model(model, _lora_config())
     with tempfile.TemporaryDirectory() as out:
@@ -226,7 +198,9 @@ def main() -> None:
     parser.add_argument("--no-packing", action="store_true", help="ours with padded batches instead of packing")
     parser.add_argument("--child", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--busy", action="store_true", help="measure even though the machine is busy")
     args = parser.parse_args()
+    import machine
     from transformers import AutoTokenizer
 
     if not args.threads:
@@ -238,6 +212,8 @@ def main() -> None:
         print(json.dumps(RUNNERS[args.child](examples, args)))
         return
 
+    machine.require_quiet(args.busy)
+    print(machine.report(args.threads))
     lengths = [len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples]
     print(f"model {MODEL_DIR.name}; {len(examples)} examples, {min(lengths)}-{max(lengths)} tokens each, "
           f"{per_epoch} tokens/epoch x {args.epochs} epochs; LoRA r16 a32 all-linear, batch 8, lr 2e-3, fp32, "

@@ -103,10 +103,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=["ours", "hf"], default=["ours", "hf"])
     parser.add_argument("--no-packing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--busy", action="store_true", help="measure even though the machine is busy")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
+    import machine
+
+    machine.require_quiet(args.busy)
+    print(machine.report(args.threads))
     print(f"model {bt.MODEL_DIR.name}; {args.examples} examples x {args.epochs} epoch(s); LoRA r16 a32, batch 8, fp32")
     results = {}
     for name in args.only:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from django.core.management.base import BaseCommand
 
@@ -19,7 +20,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--threads", type=int, default=threads, help=f"OMP_NUM_THREADS of each instance (default {threads})."
         )
-        parser.add_argument("--runtime", default="transformers", choices=["transformers", "vllm"])
+        parser.add_argument(
+            "--runtime",
+            default=os.environ.get("SERVING_RUNTIME", "auto"),
+            choices=["auto", "vllm", "transformers"],
+            help="auto (default): vLLM when VLLM_PYTHON runs on this machine, else transformers serve.",
+        )
         parser.add_argument("--host", default="127.0.0.1", help="Address instances bind to (default loopback).")
         parser.add_argument(
             "--advertise-host",
@@ -35,11 +41,17 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health check
+        from deployments.runtimes import choose
+
+        runtime, note = choose(options["runtime"])
+        if note:
+            logging.getLogger("deployments.agent").warning("%s", note)
         NodeAgent(
             name=options["name"],
             slots=options["slots"],
             omp_threads=options["threads"],
-            runtime=options["runtime"],
+            runtime=runtime,
+            runtime_note=note,
             host=options["host"],
             advertise_host=options["advertise_host"],
             keep_instances=options["keep_instances"],

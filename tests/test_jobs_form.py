@@ -1,0 +1,80 @@
+"""The create form shows every error at once, at its field, in the form's words; the picker tells datasets apart."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from datasets.models import Dataset
+from jobs.models import FineTuningJob
+
+from .jobs_support import chat_lines, make_dataset
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def _form(dataset, **extra) -> dict:
+    return {"base_model": "tiny-test", "method": "sft", "training_type": "lora",
+            "training_dataset": dataset.pk, "n_epochs": "auto", "batch_size": "auto",
+            "learning_rate_multiplier": "auto", "suffix": "", **extra}
+
+
+def _field_errors(html: str) -> dict[str, list[str]]:
+    """Each field's errors as rendered inside its own block, by the input's id."""
+    errors = {}
+    for block in re.findall(r'<div class="field has-error">(.*?)</div>', html, re.S):
+        name = re.search(r'<label for="id_(\w+)"', block).group(1)
+        errors[name] = re.findall(r'<small class="error" role="alert">(.*?)</small>', block, re.S)
+    return errors
+
+
+def test_every_field_error_at_once_at_its_field_in_the_forms_words(alice_client, alice, tiny_base):
+    chat = make_dataset(alice, chat_lines())
+    response = alice_client.post("/console/jobs/create/", _form(
+        chat, method="dpo", n_epochs="0", batch_size="lots", learning_rate_multiplier="99", suffix="Bad Suffix!"))
+    html = response.content.decode()
+    assert response.status_code == 200 and not FineTuningJob.objects.exists()
+    errors = _field_errors(html)
+    assert errors["n_epochs"] == ["Enter a whole number from 1 to 50, or auto."]
+    assert errors["batch_size"] == ["Enter a whole number from 1 to 256, or auto."]
+    assert errors["learning_rate_multiplier"] == ["Enter a number from 0.01 to 10.0, or auto."]
+    assert errors["suffix"] == ["Use at most 40 characters of a-z, 0-9, - and _ (no capitals or spaces)."]
+    assert len(errors["training_dataset"]) == 1 and "chat data; DPO on tiny-test needs" in errors["training_dataset"][0]
+    for api_name in ("n_epochs must", "batch_size must", "learning_rate_multiplier must"):
+        assert api_name not in html
+    assert 'value="0"' in html and 'value="lots"' in html and 'value="Bad Suffix!"' in html  # kept
+
+
+def test_estimate_names_a_bad_hyperparameter_by_its_label(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines())
+    html = alice_client.post("/console/jobs/estimate/", _form(dataset, n_epochs="51"), **HTMX).content.decode()
+    assert "Epochs: Enter a whole number from 1 to 50, or auto." in html
+    assert "n_epochs" not in html and 'data-testid="cost"' not in html
+
+
+def test_valid_form_still_creates_the_task(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines())
+    response = alice_client.post("/console/jobs/create/", _form(dataset, n_epochs="AUTO", batch_size="2",
+                                                                 learning_rate_multiplier="0.5", suffix="ok"))
+    assert response.status_code == 302
+    job = FineTuningJob.objects.get()
+    assert job.resolved_hyperparameters["batch_size"] == 2 and job.resolved_hyperparameters["n_epochs"] == 5
+
+
+def test_picker_tells_apart_datasets_of_the_same_name_by_date_and_size(alice_client, alice, tiny_base):
+    old = make_dataset(alice, chat_lines(10), name="support")
+    new = make_dataset(alice, chat_lines(30), name="support")
+    Dataset.objects.filter(pk=old.pk).update(created_at=datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
+    Dataset.objects.filter(pk=new.pk).update(created_at=datetime(2025, 3, 4, 12, 0, tzinfo=UTC))
+    html = alice_client.get("/console/jobs/create/").content.decode()
+    options = re.findall(r'<option value="(\d+)"[^>]*>(support[^<]*)</option>', html)
+    labels = dict(options)
+    assert "2025-03-01" in labels[str(old.pk)] and "2025-03-04" in labels[str(new.pk)]
+    from datasets.services import human_bytes
+
+    assert human_bytes(old.bytes) in labels[str(old.pk)] and human_bytes(new.bytes) in labels[str(new.pk)]
+    assert labels[str(old.pk)] != labels[str(new.pk)]
