@@ -5,7 +5,7 @@ samples/demo/train.jsonl, then reports the validation loss before and after and
 the greedy answers of the base and the fine-tuned model to held-out prompts, with
 a keyword-hit score (facts) and a style score (the fixed answer frame).
 
-    .venv/bin/python scripts/demo_learning.py [--epochs 2] [--out var/demo-run]
+    .venv/bin/python scripts/demo_learning.py [--epochs 2] [--out var/demo-run] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--out", type=Path, default=REPO / "var" / "demo-run")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="the engine's default: bf16 on a CPU with AMX, fp32 on others")
     args = parser.parse_args()
 
     import torch
@@ -90,7 +92,8 @@ def main() -> None:
     train_set = read_jsonl(DEMO / "train.jsonl")
     validation = read_jsonl(DEMO / "validation.jsonl")
     heldout = read_jsonl(DEMO / "heldout.jsonl")
-    config = TrainingConfig(n_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr)
+    config = TrainingConfig(n_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                            precision=args.precision)
     print(f"{len(train_set)} training examples, {len(validation)} validation, {len(heldout)} held-out prompts")
 
     started = time.perf_counter()

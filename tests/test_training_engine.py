@@ -208,8 +208,14 @@ def test_packing_keeps_examples_isolated(tiny_dir, renderer):
         padded = build_micro_batches(units, list(range(5)), 4096, False, 2)
         assert padded[0].input_ids.shape[0] == 5
         padded_logps = engine.sequence_logps(model, padded[0])
+        # a packed row widened to a multiple of 64 (a bf16 run on a CPU): the padding changes no example
+        widened = build_micro_batches(units, list(range(5)), 4096, True, 2, pad_multiple=64)[0]
+        assert widened.input_ids.shape[1] % 64 == 0 and widened.input_ids.shape[1] > packed[0].input_ids.shape[1]
+        assert widened.n_tokens == packed[0].n_tokens and torch.equal(widened.tgt, packed[0].tgt)
+        widened_logps = engine.sequence_logps(model, widened)
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(padded_logps, alone, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(widened_logps, alone, rtol=1e-4, atol=1e-4)
 
 
 def test_packed_attention_matches_plain_model(tiny_dir, renderer):
@@ -252,7 +258,10 @@ def test_fused_lora_matches_peft(tiny_dir, renderer):
 
 
 def _fast(**kwargs) -> TrainingConfig:
-    defaults = {"n_epochs": 3, "batch_size": 2, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1}
+    """fp32 unless a test asks otherwise: these tests compare exact figures, which "auto" would turn to bf16 on a
+    CPU with AMX (its own tests: test_bf16_is_the_default_on_a_cpu_with_amx and below)."""
+    defaults = {"n_epochs": 3, "batch_size": 2, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
+                "precision": "fp32"}
     return TrainingConfig(**{**defaults, **kwargs})
 
 
@@ -580,6 +589,51 @@ def test_memory_plan_is_announced(tiny_dir, tmp_path):
     assert plan["bf16"] is True and plan["micro_batch_tokens"] > 0 and plan["fits"] is True
 
 
+def test_bf16_is_the_default_on_a_cpu_with_amx(tiny_dir, tmp_path, monkeypatch):
+    """precision="auto" trains in bf16 on a CPU with AMX (frozen LoRA weights bf16, adapters and optimizer fp32,
+    attention in fp32, packed rows in steps of 64), in fp32 on one without; the events say which, and why."""
+    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: False)
+    assert not engine.use_bf16(TrainingConfig(), "cpu") and engine.pad_multiple_for("cpu", False) == 1
+    fp32 = Recorder()
+    plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO,
+                  config=_fast(n_epochs=2, precision="auto"), output_dir=tmp_path / "fp32", callbacks=fp32)
+    assert "Precision: fp32 (this device has no fast bf16)" in [m for _, m, _ in fp32.events]
+
+    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: True)
+    config = _fast(n_epochs=2, precision="auto")
+    assert engine.use_bf16(config, "cpu") and engine.pad_multiple_for("cpu", True) == 64
+    assert not engine.use_bf16(_fast(precision="fp32"), "cpu")
+    model = engine.load_model(tiny_dir, config)
+    frozen = {p.dtype for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = {p.dtype for n, p in model.named_parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16} and trainable == {torch.float32}
+    bf16 = Recorder()
+    result = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
+                   output_dir=tmp_path / "bf16", callbacks=bf16)
+    event = next((m, d) for _, m, d in bf16.events if m.startswith("Precision"))
+    assert event == ("Precision: bf16 compute (this CPU has AMX); bf16 frozen weights, fp32 trainable weights "
+                     "and optimizer state", {"precision": "bf16", "asked": "auto"})
+    # the same run, a little less exact: every loss within a few percent of fp32's, and it learned as much
+    for ours, theirs in zip(result.history, plain.history, strict=True):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=5e-2)
+    assert result.final_eval_loss == pytest.approx(plain.final_eval_loss, rel=5e-2)
+    assert result.final_eval_loss < result.history[0]["loss"]
+
+
+def test_a_cpu_bf16_run_attends_in_fp32():
+    """The CPU's bf16 attention backward is slow: segmented attention computes in fp32 and hands back bf16."""
+    from jobs.training.packing import segmented_sdpa_forward
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 10, 8) for _ in range(3))
+    segments = [[(0, 4), (4, 10)]]
+    expected, _ = segmented_sdpa_forward(None, q, k, v, None, segments=segments)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = segmented_sdpa_forward(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), None, segments=segments)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2)
+
+
 def test_micro_batch_budget_from_free_memory():
     from jobs.training.budget import ModelShape, activation_bytes_per_token, plan_micro_batches
 
@@ -818,7 +872,7 @@ def test_two_processes_through_accelerate_train_as_one(tiny_dir, tmp_path):
     """LoRA's multi-GPU path with two real processes: each takes half of every step and DDP averages the
     gradients; the losses are the single process's."""
     config = {"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
-              "metrics_interval": 0.0}
+              "metrics_interval": 0.0, "precision": "fp32"}
     records = _two_processes(tmp_path, tiny_dir, "out", config)
     losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
     result = next(r["data"] for r in records if r["type"] == "result")
@@ -839,7 +893,8 @@ def test_full_fine_tuning_on_two_processes_is_sharded_and_trains_as_one(tiny_dir
     from transformers import AutoModelForCausalLM
 
     config = {"training_type": "full", "n_epochs": 2, "batch_size": 4, "learning_rate": 1e-3,
-              "warmup_ratio": 0.0, "num_threads": 1, "metrics_interval": 0.0, "checkpoint_interval": 0}
+              "warmup_ratio": 0.0, "num_threads": 1, "metrics_interval": 0.0, "checkpoint_interval": 0,
+              "precision": "fp32"}
     records = _two_processes(tmp_path, tiny_dir, "sharded", config)
     events = [r["message"] for r in records if r["type"] == "event"]
     assert any("sharded" in m for m in events), events

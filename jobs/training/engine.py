@@ -11,8 +11,12 @@ Why it is fast on CPU:
 * the LM head (576 x 49,152 for SmolLM2) runs only on the hidden states whose next
   token carries a label: full-vocabulary logits are never built for prompt tokens;
 * reference log-probs for DPO are computed once before training;
-* threads = physical cores, fp32, no per-step full-vocabulary metrics, and metric
-  events at most about once per second.
+* threads = physical cores, no per-step full-vocabulary metrics, and metric
+  events at most about once per second;
+* precision: fp32, except where the hardware multiplies bf16 matrices (a GPU with bf16, a CPU with AMX):
+  there bf16 compute with fp32 trainable weights and optimizer state (``use_bf16``). On such a CPU the
+  attention stays fp32 (the bf16 CPU attention's backward is slower, packing.segmented_sdpa_forward) and
+  packed rows grow in steps of 64 tokens so oneDNN's bf16 kernels are built once per shape (``pad_multiple_for``).
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ class TrainingConfig:
     activation_memory_mb: int = 256
     # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
     gradient_checkpointing: bool | None = None
-    # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16, fp32 on CPU
+    # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16 and on a CPU with
+    # AMX (cpu_has_amx_bf16), fp32 elsewhere; the "Memory plan" event says which one trained the task
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
@@ -217,13 +222,54 @@ def resolve_device(config: TrainingConfig) -> str:
     return config.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles, ``amx_bf16`` in /proc/cpuinfo).
+
+    Only there does bf16 pay on a CPU: oneDNN runs bf16 matmuls on the AMX tiles. ``avx512_bf16`` alone
+    (dot products of bf16 pairs, no tiles) is left at fp32 by "auto": set ``precision="bf16"`` to try it."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 def use_bf16(config: TrainingConfig, device: str) -> bool:
-    """bf16 autocast: asked for, or "auto" on a GPU that supports it (never by default on a CPU)."""
+    """bf16 compute: asked for, or "auto" on a GPU that supports it or on a CPU with AMX."""
     if config.precision == "bf16":
         return True
-    if config.precision == "auto" and device.startswith("cuda"):
+    if config.precision != "auto":
+        return False
+    if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
-    return False
+    return device == "cpu" and cpu_has_amx_bf16()
+
+
+def pad_multiple_for(device: str, bf16: bool) -> int:
+    """A packed row's width is rounded up to a multiple of this (packing.build_micro_batches).
+
+    On a CPU in bf16, oneDNN builds a kernel for every new shape of a bf16 matmul (it took longer than the
+    matmul itself where measured), and a packed row has a new length almost every micro-batch: widths in steps
+    of 64 make the shapes repeat, at the price of at most 63 padding tokens a micro-batch (README, "Training
+    speed and precision"; tests/perf/bench_training.py --only ours ours-bf16). fp32 (MKL's matmuls, oneDNN's
+    fp32 linears) and the GPU's kernels gained nothing from it: no padding there."""
+    return 64 if bf16 and device == "cpu" else 1
+
+
+def precision_message(config: TrainingConfig, device: str, bf16: bool) -> str:
+    """The task's event that says which precision trained it, and why."""
+    if not bf16:
+        why = "asked for" if config.precision == "fp32" else "this device has no fast bf16"
+        return f"Precision: fp32 ({why})"
+    if config.precision == "bf16":
+        why = "asked for"
+    else:
+        why = "this CPU has AMX" if device == "cpu" else "this GPU supports bf16"
+    parts = "bf16 frozen weights, " if config.training_type == "lora" else ""
+    return f"Precision: bf16 compute ({why}); {parts}fp32 trainable weights and optimizer state"
 
 
 def attention_for(config: TrainingConfig, device: str) -> str:
@@ -234,9 +280,10 @@ def attention_for(config: TrainingConfig, device: str) -> str:
 def load_model(model_dir: Path, config: TrainingConfig):
     """The base model with segmented attention, wrapped for LoRA when asked.
 
-    fp32 on a CPU. On a GPU with bf16, LoRA's frozen base weights are bf16 (half the memory) and
-    the adapters fp32 (peft keeps adapter weights in fp32); full fine-tuning keeps fp32 master
-    weights (AdamW updates them) and computes in bf16 under autocast. TF32 matmuls on CUDA."""
+    fp32 by default. Where the run is bf16 (use_bf16), LoRA's frozen base weights are bf16 (half the
+    memory, and no cast of every weight at every step) and the adapters fp32 (peft keeps adapter weights
+    in fp32), under bf16 autocast; full fine-tuning keeps fp32 master weights (AdamW updates them) and
+    computes in bf16 under autocast. TF32 matmuls on CUDA."""
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(config)
@@ -247,8 +294,8 @@ def load_model(model_dir: Path, config: TrainingConfig):
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if use_bf16(config, device) and config.training_type == "lora":
-            dtype = torch.bfloat16
+    if use_bf16(config, device) and config.training_type == "lora":
+        dtype = torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation=attn)
     model.config.use_cache = False
     model.to(device)
@@ -383,10 +430,12 @@ class _Run:
 
     micro_batch_tokens = 2048
     autocast = False
+    pad_multiple = 1  # pad_multiple_for
 
     def batches(self, unit_ids: list[int], units) -> list[MicroBatch]:
         # a unit longer than the budget gets a micro-batch of its own (units are never split)
-        return build_micro_batches(units, unit_ids, self.micro_batch_tokens, self.config.packing, self.pad_id)
+        return build_micro_batches(units, unit_ids, self.micro_batch_tokens, self.config.packing, self.pad_id,
+                                   self.pad_multiple)
 
     def precision(self):
         """bf16 autocast around a forward pass when the run uses it (losses are computed in fp32)."""
@@ -628,6 +677,7 @@ def train(
     run.dist = dist
     device = resolve_device(config)
     run.autocast = use_bf16(config, device)
+    run.pad_multiple = pad_multiple_for(device, run.autocast)
     plan = _memory_plan(model, config, device, units + eval_units)
     run.micro_batch_tokens = plan.micro_batch_tokens
     if plan.gradient_checkpointing:
@@ -644,6 +694,8 @@ def train(
         {"micro_batch_tokens": plan.micro_batch_tokens, "gradient_checkpointing": plan.gradient_checkpointing,
          "bf16": run.autocast, "fits": plan.fits},
     )
+    cb.event("info", precision_message(config, device, run.autocast),
+             {"precision": "bf16" if run.autocast else "fp32", "asked": config.precision})
     if run.dpo:
         cb.event("info", "Computing reference log-probabilities")
         run.ref_logps = run.reference_logps(units)

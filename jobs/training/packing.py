@@ -97,9 +97,13 @@ def build_micro_batches(
     token_budget: int,
     packing: bool,
     pad_id: int,
+    pad_multiple: int = 1,
 ) -> list[MicroBatch]:
     """Group the given units (an SFT example = 1 sequence, a DPO pair = 2) into
-    micro-batches of at most ``token_budget`` tokens (padded size), never splitting a unit."""
+    micro-batches of at most ``token_budget`` tokens (padded size), never splitting a unit.
+
+    ``pad_multiple``: a packed row's width is rounded up to a multiple of it, so that its shapes repeat from one
+    micro-batch to the next (oneDNN builds a kernel for every new shape; see engine.pad_multiple_for)."""
     groups: list[list[int]] = []
     current: list[int] = []
     current_rows: list[int] = []  # sequence lengths in the current group
@@ -114,16 +118,18 @@ def build_micro_batches(
         current_rows.extend(lengths)
     if current:
         groups.append(current)
-    return [_assemble(units, group, packing, pad_id) for group in groups]
+    return [_assemble(units, group, packing, pad_id, pad_multiple) for group in groups]
 
 
-def _assemble(units, group: list[int], packing: bool, pad_id: int) -> MicroBatch:
+def _assemble(units, group: list[int], packing: bool, pad_id: int, pad_multiple: int = 1) -> MicroBatch:
     sequences = [seq for uid in group for seq in units[uid]]
     if packing:
         rows = [sequences]
     else:
         rows = [[seq] for seq in sequences]
     width = max(sum(len(ids) for ids, _ in row) for row in rows)
+    if packing and pad_multiple > 1:
+        width = -(-width // pad_multiple) * pad_multiple
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
     segments: list[list[tuple[int, int]]] = []
@@ -192,6 +198,14 @@ def segmented_sdpa_forward(
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     gqa = query.shape[1] != key.shape[1]
+    if query.device.type == "cpu" and query.dtype == torch.bfloat16:
+        # a bf16 run on a CPU attends in fp32: the CPU's bf16 flash kernel's backward is slower than its fp32 one
+        # at these lengths (tests/perf/bench_attention_dtype.py prints by how much on a machine), and attention is
+        # a small share of the FLOPs; the projections around it stay bf16
+        with torch.autocast("cpu", enabled=False):
+            out, _ = segmented_sdpa_forward(module, query.float(), key.float(), value.float(), attention_mask,
+                                            dropout, scaling, segments, **kwargs)
+        return out.to(query.dtype), None
     single_row = len(segments) == 1
     rows = []
     for r, row_segments in enumerate(segments):

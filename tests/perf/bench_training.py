@@ -16,6 +16,10 @@ benchmark extra first (``.venv/bin/pip install --require-hashes --no-deps -r req
 
     .venv/bin/python tests/perf/bench_training.py                 # ours, plain HF Trainer, trl SFTTrainer
     .venv/bin/python tests/perf/bench_training.py --epochs 1 --only ours hf
+    .venv/bin/python tests/perf/bench_training.py --only ours hf ours-bf16 hf-bf16   # a bf16 CPU (AMX)
+
+"ours" and "hf" are fp32 against fp32; "ours-bf16" (the engine's default where the CPU has AMX or
+AVX512-BF16, see jobs.training.engine.use_bf16) is printed beside the Trainer with ``bf16=True``.
 """
 
 from __future__ import annotations
@@ -107,12 +111,13 @@ def physical_cores() -> int:
     return from_repository(load)
 
 
-def run_ours(examples, args) -> dict:
+def run_ours(examples, args, precision: str = "fp32") -> dict:
     use_repository_datasets()
     from jobs.training import TrainingConfig, train
 
     config = TrainingConfig(n_epochs=args.epochs, batch_size=8, learning_rate=2e-3, lora_r=16, lora_alpha=32,
-                            lora_target="all-linear", num_threads=args.threads, packing=not args.no_packing)
+                            lora_target="all-linear", num_threads=args.threads, packing=not args.no_packing,
+                            precision=precision)
     with tempfile.TemporaryDirectory() as out:
         cpu, started = _cpu_seconds(), time.perf_counter()
         result = train(model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config,
@@ -124,8 +129,9 @@ def run_ours(examples, args) -> dict:
             "final_loss": result.final_loss, "steps": result.steps}
 
 
-def run_hf(examples, args) -> dict:
-    """A minimal plain transformers Trainer: same rendering and assistant-only labels, padded batches."""
+def run_hf(examples, args, bf16: bool = False) -> dict:
+    """A minimal plain transformers Trainer: same rendering and assistant-only labels, padded batches
+    (``bf16``: the Trainer's own bf16 autocast on the CPU, fp32 weights)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -142,7 +148,7 @@ def run_hf(examples, args) -> dict:
             output_dir=out, per_device_train_batch_size=8, num_train_epochs=args.epochs, learning_rate=2e-3,
             lr_scheduler_type="linear", warmup_steps=_warmup(len(examples), args), logging_steps=5,
             save_strategy="no", report_to=[],
-            use_cpu=True, dataloader_num_workers=0, seed=42,
+            use_cpu=True, dataloader_num_workers=0, seed=42, bf16=bf16,
         )
         trainer = Trainer(model=model, args=targs, train_dataset=rows,
                           data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
@@ -185,8 +191,14 @@ def _timed_train(trainer) -> dict:
             "steps": trainer.state.global_step}
 
 
-RUNNERS = {"ours": run_ours, "hf": run_hf, "trl": run_trl}
-LABELS = {"ours": "ours (jobs.training.train)", "hf": "plain transformers Trainer", "trl": "trl SFTTrainer defaults"}
+RUNNERS = {"ours": run_ours, "hf": run_hf, "trl": run_trl,
+           "ours-bf16": lambda examples, args: run_ours(examples, args, precision="bf16"),
+           "hf-bf16": lambda examples, args: run_hf(examples, args, bf16=True)}
+LABELS = {"ours": "ours (jobs.training.train), fp32", "hf": "plain transformers Trainer, fp32",
+          "trl": "trl SFTTrainer defaults, fp32", "ours-bf16": "ours, bf16 autocast",
+          "hf-bf16": "plain Trainer, bf16=True"}
+# (numerator, denominator) of each printed ratio, where both ran
+RATIOS = [("ours", "hf"), ("ours", "trl"), ("ours-bf16", "hf-bf16"), ("ours-bf16", "hf"), ("ours-bf16", "ours")]
 
 
 def main() -> None:
@@ -216,7 +228,7 @@ def main() -> None:
     print(machine.report(args.threads))
     lengths = [len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples]
     print(f"model {MODEL_DIR.name}; {len(examples)} examples, {min(lengths)}-{max(lengths)} tokens each, "
-          f"{per_epoch} tokens/epoch x {args.epochs} epochs; LoRA r16 a32 all-linear, batch 8, lr 2e-3, fp32, "
+          f"{per_epoch} tokens/epoch x {args.epochs} epochs; LoRA r16 a32 all-linear, batch 8, lr 2e-3, "
           f"{args.threads} threads; {os.cpu_count()} CPUs")
     results = {}
     for name in args.only:
@@ -235,11 +247,10 @@ def main() -> None:
         print(f"{LABELS[name]:32s} {result['wall_s']:7.1f} s  {result['tokens_per_second']:7.1f} tokens/s  "
               f"({result['cores_used']:.2f} cores busy)  "
               f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}  ({result['steps']} steps)", flush=True)
-    if "ours" in results:
-        ours = results["ours"]["tokens_per_second"]
-        for name in ("hf", "trl"):
-            if name in results:
-                print(f"ours / {name}: {ours / results[name]['tokens_per_second']:.2f}x")
+    for top, bottom in RATIOS:
+        if top in results and bottom in results:
+            print(f"{top} / {bottom}: {results[top]['tokens_per_second'] / results[bottom]['tokens_per_second']:.2f}x")
+    if "ours" in results or "ours-bf16" in results:
         print(f"(LLaMA-Factory published {LLAMA_FACTORY_ELSEWHERE_TOKENS_PER_SECOND:.0f} tokens/s for similar work, "
               "measured on another machine: not comparable, no ratio)")
     if args.json:
