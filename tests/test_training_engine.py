@@ -620,9 +620,10 @@ def test_bf16_is_the_default_on_a_cpu_with_amx(tiny_dir, tmp_path, monkeypatch):
     assert result.final_eval_loss < result.history[0]["loss"]
 
 
-def test_a_cpu_bf16_run_attends_in_fp32():
-    """The CPU's bf16 attention backward is slow: segmented attention computes in fp32 and hands back bf16."""
-    from jobs.training.packing import segmented_sdpa_forward
+def test_a_cpu_bf16_run_attends_in_fp32(monkeypatch):
+    """The CPU's bf16 attention backward is slow on short examples: segmented attention computes them in fp32 and
+    hands back bf16."""
+    from jobs.training.packing import FP32_ATTENTION_UP_TO, segmented_sdpa_forward
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 4, 10, 8) for _ in range(3))
@@ -632,6 +633,18 @@ def test_a_cpu_bf16_run_attends_in_fp32():
         got, _ = segmented_sdpa_forward(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), None, segments=segments)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2)
+    # a long example: bf16 attention there (the faster one at that length); same answer, less exact
+    long_segments = [[(0, 4), (4, FP32_ATTENTION_UP_TO + 8)]]
+    q, k, v = (torch.randn(1, 4, FP32_ATTENTION_UP_TO + 8, 8) for _ in range(3))
+    expected, _ = segmented_sdpa_forward(None, q, k, v, None, segments=long_segments)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, *a, **kw: calls.append(q.dtype) or sdpa(q, *a, **kw))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = segmented_sdpa_forward(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), None, segments=long_segments)
+    assert calls == [torch.bfloat16, torch.bfloat16]
+    torch.testing.assert_close(got.float(), expected, rtol=5e-2, atol=5e-2)
 
 
 def test_micro_batch_budget_from_free_memory():

@@ -179,6 +179,10 @@ def _assemble(units, group: list[int], packing: bool, pad_id: int, pad_multiple:
     )
 
 
+# the longest packed example (tokens) whose attention a bf16 run on a CPU computes in fp32 (segmented_sdpa_forward)
+FP32_ATTENTION_UP_TO = 384
+
+
 def segmented_sdpa_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -198,10 +202,11 @@ def segmented_sdpa_forward(
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     gqa = query.shape[1] != key.shape[1]
-    if query.device.type == "cpu" and query.dtype == torch.bfloat16:
-        # a bf16 run on a CPU attends in fp32: the CPU's bf16 flash kernel's backward is slower than its fp32 one
-        # at these lengths (tests/perf/bench_attention_dtype.py prints by how much on a machine), and attention is
-        # a small share of the FLOPs; the projections around it stay bf16
+    longest = max(b - a for row_segments in segments for a, b in row_segments)
+    if query.device.type == "cpu" and query.dtype == torch.bfloat16 and longest <= FP32_ATTENTION_UP_TO:
+        # a bf16 run on a CPU attends in fp32 where its examples are short: the CPU's bf16 flash kernel's backward
+        # is slower than its fp32 one there, and faster only on long sequences (tests/perf/bench_attention_dtype.py
+        # prints both by length); attention is a small share of the FLOPs; the projections around it stay bf16
         with torch.autocast("cpu", enabled=False):
             out, _ = segmented_sdpa_forward(module, query.float(), key.float(), value.float(), attention_mask,
                                             dropout, scaling, segments, **kwargs)
