@@ -401,6 +401,12 @@ TRAINING_PROCESSES = int(env("TRAINING_PROCESSES", "0") or 0)
 # A CPU training node's memory for one pass's activations, in MB: a step of more tokens is split into passes.
 # More is a little faster and costs peak memory (README: "Memory of a training worker").
 TRAINING_CPU_ACTIVATION_MB = int(env("TRAINING_CPU_ACTIVATION_MB", "256") or 256)
+# The precision a training task computes in (jobs/training/engine.py: use_bf16): "auto" is bf16 on a GPU that
+# supports it and on a CPU with AMX, fp32 elsewhere; "fp32" or "bf16" forces one (README: "Training speed and
+# precision"). Each task's events say which one trained it.
+TRAINING_PRECISION = env("TRAINING_PRECISION", "auto")
+if TRAINING_PRECISION not in {"auto", "fp32", "bf16"}:
+    raise ImproperlyConfigured(f"TRAINING_PRECISION must be auto, fp32 or bf16, not {TRAINING_PRECISION!r}")
 # The CPUs training and serving use on this machine (console/cpus.py): a CPU list ("0-5,8"), "all", or "auto":
 # serving keeps a quarter (at least one), training the rest, so that neither starves the other.
 TRAINING_CPUS = env("TRAINING_CPUS", "auto") or "auto"

@@ -222,7 +222,7 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
                 batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
                 max_seq_len=job.base_model.context_length, seed=42,
                 checkpoint_interval=settings.TRAINING_CHECKPOINT_MINUTES * 60,
-                activation_memory_mb=settings.TRAINING_CPU_ACTIVATION_MB,
+                activation_memory_mb=settings.TRAINING_CPU_ACTIVATION_MB, precision=settings.TRAINING_PRECISION,
             )
             resume = _resume_from(job, scratch=scratch)
             output = scratch / "output"

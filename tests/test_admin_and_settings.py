@@ -57,6 +57,12 @@ def test_production_refuses_to_start_with_a_weak_secret_key(tmp_path, key):
     assert "at least 50 random characters" in result.stderr
 
 
+def test_an_unknown_training_precision_is_refused_at_start(tmp_path):
+    result = _run({"CONSOLE_VAR_DIR": str(tmp_path), "TRAINING_PRECISION": "fp16"}, "check")
+    assert result.returncode != 0
+    assert "TRAINING_PRECISION must be auto, fp32 or bf16, not 'fp16'" in result.stderr
+
+
 def test_development_keeps_debug_and_any_secret_key(tmp_path):
     result = _run({"CONSOLE_VAR_DIR": str(tmp_path), "SECRET_KEY": "short-secret", "DEBUG": "true"}, "check")
     assert result.returncode == 0, result.stderr
