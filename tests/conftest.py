@@ -99,6 +99,24 @@ def alice(db) -> User:
 
 
 @pytest.fixture
+def alice_media(settings, alice):
+    """alice's upload folder under the real media root, emptied around the test.
+
+    For transactional tests that upload: a Celery worker started by another test module may validate
+    the uploads too, and it must find the files where the server put them. No validation may still be
+    writing when the tables are flushed (the worker's transaction and the flush's TRUNCATE deadlock on
+    PostgreSQL), so the test waits for them at teardown.
+    """
+    from .datasets_support import validate_all
+
+    folder = Path(settings.MEDIA_ROOT) / "datasets" / str(alice.pk)
+    shutil.rmtree(folder, ignore_errors=True)
+    yield folder
+    validate_all(alice)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 def bob(db) -> User:
     """Another user, who must never see alice's things."""
     return make_user("bob", email="bob@example.com")

@@ -1,8 +1,9 @@
-"""Helpers for the datasets tests: sample paths, a validator run on bytes."""
+"""Helpers for the datasets tests: sample paths, uploads validated to the end, a validator run on bytes."""
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -10,6 +11,36 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 def sample(name: str) -> Path:
     return SAMPLES / name
+
+
+def validate_all(owner) -> None:
+    """Validate every upload of ``owner`` here, or wait for a worker that got there first.
+
+    In a transactional test the upload's commit also queues its validation, and a Celery worker
+    started by another test module may claim it before the test does.
+    """
+    from datasets.models import Dataset
+    from datasets.services import dataset_validate
+
+    for dataset in Dataset.objects.filter(owner=owner):
+        dataset_validate(dataset_id=dataset.pk)
+    deadline = time.monotonic() + 60
+    while Dataset.objects.filter(owner=owner).exclude(status__in=["ready", "invalid"]).exists():
+        assert time.monotonic() < deadline, "validation did not finish"
+        time.sleep(0.1)
+
+
+def uploaded(client, name: str, category: str = ""):
+    """Upload a sample through the console's form and return it validated."""
+    from datasets.models import Dataset
+
+    with open(sample(name), "rb") as fh:
+        response = client.post("/console/datasets/upload/", {"file": fh, "category": category, "name": ""})
+    assert response.status_code == 302, response.content[:2000]
+    dataset = Dataset.objects.latest("id")
+    validate_all(dataset.owner)
+    dataset.refresh_from_db()
+    return dataset
 
 
 def tokenizer():

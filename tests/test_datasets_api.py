@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -12,38 +10,16 @@ from zhipuai import APIRequestFailedError, APIStatusError, ZhipuAI
 
 from console.models import ApiKey
 from datasets.models import Dataset
-from datasets.services import dataset_validate
 
-from .datasets_support import sample
+from .datasets_support import sample, validate_all
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, alice):
-    """alice's upload folder, emptied around each test.
-
-    The media root is the real one: a Celery worker started by another test module
-    may validate these uploads too, and it must find the files where the server put them; it is done
-    with them before the test ends.
-    """
-    folder = Path(settings.MEDIA_ROOT) / "datasets" / str(alice.pk)
-    shutil.rmtree(folder, ignore_errors=True)
-    yield folder
-    # No validation may still be writing when the tables are flushed: the worker's transaction and the flush's
-    # TRUNCATE would deadlock (seen on PostgreSQL).
-    validate_all(alice)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def validate_all(owner) -> None:
-    """Validate every upload of ``owner`` here, or wait for a worker that got there first."""
-    for dataset in Dataset.objects.filter(owner=owner):
-        dataset_validate(dataset_id=dataset.pk)
-    deadline = time.monotonic() + 60
-    while Dataset.objects.filter(owner=owner).exclude(status__in=["ready", "invalid"]).exists():
-        assert time.monotonic() < deadline, "validation did not finish"
-        time.sleep(0.1)
+def media_root(alice_media):
+    """alice's upload folder under the real media root (see ``alice_media``)."""
+    return alice_media
 
 
 def create(sdk, name: str, **kwargs):

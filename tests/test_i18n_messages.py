@@ -16,11 +16,10 @@ from django.test import Client
 from django.utils import translation
 
 from datasets.messages import Message, render
-from datasets.models import Dataset, ValidationIssue
-from datasets.services import dataset_validate
+from datasets.models import ValidationIssue
 from datasets.validation import Validator
 
-from .datasets_support import sample
+from . import datasets_support
 
 pytestmark = pytest.mark.django_db
 
@@ -37,14 +36,8 @@ def speak(user, language: str) -> None:
     user.save(update_fields=["language"])
 
 
-def uploaded(client, name: str, category: str = "chat") -> Dataset:
-    with open(sample(name), "rb") as fh:
-        response = client.post("/console/datasets/upload/", {"file": fh, "category": category, "name": ""})
-    assert response.status_code == 302, response.content[:2000]
-    dataset = Dataset.objects.latest("id")
-    dataset_validate(dataset_id=dataset.pk)
-    dataset.refresh_from_db()
-    return dataset
+def uploaded(client, name: str):
+    return datasets_support.uploaded(client, name, category="chat")
 
 
 def page(client, url: str) -> str:
@@ -165,30 +158,3 @@ def test_the_catalog_follows_the_glossary():
                 assert "基座" not in text and "您" not in text, entry.msgid
     events = (Path(settings.BASE_DIR) / "notifications" / "events.py").read_text(encoding="utf-8")
     assert "您" not in events and "基座" not in events  # the Chinese emails and SMS are written there
-
-
-@pytest.mark.browser
-@pytest.mark.django_db(transaction=True)
-def test_switching_language_in_chromium_switches_the_line_errors(page, live_server, alice, client):
-    """Uploaded in Chinese; the reader switches to English on the page and the errors follow, then back."""
-    speak(alice, "zh-hans")
-    client.force_login(alice)
-    dataset = uploaded(client, "broken_chat.jsonl")
-    page.goto(f"{live_server.url}/console/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "alice-pass-123")
-    page.click("button.primary")
-    page.wait_for_selector("h1:has-text('概览')")
-    page.goto(f"{live_server.url}/console/datasets/{dataset.public_id}/")
-    errors = page.locator("[data-testid=errors]")
-    assert '未知角色 "bot"' in errors.inner_text()
-    assert "系统" in page.locator("[data-testid=preview]").inner_text()
-    assert page.title().endswith("微调控制台")
-    page.click("[data-testid=lang-en]")
-    page.wait_for_selector("[data-testid=lang-en][aria-current=true]")
-    text = errors.inner_text()
-    assert 'Unknown role "bot"' in text and "column" in text and "未知角色" not in text
-    assert page.title().endswith("Fine-tuning Console")
-    page.click("[data-testid=lang-zh-hans]")
-    page.wait_for_selector("[data-testid=lang-zh-hans][aria-current=true]")
-    assert '未知角色 "bot"' in errors.inner_text()
