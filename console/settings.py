@@ -370,6 +370,12 @@ NOTIFICATIONS_MAX_ATTEMPTS = envint("NOTIFICATIONS_MAX_ATTEMPTS", 6)
 NOTIFICATIONS_RETRY_BASE = float(env("NOTIFICATIONS_RETRY_BASE", "30") or 30)
 # The Celery queue that sends notifications (a dedicated worker may take it).
 NOTIFICATIONS_QUEUE = env("NOTIFICATIONS_QUEUE", "default")
+# Webhooks (notifications/README.md): endpoints on loopback/private/link-local addresses are refused unless
+# this is on (a receiver on the same machine or network); an endpoint is disabled after this many failed
+# deliveries in a row (0: never); seconds an endpoint may take to answer.
+WEBHOOKS_ALLOW_PRIVATE = envbool("WEBHOOKS_ALLOW_PRIVATE", False)
+WEBHOOKS_DISABLE_AFTER = envint("WEBHOOKS_DISABLE_AFTER", 20)
+WEBHOOKS_TIMEOUT = envint("WEBHOOKS_TIMEOUT", 10)
 
 # --- Security ---------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

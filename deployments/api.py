@@ -32,6 +32,11 @@ def deployment_json(deployment: Deployment) -> dict:
     }
 
 
+def webhook_deployment(code: str) -> dict:
+    """A webhook's ``data`` (notifications.webhooks): the deployment as this API shows it."""
+    return deployment_json(Deployment.objects.get(code=code))
+
+
 def _deployments(request):
     return Deployment.objects.owned_by(request.user).select_related("base_model", "fine_tuned_model")
 

@@ -20,6 +20,12 @@ class DeploymentsConfig(AppConfig):
         register_delete_consequences(cards.delete_consequences)
         register_report("serving", cards.health_report)
 
+        from notifications.webhooks import register_webhook_data
+
+        from .api import webhook_deployment
+
+        register_webhook_data("deployment", webhook_deployment)
+
         from django.db.models.signals import post_save
 
         from modelcards.models import FineTunedModel

@@ -16,3 +16,9 @@ class JobsConfig(AppConfig):
         register_section("training", 20, training_section)
         register_panel("jobs", 20, "jobs/_overview.html", overview_panel)
         register_panel("jobs_recent", 20, "jobs/_overview_recent.html", overview_recent, wide=True)
+
+        from notifications.webhooks import register_webhook_data
+
+        from .webhooks import webhook_job
+
+        register_webhook_data("fine_tuning.job", webhook_job)

@@ -5,7 +5,16 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
-from .models import Notification, OutboxMessage, PhoneVerification, Preference, SentSms
+from .models import (
+    Notification,
+    OutboxMessage,
+    PhoneVerification,
+    Preference,
+    SentSms,
+    WebhookAttempt,
+    WebhookEndpoint,
+)
+from .webhooks import webhook_endpoint_enable
 
 
 @admin.register(OutboxMessage)
@@ -79,3 +88,38 @@ class PhoneVerificationAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "phone"]
     exclude = ["code_hash"]
     readonly_fields = ["user", "phone", "created_at", "expires_at", "attempts", "verified_at"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["public_id", "user", "url", "enabled", "consecutive_failures", "created_at"]
+    list_filter = ["enabled"]
+    search_fields = ["public_id", "url", "user__username"]
+    list_select_related = ["user"]
+    readonly_fields = [
+        "public_id", "user", "url", "consecutive_failures", "disabled_at", "disabled_reason", "created_at"
+    ]
+    exclude = ["secret"]
+    actions = ["enable"]
+
+    @admin.action(description=_("Enable again"))
+    def enable(self, request, queryset):
+        for endpoint in queryset:
+            webhook_endpoint_enable(endpoint=endpoint)
+        self.message_user(request, _("Enabled."), messages.SUCCESS)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # made by their owners, with a secret shown once
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "endpoint", "event_type", "webhook_id", "attempt", "status_code", "duration_ms", "ok"]
+    list_filter = ["ok", "event_type"]
+    search_fields = ["webhook_id", "endpoint__url", "endpoint__public_id"]
+    list_select_related = ["endpoint"]
+    readonly_fields = [f.name for f in WebhookAttempt._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False

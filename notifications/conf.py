@@ -59,3 +59,18 @@ def badge_poll_seconds() -> int:
 def claim_pause() -> float:
     """Fault injection for the tests only: sleep between claiming a message and sending it."""
     return float(os.environ.get("NOTIFICATIONS_CLAIM_PAUSE") or 0)
+
+
+def webhooks_allow_private() -> bool:
+    """Operators only: let webhook endpoints resolve to loopback, private or link-local addresses."""
+    return bool(getattr(settings, "WEBHOOKS_ALLOW_PRIVATE", False))
+
+
+def webhooks_disable_after() -> int:
+    """Failed deliveries in a row after which an endpoint is disabled and its owner told (0: never)."""
+    return int(getattr(settings, "WEBHOOKS_DISABLE_AFTER", 20))
+
+
+def webhooks_timeout() -> float:
+    """Seconds an endpoint may take to answer one delivery."""
+    return float(getattr(settings, "WEBHOOKS_TIMEOUT", 10))

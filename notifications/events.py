@@ -18,6 +18,7 @@ LANGUAGES = ("en", "zh-hans")
 ALL_CHANNELS = (Channel.IN_APP, Channel.EMAIL, Channel.SMS)
 OUTCOME = frozenset(ALL_CHANNELS)
 IN_APP_ONLY = frozenset({Channel.IN_APP})
+IN_APP_AND_EMAIL = frozenset({Channel.IN_APP, Channel.EMAIL})
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def get_event(name: str) -> Event:
 TRAINING = _("Fine-tuning tasks")
 DEPLOYMENTS = _("Private instances")
 DATASETS = _("Datasets")
+WEBHOOKS = _("Webhooks")
 
 register(
     Event(
@@ -257,6 +259,34 @@ register(
                 "title": "部署 {code} 的一个实例崩溃，已替换",
                 "body": "部署 {code}（{name}）的一个实例意外停止，已启动新实例。",
                 "sms": ["部署 {code}（{name}）的一个实例已替换。{link}", "部署 {code} 的实例已替换。{link}"],
+            },
+        },
+    )
+)
+
+register(
+    Event(
+        "webhook.disabled",
+        _("Webhook endpoint disabled"),
+        WEBHOOKS,
+        IN_APP_AND_EMAIL,
+        "error",
+        {
+            "en": {
+                "title": "Webhook endpoint {name} was disabled",
+                "body": "Deliveries to {name} failed {failures} times in a row, so the endpoint was disabled: "
+                "no more events go to it until you enable it again. The last error: {error}",
+                "sms": ["Webhook endpoint {name} was disabled after {failures} failures. {link}",
+                        "A webhook endpoint was disabled. {link}"],
+            },
+            "zh-hans": {
+                "title": "Webhook 端点 {name} 已停用",
+                "body": "向 {name} 的投递已连续失败 {failures} 次，端点已停用：重新启用前不再向它发送事件。"
+                "最后一次错误：{error}",
+                "sms": [
+                    "Webhook 端点 {name} 连续失败 {failures} 次，已停用。{link}",
+                    "一个 Webhook 端点已停用。{link}",
+                ],
             },
         },
     )

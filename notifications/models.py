@@ -12,6 +12,11 @@ class Channel(models.TextChoices):
     IN_APP = "in_app", _("In-app")
     EMAIL = "email", _("Email")
     SMS = "sms", _("SMS")
+    WEBHOOK = "webhook", _("Webhook")
+
+
+# The channels a user picks per event on the preferences page; webhooks go to the endpoints a user registered.
+USER_CHANNELS = (Channel.IN_APP, Channel.EMAIL, Channel.SMS)
 
 
 class OutboxStatus(models.TextChoices):
@@ -53,6 +58,10 @@ class OutboxMessage(models.Model):
     send_started_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # The endpoint a webhook message goes to (its body is the signed JSON payload, its key the webhook-id).
+    webhook = models.ForeignKey(
+        "WebhookEndpoint", on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -160,3 +169,60 @@ class SentSms(models.Model):
 
     def __str__(self) -> str:
         return f"{self.to}: {self.body[:40]}"
+
+
+def new_webhook_id() -> str:
+    import secrets
+
+    return f"we_{secrets.token_hex(10)}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL a user registered to receive the events they chose, signed with its secret (Standard Webhooks)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    public_id = models.CharField(max_length=40, unique=True, default=new_webhook_id, editable=False)
+    url = models.URLField(_("URL"), max_length=500)
+    description = models.CharField(_("description"), max_length=200, blank=True)
+    events = models.JSONField(_("events"), default=list)
+    # ``whsec_`` and the base64 of the key: the receiver needs it whole to check signatures, so it is kept.
+    secret = models.CharField(max_length=100, editable=False)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    consecutive_failures = models.PositiveIntegerField(_("failures in a row"), default=0)
+    disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
+    disabled_reason = models.CharField(_("why disabled"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = _("webhook endpoint")
+        verbose_name_plural = _("webhook endpoints")
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookAttempt(models.Model):
+    """One try to deliver one webhook message: what the endpoint answered and how long it took."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="attempts")
+    message = models.ForeignKey(
+        OutboxMessage, on_delete=models.SET_NULL, null=True, blank=True, related_name="webhook_attempts"
+    )
+    webhook_id = models.CharField(_("webhook-id"), max_length=64)
+    event_type = models.CharField(_("event"), max_length=64)
+    attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
+    created_at = models.DateTimeField(_("time"), default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(_("status"), null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(_("response time (ms)"), null=True, blank=True)
+    ok = models.BooleanField(default=False)
+    error = models.CharField(_("error"), max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = _("webhook attempt")
+        verbose_name_plural = _("webhook attempts")
+        indexes = [models.Index(fields=["endpoint", "-id"])]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} → {self.endpoint_id}: {self.status_code or self.error[:40]}"

@@ -26,8 +26,17 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from . import conf
 from .errors import PermanentError, TransientError
 from .events import EVENTS, LANGUAGES, TEXTS, get_event
-from .models import Channel, Notification, OutboxMessage, OutboxStatus, PhoneVerification, Preference
+from .models import (
+    USER_CHANNELS,
+    Channel,
+    Notification,
+    OutboxMessage,
+    OutboxStatus,
+    PhoneVerification,
+    Preference,
+)
 from .sms import fits_one_sms, get_sms_backend
+from .webhooks import webhook_messages
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +69,7 @@ def preferences_for(*, user, events: list[str] | None = None) -> dict[tuple[str,
     result = {}
     for name in names:
         event = get_event(name)
-        for channel in Channel.values:
+        for channel in USER_CHANNELS:
             if channel == Channel.IN_APP:
                 result[(name, channel)] = True  # the notification centre always has it
             else:
@@ -183,7 +192,7 @@ def notify(
         "url": full_url,
     }
     rows = []
-    for channel in Channel.values:
+    for channel in USER_CHANNELS:
         if not prefs[(event, channel)]:
             continue
         recipient = _recipient(user, channel)
@@ -212,6 +221,11 @@ def notify(
                 },
             )
         )
+    # And to every webhook endpoint of the user's that asked for it (notifications/webhooks.py).
+    rows += webhook_messages(
+        user=user, event=event, code=subject_code, event_key=event_key,
+        subject_name=subject_name[:200], subject_code=subject_code[:128], url=full_url,
+    )
     rows = OutboxMessage.objects.bulk_create(rows)
     ids = [row.pk for row in rows]
     if ids:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import http.client
 import smtplib
+import socket
+import time
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
+from . import conf
 from .errors import PermanentError, TransientError
 from .models import Channel, Notification, OutboxMessage
 from .sms import get_sms_backend
+from .webhooks import WebhookUrlError, webhook_attempt_record, webhook_sign, webhook_url_check
 
 
 class Transport:
@@ -121,7 +127,80 @@ class SmsTransport(Transport):
         )
 
 
-TRANSPORTS: dict[str, type[Transport]] = {t.channel: t for t in (InAppTransport, EmailTransport, SmsTransport)}
+class WebhookTransport(Transport):
+    """POST the signed payload to the endpoint (Standard Webhooks); every try is logged on the endpoint's page.
+
+    Retried by the outbox on anything but a 2xx answer. Receivers deduplicate by ``webhook-id`` (the message's
+    key, the same on every try), so a message whose worker died mid-send may be sent again."""
+
+    channel = Channel.WEBHOOK
+    idempotent = True
+
+    def send(self, message: OutboxMessage) -> str:
+        endpoint = message.webhook
+        if endpoint is None:
+            raise PermanentError("the endpoint was deleted")
+        if not endpoint.enabled:
+            raise PermanentError("the endpoint is disabled")
+        clock = time.monotonic()
+        status, error = None, ""
+        try:
+            status = self._post(message, endpoint)
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+                raise TransientError(error)
+            return message.key
+        except WebhookUrlError as exc:
+            error = str(exc)
+            raise PermanentError(error) from exc
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, TLS, a garbled answer
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise TransientError(error) from exc
+        except Exception as exc:
+            error = error or f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            webhook_attempt_record(
+                message=message, status_code=status, duration_ms=int((time.monotonic() - clock) * 1000), error=error
+            )
+
+    def _post(self, message: OutboxMessage, endpoint) -> int:
+        # Checked again now (the name may resolve elsewhere than at creation) and connected to that address.
+        address = webhook_url_check(endpoint.url)[0]
+        parts = urlsplit(endpoint.url)
+        timeout = conf.webhooks_timeout()
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
+        else:
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        # The Host header and TLS's server name stay the URL's; the socket goes to the address just checked.
+        connection._create_connection = lambda addr, *args, **kwargs: socket.create_connection(
+            (address, addr[1]), *args, **kwargs
+        )
+        timestamp = int(time.time())
+        body = message.body.encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "fine-tuning-console-webhooks/1",
+            "webhook-id": message.key,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": webhook_sign(
+                secret=endpoint.secret, msg_id=message.key, timestamp=timestamp, body=message.body
+            ),
+        }
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read(65536)  # the answer's body is not kept; redirects are not followed
+            return response.status
+        finally:
+            connection.close()
+
+
+TRANSPORTS: dict[str, type[Transport]] = {
+    t.channel: t for t in (InAppTransport, EmailTransport, SmsTransport, WebhookTransport)
+}
 
 
 def get_transport(channel: str) -> Transport:

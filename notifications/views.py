@@ -17,7 +17,7 @@ from console.phone import normalize_phone
 
 from . import conf, services
 from .events import EVENTS
-from .models import Channel, Notification, OutboxMessage
+from .models import USER_CHANNELS, Channel, Notification, OutboxMessage
 
 PAGE_SIZE = 20
 
@@ -107,13 +107,13 @@ def preferences(request: HttpRequest) -> HttpResponse:
                 "label": event.label,
                 "channels": [
                     {"channel": c, "on": prefs[(name, c)], "value": f"{name}:{c}", "locked": c == Channel.IN_APP}
-                    for c in Channel.values
+                    for c in USER_CHANNELS
                 ],
             }
         )
     context = {
         "groups": groups,
-        "channels": Channel.choices,
+        "channels": [(c.value, c.label) for c in USER_CHANNELS],
         "has_email": bool(request.user.email),
         "has_phone": bool(request.user.phone and request.user.phone_verified_at),
     }

@@ -1,0 +1,14 @@
+"""What a fine-tuning task looks like in a webhook's ``data`` (registered with notifications.webhooks)."""
+
+from __future__ import annotations
+
+from .api import job_json
+from .models import FineTuningJob
+
+
+def webhook_job(public_id: str) -> dict:
+    """The task as the jobs API shows it."""
+    job = FineTuningJob.objects.select_related("base_model", "training_dataset", "validation_dataset").get(
+        public_id=public_id
+    )
+    return job_json(job)
