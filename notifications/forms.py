@@ -19,6 +19,10 @@ class WebhookEndpointForm(forms.Form):
     events = forms.MultipleChoiceField(
         label=_("Events"),
         widget=forms.CheckboxSelectMultiple,
-        choices=[(name, f"{event.label} ({name})") for name, event in WEBHOOK_EVENTS.items()],
         error_messages={"required": _("Choose at least one event.")},
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Labels in the reader's language, so made per request.
+        self.fields["events"].choices = [(name, f"{event.label} ({name})") for name, event in WEBHOOK_EVENTS.items()]

@@ -409,3 +409,56 @@ def test_admin_lists_endpoints_and_attempts_without_the_secret(admin_client, ali
 def test_the_preferences_page_has_no_webhook_column(alice_client):
     html = alice_client.get(reverse("notifications:preferences")).content.decode()
     assert 'value="training.succeeded:webhook"' not in html and 'value="training.succeeded:sms"' in html
+
+
+
+def test_the_pages_and_their_errors_in_chinese(alice_client, alice, settings):
+    import html
+
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+    alice.language = "zh-hans"
+    alice.save(update_fields=["language"])
+    listing = html.unescape(alice_client.get(reverse("notifications:webhooks")).content.decode())
+    assert "还没有端点" in listing and "No endpoints yet" not in listing
+    response = alice_client.post(reverse("notifications:webhook_create"),
+                                 {"url": "http://10.0.0.7/hook", "events": ["deployment.ready"]})
+    form = html.unescape(response.content.decode())
+    assert "只发送到公网地址" in form and "public addresses only" not in form
+    assert "部署就绪 (deployment.ready)" in form  # the events' labels follow the reader's language
+
+# --- through a real Celery worker ----------------------------------------------------------
+
+QUEUE = "webhooks-test"  # not the session worker's queue: only the worker started here sends
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_task_reaches_the_receiver_through_the_worker_after_a_retry(alice, receiver, settings):
+    from django.db import connection, transaction
+
+    from jobs.services import job_fail
+
+    from . import services as test_services
+    from .jobs_support import wait_for
+
+    settings.NOTIFICATIONS_QUEUE = QUEUE
+    endpoint = endpoint_for(alice, receiver)
+    job = _job(alice, tag="w")
+    receiver.replies = [500]
+    worker = test_services.start_worker(
+        connection.settings_dict["NAME"], queues=QUEUE, name="webhooks",
+        extra_env={"NOTIFICATIONS_QUEUE": QUEUE, "WEBHOOKS_ALLOW_PRIVATE": "true", "NOTIFICATIONS_RETRY_BASE": "1"},
+    )
+    try:
+        with transaction.atomic():
+            job_fail(job=job, code="oom", message="out of memory")
+        row = wait_for(lambda: webhook_rows(status="sent").first(), timeout=60, what="the webhook sent after a retry")
+    finally:
+        test_services.stop(worker)
+    first, second = receiver.requests
+    assert first["verified"] and second["verified"] and second["at"] - first["at"] >= 1.0
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"] == row.key
+    assert json.loads(second["body"])["data"]["id"] == job.public_id and row.attempts == 2
+    assert [(a.status_code, a.ok) for a in WebhookAttempt.objects.filter(endpoint=endpoint).order_by("pk")] == [
+        (500, False), (200, True)
+    ]
