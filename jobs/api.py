@@ -1,4 +1,11 @@
-"""The fine-tuning jobs API, as the zhipuai SDK calls it (client.fine_tuning.jobs.*)."""
+"""The fine-tuning jobs API, as both SDKs call it: ``zhipuai``'s and ``openai``'s ``client.fine_tuning.jobs.*``.
+
+A create takes ``method`` either as the zhipuai SDK sends it (``"sft"`` or ``"dpo"``, hyperparameters at the top
+level) or in OpenAI's shape (``{"type": "supervised" | "dpo", "<type>": {"hyperparameters": {...}}}``);
+``training_type`` (lora or full) is our extension either way. The job object is OpenAI's ``fine_tuning.job``
+(``method`` an object, ``seed``, ``metadata``, ``organization_id``, ``estimated_finish``, ``integrations``) plus
+our own fields (``training_type``, ``request_id``, ``estimated_cost``, the queue's place).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +17,31 @@ from django.urls import path
 from console.api import ApiError, api_view, cursor_page, page_limit, parse_json_body
 
 from . import services
-from .models import BaseModel, FineTuningJob, JobEvent
+from .models import BaseModel, Checkpoint, FineTuningJob, JobEvent, Method
+
+# OpenAI's method types and ours.
+OPENAI_METHODS = {"supervised": Method.SFT, "dpo": Method.DPO}
+METHOD_TYPES = {ours: theirs for theirs, ours in OPENAI_METHODS.items()}
+HYPERPARAMETER_NAMES = ("n_epochs", "batch_size", "learning_rate_multiplier")
 
 
 def _ts(value) -> int | None:
     return int(value.timestamp()) if value else None
 
 
+def method_json(job: FineTuningJob) -> dict:
+    """The task's method in OpenAI's shape, with the hyperparameters it trains with."""
+    hp = job.resolved_hyperparameters or {}
+    values = {k: hp.get(k) for k in HYPERPARAMETER_NAMES}
+    if job.method == Method.DPO:
+        values["beta"] = hp.get("beta", services.DPO_BETA)
+    kind = METHOD_TYPES.get(job.method, "supervised")
+    return {"type": kind, kind: {"hyperparameters": values}}
+
+
 def job_json(job: FineTuningJob) -> dict:
     hp = job.resolved_hyperparameters or {}
+    finish = services.job_estimated_finish(job)
     return {
         "id": job.public_id,
         "object": "fine_tuning.job",
@@ -29,17 +52,30 @@ def job_json(job: FineTuningJob) -> dict:
         "error": {"code": job.error_code, "message": job.error_message, "param": job.error_param or None}
         if job.error_code else None,
         "fine_tuned_model": job.fine_tuned_model if job.status == "succeeded" else None,
-        "hyperparameters": {k: hp.get(k) for k in ("n_epochs", "batch_size", "learning_rate_multiplier")},
+        "hyperparameters": {k: hp.get(k) for k in HYPERPARAMETER_NAMES},
         "result_files": [],
         "trained_tokens": job.trained_tokens,
         "training_file": job.training_dataset.public_id,
         "validation_file": job.validation_dataset.public_id if job.validation_dataset_id else None,
+        # No organisations here: the account that owns the task stands for one.
+        "organization_id": f"user-{job.owner_id}",
+        "seed": 42 if job.seed is None else job.seed,  # a task from before seeds were recorded trained with 42
+        "metadata": job.metadata or None,
+        "method": method_json(job),
+        "user_provided_suffix": job.suffix or None,
+        "estimated_finish": None if finish is None else int(finish),
+        "integrations": [],
         "request_id": job.request_id or None,
-        "method": job.method,
         "training_type": job.training_type,
         "estimated_cost": str(job.estimated_cost),
         **_queue(job),
     }
+
+
+def webhook_job(public_id: str) -> dict:
+    """A webhook's ``data`` (notifications.webhooks): the task as this API shows it."""
+    return job_json(FineTuningJob.objects.select_related("base_model", "training_dataset", "validation_dataset")
+                    .get(public_id=public_id))
 
 
 def _queue(job: FineTuningJob) -> dict:
@@ -81,10 +117,73 @@ def _dataset(request, file_id, param: str, required: bool = True):
     return dataset
 
 
+def _method(body: dict) -> tuple[str, dict]:
+    """The method and the requested hyperparameters: ``method`` as the zhipuai SDK sends it (a string, with
+    ``hyperparameters`` at the top level) or in OpenAI's shape (the hyperparameters inside it; the deprecated top-level
+    ones are taken too, as long as they agree)."""
+    hyperparameters = body.get("hyperparameters")
+    if hyperparameters is None:
+        hyperparameters = {}
+    if not isinstance(hyperparameters, dict):
+        raise ApiError(400, "1214", "hyperparameters must be an object.", "hyperparameters")
+    method = body.get("method")
+    if method is None or method == "":
+        return Method.SFT, hyperparameters
+    if isinstance(method, str):  # "sft" or "dpo" (the service says so otherwise); OpenAI's names are taken too
+        return OPENAI_METHODS.get(method, method), hyperparameters
+    if not isinstance(method, dict):
+        raise ApiError(400, "1214", 'method must be "sft", "dpo" or an object like {"type": "supervised", '
+                                    '"supervised": {"hyperparameters": {...}}}.', "method")
+    kind = method.get("type")
+    if kind == "reinforcement":
+        raise ApiError(400, "unsupported_method", "Reinforcement fine-tuning is not available on this server; "
+                                                  "use supervised or dpo.", "method")
+    if kind not in OPENAI_METHODS:
+        raise ApiError(400, "1214", f"method.type must be supervised or dpo, not {str(kind)[:40]!r}.", "method")
+    others = sorted(key for key, value in method.items() if key not in ("type", kind) and value is not None)
+    if others:
+        raise ApiError(400, "1214", f"method.{others[0][:40]} does not go with method.type {kind}.", "method")
+    section = method.get(kind)
+    if section is None:
+        section = {}
+    if not isinstance(section, dict) or set(section) - {"hyperparameters"}:
+        raise ApiError(400, "1214", f'method.{kind} must be an object like {{"hyperparameters": {{...}}}}.', "method")
+    nested = section.get("hyperparameters")
+    if nested is None:
+        nested = {}
+    if not isinstance(nested, dict):
+        raise ApiError(400, "1214", f"method.{kind}.hyperparameters must be an object.", "method")
+    for name, value in nested.items():
+        if name in hyperparameters and hyperparameters[name] != value:
+            raise ApiError(400, "1214", f"hyperparameters.{name} and method.{kind}.hyperparameters.{name} differ; "
+                                        "give it once, in method.", "hyperparameters")
+    return OPENAI_METHODS[kind], {**hyperparameters, **nested}
+
+
+def _metadata_filter(request: HttpRequest) -> dict[str, str] | None:
+    """``?metadata[k]=v`` (every pair must match), or ``?metadata=null``: tasks with no metadata ({}); None: no
+    filter."""
+    pairs = {key[len("metadata["):-1]: value for key, value in request.GET.items()
+             if key.startswith("metadata[") and key.endswith("]")}
+    plain = request.GET.get("metadata")
+    if plain is not None:
+        if pairs or plain != "null":
+            raise ApiError(400, "1214", "Filter by metadata with metadata[key]=value, or metadata=null for tasks "
+                                        "without metadata (not both).", "metadata")
+        return {}
+    return pairs or None
+
+
 @api_view(["GET", "POST"])
 def jobs(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
-        return cursor_page(request, _jobs(request), serialize=job_json, noun="fine-tuning job")
+        qs = _jobs(request)
+        wanted = _metadata_filter(request)
+        if wanted == {}:
+            qs = qs.filter(metadata={})
+        elif wanted:
+            qs = qs.with_metadata(wanted)
+        return cursor_page(request, qs, serialize=job_json, noun="fine-tuning job")
     body = parse_json_body(request)
     code = body.get("model")
     # A catalog entry hidden from this user is answered as chat answers it: as if it did not exist.
@@ -92,24 +191,28 @@ def jobs(request: HttpRequest) -> JsonResponse:
     if base_model is None:
         raise ApiError(404, "model_not_found", f"The model {code} does not exist or you do not have access to it.",
                        "model")
-    hyperparameters = body.get("hyperparameters") or {}
-    if not isinstance(hyperparameters, dict):
-        raise ApiError(400, "1214", "hyperparameters must be an object.", "hyperparameters")
+    method, hyperparameters = _method(body)
+    if body.get("integrations"):
+        raise ApiError(400, "unsupported_integration", "Integrations (Weights & Biases) are not available on this "
+                                                       "server; follow the task's events and metrics instead.",
+                       "integrations")
     try:
         job, _created = services.job_create(
             user=request.user,
             base_model=base_model,
             training_dataset=_dataset(request, body.get("training_file"), "training_file"),
             validation_dataset=_dataset(request, body.get("validation_file"), "validation_file", required=False),
-            method=body.get("method") or "sft",
+            method=method,
             training_type=body.get("training_type") or "lora",
             hyperparameters=hyperparameters,
             suffix=body.get("suffix") or "",
             request_id=str(body.get("request_id") or request.headers.get("X-Request-Id") or ""),
+            seed=body.get("seed"),
+            metadata=body.get("metadata"),
         )
     except services.JobInputError as exc:
         raise ApiError(400, exc.code, exc.message, exc.param) from None
-    return JsonResponse(job_json(job))
+    return JsonResponse(job_json(job), json_dumps_params={"ensure_ascii": False})
 
 
 @api_view(["GET", "DELETE"])
@@ -141,21 +244,54 @@ def event_json(event: JobEvent) -> dict:
     }
 
 
-@api_view(["GET"])
-def job_events(request: HttpRequest, job_id: str) -> JsonResponse:
-    """Newest first; ``after`` is an event id and pages towards older events."""
-    found = _get_job(request, job_id)
-    qs = JobEvent.objects.filter(job=found).order_by("-id")
+def _id_page(request: HttpRequest, qs, *, prefix: str, serialize) -> JsonResponse:
+    """Newest first (by row id); ``after`` is an item's id (``<prefix><row id>``) and pages towards older ones."""
+    qs = qs.order_by("-id")
     after = request.GET.get("after")
     if after:
         try:
-            qs = qs.filter(id__lt=int(str(after).removeprefix("ftevent-")))
+            qs = qs.filter(id__lt=int(str(after).removeprefix(prefix)))
         except ValueError:
-            raise ApiError(400, "1214", f"Bad event id {after}.", "after") from None
+            raise ApiError(400, "1214", f"Bad id {after[:80]}: expected {prefix}<number>.", "after") from None
     limit = page_limit(request)
     items = list(qs[: limit + 1])
-    return JsonResponse({"object": "list", "data": [event_json(e) for e in items[:limit]],
-                         "has_more": len(items) > limit})
+    return JsonResponse({"object": "list", "data": [serialize(item) for item in items[:limit]],
+                         "has_more": len(items) > limit}, json_dumps_params={"ensure_ascii": False})
+
+
+@api_view(["GET"])
+def job_events(request: HttpRequest, job_id: str) -> JsonResponse:
+    found = _get_job(request, job_id)
+    return _id_page(request, JobEvent.objects.filter(job=found), prefix="ftevent-", serialize=event_json)
+
+
+def checkpoint_json(checkpoint: Checkpoint, job: FineTuningJob) -> dict:
+    """OpenAI's ``fine_tuning.job.checkpoint``: the weights at the end of an epoch, named
+    ``<fine-tuned model code>:ckpt-step-<N>``, with the losses logged when they were saved."""
+    metrics = checkpoint.metrics or {}
+    step = checkpoint.step or metrics.get("current_steps") or 0
+    eval_loss = metrics.get("eval_loss")
+    return {
+        "id": f"ftckpt-{checkpoint.pk}",
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": _ts(checkpoint.created_at),
+        "fine_tuned_model_checkpoint": f"{job.fine_tuned_model}:ckpt-step-{step}",
+        "fine_tuning_job_id": job.public_id,
+        "step_number": step,
+        # The training loss averaged over the steps since the last report; the validation loss over the whole
+        # validation set (the engine evaluates all of it at each epoch's end).
+        "metrics": {"step": step, "train_loss": metrics.get("loss"), "valid_loss": eval_loss,
+                    "full_valid_loss": eval_loss},
+        "epoch": checkpoint.epoch,
+    }
+
+
+@api_view(["GET"])
+def job_checkpoints(request: HttpRequest, job_id: str) -> JsonResponse:
+    """The task's epoch checkpoints, newest first (``client.fine_tuning.jobs.checkpoints.list``)."""
+    found = _get_job(request, job_id)
+    return _id_page(request, Checkpoint.objects.filter(job=found).complete(), prefix="ftckpt-",
+                    serialize=lambda checkpoint: checkpoint_json(checkpoint, found))
 
 
 urlpatterns = [
@@ -163,4 +299,5 @@ urlpatterns = [
     path("fine_tuning/jobs/<str:job_id>", job, name="api_job"),
     path("fine_tuning/jobs/<str:job_id>/cancel", job_cancel, name="api_job_cancel"),
     path("fine_tuning/jobs/<str:job_id>/events", job_events, name="api_job_events"),
+    path("fine_tuning/jobs/<str:job_id>/checkpoints", job_checkpoints, name="api_job_checkpoints"),
 ]

@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import services
-from .models import BaseModel, Method, TrainingType
+from .models import SEED_MAX, BaseModel, Method, TrainingType
 
 AUTO_HELP = _("A number, or auto.")
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -39,6 +39,11 @@ class JobForm(forms.Form):
     suffix = forms.CharField(
         label=_("Model code suffix"), required=False, max_length=40,
         help_text=_("Up to 40 characters of a-z, 0-9, - and _. Becomes part of the new model's code."),
+    )
+    seed = forms.IntegerField(
+        label=_("Seed"), required=False, min_value=0, max_value=SEED_MAX,
+        help_text=_("Empty: chosen at random and recorded on the task. The same data, settings and seed train the "
+                    "same model on the same machine."),
     )
 
     def __init__(self, *args, user, full_check: bool = True, **kwargs):

@@ -19,6 +19,16 @@ def new_job_id() -> str:
     return _public_id("ftjob")
 
 
+SEED_MAX = 2**31 - 1  # what every database's positive integer holds
+
+
+def new_seed() -> int:
+    """A seed for a task created without one: chosen at random, then recorded, so the run can be repeated."""
+    import secrets
+
+    return secrets.randbelow(SEED_MAX + 1)
+
+
 class JobStatus(models.TextChoices):
     VALIDATING_FILES = "validating_files", _("Validating files")
     QUEUED = "queued", _("Queued")
@@ -37,6 +47,15 @@ class FineTuningJobQuerySet(models.QuerySet):
 
     def active(self) -> FineTuningJobQuerySet:
         return self.exclude(status__in=FINAL_STATUSES)
+
+    def with_metadata(self, pairs: dict[str, str]) -> FineTuningJobQuerySet:
+        """Tasks whose metadata has each key with exactly that value (a key read as a literal, on every database)."""
+        from django.db.models.fields.json import KeyTransform
+
+        qs = self
+        for n, (key, value) in enumerate(pairs.items()):
+            qs = qs.alias(**{f"_metadata_{n}": KeyTransform(key, "metadata")}).filter(**{f"_metadata_{n}": value})
+        return qs
 
 
 class FineTuningJob(models.Model):
@@ -63,6 +82,12 @@ class FineTuningJob(models.Model):
     hyperparameters = models.JSONField(_("requested hyperparameters"), default=dict, blank=True)
     resolved_hyperparameters = models.JSONField(_("hyperparameters"), default=dict, blank=True)
     suffix = models.CharField(_("suffix"), max_length=40, blank=True)
+    # The seed of the data split, the weights' initialisation, the data order and dropout: the same data, settings
+    # and seed train the same losses and weights on the same machine. Null: a task from before seeds were recorded
+    # (it trained with 42 and split its validation set with its own row id).
+    seed = models.PositiveIntegerField(_("seed"), null=True, blank=True, default=new_seed)
+    # The caller's own key-value pairs (OpenAI's metadata: up to 16, keys up to 64 and values up to 512 characters).
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
     fine_tuned_model = models.CharField(_("model code"), max_length=128, unique=True)
     request_id = models.CharField(max_length=128, blank=True)
     status = models.CharField(
@@ -146,6 +171,13 @@ class JobEvent(models.Model):
         return f"ftevent-{self.pk}"
 
 
+class CheckpointQuerySet(models.QuerySet):
+    def complete(self) -> CheckpointQuerySet:
+        """Checkpoints written at an epoch's end (the engine's ``epoch-N`` folders: weights that load as a model);
+        a mid-epoch one (``step-N``) only serves a resume and is replaced by the next."""
+        return self.filter(path__regex=r"/epoch-[0-9]+$")
+
+
 class Checkpoint(models.Model):
     job = models.ForeignKey(FineTuningJob, on_delete=models.CASCADE, related_name="checkpoints")
     epoch = models.PositiveIntegerField()
@@ -153,6 +185,8 @@ class Checkpoint(models.Model):
     path = models.CharField(max_length=500)
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = CheckpointQuerySet.as_manager()
 
     class Meta:
         ordering = ["epoch"]

@@ -30,7 +30,7 @@ from console import cpus, storage
 from modelcards.models import FineTunedModel
 
 from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
-from .services import Heartbeat, _notify_finished, job_event, job_fail, job_scratch_dir, job_storage_name
+from .services import DPO_BETA, Heartbeat, _notify_finished, job_event, job_fail, job_scratch_dir, job_storage_name
 from .signals import job_succeeded
 from .training.engine import STATE_FILE
 
@@ -214,13 +214,15 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
             if job.validation_dataset_id:
                 eval_examples = _load_examples(job.validation_dataset)
             else:
-                train_examples, eval_examples = engine.split_examples(train_examples, fraction=0.1, seed=job.pk)
+                train_examples, eval_examples = engine.split_examples(train_examples, fraction=0.1,
+                                                                      seed=job_split_seed(job))
                 callbacks.event("info", _("Validation: %(n)s examples split off automatically.")
                                 % {"n": len(eval_examples)})
             config = engine.TrainingConfig(
                 method=job.method, training_type=job.training_type, n_epochs=hp["n_epochs"],
                 batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
-                max_seq_len=job.base_model.context_length, seed=42,
+                max_seq_len=job.base_model.context_length, seed=job_training_seed(job),
+                dpo_beta=hp.get("beta") or DPO_BETA,
                 checkpoint_interval=settings.TRAINING_CHECKPOINT_MINUTES * 60,
                 activation_memory_mb=settings.TRAINING_CPU_ACTIVATION_MB, precision=settings.TRAINING_PRECISION,
             )
@@ -272,6 +274,18 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
     # The scratch goes before the state says succeeded: whoever sees the end sees nothing left behind.
     shutil.rmtree(scratch, ignore_errors=True)
     return _finish_succeeded(job, result, final_name)
+
+
+def job_training_seed(job: FineTuningJob) -> int:
+    """The engine's seed (weights' initialisation, data order, dropout): the task's; 42 for a task from before
+    seeds were recorded, as it trained then."""
+    return 42 if job.seed is None else job.seed
+
+
+def job_split_seed(job: FineTuningJob) -> int:
+    """The automatic validation split's seed: the task's, so that the same seed splits the same data the same
+    way; a task from before seeds were recorded split by its row id and keeps doing so (a resume sees the same)."""
+    return job.pk if job.seed is None else job.seed
 
 
 def _has_gpu() -> bool:

@@ -28,7 +28,7 @@ from console import storage
 from console.quotas import QuotaExceeded, quota_enforce
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
 
-from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus
+from .models import FINAL_STATUSES, SEED_MAX, Checkpoint, FineTuningJob, JobEvent, JobStatus, new_seed
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +73,21 @@ HYPERPARAMETER_LIMITS: dict[str, tuple[type, float, float]] = {
     "n_epochs": (int, 1, 50),
     "batch_size": (int, 1, 256),
     "learning_rate_multiplier": (float, 0.01, 10.0),
+    "beta": (float, 0.01, 2.0),  # DPO only: how far the policy may move from the reference model
 }
+DPO_BETA = 0.1  # what "auto" means for beta
 
 
 def hyperparameters_resolve(*, requested: dict, method: str, training_type: str, examples: int) -> dict:
     """Turn ``auto`` (or missing) values into the numbers training will use."""
     requested = requested or {}
-    unknown = set(requested) - {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    known = {"n_epochs", "batch_size", "learning_rate_multiplier"} | ({"beta"} if method == Method.DPO else set())
+    unknown = set(requested) - known
     if unknown:
-        raise JobInputError(_("Unknown hyperparameter: %(name)s.") % {"name": sorted(unknown)[0]}, "hyperparameters")
+        name = sorted(unknown)[0]
+        if name == "beta":
+            raise JobInputError(_("beta is a hyperparameter of DPO only."), "hyperparameters")
+        raise JobInputError(_("Unknown hyperparameter: %(name)s.") % {"name": name}, "hyperparameters")
 
     def number(name: str, cast, low, high):
         value = requested.get(name)
@@ -107,7 +113,42 @@ def hyperparameters_resolve(*, requested: dict, method: str, training_type: str,
         "learning_rate_multiplier": multiplier or 1.0,
     }
     resolved["learning_rate"] = BASE_LEARNING_RATE[(method, training_type)] * resolved["learning_rate_multiplier"]
+    if method == Method.DPO:
+        resolved["beta"] = number("beta", *HYPERPARAMETER_LIMITS["beta"]) or DPO_BETA
     return resolved
+
+
+def job_check_seed(seed) -> int | None:
+    """A seed as given (a whole number from 0 to 2,147,483,647), or None: one is chosen at random."""
+    if seed is None or seed == "":
+        return None
+    if isinstance(seed, str) and seed.strip().isdigit():
+        seed = int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise JobInputError(_("seed must be a whole number from 0 to %(max)s.") % {"max": f"{SEED_MAX:,}"}, "seed")
+    return seed
+
+
+METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 16, 64, 512
+
+
+def job_check_metadata(metadata) -> dict:
+    """The caller's metadata as OpenAI takes it: at most 16 pairs of a key (up to 64 characters) and a string
+    value (up to 512)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise JobInputError(_("metadata must be an object of string keys and string values."), "metadata")
+    if len(metadata) > METADATA_MAX_PAIRS:
+        raise JobInputError(_("metadata may have at most %(n)s keys.") % {"n": METADATA_MAX_PAIRS}, "metadata")
+    for key, value in metadata.items():
+        if not key or len(key) > METADATA_KEY_MAX:
+            raise JobInputError(_("A metadata key must have 1 to %(n)s characters.") % {"n": METADATA_KEY_MAX},
+                                "metadata")
+        if not isinstance(value, str) or len(value) > METADATA_VALUE_MAX:
+            raise JobInputError(_("The metadata value of %(key)s must be a string of at most %(n)s characters.")
+                                % {"key": key[:64], "n": METADATA_VALUE_MAX}, "metadata")
+    return metadata
 
 
 @dataclass
@@ -328,8 +369,12 @@ def job_create(
     hyperparameters: dict | None = None,
     suffix: str = "",
     request_id: str = "",
+    seed: int | None = None,
+    metadata: dict | None = None,
 ) -> tuple[FineTuningJob, bool]:
-    """Create a task (or return the one already made for ``request_id``). Returns (job, created)."""
+    """Create a task (or return the one already made for ``request_id``). Returns (job, created).
+
+    ``seed``: None chooses one at random; either way it is recorded on the task (``job.seed``)."""
     request_id = (request_id or "")[:128]
     if request_id:
         existing = FineTuningJob.objects.filter(owner=user, request_id=request_id).first()
@@ -342,6 +387,8 @@ def job_create(
         raise JobInputError(_("method must be sft or dpo."), "method")
     if training_type not in TrainingType.values:
         raise JobInputError(_("training_type must be lora or full."), "training_type")
+    seed = job_check_seed(seed)
+    metadata = job_check_metadata(metadata)
     job_check_quota(user=user)  # early, for a quick answer; again, locked, where the task is created
     job_check_choices(user=user, base_model=base_model, method=method, training_type=training_type)
     job_check_dataset(user=user, base_model=base_model, method=method, dataset=training_dataset,
@@ -367,7 +414,7 @@ def job_create(
                     validation_dataset=validation_dataset, method=method, training_type=training_type,
                     hyperparameters=hyperparameters or {}, resolved_hyperparameters=resolved, suffix=suffix,
                     fine_tuned_model=code, request_id=request_id, estimated_tokens=estimate.total_tokens,
-                    estimated_cost=estimate.cost,
+                    estimated_cost=estimate.cost, seed=new_seed() if seed is None else seed, metadata=metadata,
                 )
                 job_event(job=job, message=_("Task created; checking the files."))
                 transaction.on_commit(lambda job_id=job.pk: _send_prepare(job_id))
@@ -557,6 +604,16 @@ def queue_estimate(job: FineTuningJob) -> dict | None:
         free_at[0] += warmup + other.estimated_tokens / float(speed) + tail
     out["starts_in_seconds"] = round(min(free_at))
     return out
+
+
+def job_estimated_finish(job: FineTuningJob) -> float | None:
+    """When a running task should finish (unix seconds): its last metrics' remaining time, counted from when they
+    were logged; None for a task that is not running or has not measured its speed yet."""
+    left = (job.progress or {}).get("remaining_seconds")
+    if job.status != JobStatus.RUNNING or left is None:
+        return None
+    last = _last_metrics_at(job)
+    return None if last is None else last.timestamp() + float(left)
 
 
 def _handover_seconds() -> float:
@@ -851,5 +908,6 @@ def job_create_from_form(*, user, form, sha256: str = "") -> FineTuningJob:
         user=user, base_model=data["base_model"], training_dataset=training,
         validation_dataset=data.get("validation_dataset"), method=data["method"],
         training_type=data["training_type"], hyperparameters=form.hyperparameters(), suffix=data.get("suffix", ""),
+        seed=data.get("seed"),
     )
     return job

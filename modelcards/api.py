@@ -1,4 +1,5 @@
-"""The models API: GET /models and DELETE /fine_tuning/fine_tuned_models/{model}."""
+"""The models API: GET /models, GET and DELETE /models/{model} (the openai SDK's ``client.models.*``) and
+DELETE /fine_tuning/fine_tuned_models/{model} (the zhipuai SDK's)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,30 @@ def models_list(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
+@api_view(["GET", "DELETE"])
+def model_detail(request: HttpRequest, model: str) -> JsonResponse:
+    """``GET /models/{model}`` (``client.models.retrieve``): a base model the caller may use or one of its own
+    fine-tuned models; ``DELETE`` (``client.models.delete``): one of its own fine-tuned models, as the model card's
+    delete does (``services.fine_tuned_model_delete``: the model, its files and every deployment of it)."""
+    owned = FineTunedModel.objects.live().owned_by(request.user).select_related("base_model", "job")
+    fine_tuned = owned.filter(code=model).first()
+    if request.method == "DELETE":
+        if fine_tuned is None:
+            if BaseModel.objects.usable_by(request.user).filter(code=model).exists():
+                raise ApiError(403, "model_not_deletable", f"{model} is a base model; only your own fine-tuned "
+                                                           "models can be deleted.", "model")
+            raise ApiError(404, "model_not_found", f"No fine-tuned model {model} of yours.", "model")
+        services.fine_tuned_model_delete(model=fine_tuned)
+        return JsonResponse({"id": model, "object": "model", "deleted": True})
+    if fine_tuned is not None:
+        return JsonResponse(fine_tuned_model_json(fine_tuned, request.user.get_username()))
+    base = BaseModel.objects.usable_by(request.user).filter(code=model).first()
+    if base is None:
+        raise ApiError(404, "model_not_found", f"The model {model} does not exist or you do not have access to it.",
+                       "model")
+    return JsonResponse(base_model_json(base))
+
+
 @api_view(["DELETE"])
 def fine_tuned_model_delete(request: HttpRequest, model: str) -> JsonResponse:
     found = FineTunedModel.objects.live().owned_by(request.user).filter(code=model).first()
@@ -64,5 +89,6 @@ def fine_tuned_model_delete(request: HttpRequest, model: str) -> JsonResponse:
 
 urlpatterns = [
     path("models", models_list, name="api_models"),
+    path("models/<path:model>", model_detail, name="api_model"),
     path("fine_tuning/fine_tuned_models/<path:model>", fine_tuned_model_delete, name="api_fine_tuned_model"),
 ]
