@@ -392,7 +392,8 @@ def outbox_repair(
 
 
 def outbox_resend(*, messages) -> int:
-    """Staff: send these messages again (a new idempotency key, so a provider does not drop it)."""
+    """Staff: send these messages again (a new idempotency key, so a provider does not drop it; a webhook keeps its
+    ``webhook-id``, which is how its receiver tells a message it already has)."""
     count = 0
     ids = []
     for message in messages:
@@ -401,7 +402,7 @@ def outbox_resend(*, messages) -> int:
         OutboxMessage.objects.filter(pk=message.pk).update(
             status=OutboxStatus.PENDING,
             next_attempt_at=timezone.now(),
-            key=secrets.token_hex(16),
+            key=message.key if message.channel == Channel.WEBHOOK else secrets.token_hex(16),
             attempts=0,
             claimed_at=None,
             send_started_at=None,

@@ -404,6 +404,22 @@ def test_admin_lists_endpoints_and_attempts_without_the_secret(admin_client, ali
     assert page.status_code == 200 and endpoint.secret not in page.content.decode()
     listing = admin_client.get(reverse("admin:notifications_webhookattempt_changelist")).content.decode()
     assert row.key in listing
+    # Staff's "send again" keeps the webhook-id: the receiver can tell it already has the message.
+    response = admin_client.post(reverse("admin:notifications_outboxmessage_changelist"),
+                                 {"action": "resend", "_selected_action": [row.pk]})
+    assert response.status_code == 302
+    assert send(row) == ("sent", 0)
+    assert [r["headers"]["webhook-id"] for r in receiver.requests] == [row.key, row.key]
+
+
+def test_a_webhook_whose_worker_died_mid_send_is_sent_again_by_the_repair(alice, receiver):
+    endpoint = endpoint_for(alice, receiver)
+    row = webhook_send_test(endpoint=endpoint)
+    past = timezone.now() - timedelta(minutes=10)
+    OutboxMessage.objects.filter(pk=row.pk).update(status="sending", claimed_at=past, send_started_at=past)
+    assert services.outbox_repair(sending_timeout=60, pending_grace=3600)["recovered"] == 1
+    assert send(row) == ("sent", 0)  # receivers deduplicate by webhook-id, so sending again is safe
+    assert receiver.requests[0]["headers"]["webhook-id"] == row.key
 
 
 def test_the_preferences_page_has_no_webhook_column(alice_client):
