@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "var" / "demo-run")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="the engine's default: bf16 on a CPU with AMX, fp32 on others")
+                        help="the engine's default: bf16 on a CPU with AMX or AVX512-BF16, fp32 on others")
     args = parser.parse_args()
 
     import torch

@@ -259,7 +259,7 @@ def test_fused_lora_matches_peft(tiny_dir, renderer):
 
 def _fast(**kwargs) -> TrainingConfig:
     """fp32 unless a test asks otherwise: these tests compare exact figures, which "auto" would turn to bf16 on a
-    CPU with AMX (its own tests: test_bf16_is_the_default_on_a_cpu_with_amx and below)."""
+    CPU with fast bf16 (its own tests: test_bf16_is_the_default_on_a_cpu_with_fast_bf16 and below)."""
     defaults = {"n_epochs": 3, "batch_size": 2, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
                 "precision": "fp32"}
     return TrainingConfig(**{**defaults, **kwargs})
@@ -589,17 +589,18 @@ def test_memory_plan_is_announced(tiny_dir, tmp_path):
     assert plan["bf16"] is True and plan["micro_batch_tokens"] > 0 and plan["fits"] is True
 
 
-def test_bf16_is_the_default_on_a_cpu_with_amx(tiny_dir, tmp_path, monkeypatch):
-    """precision="auto" trains in bf16 on a CPU with AMX (frozen LoRA weights bf16, adapters and optimizer fp32,
-    attention in fp32, packed rows in steps of 64), in fp32 on one without; the events say which, and why."""
-    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: False)
+def test_bf16_is_the_default_on_a_cpu_with_fast_bf16(tiny_dir, tmp_path, monkeypatch):
+    """precision="auto" trains in bf16 on a CPU with AMX or AVX512-BF16 (frozen LoRA weights bf16, adapters and
+    optimizer fp32, attention in fp32, packed rows in steps of 64), in fp32 on one without; the events say which,
+    and why."""
+    monkeypatch.setattr(engine, "cpu_bf16_isa", lambda: None)
     assert not engine.use_bf16(TrainingConfig(), "cpu") and engine.pad_multiple_for("cpu", False) == 1
     fp32 = Recorder()
     plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO,
                   config=_fast(n_epochs=2, precision="auto"), output_dir=tmp_path / "fp32", callbacks=fp32)
     assert "Precision: fp32 (this device has no fast bf16)" in [m for _, m, _ in fp32.events]
 
-    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(engine, "cpu_bf16_isa", lambda: "AVX512-BF16")
     config = _fast(n_epochs=2, precision="auto")
     assert engine.use_bf16(config, "cpu") and engine.pad_multiple_for("cpu", True) == 64
     assert not engine.use_bf16(_fast(precision="fp32"), "cpu")
@@ -611,7 +612,7 @@ def test_bf16_is_the_default_on_a_cpu_with_amx(tiny_dir, tmp_path, monkeypatch):
     result = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
                    output_dir=tmp_path / "bf16", callbacks=bf16)
     event = next((m, d) for _, m, d in bf16.events if m.startswith("Precision"))
-    assert event == ("Precision: bf16 compute (this CPU has AMX); bf16 frozen weights, fp32 trainable weights "
+    assert event == ("Precision: bf16 compute (this CPU has AVX512-BF16); bf16 frozen weights, fp32 trainable weights "
                      "and optimizer state", {"precision": "bf16", "asked": "auto"})
     # the same run, a little less exact: every loss within a few percent of fp32's, and it learned as much
     for ours, theirs in zip(result.history, plain.history, strict=True):

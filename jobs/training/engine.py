@@ -88,7 +88,7 @@ class TrainingConfig:
     # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
     gradient_checkpointing: bool | None = None
     # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16 and on a CPU with
-    # AMX (cpu_has_amx_bf16), fp32 elsewhere; the "Memory plan" event says which one trained the task
+    # AMX or AVX512-BF16 (cpu_bf16_isa), fp32 elsewhere; the "Precision" event says which one trained the task
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
@@ -222,30 +222,34 @@ def resolve_device(config: TrainingConfig) -> str:
     return config.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles, ``amx_bf16`` in /proc/cpuinfo).
+def cpu_bf16_isa() -> str | None:
+    """The CPU's fast bf16 instructions, from /proc/cpuinfo: "AMX" (``amx_bf16``: oneDNN runs bf16 matmuls on
+    the AMX tiles), "AVX512-BF16" (``avx512_bf16``: bf16 dot products in AVX-512 registers), or None.
 
-    Only there does bf16 pay on a CPU: oneDNN runs bf16 matmuls on the AMX tiles. ``avx512_bf16`` alone
-    (dot products of bf16 pairs, no tiles) is left at fp32 by "auto": set ``precision="bf16"`` to try it."""
+    Either made bf16 training faster than fp32 where measured (README, "Training speed and precision": an AMX
+    Xeon and an AVX512-BF16 AMD EPYC); a CPU with neither converts bf16 in software, slower than fp32."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
+                    flags = set(line.split())
+                    if "amx_bf16" in flags:
+                        return "AMX"
+                    return "AVX512-BF16" if "avx512_bf16" in flags else None
     except OSError:
         pass
-    return False
+    return None
 
 
 def use_bf16(config: TrainingConfig, device: str) -> bool:
-    """bf16 compute: asked for, or "auto" on a GPU that supports it or on a CPU with AMX."""
+    """bf16 compute: asked for, or "auto" on a GPU that supports it or on a CPU with fast bf16 (cpu_bf16_isa)."""
     if config.precision == "bf16":
         return True
     if config.precision != "auto":
         return False
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
-    return device == "cpu" and cpu_has_amx_bf16()
+    return device == "cpu" and cpu_bf16_isa() is not None
 
 
 def pad_multiple_for(device: str, bf16: bool) -> int:
@@ -267,7 +271,7 @@ def precision_message(config: TrainingConfig, device: str, bf16: bool) -> str:
     if config.precision == "bf16":
         why = "asked for"
     else:
-        why = "this CPU has AMX" if device == "cpu" else "this GPU supports bf16"
+        why = f"this CPU has {cpu_bf16_isa()}" if device == "cpu" else "this GPU supports bf16"
     parts = "bf16 frozen weights, " if config.training_type == "lora" else ""
     return f"Precision: bf16 compute ({why}); {parts}fp32 trainable weights and optimizer state"
 
