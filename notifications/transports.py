@@ -13,7 +13,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 
 from . import conf
 from .errors import PermanentError, TransientError
-from .models import Channel, Notification, OutboxMessage
+from .models import Channel, Notification, OutboxMessage, WebhookEndpoint
 from .sms import get_sms_backend
 from .webhooks import WebhookUrlError, webhook_attempt_record, webhook_sign, webhook_url_check
 
@@ -137,7 +137,7 @@ class WebhookTransport(Transport):
     idempotent = True
 
     def send(self, message: OutboxMessage) -> str:
-        endpoint = message.webhook
+        endpoint = WebhookEndpoint.objects.filter(pk=message.webhook_id).first()
         if endpoint is None:
             raise PermanentError("the endpoint was deleted")
         if not endpoint.enabled:

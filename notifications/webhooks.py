@@ -238,12 +238,14 @@ def webhook_send_test(*, endpoint: WebhookEndpoint) -> OutboxMessage:
 
 def webhook_attempt_record(
     *, message: OutboxMessage, status_code: int | None, duration_ms: int, error: str = ""
-) -> WebhookAttempt:
+) -> WebhookAttempt | None:
     """Log one try; count failures in a row, and past the limit disable the endpoint and tell its owner."""
     from .services import notify
 
     ok = not error
     with transaction.atomic():
+        if not WebhookEndpoint.objects.filter(pk=message.webhook_id).exists():
+            return None  # deleted while this try was under way (its messages went with it)
         attempt = WebhookAttempt.objects.create(
             endpoint_id=message.webhook_id, message=message, webhook_id=message.key, event_type=message.event,
             attempt=message.attempts or 1, status_code=status_code, duration_ms=duration_ms, ok=ok, error=error[:500],

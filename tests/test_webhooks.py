@@ -267,6 +267,19 @@ def _client(user):
     return client
 
 
+
+def test_an_endpoint_deleted_while_its_message_is_sent_gets_nothing_and_logs_nothing(alice, receiver):
+    from notifications.errors import PermanentError
+    from notifications.transports import WebhookTransport
+
+    endpoint = endpoint_for(alice, receiver)
+    message = webhook_send_test(endpoint=endpoint)
+    message = OutboxMessage.objects.get(pk=message.pk)  # as a worker holds it
+    endpoint.delete()
+    with pytest.raises(PermanentError, match="deleted"):
+        WebhookTransport().send(message)
+    assert receiver.requests == [] and not WebhookAttempt.objects.exists()
+
 # --- where an endpoint may point --------------------------------------------------------
 
 
