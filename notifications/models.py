@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -172,8 +174,6 @@ class SentSms(models.Model):
 
 
 def new_webhook_id() -> str:
-    import secrets
-
     return f"we_{secrets.token_hex(10)}"
 
 
