@@ -378,7 +378,7 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
     allow_tools = category in (Category.FUNCTION_CALL, Category.REASONING, Category.DPO)
     allow_reasoning = category in (Category.REASONING, Category.FUNCTION_CALL, Category.DPO)
     images = 0
-    user_turns = assistant_turns = 0
+    user_turns = assistant_turns = unweighted_turns = 0
     call_ids: set[str] = set()
     previous_role = None
     last_role = None
@@ -403,10 +403,17 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
         last_role = role
         content = message.get("content")
         cpath = f"{mpath}.content"
+        if "weight" in message and role != "assistant":
+            problems.append((f"{mpath}.weight", "weight", _(
+                "weight applies to assistant turns only (0: not learnt, 1: learnt)."
+            )))
         if role == "system":
             if i != 0:
                 problems.append((f"{mpath}.role", "order", _("A system message may only come first.")))
-            _text_content(content, cpath, problems, role)
+            if isinstance(content, list):  # text parts, as OpenAI's chat format allows
+                _content_parts(content, cpath, problems, allow_images=False)
+            else:
+                _text_content(content, cpath, problems, role)
         elif role == "user":
             user_turns += 1
             if isinstance(content, list):
@@ -417,6 +424,8 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
                 _text_content(content, cpath, problems, role)
         elif role == "assistant":
             assistant_turns += 1
+            if _check_weight(message, mpath, problems) == 0:
+                unweighted_turns += 1
             if user_turns == 0 and not unknown_roles:
                 problems.append((f"{mpath}.role", "order", _(
                     "The conversation must start with a user turn (after an optional system message)."
@@ -478,9 +487,26 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
             problems.append((path, "order", _("The prompt must end with a user turn; the outputs follow it.")))
     elif assistant_turns == 0:
         problems.append((path, "no_assistant", _("The conversation has no assistant turn to learn from.")))
+    elif unweighted_turns == assistant_turns:
+        problems.append((path, "no_assistant", _(
+            "Every assistant turn has weight 0, so there is nothing to learn from; give at least one weight 1."
+        )))
     elif last_role not in ("assistant",) and category != Category.FUNCTION_CALL:
         problems.append((f"{path}[{len(messages) - 1}]", "order", _("The last turn must be the assistant's.")))
     return images
+
+
+def _check_weight(message: dict, path: str, problems: Problems) -> int:
+    """An assistant turn's ``weight`` (OpenAI's chat format): 1 (the default) learns it, 0 keeps it as context
+    only. Returns the weight (1 when it is missing or wrong)."""
+    if "weight" not in message:
+        return 1
+    weight = message["weight"]
+    if isinstance(weight, bool) or weight not in (0, 1):
+        problems.append((f"{path}.weight", "weight", _("weight must be 0 (not learnt) or 1 (learnt), not %(value)s.")
+                         % {"value": json.dumps(weight, ensure_ascii=False)[:40]}))
+        return 1
+    return int(weight)
 
 
 def _text_content(content: Any, path: str, problems: Problems, role: str) -> None:

@@ -270,7 +270,7 @@ class Validator:
                 continue
             examples += 1
             images_total += images
-            if "messages" not in obj:
+            if "messages" not in obj and "preferred_output" not in obj:  # input/target, converted to chat
                 legacy += 1
             hashes_append(int.from_bytes(blake2b(stripped, digest_size=8).digest(), "little"))
             lines_append(line_no)

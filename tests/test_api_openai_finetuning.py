@@ -16,6 +16,7 @@ from jobs.models import Checkpoint, FineTunedModel, FineTuningJob, JobEvent
 
 from .datasets_support import sample, validate_all
 from .jobs_support import chat_lines, dpo_lines, job_status, make_dataset, wait_for
+from .openai_formats_support import jsonl, openai_chat_lines, openai_preference_lines
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -191,12 +192,21 @@ def test_models_retrieve_and_delete(oai, alice, bob, tiny_base, tmp_path):
         oai.models.retrieve(mine.code)
 
 
+def _upload(oai, alice, name: str, lines: list[dict]) -> str:
+    """A file in OpenAI's format through ``client.files.create``, validated to the end."""
+    created = oai.files.create(file=(name, jsonl(lines)), purpose="fine-tune")
+    validate_all(alice)
+    assert oai.files.retrieve(created.id).status == "processed", oai.files.retrieve(created.id).status_details
+    return created.id
+
+
 @pytest.mark.worker
-def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oai, alice, tiny_base,
+def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oai, alice, tiny_base, alice_media,
                                                                               training_worker):
-    dataset = make_dataset(alice, chat_lines(24))
+    # OpenAI's chat format as is: a tool call, content as text parts, a turn of weight 0 kept as context only.
+    training_file = _upload(oai, alice, "openai_chat.jsonl", openai_chat_lines(24))
     job = oai.fine_tuning.jobs.create(
-        model="tiny-test", training_file=dataset.public_id, suffix="ckpt", seed=7,
+        model="tiny-test", training_file=training_file, suffix="ckpt", seed=7,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4,
                                                                          "learning_rate_multiplier": 3}}},
     )
@@ -230,3 +240,13 @@ def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oa
     assert FineTunedModel.objects.get(code=done.fine_tuned_model).deleted_at is not None
     with pytest.raises(openai.NotFoundError):
         oai.models.retrieve(done.fine_tuned_model)
+
+    # OpenAI's preference format as is, trained by DPO in OpenAI's method shape.
+    pairs = _upload(oai, alice, "openai_preference.jsonl", openai_preference_lines(12))
+    dpo = oai.fine_tuning.jobs.create(model="tiny-test", training_file=pairs, method={
+        "type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1, "batch_size": 4}}})
+    wait_for(lambda: job_status(dpo.id) in {"succeeded", "failed", "cancelled"}, timeout=180, what="the DPO task")
+    trained = oai.fine_tuning.jobs.retrieve(dpo.id)
+    assert trained.status == "succeeded", trained.error
+    assert trained.method.type == "dpo" and trained.method.dpo.hyperparameters.beta == 0.2
+    assert len(oai.fine_tuning.jobs.checkpoints.list(dpo.id).data) == 1

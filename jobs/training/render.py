@@ -4,7 +4,8 @@ How an example becomes text is ``datasets.rendering`` (the same code counts the 
 user is billed for). Here the text is tokenized and masked.
 
 Loss mask: only the tokens of assistant turns (their content, reasoning, tool calls
-and the template's end-of-turn token) carry labels. The span of assistant turn *i* is
+and the template's end-of-turn token) carry labels; a turn with ``"weight": 0`` (OpenAI's chat
+format) is context only. The span of assistant turn *i* is
 found by rendering the conversation up to turn *i* with ``add_generation_prompt=True``
 (where the assistant's text starts) and up to and including turn *i* (where it ends);
 tokens are matched to spans through the fast tokenizer's character offsets.
@@ -77,14 +78,17 @@ class Renderer:
     def encode_conversation(
         self, messages: list[dict], tools: list[dict] | None = None, train_from: int = 0
     ) -> Encoded:
-        """Tokenize a conversation; assistant turns at index >= ``train_from`` carry loss."""
-        original_count = len(messages) if isinstance(messages, list) else 0
+        """Tokenize a conversation; assistant turns at index >= ``train_from`` carry loss, but for those with
+        ``"weight": 0`` (OpenAI's chat format: a turn kept as context, not learnt)."""
+        original = messages if isinstance(messages, list) else []
         messages, template_tools = prepare_messages(messages, tools, self.caps)
-        shift = len(messages) - original_count  # a system message describing tools may have been added
+        shift = len(messages) - len(original)  # a system message describing tools may have been added
         full = self._render(messages, template_tools, False)
         spans: list[tuple[int, int]] = []
         for i, message in enumerate(messages):
             if message["role"] != "assistant" or i - shift < train_from:
+                continue
+            if isinstance(original[i - shift], dict) and original[i - shift].get("weight") == 0:
                 continue
             start_text = self._render(messages[:i], template_tools, True) if i else ""
             end_text = self._render(messages[: i + 1], template_tools, False)
