@@ -238,7 +238,7 @@ def event_json(event: JobEvent) -> dict:
         "object": "fine_tuning.job.event",
         "type": event.type,
         "created_at": _ts(event.created_at),
-        "level": event.level,
+        "level": "warn" if event.level == "warning" else event.level,  # OpenAI's levels: info, warn, error
         "message": event.message,
         "data": event.data or None,
     }

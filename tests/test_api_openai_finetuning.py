@@ -9,6 +9,7 @@ import openai
 import pytest
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob as OpenAIJob
+from openai.types.fine_tuning import FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from console import storage
@@ -231,6 +232,15 @@ def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oa
             "current_steps"]
         assert storage.folder_exists(rows[checkpoint.step_number].path)
     assert page.data[0].step_number > page.data[1].step_number
+    # Every event, warnings included, validates as the SDK's own type, strictly.
+    from jobs.services import job_event
+
+    job_event(job=FineTuningJob.objects.get(public_id=job.id), level="warning", message="A warning.")
+    raw = httpx.get(f"{str(oai.base_url).rstrip('/')}/fine_tuning/jobs/{job.id}/events", params={"limit": 100},
+                    headers={"Authorization": f"Bearer {oai.api_key}"}).json()["data"]
+    events = [FineTuningJobEvent.model_validate(event) for event in raw]
+    assert events[0].level == "warn" and {e.type for e in events} == {"message", "metrics"}
+    assert {e.level for e in events} == {"info", "warn"}
     second = oai.fine_tuning.jobs.checkpoints.list(job.id, after=page.data[0].id, limit=5)
     assert [c.id for c in second.data] == [page.data[1].id]
 
