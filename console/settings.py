@@ -408,8 +408,8 @@ TRAINING_PROCESSES = int(env("TRAINING_PROCESSES", "0") or 0)
 # More is a little faster and costs peak memory (README: "Memory of a training worker").
 TRAINING_CPU_ACTIVATION_MB = int(env("TRAINING_CPU_ACTIVATION_MB", "256") or 256)
 # The precision a training task computes in (jobs/training/engine.py: use_bf16): "auto" is bf16 on a GPU that
-# supports it and on a CPU with AMX or AVX512-BF16, fp32 elsewhere; "fp32" or "bf16" forces one (README: "Training speed and
-# precision"). Each task's events say which one trained it.
+# supports it and on a CPU with AMX or AVX512-BF16, fp32 elsewhere; "fp32" or "bf16" forces one (README:
+# "Training speed and precision"). Each task's events say which one trained it.
 TRAINING_PRECISION = env("TRAINING_PRECISION", "auto")
 if TRAINING_PRECISION not in {"auto", "fp32", "bf16"}:
     raise ImproperlyConfigured(f"TRAINING_PRECISION must be auto, fp32 or bf16, not {TRAINING_PRECISION!r}")

@@ -20,7 +20,10 @@ import io
 import os
 import shutil
 import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -321,3 +324,63 @@ def forget_local(name: str) -> None:
     store, key = _resolve(name)
     if _local_path(store, key) is None:
         shutil.rmtree(_cache_dir(key), ignore_errors=True)
+
+
+class _Pipe:
+    """A write-only file that zipfile writes into, read out in chunks as the response streams."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.chunks.append(bytes(data))
+            self.offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
+
+
+DEFLATED_SUFFIXES = {".json", ".jinja", ".txt", ".model", ".md"}
+
+
+def zip_stream(folder_name: str, files: Iterable[StoredFile], *, stamp: datetime,
+               rewrite: dict[str, Callable[[bytes], bytes]] | None = None) -> Iterator[bytes]:
+    """Stream stored files as a zip, each under ``folder_name/``, without a temp file (a response streams it).
+
+    Weights are stored as they are (they do not compress), text files deflated; ``rewrite`` maps a file's
+    basename to a function that returns what the zip holds instead of its bytes."""
+    rewrite = rewrite or {}
+    pipe = _Pipe()
+    date_time = stamp.timetuple()[:6]
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for file in files:
+            arcname = f"{folder_name}/{file.relative}"
+            if file.basename in rewrite:
+                with open_stream(file.name) as source:
+                    archive.writestr(arcname, rewrite[file.basename](source.read()))
+            else:
+                info = zipfile.ZipInfo(arcname, date_time=date_time)
+                info.external_attr = 0o644 << 16
+                info.file_size = file.size
+                deflate = PurePosixPath(file.basename).suffix in DEFLATED_SUFFIXES
+                info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+                with open_stream(file.name) as source, archive.open(info, "w", force_zip64=True) as target:
+                    while block := source.read(CHUNK):
+                        target.write(block)
+                        if pipe.chunks:
+                            yield pipe.take()
+            if data := pipe.take():
+                yield data
+    if data := pipe.take():
+        yield data

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
 from . import services
-from .models import ApiCall, Deployment, DeploymentEvent, Instance, Node
+from .models import ApiCall, Deployment, DeploymentEvent, Instance, MergedExport, Node
 
 
 class InstanceInline(admin.TabularInline):
@@ -122,6 +122,19 @@ class ApiCallAdmin(admin.ModelAdmin):
     list_filter = ("status_code", "stream")
     search_fields = ("model", "request_id", "user__username")
     readonly_fields = [f.name for f in ApiCall._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(MergedExport)
+class MergedExportAdmin(admin.ModelAdmin):
+    """Read-only: users build exports from the model card; a failed one says why here too."""
+
+    list_display = ("fine_tuned_model", "status", "size_bytes", "created_at", "finished_at")
+    list_filter = ("status",)
+    search_fields = ("fine_tuned_model__code",)
+    readonly_fields = [f.name for f in MergedExport._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

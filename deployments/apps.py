@@ -17,6 +17,7 @@ class DeploymentsConfig(AppConfig):
 
         fine_tuned_model_deleted.connect(cards.on_fine_tuned_model_deleted, dispatch_uid="deployments-cancel")
         register_section("deployments", 40, cards.card_section)
+        register_section("merged-export", 50, cards.export_section)
         register_delete_consequences(cards.delete_consequences)
         register_report("serving", cards.health_report)
 

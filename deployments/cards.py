@@ -11,17 +11,21 @@ from django.utils.translation import gettext as _
 
 from modelcards.models import FineTunedModel
 
-from .models import Deployment, DeploymentStatus
+from .models import Deployment, DeploymentStatus, ExportStatus
+
+BUILDING_STATES = (ExportStatus.QUEUED, ExportStatus.BUILDING)
 
 
 def on_fine_tuned_model_deleted(sender, model: FineTunedModel, **kwargs) -> None:
     """Inside the delete's transaction: cancel each deployment; its merged folder goes after the commit."""
     from . import services
+    from .exports import merged_export_delete_files
     from .targets import merged_dir
 
     services.deployments_cancel_for_model(model=model)
     folder = merged_dir(model)
     transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+    transaction.on_commit(lambda: merged_export_delete_files(model))
     if model.is_lora:
         transaction.on_commit(lambda: _unload(model.code))
 
@@ -53,6 +57,20 @@ def card_section(request, card) -> str | None:
     return render_to_string(
         "deployments/_card_section.html", {"card": card, "deployments": deployments}, request=request
     )
+
+
+def export_section(request, card) -> str | None:
+    """A LoRA fine-tune's merged download: build it once, watch it build, download it."""
+    from .exports import merged_export_files, merged_export_of
+
+    if not (request.user.is_authenticated and isinstance(card, FineTunedModel) and card.is_lora
+            and card.owner_id == request.user.pk):
+        return None
+    export = merged_export_of(card)
+    files = merged_export_files(export) if export else []
+    return render_to_string("deployments/_export_section.html", {
+        "card": card, "export": export, "files": files, "building": bool(export and export.status in BUILDING_STATES),
+    }, request=request)
 
 
 def delete_consequences(card) -> list[str]:

@@ -271,3 +271,31 @@ class ApiCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} {self.status_code}"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    BUILDING = "building", _("Building")
+    READY = "ready", _("Ready")
+    FAILED = "failed", _("Failed")
+
+
+class MergedExport(models.Model):
+    """A LoRA fine-tune merged into its base, for download: built once by a worker into storage (``folder``),
+    kept until the fine-tune is deleted (deployments.exports)."""
+
+    fine_tuned_model = models.OneToOneField(FineTunedModel, on_delete=models.CASCADE, related_name="merged_export")
+    status = models.CharField(_("status"), max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED)
+    error = models.TextField(_("why it failed"), blank=True)
+    folder = models.CharField(_("files"), max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(_("size"), default=0)
+    created_at = models.DateTimeField(_("asked for"), auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("merged model export")
+        verbose_name_plural = _("merged model exports")
+
+    def __str__(self) -> str:
+        return f"{self.fine_tuned_model.code} ({self.status})"

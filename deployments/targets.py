@@ -8,10 +8,7 @@ the storage's own on the filesystem backend, else a copy fetched once into that 
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +18,9 @@ from console import storage
 from modelcards.models import BaseModel, FineTunedModel, WeightsSource
 from modelcards.weights import WeightsMissing, model_dir
 
-logger = logging.getLogger(__name__)
+from .merging import merge_lora
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "generation_config.json",
-)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,48 +87,3 @@ def prepare(target: Target, *, merge: bool = True) -> Path:
     if merge:
         merge_lora(folder, target.adapter, target.folder)
     return target.folder
-
-
-def merge_lora(base: Path, adapter: Path, out: Path) -> Path:
-    """Merge ``adapter`` into ``base`` and save it with tokenizer files at ``out``, once, under a lock."""
-    if (out / "config.json").exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / "config.json").exists():  # another process merged it meanwhile
-            return out
-        logger.info("merging %s into %s -> %s", adapter, base, out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
-            import torch
-            from peft import PeftModel
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-            merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-            base_dtype = _config_dtype(base)
-            if base_dtype is not None:
-                merged = merged.to(base_dtype)
-            merged.save_pretrained(tmp, safe_serialization=True)
-            for source in (base, adapter):  # the adapter's tokenizer files win over the base's
-                for name in TOKENIZER_FILES:
-                    if (source / name).exists():
-                        shutil.copy(source / name, tmp / name)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _config_dtype(folder: Path):
-    import json
-
-    import torch
-
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    name = config.get("dtype") or config.get("torch_dtype")
-    return getattr(torch, name, None) if isinstance(name, str) else None

@@ -25,3 +25,10 @@ def prepare_fine_tune(fine_tuned_model_id: int) -> None:
 @shared_task(name="deployments.unload_adapter", acks_late=True, ignore_result=True, queue="serving")
 def unload_adapter(code: str) -> int:
     return services.adapter_unload_everywhere(code=code)
+
+
+@shared_task(name="deployments.build_merged_export", acks_late=True, ignore_result=True, queue="serving")
+def build_merged_export(export_id: int) -> None:
+    from . import exports
+
+    exports.merged_export_build(export_id=export_id)

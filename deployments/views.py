@@ -1,15 +1,16 @@
-"""Private instances pages: list, create, detail (live while instances start), scale inline, cancel."""
+"""Private instances pages: list, create, detail (live while instances start), scale inline, cancel; and the model
+card's merged download (build, watch, download)."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from . import services
@@ -129,3 +130,44 @@ def deployment_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
             )
         return redirect("deployments:detail", deployment.public_id)
     return render(request, "deployments/confirm_cancel.html", {"deployment": deployment})
+
+
+def _lora_card_for_user(request: HttpRequest, code: str):
+    from modelcards.models import FineTunedModel
+
+    card = FineTunedModel.objects.live().owned_by(request.user).select_related("base_model").filter(code=code).first()
+    if card is None or not card.is_lora:
+        raise Http404(_("No such LoRA fine-tune."))
+    return card
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_export(request: HttpRequest, code: str) -> HttpResponse:
+    """POST: build the merged model (once); GET: the card's section, polled while it builds."""
+    from . import cards, exports
+
+    card = _lora_card_for_user(request, code)
+    if request.method == "POST":
+        exports.merged_export_request(model=card)
+        if not request.htmx:
+            messages.success(request, _("The merged model is being built; its download appears here when it is ready."))
+            return redirect("modelcards:detail", card.code)
+    html = cards.export_section(request, card)
+    export = exports.merged_export_of(card)
+    if request.htmx and request.method == "GET" and not (export and export.status in cards.BUILDING_STATES):
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
+
+
+@login_required
+def model_export_download(request: HttpRequest, code: str) -> HttpResponse:
+    from . import exports
+
+    card = _lora_card_for_user(request, code)
+    export = exports.merged_export_of(card)
+    if export is None or not exports.merged_export_files(export):
+        raise Http404(_("The merged model has not been built yet."))
+    response = StreamingHttpResponse(exports.merged_export_zip(export), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{card.code.replace(":", "-")}-merged.zip"'
+    return response

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import zipfile
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 
 from django.db import transaction
 from django.utils import timezone
@@ -89,56 +87,12 @@ def portable_adapter_config(model: FineTunedModel, raw: bytes) -> bytes:
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
-class _Pipe:
-    """A write-only file that zipfile writes into, read out in chunks as the response streams."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.offset = 0
-
-    def write(self, data: bytes) -> int:
-        if data:
-            self.chunks.append(bytes(data))
-            self.offset += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.offset
-
-    def flush(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data = b"".join(self.chunks)
-        self.chunks.clear()
-        return data
-
-
-def fine_tuned_model_zip(model: FineTunedModel, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """Stream the model's files as a zip under a folder named after the code, without a temp file."""
-    folder_name = model.code.replace(":", "-")
-    pipe = _Pipe()
-    stamp = (model.created_at or timezone.now()).timetuple()[:6]
-    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for file in fine_tuned_model_files(model):
-            arcname = f"{folder_name}/{file.basename}"
-            if file.basename == "adapter_config.json":
-                with storage.open_stream(file.name) as source:
-                    archive.writestr(arcname, portable_adapter_config(model, source.read()))
-            else:
-                deflate = PurePosixPath(file.basename).suffix in {".json", ".jinja", ".txt", ".model", ".md"}
-                info = zipfile.ZipInfo(arcname, date_time=stamp)
-                info.external_attr = 0o644 << 16
-                info.file_size = file.size
-                info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-                with storage.open_stream(file.name) as source, archive.open(info, "w", force_zip64=True) as target:
-                    while block := source.read(chunk_size):
-                        target.write(block)
-                        if pipe.offset and len(pipe.chunks) > 0:
-                            yield pipe.take()
-            data = pipe.take()
-            if data:
-                yield data
-    data = pipe.take()
-    if data:
-        yield data
+def fine_tuned_model_zip(model: FineTunedModel) -> Iterator[bytes]:
+    """Stream the model's files as a zip under a folder named after the code, without a temp file; the adapter's
+    config names the base model's public name (portable_adapter_config)."""
+    return storage.zip_stream(
+        model.code.replace(":", "-"),
+        fine_tuned_model_files(model),
+        stamp=model.created_at or timezone.now(),
+        rewrite={"adapter_config.json": lambda raw: portable_adapter_config(model, raw)},
+    )

@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--examples", type=int, default=196)
     parser.add_argument("--threads", type=int, default=None)
-    contenders = ["ours", "ours-bf16", "hf"]  # ours in fp32, ours in bf16 (the default on a CPU with AMX or AVX512-BF16)
+    contenders = ["ours", "ours-bf16", "hf"]  # ours fp32, ours bf16 (the default on a CPU with AMX or AVX512-BF16)
     parser.add_argument("--only", nargs="+", choices=contenders, default=contenders)
     parser.add_argument("--no-packing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=contenders, help=argparse.SUPPRESS)
