@@ -260,3 +260,14 @@ def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oa
     assert trained.status == "succeeded", trained.error
     assert trained.method.type == "dpo" and trained.method.dpo.hyperparameters.beta == 0.2
     assert len(oai.fine_tuning.jobs.checkpoints.list(dpo.id).data) == 1
+
+
+def test_a_running_task_says_when_it_should_finish(oai, alice, tiny_base):
+    from jobs import services
+
+    job = services.job_create(user=alice, base_model=tiny_base, training_dataset=make_dataset(alice, chat_lines()))[0]
+    assert oai.fine_tuning.jobs.retrieve(job.public_id).estimated_finish is None  # not running: unknown
+    FineTuningJob.objects.filter(pk=job.pk).update(status="running", progress={"remaining_seconds": 120})
+    assert oai.fine_tuning.jobs.retrieve(job.public_id).estimated_finish is None  # no metrics logged yet
+    logged = JobEvent.objects.create(job=job, type="metrics", message="step 3/9", data={"remaining_seconds": 120})
+    assert oai.fine_tuning.jobs.retrieve(job.public_id).estimated_finish == int(logged.created_at.timestamp() + 120)
