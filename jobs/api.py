@@ -72,12 +72,6 @@ def job_json(job: FineTuningJob) -> dict:
     }
 
 
-def webhook_job(public_id: str) -> dict:
-    """A webhook's ``data`` (notifications.webhooks): the task as this API shows it."""
-    return job_json(FineTuningJob.objects.select_related("base_model", "training_dataset", "validation_dataset")
-                    .get(public_id=public_id))
-
-
 def _queue(job: FineTuningJob) -> dict:
     """A queued task's place: ``queue_position`` (1: next) and ``estimated_start_at`` (unix seconds, null while
     there is nothing to go by)."""
