@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from console import storage
 from deployments import exports
@@ -19,7 +20,7 @@ from deployments.models import ExportStatus, MergedExport
 from modelcards.models import BaseModel
 from modelcards.services import fine_tuned_model_delete
 
-from .jobs_support import make_card, wait_for
+from .jobs_support import make_card
 from .test_modelcards import _adapter_folder, _job
 
 pytestmark = pytest.mark.django_db
@@ -147,17 +148,29 @@ def test_deleting_the_model_deletes_its_merged_files(alice, tiny_base, tiny_mode
     assert storage.list_folder(export.folder) == []
 
 
+@pytest.mark.browser
+@pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_celery_worker_builds_it(celery_worker, client, alice, tiny_base, tiny_model_dir, tmp_path):
+def test_in_chromium_a_worker_builds_it_and_the_card_offers_the_zip(celery_worker, page, live_server, alice,
+                                                                    tiny_base, tiny_model_dir, tmp_path,
+                                                                    screenshot_dir):
     card = _lora_card(alice, tiny_base, tiny_model_dir, tmp_path)
-    client.force_login(alice)
-    assert client.post(f"/console/deployments/exports/{card.code}/").status_code == 302
-    export = MergedExport.objects.get(fine_tuned_model=card)
-    wait_for(lambda: MergedExport.objects.filter(pk=export.pk, status=ExportStatus.READY).exists(), timeout=180,
-             what="the worker to build the merged model")
-    archive = _zip_of(client.get(f"/console/deployments/exports/{card.code}/download/"))
+    page.goto(f"{live_server.url}/console/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-pass-123")
+    page.click("button.primary")
+    page.wait_for_selector("text=Overview")
+    page.goto(f"{live_server.url}/console/models/{card.code}/")
+    page.click("[data-testid=merged-build]")
+    expect(page.locator("[data-testid=merged-building]")).to_be_visible()
+    # The section polls: the worker's build shows up without a reload.
+    expect(page.locator("[data-testid=merged-download]")).to_be_visible(timeout=180000)
+    page.screenshot(path=str(screenshot_dir / "merged-export.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("[data-testid=merged-download]")
+    archive = zipfile.ZipFile(download.value.path())
     assert any(n.endswith("/model.safetensors") for n in archive.namelist())
-    storage.delete_folder(MergedExport.objects.get(pk=export.pk).folder)
+    storage.delete_folder(MergedExport.objects.get(fine_tuned_model=card).folder)
 
 
 def test_the_section_reads_in_chinese(alice_client, alice, tiny_base, tiny_model_dir, tmp_path):
