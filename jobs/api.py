@@ -226,6 +226,24 @@ def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
     return JsonResponse(job_json(services.job_cancel(job=_get_job(request, job_id))))
 
 
+@api_view(["POST"])
+def job_pause(request: HttpRequest, job_id: str) -> JsonResponse:
+    """openai's ``client.fine_tuning.jobs.pause``: a checkpoint of the step reached, then the worker is free."""
+    try:
+        return JsonResponse(job_json(services.job_pause(job=_get_job(request, job_id))))
+    except services.JobNotPausable as exc:
+        raise ApiError(400, "job_not_pausable", str(exc), "fine_tuning_job_id") from None
+
+
+@api_view(["POST"])
+def job_resume(request: HttpRequest, job_id: str) -> JsonResponse:
+    """openai's ``client.fine_tuning.jobs.resume``: back in the queue, continuing from the pause's checkpoint."""
+    try:
+        return JsonResponse(job_json(services.job_resume(job=_get_job(request, job_id))))
+    except services.JobNotPausable as exc:
+        raise ApiError(400, "job_not_resumable", str(exc), "fine_tuning_job_id") from None
+
+
 def event_json(event: JobEvent) -> dict:
     return {
         "id": event.public_id,
@@ -293,5 +311,7 @@ urlpatterns = [
     path("fine_tuning/jobs/<str:job_id>", job, name="api_job"),
     path("fine_tuning/jobs/<str:job_id>/cancel", job_cancel, name="api_job_cancel"),
     path("fine_tuning/jobs/<str:job_id>/events", job_events, name="api_job_events"),
+    path("fine_tuning/jobs/<str:job_id>/pause", job_pause, name="api_job_pause"),
+    path("fine_tuning/jobs/<str:job_id>/resume", job_resume, name="api_job_resume"),
     path("fine_tuning/jobs/<str:job_id>/checkpoints", job_checkpoints, name="api_job_checkpoints"),
 ]

@@ -33,6 +33,7 @@ class JobStatus(models.TextChoices):
     VALIDATING_FILES = "validating_files", _("Validating files")
     QUEUED = "queued", _("Queued")
     RUNNING = "running", _("Running")
+    PAUSED = "paused", _("Paused")
     SUCCEEDED = "succeeded", _("Succeeded")
     FAILED = "failed", _("Failed")
     CANCELLED = "cancelled", _("Cancelled")
@@ -107,6 +108,8 @@ class FineTuningJob(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # A running task saves a checkpoint of the step it reached and stops (jobs.services.job_pause)
+    pause_requested_at = models.DateTimeField(null=True, blank=True)
     output_dir = models.CharField(max_length=500, blank=True)
     result = models.OneToOneField(
         FineTunedModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="job",
@@ -136,6 +139,11 @@ class FineTuningJob(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def can_pause(self) -> bool:
+        return self.status in (JobStatus.QUEUED, JobStatus.RUNNING) and self.pause_requested_at is None \
+            and self.cancel_requested_at is None
 
     @property
     def percent(self) -> float:

@@ -23,6 +23,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -30,7 +31,16 @@ from console import cpus, storage
 from modelcards.models import FineTunedModel
 
 from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
-from .services import DPO_BETA, Heartbeat, _notify_finished, job_event, job_fail, job_scratch_dir, job_storage_name
+from .services import (
+    DPO_BETA,
+    Heartbeat,
+    _notify_finished,
+    job_event,
+    job_fail,
+    job_finish_paused,
+    job_scratch_dir,
+    job_storage_name,
+)
 from .signals import job_succeeded
 from .training.engine import STATE_FILE
 
@@ -152,8 +162,17 @@ class JobCallbacks:
         now = time.monotonic()
         if not self._stop and now - self._last_poll >= self.cancel_poll_seconds:
             self._last_poll = now
-            self._stop = FineTuningJob.objects.filter(pk=self.job.pk, cancel_requested_at__isnull=False).exists()
+            self._stop = FineTuningJob.objects.filter(pk=self.job.pk).filter(
+                Q(cancel_requested_at__isnull=False) | Q(pause_requested_at__isnull=False)
+            ).exists()
         return self._stop
+
+    def checkpoint_before_stop(self) -> bool:
+        """A pause keeps the steps done (a checkpoint of the step reached); a cancel or a stopping worker does not
+        need one (the worker's stop resumes from the newest checkpoint, as a lost worker does)."""
+        return not self.preempted and not self.abandoned and FineTuningJob.objects.filter(
+            pk=self.job.pk, pause_requested_at__isnull=False, cancel_requested_at__isnull=True
+        ).exists()
 
 
 def _engine_example(example: dict) -> dict:
@@ -246,6 +265,8 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
             if callbacks.preempted and _requeue_preempted(job):
                 return "requeued"
             shutil.rmtree(scratch, ignore_errors=True)
+            if job_finish_paused(job=job):
+                return "paused"
             return _finish_cancelled(job)  # a cancel asked for at the same moment wins
         except engine.TrainingDataError as exc:
             job_fail(job=job, code="invalid_training_data", message=str(exc), param="training_file")

@@ -736,9 +736,16 @@ def job_scratch_dir(job: FineTuningJob) -> Path:
 
 
 def job_cancel(*, job: FineTuningJob) -> FineTuningJob:
-    """A task that has not started never starts; a running one stops within seconds."""
+    """A task that has not started (or is paused) never starts again; a running one stops within seconds."""
     now = timezone.now()
     with transaction.atomic():  # the final status and its event land together
+        if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.PAUSED).update(
+            status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now
+        ):
+            job_event(job=job, message=_("Cancelled while paused."))
+            job.refresh_from_db()
+            _notify_finished(job)
+            return job
         not_started = FineTuningJob.objects.filter(
             pk=job.pk, status__in=[JobStatus.VALIDATING_FILES, JobStatus.QUEUED]
         ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now)
@@ -752,6 +759,66 @@ def job_cancel(*, job: FineTuningJob) -> FineTuningJob:
         job_event(job=job, message=_("Cancellation requested; stopping the training."))
     job.refresh_from_db()
     return job
+
+
+class JobNotPausable(Exception):
+    """Pause or resume asked of a task in a state that has none; the message says why."""
+
+
+def job_pause(*, job: FineTuningJob) -> FineTuningJob:
+    """A queued task is paused at once; a running one saves a checkpoint of the step it reached and stops within
+    seconds (the runner ends it paused). Its worker is free for the next task; resume continues from the checkpoint."""
+    now = timezone.now()
+    with transaction.atomic():
+        if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+            status=JobStatus.PAUSED, pause_requested_at=now
+        ):
+            job_event(job=job, message=_("Paused before it started; resume puts it back in the queue."))
+            job.refresh_from_db()
+            return job
+        if FineTuningJob.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, pause_requested_at__isnull=True, cancel_requested_at__isnull=True
+        ).update(pause_requested_at=now):
+            job_event(job=job, message=_("Pause requested; the training saves a checkpoint and stops."))
+            job.refresh_from_db()
+            return job
+    job.refresh_from_db()
+    if job.status == JobStatus.PAUSED or (job.status == JobStatus.RUNNING and job.pause_requested_at):
+        return job  # asked twice: nothing more to do
+    raise JobNotPausable(_("A task can be paused while it is queued or running; this one is %(status)s.")
+                         % {"status": job.get_status_display().lower()})
+
+
+def job_resume(*, job: FineTuningJob) -> FineTuningJob:
+    """A paused task goes back in the queue; it continues from the checkpoint its pause saved, step for step."""
+    with transaction.atomic():
+        resumed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.PAUSED).update(
+            status=JobStatus.QUEUED, pause_requested_at=None, worker=""
+        )
+        if resumed:
+            job_event(job=job, message=_("Resumed; back in the queue, it will continue %(where)s.")
+                      % {"where": resume_point(job)})
+            transaction.on_commit(_kick_training)
+    job.refresh_from_db()
+    if not resumed and job.status != JobStatus.QUEUED:
+        raise JobNotPausable(_("Only a paused task can be resumed; this one is %(status)s.")
+                             % {"status": job.get_status_display().lower()})
+    return job
+
+
+def job_finish_paused(*, job: FineTuningJob) -> bool:
+    """The runner's end of a pause: running → paused, once the checkpoint of the step reached is stored.
+
+    False when the pause no longer holds (a cancel asked for at the same moment wins)."""
+    with transaction.atomic():
+        paused = FineTuningJob.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, pause_requested_at__isnull=False, cancel_requested_at__isnull=True
+        ).update(status=JobStatus.PAUSED, worker="")
+        if paused:
+            step = (FineTuningJob.objects.get(pk=job.pk).progress or {}).get("current_steps") or 0
+            job_event(job=job, message=_("Paused at step %(step)s; resume continues %(where)s.")
+                      % {"step": step, "where": resume_point(job)}, data={"paused_at_step": step})
+    return bool(paused)
 
 
 class JobNotDeletable(Exception):

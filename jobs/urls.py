@@ -11,5 +11,7 @@ urlpatterns = [
     path("jobs/estimate/", views.job_estimate, name="estimate"),
     path("jobs/<str:public_id>/", views.job_detail, name="detail"),
     path("jobs/<str:public_id>/cancel/", views.job_cancel, name="cancel"),
+    path("jobs/<str:public_id>/pause/", views.job_pause, name="pause"),
+    path("jobs/<str:public_id>/resume/", views.job_resume, name="resume"),
     path("jobs/<str:public_id>/delete/", views.job_delete, name="delete"),
 ]

@@ -40,7 +40,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     if status in JobStatus.values:
         jobs = jobs.filter(status=status)
     page = Paginator(jobs, 20).get_page(request.GET.get("page"))
-    has_active = any(not job.is_final for job in page.object_list)
+    has_active = any(not job.is_final and job.status != JobStatus.PAUSED for job in page.object_list)
     context = {"page": page, "q": q, "status": status, "statuses": JobStatus.choices, "has_active": has_active}
     if request.htmx and request.GET.get("partial") == "table":
         response = render(request, "jobs/list.html#table", context)
@@ -170,7 +170,8 @@ def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     if request.htmx and request.GET.get("partial") == "live":
         # The page's buttons follow the state: the partial carries them as out-of-band swaps.
         response = render(request, "jobs/detail.html#live", {**context, "oob": True})
-        return HttpResponseStopPolling(response.content) if job.is_final else response
+        settled = job.is_final or job.status == JobStatus.PAUSED
+        return HttpResponseStopPolling(response.content) if settled else response
     return render(request, "jobs/detail.html", context)
 
 
@@ -186,6 +187,36 @@ def job_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
             messages.success(request, _("Cancelling task %(id)s.") % {"id": job.public_id})
         return redirect("jobs:detail", public_id=job.public_id)
     return render(request, "jobs/confirm.html", {"job": job, "action": "cancel"})
+
+
+@login_required
+@require_POST
+def job_pause(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = _get_job_for_user(request, public_id)
+    try:
+        job = services.job_pause(job=job)
+    except services.JobNotPausable as exc:
+        messages.error(request, str(exc))
+    else:
+        if job.status == JobStatus.PAUSED:
+            messages.success(request, _("Task %(id)s is paused.") % {"id": job.public_id})
+        else:
+            messages.success(request, _("Pausing task %(id)s: it saves a checkpoint of the step it reached.")
+                             % {"id": job.public_id})
+    return redirect("jobs:detail", public_id=job.public_id)
+
+
+@login_required
+@require_POST
+def job_resume(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = _get_job_for_user(request, public_id)
+    try:
+        services.job_resume(job=job)
+    except services.JobNotPausable as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Task %(id)s is back in the queue.") % {"id": job.public_id})
+    return redirect("jobs:detail", public_id=job.public_id)
 
 
 @login_required

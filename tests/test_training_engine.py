@@ -399,6 +399,51 @@ def test_resume_mid_epoch_continues_the_interrupted_run(tiny_dir, tmp_path):
     assert resumed.final_eval_loss == pytest.approx(straight.final_eval_loss, rel=1e-4)
 
 
+def test_a_pause_saves_the_step_it_reached_and_resumes_from_it_step_for_step(tiny_dir, tmp_path):
+    """A stop that asks for a checkpoint (a pause) saves the step reached, between two steps, with no time-based
+    checkpoint configured; resumed from it, the run is the uninterrupted one. A cancel saves nothing."""
+    config = _fast(n_epochs=2, metrics_interval=0.0, checkpoint_interval=None, lora_dropout=0.1)
+    data = MEMO * 3  # 12 examples, batch 2: 6 steps an epoch
+    # the first train() of the process when this test runs alone: it must not differ from the later ones
+    straight = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
+                     output_dir=tmp_path / "straight")
+
+    class PauseAt(Recorder):
+        def __init__(self, step, pause):
+            super().__init__()
+            self.at, self.pause = step, pause
+
+        def metrics(self, data):
+            super().metrics(data)
+            self.stop = self.stop or data["current_steps"] == self.at
+
+        def checkpoint_before_stop(self):
+            return self.pause
+
+    cancelled = PauseAt(3, pause=False)
+    with pytest.raises(TrainingCancelled):
+        train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
+              output_dir=tmp_path / "cancelled", callbacks=cancelled)
+    assert cancelled.mid_epoch == [] and not (tmp_path / "cancelled" / "checkpoints").exists()
+
+    paused = PauseAt(9, pause=True)  # step 3 of epoch 2
+    with pytest.raises(TrainingCancelled):
+        train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
+              output_dir=tmp_path / "run", callbacks=paused)
+    assert [s for s, _ in paused.mid_epoch] == [9] and [e for e, _ in paused.checkpoints] == [1]
+    resumed_rec = Recorder()
+    resumed = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
+                    output_dir=tmp_path / "run", callbacks=resumed_rec,
+                    resume_from=tmp_path / "run" / "checkpoints" / "step-9")
+    assert resumed_rec.metric_log[0]["current_steps"] == 10
+    expected = _step_losses(straight.history)
+    got = {**_step_losses(paused.metric_log), **_step_losses(resumed_rec.metric_log)}
+    assert sorted(got) == sorted(expected) == list(range(1, 13))
+    for step, loss in expected.items():
+        assert got[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
+    assert resumed.final_eval_loss == pytest.approx(straight.final_eval_loss, rel=1e-4)
+
+
 def test_a_checkpoint_that_cannot_be_read_fails_the_resume(tiny_dir, tmp_path):
     broken = tmp_path / "checkpoints" / "step-3"
     broken.mkdir(parents=True)

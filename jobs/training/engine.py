@@ -118,6 +118,11 @@ class Callbacks:
         """Polled every step (and inside long loops); True makes train() raise TrainingCancelled."""
         return False
 
+    def checkpoint_before_stop(self) -> bool:
+        """Asked when should_stop() stopped the loop between steps: True saves a checkpoint of the step reached
+        first (a pause, resumed from it step for step), False stops without one (a cancel)."""
+        return False
+
 
 class TrainingCancelled(Exception):
     """should_stop() asked to stop."""
@@ -412,6 +417,9 @@ class _MainProcess(Callbacks):
     def should_stop(self) -> bool:
         return self.dist.any(self.dist.is_main and self.inner.should_stop())
 
+    def checkpoint_before_stop(self) -> bool:
+        return self.dist.any(self.dist.is_main and self.inner.checkpoint_before_stop())
+
 
 # ----------------------------------------------------------------------------- the loop
 
@@ -677,6 +685,11 @@ def train(
     cb.event("info", "Loading model", {"model": model_dir.name, "threads": threads})
     model = load_model(model_dir, config)
     model.train()
+    # Loading draws a different amount of randomness the first time in a process (transformers initialises what
+    # it then overwrites): seeded again here, dropout and everything after are the same in a fresh worker and in
+    # one that trained before (a task's seed reproduces it either way).
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
     run = _Run(model, units, eval_units, config, cb, pad_id)
     run.dist = dist
     device = resolve_device(config)
@@ -831,12 +844,19 @@ def train(
 
     interval = config.checkpoint_interval or 0.0
     last_saved = _now()
-    steps_before = global_step
+    steps_before = saved_step = global_step  # saved_step: the step of the newest checkpoint (or the start)
     for epoch in range(first_epoch, config.n_epochs + 1):
         # the data order of an epoch depends only on the seed and the epoch: a resumed run sees the same
         order = torch.randperm(len(units), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
         for s in range(skip_steps if epoch == first_epoch else 0, steps_per_epoch):
-            run.stopper.check()
+            try:
+                run.stopper.check()
+            except TrainingCancelled:
+                if global_step > saved_step and cb.checkpoint_before_stop():  # a pause: keep the steps done
+                    if pending:
+                        report(epoch - 1 + s / steps_per_epoch, None)
+                    save(epoch, s, output_dir / CHECKPOINTS / f"step-{global_step}")
+                raise
             step_ids = order[s * config.batch_size : (s + 1) * config.batch_size]
             loss, margin, tokens = run.step(step_ids)
             if not math.isfinite(loss):
@@ -860,7 +880,7 @@ def train(
                 if pending:  # the chart gets every step up to the checkpoint, so a resume continues it
                     report(epoch - 1 + (s + 1) / steps_per_epoch, None)
                 save(epoch, s + 1, output_dir / CHECKPOINTS / f"step-{global_step}")
-                last_saved = _now()
+                last_saved, saved_step = _now(), global_step
             elif s < steps_per_epoch - 1 and _now() - last_emit >= config.metrics_interval:
                 report(epoch - 1 + (s + 1) / steps_per_epoch, None)
         last_eval = run.evaluate()
@@ -869,7 +889,7 @@ def train(
         message = f"Epoch {epoch}/{config.n_epochs} finished"
         cb.event("info", message, {"epoch": epoch, "loss": last_loss, "eval_loss": last_eval})
         save(epoch, steps_per_epoch, output_dir / CHECKPOINTS / f"epoch-{epoch}")
-        last_saved = _now()
+        last_saved, saved_step = _now(), global_step
 
     loop_time = _now() - loop_started
     final_dir = output_dir / "final"
