@@ -61,16 +61,23 @@ def card_section(request, card) -> str | None:
 
 def export_section(request, card) -> str | None:
     """A LoRA fine-tune's merged download: build it once, watch it build, download it."""
-    from .exports import merged_export_files, merged_export_of
-
     if not (request.user.is_authenticated and isinstance(card, FineTunedModel) and card.is_lora
             and card.owner_id == request.user.pk):
         return None
+    return render_export_section(request, card)[0]
+
+
+def render_export_section(request, card) -> tuple[str, bool]:
+    """The section's HTML, and whether it is still building (its poll goes on)."""
+    from .exports import merged_export_files, merged_export_of
+
     export = merged_export_of(card)
     files = merged_export_files(export) if export else []
-    return render_to_string("deployments/_export_section.html", {
-        "card": card, "export": export, "files": files, "building": bool(export and export.status in BUILDING_STATES),
+    building = bool(export and export.status in BUILDING_STATES)
+    html = render_to_string("deployments/_export_section.html", {
+        "card": card, "export": export, "files": files, "building": building,
     }, request=request)
+    return html, building
 
 
 def delete_consequences(card) -> list[str]:

@@ -153,9 +153,8 @@ def model_export(request: HttpRequest, code: str) -> HttpResponse:
         if not request.htmx:
             messages.success(request, _("The merged model is being built; its download appears here when it is ready."))
             return redirect("modelcards:detail", card.code)
-    html = cards.export_section(request, card)
-    export = exports.merged_export_of(card)
-    if request.htmx and request.method == "GET" and not (export and export.status in cards.BUILDING_STATES):
+    html, building = cards.render_export_section(request, card)
+    if request.htmx and request.method == "GET" and not building:
         return HttpResponseStopPolling(html)
     return HttpResponse(html)
 

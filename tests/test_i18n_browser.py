@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from .datasets_support import uploaded
+from .test_i18n_messages import speak
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def speak(user, language: str) -> None:
-    user.language = language
-    user.save(update_fields=["language"])
 
 
 def test_switching_language_in_chromium_switches_the_line_errors(page, live_server, alice, alice_media, client):
