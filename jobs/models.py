@@ -193,6 +193,12 @@ class Checkpoint(models.Model):
     path = models.CharField(max_length=500)
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The checkpoint's model (``<code>:ckpt-step-<N>``), made when the task succeeds; None while it trains, for a
+    # mid-epoch checkpoint, or when its weights were pruned (TRAINING_CHECKPOINTS_KEPT).
+    model = models.OneToOneField(
+        FineTunedModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="checkpoint"
+    )
+    pruned_at = models.DateTimeField(null=True, blank=True)
 
     objects = CheckpointQuerySet.as_manager()
 

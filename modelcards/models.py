@@ -204,6 +204,10 @@ class FineTunedModelQuerySet(models.QuerySet):
     def owned_by(self, user) -> FineTunedModelQuerySet:
         return self.filter(owner=user)
 
+    def results(self) -> FineTunedModelQuerySet:
+        """Tasks' results, without the checkpoint models listed on their cards."""
+        return self.filter(checkpoint_of__isnull=True)
+
 
 class FineTunedModel(models.Model):
     """The model card of a finished fine-tuning task: what was trained, how, and where its files are."""
@@ -220,6 +224,23 @@ class FineTunedModel(models.Model):
     path = models.CharField(_("files"), max_length=500)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     deleted_at = models.DateTimeField(_("deleted"), null=True, blank=True)
+    # A checkpoint model (code ``<result code>:ckpt-step-<N>``): the weights a task saved at an epoch's end,
+    # callable, deployable and downloadable like its result, and listed on the result's card.
+    checkpoint_of = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="checkpoints",
+        verbose_name=_("checkpoint of"),
+    )
+    epoch = models.PositiveIntegerField(_("epoch"), null=True, blank=True)
+    step = models.PositiveIntegerField(_("step"), null=True, blank=True)
+    # On a result: the checkpoint whose weights it serves since the owner promoted it (None: the final weights).
+    promoted_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("promoted from"),
+    )
+    final_path = models.CharField(
+        _("final weights"), max_length=500, blank=True,
+        help_text=_("The task's final weights while a checkpoint is promoted in their place."),
+    )
 
     objects = FineTunedModelQuerySet.as_manager()
 
@@ -234,6 +255,15 @@ class FineTunedModel(models.Model):
     @property
     def is_lora(self) -> bool:
         return self.training_type == TrainingType.LORA
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.checkpoint_of_id is not None
+
+    @property
+    def result(self) -> FineTunedModel:
+        """The task's result: this card, or the one this checkpoint belongs to."""
+        return self.checkpoint_of if self.checkpoint_of_id else self
 
     @property
     def modality(self) -> str:
