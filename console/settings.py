@@ -401,6 +401,9 @@ JOB_HEARTBEAT_TIMEOUT = float(env("JOB_HEARTBEAT_TIMEOUT", "60") or 60)
 # the task requeued (training tasks have no Celery time limit: the heartbeat and this watch are it).
 TRAINING_CHECKPOINT_MINUTES = float(env("TRAINING_CHECKPOINT_MINUTES", "10") or 10)
 TRAINING_STUCK_SECONDS = float(env("TRAINING_STUCK_SECONDS", "1800") or 1800)
+# Epoch checkpoints of a LoRA task that stay models (``<code>:ckpt-step-<N>``) when it succeeds: the newest ones;
+# older ones' weights are deleted then (their losses stay listed). 0 keeps every one.
+TRAINING_CHECKPOINTS_KEPT = envint("TRAINING_CHECKPOINTS_KEPT", 5)
 # Processes a training task runs in (jobs/training/launch.py): 0, the default, is one per GPU on a node with
 # several GPUs, else the worker's own process; a number forces it (2 on a CPU runs the multi-GPU path, with gloo).
 TRAINING_PROCESSES = int(env("TRAINING_PROCESSES", "0") or 0)

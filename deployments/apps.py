@@ -10,8 +10,8 @@ class DeploymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from console.health import register_report
-        from modelcards.cards import register_delete_consequences, register_section
-        from modelcards.signals import fine_tuned_model_deleted
+        from modelcards.cards import register_delete_consequences, register_promotion_blockers, register_section
+        from modelcards.signals import fine_tuned_model_deleted, fine_tuned_model_weights_changed
 
         from . import cards
 
@@ -19,6 +19,9 @@ class DeploymentsConfig(AppConfig):
         register_section("deployments", 40, cards.card_section)
         register_section("merged-export", 50, cards.export_section)
         register_delete_consequences(cards.delete_consequences)
+        fine_tuned_model_weights_changed.connect(cards.on_fine_tuned_model_weights_changed,
+                                                 dispatch_uid="deployments-weights-changed")
+        register_promotion_blockers(cards.promotion_blockers)
         register_report("serving", cards.health_report)
 
         from notifications.webhooks import register_webhook_data

@@ -30,6 +30,30 @@ def on_fine_tuned_model_deleted(sender, model: FineTunedModel, **kwargs) -> None
         transaction.on_commit(lambda: _unload(model.code))
 
 
+def on_fine_tuned_model_weights_changed(sender, model: FineTunedModel, **kwargs) -> None:
+    """After a promotion's commit: what was built or loaded from the old weights goes (the merged copy, the merged
+    download, the adapter in pool instances); the next call loads the new ones."""
+    from .exports import merged_export_delete_files
+    from .models import MergedExport
+    from .targets import merged_dir
+
+    shutil.rmtree(merged_dir(model), ignore_errors=True)
+    MergedExport.objects.filter(fine_tuned_model=model).delete()
+    merged_export_delete_files(model)
+    if model.is_lora:
+        _unload(model.code)
+
+
+def promotion_blockers(card) -> list[str]:
+    """A running deployment serves the weights it loaded: a promotion waits until it is cancelled."""
+    return [
+        _("Its deployment %(code)s serves its current weights: cancel it first (or deploy the checkpoint "
+          "itself).") % {"code": d.code}
+        for d in Deployment.objects.filter(fine_tuned_model=card).exclude(
+            status__in=[DeploymentStatus.CANCELLED, DeploymentStatus.FAILED])
+    ]
+
+
 def _unload(code: str) -> None:
     """Out of every pool instance that holds its adapter (a worker does it; at once if the broker is away)."""
     from . import services

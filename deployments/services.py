@@ -284,7 +284,8 @@ def adapter_unload_everywhere(*, code: str) -> int:
 
 
 def on_fine_tuned_model_saved(sender, instance: FineTunedModel, created: bool, **kwargs) -> None:
-    if created and instance.is_lora and instance.deleted_at is None:
+    # A checkpoint's model is merged at its first call instead: a task has several, most never called.
+    if created and instance.is_lora and instance.deleted_at is None and not instance.is_checkpoint:
         from .tasks import prepare_fine_tune
 
         def send() -> None:

@@ -15,7 +15,7 @@ def training_section(request, card) -> str | None:
         return None
     job = (
         FineTuningJob.objects.select_related("training_dataset", "validation_dataset")
-        .filter(result=card, owner=card.owner)
+        .filter(result=card.result, owner=card.owner)  # a checkpoint's: its result's task
         .first()
     )
     if job is None:

@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 from console import cpus, storage
 from modelcards.models import FineTunedModel
 
+from .checkpoints import checkpoints_publish
 from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
 from .services import (
     DPO_BETA,
@@ -439,6 +440,7 @@ def _finish_succeeded(job: FineTuningJob, result, final_name: str) -> str:
             },
         )
         FineTuningJob.objects.filter(pk=job.pk).update(result=card)
+        checkpoints_publish(job=job, card=card)
         job_event(job=job, message=_("Training finished: model %(code)s is ready.") % {"code": job.fine_tuned_model},
                   data=metrics)
         job.refresh_from_db()

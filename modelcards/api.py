@@ -27,7 +27,7 @@ def base_model_json(model: BaseModel) -> dict:
 
 
 def fine_tuned_model_json(model: FineTunedModel, owner_name: str) -> dict:
-    job = getattr(model, "job", None)
+    job = getattr(model.result, "job", None)  # a checkpoint's model: its result's task
     return {
         "id": model.code,
         "object": "model",
@@ -53,6 +53,13 @@ def models_list(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
+def _delete(model: FineTunedModel) -> None:
+    try:
+        services.fine_tuned_model_delete(model=model)
+    except services.ModelActionRefused as exc:
+        raise ApiError(409, "model_promoted", str(exc), "model") from None
+
+
 @api_view(["GET", "DELETE"])
 def model_detail(request: HttpRequest, model: str) -> JsonResponse:
     """``GET /models/{model}`` (``client.models.retrieve``): a base model the caller may use or one of its own
@@ -66,7 +73,7 @@ def model_detail(request: HttpRequest, model: str) -> JsonResponse:
                 raise ApiError(403, "model_not_deletable", f"{model} is a base model; only your own fine-tuned "
                                                            "models can be deleted.", "model")
             raise ApiError(404, "model_not_found", f"No fine-tuned model {model} of yours.", "model")
-        services.fine_tuned_model_delete(model=fine_tuned)
+        _delete(fine_tuned)
         return JsonResponse({"id": model, "object": "model", "deleted": True})
     if fine_tuned is not None:
         return JsonResponse(fine_tuned_model_json(fine_tuned, request.user.get_username()))
@@ -82,7 +89,7 @@ def fine_tuned_model_delete(request: HttpRequest, model: str) -> JsonResponse:
     found = FineTunedModel.objects.live().owned_by(request.user).filter(code=model).first()
     if found is None:
         raise ApiError(404, "404", f"No fine-tuned model {model}.", "model")
-    services.fine_tuned_model_delete(model=found)
+    _delete(found)
     return JsonResponse({"request_id": request.headers.get("X-Request-Id"), "model_name": model,
                          "delete_status": "deleted"})
 

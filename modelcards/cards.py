@@ -53,3 +53,20 @@ def delete_consequences(card) -> list[str]:
     for fn in _delete_consequences:
         out.extend(fn(card) or [])
     return out
+
+
+# Why a result's weights cannot be replaced now (a promotion): ``register_promotion_blockers(fn)`` where
+# ``fn(card)`` returns a list of sentences (deployments: a running deployment serves the weights it loaded).
+_promotion_blockers: list[Callable] = []
+
+
+def register_promotion_blockers(fn: Callable) -> None:
+    if fn not in _promotion_blockers:
+        _promotion_blockers.append(fn)
+
+
+def promotion_blockers(card) -> list[str]:
+    out: list[str] = []
+    for fn in _promotion_blockers:
+        out.extend(fn(card) or [])
+    return out

@@ -12,26 +12,85 @@ from django.utils import timezone
 from console import storage
 
 from .models import FineTunedModel
-from .signals import fine_tuned_model_deleted
+from .signals import fine_tuned_model_deleted, fine_tuned_model_weights_changed
 
 logger = logging.getLogger(__name__)
 
 
-def fine_tuned_model_delete(*, model: FineTunedModel) -> FineTunedModel:
+class ModelActionRefused(Exception):
+    """A promotion or a delete that cannot be done now; the message says why and what to do."""
+
+
+def fine_tuned_model_delete(*, model: FineTunedModel, _with_result: bool = False) -> FineTunedModel:
     """Delete a fine-tuned model: its files and every deployment of it go; its code can no longer be called.
+    A result takes its checkpoint models with it; a checkpoint promoted to be its result's weights is refused.
 
     The card row stays (marked deleted) so that usage records keep their model, and the code is never reused.
     """
+    from django.utils.translation import gettext as _
+
     with transaction.atomic():
         locked = FineTunedModel.objects.select_for_update().get(pk=model.pk)
         if locked.deleted_at is not None:
             return locked
+        if (locked.is_checkpoint and not _with_result
+                and FineTunedModel.objects.live().filter(promoted_from=locked).exists()):
+            raise ModelActionRefused(
+                _("%(code)s is promoted: %(result)s serves its weights. Use the final weights again (or promote "
+                  "another checkpoint) first.") % {"code": locked.code, "result": locked.checkpoint_of.code}
+            )
+        for checkpoint in FineTunedModel.objects.live().filter(checkpoint_of=locked):
+            fine_tuned_model_delete(model=checkpoint, _with_result=True)
         locked.deleted_at = timezone.now()
         locked.save(update_fields=["deleted_at"])
         fine_tuned_model_deleted.send(sender=FineTunedModel, model=locked)
-        path = locked.path
-        transaction.on_commit(lambda: _delete_files(path))
+        paths = sorted({p for p in (locked.path, locked.final_path) if p})
+        transaction.on_commit(lambda: [_delete_files(path) for path in paths])
     return locked
+
+
+def fine_tuned_model_promote(*, checkpoint: FineTunedModel) -> FineTunedModel:
+    """Make a checkpoint's weights its result's: the result's code serves them from now on (its final weights are
+    kept, to come back to with ``fine_tuned_model_restore_final``). Refused while something serves the result's
+    current weights (a running deployment: ``cards.promotion_blockers``). Returns the result."""
+    from django.utils.translation import gettext as _
+
+    with transaction.atomic():
+        point = FineTunedModel.objects.select_for_update().get(pk=checkpoint.pk)
+        if not point.is_checkpoint or point.deleted_at is not None:
+            raise ModelActionRefused(_("Only a checkpoint of a fine-tuned model can be promoted."))
+        result = FineTunedModel.objects.select_for_update().get(pk=point.checkpoint_of_id)
+        if result.deleted_at is not None:
+            raise ModelActionRefused(_("%(code)s was deleted.") % {"code": result.code})
+        if result.promoted_from_id == point.pk:
+            return result
+        _replace_weights(result, path=point.path, promoted_from=point)
+    return result
+
+
+def fine_tuned_model_restore_final(*, model: FineTunedModel) -> FineTunedModel:
+    """A promoted result serves the task's final weights again."""
+    with transaction.atomic():
+        result = FineTunedModel.objects.select_for_update().get(pk=model.pk)
+        if result.deleted_at is None and result.final_path:
+            _replace_weights(result, path=result.final_path, promoted_from=None)
+    return result
+
+
+def _replace_weights(result: FineTunedModel, *, path: str, promoted_from: FineTunedModel | None) -> None:
+    from .cards import promotion_blockers
+
+    blockers = promotion_blockers(result)
+    if blockers:
+        raise ModelActionRefused(" ".join(blockers))
+    if not result.final_path:
+        result.final_path = result.path
+    result.path = path
+    result.promoted_from = promoted_from
+    if promoted_from is None:
+        result.final_path = ""
+    result.save(update_fields=["path", "final_path", "promoted_from"])
+    transaction.on_commit(lambda: fine_tuned_model_weights_changed.send_robust(sender=FineTunedModel, model=result))
 
 
 def _delete_files(name: str) -> None:
@@ -55,11 +114,15 @@ def fine_tuned_model_delete_preview(*, model: FineTunedModel) -> list[str]:
 
     files = fine_tuned_model_files(model)
     size = sum(f.size for f in files)
+    checkpoints = [c.code for c in model.checkpoints.live().order_by("step")]
     return [
         _("The model %(code)s: calls with this code will fail.") % {"code": model.code},
         ngettext("Its %(n)s file (%(size)s) on this server.", "Its %(n)s files (%(size)s) on this server.",
                  len(files)) % {"n": len(files), "size": filesizeformat(size)},
+        *([ngettext("Its checkpoint model %(codes)s.", "Its %(n)s checkpoint models: %(codes)s.", len(checkpoints))
+           % {"n": len(checkpoints), "codes": ", ".join(checkpoints)}] if checkpoints else []),
         *delete_consequences(model),
+        *[line for c in model.checkpoints.live() for line in delete_consequences(c)],
     ]
 
 
@@ -67,7 +130,8 @@ def fine_tuned_model_files(model: FineTunedModel) -> list[storage.StoredFile]:
     """The files a download holds, from storage: weights, configs and tokenizer files (no training state)."""
     if not model.path:
         return []
-    skip = {"training_result.json", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth"}
+    skip = {"training_result.json", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth",
+            "training_state.pt", "trainable.safetensors"}  # the last two: a checkpoint's resume state
     try:
         files = storage.list_folder(model.path)
     except Exception:  # the storage cannot be reached: the page says the files are not here

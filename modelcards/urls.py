@@ -10,4 +10,6 @@ urlpatterns = [
     path("<str:code>/", views.model_detail, name="detail"),
     path("<str:code>/download/", views.model_download, name="download"),
     path("<str:code>/delete/", views.model_delete, name="delete"),
+    path("<str:code>/promote/", views.model_promote, name="promote"),
+    path("<str:code>/restore/", views.model_restore, name="restore"),
 ]

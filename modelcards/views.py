@@ -43,7 +43,7 @@ def model_square(request: HttpRequest) -> HttpResponse:
         bases = [m for m in qs if method not in Method.values or method in m.methods]
     tuned = FineTunedModel.objects.none()
     if kind in ("", "fine_tuned"):
-        tuned = FineTunedModel.objects.live().owned_by(request.user).select_related("base_model")
+        tuned = FineTunedModel.objects.live().results().owned_by(request.user).select_related("base_model")
         if modality in Modality.values:
             tuned = tuned.filter(base_model__modality=modality)
         if method in Method.values:
@@ -98,6 +98,10 @@ def model_detail(request: HttpRequest, code: str) -> HttpResponse:
         return render(request, "modelcards/base_detail.html", context)
     context["files"] = services.fine_tuned_model_files(card)
     context["download_bytes"] = sum(f.size for f in context["files"])
+    context["checkpoints"] = list(card.checkpoints.live().order_by("step")) if not card.is_checkpoint else []
+    losses = [(c.metrics.get("final_eval_loss"), c.pk) for c in context["checkpoints"]]
+    losses = [pair for pair in losses if isinstance(pair[0], int | float)]
+    context["best_checkpoint_id"] = min(losses)[1] if len(losses) > 1 else None
     return render(request, "modelcards/fine_tuned_detail.html", context)
 
 
@@ -118,8 +122,50 @@ def model_delete(request: HttpRequest, code: str) -> HttpResponse:
     if not isinstance(card, FineTunedModel):
         raise Http404(_("Base models are managed by operators."))
     if request.method == "POST":
-        services.fine_tuned_model_delete(model=card)
+        try:
+            services.fine_tuned_model_delete(model=card)
+        except services.ModelActionRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("modelcards:detail", card.code)
         messages.success(request, _("Model %(code)s deleted: it can no longer be called.") % {"code": card.code})
         return redirect("modelcards:square")
     consequences = services.fine_tuned_model_delete_preview(model=card)
     return render(request, "modelcards/confirm_delete.html", {"card": card, "consequences": consequences})
+
+
+def _own_fine_tune(request: HttpRequest, code: str) -> FineTunedModel:
+    card = _card_for_user(request, code)
+    if not isinstance(card, FineTunedModel):
+        raise Http404(_("Base models are managed by operators."))
+    return card
+
+
+@login_required
+@require_http_methods(["POST"])
+def model_promote(request: HttpRequest, code: str) -> HttpResponse:
+    """Make a checkpoint's weights its result's (the result's code serves them from now on)."""
+    card = _own_fine_tune(request, code)
+    if not card.is_checkpoint:
+        raise Http404(_("Only a checkpoint can be promoted."))
+    try:
+        result = services.fine_tuned_model_promote(checkpoint=card)
+    except services.ModelActionRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("modelcards:detail", card.code)
+    messages.success(request, _("%(result)s now serves the weights of %(code)s (step %(step)s).")
+                     % {"result": result.code, "code": card.code, "step": card.step})
+    return redirect("modelcards:detail", result.code)
+
+
+@login_required
+@require_http_methods(["POST"])
+def model_restore(request: HttpRequest, code: str) -> HttpResponse:
+    """A promoted result serves the task's final weights again."""
+    card = _own_fine_tune(request, code)
+    try:
+        services.fine_tuned_model_restore_final(model=card)
+    except services.ModelActionRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("modelcards:detail", card.code)
+    messages.success(request, _("%(code)s serves the task's final weights again.") % {"code": card.code})
+    return redirect("modelcards:detail", card.code)
