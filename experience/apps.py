@@ -9,10 +9,12 @@ class ExperienceConfig(AppConfig):
     verbose_name = _("Experience center and usage")
 
     def ready(self) -> None:
+        from jobs.compare import register_compare_rows
         from jobs.signals import job_succeeded
         from modelcards.cards import register_section
 
-        from . import cards
+        from . import cards, compare
 
         job_succeeded.connect(cards.on_job_succeeded, dispatch_uid="experience-evaluate")
         register_section("evaluation", 30, cards.evaluation_section)
+        register_compare_rows(compare.evaluation_rows)

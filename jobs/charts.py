@@ -1,4 +1,4 @@
-"""The loss chart: an SVG drawn on the server from the task's metrics events.
+"""The loss chart: an SVG drawn on the server from the task's metrics events (one task, or several overlaid).
 
 No chart library: the partial is re-rendered on every poll, so the chart
 grows as the task trains, and it works without JavaScript.
@@ -40,16 +40,28 @@ def _label(value: float, step: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def loss_chart(metrics: list[dict]) -> dict | None:
-    """Polylines for train and validation loss against steps, with axis ticks."""
-    train = [(m["current_steps"], m["loss"]) for m in metrics
-             if m.get("loss") is not None and m.get("current_steps") is not None]
-    evals = [(m["current_steps"], m["eval_loss"]) for m in metrics
-             if m.get("eval_loss") is not None and m.get("current_steps") is not None]
-    if not train and not evals:
+# One colour per task on the compare page (the console's blue, amber, green, red, then a violet).
+SERIES_COLOURS = ("#2454ff", "#e37318", "#00a870", "#d54941", "#8e44ad")
+
+
+def _losses(metrics: list[dict], key: str) -> list[tuple[float, float]]:
+    return [(m["current_steps"], m[key]) for m in metrics
+            if m.get(key) is not None and m.get("current_steps") is not None]
+
+
+def overlay_chart(series: list[tuple[str, list[dict]]]) -> dict | None:
+    """Train and validation loss of one or more runs against steps, on shared axes with round ticks.
+
+    ``series`` is ``[(label, metrics), …]``; each run keeps at most MAX_POINTS points per line
+    (a six-hour task has about 20,000). None when no run has a loss yet.
+    """
+    lines = [(label, metrics, _losses(metrics, "loss"), _losses(metrics, "eval_loss")) for label, metrics in series]
+    points = [p for _label, _m, train, evals in lines for p in train + evals]
+    if not points:
         return None
-    total = max([m.get("total_steps") or 0 for m in metrics] + [p[0] for p in train + evals] + [1])
-    values = [p[1] for p in train + evals]
+    total = max([m.get("total_steps") or 0 for _l, metrics, _t, _e in lines for m in metrics]
+                + [p[0] for p in points] + [1])
+    values = [p[1] for p in points]
     low, high = min(values), max(values)
     if high - low < 1e-6:
         low, high = low - 0.5, high + 0.5
@@ -64,21 +76,34 @@ def loss_chart(metrics: list[dict]) -> dict | None:
     def xy(step: float, value: float) -> tuple[float, float]:
         return (round(PAD_LEFT + plot_w * step / total, 1), round(PAD_TOP + plot_h * (high - value) / (high - low), 1))
 
-    def polyline(points):
-        return " ".join(f"{x},{y}" for x, y in (xy(s, v) for s, v in _downsample(points)))
+    def polyline(pts):
+        return " ".join(f"{x},{y}" for x, y in (xy(s, v) for s, v in _downsample(pts)))
 
     y_ticks = [{"y": xy(0, low + i * y_step)[1], "label": _label(low + i * y_step, y_step)}
                for i in range(int(round((high - low) / y_step)) + 1)]
     x_ticks = [{"x": xy(step, low)[0], "label": f"{step:,}"} for step in range(0, total + 1, x_step)]
+    drawn = [{
+        "label": label, "colour": SERIES_COLOURS[n % len(SERIES_COLOURS)],
+        "train": polyline(train), "eval": polyline(evals),
+        "eval_points": [dict(zip(("x", "y"), xy(s, v), strict=True)) | {"value": f"{v:.4f}"}
+                        for s, v in _downsample(evals)],
+        "last_loss": train[-1][1] if train else None, "last_eval": evals[-1][1] if evals else None,
+        "first_loss": train[0][1] if train else None,
+    } for n, (label, _metrics, train, evals) in enumerate(lines)]
     return {
         "width": WIDTH, "height": HEIGHT, "left": PAD_LEFT, "right": WIDTH - PAD_RIGHT,
         "top": PAD_TOP, "bottom": HEIGHT - PAD_BOTTOM,
-        "train": polyline(train), "eval": polyline(evals),
-        "eval_points": [dict(zip(("x", "y"), xy(s, v), strict=True)) | {"value": f"{v:.4f}"} for s, v in evals],
-        "y_ticks": y_ticks, "x_ticks": x_ticks,
-        "last_loss": train[-1][1] if train else None, "last_eval": evals[-1][1] if evals else None,
-        "first_loss": train[0][1] if train else None,
+        "y_ticks": y_ticks, "x_ticks": x_ticks, "series": drawn, "overlay": True,
     }
+
+
+def loss_chart(metrics: list[dict]) -> dict | None:
+    """One task's chart: the overlay of a single run, its lines also at the top level (``train``, ``eval`` …)."""
+    chart = overlay_chart([("", metrics)])
+    if chart is None:
+        return None
+    line = {key: value for key, value in chart["series"][0].items() if key not in ("label", "colour")}
+    return chart | line | {"overlay": False}
 
 
 def _number(text: str | None, kind=float):

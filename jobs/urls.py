@@ -9,6 +9,7 @@ urlpatterns = [
     path("jobs/", views.job_list, name="list"),
     path("jobs/create/", views.job_create, name="create"),
     path("jobs/estimate/", views.job_estimate, name="estimate"),
+    path("jobs/compare/", views.job_compare, name="compare"),
     path("jobs/<str:public_id>/", views.job_detail, name="detail"),
     path("jobs/<str:public_id>/cancel/", views.job_cancel, name="cancel"),
     path("jobs/<str:public_id>/pause/", views.job_pause, name="pause"),

@@ -7,7 +7,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -16,7 +18,7 @@ from datasets.conf import max_bytes
 from datasets.services import human_bytes
 from datasets.uploads import with_upload_limit
 
-from . import charts, services
+from . import charts, compare, services
 from .forms import JobForm
 from .models import FineTuningJob, JobEvent, JobStatus
 
@@ -46,6 +48,53 @@ def job_list(request: HttpRequest) -> HttpResponse:
         response = render(request, "jobs/list.html#table", context)
         return response if has_active else HttpResponseStopPolling(response.content)
     return render(request, "jobs/list.html", context)
+
+
+def _list_url(query) -> str:
+    """The task list with the filters and page it was left at."""
+    kept = {key: query[key] for key in ("q", "status", "page") if query.get(key)}
+    return reverse("jobs:list") + (f"?{urlencode(kept)}" if kept else "")
+
+
+def _compare_url(ids: list[str], **extra) -> str:
+    return reverse("jobs:compare") + "?" + urlencode({"ids": ",".join(ids), **extra})
+
+
+@login_required
+def job_compare(request: HttpRequest) -> HttpResponse:
+    """Two to five of the user's tasks side by side: loss curves overlaid, settings with differences marked."""
+    ids = compare.selected_ids(request.GET)
+    if len(ids) < compare.MIN_TASKS:
+        messages.error(request, _("Choose at least two tasks to compare (%(n)d chosen).") % {"n": len(ids)})
+        return redirect(_list_url(request.GET))
+    if len(ids) > compare.MAX_TASKS:
+        messages.error(request, _("Compare at most five tasks at a time (%(n)d chosen).") % {"n": len(ids)})
+        return redirect(_list_url(request.GET))
+    jobs, unknown = compare.jobs_for_user(request.user, ids)
+    if unknown:
+        return render(request, "jobs/compare.html", {"unknown": unknown}, status=404)
+    metrics = {job.pk: charts.chart_metrics(job) for job in jobs}
+    chart = charts.overlay_chart([(job.fine_tuned_model, metrics[job.pk]) for job in jobs])
+    only_diff = request.GET.get("only") == "diff"
+    settings_rows, data_rows = compare.setting_rows(jobs), compare.data_rows(jobs)
+    columns = [{"job": job, "colour": charts.SERIES_COLOURS[n % len(charts.SERIES_COLOURS)],
+                "without": _compare_url([i for i in ids if i != job.public_id]) if len(ids) > compare.MIN_TASKS
+                else None} for n, job in enumerate(jobs)]
+    others = [] if len(ids) >= compare.MAX_TASKS else list(
+        FineTuningJob.objects.owned_by(request.user).exclude(public_id__in=ids)
+        .only("public_id", "fine_tuned_model", "status")[:50]
+    )
+    context = {
+        "jobs": jobs, "columns": columns, "chart": chart, "ids": ",".join(ids), "only_diff": only_diff,
+        "settings_rows": compare.only_differences(settings_rows) if only_diff else settings_rows,
+        "data_rows": compare.only_differences(data_rows) if only_diff else data_rows,
+        "differences": sum(row.differs for row in settings_rows + data_rows),
+        "result_rows": compare.result_rows(jobs, metrics),
+        "evaluation_rows": compare.registered_rows(jobs),
+        "toggle_url": _compare_url(ids) if only_diff else _compare_url(ids, only="diff"),
+        "others": others,
+    }
+    return render(request, "jobs/compare.html", context)
 
 
 def _form_context(form: JobForm) -> dict:
@@ -172,6 +221,8 @@ def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
         response = render(request, "jobs/detail.html#live", {**context, "oob": True})
         settled = job.is_final or job.status == JobStatus.PAUSED
         return HttpResponseStopPolling(response.content) if settled else response
+    neighbour = compare.neighbour(job)
+    context["compare_url"] = _compare_url([job.public_id, neighbour.public_id]) if neighbour else None
     return render(request, "jobs/detail.html", context)
 
 
