@@ -27,21 +27,21 @@ def on_fine_tuned_model_deleted(sender, model: FineTunedModel, **kwargs) -> None
     transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
     transaction.on_commit(lambda: merged_export_delete_files(model))
     if model.is_lora:
-        transaction.on_commit(lambda: _unload(model.code))
+        transaction.on_commit(lambda: _unload(model.serving_name))
 
 
-def on_fine_tuned_model_weights_changed(sender, model: FineTunedModel, **kwargs) -> None:
+def on_fine_tuned_model_weights_changed(sender, model: FineTunedModel, previous_name: str, **kwargs) -> None:
     """After a promotion's commit: what was built or loaded from the old weights goes (the merged copy, the merged
-    download, the adapter in pool instances); the next call loads the new ones."""
+    download, the adapter in pool instances). Calls already use the new weights: they have a new serving name."""
     from .exports import merged_export_delete_files
     from .models import MergedExport
     from .targets import merged_dir
 
-    shutil.rmtree(merged_dir(model), ignore_errors=True)
+    shutil.rmtree(merged_dir(model, previous_name), ignore_errors=True)
     MergedExport.objects.filter(fine_tuned_model=model).delete()
     merged_export_delete_files(model)
     if model.is_lora:
-        _unload(model.code)
+        _unload(previous_name)
 
 
 def promotion_blockers(card) -> list[str]:

@@ -372,7 +372,7 @@ async def ensure_prepared(target: Target) -> None:
     """A pool model's folder (a base converted, a LoRA merged) is built the first time it is called."""
     if is_prepared(target):
         return
-    lock = _prepare_locks.setdefault(target.code, asyncio.Lock())
+    lock = _prepare_locks.setdefault(target.weights_name, asyncio.Lock())
     async with lock:
         if is_prepared(target):
             return
@@ -437,8 +437,8 @@ async def _upstream_model(route: Route, candidate: Candidate, runtime) -> str:
         if not (target.adapter / "adapter_config.json").exists():  # another node's storage: fetched once
             await sync_to_async(prepare, thread_sensitive=False)(target, merge=False)
         await adapters.ensure_loaded(http_client(), candidate.url, runtime.headers(candidate.api_key),
-                                     candidate.instance_id, target.code, str(target.adapter))
-        return target.code
+                                     candidate.instance_id, target.weights_name, str(target.adapter))
+        return target.weights_name
     await ensure_prepared(target)
     return str(target.folder)
 
@@ -447,7 +447,7 @@ async def _open(route: Route, body: dict, stream: bool) -> tuple[Candidate, http
     """Send to the least busy instance; on a connection failure (nothing sent back yet) try the next."""
     client = http_client()
     last = ""
-    adapter = route.pool_target.code if route.pool_target is not None and route.pool_target.is_lora else ""
+    adapter = route.pool_target.weights_name if route.pool_target is not None and route.pool_target.is_lora else ""
     for candidate in await _order(route.candidates, adapter):
         runtime = get_runtime(candidate.runtime)
         await _acquire(candidate.instance_id)

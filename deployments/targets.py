@@ -31,6 +31,11 @@ class Target:
     base_folder: Path
     adapter: Path | None = None  # a LoRA fine-tune's adapter folder
     stored: str = ""  # a fine-tune's folder in storage, fetched into ``adapter`` (or ``folder``) by prepare()
+    name: str = ""  # what model servers know these weights by (the code; tagged after a promotion)
+
+    @property
+    def weights_name(self) -> str:
+        return self.name or self.code
 
     @property
     def is_lora(self) -> bool:
@@ -52,8 +57,8 @@ def base_folder(base: BaseModel) -> Path:
     return Path(location)
 
 
-def merged_dir(model: FineTunedModel) -> Path:
-    return Path(settings.MODELS_DIR) / "merged" / model.code
+def merged_dir(model: FineTunedModel, name: str = "") -> Path:
+    return Path(settings.MODELS_DIR) / "merged" / (name or model.serving_name)
 
 
 def target_of(model: BaseModel | FineTunedModel) -> Target:
@@ -62,8 +67,9 @@ def target_of(model: BaseModel | FineTunedModel) -> Target:
     base = model.base_model
     files = storage.local_path(model.path)  # where this node reads them; nothing is fetched here
     if model.is_lora:
-        return Target(model.code, merged_dir(model), base, base_folder(base), files, stored=model.path)
-    return Target(model.code, files, base, base_folder(base), stored=model.path)
+        return Target(model.code, merged_dir(model), base, base_folder(base), files, stored=model.path,
+                      name=model.serving_name)
+    return Target(model.code, files, base, base_folder(base), stored=model.path, name=model.serving_name)
 
 
 def is_prepared(target: Target) -> bool:

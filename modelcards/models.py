@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -259,6 +260,14 @@ class FineTunedModel(models.Model):
     @property
     def is_checkpoint(self) -> bool:
         return self.checkpoint_of_id is not None
+
+    @property
+    def serving_name(self) -> str:
+        """What model servers know its weights by: its code, with a tag of the weights' folder while a promoted
+        checkpoint's replace the final ones (a new name: no instance answers with weights it loaded before)."""
+        if self.final_path:
+            return f"{self.code}@{hashlib.sha1(self.path.encode()).hexdigest()[:10]}"  # noqa: S324 - a name
+        return self.code
 
     @property
     def result(self) -> FineTunedModel:

@@ -83,6 +83,7 @@ def _replace_weights(result: FineTunedModel, *, path: str, promoted_from: FineTu
     blockers = promotion_blockers(result)
     if blockers:
         raise ModelActionRefused(" ".join(blockers))
+    previous = result.serving_name
     if not result.final_path:
         result.final_path = result.path
     result.path = path
@@ -90,7 +91,8 @@ def _replace_weights(result: FineTunedModel, *, path: str, promoted_from: FineTu
     if promoted_from is None:
         result.final_path = ""
     result.save(update_fields=["path", "final_path", "promoted_from"])
-    transaction.on_commit(lambda: fine_tuned_model_weights_changed.send_robust(sender=FineTunedModel, model=result))
+    transaction.on_commit(lambda: fine_tuned_model_weights_changed.send_robust(
+        sender=FineTunedModel, model=result, previous_name=previous))
 
 
 def _delete_files(name: str) -> None:

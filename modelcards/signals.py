@@ -8,6 +8,7 @@ from django.dispatch import Signal
 # deployments cancel every deployment of it, so the code cannot be called afterwards.
 fine_tuned_model_deleted = Signal()
 
-# Sent after the commit of a promotion, with ``model`` (a result whose ``path`` now names other weights):
-# deployments drop what they built or loaded from the old ones (merged copies, exports, pool adapters).
+# Sent after the commit of a promotion, with ``model`` (a result whose ``path`` now names other weights) and
+# ``previous_name`` (what model servers knew the old weights by, ``FineTunedModel.serving_name``): deployments
+# drop what they built or loaded from the old ones (merged copies, exports, pool adapters).
 fine_tuned_model_weights_changed = Signal()

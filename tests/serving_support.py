@@ -34,12 +34,21 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def tiny_lora_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """A LoRA adapter of the tiny model (random, non-zero B so that merging changes the weights)."""
+    return _random_lora(tiny_model_dir, tmp_path_factory.mktemp("tiny-lora"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def other_lora_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """Another one, of other random weights (a checkpoint's, say)."""
+    return _random_lora(tiny_model_dir, tmp_path_factory.mktemp("other-lora"), seed=2)
+
+
+def _random_lora(tiny_model_dir: Path, out: Path, seed: int) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path_factory.mktemp("tiny-lora")
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     peft_model = get_peft_model(
         model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

@@ -24,7 +24,7 @@ from modelcards.models import FineTunedModel
 
 from .conftest import make_user
 from .jobs_support import wait_for
-from .serving_support import instance_pids, serving_stack, tiny_lora_dir  # noqa: F401 (fixtures)
+from .serving_support import instance_pids, other_lora_dir, serving_stack, tiny_lora_dir  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.worker, pytest.mark.timeout(600)]
 
@@ -317,7 +317,8 @@ def test_model_that_fails_to_load_fails_with_the_reason(stack, tiny_base, tmp_pa
     assert response.json()["status"] == "failed" and response.json()["error"]["message"]
 
 
-def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base, tiny_lora_dir):  # noqa: F811
+def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base, tiny_lora_dir,  # noqa: F811
+                                                                 other_lora_dir):  # noqa: F811
     alice, bob = make_user("alice"), make_user("bob")
     tune = FineTunedModel.objects.create(
         code="tiny-test:alice:pool1",
@@ -351,6 +352,23 @@ def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base
     print(f"pool: first call {cold:.2f} s, warm call {warm:.2f} s")
     events = _stream_events(stack, key, tiny_base.code)  # the base model from the pool too
     assert events[-1] == "data: [DONE]" and json.loads(events[0][6:])["model"] == tiny_base.code
+
+    # A checkpoint's model is called by its code like its result (its own adapter, loaded on the first call);
+    # promoted, the result's code answers with the checkpoint's weights.
+    checkpoint = FineTunedModel.objects.create(
+        code=f"{tune.code}:ckpt-step-3", owner=alice, base_model=tiny_base, method="sft", training_type="lora",
+        path=str(other_lora_dir), checkpoint_of=tune, epoch=1, step=3,
+    )
+    greedy = {"temperature": 0.0, "max_tokens": 12}
+    response = _chat(stack, key, checkpoint.code, **greedy)
+    assert response.status_code == 200 and response.json()["model"] == checkpoint.code, response.text
+    answer = response.json()["choices"][0]["message"]["content"]
+    assert _chat(stack, _key(bob), checkpoint.code).status_code == 404
+    from modelcards.services import fine_tuned_model_promote
+
+    fine_tuned_model_promote(checkpoint=checkpoint)
+    wait_for(lambda: _chat(stack, key, tune.code, **greedy).json()["choices"][0]["message"]["content"] == answer,
+             timeout=30, what="the result to answer with the promoted checkpoint's weights")
 
     # A full fine-tune needs a deployment: 400 that says so and where.
     response = _chat(stack, key, full.code)
