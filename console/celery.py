@@ -29,6 +29,7 @@ app.conf.beat_schedule = {
     # Serving: desired instances against healthy ones, every few seconds (deployments/services.py).
     "deployments-reconcile": {"task": "deployments.reconcile_all", "schedule": 3.0},
     "notifications-repair": {"task": "notifications.repair", "schedule": 60.0},
+    "experience-repair": {"task": "experience.repair", "schedule": 60.0},
 }
 app.conf.task_routes = {"jobs.train_next": {"queue": "training"}}
 app.autodiscover_tasks()

@@ -13,13 +13,13 @@ class EvaluationItemInline(admin.TabularInline):
     model = EvaluationItem
     extra = 0
     can_delete = False
-    fields = ["index", "reference", "base_answer", "tune_answer", "base_f1", "tune_f1", "error"]
+    fields = ["index", "kind", "reference", "pair", "error"]
     readonly_fields = fields
 
 
 @admin.register(Evaluation)
 class EvaluationAdmin(admin.ModelAdmin):
-    list_display = ["model", "job", "status", "done", "total", "base_f1", "tune_f1", "created_at"]
+    list_display = ["model", "job", "status", "done", "total", "judge_model", "base_f1", "tune_f1", "created_at"]
     list_filter = ["status"]
     search_fields = ["model__code", "job__public_id"]
     readonly_fields = [
@@ -34,6 +34,16 @@ class EvaluationAdmin(admin.ModelAdmin):
         "tune_exact",
         "tune_f1",
         "error",
+        "judge_model",
+        "rubric",
+        "regression",
+        "regression_dataset",
+        "regression_source",
+        "evaluated",
+        "summary",
+        "attempts",
+        "started_at",
+        "heartbeat_at",
         "created_at",
         "finished_at",
     ]
@@ -45,7 +55,12 @@ class EvaluationAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Run the evaluation again"))
     def rerun(self, request, queryset):
-        started = sum(1 for e in queryset.select_related("job") if services.evaluation_start(job=e.job))
+        started = sum(
+            1
+            for e in queryset.select_related("job", "regression_dataset")
+            if services.evaluation_start(job=e.job, judge_model=e.judge_model, rubric=e.rubric,
+                                         regression=e.regression, regression_dataset=e.regression_dataset)
+        )
         self.message_user(request, _("%(n)d evaluation(s) queued.") % {"n": started}, messages.SUCCESS)
 
 

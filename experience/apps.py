@@ -18,3 +18,9 @@ class ExperienceConfig(AppConfig):
         job_succeeded.connect(cards.on_job_succeeded, dispatch_uid="experience-evaluate")
         register_section("evaluation", 30, cards.evaluation_section)
         register_compare_rows(compare.evaluation_rows)
+
+        from notifications.webhooks import register_webhook_data
+
+        from .webhooks import webhook_evaluation
+
+        register_webhook_data("evaluation", webhook_evaluation)

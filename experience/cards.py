@@ -4,6 +4,7 @@ queued when a task succeeds (jobs' ``job_succeeded`` signal)."""
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 from django.template.loader import render_to_string
 
@@ -20,24 +21,88 @@ def on_job_succeeded(sender, job, **kwargs) -> None:
         logger.exception("could not queue the evaluation of %s", job.public_id)
 
 
-def evaluation_context(card) -> dict | None:
+PAGE_SIZE = 20
+
+
+def _rows(items, models: list[dict]) -> list[dict]:
+    """Each prompt with its answers in the evaluated models' order (base, checkpoints, result)."""
+    order = {m["code"]: i for i, m in enumerate(models)}
+    rows = []
+    for item in items:
+        answers = sorted(item.answers.all(), key=lambda a: order.get(a.code, len(order)))
+        if not answers and (item.base_answer or item.tune_answer):  # an item of before answers had rows
+            answers = [
+                SimpleNamespace(role="base", answer=item.base_answer, f1=item.base_f1, exact=item.base_exact,
+                                judge_score=None, judge_reply="", error=""),
+                SimpleNamespace(role="result", answer=item.tune_answer, f1=item.tune_f1, exact=item.tune_exact,
+                                judge_score=None, judge_reply="", error=item.error),
+            ]
+        rows.append({
+            "item": item,
+            "base": next((a for a in answers if a.role == "base"), None),
+            "result": next((a for a in answers if a.role == "result"), None),
+            "checkpoints": [a for a in answers if a.role == "checkpoint"],
+        })
+    return rows
+
+
+def evaluation_context(card, request=None, form=None) -> dict | None:
+    from django.core.paginator import Paginator
+
     from jobs.models import FineTuningJob, JobStatus
 
-    from .models import EVAL_MIN_PROMPTS, Evaluation
-    from .services import EVAL_LIMIT
+    from .forms import EvaluationForm
+    from .models import EVAL_MIN_PROMPTS, Evaluation, EvaluationItem
+    from .services import EVAL_LIMIT, evaluation_summary
 
     evaluation = Evaluation.objects.filter(model=card).select_related("job").first()
-    if evaluation is not None:
-        return {
-            "evaluation": evaluation,
-            "items": list(evaluation.items.all()[:50]),
-            "card": card,
-            "job": evaluation.job,
-            "min_prompts": EVAL_MIN_PROMPTS,
-            "max_prompts": EVAL_LIMIT,
-        }
-    job = FineTuningJob.objects.filter(result=card, status=JobStatus.SUCCEEDED).first()
-    return {"evaluation": None, "items": [], "card": card, "job": job} if job is not None else None
+    user = request.user if request is not None else card.owner
+    if form is None:
+        initial = {}
+        if evaluation is not None and evaluation.judge_model:
+            initial = {"judge_model": evaluation.judge_model, "rubric": evaluation.rubric}
+        if evaluation is not None:
+            initial["regression"] = (
+                evaluation.regression_dataset.public_id
+                if evaluation.regression == "dataset" and evaluation.regression_dataset
+                else evaluation.regression
+            )
+        form = EvaluationForm(user=user, initial=initial)
+    if evaluation is None:
+        job = FineTuningJob.objects.filter(result=card, status=JobStatus.SUCCEEDED).first()
+        if job is None:
+            return None
+        return {"evaluation": None, "items": [], "card": card, "job": job, "form": form}
+    summary = evaluation.summary or {}
+    if not summary and evaluation.evaluated:  # running, or made before summaries were kept: from the answers
+        summary = evaluation_summary(evaluation=evaluation)
+    models = summary.get("models") or [
+        {"code": card.base_model.code, "role": "base", "f1": evaluation.base_f1, "exact": evaluation.base_exact},
+        {"code": card.code, "role": "result", "f1": evaluation.tune_f1, "exact": evaluation.tune_exact},
+    ]
+    items = evaluation.items.prefetch_related("answers")
+    pages = Paginator(items.filter(kind=EvaluationItem.Kind.TASK), PAGE_SIZE)
+    number = request.GET.get("eval_page") if request is not None else None
+    page = pages.get_page(number)
+    general = list(items.filter(kind=EvaluationItem.Kind.GENERAL))
+    return {
+        "evaluation": evaluation,
+        "summary": summary,
+        "verdict": summary.get("verdict"),
+        "models": models,
+        "best": summary.get("best"),
+        "pairwise": summary.get("pairwise"),
+        "general_pairwise": summary.get("general_pairwise"),
+        "has_checkpoints": any(m.get("role") == "checkpoint" for m in models),
+        "page": page,
+        "items": _rows(page.object_list, models),
+        "general_items": _rows(general, models),
+        "card": card,
+        "job": evaluation.job,
+        "form": form,
+        "min_prompts": EVAL_MIN_PROMPTS,
+        "max_prompts": EVAL_LIMIT,
+    }
 
 
 def evaluation_section(request, card) -> str | None:
@@ -45,7 +110,7 @@ def evaluation_section(request, card) -> str | None:
 
     if not isinstance(card, FineTunedModel) or request.user != card.owner:
         return None
-    context = evaluation_context(card)
+    context = evaluation_context(card, request=request)
     if context is None:
         return None
     return render_to_string("experience/_card_evaluation.html", context, request=request)

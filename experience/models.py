@@ -1,10 +1,12 @@
-"""Evaluations of finished fine-tuning tasks: held-back prompts answered by the base model and the fine-tune."""
+"""Evaluations of finished fine-tuning tasks: held-back prompts answered by the base model, each checkpoint and the
+result, scored against the reference (and by a judge model), and general prompts to catch forgetting."""
 
 from __future__ import annotations
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from datasets.models import Dataset
 from deployments.models import ApiCall
 from jobs.models import FineTuningJob
 from modelcards.models import FineTunedModel
@@ -18,6 +20,10 @@ class EvaluationStatus(models.TextChoices):
     RUNNING = "running", _("Running")
     SUCCEEDED = "succeeded", _("Finished")
     FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+ACTIVE_STATUSES = (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING)
 
 
 class Evaluation(models.Model):
@@ -36,6 +42,22 @@ class Evaluation(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The judge: a model code the owner may call, and the rubric it is given (blank: no judge).
+    judge_model = models.CharField(_("judge model"), max_length=128, blank=True)
+    rubric = models.TextField(_("rubric"), blank=True)
+    # General prompts to catch forgetting: "default" (the set shipped in experience/regression/), "none", or one
+    # of the owner's datasets.
+    regression = models.CharField(_("regression set"), max_length=16, default="default")
+    regression_dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True,
+                                           related_name="+")
+    regression_source = models.CharField(max_length=200, blank=True)
+    # What was evaluated: [{"code", "role": base|checkpoint|result, "step"}], in order.
+    evaluated = models.JSONField(default=list, blank=True)
+    # The figures and the verdict, computed when it finished (experience.verdict).
+    summary = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-id"]
@@ -47,7 +69,7 @@ class Evaluation(models.Model):
 
     @property
     def is_final(self) -> bool:
-        return self.status in (EvaluationStatus.SUCCEEDED, EvaluationStatus.FAILED)
+        return self.status not in ACTIVE_STATUSES
 
     @property
     def percent(self) -> int:
@@ -60,7 +82,12 @@ class Evaluation(models.Model):
 
 
 class EvaluationItem(models.Model):
-    """One prompt: the reference answer and both models' answers with their scores."""
+    """One prompt and its reference answer; its answers are EvaluationAnswer rows, one per model. (The base_* and
+    tune_* columns are those of evaluations made before answers had rows of their own, moved into rows.)"""
+
+    class Kind(models.TextChoices):
+        TASK = "task", _("task prompt")
+        GENERAL = "general", _("general prompt")
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="items")
     index = models.PositiveIntegerField()
@@ -73,6 +100,11 @@ class EvaluationItem(models.Model):
     tune_exact = models.FloatField(default=0)
     tune_f1 = models.FloatField(default=0)
     error = models.TextField(blank=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TASK)
+    # The judge's pairwise result of the fine-tune against the base (win, loss, tie; blank: not judged) and its
+    # two replies (the fine-tune as answer A, then as answer B).
+    pair = models.CharField(max_length=8, blank=True)
+    pair_replies = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["evaluation", "index"]
@@ -85,6 +117,27 @@ class EvaluationItem(models.Model):
     def prompt(self) -> str:
         users = [m.get("content") for m in self.messages if m.get("role") == "user"]
         return str(users[-1]) if users else ""
+
+
+class EvaluationAnswer(models.Model):
+    """One model's answer to one prompt, its scores against the reference and the judge's score (1 to 10)."""
+
+    item = models.ForeignKey(EvaluationItem, on_delete=models.CASCADE, related_name="answers")
+    code = models.CharField(max_length=128)
+    role = models.CharField(max_length=12)  # base, checkpoint, result
+    answer = models.TextField(blank=True)
+    exact = models.FloatField(default=0)
+    f1 = models.FloatField(default=0)
+    judge_score = models.FloatField(null=True, blank=True)
+    judge_reply = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["item", "id"]
+        constraints = [models.UniqueConstraint(fields=["item", "code"], name="evaluation_answer_model")]
+
+    def __str__(self) -> str:
+        return f"{self.item}:{self.code}"
 
 
 class UsageRecord(ApiCall):

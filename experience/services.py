@@ -16,24 +16,28 @@ import string
 import time
 from collections import Counter, defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from deployments import gateway
 from deployments.models import ApiCall, Deployment
 from jobs.models import FineTuningJob, JobStatus
 from modelcards.models import BaseModel, FineTunedModel
 
-from .models import Evaluation, EvaluationItem, EvaluationStatus
+from . import verdict as verdicts
+from .models import ACTIVE_STATUSES, Evaluation, EvaluationAnswer, EvaluationItem, EvaluationStatus
 
 logger = logging.getLogger(__name__)
 
 EVAL_LIMIT = 50
+EVAL_MAX_ATTEMPTS = 2  # a worker lost once: queued again; twice: failed
 
 
 class CallFailed(Exception):
@@ -125,6 +129,22 @@ def token_f1(answer: str, reference: str) -> float:
 
 # ---------------------------------------------------------------- evaluation
 
+REGRESSION_DIR = Path(__file__).resolve().parent / "regression"
+REGRESSION_LIMIT = 50
+JUDGE_POINTWISE = (
+    "Score the answer to score against the reference answer, from 1 (wrong or useless) to 10 (as good as the "
+    "reference, or better). Reply with the number only."
+)
+JUDGE_PAIRWISE = (
+    "Two answers to the same prompt follow, answer A and answer B. Which one is better? Reply with A, B or tie "
+    "only."
+)
+
+
+def default_rubric() -> str:
+    """The rubric a judge is given unless the user wrote another (experience/regression/rubric.txt)."""
+    return (REGRESSION_DIR / "rubric.txt").read_text(encoding="utf-8").strip()
+
 
 def _text(content) -> str:
     if isinstance(content, list):
@@ -166,88 +186,360 @@ def evaluation_prompts(*, job: FineTuningJob) -> tuple[list[tuple[list[dict], st
     return pairs[:EVAL_LIMIT], source
 
 
-def evaluation_start(*, job: FineTuningJob) -> Evaluation | None:
+def regression_prompts(*, evaluation: Evaluation) -> tuple[list[tuple[list[dict], str]], str]:
+    """The general prompts the fine-tune is compared with its base on (to catch forgetting): the default set
+    shipped in experience/regression/, or the owner's own dataset; none when the user chose none."""
+    if evaluation.regression == "none":
+        return [], ""
+    if evaluation.regression == "dataset":
+        from datasets.services import dataset_iter_examples
+
+        dataset = evaluation.regression_dataset
+        if dataset is None:
+            return [], ""
+        examples = list(dataset_iter_examples(dataset=dataset))
+        source = _("your dataset %(name)s") % {"name": dataset.name}
+    else:
+        lines = (REGRESSION_DIR / "default.jsonl").read_text(encoding="utf-8").splitlines()
+        examples = [json.loads(line) for line in lines if line.strip()]
+        source = _("the default general prompts")
+    pairs = [p for p in (_prompt_and_reference(e) for e in examples) if p]
+    return pairs[:REGRESSION_LIMIT], source
+
+
+def evaluation_models(*, card: FineTunedModel) -> list[dict]:
+    """What an evaluation of ``card`` answers with: its base model, each live checkpoint by step, the result."""
+    checkpoints = card.checkpoints.filter(deleted_at__isnull=True).order_by("step", "pk")
+    return (
+        [{"code": card.base_model.code, "role": "base", "step": None}]
+        + [{"code": c.code, "role": "checkpoint", "step": c.step} for c in checkpoints]
+        + [{"code": card.code, "role": "result", "step": None}]
+    )
+
+
+class JudgeInvalid(ValueError):
+    """The judge model cannot be called by this user (the gateway's own reason)."""
+
+
+def judge_check(*, user, code: str) -> None:
+    """Refuse a judge the user cannot call, as the gateway would resolve it (a model still starting is fine)."""
+    try:
+        gateway.resolve(user, code)
+    except gateway.ApiError as exc:
+        if exc.status != 503:
+            raise JudgeInvalid(exc.message) from None
+
+
+def evaluation_start(
+    *,
+    job: FineTuningJob,
+    judge_model: str = "",
+    rubric: str = "",
+    regression: str = "default",
+    regression_dataset=None,
+) -> Evaluation | None:
     """Queue an evaluation of a succeeded task (a re-run starts a new one). None if the task has no live card or
-    one is already under way."""
+    one is already under way. ``regression``: "default", "none" or "dataset" (``regression_dataset``)."""
     card = job.result
     if job.status != JobStatus.SUCCEEDED or card is None or card.deleted_at is not None:
         return None
     if card.modality != "text":
         return None
+    if regression == "dataset" and regression_dataset is None:
+        regression = "default"
     with transaction.atomic():
-        if Evaluation.objects.filter(job=job, status__in=[EvaluationStatus.QUEUED, EvaluationStatus.RUNNING]).exists():
+        if Evaluation.objects.filter(job=job, status__in=ACTIVE_STATUSES).exists():
             return None
-        evaluation = Evaluation.objects.create(job=job, model=card)
+        evaluation = Evaluation.objects.create(
+            job=job,
+            model=card,
+            judge_model=judge_model,
+            rubric=(rubric.strip() or default_rubric()) if judge_model else "",
+            regression=regression,
+            regression_dataset=regression_dataset if regression == "dataset" else None,
+        )
         from .tasks import evaluate
 
         transaction.on_commit(lambda: evaluate.delay(evaluation.pk))
     return evaluation
 
 
+def evaluation_cancel(*, evaluation: Evaluation) -> bool:
+    """Stop a queued or running evaluation; a running one stops before its next prompt. False if it had ended."""
+    return bool(
+        Evaluation.objects.filter(pk=evaluation.pk, status__in=ACTIVE_STATUSES).update(
+            status=EvaluationStatus.CANCELLED, finished_at=timezone.now(), error=_("Cancelled.")
+        )
+    )
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _conversation(messages: list[dict]) -> str:
+    return "\n".join(f"{m.get('role', 'user')}: {_text(m.get('content'))}" for m in messages)
+
+
+class _Run:
+    """One worker's pass over an evaluation: its claim (the attempt number), its calls and its heartbeat."""
+
+    def __init__(self, evaluation: Evaluation, attempt: int):
+        self.evaluation = evaluation
+        self.attempt = attempt
+        self.owner = evaluation.job.owner
+        self.max_tokens = int(getattr(settings, "EVALUATION_MAX_TOKENS", 96))
+        self.judge_tokens = int(getattr(settings, "EVALUATION_JUDGE_MAX_TOKENS", 24))
+
+    def mine(self) -> bool:
+        """Still running under this worker's claim (not cancelled, deleted, or requeued by the repair)."""
+        return Evaluation.objects.filter(pk=self.evaluation.pk, status=EvaluationStatus.RUNNING,
+                                         attempts=self.attempt).exists()
+
+    def beat(self) -> bool:
+        return bool(Evaluation.objects.filter(pk=self.evaluation.pk, status=EvaluationStatus.RUNNING,
+                                              attempts=self.attempt).update(heartbeat_at=timezone.now()))
+
+    def wanted(self) -> bool:  # asked before each wait for a starting pool: a sign of life too
+        return self.beat()
+
+    def ask(self, code: str, messages: list[dict], max_tokens: int, request_id: str) -> tuple[str, str]:
+        """The model's answer (or "") and the error (or "")."""
+        body = {"model": code, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
+                "request_id": request_id}
+        try:
+            data = chat_complete(user=self.owner, body=body, wanted=self.wanted)
+            return _text(data["choices"][0]["message"].get("content")), ""
+        except (CallFailed, KeyError, IndexError, TypeError) as exc:
+            return "", f"{code}: {exc}"
+        finally:
+            self.beat()
+
+    def judge_score(self, messages, reference, answer, rid) -> tuple[float | None, str]:
+        system = f"{self.evaluation.rubric}\n\n{JUDGE_POINTWISE}"
+        user = (f"Prompt:\n{_conversation(messages)}\n\nReference answer:\n{reference}\n\n"
+                f"Answer to score:\n{answer}")
+        reply, error = self.ask(self.evaluation.judge_model, [{"role": "system", "content": system},
+                                                              {"role": "user", "content": user}],
+                                self.judge_tokens, rid)
+        return verdicts.parse_score(reply), reply or error
+
+    def judge_pair(self, messages, reference, first, second, rid) -> tuple[str | None, str]:
+        system = f"{self.evaluation.rubric}\n\n{JUDGE_PAIRWISE}"
+        user = (f"Prompt:\n{_conversation(messages)}\n\nReference answer:\n{reference or '(none)'}\n\n"
+                f"Answer A:\n{first}\n\nAnswer B:\n{second}")
+        reply, error = self.ask(self.evaluation.judge_model, [{"role": "system", "content": system},
+                                                              {"role": "user", "content": user}],
+                                self.judge_tokens, rid)
+        return verdicts.parse_choice(reply), reply or error
+
+    def prompt(self, index: int, kind: str, messages: list[dict], reference: str, models: list[dict]) -> None:
+        """Answer one prompt with every model, score the answers, judge them, and save it all at once."""
+        ev = self.evaluation
+        rid = f"eval-{ev.pk}-{index}"
+        answers = []
+        for model in models:
+            text, error = self.ask(model["code"], messages, self.max_tokens, f"{rid}-{model['role']}")
+            answer = EvaluationAnswer(code=model["code"], role=model["role"], answer=text, error=error,
+                                      exact=exact_match(text, reference), f1=token_f1(text, reference))
+            if ev.judge_model and kind == EvaluationItem.Kind.TASK and text:
+                answer.judge_score, answer.judge_reply = self.judge_score(messages, reference, text,
+                                                                          f"{rid}-judge-{model['role']}")
+            answers.append(answer)
+        item = EvaluationItem(evaluation=ev, index=index, kind=kind, messages=messages, reference=reference,
+                              error="; ".join(a.error for a in answers if a.error))
+        base, tune = answers[0], answers[-1]
+        if ev.judge_model and base.answer and tune.answer:
+            tune_first, reply_1 = self.judge_pair(messages, reference, tune.answer, base.answer, f"{rid}-pair-1")
+            base_first, reply_2 = self.judge_pair(messages, reference, base.answer, tune.answer, f"{rid}-pair-2")
+            item.pair = verdicts.pair_outcome(tune_first, base_first) or ""
+            item.pair_replies = [reply_1, reply_2]
+        with transaction.atomic():
+            item.save()
+            for answer in answers:
+                answer.item = item
+            EvaluationAnswer.objects.bulk_create(answers)
+            Evaluation.objects.filter(pk=ev.pk).update(done=index + 1, heartbeat_at=timezone.now())
+
+
 def evaluation_run(*, evaluation: Evaluation) -> str:
-    """Answer every prompt with the base model and the fine-tune (through the pool) and score both answers."""
+    """Answer every prompt with the base model, each checkpoint and the result (through the pool), score the
+    answers (and judge them), then the general prompts with the base and the result; then the verdict. A
+    requeued evaluation goes on from the first prompt it had not saved."""
+    now = timezone.now()
     if not Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.QUEUED).update(
-        status=EvaluationStatus.RUNNING
+        status=EvaluationStatus.RUNNING, attempts=F("attempts") + 1, heartbeat_at=now, started_at=now
     ):
         return "skip"
     evaluation.refresh_from_db()
+    run = _Run(evaluation, evaluation.attempts)
     job, card = evaluation.job, evaluation.model
-
-    def wanted() -> bool:  # a deleted task or card takes its evaluation with it: stop waiting for the pool
-        return Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.RUNNING).exists()
-
     try:
-        pairs, source = evaluation_prompts(job=job)
-        Evaluation.objects.filter(pk=evaluation.pk).update(total=len(pairs), source=source[:200])
-        max_tokens = int(getattr(settings, "EVALUATION_MAX_TOKENS", 96))
-        for index, (messages, reference) in enumerate(pairs):
-            item = EvaluationItem(evaluation=evaluation, index=index, messages=messages, reference=reference)
-            errors = []
-            for side, code in (("base", card.base_model.code), ("tune", card.code)):
-                body = {
-                    "model": code,
-                    "messages": messages,
-                    "max_tokens": max_tokens,
-                    "temperature": 0.0,
-                    "request_id": f"eval-{evaluation.pk}-{index}-{side}",
-                }
-                try:
-                    data = chat_complete(user=job.owner, body=body, wanted=wanted)
-                    answer = _text(data["choices"][0]["message"].get("content"))
-                except (CallFailed, KeyError, IndexError) as exc:
-                    errors.append(f"{code}: {exc}")
-                    answer = ""
-                setattr(item, f"{side}_answer", answer)
-                setattr(item, f"{side}_exact", exact_match(answer, reference))
-                setattr(item, f"{side}_f1", token_f1(answer, reference))
-            item.error = "; ".join(errors)
-            item.save()
-            Evaluation.objects.filter(pk=evaluation.pk).update(done=index + 1)
-        items = list(evaluation.items.all())
-        if items and all(i.error for i in items):
-            raise CallFailed(items[0].error)
+        models = evaluation.evaluated or evaluation_models(card=card)
+        task_pairs, source = evaluation_prompts(job=job)
+        general_pairs, general_source = regression_prompts(evaluation=evaluation)
         Evaluation.objects.filter(pk=evaluation.pk).update(
-            status=EvaluationStatus.SUCCEEDED,
-            finished_at=timezone.now(),
-            base_exact=_mean([i.base_exact for i in items]),
-            base_f1=_mean([i.base_f1 for i in items]),
-            tune_exact=_mean([i.tune_exact for i in items]),
-            tune_f1=_mean([i.tune_f1 for i in items]),
+            total=len(task_pairs) + len(general_pairs), source=source[:200],
+            regression_source=general_source[:200], evaluated=models,
         )
-        return "succeeded"
+        evaluation.evaluated = models
+        done = set(evaluation.items.values_list("index", flat=True))
+        pair_models = [models[0], models[-1]]
+        work = [(EvaluationItem.Kind.TASK, p, models) for p in task_pairs]
+        work += [(EvaluationItem.Kind.GENERAL, p, pair_models) for p in general_pairs]
+        for index, (kind, (messages, reference), asked) in enumerate(work):
+            if index in done:
+                continue
+            if not run.mine():
+                logger.info("evaluation %s: cancelled or taken over; stopped", evaluation.pk)
+                return "stopped"
+            run.prompt(index, kind, messages, reference, asked)
+        summary = evaluation_summary(evaluation=evaluation)
+        task = [i for i in evaluation.items.all() if i.kind == EvaluationItem.Kind.TASK]
+        if task and all(i.error for i in task) and summary["answered"] == 0:
+            raise CallFailed(task[0].error)
+        heads = {m["role"]: m for m in summary["models"]}
+        with transaction.atomic():
+            finished = Evaluation.objects.filter(
+                pk=evaluation.pk, status=EvaluationStatus.RUNNING, attempts=run.attempt
+            ).update(
+                status=EvaluationStatus.SUCCEEDED,
+                finished_at=timezone.now(),
+                summary=summary,
+                base_exact=heads["base"]["exact"],
+                base_f1=heads["base"]["f1"],
+                tune_exact=heads["result"]["exact"],
+                tune_f1=heads["result"]["f1"],
+            )
+            if finished:
+                _notify_completed(evaluation, summary)
+        return "succeeded" if finished else "stopped"
     except NoLongerWanted:
         logger.info("evaluation %s: gone while waiting for the public pool; stopped", evaluation.pk)
         return "gone"
     except Exception as exc:
         logger.exception("evaluation %s failed", evaluation.pk)
-        Evaluation.objects.filter(pk=evaluation.pk).update(
+        Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.RUNNING, attempts=run.attempt).update(
             status=EvaluationStatus.FAILED, finished_at=timezone.now(), error=str(exc)[:2000]
         )
         return "failed"
+
+
+def _notify_completed(evaluation: Evaluation, summary: dict) -> None:
+    """The owner's notification and the webhook event ``evaluation.completed``, in the finishing transaction."""
+    from django.urls import reverse
+
+    from notifications.services import notify
+
+    try:
+        with transaction.atomic():
+            notify(user=evaluation.job.owner, event="evaluation.completed", subject_name=evaluation.model.code,
+                   subject_code=f"eval-{evaluation.pk}", url=reverse("modelcards:detail", args=[evaluation.model.code]),
+                   context={"model": evaluation.model.code, "verdict": summary["verdict"]["text"]})
+    except Exception:  # a notification never undoes the evaluation
+        logger.exception("evaluation %s: could not notify", evaluation.pk)
+
+
+def evaluation_summary(*, evaluation: Evaluation) -> dict:
+    """Per-model means, the pairwise counts, the best checkpoint and the verdict, from the stored answers."""
+    items = list(evaluation.items.prefetch_related("answers"))
+    models = evaluation.evaluated or []
+    task = [i for i in items if i.kind == EvaluationItem.Kind.TASK]
+    general = [i for i in items if i.kind == EvaluationItem.Kind.GENERAL]
+    means = []
+    for model in models:
+        answers = [a for i in task for a in i.answers.all() if a.code == model["code"]]
+        scored = [a.judge_score for a in answers if a.judge_score is not None]
+        means.append({
+            **model,
+            "n": len(answers),
+            "exact": _mean([a.exact for a in answers]),
+            "f1": _mean([a.f1 for a in answers]),
+            "judge": _mean(scored),
+            "judged": len(scored),
+            "unscored": sum(1 for a in answers if a.judge_score is None and (a.answer or a.judge_reply))
+            if evaluation.judge_model else 0,
+            "errors": sum(1 for a in answers if a.error),
+        })
+
+    def paired(rows) -> tuple[list[float], list[float]]:
+        base, tune = [], []
+        for i in rows:
+            by_role = {a.role: a for a in i.answers.all()}
+            if "base" in by_role and "result" in by_role and not (by_role["base"].error or by_role["result"].error):
+                base.append(by_role["base"].f1)
+                tune.append(by_role["result"].f1)
+        return base, tune
+
+    judged = bool(evaluation.judge_model)
+    task_pairs = verdicts.Pairwise.of([i.pair or None for i in task]) if judged else None
+    main = verdicts.main_verdict(pairwise=task_pairs, f1_base=paired(task)[0], f1_tune=paired(task)[1])
+    regression = None
+    general_pairs = verdicts.Pairwise.of([i.pair or None for i in general]) if judged else None
+    if general:
+        regression = verdicts.regression_verdict(pairwise=general_pairs, f1_base=paired(general)[0],
+                                                 f1_tune=paired(general)[1])
+    final = verdicts.verdict(main=main, regression=regression)
+    return {
+        "models": means,
+        "best": verdicts.best_model(means) if len(means) > 2 else None,
+        "pairwise": task_pairs.as_dict() if task_pairs else None,
+        "general_pairwise": general_pairs.as_dict() if general_pairs and general else None,
+        "verdict": final.as_dict(),
+        "answered": sum(1 for i in task for a in i.answers.all() if a.answer),
+        "general": len(general),
+    }
+
+
+def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
+    """Periodic: an evaluation whose worker stopped (no heartbeat for the timeout) is queued again once, to go on
+    from its last saved prompt; the second time it is marked failed with the reason. A queued one whose message
+    was lost is sent again."""
+    timeout = heartbeat_timeout if heartbeat_timeout is not None else float(
+        getattr(settings, "EVALUATION_HEARTBEAT_TIMEOUT", 300))
+    now = timezone.now()
+    counts = {"requeued": 0, "failed": 0, "kicked": 0}
+    limit = now - dt.timedelta(seconds=timeout)
+    from .tasks import evaluate
+
+    for evaluation in Evaluation.objects.filter(status=EvaluationStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, created_at__lt=limit)
+    ):
+        claim = Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.RUNNING,
+                                          heartbeat_at=evaluation.heartbeat_at, attempts=evaluation.attempts)
+        if evaluation.attempts < EVAL_MAX_ATTEMPTS:
+            with transaction.atomic():
+                if claim.update(status=EvaluationStatus.QUEUED):
+                    pk = evaluation.pk
+                    transaction.on_commit(lambda pk=pk: evaluate.delay(pk))
+                    counts["requeued"] += 1
+            continue
+        minutes = max(1, round(timeout / 60))
+        reason = ngettext(
+            "Its worker stopped (no progress for %(n)d minute).",
+            "Its worker stopped (no progress for %(n)d minutes).",
+            minutes,
+        ) % {"n": minutes}
+        if claim.update(status=EvaluationStatus.FAILED, finished_at=now, error=reason):
+            counts["failed"] += 1
+    waiting = Evaluation.objects.filter(status=EvaluationStatus.QUEUED, created_at__lt=limit)
+    if waiting.exists() and _messages_waiting("default") == 0:
+        for pk in waiting.values_list("pk", flat=True):
+            evaluate.delay(pk)
+            counts["kicked"] += 1
+    return counts
+
+
+def _messages_waiting(queue: str) -> int:
+    """Messages waiting in a Celery queue (a Redis list of that name); 0 if Redis cannot say."""
+    from console.redis import redis_client
+
+    try:
+        with redis_client(timeout=2) as client:
+            return int(client.llen(queue))
+    except Exception:
+        return 0
+
 
 
 # ---------------------------------------------------------------- usage

@@ -9,6 +9,7 @@ playground_patterns = [
     path("chat/", views.playground_chat, name="chat"),
     path("evaluations/<str:code>/", views.evaluation_panel, name="evaluation"),
     path("evaluations/<str:code>/run/", views.evaluation_rerun, name="evaluation_rerun"),
+    path("evaluations/<str:code>/cancel/", views.evaluation_cancel, name="evaluation_cancel"),
 ]
 
 usage_patterns = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -20,6 +21,8 @@ from modelcards.models import FineTunedModel
 
 from . import services
 from .cards import evaluation_context
+from .forms import EvaluationForm
+from .models import Evaluation
 
 
 @login_required
@@ -68,15 +71,20 @@ def _card_for_user(request: HttpRequest, code: str) -> FineTunedModel:
     return card
 
 
-@login_required
-def evaluation_panel(request: HttpRequest, code: str) -> HttpResponse:
-    """The card's evaluation section, polled while an evaluation runs."""
-    card = _card_for_user(request, code)
-    context = evaluation_context(card)
+def _panel(request: HttpRequest, card: FineTunedModel, form=None) -> HttpResponse:
+    context = evaluation_context(card, request=request, form=form)
     if context is None:
         raise Http404(_("No evaluation."))
-    response = render(request, "experience/_card_evaluation.html", context)
-    if context["evaluation"] is None or context["evaluation"].is_final:
+    return render(request, "experience/_card_evaluation.html", context)
+
+
+@login_required
+def evaluation_panel(request: HttpRequest, code: str) -> HttpResponse:
+    """The card's evaluation section, polled while an evaluation runs (and paged through)."""
+    card = _card_for_user(request, code)
+    response = _panel(request, card)
+    evaluation = Evaluation.objects.filter(model=card).first()
+    if evaluation is None or evaluation.is_final:
         return HttpResponseStopPolling(response.content)
     return response
 
@@ -88,9 +96,28 @@ def evaluation_rerun(request: HttpRequest, code: str) -> HttpResponse:
     job = FineTuningJob.objects.filter(result=card, owner=request.user).first()
     if job is None:
         raise Http404(_("No task made this model."))
-    services.evaluation_start(job=job)
+    form = EvaluationForm(request.POST, user=request.user)
+    if not form.is_valid():
+        if request.htmx:
+            return _panel(request, card, form=form)
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("modelcards:detail", card.code)
+    services.evaluation_start(job=job, **form.start_arguments())
     if request.htmx:
-        return render(request, "experience/_card_evaluation.html", evaluation_context(card))
+        return _panel(request, card)
+    return redirect("modelcards:detail", card.code)
+
+
+@login_required
+@require_POST
+def evaluation_cancel(request: HttpRequest, code: str) -> HttpResponse:
+    card = _card_for_user(request, code)
+    evaluation = Evaluation.objects.filter(model=card, job__owner=request.user).first()
+    if evaluation is None:
+        raise Http404(_("No evaluation."))
+    services.evaluation_cancel(evaluation=evaluation)
+    if request.htmx:
+        return _panel(request, card)
     return redirect("modelcards:detail", card.code)
 
 

@@ -266,6 +266,28 @@ register(
 
 register(
     Event(
+        "evaluation.completed",
+        _("Evaluation completed"),
+        TRAINING,
+        IN_APP_ONLY,
+        "info",
+        {
+            "en": {
+                "title": "The evaluation of {name} finished",
+                "body": "The evaluation of model {name} finished: {verdict}",
+                "sms": ["The evaluation of {name} finished. {link}", "An evaluation finished. {link}"],
+            },
+            "zh-hans": {
+                "title": "{name} 的评估已完成",
+                "body": "模型 {name} 的评估已完成：{verdict}",
+                "sms": ["{name} 的评估已完成。{link}", "一项评估已完成。{link}"],
+            },
+        },
+    )
+)
+
+register(
+    Event(
         "webhook.disabled",
         _("Webhook endpoint disabled"),
         WEBHOOKS,

@@ -72,6 +72,8 @@ WEBHOOK_EVENTS: dict[str, WebhookEvent] = {
         WebhookEvent("deployment.ready", "deployment.ready", "deployment", gettext_lazy("Deployment ready")),
         WebhookEvent("deployment.failed", "deployment.failed", "deployment", gettext_lazy("Deployment failed")),
         WebhookEvent("deployment.scaled", "deployment.scaled", "deployment", gettext_lazy("Deployment scaled")),
+        WebhookEvent("evaluation.completed", "evaluation.completed", "evaluation",
+                     gettext_lazy("Evaluation completed")),
     )
 }
 _BY_NOTIFICATION = {e.notification: e for e in WEBHOOK_EVENTS.values()}
