@@ -115,6 +115,8 @@ def data_rows(jobs: list[FineTuningJob]) -> list[Row]:
     """What each task trains and validates on."""
     train = [j.training_dataset for j in jobs]
     valid = [j.validation_dataset for j in jobs]
+    # The task page's msgid, where a template doubles its percent sign.
+    automatic = _("automatic 10%% split").replace("%%", "%")
     return [
         _row(_("Training data"), [d.pk for d in train], [_dataset_link(d) for d in train]),
         _row(_("Training examples"), [d.examples for d in train],
@@ -122,7 +124,7 @@ def data_rows(jobs: list[FineTuningJob]) -> list[Row]:
         _row(_("Training tokens"), [d.tokens for d in train],
              [MISSING if d.tokens is None else number_format(d.tokens, force_grouping=True) for d in train]),
         _row(_("Validation data"), [d.pk if d else None for d in valid],
-             [_dataset_link(d) if d else _("automatic 10% split") for d in valid]),
+             [_dataset_link(d) if d else automatic for d in valid]),
     ]
 
 
