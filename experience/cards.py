@@ -27,6 +27,7 @@ PAGE_SIZE = 20
 def _rows(items, models: list[dict]) -> list[dict]:
     """Each prompt with its answers in the evaluated models' order (base, checkpoints, result)."""
     order = {m["code"]: i for i, m in enumerate(models)}
+    steps = {m["code"]: m.get("step") for m in models}
     rows = []
     for item in items:
         answers = sorted(item.answers.all(), key=lambda a: order.get(a.code, len(order)))
@@ -41,7 +42,7 @@ def _rows(items, models: list[dict]) -> list[dict]:
             "item": item,
             "base": next((a for a in answers if a.role == "base"), None),
             "result": next((a for a in answers if a.role == "result"), None),
-            "checkpoints": [a for a in answers if a.role == "checkpoint"],
+            "checkpoints": [(steps.get(a.code), a) for a in answers if a.role == "checkpoint"],
         })
     return rows
 
@@ -85,6 +86,7 @@ def evaluation_context(card, request=None, form=None) -> dict | None:
     number = request.GET.get("eval_page") if request is not None else None
     page = pages.get_page(number)
     general = list(items.filter(kind=EvaluationItem.Kind.GENERAL))
+    task_n = evaluation.total - summary.get("general", 0)  # the general prompts are counted apart
     return {
         "evaluation": evaluation,
         "summary": summary,
@@ -93,6 +95,8 @@ def evaluation_context(card, request=None, form=None) -> dict | None:
         "best": summary.get("best"),
         "pairwise": summary.get("pairwise"),
         "general_pairwise": summary.get("general_pairwise"),
+        "task_n": task_n,
+        "too_few": task_n < EVAL_MIN_PROMPTS,
         "has_checkpoints": any(m.get("role") == "checkpoint" for m in models),
         "page": page,
         "items": _rows(page.object_list, models),

@@ -312,8 +312,16 @@ def test_evaluation_of_a_task_answers_with_base_and_fine_tune_through_the_pool(
             path=str(tiny_lora_dir),
         )
         FineTuningJob.objects.filter(pk=job.pk).update(result=card)
+        checkpoint = FineTunedModel.objects.create(
+            code=f"{card.code}:ckpt-step-2", owner=alice, base_model=tiny_base, method="sft", training_type="lora",
+            path=str(tiny_lora_dir), checkpoint_of=card, epoch=1, step=2,
+        )
+        general = make_dataset(alice, chat_lines(2), name="general")
         job.refresh_from_db()
-        evaluation = services.evaluation_start(job=job)
+        # The base model judges: its replies are the tiny model's nonsense, and a judgement whose prompt does not fit
+        # its 256-token context is refused by the gateway; either way no score, counted, never a crash.
+        evaluation = services.evaluation_start(job=job, judge_model=tiny_base.code, rubric="Grade it.",
+                                               regression="dataset", regression_dataset=general)
         wait_for(
             lambda: Evaluation.objects.get(pk=evaluation.pk).is_final,
             timeout=300,
@@ -322,21 +330,40 @@ def test_evaluation_of_a_task_answers_with_base_and_fine_tune_through_the_pool(
         )
         evaluation.refresh_from_db()
         assert evaluation.status == "succeeded", evaluation.error
-        assert evaluation.total == evaluation.done == 3 and "validation set" in evaluation.source
-        items = list(evaluation.items.all())
-        assert [i.reference for i in items] == ["Widget 0 is red.", "Widget 1 is green.", "Widget 2 is blue."]
-        assert (
-            all(not i.error for i in items) and any(i.base_answer for i in items) and any(i.tune_answer for i in items)
+        assert evaluation.total == evaluation.done == 3 + 2 and "validation set" in evaluation.source
+        assert [m["code"] for m in evaluation.evaluated] == [tiny_base.code, checkpoint.code, card.code]
+        items = list(evaluation.items.prefetch_related("answers"))
+        assert [i.reference for i in items[:3]] == ["Widget 0 is red.", "Widget 1 is green.", "Widget 2 is blue."]
+        assert [i.kind for i in items] == ["task"] * 3 + ["general"] * 2
+        answers = [a for i in items for a in i.answers.all()]
+        assert len(answers) == 3 * 3 + 2 * 2 and all(not a.error for a in answers)
+        assert any(a.answer for a in answers if a.role == "base")
+        assert any(a.answer for a in answers if a.role == "result")
+        means = {m["code"]: m for m in evaluation.summary["models"]}
+        assert evaluation.tune_f1 == pytest.approx(means[card.code]["f1"])
+        assert means[card.code]["f1"] == pytest.approx(sum(a.f1 for a in answers[:9] if a.code == card.code) / 3)
+        assert evaluation.summary["best"] in (checkpoint.code, card.code)
+        assert evaluation.summary["verdict"]["text"].startswith("Not measurable: ")
+        # Through the gateway: every answer and every judgement the gateway let through is a recorded call of
+        # alice's, to each model's own code.
+        judge_replies = [a.judge_reply for i in items[:3] for a in i.answers.all() if a.answer]
+        judge_replies += [r for i in items for r in i.pair_replies]
+        refused = [r for r in judge_replies if "has a context of 256 tokens" in r]
+        calls = len(answers) + len(judge_replies) - len(refused)
+        assert all(len(i.pair_replies) == (2 if all(a.answer for a in i.answers.all() if a.role != "checkpoint")
+                                           else 0) for i in items)
+        recorded = ApiCall.objects.filter(user=alice)
+        wait_for(lambda: recorded.count() == calls, timeout=10, what=f"{calls} recorded calls")
+        assert set(recorded.values_list("model", flat=True)) == {tiny_base.code, checkpoint.code, card.code}
+        means = {m["code"]: m for m in evaluation.summary["models"]}
+        assert means[card.code]["unscored"] == sum(
+            1 for i in items[:3] for a in i.answers.all() if a.code == card.code and a.answer and a.judge_score is None
         )
-        assert evaluation.base_f1 == pytest.approx(sum(i.base_f1 for i in items) / 3)
-        assert evaluation.tune_f1 == pytest.approx(sum(i.tune_f1 for i in items) / 3)
-        # Through the gateway: every answer is a recorded call of alice's, to each model's own code.
-        wait_for(lambda: ApiCall.objects.filter(user=alice).count() == 6, timeout=10, what="six recorded calls")
-        assert set(ApiCall.objects.filter(user=alice).values_list("model", flat=True)) == {tiny_base.code, card.code}
         client = Client()
         client.force_login(alice)
         page = client.get(f"/console/models/{card.code}/").content.decode()
         assert 'data-testid="evaluation-table"' in page and "Widget 2 is blue." in page
+        assert 'data-testid="evaluation-verdict"' in page and 'data-testid="evaluation-general"' in page
         assert (
             f"<strong>{evaluation.base_f1:.2f}</strong> → fine-tune <strong>{evaluation.tune_f1:.2f}</strong>" in page
         )
