@@ -371,3 +371,27 @@ def test_the_run_again_form_offers_callable_judges_and_refuses_others(client, al
 def test_the_completed_event_is_offered_to_webhook_endpoints():
     event = WEBHOOK_EVENTS["evaluation.completed"]
     assert event.notification == "evaluation.completed" and event.kind == "evaluation"
+
+
+def test_evaluations_made_before_answers_had_rows_are_moved_into_rows(client, alice):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("experience.migrations.0002_evaluation_answers_judge_regression")
+    job, card = _task(alice, "old")
+    old = Evaluation.objects.create(job=job, model=card, status="succeeded", total=1, done=1, base_f1=0.0,
+                                    tune_f1=1.0, base_exact=0.0, tune_exact=1.0, source="validation set val")
+    EvaluationItem.objects.create(evaluation=old, index=0, messages=[{"role": "user", "content": "Widget 1?"}],
+                                  reference="Widget 1 is green.", base_answer="I do not know.",
+                                  tune_answer="Widget 1 is green.", tune_f1=1.0, tune_exact=1.0)
+    migration.answers_of_old_evaluations(apps, None)
+    old.refresh_from_db()
+    assert old.evaluated == [{"code": card.base_model.code, "role": "base", "step": None},
+                             {"code": card.code, "role": "result", "step": None}]
+    assert sorted(EvaluationAnswer.objects.filter(item__evaluation=old).values_list("role", "answer", "f1")) == [
+        ("base", "I do not know.", 0.0), ("result", "Widget 1 is green.", 1.0)]
+    client.force_login(alice)
+    page = client.get(f"/console/models/{card.code}/").content.decode()
+    assert "I do not know." in page and "<strong>0.00</strong> → fine-tune <strong>1.00</strong>" in page
+    assert "<strong>Not measurable: 1 prompt</strong>" in page  # its verdict, from the answers it kept
