@@ -333,8 +333,9 @@ class _Run:
                                 self.judge_tokens, rid)
         return verdicts.parse_choice(reply), reply or error
 
-    def prompt(self, index: int, kind: str, messages: list[dict], reference: str, models: list[dict]) -> None:
-        """Answer one prompt with every model, score the answers, judge them, and save it all at once."""
+    def prompt(self, index: int, kind: str, messages: list[dict], reference: str, models: list[dict]) -> bool:
+        """Answer one prompt with every model, score the answers, judge them, and save it all at once; False if
+        the evaluation stopped being this worker's meanwhile (nothing saved)."""
         ev = self.evaluation
         rid = f"eval-{ev.pk}-{index}"
         answers = []
@@ -355,11 +356,18 @@ class _Run:
             item.pair = verdicts.pair_outcome(tune_first, base_first) or ""
             item.pair_replies = [reply_1, reply_2]
         with transaction.atomic():
+            # Saved only under this worker's claim, the row locked: once cancelled, or requeued by the repair and
+            # claimed by another worker, a late answer of this one is dropped rather than saved twice.
+            if not Evaluation.objects.select_for_update().filter(
+                pk=ev.pk, status=EvaluationStatus.RUNNING, attempts=self.attempt
+            ).exists():
+                return False
             item.save()
             for answer in answers:
                 answer.item = item
             EvaluationAnswer.objects.bulk_create(answers)
             Evaluation.objects.filter(pk=ev.pk).update(done=index + 1, heartbeat_at=timezone.now())
+        return True
 
 
 def evaluation_run(*, evaluation: Evaluation) -> str:
@@ -390,10 +398,9 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
         for index, (kind, (messages, reference), asked) in enumerate(work):
             if index in done:
                 continue
-            if not run.mine():
+            if not (run.mine() and run.prompt(index, kind, messages, reference, asked)):
                 logger.info("evaluation %s: cancelled or taken over; stopped", evaluation.pk)
                 return "stopped"
-            run.prompt(index, kind, messages, reference, asked)
         summary = evaluation_summary(evaluation=evaluation)
         task = [i for i in evaluation.items.all() if i.kind == EvaluationItem.Kind.TASK]
         if task and all(i.error for i in task) and summary["answered"] == 0:

@@ -275,7 +275,9 @@ def test_cancel_stops_a_running_evaluation_between_prompts(alice, monkeypatch):
     evaluation = services.evaluation_start(job=job)
     assert services.evaluation_run(evaluation=evaluation) == "stopped"
     evaluation.refresh_from_db()
-    assert evaluation.status == "cancelled" and evaluation.is_final and evaluation.done == 3
+    # The prompt under way when it was cancelled is not saved, and no later one is asked.
+    assert evaluation.status == "cancelled" and evaluation.is_final and evaluation.done == 2
+    assert sorted(evaluation.items.values_list("index", flat=True)) == [0, 1]
     assert not any(c.startswith(f"eval-{evaluation.pk}-3-") for c in models.calls)
     assert services.evaluation_cancel(evaluation=evaluation) is False  # already ended
     queued = services.evaluation_start(job=job)
@@ -322,6 +324,23 @@ def test_repair_requeues_a_stale_evaluation_once_then_fails_it_with_the_reason(
     assert evaluation.status == "failed" and evaluation.error == "Its worker stopped (no progress for 5 minutes)."
     fresh.refresh_from_db()
     assert fresh.status == "running"
+
+
+def test_a_worker_whose_evaluation_another_worker_took_over_saves_nothing_more(alice, monkeypatch):
+    job, card = _task(alice, "t1")
+    models = Models(card)
+
+    def taken_over(**kwargs):  # the repair requeued it and a second worker claimed it, mid-prompt
+        if kwargs["body"]["request_id"].startswith(f"eval-{evaluation.pk}-1-"):
+            Evaluation.objects.filter(pk=evaluation.pk).update(attempts=2)
+        return models(**kwargs)
+
+    monkeypatch.setattr(services, "chat_complete", taken_over)
+    evaluation = services.evaluation_start(job=job, regression="none")
+    assert services.evaluation_run(evaluation=evaluation) == "stopped"
+    evaluation.refresh_from_db()
+    assert evaluation.status == "running" and evaluation.done == 1  # the second worker's to finish
+    assert list(evaluation.items.values_list("index", flat=True)) == [0]
 
 
 def test_only_the_owner_sees_runs_and_cancels_an_evaluation(client, alice, bob):
