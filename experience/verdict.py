@@ -157,12 +157,10 @@ def _signed(x: float) -> str:
 
 
 def main_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: list[float]) -> Verdict:
-    """Is the fine-tune better than its base on the task's own prompts? The judge's pairwise win rate when there
-    is one, else the paired F1 difference."""
-    if pairwise is not None and pairwise.judged:
+    """Is the fine-tune better than its base on the task's own prompts? The judge's pairwise win rate when it
+    judged enough prompts to measure, else the paired F1 difference."""
+    if pairwise is not None and pairwise.judged >= MIN_MEASURABLE:
         n = pairwise.judged
-        if n < MIN_MEASURABLE:
-            return Verdict("unmeasurable", _unmeasurable(n), n)
         low, high = pairwise.interval
         figures = _("win rate %(rate)s, 95%% CI %(low)s–%(high)s") % {
             "rate": _f2(pairwise.rate), "low": _f2(low), "high": _f2(high)}
@@ -199,11 +197,8 @@ def main_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: li
 def regression_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: list[float]) -> dict:
     """Has the fine-tune forgotten what its base knew? On the general prompts: regressed when it is significantly
     worse than the base (its win rate's interval below one half, or the F1 difference's below zero)."""
-    if pairwise is not None and pairwise.judged:
+    if pairwise is not None and pairwise.judged >= MIN_MEASURABLE:
         n = pairwise.judged
-        if n < MIN_MEASURABLE:
-            return {"kind": "unmeasurable", "n": n, "text": _("regression not measurable: %(what)s")
-                    % {"what": _prompts(n)}}
         low, high = pairwise.interval
         figures = _("win rate %(rate)s, 95%% CI %(low)s–%(high)s") % {
             "rate": _f2(pairwise.rate), "low": _f2(low), "high": _f2(high)}

@@ -72,11 +72,12 @@ def test_verdict_with_a_judge_better_same_worse_and_not_measurable():
     assert same.kind == "same" and same.text.startswith("No better than base: won 8, lost 8 of 20 prompts")
     worse = v.main_verdict(pairwise=v.Pairwise(wins=1, losses=15, ties=2), f1_base=[], f1_tune=[])
     assert worse.kind == "worse" and worse.text.startswith("Worse than base on 15 of 18 prompts")
-    one = v.main_verdict(pairwise=v.Pairwise(wins=1), f1_base=[], f1_tune=[])
+    one = v.main_verdict(pairwise=v.Pairwise(wins=1), f1_base=[0.0], f1_tune=[1.0])
     assert (one.kind, one.text) == ("unmeasurable", "Not measurable: 1 prompt")
-    # Judged nowhere (every reply unreadable): the F1 difference decides.
-    f1 = v.main_verdict(pairwise=v.Pairwise(unjudged=6), f1_base=[0.1] * 6, f1_tune=[0.9, 0.8, 1, 0.7, 0.9, 1])
-    assert f1.kind == "better" and "F1 0.10 → 0.88" in f1.text
+    # Judged too few to measure (the other replies unreadable): the F1 difference over all of them decides.
+    f1 = v.main_verdict(pairwise=v.Pairwise(wins=2, unjudged=4), f1_base=[0.1] * 6,
+                        f1_tune=[0.9, 0.8, 1, 0.7, 0.9, 1])
+    assert f1.kind == "better" and f1.n == 6 and "F1 0.10 → 0.88" in f1.text
 
 
 def test_verdict_without_a_judge_uses_the_paired_f1_difference():
