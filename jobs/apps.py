@@ -19,6 +19,7 @@ class JobsConfig(AppConfig):
 
         from notifications.webhooks import register_webhook_data
 
-        from .webhooks import webhook_job
+        from .webhooks import webhook_checkpoint, webhook_job
 
         register_webhook_data("fine_tuning.job", webhook_job)
+        register_webhook_data("fine_tuning.job.checkpoint", webhook_checkpoint)

@@ -36,6 +36,7 @@ from .services import (
     DPO_BETA,
     Heartbeat,
     _notify_finished,
+    checkpoint_saved,
     job_event,
     job_fail,
     job_finish_paused,
@@ -135,7 +136,7 @@ class JobCallbacks:
         shutil.rmtree(path, ignore_errors=True)
         replaced = Checkpoint.objects.filter(job=self.job, epoch=epoch).values_list("path", flat=True).first()
         # One row per epoch: a mid-epoch checkpoint is replaced by the next one and by the epoch's end.
-        Checkpoint.objects.update_or_create(
+        checkpoint, _created = Checkpoint.objects.update_or_create(
             job=self.job, epoch=epoch,
             defaults={"path": name, "step": step, "created_at": timezone.now(),  # when this one was saved
                       "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress},
@@ -144,6 +145,7 @@ class JobCallbacks:
             storage.delete_folder(replaced)
         if complete:
             job_event(job=self.job, message=_("Checkpoint saved after epoch %(n)s.") % {"n": epoch})
+            checkpoint_saved(checkpoint=checkpoint)
         else:
             job_event(job=self.job, message=_("Checkpoint saved at step %(step)s (epoch %(n)s).")
                       % {"step": step, "n": epoch})

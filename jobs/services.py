@@ -461,8 +461,9 @@ def job_fail(*, job: FineTuningJob, code: str, message: str, param: str = "") ->
     return bool(changed)
 
 
-def _notify_finished(job: FineTuningJob, event: str = "") -> None:
-    """Tell the owner (in-app, and by email/SMS as they chose); called inside the transaction that ends the task."""
+def _notify_finished(job: FineTuningJob, event: str = "", **context) -> None:
+    """Tell the owner (in-app, and by email/SMS as they chose) and the webhooks; called inside the transaction that
+    ends the task (or pauses it)."""
     from django.urls import reverse
 
     from notifications.services import notify
@@ -471,7 +472,19 @@ def _notify_finished(job: FineTuningJob, event: str = "") -> None:
                       JobStatus.CANCELLED: "training.cancelled"}[job.status]
     notify(user=job.owner, event=event, subject_name=job.suffix or job.base_model.code, subject_code=job.public_id,
            url=reverse("jobs:detail", args=[job.public_id]),
-           context={"model": job.fine_tuned_model, "error": job.error_message})
+           context={"model": job.fine_tuned_model, "error": job.error_message, **context})
+
+
+def checkpoint_saved(*, checkpoint) -> None:
+    """An epoch's checkpoint is stored: the webhooks that asked for ``fine_tuning.job.checkpoint.saved`` hear of it
+    (no notification for people: one an epoch is noise)."""
+    from django.urls import reverse
+
+    from notifications.services import notify
+
+    job = checkpoint.job
+    notify(user=job.owner, event="training.checkpoint_saved", subject_name=job.suffix or job.base_model.code,
+           subject_code=f"ftckpt-{checkpoint.pk}", url=reverse("jobs:detail", args=[job.public_id]))
 
 
 # --- queue ------------------------------------------------------------------
@@ -775,6 +788,7 @@ def job_pause(*, job: FineTuningJob) -> FineTuningJob:
         ):
             job_event(job=job, message=_("Paused before it started; resume puts it back in the queue."))
             job.refresh_from_db()
+            _notify_finished(job, "training.paused", step=0)
             return job
         if FineTuningJob.objects.filter(
             pk=job.pk, status=JobStatus.RUNNING, pause_requested_at__isnull=True, cancel_requested_at__isnull=True
@@ -818,6 +832,8 @@ def job_finish_paused(*, job: FineTuningJob) -> bool:
             step = (FineTuningJob.objects.get(pk=job.pk).progress or {}).get("current_steps") or 0
             job_event(job=job, message=_("Paused at step %(step)s; resume continues %(where)s.")
                       % {"step": step, "where": resume_point(job)}, data={"paused_at_step": step})
+            job.refresh_from_db()
+            _notify_finished(job, "training.paused", step=step)
     return bool(paused)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .api import job_json
-from .models import FineTuningJob
+from .api import checkpoint_json, job_json
+from .models import Checkpoint, FineTuningJob
 
 
 def webhook_job(public_id: str) -> dict:
@@ -12,3 +12,9 @@ def webhook_job(public_id: str) -> dict:
         public_id=public_id
     )
     return job_json(job)
+
+
+def webhook_checkpoint(code: str) -> dict:
+    """The checkpoint ``ftckpt-<id>`` as ``checkpoints.list`` shows it."""
+    checkpoint = Checkpoint.objects.select_related("job").get(pk=int(code.removeprefix("ftckpt-")))
+    return checkpoint_json(checkpoint, checkpoint.job)

@@ -30,6 +30,9 @@ class Event:
     level: str
     # language → {"title", "body", "sms": [richest, ..., shortest]}
     texts: dict = field(repr=False)
+    # False: for webhooks only (a checkpoint saved every epoch is a pipeline's business, not a person's): no
+    # notification row, no email or SMS, not on the settings page.
+    for_people: bool = True
 
 
 EVENTS: dict[str, Event] = {}
@@ -264,6 +267,41 @@ register(
     )
 )
 
+register(
+    Event(
+        "training.paused",
+        _("Training paused"),
+        TRAINING,
+        IN_APP_ONLY,
+        "info",
+        {
+            "en": {
+                "title": "Fine-tuning task {name} paused",
+                "body": "Task {code} paused at step {step}; resume it to continue from there.",
+                "sms": ["Fine-tuning task {name} ({code}) paused. {link}", "Fine-tuning task {name} paused. {link}"],
+            },
+            "zh-hans": {
+                "title": "微调任务 {name} 已暂停",
+                "body": "任务 {code} 已在第 {step} 步暂停；恢复后将从该步继续。",
+                "sms": ["微调任务 {name}（{code}）已暂停。{link}", "微调任务 {name} 已暂停。{link}"],
+            },
+        },
+    )
+)
+register(
+    Event(
+        "training.checkpoint_saved",
+        _("Checkpoint saved"),
+        TRAINING,
+        frozenset(),
+        "info",
+        {
+            "en": {"title": "Checkpoint of {name} saved", "body": "Task {code} saved a checkpoint.", "sms": [""]},
+            "zh-hans": {"title": "{name} 的检查点已保存", "body": "任务 {code} 已保存检查点。", "sms": [""]},
+        },
+        for_people=False,
+    )
+)
 register(
     Event(
         "evaluation.completed",

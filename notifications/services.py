@@ -61,7 +61,7 @@ __all__ = [
 
 def preferences_for(*, user, events: list[str] | None = None) -> dict[tuple[str, str], bool]:
     """(event, channel) → on/off for every registered event: the user's choices over the defaults."""
-    names = events or list(EVENTS)
+    names = events or [name for name, event in EVENTS.items() if event.for_people]
     chosen = {
         (p.event, p.channel): p.enabled
         for p in Preference.objects.filter(user=user, event__in=names).only("event", "channel", "enabled")
@@ -192,7 +192,7 @@ def notify(
         "url": full_url,
     }
     rows = []
-    for channel in USER_CHANNELS:
+    for channel in USER_CHANNELS if spec.for_people else ():
         if not prefs[(event, channel)]:
             continue
         recipient = _recipient(user, channel)

@@ -101,6 +101,8 @@ def preferences(request: HttpRequest) -> HttpResponse:
     prefs = services.preferences_for(user=request.user)
     groups: dict = {}
     for name, event in EVENTS.items():
+        if not event.for_people:
+            continue
         groups.setdefault(str(event.group), []).append(
             {
                 "name": name,

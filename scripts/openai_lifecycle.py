@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=48)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds the training may take")
+    parser.add_argument("--keep", action="store_true", help="keep the model at the end (no models.delete)")
     args = parser.parse_args()
     client = OpenAI(api_key=args.api_key, base_url=args.base_url, max_retries=0, timeout=600)
 
@@ -134,6 +135,9 @@ def main() -> None:
     retrieved = client.models.retrieve(first)
     say(f"models.retrieve({first}): owned by {retrieved.owned_by}")
 
+    if args.keep:
+        say(f"kept: {job.fine_tuned_model} and its checkpoints")
+        return
     deleted = client.models.delete(job.fine_tuned_model)
     say(f"models.delete: {deleted.deleted}")
     for code in (job.fine_tuned_model, first):

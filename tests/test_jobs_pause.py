@@ -113,5 +113,5 @@ def test_paused_through_the_openai_sdk_it_frees_the_worker_and_resumes_step_for_
     assert len(got) == len(expected) == 2
     for (loss, eval_loss), (want, want_eval) in zip(got, expected, strict=True):
         assert loss == pytest.approx(want, rel=1e-5) and eval_loss == pytest.approx(want_eval, rel=1e-5)
-    events = [e.message for e in client.fine_tuning.jobs.list_events(paused.id, limit=100).data]
+    events = [e.message for e in client.fine_tuning.jobs.list_events(paused.id, limit=100)]  # every page
     assert any(m.startswith("Paused at step") for m in events)

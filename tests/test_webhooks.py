@@ -204,6 +204,34 @@ def test_a_succeeded_task_and_a_ready_deployment_each_send_their_object(alice, r
     assert all(r["verified"] for r in receiver.requests)
 
 
+def test_a_pause_and_an_epochs_checkpoint_send_their_objects_and_the_checkpoint_tells_no_person(alice, receiver):
+    from jobs.models import Checkpoint
+    from jobs.services import checkpoint_saved, job_finish_paused, job_pause
+
+    endpoint_for(alice, receiver, events=["fine_tuning.job.paused", "fine_tuning.job.checkpoint.saved"])
+    queued = _job(alice, tag="p", status="queued")
+    job_pause(job=queued)  # queued: paused at once
+    running = _job(alice, tag="q", status="running", progress={"current_steps": 7})
+    job_pause(job=running)
+    assert not webhook_rows(event="fine_tuning.job.paused").exclude(subject_code=queued.public_id).exists()
+    assert job_finish_paused(job=running)  # the runner's end of the pause
+    checkpoint = Checkpoint.objects.create(job=running, epoch=1, step=7, path="/nowhere/epoch-1",
+                                           metrics={"current_steps": 7, "loss": 1.5, "eval_loss": 1.75})
+    checkpoint_saved(checkpoint=checkpoint)
+    assert [send(row)[0] for row in webhook_rows()] == ["sent", "sent", "sent"]
+    first, second, saved = receiver.payloads()
+    assert [first["type"], second["type"]] == ["fine_tuning.job.paused"] * 2
+    assert first["data"]["id"] == queued.public_id and second["data"]["status"] == "paused"
+    assert saved["type"] == "fine_tuning.job.checkpoint.saved"
+    assert saved["data"]["object"] == "fine_tuning.job.checkpoint" and saved["data"]["step_number"] == 7
+    assert saved["data"]["fine_tuned_model_checkpoint"] == f"{running.fine_tuned_model}:ckpt-step-7"
+    assert saved["data"]["metrics"]["valid_loss"] == 1.75 and saved["data"]["fine_tuning_job_id"] == running.public_id
+    assert all(r["verified"] for r in receiver.requests)
+    # People hear of the pause in the notification centre, never of a checkpoint.
+    assert OutboxMessage.objects.filter(user=alice, event="training.paused", channel="in_app").count() == 2
+    assert not OutboxMessage.objects.filter(event="training.checkpoint_saved").exclude(channel="webhook").exists()
+
+
 # --- retries, back-off, disabling ---------------------------------------------------
 
 
