@@ -25,8 +25,19 @@ def evaluation_rows(jobs) -> list[tuple[str, list]]:
             return None
         return _("%(n)d (too few for the scores to mean much)") % {"n": e.total} if e.too_few_prompts else str(e.total)
 
+    def verdict(e: Evaluation | None) -> str | None:
+        if e is None or e.status != EvaluationStatus.SUCCEEDED:
+            return None
+        return ((e.summary or {}).get("verdict") or {}).get("text")
+
+    def best(e: Evaluation | None) -> str | None:
+        chosen = (e.summary or {}).get("best") if e is not None and e.status == EvaluationStatus.SUCCEEDED else None
+        return (chosen.get("code") if isinstance(chosen, dict) else chosen) or None
+
     return [
         (_("Evaluation"), [e.get_status_display() if e else _("not evaluated") for e in found]),
+        (_("Verdict"), [verdict(e) for e in found]),
+        (_("Best of its checkpoints and result"), [best(e) for e in found]),
         (_("Prompts scored"), [prompts(e) for e in found]),
         (_("F1, base → fine-tune"), [_scores(e, "base_f1", "tune_f1") for e in found]),
         (_("Exact match, base → fine-tune"), [_scores(e, "base_exact", "tune_exact") for e in found]),

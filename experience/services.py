@@ -87,15 +87,18 @@ def callable_models(*, user) -> list[dict]:
         serve = m.capabilities().serve
         out.append({"code": m.code, "label": m.display_name, "kind": "base", "base": "", "disabled": not serve,
                     "reason": "" if serve else serve.reason})
-    out += [
-        {"code": m.code, "label": m.code, "kind": "fine-tune", "base": m.base_model.code}
-        for m in FineTunedModel.objects.live().filter(owner=user).select_related("base_model")
+    tuned = FineTunedModel.objects.live().filter(owner=user).select_related("base_model")
+    out += [  # results first, then each one's checkpoints
+        {"code": m.code, "label": m.code, "kind": "checkpoint" if m.is_checkpoint else "fine-tune",
+         "base": m.base_model.code}
+        for m in sorted(tuned, key=lambda m: m.is_checkpoint)
     ]
     out += [
         {"code": d.code, "label": d.code, "kind": "deployment", "base": ""}
         for d in Deployment.objects.owned_by(user).filter(status="running")
     ]
-    kinds = {"base": _("base"), "fine-tune": _("fine-tune"), "deployment": _("deployment")}
+    kinds = {"base": _("base"), "fine-tune": _("fine-tune"), "checkpoint": _("checkpoint"),
+             "deployment": _("deployment")}
     for entry in out:
         entry["kind_label"] = kinds[entry["kind"]]
     return out

@@ -36,7 +36,7 @@ def playground(request: HttpRequest) -> HttpResponse:
     chosen = chosen or next(iter(codes), "")
     compare = request.GET.get("compare", "")
     if compare not in codes:  # side by side by default for a fine-tune: its base model
-        compare = codes[chosen]["base"] if chosen and codes[chosen]["kind"] == "fine-tune" else ""
+        compare = codes[chosen]["base"] if chosen and codes[chosen]["kind"] in ("fine-tune", "checkpoint") else ""
         compare = compare if compare in codes else ""
     context = {
         "models": models,

@@ -150,3 +150,24 @@ def _zip_names(response) -> list[str]:
     import zipfile
 
     return zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).namelist()
+
+
+@pytest.mark.django_db
+def test_the_playground_offers_checkpoints_beside_their_base_and_compare_shows_the_verdict(
+        alice_client, alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks):
+    from experience.compare import evaluation_rows
+    from experience.models import Evaluation
+
+    job, card = _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path, epochs=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        first, _second = checkpoints_publish(job=job, card=card)
+    html = alice_client.get(f"/console/playground/?model={first.code}").content.decode()
+    assert f'<option value="{first.code}" selected>{first.code} (checkpoint)' in html
+    # Side by side with its base model by default, as a fine-tune is.
+    assert f'<option value="{tiny_base.code}" selected>' in html
+
+    Evaluation.objects.create(job=job, model=card, status="succeeded", total=12, summary={
+        "verdict": {"text": "Better than base on 10 of 12 prompts"}, "best": first.code})
+    rows = dict(evaluation_rows([job]))
+    assert rows["Verdict"] == ["Better than base on 10 of 12 prompts"]
+    assert rows["Best of its checkpoints and result"] == [first.code]
