@@ -399,6 +399,9 @@ JOB_HEARTBEAT_TIMEOUT = float(env("JOB_HEARTBEAT_TIMEOUT", "60") or 60)
 # An evaluation writes a heartbeat after every model call; one silent this long lost its worker: the periodic
 # experience.repair queues it again once (it goes on from its last saved prompt), then marks it failed.
 EVALUATION_HEARTBEAT_TIMEOUT = float(env("EVALUATION_HEARTBEAT_TIMEOUT", "300") or 300)
+# Tokens an evaluation asks of each model for an answer, and of the judge for a score or a choice.
+EVALUATION_MAX_TOKENS = envint("EVALUATION_MAX_TOKENS", 96)
+EVALUATION_JUDGE_MAX_TOKENS = envint("EVALUATION_JUDGE_MAX_TOKENS", 24)
 # Training writes a checkpoint this often inside an epoch (and at every epoch end); a lost worker
 # loses at most this much work. A step with no progress for TRAINING_STUCK_SECONDS is reported and
 # the task requeued (training tasks have no Celery time limit: the heartbeat and this watch are it).

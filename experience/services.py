@@ -291,8 +291,8 @@ class _Run:
         self.evaluation = evaluation
         self.attempt = attempt
         self.owner = evaluation.job.owner
-        self.max_tokens = int(getattr(settings, "EVALUATION_MAX_TOKENS", 96))
-        self.judge_tokens = int(getattr(settings, "EVALUATION_JUDGE_MAX_TOKENS", 24))
+        self.max_tokens = settings.EVALUATION_MAX_TOKENS
+        self.judge_tokens = settings.EVALUATION_JUDGE_MAX_TOKENS
 
     def mine(self) -> bool:
         """Still running under this worker's claim (not cancelled, deleted, or requeued by the repair)."""
@@ -506,7 +506,7 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
     from its last saved prompt; the second time it is marked failed with the reason. A queued one whose message
     was lost is sent again."""
     timeout = heartbeat_timeout if heartbeat_timeout is not None else float(
-        getattr(settings, "EVALUATION_HEARTBEAT_TIMEOUT", 300))
+        settings.EVALUATION_HEARTBEAT_TIMEOUT)
     now = timezone.now()
     counts = {"requeued": 0, "failed": 0, "kicked": 0}
     limit = now - dt.timedelta(seconds=timeout)
