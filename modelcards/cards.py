@@ -37,36 +37,27 @@ def render_sections(request, card) -> list[SafeString]:
     return out
 
 
-# What else goes when a fine-tuned model is deleted, listed on the confirmation page:
-# ``register_delete_consequences(fn)`` where ``fn(card)`` returns a list of sentences
-# (deployments lists each deployment of the model that will be cancelled).
-_delete_consequences: list[Callable] = []
+class Sentences:
+    """A hook that higher apps add sentence-makers to: ``register(fn)`` where ``fn(card)`` returns a list of
+    sentences; calling it with a card joins every maker's."""
+
+    def __init__(self) -> None:
+        self._makers: list[Callable] = []
+
+    def register(self, fn: Callable) -> None:
+        if fn not in self._makers:
+            self._makers.append(fn)
+
+    def __call__(self, card) -> list[str]:
+        return [line for fn in self._makers for line in (fn(card) or [])]
 
 
-def register_delete_consequences(fn: Callable) -> None:
-    if fn not in _delete_consequences:
-        _delete_consequences.append(fn)
+# What else goes when a fine-tuned model is deleted, listed on the confirmation page (deployments lists each
+# deployment of the model that will be cancelled).
+delete_consequences = Sentences()
+register_delete_consequences = delete_consequences.register
 
-
-def delete_consequences(card) -> list[str]:
-    out: list[str] = []
-    for fn in _delete_consequences:
-        out.extend(fn(card) or [])
-    return out
-
-
-# Why a result's weights cannot be replaced now (a promotion): ``register_promotion_blockers(fn)`` where
-# ``fn(card)`` returns a list of sentences (deployments: a running deployment serves the weights it loaded).
-_promotion_blockers: list[Callable] = []
-
-
-def register_promotion_blockers(fn: Callable) -> None:
-    if fn not in _promotion_blockers:
-        _promotion_blockers.append(fn)
-
-
-def promotion_blockers(card) -> list[str]:
-    out: list[str] = []
-    for fn in _promotion_blockers:
-        out.extend(fn(card) or [])
-    return out
+# Why a result's weights cannot be replaced now, by a promotion (deployments: a running deployment serves the
+# weights it loaded).
+promotion_blockers = Sentences()
+register_promotion_blockers = promotion_blockers.register

@@ -140,6 +140,17 @@ def _own_fine_tune(request: HttpRequest, code: str) -> FineTunedModel:
     return card
 
 
+def _weights_action(request: HttpRequest, card: FineTunedModel, action, done: str) -> HttpResponse:
+    """Run a promotion or a restore; back to the result's card with what happened, or why it could not."""
+    try:
+        result = action()
+    except services.ModelActionRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("modelcards:detail", card.code)
+    messages.success(request, done)
+    return redirect("modelcards:detail", result.code)
+
+
 @login_required
 @require_http_methods(["POST"])
 def model_promote(request: HttpRequest, code: str) -> HttpResponse:
@@ -147,14 +158,9 @@ def model_promote(request: HttpRequest, code: str) -> HttpResponse:
     card = _own_fine_tune(request, code)
     if not card.is_checkpoint:
         raise Http404(_("Only a checkpoint can be promoted."))
-    try:
-        result = services.fine_tuned_model_promote(checkpoint=card)
-    except services.ModelActionRefused as exc:
-        messages.error(request, str(exc))
-        return redirect("modelcards:detail", card.code)
-    messages.success(request, _("%(result)s now serves the weights of %(code)s (step %(step)s).")
-                     % {"result": result.code, "code": card.code, "step": card.step})
-    return redirect("modelcards:detail", result.code)
+    done = _("%(result)s now serves the weights of %(code)s (step %(step)s).") % {
+        "result": card.checkpoint_of.code, "code": card.code, "step": card.step}
+    return _weights_action(request, card, lambda: services.fine_tuned_model_promote(checkpoint=card), done)
 
 
 @login_required
@@ -162,10 +168,5 @@ def model_promote(request: HttpRequest, code: str) -> HttpResponse:
 def model_restore(request: HttpRequest, code: str) -> HttpResponse:
     """A promoted result serves the task's final weights again."""
     card = _own_fine_tune(request, code)
-    try:
-        services.fine_tuned_model_restore_final(model=card)
-    except services.ModelActionRefused as exc:
-        messages.error(request, str(exc))
-        return redirect("modelcards:detail", card.code)
-    messages.success(request, _("%(code)s serves the task's final weights again.") % {"code": card.code})
-    return redirect("modelcards:detail", card.code)
+    done = _("%(code)s serves the task's final weights again.") % {"code": card.code}
+    return _weights_action(request, card, lambda: services.fine_tuned_model_restore_final(model=card), done)
