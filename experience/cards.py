@@ -114,7 +114,23 @@ def evaluation_section(request, card) -> str | None:
 
     if not isinstance(card, FineTunedModel) or request.user != card.owner:
         return None
+    if card.is_checkpoint:
+        return checkpoint_evaluation_section(request, card)
     context = evaluation_context(card, request=request)
     if context is None:
         return None
     return render_to_string("experience/_card_evaluation.html", context, request=request)
+
+
+def checkpoint_evaluation_section(request, card) -> str:
+    """A checkpoint is evaluated with its result (every checkpoint of the task on the same prompts): its line of
+    the result's latest evaluation, beside the base's and the result's, and a link to the whole of it."""
+    from .models import Evaluation, EvaluationStatus
+
+    evaluation = Evaluation.objects.filter(model=card.checkpoint_of).first()
+    summary = (evaluation.summary or {}) if evaluation and evaluation.status == EvaluationStatus.SUCCEEDED else {}
+    rows = [m for m in summary.get("models", []) if m.get("role") in ("base", "result") or m.get("code") == card.code]
+    return render_to_string("experience/_checkpoint_evaluation.html", {
+        "card": card, "evaluation": evaluation, "rows": rows, "best": summary.get("best"),
+        "verdict": (summary.get("verdict") or {}).get("text"),
+    }, request=request)

@@ -37,7 +37,8 @@ def _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path, epochs: int = 3,
     for epoch in range(1, epochs + 1):
         Checkpoint.objects.create(job=job, epoch=epoch, step=4 * epoch,
                                   path=str(_checkpoint_folder(tmp_path, adapter, epoch)),
-                                  metrics={"current_steps": 4 * epoch, "loss": 2.0 / epoch, "eval_loss": 1.0 + epoch % 2})
+                                  metrics={"current_steps": 4 * epoch, "loss": 2.0 / epoch,
+                                           "eval_loss": 1.0 + epoch % 2})
     Checkpoint.objects.create(job=job, epoch=epochs + 1, step=4 * epochs + 2,
                               path=str(tmp_path / "checkpoints" / f"step-{4 * epochs + 2}"))
     return job, card
@@ -171,3 +172,26 @@ def test_the_playground_offers_checkpoints_beside_their_base_and_compare_shows_t
     rows = dict(evaluation_rows([job]))
     assert rows["Verdict"] == ["Better than base on 10 of 12 prompts"]
     assert rows["Best of its checkpoints and result"] == [first.code]
+
+
+@pytest.mark.django_db
+def test_a_checkpoints_card_shows_its_line_of_the_results_evaluation(
+        alice_client, alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks):
+    from experience.models import Evaluation
+
+    job, card = _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path, epochs=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        first, second = checkpoints_publish(job=job, card=card)
+    html = alice_client.get(f"/console/models/{first.code}/").content.decode()
+    assert "Checkpoints are evaluated with their result; it has no evaluation yet." in html
+
+    models = [{"code": tiny_base.code, "role": "base", "f1": 0.1, "exact": 0.0},
+              {"code": first.code, "role": "checkpoint", "step": 4, "f1": 0.7, "exact": 0.5},
+              {"code": second.code, "role": "checkpoint", "step": 8, "f1": 0.6, "exact": 0.5},
+              {"code": card.code, "role": "result", "f1": 0.65, "exact": 0.5}]
+    Evaluation.objects.create(job=job, model=card, status="succeeded", total=12, summary={
+        "models": models, "best": first.code, "verdict": {"text": "Better than base on 10 of 12 prompts"}})
+    html = alice_client.get(f"/console/models/{first.code}/").content.decode()
+    section = html[html.index('data-testid="checkpoint-evaluation"'):]
+    assert 'data-testid="this-checkpoint"' in section and second.code not in section.split("</table>")[0]
+    assert "0.70" in section and "best" in section and "Better than base on 10 of 12 prompts" in section
