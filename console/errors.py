@@ -9,17 +9,24 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.handlers.exception import get_exception_response
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseServerError
 from django.shortcuts import render
 from django.urls import Resolver404, get_resolver, get_urlconf, resolve
 from django.utils.html import escape
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from django.views.decorators.csrf import requires_csrf_token
 
 from .api import API_PREFIX
 
 logger = logging.getLogger(__name__)
+
+CSRF_FAILED = gettext_noop(
+    "The form was out of date (the page was open for a long time, or you signed in or out in another tab). "
+    "Reload the page and try again."
+)
 
 
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
@@ -47,6 +54,20 @@ class ErrorPagesMiddleware:
         if settings.DEBUG and isinstance(exception, Http404) and not request.path.startswith(API_PREFIX):
             return _not_found(request, exception)
         return None  # 403 always goes to the console's handler; everything else as Django does
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: a form whose token is missing or stale (an expired session, a page left open) gets the
+    console's 403 page, which says to reload, instead of Django's bare page. The reason goes to the log only.
+
+    htmx swaps no 403, so a button would seem to do nothing: an HTMX request reloads the page instead (a fresh
+    token), and the reloaded page says why."""
+    if getattr(request, "htmx", False):
+        messages.error(request, _(CSRF_FAILED))
+        response = HttpResponse(status=403)
+        response["HX-Refresh"] = "true"
+        return response
+    return render(request, "403.html", {"csrf_failed": True}, status=403)
 
 
 @requires_csrf_token

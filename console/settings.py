@@ -119,6 +119,8 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must name this server's host names in production")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
+# A form whose token is missing or stale gets the console's 403 page (in its layout, both languages), not Django's.
+CSRF_FAILURE_VIEW = "console.errors.csrf_failure"
 
 INSTALLED_APPS = [
     "console.apps.ConsoleConfig",
