@@ -152,28 +152,29 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
 
 
 def write_usage_csv(out, report: dict, *, with_user: bool = False) -> None:
+    """Headers and kinds in the reader's language; dates ISO and numbers plain, so that a program reads it too."""
     writer = csv.writer(out)
     head = (
-        ["kind", "date"]
-        + (["user"] if with_user else [])
-        + ["model", "calls", "errors", "prompt_tokens", "completion_tokens", "tokens", "cost"]
+        [_("Kind"), _("Date")]
+        + ([_("User")] if with_user else [])
+        + [_("Model"), _("Calls"), _("Errors"), _("Prompt tokens"), _("Completion tokens"), _("Tokens"), _("Cost")]
     )
     writer.writerow(head)
     for r in report["rows"]:
         writer.writerow(
-            ["inference", r["day"].isoformat()]
+            [_("Inference"), r["day"].isoformat()]
             + ([r["user__username"]] if with_user else [])
             + [r["model"], r["calls"], r["errors"], r["prompt_tokens"], r["completion_tokens"], r["tokens"], r["cost"]]
         )
     for t in report["tasks"]:
         writer.writerow(
-            ["training", timezone.localtime(t["finished_at"]).date().isoformat()]
+            [_("Training"), timezone.localtime(t["finished_at"]).date().isoformat()]
             + ([t["owner__username"]] if with_user else [])
             + [t["fine_tuned_model"], "", "", "", "", t["trained_tokens"] or 0, t["actual_cost"] or 0]
         )
     totals = report["totals"]
     writer.writerow(
-        ["total", f"{report['start']}..{report['end']}"]
+        [_("Total"), f"{report['start']}..{report['end']}"]
         + ([""] if with_user else [])
         + [
             "",

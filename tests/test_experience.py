@@ -199,14 +199,14 @@ def test_usage_equals_the_sum_of_recorded_calls_fast_at_10000_rows(client, alice
         page = client.get("/console/usage/").content.decode()
     assert 'data-testid="usage-chart"' in page and "10,500" in page and job.public_id in page
     rows = list(csv.reader(io.StringIO(client.get("/console/usage/export.csv").content.decode())))
-    assert rows[0][0] == "kind" and rows[-1][0] == "total" and int(rows[-1][3]) == 10_500
-    assert sum(int(r[3]) for r in rows if r[0] == "inference") == 10_500
+    assert rows[0][0] == "Kind" and rows[-1][0] == "Total" and int(rows[-1][3]) == 10_500
+    assert sum(int(r[3]) for r in rows if r[0] == "Inference") == 10_500
 
     client.force_login(bob)  # bob sees his own calls only, none of alice's, and not her task
     page = client.get("/console/usage/").content.decode()
     assert "300" in page and "10,500" not in page and job.public_id not in page and card.code not in page
     rows = list(csv.reader(io.StringIO(client.get("/console/usage/export.csv").content.decode())))
-    assert int(rows[-1][3]) == 300 and all(r[2] == base.code for r in rows if r[0] == "inference")
+    assert int(rows[-1][3]) == 300 and all(r[2] == base.code for r in rows if r[0] == "Inference")
 
 
 def test_operator_sees_everyones_usage_in_the_admin(client, alice, bob):
@@ -216,7 +216,7 @@ def test_operator_sees_everyones_usage_in_the_admin(client, alice, bob):
     page = client.get("/admin/experience/usagerecord/").content.decode()
     assert "alice" in page and "bob" in page and "<code>m-a</code>" in page and "<code>m-b</code>" in page
     rows = list(csv.reader(io.StringIO(client.get("/admin/experience/usagerecord/?format=csv").content.decode())))
-    assert rows[0][2] == "user" and int(rows[-1][4]) == 60
+    assert rows[0][2] == "User" and int(rows[-1][4]) == 60
     client.force_login(alice)  # not staff: the admin is closed
     assert client.get("/admin/experience/usagerecord/").status_code == 302
 
