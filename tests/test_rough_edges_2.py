@@ -10,11 +10,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from deployments.models import ApiCall
+from console.models import ApiKey
+from deployments.models import ApiCall, Deployment
 from jobs.models import FineTuningJob
 from modelcards.models import BaseModel
 
-from .jobs_support import chat_lines, make_dataset
+from .jobs_support import chat_lines, make_card, make_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -100,3 +101,95 @@ def test_usage_csv_headers_and_kinds_are_in_the_readers_language_and_numbers_sta
     rows = _usage_rows(client)
     assert rows[0][:4] == ["类型", "日期", "模型", "调用次数"] and rows[0][-1] == "费用"
     assert rows[2][0] == "训练" and rows[1][5] == "3600" and rows[1][1].count("-") == 2  # ISO dates, plain numbers
+
+
+LONG_CODE = "ft:glm-4-9b-chat:a-rather-long-suffix-for-a-narrow-screen:20261205abcdef0123456789"
+
+# The elements that stick out past the right edge of the screen: empty when nothing overflows.
+OVERFLOWING = """() => {
+  const width = window.innerWidth;
+  const out = [];
+  for (const el of document.querySelectorAll("main *, header *, body > *")) {
+    const box = el.getBoundingClientRect();
+    if (box.width && box.right > width + 1) {
+      let clipped = false;  // inside something that scrolls or clips: not an overflow of the page
+      for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+        const s = getComputedStyle(p);
+        const scrolls = ["auto", "scroll", "hidden", "clip"].includes(s.overflowX);
+        if (scrolls && p.getBoundingClientRect().right <= width + 1) {
+          clipped = true; break;
+        }
+      }
+      const name = el.tagName.toLowerCase() + (el.className ? "." + el.className : "");
+      if (!clipped) out.push(name + " " + Math.round(box.right));
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, width, out: out.slice(0, 8)};
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_main_pages_fit_a_phone_width_screen(browser, live_server, alice, screenshot_dir, language):
+    """At 390 px: the menu button opens the menu, nothing is wider than the screen, long model codes wrap."""
+    alice.language = language
+    alice.save(update_fields=["language"])
+    base = BaseModel.objects.order_by("pk").first()
+    dataset = make_dataset(alice, chat_lines(20), name="customer-support-conversations-2026-export-final-v2.jsonl")
+    job = FineTuningJob.objects.create(owner=alice, base_model=base, training_dataset=dataset, suffix="long",
+                                       fine_tuned_model=LONG_CODE, status="succeeded", trained_tokens=123456,
+                                       actual_cost=Decimal("1.25"), finished_at=timezone.now())
+    make_card(job)
+    deployment = Deployment.objects.create(owner=alice, code="support-bot-production-deployment-eu-1",
+                                           status="running", base_model=base, desired_instances=1)
+    ApiCall.objects.create(user=alice, model=LONG_CODE, prompt_tokens=1200, completion_tokens=30, status_code=200)
+    ApiKey.create_for(user=alice, name="a key for the production support bot in the EU region")
+    pages = {
+        "overview": "/console/",
+        "datasets": "/console/datasets/",
+        "dataset": f"/console/datasets/{dataset.public_id}/",
+        "jobs": "/console/jobs/",
+        "job-create": "/console/jobs/create/",
+        "job": f"/console/jobs/{job.public_id}/",
+        "models": "/console/models/",
+        "model-card": f"/console/models/{LONG_CODE}/",
+        "base-card": f"/console/models/{base.code}/",
+        "deployments": "/console/deployments/",
+        "deployment": f"/console/deployments/{deployment.public_id}/",
+        "playground": "/console/playground/",
+        "usage": "/console/usage/",
+        "api-keys": "/console/api-keys/",
+        "account": "/console/account/",
+        "notifications": "/console/notifications/",
+        "webhooks": "/console/webhooks/",
+    }
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        page.goto(f"{live_server.url}/console/login/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "alice-pass-123")
+        page.click("button.primary")
+        page.wait_for_selector("nav.sidenav", state="attached")
+        problems = {}
+        for name, url in pages.items():
+            response = page.goto(f"{live_server.url}{url}")
+            assert response.status == 200, (name, response.status)
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(screenshot_dir / f"phone-{language}-{name}.png"), full_page=True)
+            result = page.evaluate(OVERFLOWING)
+            if result["scroll"] > result["width"] or result["out"]:
+                problems[name] = result
+            assert not page.is_visible("nav.sidenav"), name
+            # The top bar's controls stay on one line each (not "中" over "文").
+            heights = page.eval_on_selector_all(".lang-switch button, .user-menu summary",
+                                                "els => els.map(e => e.getBoundingClientRect().height)")
+            assert heights and max(heights) < 34, (name, heights)
+            page.click("[data-testid=menu-button]")
+            page.wait_for_selector("nav.sidenav", state="visible")
+            page.click("[data-testid=menu-button]")
+        assert not problems, problems
+    finally:
+        context.close()
