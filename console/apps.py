@@ -13,3 +13,10 @@ class ConsoleConfig(AppConfig):
         from .filemodes import var_modes_check
 
         var_modes_check()
+
+        from .shell import register_nav_item, register_user_menu_link
+
+        register_nav_item("overview", 10, "console:overview", _("Overview"), "◧")
+        register_nav_item("api_keys", 90, "console:api_keys", _("API keys"), "◈")
+        register_user_menu_link("account", 10, "console:account", _("Account"))
+        register_user_menu_link("api_keys", 20, "console:api_keys", _("API keys"))

@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
-from . import dashboard
+from . import dashboard, shell
 from .forms import AccountForm, ApiKeyForm, LoginForm
 from .models import ApiKey
 
@@ -61,7 +61,8 @@ def account(request: HttpRequest) -> HttpResponse:
         response = redirect("console:account")
         response.set_cookie("django_language", user.language, samesite="Lax")
         return response
-    return render(request, "console/account.html", {"form": form})
+    context = {"form": form, "account_sections": shell.account_sections(request)}
+    return render(request, "console/account.html", context)
 
 
 @require_POST

@@ -12,6 +12,12 @@ class DatasetsConfig(AppConfig):
 
         register_panel("datasets", 10, "datasets/_overview.html", _overview_panel)
 
+        from django.utils.translation import gettext_lazy as _
+
+        from console.shell import register_nav_item
+
+        register_nav_item("datasets", 20, "datasets:list", _("Datasets"), "▤")
+
 
 def _overview_panel(request) -> dict:
     from django.db.models import Count, Q

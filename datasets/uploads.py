@@ -92,7 +92,28 @@ def content_length_too_large(request: HttpRequest) -> bool:
     return length > conf.max_bytes() + conf.multipart_slack()
 
 
-UPLOAD_PATHS = ("/console/datasets/upload/", "/api/paas/v4/files", "/console/jobs/create/")
+# The paths whose POST body is a dataset upload: datasets' own, and those the apps above register from their
+# ``AppConfig.ready()`` with ``register_upload_url(url_name)`` (jobs: the create form takes a file too).
+_upload_url_names: list[str] = ["datasets:upload"]
+_upload_paths: tuple[str, ...] | None = None
+API_UPLOAD_PATH = "/api/paas/v4/files"
+
+
+def register_upload_url(url_name: str) -> None:
+    global _upload_paths
+    if url_name not in _upload_url_names:
+        _upload_url_names.append(url_name)
+        _upload_paths = None
+
+
+def upload_paths() -> tuple[str, ...]:
+    """Resolved once, at the first request (the URLconf cannot be loaded while the apps are)."""
+    global _upload_paths
+    if _upload_paths is None:
+        from django.urls import reverse
+
+        _upload_paths = (*[reverse(name) for name in _upload_url_names], API_UPLOAD_PATH)
+    return _upload_paths
 
 
 class DatasetUploadLimitMiddleware:
@@ -108,7 +129,7 @@ class DatasetUploadLimitMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").startswith(
-            UPLOAD_PATHS
+            upload_paths()
         ):
             return await self.app(scope, receive, send)
         limit = conf.max_bytes() + conf.multipart_slack()

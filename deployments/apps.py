@@ -10,7 +10,12 @@ class DeploymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from console.health import register_report
-        from modelcards.cards import register_delete_consequences, register_promotion_blockers, register_section
+        from modelcards.cards import (
+            register_action,
+            register_delete_consequences,
+            register_promotion_blockers,
+            register_section,
+        )
         from modelcards.signals import fine_tuned_model_deleted, fine_tuned_model_weights_changed
 
         from . import cards
@@ -18,6 +23,11 @@ class DeploymentsConfig(AppConfig):
         fine_tuned_model_deleted.connect(cards.on_fine_tuned_model_deleted, dispatch_uid="deployments-cancel")
         register_section("deployments", 40, cards.card_section)
         register_section("merged-export", 50, cards.export_section)
+        register_action("deploy", 30, cards.deploy_action)
+
+        from console.shell import register_nav_item
+
+        register_nav_item("deployments", 60, "deployments:list", _("Private instances"), "▣")
         register_delete_consequences(cards.delete_consequences)
         fine_tuned_model_weights_changed.connect(cards.on_fine_tuned_model_weights_changed,
                                                  dispatch_uid="deployments-weights-changed")

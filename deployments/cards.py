@@ -134,3 +134,21 @@ def health_report() -> dict:
         for node in Node.objects.annotate(used=Count("instances", filter=Q(instances__state__in=HOLDS_SLOT)))
     ]
     return {"nodes": nodes, "alive": sum(1 for n in nodes if n["alive"])}
+
+
+def deploy_action(request, card, place: str) -> dict | None:
+    """The Deploy button of a model (modelcards.cards.register_action): a base model only where it can be served;
+    a fine-tuned model's main action on its own page."""
+    from urllib.parse import quote
+
+    from django.urls import reverse
+
+    from modelcards.models import BaseModel
+
+    if card is None or place not in ("page", "square"):
+        return None
+    base = isinstance(card, BaseModel)
+    if base and not card.capabilities().serve:
+        return None
+    return {"label": _("Deploy"), "url": f"{reverse('deployments:create')}?model={quote(card.code)}",
+            "primary": place == "page" and not base}

@@ -134,3 +134,17 @@ def checkpoint_evaluation_section(request, card) -> str:
         "card": card, "evaluation": evaluation, "rows": rows, "best": summary.get("best"),
         "verdict": (summary.get("verdict") or {}).get("text"),
     }, request=request)
+
+
+def try_action(request, card, place: str) -> dict | None:
+    """The Try button of a model (modelcards.cards.register_action): a base model only where it can be served."""
+    from urllib.parse import quote
+
+    from django.urls import reverse
+    from django.utils.translation import gettext as _
+
+    from modelcards.models import BaseModel
+
+    if card is None or (isinstance(card, BaseModel) and not card.capabilities().serve):
+        return None
+    return {"label": _("Try"), "url": f"{reverse('playground:index')}?model={quote(card.code)}"}

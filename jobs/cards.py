@@ -37,3 +37,35 @@ def overview_panel(request) -> dict:
 def overview_recent(request) -> dict | None:
     recent = list(FineTuningJob.objects.filter(owner=request.user).select_related("base_model")[:5])
     return {"recent": recent} if recent else None
+
+
+def fine_tune_action(request, card, place: str) -> dict | None:
+    """The Fine-tune button of a base model's card (modelcards.cards.register_action), and the model square's
+    hint when the user has no fine-tuned model yet."""
+    from django.urls import reverse
+    from django.utils.translation import gettext as _
+
+    from modelcards.models import BaseModel
+
+    if place == "no-fine-tuned":
+        return {"label": _("Create a fine-tuning task"), "url": reverse("jobs:create")}
+    if not isinstance(card, BaseModel) or place not in ("page", "square"):
+        return None
+    capabilities = card.capabilities()
+    if capabilities.can_train:
+        url = f"{reverse('jobs:create')}?model={card.code}"
+        return {"label": _("Fine-tune"), "url": url, "primary": place == "page"}
+    if place == "square":
+        return {"label": _("Fine-tune"), "url": None, "reason": capabilities.train_reason}
+    return None
+
+
+def dataset_fine_tune_action(request, dataset, place: str) -> dict | None:
+    """A ready dataset's "Fine-tune on it" (datasets.next_steps.register_action)."""
+    from django.urls import reverse
+    from django.utils.translation import gettext as _
+
+    if dataset.status != "ready":
+        return None
+    return {"label": _("Fine-tune on it"), "url": f"{reverse('jobs:create')}?dataset={dataset.pk}", "primary": True,
+            "testid": "fine-tune-link"}

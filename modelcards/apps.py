@@ -14,3 +14,7 @@ class ModelcardsConfig(AppConfig):
         from .panels import overview_panel
 
         register_panel("modelcards", 30, "modelcards/_overview.html", overview_panel)
+
+        from console.shell import register_nav_item
+
+        register_nav_item("modelcards", 40, "modelcards:square", _("Model square"), "▦")

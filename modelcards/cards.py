@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from django.utils.safestring import SafeString, mark_safe
 
+from console.actions import Actions
+
 
 @dataclass(frozen=True)
 class Section:
@@ -61,3 +63,11 @@ register_delete_consequences = delete_consequences.register
 # weights it loaded).
 promotion_blockers = Sentences()
 register_promotion_blockers = promotion_blockers.register
+
+
+# The buttons that apps above add to a model (Try, Fine-tune, Deploy): ``register_action(name, order, make)`` with
+# ``make(request, card, place)`` as console/actions.py says. Places: "page" (the card's own page), "square" (its card
+# on the model square), "row" (a checkpoint's row on its result's page) and "no-fine-tuned" (the square's hint when
+# the user has no fine-tuned model yet; ``card`` is None).
+card_actions = Actions()
+register_action = card_actions.register
