@@ -8,6 +8,9 @@ class DatasetsConfig(AppConfig):
     verbose_name = "Datasets"
 
     def ready(self) -> None:
+        from .notification_events import register_events
+
+        register_events()
         from console.dashboard import register_panel
 
         register_panel("datasets", 10, "datasets/_overview.html", _overview_panel)

@@ -9,6 +9,9 @@ class DeploymentsConfig(AppConfig):
     verbose_name = _("Private instances")
 
     def ready(self) -> None:
+        from .notification_events import register_events
+
+        register_events()
         from console.health import register_report
         from modelcards.cards import (
             register_action,

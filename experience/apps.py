@@ -9,6 +9,9 @@ class ExperienceConfig(AppConfig):
     verbose_name = _("Experience center and usage")
 
     def ready(self) -> None:
+        from .notification_events import register_events
+
+        register_events()
         from jobs.compare import register_compare_rows
         from jobs.signals import job_succeeded
         from modelcards.cards import register_action, register_section

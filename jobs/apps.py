@@ -8,6 +8,9 @@ class JobsConfig(AppConfig):
     verbose_name = "Fine-tuning"
 
     def ready(self) -> None:
+        from .notification_events import register_events
+
+        register_events()
         from console.dashboard import register_panel
         from datasets.next_steps import register_action as register_dataset_action
         from modelcards.cards import register_action, register_section

@@ -32,11 +32,10 @@ def _badge(request) -> str:
 
 
 def _phone_binding(request) -> str:
+    from django.middleware.csrf import get_token
     from django.template.loader import render_to_string
 
     from .templatetags.notifications_tags import phone_binding
-
-    from django.middleware.csrf import get_token
 
     context = phone_binding({"request": request, "csrf_token": get_token(request)})
     return render_to_string("notifications/_phone.html", context)

@@ -100,7 +100,8 @@ def preferences(request: HttpRequest) -> HttpResponse:
         return redirect("notifications:preferences")
     prefs = services.preferences_for(user=request.user)
     groups: dict = {}
-    for name, event in EVENTS.items():
+    # Groups by their order; events in the order their apps registered them.
+    for name, event in sorted(EVENTS.items(), key=lambda item: item[1].group.order):
         if not event.for_people:
             continue
         groups.setdefault(str(event.group), []).append(
