@@ -7,6 +7,7 @@ development too. API paths keep answering in the platform's JSON error shape (co
 from __future__ import annotations
 
 import logging
+import re
 
 from django.conf import settings
 from django.contrib import messages
@@ -27,6 +28,18 @@ CSRF_FAILED = gettext_noop(
     "The form was out of date (the page was open for a long time, or you signed in or out in another tab). "
     "Reload the page and try again."
 )
+
+
+# An absolute path of two or more parts, not inside a URL ("https://host/a/b") or a name ("THUDM/glm-4-9b-chat").
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+~-]+/)+([\w.@+~-]+)")
+
+
+def without_server_paths(text: str) -> str:
+    """``text`` for users: each absolute server path cut to its last part ("…/model.safetensors").
+
+    For failure messages that come from an exception (an OSError names the file with its folders): the full text
+    goes to the log, where staff read it."""
+    return _SERVER_PATH.sub(r"…/\1", text)
 
 
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from console import storage
+from console.errors import without_server_paths
 from modelcards.models import FineTunedModel
 from modelcards.weights import WeightsMissing, model_dir
 
@@ -110,7 +111,7 @@ def merged_export_build(*, export_id: int) -> MergedExport | None:
         size = sum(f.size for f in storage.list_folder(folder))
     except (WeightsMissing, storage.StorageError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         logger.warning("the merged export of %s failed: %s", model.code, exc)
-        _fail(export_id, str(exc) or type(exc).__name__)
+        _fail(export_id, without_server_paths(str(exc)) or type(exc).__name__)  # the log has the paths
         return MergedExport.objects.get(pk=export_id)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

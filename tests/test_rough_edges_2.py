@@ -193,3 +193,38 @@ def test_main_pages_fit_a_phone_width_screen(browser, live_server, alice, screen
         assert not problems, problems
     finally:
         context.close()
+
+
+def test_a_failed_merged_build_names_no_server_path(alice, tiny_base, tmp_path):
+    """Item 14: server paths are for staff. A build whose files are gone says which file, not where it was."""
+    from deployments import exports
+    from deployments.models import ExportStatus
+
+    gone = tmp_path / "srv" / "console" / "var" / "results" / "ft-old"
+    job = FineTuningJob.objects.create(owner=alice, base_model=tiny_base, suffix="old", status="succeeded",
+                                       training_dataset=make_dataset(alice, chat_lines(20)), method="sft",
+                                       training_type="lora", fine_tuned_model="ft:tiny:old:paths")
+    card = make_card(job, path=str(gone))
+    failed = exports.merged_export_build(export_id=exports.merged_export_request(model=card).pk)
+    assert failed.status == ExportStatus.FAILED
+    assert str(tmp_path) not in failed.error and "/srv/console" not in failed.error, failed.error
+    assert "ft-old" in failed.error and "has no files" in failed.error
+    client = Client()
+    client.force_login(alice)
+    page = client.get(f"/console/models/{card.code}/").content.decode()
+    assert 'data-testid="merged-error"' in page and str(tmp_path) not in page
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("[Errno 28] No space left on device: '/srv/console/var/scratch/export-3/model.safetensors'",
+     "[Errno 28] No space left on device: '…/model.safetensors'"),
+    ("/home/ops/console/var/media/x has no files in the storage", "…/x has no files in the storage"),
+    ("THUDM/glm-4-9b-chat is not in the local Hugging Face cache.",
+     "THUDM/glm-4-9b-chat is not in the local Hugging Face cache."),
+    ("see https://example.com/a/b and /health failed 3 times",
+     "see https://example.com/a/b and /health failed 3 times"),
+])
+def test_server_paths_are_cut_to_their_last_part(text, shown):
+    from console.errors import without_server_paths
+
+    assert without_server_paths(text) == shown
