@@ -28,6 +28,10 @@ CSRF_FAILED = gettext_noop(
     "The form was out of date (the page was open for a long time, or you signed in or out in another tab). "
     "Reload the page and try again."
 )
+CSRF_RELOADED = gettext_noop(
+    "The form was out of date (the page was open for a long time, or you signed in or out in another tab), so the "
+    "page was reloaded. Try again."
+)
 
 
 # An absolute path of two or more parts, not inside a URL ("https://host/a/b") or a name ("THUDM/glm-4-9b-chat").
@@ -76,7 +80,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     htmx swaps no 403, so a button would seem to do nothing: an HTMX request reloads the page instead (a fresh
     token), and the reloaded page says why."""
     if getattr(request, "htmx", False):
-        messages.error(request, _(CSRF_FAILED))
+        messages.error(request, _(CSRF_RELOADED))
         response = HttpResponse(status=403)
         response["HX-Refresh"] = "true"
         return response

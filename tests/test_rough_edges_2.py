@@ -64,7 +64,7 @@ def test_an_htmx_post_with_a_stale_token_reloads_the_page_which_says_why(alice):
     response = client.post("/console/api-keys/", {"name": "late"}, headers={"HX-Request": "true"})
     assert response.status_code == 403 and response["HX-Refresh"] == "true"
     html = client.get("/console/api-keys/").content.decode()
-    assert "The form was out of date" in html
+    assert "so the page was reloaded. Try again." in html
 
 
 def _usage_rows(client) -> list[list[str]]:
@@ -228,3 +228,36 @@ def test_server_paths_are_cut_to_their_last_part(text, shown):
     from console.errors import without_server_paths
 
     assert without_server_paths(text) == shown
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_in_chromium_a_stale_form_says_to_reload(browser, live_server, alice, screenshot_dir):
+    """The CSRF cookie gone (cleared, expired): a plain form shows the console's page, an HTMX one reloads."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        page.goto(f"{live_server.url}/console/login/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "alice-pass-123")
+        page.click("button.primary")
+        page.wait_for_selector("nav.sidenav")
+        # An HTMX form (create an API key): the page reloads and says why; nothing was created.
+        page.goto(f"{live_server.url}/console/api-keys/")
+        context.clear_cookies(name="csrftoken")
+        page.fill("#id_name", "late")
+        with page.expect_navigation():
+            page.click("button:has-text('Create API key')")
+        page.wait_for_selector("text=so the page was reloaded. Try again.")
+        assert not ApiKey.objects.filter(user=alice, name="late").exists()
+        page.screenshot(path=str(screenshot_dir / "csrf-htmx-reloaded.png"), full_page=True)
+        # A plain form (sign out): the console's 403 page, with the way back.
+        context.clear_cookies(name="csrftoken")
+        page.click("[data-testid=user-menu]")
+        page.click("text=Log out")
+        page.wait_for_selector("[data-testid=csrf-failed]")
+        assert page.is_visible("nav.sidenav") and page.is_visible("[data-testid=error-back]")
+        page.screenshot(path=str(screenshot_dir / "csrf-page.png"), full_page=True)
+    finally:
+        context.close()
