@@ -9,6 +9,8 @@ class ConsoleConfig(AppConfig):
     verbose_name = _("Console")
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the configuration checks
+
         # Once a process, at start: take other users' access off what an older version left readable.
         from .filemodes import var_modes_check
 

@@ -54,7 +54,7 @@ def split() -> tuple[list[int], list[int]]:
 
 
 def _setting(name: str, auto: list[int], cpus: list[int]) -> list[int]:
-    value = str(getattr(settings, name, "auto") or "auto").strip().lower()
+    value = str(getattr(settings, name) or "auto").strip().lower()
     if value == "auto":
         return auto
     if value == "all":

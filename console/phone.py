@@ -13,7 +13,7 @@ def normalize_phone(raw: str, region: str | None = None) -> str:
     raw = (raw or "").strip()
     if not raw:
         return ""
-    region = region or getattr(settings, "PHONE_DEFAULT_REGION", None)
+    region = region or settings.PHONE_DEFAULT_REGION
     try:
         number = phonenumbers.parse(raw, None if raw.startswith("+") else region)
     except phonenumbers.NumberParseException:

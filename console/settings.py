@@ -51,6 +51,16 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
 
 
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    if value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
 def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in (env(name, default) or "").split(",") if item.strip()]
 
@@ -367,11 +377,21 @@ TWILIO_FROM = env("TWILIO_FROM", "")
 TWILIO_MESSAGING_SERVICE_SID = env("TWILIO_MESSAGING_SERVICE_SID", "")
 # Seconds a provider (SMTP or SMS) may take to answer; tries of a message with transient errors,
 # and the first retry's delay (doubling each time).
-NOTIFICATIONS_HTTP_TIMEOUT = float(env("NOTIFICATIONS_HTTP_TIMEOUT", "10") or 10)
+NOTIFICATIONS_HTTP_TIMEOUT = envfloat("NOTIFICATIONS_HTTP_TIMEOUT", 10)
 NOTIFICATIONS_MAX_ATTEMPTS = envint("NOTIFICATIONS_MAX_ATTEMPTS", 6)
-NOTIFICATIONS_RETRY_BASE = float(env("NOTIFICATIONS_RETRY_BASE", "30") or 30)
+NOTIFICATIONS_RETRY_BASE = envfloat("NOTIFICATIONS_RETRY_BASE", 30)
 # The Celery queue that sends notifications (a dedicated worker may take it).
 NOTIFICATIONS_QUEUE = env("NOTIFICATIONS_QUEUE", "default")
+# The outbox's repair (beat): a pending message this many seconds past due was lost by the broker and is queued
+# again; a message claimed this long ago whose worker never finished is taken to be abandoned. /healthz counts
+# messages pending or sending for longer than NOTIFICATIONS_STUCK_AFTER.
+NOTIFICATIONS_PENDING_GRACE = envfloat("NOTIFICATIONS_PENDING_GRACE", 120)
+NOTIFICATIONS_SENDING_TIMEOUT = envfloat("NOTIFICATIONS_SENDING_TIMEOUT", 300)
+NOTIFICATIONS_STUCK_AFTER = envfloat("NOTIFICATIONS_STUCK_AFTER", 600)
+# How often the top bar's notification badge asks for the unread count, in seconds.
+NOTIFICATIONS_BADGE_POLL_SECONDS = envint("NOTIFICATIONS_BADGE_POLL_SECONDS", 15)
+# Fault injection for the tests only: seconds a worker sleeps between claiming a message and sending it.
+NOTIFICATIONS_CLAIM_PAUSE = envfloat("NOTIFICATIONS_CLAIM_PAUSE", 0)
 # Webhooks (notifications/README.md): endpoints on loopback/private/link-local addresses are refused unless
 # this is on (a receiver on the same machine or network); an endpoint is disabled after this many failed
 # deliveries in a row (0: never); seconds an endpoint may take to answer.
@@ -396,28 +416,28 @@ if PRODUCTION:
 # --- Console ----------------------------------------------------------------
 # A running task whose worker has not written a heartbeat for this long is
 # taken to be lost (the periodic repair runs every 30 s).
-JOB_HEARTBEAT_INTERVAL = float(env("JOB_HEARTBEAT_INTERVAL", "5") or 5)
-JOB_HEARTBEAT_TIMEOUT = float(env("JOB_HEARTBEAT_TIMEOUT", "60") or 60)
+JOB_HEARTBEAT_INTERVAL = envfloat("JOB_HEARTBEAT_INTERVAL", 5)
+JOB_HEARTBEAT_TIMEOUT = envfloat("JOB_HEARTBEAT_TIMEOUT", 60)
 # An evaluation writes a heartbeat after every model call; one silent this long lost its worker: the periodic
 # experience.repair queues it again once (it goes on from its last saved prompt), then marks it failed.
-EVALUATION_HEARTBEAT_TIMEOUT = float(env("EVALUATION_HEARTBEAT_TIMEOUT", "300") or 300)
+EVALUATION_HEARTBEAT_TIMEOUT = envfloat("EVALUATION_HEARTBEAT_TIMEOUT", 300)
 # Tokens an evaluation asks of each model for an answer, and of the judge for a score or a choice.
 EVALUATION_MAX_TOKENS = envint("EVALUATION_MAX_TOKENS", 96)
 EVALUATION_JUDGE_MAX_TOKENS = envint("EVALUATION_JUDGE_MAX_TOKENS", 24)
 # Training writes a checkpoint this often inside an epoch (and at every epoch end); a lost worker
 # loses at most this much work. A step with no progress for TRAINING_STUCK_SECONDS is reported and
 # the task requeued (training tasks have no Celery time limit: the heartbeat and this watch are it).
-TRAINING_CHECKPOINT_MINUTES = float(env("TRAINING_CHECKPOINT_MINUTES", "10") or 10)
-TRAINING_STUCK_SECONDS = float(env("TRAINING_STUCK_SECONDS", "1800") or 1800)
+TRAINING_CHECKPOINT_MINUTES = envfloat("TRAINING_CHECKPOINT_MINUTES", 10)
+TRAINING_STUCK_SECONDS = envfloat("TRAINING_STUCK_SECONDS", 1800)
 # Epoch checkpoints of a LoRA task that stay models (``<code>:ckpt-step-<N>``) when it succeeds: the newest ones;
 # older ones' weights are deleted then (their losses stay listed). 0 keeps every one.
 TRAINING_CHECKPOINTS_KEPT = envint("TRAINING_CHECKPOINTS_KEPT", 5)
 # Processes a training task runs in (jobs/training/launch.py): 0, the default, is one per GPU on a node with
 # several GPUs, else the worker's own process; a number forces it (2 on a CPU runs the multi-GPU path, with gloo).
-TRAINING_PROCESSES = int(env("TRAINING_PROCESSES", "0") or 0)
+TRAINING_PROCESSES = envint("TRAINING_PROCESSES", 0)
 # A CPU training node's memory for one pass's activations, in MB: a step of more tokens is split into passes.
 # More is a little faster and costs peak memory (README: "Memory of a training worker").
-TRAINING_CPU_ACTIVATION_MB = int(env("TRAINING_CPU_ACTIVATION_MB", "256") or 256)
+TRAINING_CPU_ACTIVATION_MB = envint("TRAINING_CPU_ACTIVATION_MB", 256)
 # The precision a training task computes in (jobs/training/engine.py: use_bf16): "auto" is bf16 on a GPU that
 # supports it and on a CPU with AMX or AVX512-BF16, fp32 elsewhere; "fp32" or "bf16" forces one (README:
 # "Training speed and precision"). Each task's events say which one trained it.
@@ -459,7 +479,7 @@ USER_MAX_DEPLOYMENTS = envint("USER_MAX_DEPLOYMENTS", 5)
 # How long an API request may wait before last_used_at of its key is written again.
 API_KEY_LAST_USED_RESOLUTION = 60
 # Redis and Celery pings in /healthz give up after this many seconds.
-HEALTH_TIMEOUT = float(env("HEALTH_TIMEOUT", "1") or 1)
+HEALTH_TIMEOUT = envfloat("HEALTH_TIMEOUT", 1)
 # The Celery workers (their names before the @) and the beat that /healthz waits for: `./run up` names the ones
 # it starts. Unset, any one worker answering is enough and beat is shown but not required.
 CONSOLE_EXPECTED_WORKERS = envlist("CONSOLE_EXPECTED_WORKERS")
@@ -467,6 +487,10 @@ CONSOLE_EXPECT_BEAT = envbool("CONSOLE_EXPECT_BEAT", False)
 # /healthz answers its 200/503 to anyone, but its details (worker and host names, the Redis version, the serving
 # nodes) only to a staff session or to a request with "Authorization: Bearer <HEALTHZ_TOKEN>" (unset: no token).
 HEALTHZ_TOKEN = env("HEALTHZ_TOKEN", "") or ""
+# The first admin account that `manage.py ensure_admin` (./run) makes when there is none; unset password: a random
+# one, printed once.
+CONSOLE_ADMIN_USER = env("CONSOLE_ADMIN_USER", "admin")
+CONSOLE_ADMIN_PASSWORD = env("CONSOLE_ADMIN_PASSWORD", "")
 
 LOGGING = {
     "version": 1,
@@ -498,3 +522,36 @@ DATASET_ADVISED_MIN_EXAMPLES = envint("DATASET_ADVISED_MIN_EXAMPLES", 300)
 # The SDK retries uploads: the same user's same content within this many seconds is the same file.
 DATASET_DEDUPE_WINDOW = envint("DATASET_DEDUPE_WINDOW", 600)
 
+# --- Serving (deployments/conf.py says what each one does) -------------------
+# The node agent: its name, and its runtime (auto: vLLM where VLLM_PYTHON runs, else transformers serve).
+SERVING_NODE_NAME = env("SERVING_NODE_NAME", "local")
+SERVING_RUNTIME = env("SERVING_RUNTIME", "auto")
+# Seconds: a node without a heartbeat is gone; an instance's start to a healthy /health; a surplus instance's
+# drain; SIGTERM to SIGKILL; calls running without a token before an instance counts as stuck.
+SERVING_NODE_TIMEOUT = envfloat("SERVING_NODE_TIMEOUT", 15)
+SERVING_START_TIMEOUT = envfloat("SERVING_START_TIMEOUT", 300)
+SERVING_DRAIN_TIMEOUT = envfloat("SERVING_DRAIN_TIMEOUT", 30)
+SERVING_STOP_GRACE = envfloat("SERVING_STOP_GRACE", 5)
+SERVING_STALL_SECONDS = envfloat("SERVING_STALL_SECONDS", 120)
+# A base model's public pool when it is created (operators change each pool in the admin): its minimum and
+# maximum instances, the calls in flight per ready instance at which it grows, the idle seconds after which it
+# shrinks, the seconds a transformers-serve instance keeps an idle model, the LoRA adapters a vLLM instance keeps.
+SERVING_POOL_INSTANCES = envint("SERVING_POOL_INSTANCES", 1)
+SERVING_POOL_MAX_INSTANCES = envint("SERVING_POOL_MAX_INSTANCES", 2)
+SERVING_POOL_SCALE_UP_AT = envfloat("SERVING_POOL_SCALE_UP_AT", 8)
+SERVING_POOL_IDLE_SECONDS = envfloat("SERVING_POOL_IDLE_SECONDS", 600)
+SERVING_POOL_MODEL_TIMEOUT = envint("SERVING_POOL_MODEL_TIMEOUT", 300)
+SERVING_POOL_ADAPTERS = envint("SERVING_POOL_ADAPTERS", 8)
+# vLLM: the largest LoRA rank accepted, the context served (at most), the CPU KV cache in GiB, and how it is started.
+SERVING_MAX_LORA_RANK = envint("SERVING_MAX_LORA_RANK", 64)
+SERVING_MAX_MODEL_LEN = envint("SERVING_MAX_MODEL_LEN", 8192)
+VLLM_CPU_KVCACHE_SPACE = envfloat("VLLM_CPU_KVCACHE_SPACE", 2)
+VLLM_BIN = env("VLLM_BIN", "vllm")
+VLLM_PYTHON = env("VLLM_PYTHON", "")
+# The gateway: the largest chat body in MiB, the tokens of a call that names no max_tokens, the seconds one call
+# may generate for, and chat calls a minute per key or user and at once per user (0: no limit).
+SERVING_MAX_BODY_MB = envfloat("SERVING_MAX_BODY_MB", 4)
+SERVING_DEFAULT_MAX_TOKENS = envint("SERVING_DEFAULT_MAX_TOKENS", 1024)
+SERVING_MAX_GENERATION_SECONDS = envfloat("SERVING_MAX_GENERATION_SECONDS", 300)
+SERVING_REQUESTS_PER_MINUTE = envint("SERVING_REQUESTS_PER_MINUTE", 600)
+SERVING_CONCURRENT_PER_USER = envint("SERVING_CONCURRENT_PER_USER", 16)

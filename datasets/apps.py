@@ -8,6 +8,7 @@ class DatasetsConfig(AppConfig):
     verbose_name = "Datasets"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the configuration checks
         from .notification_events import register_events
 
         register_events()

@@ -1,4 +1,5 @@
-"""The datasets app's settings, with their defaults (console/settings.py reads them from the environment)."""
+"""The datasets app's settings as it uses them. Each is read from the environment once, with its one default, in
+console/settings.py; these functions only name and shape them."""
 
 from __future__ import annotations
 
@@ -9,22 +10,22 @@ MIB = 1024 * 1024
 
 def max_bytes() -> int:
     """Largest upload accepted; enforced while the upload streams in."""
-    return int(getattr(settings, "DATASET_MAX_BYTES", 512 * MIB))
+    return int(settings.DATASET_MAX_BYTES)
 
 
 def max_line_bytes() -> int:
     """Longest line (one example) the validator reads; longer lines are an error."""
-    return int(getattr(settings, "DATASET_MAX_LINE_BYTES", 64 * MIB))
+    return int(settings.DATASET_MAX_LINE_BYTES)
 
 
 def advised_min_examples() -> int:
     """Below this many examples a dataset gets a warning ("at least several hundred")."""
-    return int(getattr(settings, "DATASET_ADVISED_MIN_EXAMPLES", 300))
+    return int(settings.DATASET_ADVISED_MIN_EXAMPLES)
 
 
 def dedupe_window_seconds() -> int:
     """An API upload of the same content by the same user within this window returns the first file."""
-    return int(getattr(settings, "DATASET_DEDUPE_WINDOW", 600))
+    return int(settings.DATASET_DEDUPE_WINDOW)
 
 
 def multipart_slack() -> int:

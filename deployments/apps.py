@@ -9,6 +9,7 @@ class DeploymentsConfig(AppConfig):
     verbose_name = _("Private instances")
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the configuration checks
         from .notification_events import register_events
 
         register_events()

@@ -1,103 +1,95 @@
-"""Serving settings, read from Django settings with defaults (each can be set by environment variable)."""
+"""The serving settings as the deployments app uses them. Each is read from the environment once, with its one
+default, in console/settings.py ("Serving"); these functions only name and shape them."""
 
 from __future__ import annotations
-
-import os
 
 from django.conf import settings
 
 
-def _get(name: str, default: str) -> str:
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name, default)
-    return str(value)
-
-
 def node_timeout() -> float:
     """Seconds without a heartbeat after which a node counts as gone and its instances are replaced."""
-    return float(_get("SERVING_NODE_TIMEOUT", "15"))
+    return float(settings.SERVING_NODE_TIMEOUT)
 
 
 def start_timeout() -> float:
     """Seconds an instance may take from start to a healthy /health before it counts as failed."""
-    return float(_get("SERVING_START_TIMEOUT", "300"))
+    return float(settings.SERVING_START_TIMEOUT)
 
 
 def drain_timeout() -> float:
     """Seconds a surplus instance is given to finish in-flight requests before it is stopped."""
-    return float(_get("SERVING_DRAIN_TIMEOUT", "30"))
+    return float(settings.SERVING_DRAIN_TIMEOUT)
 
 
 def stop_grace() -> float:
     """Seconds between SIGTERM and SIGKILL when stopping an instance."""
-    return float(_get("SERVING_STOP_GRACE", "5"))
+    return float(settings.SERVING_STOP_GRACE)
 
 
 def pool_instances() -> int:
     """The minimum instances of a base model's public pool when it is created (SERVING_POOL_INSTANCES; operators
     change each pool's minimum and maximum in the admin). 0: an idle pool gives its slots back."""
-    return int(_get("SERVING_POOL_INSTANCES", "1"))
+    return int(settings.SERVING_POOL_INSTANCES)
 
 
 def pool_max_instances() -> int:
     """The maximum instances of a base model's public pool when it is created (SERVING_POOL_MAX_INSTANCES)."""
-    return max(1, int(_get("SERVING_POOL_MAX_INSTANCES", "2")))
+    return max(1, int(settings.SERVING_POOL_MAX_INSTANCES))
 
 
 def pool_scale_up_at() -> float:
     """Calls in flight per ready pool instance at which the pool starts one more, up to its maximum
     (SERVING_POOL_SCALE_UP_AT)."""
-    return float(_get("SERVING_POOL_SCALE_UP_AT", "8"))
+    return float(settings.SERVING_POOL_SCALE_UP_AT)
 
 
 def pool_idle_seconds() -> float:
     """Seconds without a call after which a pool above its minimum stops one instance (SERVING_POOL_IDLE_SECONDS)."""
-    return float(_get("SERVING_POOL_IDLE_SECONDS", "600"))
+    return float(settings.SERVING_POOL_IDLE_SECONDS)
 
 
 def pool_model_timeout() -> int:
     """Seconds a ``transformers serve`` pool instance keeps an idle model loaded."""
-    return int(_get("SERVING_POOL_MODEL_TIMEOUT", "300"))
+    return int(settings.SERVING_POOL_MODEL_TIMEOUT)
 
 
 def pool_adapters() -> int:
     """LoRA fine-tunes a vLLM pool instance keeps loaded (SERVING_POOL_ADAPTERS); the least recently used one is
     unloaded to make room for another."""
-    return max(1, int(_get("SERVING_POOL_ADAPTERS", "8")))
+    return max(1, int(settings.SERVING_POOL_ADAPTERS))
 
 
 def max_lora_rank() -> int:
     """The largest LoRA rank a vLLM instance accepts (SERVING_MAX_LORA_RANK; the console trains rank 16)."""
-    return int(_get("SERVING_MAX_LORA_RANK", "64"))
+    return int(settings.SERVING_MAX_LORA_RANK)
 
 
 def served_context(context_length: int) -> int:
     """The context an instance serves: the model's, at most SERVING_MAX_MODEL_LEN tokens (vLLM reserves KV cache
     for it)."""
-    cap = int(_get("SERVING_MAX_MODEL_LEN", "8192"))
+    cap = int(settings.SERVING_MAX_MODEL_LEN)
     return min(context_length, cap) if context_length else cap
 
 
 def vllm_kv_cache_gib() -> int:
     """The KV cache of a vLLM CPU instance in whole GiB (VLLM_CPU_KVCACHE_SPACE)."""
-    return max(1, int(float(_get("VLLM_CPU_KVCACHE_SPACE", "2"))))
+    return max(1, int(settings.VLLM_CPU_KVCACHE_SPACE))
 
 
 def stall_seconds() -> float:
     """Seconds an instance may have calls running without producing a token before it counts as stuck and is
     replaced (SERVING_STALL_SECONDS)."""
-    return float(_get("SERVING_STALL_SECONDS", "120"))
+    return float(settings.SERVING_STALL_SECONDS)
 
 
 def vllm_bin() -> str:
     """The ``vllm`` executable of a vLLM node (its own virtualenv)."""
-    return _get("VLLM_BIN", "vllm")
+    return str(settings.VLLM_BIN)
 
 
 def vllm_python() -> str:
     """The Python of the vLLM virtualenv (``./run`` makes .venv-vllm and exports VLLM_PYTHON)."""
-    return _get("VLLM_PYTHON", "")
+    return str(settings.VLLM_PYTHON)
 
 
 def vllm_server_prefix() -> list[str]:
@@ -120,27 +112,27 @@ def serving_dir():
 
 def max_body_bytes() -> int:
     """The largest chat request body the gateway reads (SERVING_MAX_BODY_MB, default 4 MiB); larger gets 413."""
-    return int(float(_get("SERVING_MAX_BODY_MB", "4")) * 2**20)
+    return int(float(settings.SERVING_MAX_BODY_MB) * 2**20)
 
 
 def default_max_tokens() -> int:
     """Tokens generated for a call that names no max_tokens (SERVING_DEFAULT_MAX_TOKENS); always capped to the
     model's context minus the prompt."""
-    return int(_get("SERVING_DEFAULT_MAX_TOKENS", "1024"))
+    return int(settings.SERVING_DEFAULT_MAX_TOKENS)
 
 
 def max_generation_seconds() -> float:
     """Seconds one call may generate for (SERVING_MAX_GENERATION_SECONDS); then the gateway stops it."""
-    return float(_get("SERVING_MAX_GENERATION_SECONDS", "300"))
+    return float(settings.SERVING_MAX_GENERATION_SECONDS)
 
 
 def requests_per_minute() -> int:
     """Chat calls a minute per API key, or per signed-in user in the console (SERVING_REQUESTS_PER_MINUTE;
     0: no limit); more get 429 with Retry-After."""
-    return int(_get("SERVING_REQUESTS_PER_MINUTE", "600"))
+    return int(settings.SERVING_REQUESTS_PER_MINUTE)
 
 
 def concurrent_per_user() -> int:
     """Chat calls one user may have running at once, all keys together (SERVING_CONCURRENT_PER_USER; 0: no
     limit); more get 429 with Retry-After."""
-    return int(_get("SERVING_CONCURRENT_PER_USER", "16"))
+    return int(settings.SERVING_CONCURRENT_PER_USER)

@@ -104,7 +104,7 @@ def causal_lm_types() -> frozenset[str]:
 
 def training_memory_bytes() -> int:
     """Memory of a training node: the setting, else this machine's RAM."""
-    configured = getattr(settings, "TRAINING_NODE_MEMORY_GB", None)
+    configured = settings.TRAINING_NODE_MEMORY_GB
     if configured:
         return int(float(configured) * 1024**3)
     try:
@@ -142,7 +142,7 @@ def _local_gpu_memory() -> int:
 def training_node() -> TrainingNode:
     """The training node's memory: ``TRAINING_NODE_GPU_MEMORY_GB`` (0: a CPU node), else this host's GPU, else
     ``TRAINING_NODE_MEMORY_GB`` or this machine's RAM."""
-    gpu_gb = getattr(settings, "TRAINING_NODE_GPU_MEMORY_GB", None)
+    gpu_gb = settings.TRAINING_NODE_GPU_MEMORY_GB
     if gpu_gb is None:
         gpu = _local_gpu_memory()
     else:

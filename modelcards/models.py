@@ -162,6 +162,7 @@ class BaseModel(models.Model):
         )
 
     def _hf_snapshot(self) -> Path | None:
+        # Hugging Face's own variables, read as huggingface_hub reads them (not the console's configuration).
         hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
         repo_dir = hub.expanduser() / ("models--" + self.weights_location.strip().replace("/", "--"))
         return next((p.parent for p in sorted(repo_dir.glob("snapshots/*/config.json"))), None)

@@ -10,6 +10,8 @@ class NotificationsConfig(AppConfig):
     def ready(self) -> None:
         from console.health import register_report
 
+        from . import checks  # noqa: F401 - registers the configuration checks
+
         register_report("notifications", _health_report)
 
         from django.utils.translation import gettext_lazy as _

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from deployments.agent import NodeAgent, default_node_name, default_sizing
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--runtime",
-            default=os.environ.get("SERVING_RUNTIME", "auto"),
+            default=settings.SERVING_RUNTIME,
             choices=["auto", "vllm", "transformers"],
             help="auto (default): vLLM when VLLM_PYTHON runs on this machine, else transformers serve.",
         )
