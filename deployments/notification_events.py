@@ -11,7 +11,7 @@ DEPLOYMENTS = Group(_("Private instances"), 30)
 
 
 def register_events() -> None:
-    """Called once, from the app's AppConfig.ready()."""
+    """Its notification events and the webhook events that follow them; once, from the AppConfig's ready()."""
     register(
         Event(
             "deployment.ready",
@@ -105,3 +105,9 @@ def register_events() -> None:
             },
         )
     )
+
+    from notifications.webhooks import register_webhook_event
+
+    register_webhook_event("deployment.ready", "deployment.ready", "deployment", _("Deployment ready"))
+    register_webhook_event("deployment.failed", "deployment.failed", "deployment", _("Deployment failed"))
+    register_webhook_event("deployment.scaled", "deployment.scaled", "deployment", _("Deployment scaled"))

@@ -10,7 +10,7 @@ from notifications.events import IN_APP_ONLY, Event, register
 
 
 def register_events() -> None:
-    """Called once, from the app's AppConfig.ready()."""
+    """Its notification events and the webhook events that follow them; once, from the AppConfig's ready()."""
     register(
         Event(
             "evaluation.completed",
@@ -32,3 +32,7 @@ def register_events() -> None:
             },
         )
     )
+
+    from notifications.webhooks import register_webhook_event
+
+    register_webhook_event("evaluation.completed", "evaluation.completed", "evaluation", _("Evaluation completed"))

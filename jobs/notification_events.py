@@ -11,7 +11,7 @@ TRAINING = Group(_("Fine-tuning tasks"), 10)
 
 
 def register_events() -> None:
-    """Called once, from the app's AppConfig.ready()."""
+    """Its notification events and the webhook events that follow them; once, from the AppConfig's ready()."""
     register(
         Event(
             "training.succeeded",
@@ -148,3 +148,13 @@ def register_events() -> None:
             for_people=False,
         )
     )
+
+    from notifications.webhooks import register_webhook_event
+
+    job = "fine_tuning.job"
+    register_webhook_event("fine_tuning.job.succeeded", "training.succeeded", job, _("Training succeeded"))
+    register_webhook_event("fine_tuning.job.failed", "training.failed", job, _("Training failed"))
+    register_webhook_event("fine_tuning.job.cancelled", "training.cancelled", job, _("Training cancelled"))
+    register_webhook_event("fine_tuning.job.paused", "training.paused", job, _("Training paused"))
+    register_webhook_event("fine_tuning.job.checkpoint.saved", "training.checkpoint_saved",
+                           "fine_tuning.job.checkpoint", _("Checkpoint saved"))

@@ -28,7 +28,6 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 
 from . import conf
 from .models import Channel, OutboxMessage, WebhookAttempt, WebhookEndpoint
@@ -40,6 +39,7 @@ __all__ = [
     "TEST_EVENT",
     "WebhookUrlError",
     "register_webhook_data",
+    "register_webhook_event",
     "webhook_secret_new",
     "webhook_sign",
     "webhook_url_check",
@@ -55,31 +55,23 @@ __all__ = [
 @dataclass(frozen=True)
 class WebhookEvent:
     type: str  # what the payload's "type" says
-    notification: str  # the notification event it follows (notifications/events.py)
+    notification: str  # the notification event it follows (notifications/events.py has the mechanism)
     kind: str  # the object in "data", as registered by the app that owns it
     label: object
 
 
-# Only events the code emits today (the notification events jobs and deployments send).
-WEBHOOK_EVENTS: dict[str, WebhookEvent] = {
-    e.type: e
-    for e in (
-        WebhookEvent("fine_tuning.job.succeeded", "training.succeeded", "fine_tuning.job",
-                     gettext_lazy("Training succeeded")),
-        WebhookEvent("fine_tuning.job.failed", "training.failed", "fine_tuning.job", gettext_lazy("Training failed")),
-        WebhookEvent("fine_tuning.job.cancelled", "training.cancelled", "fine_tuning.job",
-                     gettext_lazy("Training cancelled")),
-        WebhookEvent("fine_tuning.job.paused", "training.paused", "fine_tuning.job", gettext_lazy("Training paused")),
-        WebhookEvent("fine_tuning.job.checkpoint.saved", "training.checkpoint_saved", "fine_tuning.job.checkpoint",
-                     gettext_lazy("Checkpoint saved")),
-        WebhookEvent("deployment.ready", "deployment.ready", "deployment", gettext_lazy("Deployment ready")),
-        WebhookEvent("deployment.failed", "deployment.failed", "deployment", gettext_lazy("Deployment failed")),
-        WebhookEvent("deployment.scaled", "deployment.scaled", "deployment", gettext_lazy("Deployment scaled")),
-        WebhookEvent("evaluation.completed", "evaluation.completed", "evaluation",
-                     gettext_lazy("Evaluation completed")),
-    )
-}
-_BY_NOTIFICATION = {e.notification: e for e in WEBHOOK_EVENTS.values()}
+# The events endpoints may subscribe to: those the code emits, each following a notification event. The apps that
+# own them register them from their AppConfig.ready() (their notification_events.py), in the order forms list them.
+WEBHOOK_EVENTS: dict[str, WebhookEvent] = {}
+_BY_NOTIFICATION: dict[str, WebhookEvent] = {}
+
+
+def register_webhook_event(type: str, notification: str, kind: str, label) -> None:
+    """A payload ``type`` sent when the notification event ``notification`` is, with the ``kind`` of object that
+    ``register_webhook_data`` builds."""
+    event = WebhookEvent(type, notification, kind, label)
+    WEBHOOK_EVENTS[type] = event
+    _BY_NOTIFICATION[notification] = event
 TEST_EVENT = "webhook.test"
 
 # kind → builder(subject_code) → the object as the API shows it.
