@@ -68,7 +68,9 @@ def _preload_training(**_kwargs) -> None:
 
     It is started with CONSOLE_PRELOAD_TRAINING=1 so that a submitted task
     reaches its first step seconds sooner."""
-    if os.environ.get("CONSOLE_PRELOAD_TRAINING") == "1":
+    from django.conf import settings
+
+    if settings.CONSOLE_PRELOAD_TRAINING:
         import peft  # noqa: F401
         import transformers  # noqa: F401
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401

@@ -491,6 +491,8 @@ HEALTHZ_TOKEN = env("HEALTHZ_TOKEN", "") or ""
 # one, printed once.
 CONSOLE_ADMIN_USER = env("CONSOLE_ADMIN_USER", "admin")
 CONSOLE_ADMIN_PASSWORD = env("CONSOLE_ADMIN_PASSWORD", "")
+# A training worker (./run starts it with 1) imports torch, transformers and the engine before its first task.
+CONSOLE_PRELOAD_TRAINING = envbool("CONSOLE_PRELOAD_TRAINING", False)
 
 LOGGING = {
     "version": 1,
