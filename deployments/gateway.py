@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -271,22 +271,17 @@ def _authenticate(header: str | None):
     return authenticate_api_key(header)
 
 
-def _authorize_and_resolve(header: str | None, code, user=None, body: dict | None = None) -> tuple:
-    """The caller and the route of ``code``, and ``body``'s generation limits checked against it. The caller is
-    the API key's user; or ``user`` when a console page authenticated the session; or what ``user()`` returns (an
-    authentication that needs the database, done here in the same hop off the event loop), which may raise
+def _authorize_and_resolve(code, user, body: dict) -> tuple:
+    """The caller and the route of ``code``, and ``body``'s generation limits checked against it (sync: run off
+    the event loop). The caller is ``user`` (an API key's, or a session's a console page authenticated); or what
+    ``user()`` returns (an authentication that needs the database, done here in the same hop), which may raise
     ApiError."""
     close_old_connections()
-    key_id = None
-    if user is None:
-        key = authenticate_api_key(header)
-        user, key_id = key.user, key.key_id
-    elif callable(user):
+    if callable(user):
         user = user()
     route = resolve(user, code)
-    if body is not None:
-        limit_generation(route, body)
-    return user, route, key_id
+    limit_generation(route, body)
+    return user, route
 
 
 def limit_generation(route: Route, body: dict) -> None:
@@ -552,12 +547,10 @@ class Reply:
         return cls(exc.status, "application/json", response.content, headers)
 
 
-async def handle(
-    method: str, authorization: str | None, raw: bytes, request_id_header: str | None, *, user=None, rate_id=None
-) -> Reply:
-    """One chat completions call, whatever carries it (the Django view, the ASGI fast path with the key's
-    ``user`` and its ``rate_id``, or a console page that passes its session's ``user``), within the caller's
-    limits (limits.py)."""
+async def handle(method: str, raw: bytes, request_id_header: str | None, *, user, rate_id=None) -> Reply:
+    """One chat completions call for ``user`` (or for what ``user()`` returns, see ``_authorize_and_resolve``),
+    within the caller's limits (limits.py; counted under ``rate_id``, else the user's own). Called by the API's
+    endpoint with the key's user and id, the playground's with its session's user, and evaluations."""
     started = time.perf_counter()
     if method != "POST":
         return Reply.error(ApiError(405, "1214", f"Method {method} is not allowed here."))
@@ -573,10 +566,8 @@ async def handle(
     stream = bool(body.get("stream"))
     code = body.get("model")
     try:
-        caller, route, key_id = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(
-            authorization, code, user, body
-        )
-        await limits.enter(caller.pk, rate_id or key_id or f"user-{caller.pk}")
+        caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(code, user, body)
+        await limits.enter(caller.pk, rate_id or f"user-{caller.pk}")
     except ApiError as exc:
         return Reply.error(exc)
     handed_off = False
@@ -664,21 +655,6 @@ async def _call(caller, route: Route, body: dict, stream: bool, request_id: str,
     )
 
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
-    """The Django view (the URL, and what the test client calls); production traffic takes ``asgi_app``."""
-    reply = await handle(
-        request.method, request.headers.get("Authorization"), request.body, request.headers.get("X-Request-Id")
-    )
-    if isinstance(reply.body, bytes):
-        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
-    else:
-        response = StreamingHttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
-    for name, value in reply.headers.items():
-        response[name] = value
-    return response
-
-
 async def answer(reply_coro, receive, send) -> None:
     """Work out a reply and send it; if the client goes away first (a non-streamed call waiting for its whole
     answer), the work is cancelled, which closes the upstream request and so stops the generation."""
@@ -736,29 +712,79 @@ async def send_reply(reply: Reply, receive, send) -> None:
 PATH = "/api/paas/v4/chat/completions"
 
 
+async def endpoint(scope, receive, send) -> None:
+    """``/api/paas/v4/chat/completions``, the one implementation: the API key first (nobody without one gets a
+    byte of their body read), then the body, bounded, then ``handle``."""
+    if scope["method"] != "POST":
+        return await send_reply(await handle(scope["method"], b"", None, user=None), receive, send)
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    try:
+        key = await sync_to_async(_authenticate, thread_sensitive=False)(headers.get("authorization"))
+        raw = await read_asgi_body(scope, receive, conf.max_body_bytes())
+    except ApiError as exc:
+        return await send_reply(Reply.error(exc), receive, send)
+    except ClientGone:
+        return
+    await answer(handle("POST", raw, headers.get("x-request-id"), user=key.user, rate_id=key.key_id), receive, send)
+
+
 def asgi_app(inner):
     """ASGI fast path for the gateway: chat completions skip Django's middleware and URL routing (a few ms a call
-    under load: several middlewares are sync-only, so each request would hop threads); everything else goes to
-    ``inner``. Authentication, the error shape and the answer are the view's own (``handle``)."""
+    under load: several middlewares are sync-only, so each request would hop threads) and are answered by
+    ``endpoint``; everything else goes to ``inner``."""
 
     async def app(scope, receive, send):
-        if scope["type"] != "http" or scope["path"].rstrip("/") != PATH:
-            return await inner(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if scope["method"] != "POST":
-            return await send_reply(await handle(scope["method"], None, b"", None), receive, send)
-        try:
-            # The key first: nobody without one gets a byte of their body read. Then the body, bounded.
-            key = await sync_to_async(_authenticate, thread_sensitive=False)(headers.get("authorization"))
-            raw = await read_asgi_body(scope, receive, conf.max_body_bytes())
-        except ApiError as exc:
-            return await send_reply(Reply.error(exc), receive, send)
-        except ClientGone:
-            return
-        call = handle(scope["method"], None, raw, headers.get("x-request-id"), user=key.user, rate_id=key.key_id)
-        await answer(call, receive, send)
+        if scope["type"] == "http" and scope["path"].rstrip("/") == PATH:
+            return await endpoint(scope, receive, send)
+        return await inner(scope, receive, send)
 
     return app
+
+
+def django_view(asgi_endpoint):
+    """An endpoint served by ASGI as the Django view of its URL (``reverse()``, Django's test client, a WSGI
+    server): the request that reaches Django is handed to ``asgi_endpoint`` as it is, so the endpoint has one
+    implementation. Under uvicorn the ASGI fast path answers before Django. The answer is buffered here (a WSGI
+    server cannot stream from the event loop that ends with the view)."""
+
+    @csrf_exempt  # the endpoint checks what it needs (an API key; the playground's session and CSRF token)
+    async def view(request: HttpRequest) -> HttpResponse:
+        meta = request.META
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": request.method,
+            "scheme": request.scheme, "path": request.path, "raw_path": request.path.encode(), "root_path": "",
+            "query_string": meta.get("QUERY_STRING", "").encode("latin-1"),
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()],
+            "client": (meta.get("REMOTE_ADDR", ""), 0),
+            "server": (meta.get("SERVER_NAME", ""), int(meta.get("SERVER_PORT") or 0)),
+        }
+        done = False
+
+        async def receive():
+            nonlocal done
+            if done:  # the client stays until the answer is complete
+                await asyncio.Event().wait()
+            chunk = request.read(2**16)  # the endpoint bounds the body itself, as under uvicorn
+            done = not chunk
+            return {"type": "http.request", "body": chunk, "more_body": not done}
+
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        await asgi_endpoint(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        response = HttpResponse(b"".join(m.get("body", b"") for m in sent if m is not start), status=start["status"])
+        for name, value in start.get("headers", []):
+            response[name.decode("latin-1")] = value.decode("latin-1")
+        return response
+
+    return view
+
+
+# The URL of ``endpoint`` (deployments/api.py).
+chat_completions = django_view(endpoint)
 
 
 async def _relay(

@@ -6,8 +6,8 @@ first token of one stream and 20+ ms with a few at once, so this path does only 
 Django's own code, in the gateway's one hop off the event loop: the session (the configured engine), the signed-in user
 (``django.contrib.auth.get_user``, which checks the session's password hash) and the CSRF check
 (``CsrfViewMiddleware``, cookie or session token and origin rules as configured). Then the gateway's ``handle``
-and ``send_reply`` answer exactly as for an API key. The Django view stays the URL (and what the test client
-calls).
+and ``send_reply`` answer exactly as for an API key. This ``endpoint`` is the one implementation: the URL's
+Django view (``experience.views.playground_chat``, for ``reverse()`` and the test client) hands it the request.
 """
 
 from __future__ import annotations
@@ -48,24 +48,29 @@ def _authorize(scope: dict, body: bytes):
     return user
 
 
+async def endpoint(scope, receive, send) -> None:
+    """``/console/playground/chat/``: the body (bounded), then the session and CSRF check with the route, in the
+    gateway's one hop off the event loop (one hop, one connection check, as for an API key)."""
+    if scope["method"] != "POST":
+        return await gateway.send_reply(await gateway.handle(scope["method"], b"", None, user=None), receive, send)
+    try:
+        body = await read_asgi_body(scope, receive, serving_conf.max_body_bytes())
+    except ApiError as exc:
+        return await gateway.send_reply(gateway.Reply.error(exc), receive, send)
+    except ClientGone:
+        return
+    headers = dict(scope.get("headers", []))
+    request_id = headers.get(b"x-request-id", b"").decode("latin-1") or None
+    call = gateway.handle("POST", body, request_id, user=lambda: _authorize(scope, body))
+    await gateway.answer(call, receive, send)
+
+
 def asgi_app(inner):
     """Serve the playground's chat endpoint here; everything else goes to ``inner``."""
 
     async def app(scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            return await inner(scope, receive, send)
-        try:
-            body = await read_asgi_body(scope, receive, serving_conf.max_body_bytes())
-        except ApiError as exc:
-            return await gateway.send_reply(gateway.Reply.error(exc), receive, send)
-        except ClientGone:
-            return
-        headers = dict(scope.get("headers", []))
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or None
-        # The session is read in the gateway's own hop off the event loop, beside the route (one hop, one
-        # connection check, as for an API key).
-        await gateway.answer(
-            gateway.handle("POST", None, body, request_id, user=lambda: _authorize(scope, body)), receive, send
-        )
+        if scope["type"] == "http" and scope["path"] == PATH:
+            return await endpoint(scope, receive, send)
+        return await inner(scope, receive, send)
 
     return app

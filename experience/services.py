@@ -64,7 +64,7 @@ def chat_complete(*, user, body: dict, wanted=None) -> dict:
         _loop = asyncio.new_event_loop()  # one loop per process: the gateway keeps its HTTP client per loop
     waited_until = time.monotonic() + START_WAIT_SECONDS
     while True:
-        reply = _loop.run_until_complete(gateway.handle("POST", None, raw, None, user=user))
+        reply = _loop.run_until_complete(gateway.handle("POST", raw, None, user=user))
         data = json.loads(reply.body)
         # A public pool that was idle starts an instance for this call: wait for it (an evaluation's answers
         # matter more than its speed), then ask again.

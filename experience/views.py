@@ -8,7 +8,7 @@ import datetime as dt
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -20,6 +20,7 @@ from jobs.models import FineTuningJob
 from modelcards.models import FineTunedModel
 
 from . import services
+from .asgi import endpoint as chat_endpoint
 from .cards import evaluation_context
 from .forms import EvaluationForm
 from .models import Evaluation
@@ -48,20 +49,9 @@ def playground(request: HttpRequest) -> HttpResponse:
     return render(request, "experience/playground.html", context)
 
 
-@login_required
-@require_POST
-async def playground_chat(request: HttpRequest) -> HttpResponse:
-    """Chat completions for the signed-in user: the gateway's own handling (routes, ownership, streaming, usage
-    records) with the session in place of an API key. CSRF is checked by the middleware as for any form."""
-    user = await request.auser()
-    reply = await gateway.handle("POST", None, request.body, request.headers.get("X-Request-Id"), user=user)
-    if isinstance(reply.body, bytes):
-        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
-    else:
-        response = StreamingHttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
-    for name, value in reply.headers.items():
-        response[name] = value
-    return response
+# The chat endpoint is experience/asgi.py's, served before Django under uvicorn; a request for its URL that reaches
+# Django (the test client, a WSGI server) is handed to that same endpoint.
+playground_chat = gateway.django_view(chat_endpoint)
 
 
 def _card_for_user(request: HttpRequest, code: str) -> FineTunedModel:

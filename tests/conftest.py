@@ -142,22 +142,37 @@ def sdk(live_server, alice_key):
     return ZhipuAI(api_key=alice_key, base_url=f"{live_server.url}/api/paas/v4", max_retries=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium through sync Playwright, for one test module.
+
+    The suite runs with Django's async safety on: the ORM refuses to run in a thread whose event loop runs, so a
+    blocking call made from async code fails its test. Sync Playwright keeps its event loop running in the test
+    thread for as long as it lives, where the browser tests (their fixtures and the flushes after them too) use
+    the ORM synchronously, not from async code. So the check is off only while a browser runs, which is only in
+    the modules of browser tests."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("REQUIRE_BROWSER"):
             pytest.fail(f"Chromium not found at {CHROMIUM} and REQUIRE_BROWSER is set")
         pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium chromium-driver")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-        )
-        yield browser
-        browser.close()
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+            )
+            yield browser
+            browser.close()
+    finally:
+        if before is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture

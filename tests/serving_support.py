@@ -61,8 +61,10 @@ def _random_lora(tiny_model_dir: Path, out: Path, seed: int) -> Path:
 
 
 def _env(db_name: str, extra: dict | None = None) -> dict:
+    # The servers run with Django's async safety on, as in production, even when started beside a browser test
+    # (tests/conftest.py: browser turns it off in the test process while Playwright's loop runs).
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "CONSOLE_TEST_WORKER_DB": db_name,
         "SERVING_NODE_TIMEOUT": "8",

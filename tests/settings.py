@@ -13,9 +13,6 @@ os.environ.setdefault("CONSOLE_VAR_DIR", str(Path(__file__).resolve().parent.par
 os.environ.setdefault("CONSOLE_ENV", "test")
 # Converting the default base model takes a while: every test run shares one copy.
 os.environ.setdefault("CONSOLE_MODELS_DIR", str(Path(__file__).resolve().parent.parent / "var" / "models"))
-# Playwright's sync API runs an event loop in the test thread; the ORM calls made
-# beside it are still synchronous.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 # The tiny test model (head_dim 8) is served with transformers serve (vLLM's CPU attention needs head_dim 32 or
 # more); tests/test_serving_vllm.py runs vLLM nodes on a model of its own. Public pools start with no instance.
 os.environ.setdefault("SERVING_RUNTIME", "transformers")

@@ -64,8 +64,9 @@ def test_session_chat_endpoint_needs_csrf_and_answers_with_the_gateways_errors(t
     """(transactional: the gateway resolves the route on a thread of its own, which sees committed rows only)"""
     job = _job(alice, "c1", status="succeeded")
     card = make_card(job)
-    # The view is async: the test client drives it with async_to_sync, which refuses a thread whose event loop
-    # runs (Playwright's, once a browser test ran in this process). A plain thread has none.
+    # The URL's view hands the request to the ASGI endpoint (experience/asgi.py), the one that serves it under
+    # uvicorn. It is async: the test client drives it with async_to_sync, which refuses a thread whose event loop
+    # runs (Playwright's, in a browser test's module). A plain thread has none.
     def scenario():
         browser = Client(enforce_csrf_checks=True)
 
@@ -76,7 +77,7 @@ def test_session_chat_endpoint_needs_csrf_and_answers_with_the_gateways_errors(t
         assert post().status_code == 403
         token = browser.get("/console/login/").cookies["csrftoken"].value
         anonymous = post(HTTP_X_CSRFTOKEN=token)
-        assert anonymous.status_code == 302 and "/console/login/" in anonymous["Location"]
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["message"] == "Sign in to the console first."
         browser.force_login(bob)
         assert post().status_code == 403
         token = browser.get("/console/playground/").cookies["csrftoken"].value
@@ -92,6 +93,34 @@ def test_session_chat_endpoint_needs_csrf_and_answers_with_the_gateways_errors(t
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(scenario).result()
+
+
+def test_session_chat_endpoint_through_the_asgi_application(transactional_db, alice):
+    """What uvicorn serves: the same endpoint, with no Django view in the way (and the Django URL is that endpoint)."""
+    from django.urls import resolve
+
+    from deployments import gateway
+
+    from .asgi_support import asgi_exchange
+
+    path = "/console/playground/chat/"
+    assert resolve(path).func.__code__ is gateway.django_view(None).__code__  # a delegate, nothing of its own
+    assert resolve("/api/paas/v4/chat/completions").func.__code__ is gateway.django_view(None).__code__
+    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    json_type = (b"content-type", b"application/json")
+    status, _headers, content, _read = asgi_exchange(path, [body], [json_type])
+    assert status == 403 and json.loads(content)["error"]["code"] == "csrf_failed"
+    token = "a" * 32
+    csrf = [(b"cookie", f"csrftoken={token}".encode()), (b"x-csrftoken", token.encode()), json_type]
+    status, _headers, content, _read = asgi_exchange(path, [body], csrf)
+    assert status == 401 and json.loads(content)["error"]["message"] == "Sign in to the console first."
+    client = Client()
+    client.force_login(alice)
+    session = (b"cookie", f"csrftoken={token}; sessionid={client.cookies['sessionid'].value}".encode())
+    status, _headers, content, _read = asgi_exchange(path, [body], [session, *csrf[1:]])
+    assert status == 404 and json.loads(content)["error"]["code"] == "model_not_found"
+    status, _headers, content, _read = asgi_exchange(path, [b""], csrf, method="GET")
+    assert status == 405 and json.loads(content)["error"]["message"]
 
 
 def test_a_succeeded_task_queues_its_evaluation_after_commit(alice, django_capture_on_commit_callbacks):

@@ -116,7 +116,7 @@ def test_the_gateway_stops_a_generation_at_its_time_limit_and_cancels_a_call_who
         started = time.perf_counter()
         raw = json.dumps({"model": deployment.code, "messages": [{"role": "user", "content": "hi"}], "stream": True,
                           "max_tokens": 100}).encode()
-        reply = await gateway.handle("POST", None, raw, "limit-1", user=alice)
+        reply = await gateway.handle("POST", raw, "limit-1", user=alice)
         return [part async for part in reply.body], time.perf_counter() - started
 
     def disconnects() -> int:
@@ -143,7 +143,7 @@ def test_the_gateway_stops_a_generation_at_its_time_limit_and_cancels_a_call_who
         async def send(message):
             sent.append(message)
 
-        await gateway.answer(gateway.handle("POST", None, raw, "limit-2", user=alice), receive, send)
+        await gateway.answer(gateway.handle("POST", raw, "limit-2", user=alice), receive, send)
         return time.perf_counter() - started
 
     before = disconnects()

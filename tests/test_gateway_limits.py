@@ -27,6 +27,18 @@ def _key() -> bytes:
     return f"Bearer {ApiKey.create_for(user=make_user('alice'), name='t')[1]}".encode()
 
 
+def test_the_suite_runs_with_async_safety_on():
+    """A blocking ORM call made from async code (the gateway's, the playground's) fails its test: the suite does not
+    set DJANGO_ALLOW_ASYNC_UNSAFE (only a browser test's module does, tests/conftest.py, while Playwright runs)."""
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    async def blocking():
+        return ApiKey.objects.count()
+
+    with pytest.raises(SynchronousOnlyOperation):
+        run_async(blocking)
+
+
 def test_a_huge_body_without_a_key_is_refused_before_any_of_it_is_read():
     chunk = b"[" * MIB
     status, body, read = call(CHAT, [chunk] * 300, [(b"content-length", str(300 * MIB).encode())])
