@@ -2,21 +2,24 @@
 
 Pure Python + torch/transformers/peft (no Django), so it can be tested and
 benchmarked on its own; the Celery task drives it through :class:`Callbacks`.
+:func:`train` runs named steps in order (listed above it); :class:`TrainingConfig` (config.py)
+refuses a value it cannot train with when it is made.
 
-Why it is fast on CPU:
+What the code does to train fast:
 * packing: a step's examples are laid end to end in one row with position ids
   restarting per example and attention computed per example (no padding, no
   cross-example attention, no masked blocks computed), see ``packing.py``; on a
   GPU in bf16 one variable-length flash kernel call a layer does the same;
-* the LM head (576 x 49,152 for SmolLM2) runs only on the hidden states whose next
-  token carries a label: full-vocabulary logits are never built for prompt tokens;
+* the LM head runs only on the hidden states whose next token carries a label:
+  full-vocabulary logits are never built for prompt tokens;
 * reference log-probs for DPO are computed once before training;
 * threads = physical cores, no per-step full-vocabulary metrics, and metric
-  events at most about once per second;
-* precision: fp32, except where the hardware multiplies bf16 matrices (a GPU with bf16, a CPU with AMX):
-  there bf16 compute with fp32 trainable weights and optimizer state (``use_bf16``). On such a CPU the
-  attention stays fp32 (the bf16 CPU attention's backward is slower, packing.segmented_sdpa_forward) and
-  packed rows grow in steps of 64 tokens so oneDNN's bf16 kernels are built once per shape (``pad_multiple_for``).
+  events at most once per ``metrics_interval``;
+* precision: fp32, except where the hardware multiplies bf16 matrices (a GPU with bf16, a CPU with AMX or
+  AVX512-BF16): there bf16 compute with fp32 trainable weights and optimizer state (``use_bf16``). On such a
+  CPU short examples' attention stays fp32 (packing.segmented_sdpa_forward) and packed rows grow in steps of
+  64 tokens so that the shapes of bf16 matmuls repeat (``pad_multiple_for``).
+Measurements behind these choices, with the machines they were taken on: docs/engine-notes.md.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from . import budget, fused_head
+from .config import TrainingConfig, TrainingConfigError  # noqa: F401 (the engine's interface)
 from .fast_linear import frozen_linear, patch_frozen_linears
 from .fused_lora import fuse_lora_layers
 from .fused_rope import patch_llama_rope
@@ -58,47 +62,6 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"
 TRAINABLE_FILE = "trainable.safetensors"
 RESULT_FILE = "training_result.json"
-
-
-@dataclass
-class TrainingConfig:
-    method: str = "sft"  # "sft" | "dpo"
-    training_type: str = "lora"  # "lora" | "full"
-    n_epochs: int = 3
-    batch_size: int = 8  # examples (DPO: pairs) per optimizer step
-    learning_rate: float = 2e-4  # absolute LR
-    max_seq_len: int = 2048  # the base model's context length; longer examples are truncated
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target: str | list[str] = "all-linear"
-    dpo_beta: float = 0.1
-    packing: bool = True
-    seed: int = 42
-    num_threads: int | None = None  # None: the machine's physical cores
-    warmup_ratio: float = 0.03
-    # beyond the agreed interface (all have safe defaults)
-    # tokens per forward pass (padded size); a step is split beyond it. None: from the memory left for
-    # activations (budget.plan_micro_batches): free device memory on a GPU, activation_memory_mb on a CPU
-    micro_batch_tokens: int | None = None
-    # CPU: memory for activations (the console sets TRAINING_CPU_ACTIVATION_MB). About 1.2 MB a token for
-    # SmolLM2-135M. Halving it from 512 MB lowers the peak by about 0.3 GB at a few percent of the speed
-    # (figures per machine: README, "Memory of a training worker"; tests/perf/bench_training_memory.py)
-    activation_memory_mb: int = 256
-    # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
-    gradient_checkpointing: bool | None = None
-    # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16 and on a CPU with
-    # AMX or AVX512-BF16 (cpu_bf16_isa), fp32 elsewhere; the "Precision" event says which one trained the task
-    precision: str = "auto"  # "auto" | "fp32" | "bf16"
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    metrics_interval: float = 1.0  # seconds between metric reports, at least
-    fused_lora: bool = True  # fused LoRA linear and RoPE forward/backward (same math, fewer ops)
-    device: str | None = None  # None: CUDA when available, else CPU
-    # seconds between mid-epoch checkpoints (besides one per epoch); 0 or None: per epoch only
-    checkpoint_interval: float | None = 600.0
-    # through accelerate, one process per GPU (distributed.py); None: when launched so (WORLD_SIZE > 1)
-    distributed: bool | None = None
 
 
 class Callbacks:
@@ -231,8 +194,8 @@ def cpu_bf16_isa() -> str | None:
     """The CPU's fast bf16 instructions, from /proc/cpuinfo: "AMX" (``amx_bf16``: oneDNN runs bf16 matmuls on
     the AMX tiles), "AVX512-BF16" (``avx512_bf16``: bf16 dot products in AVX-512 registers), or None.
 
-    Either made bf16 training faster than fp32 where measured (README, "Training speed and precision": an AMX
-    Xeon and an AVX512-BF16 AMD EPYC); a CPU with neither converts bf16 in software, slower than fp32."""
+    ``use_bf16`` picks bf16 for "auto" on either; a CPU with neither converts bf16 in software
+    (measurements: docs/engine-notes.md)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
@@ -260,11 +223,10 @@ def use_bf16(config: TrainingConfig, device: str) -> bool:
 def pad_multiple_for(device: str, bf16: bool) -> int:
     """A packed row's width is rounded up to a multiple of this (packing.build_micro_batches).
 
-    On a CPU in bf16, oneDNN builds a kernel for every new shape of a bf16 matmul (it took longer than the
-    matmul itself where measured), and a packed row has a new length almost every micro-batch: widths in steps
-    of 64 make the shapes repeat, at the price of at most 63 padding tokens a micro-batch (README, "Training
-    speed and precision"; tests/perf/bench_training.py --only ours ours-bf16). fp32 (MKL's matmuls, oneDNN's
-    fp32 linears) and the GPU's kernels gained nothing from it: no padding there."""
+    On a CPU in bf16, oneDNN builds a kernel for every new shape of a bf16 matmul, and a packed row has a new
+    length almost every micro-batch: widths in steps of 64 make the shapes repeat, at the price of at most 63
+    padding tokens (without labels) a micro-batch. fp32 and GPUs get no padding (measurements:
+    docs/engine-notes.md)."""
     return 64 if bf16 and device == "cpu" else 1
 
 
@@ -421,11 +383,12 @@ class _MainProcess(Callbacks):
         return self.dist.any(self.dist.is_main and self.inner.checkpoint_before_stop())
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- a step's forward and backward
 
 
 class _Run:
-    """State of one train() call."""
+    """One model's forward and backward over a step's examples, its validation loss and (DPO) the reference
+    log-probs: what train() (through _Loop) and evaluate_loss() run."""
 
     def __init__(self, model, units, eval_units, config: TrainingConfig, callbacks: Callbacks, pad_id: int):
         self.model = model
@@ -631,36 +594,84 @@ def _now() -> float:
     return time.monotonic()
 
 
-def train(
-    *,
-    model_dir: Path,
-    train_examples: Sequence[dict],
-    eval_examples: Sequence[dict] | None,
-    config: TrainingConfig,
-    output_dir: Path,
-    callbacks: Callbacks | None = None,
-    resume_from: Path | None = None,
-) -> TrainingResult:
-    """Fine-tune the model in ``model_dir`` on ``train_examples``; see the module docstring."""
-    from transformers import AutoTokenizer
+# ----------------------------------------------------------------------------- train(), step by step
+#
+# train() calls these in order; each takes what the ones before it made as arguments (no step reads a
+# variable that a later one assigns):
+#   _distribution        one process, or one of several through accelerate (config and callbacks adjusted)
+#   _threads_and_seed    torch's threads, the kernel-cache bound, the seed
+#   _prepare_data        render and tokenize the examples (_Data)
+#   _prepare_model       load the model, plan its memory, DPO's reference log-probs (_Run)
+#   _plan_steps          optimizer and learning-rate schedule over every step of every epoch (_Plan)
+#   _start_progress      where the loop starts: step 0, or a checkpoint's state (_Progress)
+#   _Loop.run_epochs     the epochs: steps, evaluation, metrics (_Reporter) and checkpoints (_Checkpoints)
+#   _finish              the final model, its result file, the TrainingResult
 
-    cb = callbacks or Callbacks()
-    dist = None
-    if config.distributed or (config.distributed is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1):
-        from .distributed import Accelerated
 
-        dist = Accelerated(shard=config.training_type == "full")  # full fine-tuning: FSDP2 (distributed.py)
-        config = replace(config, device=dist.device)
-        cb = _MainProcess(cb, dist)
-    started = _now()
-    model_dir, output_dir = Path(model_dir), Path(output_dir)
-    if config.method not in ("sft", "dpo"):
-        raise ValueError(f"unknown method {config.method!r}")
+@dataclass
+class _Data:
+    """The examples rendered and tokenized (:func:`encode_examples`)."""
+
+    tokenizer: Any
+    pad_id: int
+    units: list[Unit]
+    eval_units: list[Unit]
+    epoch_tokens: int  # tokens of one pass over the training units
+
+
+@dataclass
+class _Plan:
+    """The optimizer and its schedule: ``steps_per_epoch`` steps of ``batch_size`` units, every epoch."""
+
+    params: list[torch.nn.Parameter]
+    optimizer: Any
+    scheduler: Any
+    steps_per_epoch: int
+    total_steps: int
+    trainable_parameters: int  # counted before a distributed wrapper shards them
+    parameters: int
+
+
+@dataclass
+class _Progress:
+    """The point reached: what a checkpoint records and a resume restores."""
+
+    first_epoch: int = 1
+    skip_steps: int = 0  # steps of first_epoch already trained before the checkpoint (mid-epoch resume)
+    global_step: int = 0
+    trained_tokens: int = 0
+    history: list[dict] = field(default_factory=list)  # every metrics report, resumed ones included
+    prior_elapsed: float = 0.0  # seconds trained by the runs before this one (resumed)
+
+
+def _distribution(config: TrainingConfig, cb: Callbacks):
+    """(config, callbacks, dist): ``dist`` is None in a single process; launched as one of several
+    (``config.distributed``, or WORLD_SIZE > 1), the config names this process's device and only the main
+    process reports (_MainProcess)."""
+    if not (config.distributed or (config.distributed is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1)):
+        return config, cb, None
+    from .distributed import Accelerated
+
+    dist = Accelerated(shard=config.training_type == "full")  # full fine-tuning: FSDP2 (distributed.py)
+    return replace(config, device=dist.device), _MainProcess(cb, dist), dist
+
+
+def _threads_and_seed(config: TrainingConfig) -> int:
+    """Set torch's threads (returned), bound the native kernel caches and seed Python's and torch's RNGs."""
     threads = config.num_threads or physical_cores()
     torch.set_num_threads(threads)
     bound_native_caches()  # oneDNN's kernel cache does not grow with every new packed length (memory.py)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
+    return threads
+
+
+def _prepare_data(
+    model_dir: Path, train_examples: Sequence[dict], eval_examples: Sequence[dict] | None, config: TrainingConfig,
+    cb: Callbacks,
+) -> _Data:
+    """Render and tokenize both sets; warn of truncated and skipped examples; refuse a set with nothing to learn."""
+    from transformers import AutoTokenizer
 
     cb.event("info", "Preparing data", {"examples": len(train_examples)})
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -681,7 +692,12 @@ def train(
         cb.event("warning", f"{skipped} example(s) had no assistant tokens left after truncation and were skipped")
     if not units:
         raise TrainingDataError("no training example has assistant tokens to learn from")
+    return _Data(tokenizer, pad_id, units, eval_units, epoch_tokens)
 
+
+def _prepare_model(model_dir: Path, data: _Data, config: TrainingConfig, cb: Callbacks, dist, threads: int) -> _Run:
+    """Load the model and make the :class:`_Run` that trains it: precision, micro-batch size and gradient
+    checkpointing from the memory plan, and (DPO) the reference model's log-probs of every pair."""
     cb.event("info", "Loading model", {"model": model_dir.name, "threads": threads})
     model = load_model(model_dir, config)
     model.train()
@@ -690,19 +706,15 @@ def train(
     # one that trained before (a task's seed reproduces it either way).
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    run = _Run(model, units, eval_units, config, cb, pad_id)
+    run = _Run(model, data.units, data.eval_units, config, cb, data.pad_id)
     run.dist = dist
     device = resolve_device(config)
     run.autocast = use_bf16(config, device)
     run.pad_multiple = pad_multiple_for(device, run.autocast)
-    plan = _memory_plan(model, config, device, units + eval_units)
+    plan = _memory_plan(model, config, device, data.units + data.eval_units)
     run.micro_batch_tokens = plan.micro_batch_tokens
     if plan.gradient_checkpointing:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        if hasattr(base, "activation_checkpointing_enable"):  # transformers 5's name
-            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_gradient_checkpointing(model)
     cb.event(
         "info",
         f"Memory plan: {plan.micro_batch_tokens} tokens a micro-batch"
@@ -715,10 +727,24 @@ def train(
              {"precision": "bf16" if run.autocast else "fp32", "asked": config.precision})
     if run.dpo:
         cb.event("info", "Computing reference log-probabilities")
-        run.ref_logps = run.reference_logps(units)
-        if eval_units:
-            run.eval_ref_logps = run.reference_logps(eval_units)
+        run.ref_logps = run.reference_logps(data.units)
+        if data.eval_units:
+            run.eval_ref_logps = run.reference_logps(data.eval_units)
+    return run
 
+
+def _enable_gradient_checkpointing(model) -> None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers 5's name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _plan_steps(run: _Run, config: TrainingConfig, cb: Callbacks) -> _Plan:
+    """The optimizer over the trainable weights and the linear warmup-then-decay schedule of every step;
+    distributed, the model is wrapped (and, for full fine-tuning, sharded) first."""
+    model, dist = run.model, run.dist
     n_trainable = sum(p.numel() for p in _trainable(model).values())
     n_total = sum(p.numel() for p in model.parameters())
     if dist is not None:
@@ -729,192 +755,302 @@ def train(
     optimizer = _make_optimizer(params, config)
     if dist is not None:
         optimizer = dist.prepare_optimizer(optimizer)
-    steps_per_epoch = math.ceil(len(units) / config.batch_size)
+    steps_per_epoch = math.ceil(len(run.units) / config.batch_size)
     total_steps = steps_per_epoch * config.n_epochs
     warmup = math.ceil(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
+    return _Plan(params, optimizer, scheduler, steps_per_epoch, total_steps, n_trainable, n_total)
 
-    first_epoch = 1
-    global_step = 0
-    trained_tokens = 0
-    history: list[dict] = []
-    prior_elapsed = 0.0
-    skip_steps = 0  # steps of first_epoch already trained before the checkpoint (mid-epoch resume)
-    if resume_from is not None:
-        state = _resume(Path(resume_from), model, optimizer, scheduler, dist)
-        first_epoch = state["epoch"] + 1
-        skip_steps = state.get("step_in_epoch", 0)
-        global_step = state["global_step"]
-        trained_tokens = state["trained_tokens"]
-        history = state.get("history", [])
-        prior_elapsed = state.get("elapsed_time", 0.0)
-        cb.event("info", f"Resumed from step {global_step} (epoch {state['epoch']}, +{skip_steps} steps)",
-                 {"epoch": state["epoch"], "step": global_step, "step_in_epoch": skip_steps})
 
-    cb.event(
-        "info",
-        "Training started",
-        {
-            "method": config.method,
-            "training_type": config.training_type,
-            "examples": len(units),
-            "tokens_per_epoch": epoch_tokens,
-            "total_steps": total_steps,
-            "trainable_parameters": n_trainable,
-            "parameters": n_total,
-        },
+def _start_progress(resume_from: Path | None, run: _Run, plan: _Plan, cb: Callbacks) -> _Progress:
+    """Step 0, or the state of the checkpoint at ``resume_from`` (weights, optimizer, schedule and RNGs restored)."""
+    if resume_from is None:
+        return _Progress()
+    state = _resume(Path(resume_from), run.model, plan.optimizer, plan.scheduler, run.dist)
+    progress = _Progress(
+        first_epoch=state["epoch"] + 1,
+        skip_steps=state.get("step_in_epoch", 0),
+        global_step=state["global_step"],
+        trained_tokens=state["trained_tokens"],
+        history=state.get("history", []),
+        prior_elapsed=state.get("elapsed_time", 0.0),
     )
-    loop_started = _now()
-    tokens_this_run = 0
-    last_emit = 0.0
-    pending: list[float] = []  # step losses since the last metrics report
-    pending_margin: list[float] = []
-    last_loss: float | None = None
-    last_eval: float | None = None
-    epochs_completed = first_epoch - 1
-    if history:  # resumed: the figures so far stand until new ones come
-        last_loss = history[-1].get("loss")
-        last_eval = next((h["eval_loss"] for h in reversed(history) if h.get("eval_loss") is not None), None)
+    cb.event("info", f"Resumed from step {progress.global_step} (epoch {state['epoch']}, +{progress.skip_steps} steps)",
+             {"epoch": state["epoch"], "step": progress.global_step, "step_in_epoch": progress.skip_steps})
+    return progress
 
-    def report(epoch_float: float, eval_loss: float | None) -> dict:
-        nonlocal last_emit
+
+class _Reporter:
+    """Reporting: the metrics (at most one report a ``metrics_interval``, and one at each epoch's end), each
+    also appended to the progress' history, and the figures of the result."""
+
+    def __init__(self, config: TrainingConfig, cb: Callbacks, plan: _Plan, progress: _Progress, started: float):
+        self.config, self.cb, self.plan, self.progress = config, cb, plan, progress
+        self.started = started  # when train() was called
+        self.loop_started = _now()
+        self.steps_before = progress.global_step  # steps of the runs before this one (resumed)
+        self.tokens_this_run = 0
+        self.last_emit = 0.0
+        self.pending: list[float] = []  # step losses since the last metrics report
+        self.pending_margin: list[float] = []
+        self.last_loss: float | None = None
+        self.last_eval: float | None = None
+        history = progress.history
+        if history:  # resumed: the figures so far stand until new ones come
+            self.last_loss = history[-1].get("loss")
+            self.last_eval = next((h["eval_loss"] for h in reversed(history) if h.get("eval_loss") is not None), None)
+
+    def add_step(self, loss: float, margin: float | None, tokens: int) -> None:
+        self.tokens_this_run += tokens
+        self.last_loss = loss
+        self.pending.append(loss)
+        if margin is not None:
+            self.pending_margin.append(margin)
+
+    def interval_passed(self) -> bool:
+        return _now() - self.last_emit >= self.config.metrics_interval
+
+    def report_pending(self, epoch_float: float) -> None:
+        """A report of the steps not reported yet, if any (before a checkpoint: the chart a resume continues
+        has every step up to it)."""
+        if self.pending:
+            self.report(epoch_float, None)
+
+    def report(self, epoch_float: float, eval_loss: float | None) -> dict:
+        progress, total_steps = self.progress, self.plan.total_steps
         now = _now()
-        running = now - loop_started
-        speed = tokens_this_run / running if running > 0 else 0.0
-        steps_done_here = global_step - steps_before
+        running = now - self.loop_started
+        speed = self.tokens_this_run / running if running > 0 else 0.0
+        steps_done_here = progress.global_step - self.steps_before
         per_step = running / steps_done_here if steps_done_here else 0.0
+        pending, pending_margin = self.pending, self.pending_margin
         data = {
             "epoch": round(epoch_float, 4),
-            "current_steps": global_step,
+            "current_steps": progress.global_step,
             "total_steps": total_steps,
-            "elapsed_time": round(prior_elapsed + now - started, 2),
-            "remaining_time": round(per_step * (total_steps - global_step), 2),
-            "trained_tokens": trained_tokens,
-            "loss": round(sum(pending) / len(pending), 6) if pending else last_loss,
+            "elapsed_time": round(progress.prior_elapsed + now - self.started, 2),
+            "remaining_time": round(per_step * (total_steps - progress.global_step), 2),
+            "trained_tokens": progress.trained_tokens,
+            "loss": round(sum(pending) / len(pending), 6) if pending else self.last_loss,
             "eval_loss": None if eval_loss is None else round(eval_loss, 6),
-            "learning_rate": scheduler.get_last_lr()[0],
+            "learning_rate": self.plan.scheduler.get_last_lr()[0],
             "tokens_per_second": round(speed, 2),
         }
         if pending_margin:
             data["reward_margin"] = round(sum(pending_margin) / len(pending_margin), 6)
         pending.clear()
         pending_margin.clear()
-        history.append(data)
-        cb.metrics(data)
-        last_emit = now
+        progress.history.append(data)
+        self.cb.metrics(data)
+        self.last_emit = now
         return data
 
-    def save(epoch: int, steps_done: int, path: Path) -> None:
+
+class _Checkpoints:
+    """Checkpoints: one at each epoch's end (``epoch-N``), one every ``checkpoint_interval`` seconds inside an
+    epoch and one before a pause (``step-N``, of which only the newest is kept)."""
+
+    def __init__(self, run: _Run, data: _Data, plan: _Plan, progress: _Progress, config: TrainingConfig,
+                 cb: Callbacks, output_dir: Path, started: float):
+        self.run, self.data, self.plan, self.progress = run, data, plan, progress
+        self.config, self.cb, self.output_dir, self.started = config, cb, output_dir, started
+        self.interval = config.checkpoint_interval or 0.0
+        self.last_saved = _now()
+        self.saved_step = progress.global_step  # the step of the newest checkpoint (or the start)
+
+    def due(self, step_in_epoch: int) -> bool:
+        """After step ``step_in_epoch`` (0-based) of an epoch: whether a mid-epoch checkpoint is due (never after
+        the epoch's last step, which the epoch's checkpoint follows)."""
+        dist = self.run.dist
+        due = bool(step_in_epoch < self.plan.steps_per_epoch - 1 and self.interval
+                   and _now() - self.last_saved >= self.interval)
+        if dist is not None and self.interval:
+            due = dist.any(due)  # clocks differ: every process must checkpoint at the same step
+        return due
+
+    def unsaved_steps(self) -> bool:
+        return self.progress.global_step > self.saved_step
+
+    def save(self, epoch: int, steps_done: int) -> None:
         """Checkpoint after ``steps_done`` steps of ``epoch`` (all of them: the epoch is complete)."""
-        complete = steps_done == steps_per_epoch
+        self._write(epoch, steps_done)
+        self.last_saved, self.saved_step = _now(), self.progress.global_step
+
+    def _write(self, epoch: int, steps_done: int) -> None:
+        run, plan, progress, dist = self.run, self.plan, self.progress, self.run.dist
+        complete = steps_done == plan.steps_per_epoch
+        name = f"epoch-{epoch}" if complete else f"step-{progress.global_step}"
+        path = self.output_dir / CHECKPOINTS / name
         weights = optimizer_state = None
         if dist is not None and dist.sharded:  # gathered on the main process (every process takes part)
             weights = dist.full_weights(trainable_only=True)
-            optimizer_state = dist.full_optimizer_state(optimizer)
+            optimizer_state = dist.full_optimizer_state(plan.optimizer)
         if dist is not None and not dist.is_main:  # every process holds the same weights: one writes them
             dist.wait()
             return
         save_checkpoint(
             path,
-            model,
-            tokenizer,
-            optimizer,
-            scheduler,
+            run.model,
+            self.data.tokenizer,
+            plan.optimizer,
+            plan.scheduler,
             {
                 "epoch": epoch if complete else epoch - 1,  # epochs complete
                 "step_in_epoch": 0 if complete else steps_done,
-                "global_step": global_step,
-                "trained_tokens": trained_tokens,
-                "history": history,
-                "elapsed_time": prior_elapsed + _now() - started,
-                "config": asdict(config),
+                "global_step": progress.global_step,
+                "trained_tokens": progress.trained_tokens,
+                "history": progress.history,
+                "elapsed_time": progress.prior_elapsed + _now() - self.started,
+                "config": asdict(self.config),
             },
             # an epoch's checkpoint is also a servable adapter folder; a mid-epoch one only what a resume reads
-            lora=config.training_type == "lora" and complete,
+            lora=self.config.training_type == "lora" and complete,
             weights=weights,
             optimizer_state=optimizer_state,
         )
         # a mid-epoch checkpoint is superseded by any later one: only the newest is resumed from
-        for older in (output_dir / CHECKPOINTS).glob("step-*"):
+        for older in (self.output_dir / CHECKPOINTS).glob("step-*"):
             if older != path:
                 shutil.rmtree(older, ignore_errors=True)
-        cb.checkpoint(epoch, path, step=global_step, complete=complete)
+        self.cb.checkpoint(epoch, path, step=progress.global_step, complete=complete)
         if dist is not None:
             dist.wait()
 
-    interval = config.checkpoint_interval or 0.0
-    last_saved = _now()
-    steps_before = saved_step = global_step  # saved_step: the step of the newest checkpoint (or the start)
-    for epoch in range(first_epoch, config.n_epochs + 1):
-        # the data order of an epoch depends only on the seed and the epoch: a resumed run sees the same
-        order = torch.randperm(len(units), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-        for s in range(skip_steps if epoch == first_epoch else 0, steps_per_epoch):
-            try:
-                run.stopper.check()
-            except TrainingCancelled:
-                if global_step > saved_step and cb.checkpoint_before_stop():  # a pause: keep the steps done
-                    if pending:
-                        report(epoch - 1 + s / steps_per_epoch, None)
-                    save(epoch, s, output_dir / CHECKPOINTS / f"step-{global_step}")
-                raise
-            step_ids = order[s * config.batch_size : (s + 1) * config.batch_size]
-            loss, margin, tokens = run.step(step_ids)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss} at step {global_step + 1}")
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm, foreach=True)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            trained_tokens += tokens
-            tokens_this_run += tokens
-            last_loss = loss
-            pending.append(loss)
-            if margin is not None:
-                pending_margin.append(margin)
-            due = bool(s < steps_per_epoch - 1 and interval and _now() - last_saved >= interval)
-            if dist is not None and interval:
-                due = dist.any(due)  # clocks differ: every process must checkpoint at the same step
-            if due:
-                if pending:  # the chart gets every step up to the checkpoint, so a resume continues it
-                    report(epoch - 1 + (s + 1) / steps_per_epoch, None)
-                save(epoch, s + 1, output_dir / CHECKPOINTS / f"step-{global_step}")
-                last_saved, saved_step = _now(), global_step
-            elif s < steps_per_epoch - 1 and _now() - last_emit >= config.metrics_interval:
-                report(epoch - 1 + (s + 1) / steps_per_epoch, None)
-        last_eval = run.evaluate()
-        report(float(epoch), last_eval)
-        epochs_completed = epoch
-        message = f"Epoch {epoch}/{config.n_epochs} finished"
-        cb.event("info", message, {"epoch": epoch, "loss": last_loss, "eval_loss": last_eval})
-        save(epoch, steps_per_epoch, output_dir / CHECKPOINTS / f"epoch-{epoch}")
-        last_saved, saved_step = _now(), global_step
 
-    loop_time = _now() - loop_started
+class _Loop:
+    """The epochs: each step's forward/backward (_Run.step) and optimizer update, a stop polled before each
+    step, metrics and checkpoints after it, and at each epoch's end the validation loss and a checkpoint."""
+
+    def __init__(self, run: _Run, plan: _Plan, progress: _Progress, reporter: _Reporter,
+                 checkpoints: _Checkpoints, config: TrainingConfig, cb: Callbacks):
+        self.run, self.plan, self.progress = run, plan, progress
+        self.reporter, self.checkpoints, self.config, self.cb = reporter, checkpoints, config, cb
+        self.epochs_completed = progress.first_epoch - 1
+
+    def run_epochs(self) -> None:
+        progress = self.progress
+        for epoch in range(progress.first_epoch, self.config.n_epochs + 1):
+            self.epoch(epoch, progress.skip_steps if epoch == progress.first_epoch else 0)
+            self.end_epoch(epoch)
+
+    def epoch(self, epoch: int, first_step: int) -> None:
+        config, steps_per_epoch = self.config, self.plan.steps_per_epoch
+        # the data order of an epoch depends only on the seed and the epoch: a resumed run sees the same
+        generator = torch.Generator().manual_seed(config.seed + epoch)
+        order = torch.randperm(len(self.run.units), generator=generator).tolist()
+        for s in range(first_step, steps_per_epoch):
+            self.stop_point(epoch, s)
+            loss, margin, tokens = self.run.step(order[s * config.batch_size : (s + 1) * config.batch_size])
+            self.update(loss, margin, tokens)
+            epoch_float = epoch - 1 + (s + 1) / steps_per_epoch
+            if self.checkpoints.due(s):
+                self.reporter.report_pending(epoch_float)
+                self.checkpoints.save(epoch, s + 1)
+            elif s < steps_per_epoch - 1 and self.reporter.interval_passed():
+                self.reporter.report(epoch_float, None)
+
+    def stop_point(self, epoch: int, s: int) -> None:
+        """Before step ``s`` of ``epoch``: raise TrainingCancelled when a stop is asked for, after saving the
+        steps not saved yet when it is a pause (checkpoint_before_stop)."""
+        try:
+            self.run.stopper.check()
+        except TrainingCancelled:
+            if self.checkpoints.unsaved_steps() and self.cb.checkpoint_before_stop():  # a pause: keep the steps done
+                self.reporter.report_pending(epoch - 1 + s / self.plan.steps_per_epoch)
+                self.checkpoints.save(epoch, s)
+            raise
+
+    def update(self, loss: float, margin: float | None, tokens: int) -> None:
+        """The optimizer's update from the step's gradients (clipped), and the step counted."""
+        plan, progress = self.plan, self.progress
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at step {progress.global_step + 1}")
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(plan.params, self.config.max_grad_norm, foreach=True)
+        plan.optimizer.step()
+        plan.scheduler.step()
+        plan.optimizer.zero_grad(set_to_none=True)
+        progress.global_step += 1
+        progress.trained_tokens += tokens
+        self.reporter.add_step(loss, margin, tokens)
+
+    def end_epoch(self, epoch: int) -> None:
+        reporter = self.reporter
+        reporter.last_eval = self.run.evaluate()
+        reporter.report(float(epoch), reporter.last_eval)
+        self.epochs_completed = epoch
+        message = f"Epoch {epoch}/{self.config.n_epochs} finished"
+        self.cb.event("info", message, {"epoch": epoch, "loss": reporter.last_loss, "eval_loss": reporter.last_eval})
+        self.checkpoints.save(epoch, self.plan.steps_per_epoch)
+
+
+def _finish(loop: _Loop, data: _Data, config: TrainingConfig, cb: Callbacks, output_dir: Path) -> TrainingResult:
+    """Save the final model (``final/``) with its result file; the result."""
+    run, reporter, progress, dist = loop.run, loop.reporter, loop.progress, loop.run.dist
+    loop_time = _now() - reporter.loop_started
     final_dir = output_dir / "final"
     cb.event("info", "Saving the model")
     full_weights = dist.full_weights(trainable_only=False) if dist is not None and dist.sharded else None
     if dist is None or dist.is_main:
-        _save_final(model, tokenizer, final_dir, config, full_weights)
+        _save_final(run.model, data.tokenizer, final_dir, config, full_weights)
     if dist is not None:
         dist.wait()
     result = TrainingResult(
         output_dir=final_dir,
-        trained_tokens=trained_tokens,
-        steps=global_step,
-        epochs_completed=epochs_completed,
-        final_loss=last_loss,
-        final_eval_loss=last_eval,
-        tokens_per_second=round(tokens_this_run / loop_time, 2) if loop_time > 0 else 0.0,
-        train_tokens_per_epoch=epoch_tokens,
-        history=history,
+        trained_tokens=progress.trained_tokens,
+        steps=progress.global_step,
+        epochs_completed=loop.epochs_completed,
+        final_loss=reporter.last_loss,
+        final_eval_loss=reporter.last_eval,
+        tokens_per_second=round(reporter.tokens_this_run / loop_time, 2) if loop_time > 0 else 0.0,
+        train_tokens_per_epoch=data.epoch_tokens,
+        history=progress.history,
     )
     if dist is None or dist.is_main:
         (final_dir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=2))
-    speed = {"trained_tokens": trained_tokens, "tokens_per_second": result.tokens_per_second}
+    speed = {"trained_tokens": progress.trained_tokens, "tokens_per_second": result.tokens_per_second}
     cb.event("info", "Training finished", speed)
     return result
+
+
+def train(
+    *,
+    model_dir: Path,
+    train_examples: Sequence[dict],
+    eval_examples: Sequence[dict] | None,
+    config: TrainingConfig,
+    output_dir: Path,
+    callbacks: Callbacks | None = None,
+    resume_from: Path | None = None,
+) -> TrainingResult:
+    """Fine-tune the model in ``model_dir`` on ``train_examples``; see the module docstring and the steps above."""
+    config.validate()  # made valid, but a field may have been changed since
+    config, cb, dist = _distribution(config, callbacks or Callbacks())
+    started = _now()
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    threads = _threads_and_seed(config)
+    data = _prepare_data(model_dir, train_examples, eval_examples, config, cb)
+    run = _prepare_model(model_dir, data, config, cb, dist, threads)
+    plan = _plan_steps(run, config, cb)
+    progress = _start_progress(resume_from, run, plan, cb)
+    cb.event(
+        "info",
+        "Training started",
+        {
+            "method": config.method,
+            "training_type": config.training_type,
+            "examples": len(data.units),
+            "tokens_per_epoch": data.epoch_tokens,
+            "total_steps": plan.total_steps,
+            "trainable_parameters": plan.trainable_parameters,
+            "parameters": plan.parameters,
+        },
+    )
+    reporter = _Reporter(config, cb, plan, progress, started)
+    checkpoints = _Checkpoints(run, data, plan, progress, config, cb, output_dir, started)
+    loop = _Loop(run, plan, progress, reporter, checkpoints, config, cb)
+    loop.run_epochs()
+    return _finish(loop, data, config, cb, output_dir)
 
 
 def _resume(path: Path, model, optimizer, scheduler, dist=None) -> dict:
