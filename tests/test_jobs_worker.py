@@ -45,11 +45,12 @@ def test_sdk_creates_a_task_that_trains_to_success(sdk, alice, tiny_base, traini
     assert any(m.get("eval_loss") is not None for m in metrics)  # validation at least once an epoch
     checkpoints = list(Checkpoint.objects.filter(job=row).order_by("epoch"))
     assert [c.epoch for c in checkpoints] == [1, 2, 3]  # one per epoch
-    # Each is in storage under the task's folder; only the newest keeps what a resume needs, all keep their weights.
+    # Each is in storage under the task's folder as a model (its adapter); the task succeeded, so none keeps what a
+    # resume needs (jobs.checkpoints.checkpoints_publish).
     assert [c.path for c in checkpoints] == [f"jobs/{alice.pk}/{job.id}/checkpoints/epoch-{n}" for n in (1, 2, 3)]
     stored = [{f.relative for f in storage.list_folder(c.path)} for c in checkpoints]
-    assert ["training_state.pt" in files for files in stored] == [False, False, True]
-    assert all("trainable.safetensors" in files for files in stored)
+    assert not any("training_state.pt" in files or "trainable.safetensors" in files for files in stored)
+    assert all("adapter_model.safetensors" in files for files in stored)
     folders = {f.relative.split("/")[0] for f in storage.list_folder(f"jobs/{alice.pk}/{job.id}/checkpoints")}
     assert folders == {"epoch-1", "epoch-2", "epoch-3"}  # a mid-epoch checkpoint goes when a later one is stored
     assert not services.job_scratch_dir(row).exists()  # the worker's scratch went with the task

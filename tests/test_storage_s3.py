@@ -227,9 +227,11 @@ def test_a_task_trains_on_a_worker_that_shares_no_disk_with_the_web_side(
 
     folder = f"jobs/{alice.pk}/{job.id}"
     keys = _keys(bucket, folder + "/")
-    assert {f"{folder}/checkpoints/epoch-1/trainable.safetensors", f"{folder}/checkpoints/epoch-2/{STATE_FILE}",
-            f"{folder}/final/adapter_model.safetensors", f"{folder}/final/adapter_config.json"} <= keys
-    assert f"{folder}/checkpoints/epoch-1/{STATE_FILE}" not in keys  # older optimizer state pruned in the bucket
+    assert {f"{folder}/checkpoints/epoch-1/adapter_model.safetensors",
+            f"{folder}/checkpoints/epoch-2/adapter_config.json", f"{folder}/final/adapter_model.safetensors",
+            f"{folder}/final/adapter_config.json"} <= keys
+    # The task succeeded: its checkpoints are models now, without the resume state, in the bucket too.
+    assert not {k for k in keys if k.endswith((STATE_FILE, "trainable.safetensors"))}
     assert {c.path for c in Checkpoint.objects.filter(job=row)} == {
         f"{folder}/checkpoints/epoch-1", f"{folder}/checkpoints/epoch-2"}
     card = FineTunedModel.objects.get(job=row)
