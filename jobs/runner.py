@@ -28,6 +28,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from console import cpus, storage
+from console.errors import without_server_paths
 from modelcards.models import FineTunedModel
 
 from .checkpoints import checkpoints_publish
@@ -279,7 +280,7 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
                      message=_("The task cannot resume: %(why)s") % {"why": exc})
             return "failed"
         except WeightsMissing as exc:
-            job_fail(job=job, code="weights_missing", message=str(exc), param="model")
+            job_fail(job=job, code="weights_missing", message=without_server_paths(str(exc)), param="model")
             return "failed"
         except MemoryError:
             job_fail(job=job, code="out_of_memory",
@@ -290,10 +291,12 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
             return "failed"
         except Exception as exc:
             logger.exception("job %s failed", job.public_id)
+            # The log has the full text; the task's error (shown to its owner) cuts server paths to their last part.
+            shown = without_server_paths(str(exc))
             if "out of memory" in str(exc).lower():
-                job_fail(job=job, code="out_of_memory", message=str(exc))
+                job_fail(job=job, code="out_of_memory", message=shown)
             else:
-                job_fail(job=job, code="training_error", message=f"{type(exc).__name__}: {exc}")
+                job_fail(job=job, code="training_error", message=f"{type(exc).__name__}: {shown}")
             return "failed"
     # The scratch goes before the state says succeeded: whoever sees the end sees nothing left behind.
     shutil.rmtree(scratch, ignore_errors=True)

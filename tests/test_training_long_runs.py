@@ -126,3 +126,20 @@ def test_a_checkpoint_that_cannot_be_fetched_fails_the_task(alice, tiny_base, tm
     assert (
         not job.events.filter(message__startswith="Training started").exclude(message__contains="attempt").exists()
     )  # it never trained from scratch
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_training_error_shows_its_owner_no_server_paths(alice, tiny_base, monkeypatch, caplog):
+    """The log keeps the full text for staff; the task's error cuts each server path to its last part."""
+    from jobs.training import engine
+
+    def broken(**run):
+        raise OSError("[Errno 28] No space left on device: '/srv/console/var/scratch/job-7/output/adapter.safetensors'")
+
+    monkeypatch.setattr(engine, "train", broken)
+    job = _running_job(alice, tiny_base, make_dataset(alice, chat_lines(8)))
+    assert runner.job_run(job=FineTuningJob.objects.select_related("base_model").get(pk=job.pk)) == "failed"
+    job.refresh_from_db()
+    assert job.error_code == "training_error"
+    assert job.error_message == "OSError: [Errno 28] No space left on device: '…/adapter.safetensors'"
+    assert "/srv/console/var/scratch/job-7" in caplog.text
