@@ -555,4 +555,4 @@ def _exit(code: int) -> str:
 
 
 def default_node_name() -> str:
-    return getattr(settings, "SERVING_NODE_NAME", None) or os.environ.get("SERVING_NODE_NAME") or "local"
+    return settings.SERVING_NODE_NAME

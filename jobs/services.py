@@ -26,6 +26,7 @@ from django.utils.translation import gettext as _
 
 from console import storage
 from console.quotas import QuotaExceeded, quota_enforce
+from datasets.conf import advised_min_examples
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
 
 from .models import FINAL_STATUSES, SEED_MAX, Checkpoint, FineTuningJob, JobEvent, JobStatus, new_seed
@@ -957,7 +958,7 @@ def dataset_warnings(*, base_model: BaseModel, dataset) -> list[str]:
     """What the user should know before launching on this dataset."""
     warnings = []
     examples = dataset.examples or 0
-    if examples < getattr(settings, "DATASET_ADVISED_MIN_EXAMPLES", 100):
+    if examples < advised_min_examples():
         warnings.append(
             _("Only %(n)s examples: the platform advises at least several hundred for good results.")
             % {"n": examples}
