@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: train one short task in bf16 with our engine and with a plain transformers
 # Trainer, then (when vLLM's CUDA build is installed) serve the default model on vllm with two adapters;
-# prints what it measured (scripts/gpu_check.py says how). Figures go in the README's benchmarks table.
+# prints what it measured (scripts/gpu_check.py says how). Figures go in docs/benchmarks.md.
 #   scripts/gpu_check.sh [--model DIR] [--epochs 3] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

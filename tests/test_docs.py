@@ -53,13 +53,25 @@ def doc_files() -> list[Path]:
     return files
 
 
-def test_relative_links_lead_to_files():
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings."""
+    found = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+def test_relative_links_lead_to_files_and_headings():
     broken = []
     for path in doc_files():
         for target in LINK.findall(path.read_text(encoding="utf-8")):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
-            if not (path.parent / target.split("#")[0]).exists():
+            name, _, anchor = target.partition("#")
+            linked = (path.parent / name) if name else path
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
                 broken.append(f"{path.relative_to(ROOT)} -> {target}")
     assert not broken, broken
 
