@@ -436,10 +436,10 @@ TRAINING_CHECKPOINTS_KEPT = envint("TRAINING_CHECKPOINTS_KEPT", 5)
 # several GPUs, else the worker's own process; a number forces it (2 on a CPU runs the multi-GPU path, with gloo).
 TRAINING_PROCESSES = envint("TRAINING_PROCESSES", 0)
 # A CPU training node's memory for one pass's activations, in MB: a step of more tokens is split into passes.
-# More is a little faster and costs peak memory (README: "Memory of a training worker").
+# More is a little faster and costs peak memory (docs/training.md: "Memory of a training worker").
 TRAINING_CPU_ACTIVATION_MB = envint("TRAINING_CPU_ACTIVATION_MB", 256)
 # The precision a training task computes in (jobs/training/engine.py: use_bf16): "auto" is bf16 on a GPU that
-# supports it and on a CPU with AMX or AVX512-BF16, fp32 elsewhere; "fp32" or "bf16" forces one (README:
+# supports it and on a CPU with AMX or AVX512-BF16, fp32 elsewhere; "fp32" or "bf16" forces one (docs/training.md:
 # "Training speed and precision"). Each task's events say which one trained it.
 TRAINING_PRECISION = env("TRAINING_PRECISION", "auto")
 if TRAINING_PRECISION not in {"auto", "fp32", "bf16"}:

@@ -50,7 +50,7 @@ except OSError:  # not Linux: no parent-death signal, the supervisor's own stop 
 
 def stop_grace() -> float:
     # The supervisor runs before and without Django settings, so it reads its one variable itself; its default is
-    # the one README's configuration table gives.
+    # the one docs/configuration.md gives.
     return float(os.environ.get("CONSOLE_STOP_GRACE", "15"))
 
 
