@@ -4,7 +4,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone, translation
@@ -16,6 +15,7 @@ from django.views.decorators.http import require_POST
 from . import dashboard, shell
 from .forms import AccountForm, ApiKeyForm, LoginForm
 from .models import ApiKey
+from .pagination import paginate
 
 
 class LoginView(auth_views.LoginView):
@@ -93,7 +93,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
         key, created_key = ApiKey.create_for(user=request.user, name=form.cleaned_data["name"])
         form = ApiKeyForm(user=request.user)
     keys = ApiKey.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
-    page = Paginator(keys, 20).get_page(request.GET.get("page"))
+    page = paginate(request, keys)
     context = {"form": form, "page": page, "created_key": created_key}
     if request.htmx and request.method == "POST":
         return render(request, "console/api_keys.html#keys", context)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -11,6 +10,7 @@ from django.utils.translation import gettext as _
 from django_htmx.http import HttpResponseStopPolling
 
 from console import storage
+from console.pagination import paginate
 
 from . import conf
 from .forms import DatasetUploadForm
@@ -19,7 +19,8 @@ from .preview import display_example
 from .services import DatasetError, DatasetInUse, dataset_create, dataset_delete, dataset_preview, human_bytes
 from .uploads import with_upload_limit
 
-PAGE_SIZE = 20
+# A dataset's errors are one-line rows read one after another while fixing the file: 50 a page (not
+# console.pagination.PAGE_SIZE) keeps most files' errors on one page.
 ISSUES_PAGE_SIZE = 50
 LIST_FIELDS = ("id", "public_id", "name", "filename", "category", "category_auto", "bytes", "status", "bytes_read",
                "examples", "tokens", "error_count", "warning_count", "created_at")
@@ -40,7 +41,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     qs = Dataset.objects.filter(owner=request.user).only(*LIST_FIELDS).order_by("-created_at", "-id")
     if q:
         qs = qs.filter(name__icontains=q)
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = paginate(request, qs)
     running = any(not d.is_final for d in page.object_list)
     context = {"page": page, "q": q, "running": running, "has_any": bool(q) or page.paginator.count > 0}
     if request.htmx and request.GET.get("partial") == "table":
@@ -97,7 +98,7 @@ def _detail_context(request: HttpRequest, dataset: Dataset) -> dict:
     context: dict = {"dataset": dataset, "categories": dict(Category.choices)}
     if dataset.is_final:
         errors = dataset.issues.filter(severity=Severity.ERROR).order_by("line", "id")
-        context["errors_page"] = Paginator(errors, ISSUES_PAGE_SIZE).get_page(request.GET.get("errors"))
+        context["errors_page"] = paginate(request, errors, per_page=ISSUES_PAGE_SIZE, param="errors", anchor="#errors")
         context["warnings"] = list(dataset.issues.filter(severity=Severity.WARNING).order_by("line", "id")[:200])
         context["stored_errors"] = context["errors_page"].paginator.count
         context["preview"] = [display_example(line, ex) for line, ex in dataset_preview(dataset=dataset)]

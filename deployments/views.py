@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
+
+from console.pagination import paginate
 
 from . import services
 from .forms import DeploymentForm, ScaleForm
@@ -42,7 +43,7 @@ def _settled(deployment: Deployment) -> bool:
 @login_required
 def deployment_list(request: HttpRequest) -> HttpResponse:
     qs = Deployment.objects.owned_by(request.user).select_related("base_model", "fine_tuned_model")
-    page = Paginator(qs, 25).get_page(request.GET.get("page"))
+    page = paginate(request, qs)
     has_active = any(not d.is_final for d in page.object_list)
     context = {"page": page, "has_active": has_active}
     if request.htmx and request.GET.get("partial") == "table":

@@ -21,9 +21,6 @@ def on_job_succeeded(sender, job, **kwargs) -> None:
         logger.exception("could not queue the evaluation of %s", job.public_id)
 
 
-PAGE_SIZE = 20
-
-
 def _rows(items, models: list[dict]) -> list[dict]:
     """Each prompt with its answers in the evaluated models' order (base, checkpoints, result)."""
     order = {m["code"]: i for i, m in enumerate(models)}
@@ -48,8 +45,7 @@ def _rows(items, models: list[dict]) -> list[dict]:
 
 
 def evaluation_context(card, request=None, form=None) -> dict | None:
-    from django.core.paginator import Paginator
-
+    from console.pagination import paginate
     from jobs.models import FineTuningJob, JobStatus
 
     from .forms import EvaluationForm
@@ -82,9 +78,7 @@ def evaluation_context(card, request=None, form=None) -> dict | None:
         {"code": card.code, "role": "result", "f1": evaluation.tune_f1, "exact": evaluation.tune_exact},
     ]
     items = evaluation.items.prefetch_related("answers")
-    pages = Paginator(items.filter(kind=EvaluationItem.Kind.TASK), PAGE_SIZE)
-    number = request.GET.get("eval_page") if request is not None else None
-    page = pages.get_page(number)
+    page = paginate(request, items.filter(kind=EvaluationItem.Kind.TASK), param="eval_page", anchor="#card-evaluation")
     general = list(items.filter(kind=EvaluationItem.Kind.GENERAL))
     task_n = evaluation.total - summary.get("general", 0)  # the general prompts are counted apart
     return {

@@ -4,7 +4,6 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -14,6 +13,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from console.pagination import paginate
 from datasets.conf import max_bytes
 from datasets.services import human_bytes
 from datasets.uploads import with_upload_limit
@@ -41,7 +41,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     if status in JobStatus.values:
         jobs = jobs.filter(status=status)
-    page = Paginator(jobs, 20).get_page(request.GET.get("page"))
+    page = paginate(request, jobs)
     has_active = any(not job.is_final and job.status != JobStatus.PAUSED for job in page.object_list)
     context = {"page": page, "q": q, "status": status, "statuses": JobStatus.choices, "has_active": has_active}
     if request.htmx and request.GET.get("partial") == "table":

@@ -2,16 +2,19 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
+from console.pagination import paginate
+
 from . import services
 from .cards import render_sections
 from .models import BaseModel, FineTunedModel, Method, Modality
 
+# The fine-tuned models are a grid of cards of two, three or four columns: 24 (not console.pagination's
+# PAGE_SIZE) fills every row of each.
 FINE_TUNES_PER_PAGE = 24
 
 
@@ -48,7 +51,7 @@ def model_square(request: HttpRequest) -> HttpResponse:
             tuned = tuned.filter(base_model__modality=modality)
         if method in Method.values:
             tuned = tuned.filter(method=method)
-    page = Paginator(tuned, FINE_TUNES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(request, tuned, per_page=FINE_TUNES_PER_PAGE)
     context = {
         "bases": bases, "page": page, "kind": kind, "modality": modality, "method": method,
         "modalities": Modality.choices, "methods": Method.choices,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -13,13 +12,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from console.pagination import paginate
 from console.phone import normalize_phone
 
 from . import conf, services
 from .events import EVENTS
 from .models import USER_CHANNELS, Channel, Notification, OutboxMessage
-
-PAGE_SIZE = 20
 
 
 def _get_notification_for_user(request: HttpRequest, pk: int) -> Notification:
@@ -34,7 +32,7 @@ def centre(request: HttpRequest) -> HttpResponse:
     )
     if show == "unread":
         notifications = notifications.unread()
-    page = Paginator(notifications, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = paginate(request, notifications)
     unread = Notification.objects.for_user(request.user).unread().count()
     return render(request, "notifications/centre.html", {"page": page, "show": show, "unread_count": unread})
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
+
+from console.pagination import paginate
 
 from . import conf
 from .forms import WebhookEndpointForm
@@ -22,7 +23,6 @@ from .webhooks import (
     webhook_send_test,
 )
 
-PAGE_SIZE = 20
 _SECRET_KEY = "webhook_secret"  # the session's one-time copy of a new endpoint's secret
 
 
@@ -33,7 +33,7 @@ def _get_endpoint_for_user(request: HttpRequest, public_id: str) -> WebhookEndpo
 @login_required
 def webhooks(request: HttpRequest) -> HttpResponse:
     endpoints = WebhookEndpoint.objects.filter(user=request.user)
-    page = Paginator(endpoints, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = paginate(request, endpoints)
     return render(request, "notifications/webhooks.html", {"page": page, "events": WEBHOOK_EVENTS})
 
 
@@ -64,7 +64,7 @@ def webhook(request: HttpRequest, public_id: str) -> HttpResponse:
     attempts = endpoint.attempts.only(
         "id", "webhook_id", "event_type", "attempt", "created_at", "status_code", "duration_ms", "ok", "error"
     )
-    page = Paginator(attempts, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = paginate(request, attempts)
     context = {"endpoint": endpoint, "page": page, "events": [WEBHOOK_EVENTS[e] for e in endpoint.events
                                                               if e in WEBHOOK_EVENTS]}
     if request.htmx:
