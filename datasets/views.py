@@ -7,10 +7,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django_htmx.http import HttpResponseStopPolling
 
 from console import storage
 from console.pagination import paginate
+from console.polling import polled
 
 from . import conf
 from .forms import DatasetUploadForm
@@ -46,7 +46,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     context = {"page": page, "q": q, "running": running, "has_any": bool(q) or page.paginator.count > 0}
     if request.htmx and request.GET.get("partial") == "table":
         html = render_to_string("datasets/list.html#table", context, request=request)
-        return HttpResponse(html) if running else HttpResponseStopPolling(html)
+        return polled(html, settled=not running)
     return render(request, "datasets/list.html", context)
 
 
@@ -116,9 +116,7 @@ def dataset_live(request: HttpRequest, public_id: str) -> HttpResponse:
     """The part of the detail page that polls while validation runs; 286 stops the polling when done."""
     dataset = _get_dataset_for_user(request, public_id)
     html = render_to_string("datasets/detail.html#live", _detail_context(request, dataset), request=request)
-    if dataset.is_final:
-        return HttpResponseStopPolling(html)
-    return HttpResponse(html)
+    return polled(html, settled=dataset.is_final)
 
 
 @login_required

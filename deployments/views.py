@@ -10,9 +10,9 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from console.pagination import paginate
+from console.polling import polled
 
 from . import services
 from .forms import DeploymentForm, ScaleForm
@@ -48,7 +48,7 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
     context = {"page": page, "has_active": has_active}
     if request.htmx and request.GET.get("partial") == "table":
         response = render(request, "deployments/list.html#table", context)
-        return response if has_active else HttpResponseStopPolling(response.content)
+        return polled(response, settled=not has_active)
     return render(request, "deployments/list.html", context)
 
 
@@ -91,7 +91,7 @@ def deployment_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     if request.htmx and request.GET.get("partial") == "live":
         # The page's buttons follow the state: the partial carries them as out-of-band swaps.
         response = render(request, "deployments/detail.html#live", {**context, "oob": True})
-        return HttpResponseStopPolling(response.content) if _settled(deployment) else response
+        return polled(response, settled=_settled(deployment))
     return render(request, "deployments/detail.html", context)
 
 
@@ -155,9 +155,7 @@ def model_export(request: HttpRequest, code: str) -> HttpResponse:
             messages.success(request, _("The merged model is being built; its download appears here when it is ready."))
             return redirect("modelcards:detail", card.code)
     html, building = cards.render_export_section(request, card)
-    if request.htmx and request.method == "GET" and not building:
-        return HttpResponseStopPolling(html)
-    return HttpResponse(html)
+    return polled(html, settled=bool(request.htmx) and request.method == "GET" and not building)
 
 
 @login_required

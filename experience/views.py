@@ -13,8 +13,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseStopPolling
 
+from console.polling import polled
 from deployments import gateway
 from jobs.models import FineTuningJob
 from modelcards.models import FineTunedModel
@@ -74,9 +74,7 @@ def evaluation_panel(request: HttpRequest, code: str) -> HttpResponse:
     card = _card_for_user(request, code)
     response = _panel(request, card)
     evaluation = Evaluation.objects.filter(model=card).first()
-    if evaluation is None or evaluation.is_final:
-        return HttpResponseStopPolling(response.content)
-    return response
+    return polled(response, settled=evaluation is None or evaluation.is_final)
 
 
 @login_required

@@ -11,9 +11,9 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from console.pagination import paginate
+from console.polling import polled
 from datasets.conf import max_bytes
 from datasets.services import human_bytes
 from datasets.uploads import with_upload_limit
@@ -46,7 +46,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     context = {"page": page, "q": q, "status": status, "statuses": JobStatus.choices, "has_active": has_active}
     if request.htmx and request.GET.get("partial") == "table":
         response = render(request, "jobs/list.html#table", context)
-        return response if has_active else HttpResponseStopPolling(response.content)
+        return polled(response, settled=not has_active)
     return render(request, "jobs/list.html", context)
 
 
@@ -220,7 +220,7 @@ def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
         # The page's buttons follow the state: the partial carries them as out-of-band swaps.
         response = render(request, "jobs/detail.html#live", {**context, "oob": True})
         settled = job.is_final or job.status == JobStatus.PAUSED
-        return HttpResponseStopPolling(response.content) if settled else response
+        return polled(response, settled=settled)
     neighbour = compare.neighbour(job)
     context["compare_url"] = _compare_url([job.public_id, neighbour.public_id]) if neighbour else None
     return render(request, "jobs/detail.html", context)
