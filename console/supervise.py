@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .processes import signal_group
+
 PR_SET_PDEATHSIG = 1
 RESTART_FIRST = 1.0  # seconds before the first restart
 RESTART_MAX = 30.0  # the back-off stops growing here
@@ -85,13 +87,6 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -192,7 +187,7 @@ class Supervisor:
                 continue
             proc.popen = None
             # What it left in its group (a Celery worker's pool processes) goes with it.
-            _signal_group(popen.pid, signal.SIGKILL)
+            signal_group(popen.pid, signal.SIGKILL)
             if self.signals:
                 self.say(f"{proc.name} stopped ({describe_exit(popen.returncode).removeprefix('was ')})")
                 continue
@@ -216,7 +211,7 @@ class Supervisor:
                 continue
             self.say(f"stopping {', '.join(p.name for p in running)} (SIGKILL after {self.grace:g} s)")
             for proc in running:
-                _signal_group(proc.popen.pid, signal.SIGTERM)
+                signal_group(proc.popen.pid, signal.SIGTERM)
             deadline = time.monotonic() + self.grace
             while any(p.popen for p in group) and time.monotonic() < deadline and self.signals < 2:
                 self.pump(0.1)
@@ -224,7 +219,7 @@ class Supervisor:
             for proc in group:
                 if proc.popen is not None:
                     self.say(f"{proc.name} still running: SIGKILL")
-                    _signal_group(proc.popen.pid, signal.SIGKILL)
+                    signal_group(proc.popen.pid, signal.SIGKILL)
             while any(p.popen for p in group):
                 self.pump(0.05)
                 self.reap()

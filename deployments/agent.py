@@ -29,6 +29,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from console import cpus
+from console.processes import signal_group
 
 from . import conf, inflight
 from .models import HOLDS_SLOT, Instance, InstanceState, Node
@@ -90,18 +91,6 @@ def process_instance_id(pid: int) -> int | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-def kill_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
@@ -216,14 +205,14 @@ class NodeAgent:
             logger.info("node agent %s exits; %s instance(s) left running to be adopted", self.name, len(self.tracked))
             return
         for tracked in list(self.tracked.values()):
-            kill_group(tracked.pid, signal.SIGTERM)
+            signal_group(tracked.pid, signal.SIGTERM)
         deadline = time.monotonic() + conf.stop_grace()
         while time.monotonic() < deadline and any(t.poll() is None for t in self.tracked.values()):
             time.sleep(0.1)
         now = timezone.now()
         for tracked in list(self.tracked.values()):
             if tracked.poll() is None:
-                kill_group(tracked.pid, signal.SIGKILL)
+                signal_group(tracked.pid, signal.SIGKILL)
             self._forget(tracked)
             Instance.objects.filter(pk=tracked.instance_id, state__in=HOLDS_SLOT).exclude(
                 state=InstanceState.STOPPING
@@ -248,7 +237,7 @@ class NodeAgent:
     def _forget(self, tracked: Tracked) -> None:
         """Stop tracking an instance whose server exited or was killed, and end what is left of its process
         group (a runtime's workers outlive their server otherwise)."""
-        kill_group(tracked.pid, signal.SIGKILL)
+        signal_group(tracked.pid, signal.SIGKILL)
         self.tracked.pop(tracked.instance_id, None)
         self._pidfile(tracked.instance_id).unlink(missing_ok=True)
         try:  # the adapters it held went with it
@@ -288,7 +277,7 @@ class NodeAgent:
                 continue
             if ours:
                 logger.info("killing instance %s (pid %s) left by a previous agent", instance_id, pid)
-                kill_group(pid, signal.SIGKILL)
+                signal_group(pid, signal.SIGKILL)
             pidfile.unlink(missing_ok=True)
         now = timezone.now()
         lost = [pk for pk in wanted if pk not in adopted]
@@ -317,7 +306,7 @@ class NodeAgent:
                 logger.exception("instance %s", instance.pk)
         # A process whose instance row went away (deleted in the admin): stop it.
         for tracked in [t for t in self.tracked.values() if t.instance_id not in wanted_ids]:
-            kill_group(tracked.pid, signal.SIGKILL)
+            signal_group(tracked.pid, signal.SIGKILL)
             self._forget(tracked)
         if changed:
             self._reconcile(changed)
@@ -349,7 +338,7 @@ class NodeAgent:
             if self._healthy(instance):
                 return self._mark(instance, InstanceState.READY, ready_at=now, health_failures=0, checked_at=now)
             if instance.started_at and (now - instance.started_at).total_seconds() > conf.start_timeout():
-                kill_group(tracked.pid, signal.SIGKILL)
+                signal_group(tracked.pid, signal.SIGKILL)
                 return self._mark(
                     instance,
                     InstanceState.FAILED,
@@ -496,7 +485,7 @@ class NodeAgent:
                 pid=popen.pid, port=port, host=self.reachable_host, log_path=str(log_path), started_at=timezone.now()
             )
         if not updated:  # cancelled meanwhile
-            kill_group(popen.pid, signal.SIGKILL)
+            signal_group(popen.pid, signal.SIGKILL)
             popen.wait(5)
             return
         self._remember(Tracked(instance.pk, popen.pid, port, popen))
@@ -507,13 +496,13 @@ class NodeAgent:
             if tracked is not None:
                 self._forget(tracked)
             elif instance.pid and pid_alive(instance.pid) and process_instance_id(instance.pid) == instance.pk:
-                kill_group(instance.pid, signal.SIGKILL)
+                signal_group(instance.pid, signal.SIGKILL)
             return self._mark(instance, InstanceState.STOPPED)
         if tracked.term_sent_at is None:
-            kill_group(tracked.pid, signal.SIGTERM)
+            signal_group(tracked.pid, signal.SIGTERM)
             tracked.term_sent_at = time.monotonic()
         elif time.monotonic() - tracked.term_sent_at > conf.stop_grace():
-            kill_group(tracked.pid, signal.SIGKILL)
+            signal_group(tracked.pid, signal.SIGKILL)
         return False
 
     def _healthy(self, instance: Instance) -> bool:

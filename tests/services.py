@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
+
+from console.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,18 +44,7 @@ def start_embedded_redis() -> subprocess.Popen | None:
 def stop(proc: subprocess.Popen | None, timeout: float = 15) -> None:
     if proc is None or proc.poll() is not None:
         return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+    stop_group(proc, grace=timeout, kill_wait=5)
 
 
 def flush_redis() -> None:

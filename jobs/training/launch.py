@@ -25,14 +25,14 @@ No Django here: ``jobs/runner.py`` calls it with the task's callbacks.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+
+from console.processes import stop_group
 
 from . import engine
 
@@ -151,13 +151,7 @@ def _end(proc: subprocess.Popen, stop: Path) -> None:
         return
     except subprocess.TimeoutExpired:
         pass
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(wait)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
+    stop_group(proc, grace=10, kill_wait=10)
 
 
 if __name__ == "__main__":  # torchrun, dying with the process that started it

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +34,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
 import machine  # noqa: E402  (tests/perf/machine.py)
+
+from console.processes import stop_group  # noqa: E402
 
 MODEL_DIR = Path(os.environ.get("CONSOLE_MODELS_DIR") or REPO / "var" / "models") / "smollm2-135m-instruct"
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
@@ -132,14 +134,7 @@ class Instance:
         return self.tokens / seconds
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_group(self.proc, grace=30)
 
 
 def train(cpus: list[int], args) -> dict:
