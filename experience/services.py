@@ -30,6 +30,7 @@ from deployments import gateway
 from deployments.models import ApiCall, Deployment
 from jobs.models import FineTuningJob, JobStatus
 from modelcards.models import BaseModel, FineTunedModel
+from modelcards.pricing import token_cost
 
 from . import verdict as verdicts
 from .models import ACTIVE_STATUSES, Evaluation, EvaluationAnswer, EvaluationItem, EvaluationStatus
@@ -568,10 +569,6 @@ def _prices(codes: set[str]) -> dict[str, Decimal]:
     return {code: prices.get(code) or Decimal(0) for code in codes}
 
 
-def _cost(tokens: int, price: Decimal) -> Decimal:
-    return (Decimal(tokens) / 1000 * price).quantize(Decimal("0.0001"))
-
-
 def usage_report(*, user=None, start: dt.date, end: dt.date) -> dict:
     """Calls and tokens per model per day between ``start`` and ``end`` (inclusive) for ``user`` (everyone when
     None), training tokens and cost per task, and the totals. Aggregated in the database."""
@@ -596,7 +593,7 @@ def usage_report(*, user=None, start: dt.date, end: dt.date) -> dict:
     prices = _prices({r["model"] for r in rows})
     for r in rows:
         r["tokens"] = r["prompt_tokens"] + r["completion_tokens"]
-        r["cost"] = _cost(r["tokens"], prices[r["model"]])
+        r["cost"] = token_cost(r["tokens"], prices[r["model"]])
     per_day: dict[dt.date, dict] = defaultdict(lambda: {"calls": 0, "tokens": 0})
     for r in rows:
         per_day[r["day"]]["calls"] += r["calls"]

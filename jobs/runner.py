@@ -17,7 +17,6 @@ import shutil
 import signal
 import threading
 import time
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -30,6 +29,7 @@ from django.utils.translation import gettext as _
 from console import cpus, storage
 from console.errors import without_server_paths
 from modelcards.models import FineTunedModel
+from modelcards.pricing import token_cost
 
 from .checkpoints import checkpoints_publish
 from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
@@ -421,7 +421,7 @@ def _finish_succeeded(job: FineTuningJob, result, final_name: str) -> str:
     else:
         per_epoch, _words = billing_tokens_per_epoch(base_model=job.base_model, dataset=job.training_dataset)
         billed = per_epoch * result.epochs_completed
-    cost = (Decimal(billed) / 1000 * price).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    cost = token_cost(billed, price)
     metrics = {
         "final_loss": result.final_loss,
         "final_eval_loss": result.final_eval_loss,

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from console import storage
 from console.quotas import QuotaExceeded, quota_enforce
 from datasets.conf import advised_min_examples
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
+from modelcards.pricing import token_cost
 
 from .models import FINAL_STATUSES, SEED_MAX, Checkpoint, FineTuningJob, JobEvent, JobStatus, new_seed
 
@@ -187,7 +188,7 @@ def billing_tokens_per_epoch(*, base_model: BaseModel, dataset) -> tuple[int, st
 def job_estimate(*, base_model: BaseModel, dataset, n_epochs: int) -> Estimate:
     per_epoch, words = billing_tokens_per_epoch(base_model=base_model, dataset=dataset)
     total = per_epoch * n_epochs
-    cost = (Decimal(total) / 1000 * base_model.training_price).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    cost = token_cost(total, base_model.training_price)
     formula = f"{words} × {n_epochs} epochs × {base_model.training_price} / 1,000 tokens = {cost}"
     return Estimate(per_epoch, n_epochs, base_model.training_price, total, cost, formula)
 
