@@ -25,6 +25,17 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from . import ratelimit
+from .error_codes import (
+    BAD_BODY,
+    BAD_KEY,
+    BAD_PARAM,
+    KEY_DISABLED,
+    NO_AUTH,
+    RATE_LIMITED,
+    TOKEN_EXPIRED,
+    TOO_MANY_FAILURES,
+    InputError,
+)
 from .models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -37,6 +48,11 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
         self.retry_after = retry_after  # seconds, sent as Retry-After (a 429 or 503 that will pass)
+
+    @classmethod
+    def from_input(cls, exc: InputError, status: int = 400) -> ApiError:
+        """A service's refusal (console.error_codes.InputError) as the API answers it."""
+        return cls(status, exc.code, exc.message, exc.param)
 
     def response(self) -> JsonResponse:
         response = error_response(self.status, self.code, self.message, self.param)
@@ -62,19 +78,19 @@ def _unauthorized(code: str, message: str) -> ApiError:
 def authenticate_api_key(header: str | None) -> ApiKey:
     """Return the active key behind an Authorization header, or raise a 401 ApiError."""
     if not header:
-        raise _unauthorized("1001", "The Authorization header is missing.")
+        raise _unauthorized(NO_AUTH, "The Authorization header is missing.")
     scheme, _sep, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise _unauthorized("1001", "The Authorization header must be 'Bearer <API key>'.")
+        raise _unauthorized(NO_AUTH, "The Authorization header must be 'Bearer <API key>'.")
     if token.count(".") == 2:
         return _authenticate_jwt(token)
     key_id, sep, secret = token.partition(".")
     if not sep or not key_id or not secret:
-        raise _unauthorized("1002", "The API key is malformed: expected <id>.<secret>.")
+        raise _unauthorized(BAD_KEY, "The API key is malformed: expected <id>.<secret>.")
     key = ApiKey.objects.select_related("user").filter(key_id=key_id).first()
     if key is None or not key.check_secret(secret):
-        raise _unauthorized("1002", "The API key is invalid.")
+        raise _unauthorized(BAD_KEY, "The API key is invalid.")
     return _check_usable(key)
 
 
@@ -82,19 +98,19 @@ def _authenticate_jwt(token: str) -> ApiKey:
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
-        raise _unauthorized("1002", "The token is not a valid JWT.") from None
+        raise _unauthorized(BAD_KEY, "The token is not a valid JWT.") from None
     key_id = claims.get("api_key")
     if not isinstance(key_id, str):
-        raise _unauthorized("1002", "The token names no api_key.")
+        raise _unauthorized(BAD_KEY, "The token names no api_key.")
     key = ApiKey.objects.select_related("user").filter(key_id=key_id).first()
     if key is None:
-        raise _unauthorized("1002", "The API key is invalid.")
+        raise _unauthorized(BAD_KEY, "The API key is invalid.")
     try:
         # The SDK puts exp and timestamp in milliseconds, so PyJWT's own exp check
         # (in seconds) would never fire: check it here instead.
         claims = jwt.decode(token, key.derive_secret(), algorithms=["HS256"], options={"verify_exp": False})
     except jwt.PyJWTError:
-        raise _unauthorized("1002", "The token's signature does not match the API key.") from None
+        raise _unauthorized(BAD_KEY, "The token's signature does not match the API key.") from None
     _check_jwt_times(claims)
     return _check_usable(key)
 
@@ -109,28 +125,28 @@ def _check_jwt_times(claims: dict) -> None:
     now = time.time()
     exp, issued = claims.get("exp"), claims.get("timestamp")
     if not _number(exp):
-        raise _unauthorized("1002", "The token has no expiry (exp).")
+        raise _unauthorized(BAD_KEY, "The token has no expiry (exp).")
     if issued is None:
-        raise _unauthorized("1002", "The token has no timestamp (when it was made, in milliseconds, as the SDK "
+        raise _unauthorized(BAD_KEY, "The token has no timestamp (when it was made, in milliseconds, as the SDK "
                                     "sends it).")
     if not _number(issued):
-        raise _unauthorized("1002", "The token's timestamp must be a number of milliseconds.")
+        raise _unauthorized(BAD_KEY, "The token's timestamp must be a number of milliseconds.")
     if issued < 10**11:
-        raise _unauthorized("1002", "The token's timestamp must be in milliseconds (it reads as seconds).")
+        raise _unauthorized(BAD_KEY, "The token's timestamp must be in milliseconds (it reads as seconds).")
     issued_seconds = issued / 1000
     exp_seconds = exp / 1000 if exp > 10**11 else exp
     if exp_seconds < now:
-        raise _unauthorized("1003", "The token has expired.")
+        raise _unauthorized(TOKEN_EXPIRED, "The token has expired.")
     skew, lifetime = settings.API_JWT_MAX_CLOCK_SKEW, settings.API_JWT_MAX_LIFETIME
     if issued_seconds - now > skew:
         raise _unauthorized(
-            "1002",
+            BAD_KEY,
             f"The token's timestamp is {issued_seconds - now:.0f} s in the future, more than the {skew} s of clock "
             "skew allowed: check the clock of the machine that made it.",
         )
     if exp_seconds - issued_seconds > lifetime:
         raise _unauthorized(
-            "1002",
+            BAD_KEY,
             f"The token is valid for {exp_seconds - issued_seconds:.0f} s (exp - timestamp), longer than the "
             f"{lifetime} s allowed: make a token that expires sooner.",
         )
@@ -138,9 +154,9 @@ def _check_jwt_times(claims: dict) -> None:
 
 def _check_usable(key: ApiKey) -> ApiKey:
     if key.revoked_at is not None:
-        raise _unauthorized("1004", "The API key has been revoked.")
+        raise _unauthorized(KEY_DISABLED, "The API key has been revoked.")
     if not key.user.is_active:
-        raise _unauthorized("1004", "The account of this API key is disabled.")
+        raise _unauthorized(KEY_DISABLED, "The account of this API key is disabled.")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
@@ -156,13 +172,13 @@ async def read_asgi_body(scope: dict, receive, limit: int) -> bytes:
     """A request body read from ASGI, refused (413, in the API's error shape) as soon as it passes ``limit``
     bytes: a declared Content-Length over it before anything is read, a streamed body at the chunk that
     crosses it. Nothing past the limit is buffered. Raises ClientGone when the client leaves first."""
-    too_big = ApiError(413, "1210", f"The request body is larger than the limit of {limit / 2**20:g} MiB.", "body")
+    too_big = ApiError(413, BAD_BODY, f"The request body is larger than the limit of {limit / 2**20:g} MiB.", "body")
     for name, value in scope.get("headers") or []:
         if name == b"content-length":
             try:
                 declared = int(value)
             except ValueError:
-                raise ApiError(400, "1210", "The Content-Length header is not a number.") from None
+                raise ApiError(400, BAD_BODY, "The Content-Length header is not a number.") from None
             if declared > limit:
                 raise too_big
     chunks, received = [], 0
@@ -185,11 +201,11 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "1210", f"The request body is not valid JSON: {exc}") from None
+        raise ApiError(400, BAD_BODY, f"The request body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ApiError(400, "1210", "The request body is not valid JSON: it is nested too deeply.") from None
+        raise ApiError(400, BAD_BODY, "The request body is not valid JSON: it is nested too deeply.") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "1210", "The request body must be a JSON object.")
+        raise ApiError(400, BAD_BODY, "The request body must be a JSON object.")
     return body
 
 
@@ -202,7 +218,7 @@ def api_view(methods: list[str]) -> Callable:
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
                 if request.method not in methods:
-                    raise ApiError(405, "1214", f"Method {request.method} is not allowed here.")
+                    raise ApiError(405, BAD_PARAM, f"Method {request.method} is not allowed here.")
                 key = _authenticate_throttled(request)
                 request.api_key = key
                 request.user = key.user
@@ -227,9 +243,9 @@ def exception_response(request: HttpRequest, exc: Exception) -> JsonResponse:
         return exc.response()
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20
-        return error_response(413, "1210", f"The request body is larger than the limit of {limit:g} MiB.", "body")
+        return error_response(413, BAD_BODY, f"The request body is larger than the limit of {limit:g} MiB.", "body")
     if isinstance(exc, SuspiciousOperation | MultiPartParserError | UnreadablePostError):
-        return error_response(400, "1210", f"The request body cannot be read: {exc}")
+        return error_response(400, BAD_BODY, f"The request body cannot be read: {exc}")
     if isinstance(exc, Http404):
         return error_response(404, "404", f"Nothing at {request.path}.")
     if isinstance(exc, PermissionDenied):
@@ -264,7 +280,7 @@ def _authenticate_throttled(request: HttpRequest) -> ApiKey:
     limit = settings.API_AUTH_FAILURES_PER_MINUTE
 
     def throttled(wait: int) -> ApiError:
-        return ApiError(429, "1305", f"More than {limit} failed authentications a minute from {address} "
+        return ApiError(429, TOO_MANY_FAILURES, f"More than {limit} failed authentications a minute from {address} "
                                      f"(API_AUTH_FAILURES_PER_MINUTE). Retry in {wait} s.", retry_after=wait)
 
     wait = ratelimit.rate_exceeded(name="api-auth-failures", ident=address, limit=limit)
@@ -285,8 +301,9 @@ def _count_request(key: ApiKey) -> None:
     limit = settings.API_REQUESTS_PER_MINUTE
     wait = ratelimit.rate_hit(name="api", ident=key.key_id, limit=limit)
     if wait:
-        raise ApiError(429, "1303", f"More than {limit} requests a minute with this key (API_REQUESTS_PER_MINUTE). "
-                                    f"Retry in {wait} s.", retry_after=wait)
+        raise ApiError(429, RATE_LIMITED,
+                       f"More than {limit} requests a minute with this key (API_REQUESTS_PER_MINUTE). "
+                       f"Retry in {wait} s.", retry_after=wait)
 
 
 @csrf_exempt  # an API client has no CSRF token: a POST to an unknown path gets the JSON 404 too
@@ -302,9 +319,9 @@ def page_limit(request: HttpRequest, default: int = 20) -> int:
     try:
         limit = int(request.GET.get("limit") or default)
     except ValueError:
-        raise ApiError(400, "1214", "limit must be a whole number.", "limit") from None
+        raise ApiError(400, BAD_PARAM, "limit must be a whole number.", "limit") from None
     if limit < 1:
-        raise ApiError(400, "1214", f"limit must be between 1 and {MAX_PAGE}.", "limit")
+        raise ApiError(400, BAD_PARAM, f"limit must be between 1 and {MAX_PAGE}.", "limit")
     return min(limit, MAX_PAGE)
 
 
@@ -316,12 +333,12 @@ def cursor_page(request: HttpRequest, qs, *, serialize: Callable, noun: str, ord
     limit = page_limit(request)
     order = (request.GET.get("order") or "desc").lower() if orderable else "desc"
     if order not in ("asc", "desc"):
-        raise ApiError(400, "1214", "order must be asc or desc.", "order")
+        raise ApiError(400, BAD_PARAM, "order must be asc or desc.", "order")
     after = request.GET.get("after")
     if after:
         anchor = qs.filter(public_id=after).values_list("id", "created_at").first()
         if anchor is None:
-            raise ApiError(400, "1214", f"after names no {noun} of yours: {after}.", "after")
+            raise ApiError(400, BAD_PARAM, f"after names no {noun} of yours: {after}.", "after")
         pk, created = anchor
         if order == "asc":
             qs = qs.filter(created_at__gte=created).exclude(created_at=created, id__lte=pk)

@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 
 from console import storage
 from console.api import ApiError, api_view, cursor_page
+from console.error_codes import BAD_PARAM, IN_USE, TOO_LARGE
 
 from . import conf
 from .models import Category, Dataset, Status
@@ -94,24 +95,24 @@ def files(request: HttpRequest) -> JsonResponse:
 
 def _create(request: HttpRequest) -> JsonResponse:
     if content_length_too_large(request):
-        raise ApiError(413, "1213", _("The file is larger than the limit of %(limit)s.")
+        raise ApiError(413, TOO_LARGE, _("The file is larger than the limit of %(limit)s.")
                        % {"limit": human_bytes(conf.max_bytes())}, "file")
     handler = install_upload_handler(request)
     if not request.content_type.startswith("multipart/form-data"):
-        raise ApiError(400, "1214", "Send the file as multipart/form-data with fields file and purpose.")
+        raise ApiError(400, BAD_PARAM, "Send the file as multipart/form-data with fields file and purpose.")
     post, uploads = request.POST, request.FILES
     if handler.too_large:
-        raise ApiError(413, "1213", _("The file is larger than the limit of %(limit)s.")
+        raise ApiError(413, TOO_LARGE, _("The file is larger than the limit of %(limit)s.")
                        % {"limit": human_bytes(conf.max_bytes())}, "file")
     purpose = post.get("purpose", "")
     if purpose not in PURPOSES:
-        raise ApiError(400, "1214", f"purpose must be 'fine-tune', not {purpose!r}.", "purpose")
+        raise ApiError(400, BAD_PARAM, f"purpose must be 'fine-tune', not {purpose!r}.", "purpose")
     upload = uploads.get("file")
     if upload is None:
-        raise ApiError(400, "1214", "The multipart field 'file' is missing.", "file")
+        raise ApiError(400, BAD_PARAM, "The multipart field 'file' is missing.", "file")
     category = post.get("category", "").strip()
     if category and category not in Category.values:
-        raise ApiError(400, "1214", f"category must be one of {', '.join(Category.values)}.", "category")
+        raise ApiError(400, BAD_PARAM, f"category must be one of {', '.join(Category.values)}.", "category")
     request_id = (post.get("request_id") or request.headers.get("Idempotency-Key") or "").strip()[:128] or None
     try:
         dataset, created = dataset_create(
@@ -125,7 +126,7 @@ def _create(request: HttpRequest) -> JsonResponse:
             dedupe_window=conf.dedupe_window_seconds(),
         )
     except DatasetError as exc:
-        code = "quota_exceeded" if exc.code == "quota_exceeded" else "1214"
+        code = "quota_exceeded" if exc.code == "quota_exceeded" else BAD_PARAM
         raise ApiError(413 if exc.code == "too_large" else 400, code, exc.message, "file") from None
     return JsonResponse(file_json(dataset), status=200, json_dumps_params={"ensure_ascii": False})
 
@@ -149,7 +150,7 @@ def file_detail(request: HttpRequest, file_id: str) -> JsonResponse:
     try:
         dataset_delete(dataset=dataset)
     except DatasetInUse as exc:
-        raise ApiError(400, "1215", exc.message, "file_id") from None
+        raise ApiError(400, IN_USE, exc.message, "file_id") from None
     return JsonResponse({"id": file_id, "object": "file", "deleted": True})
 
 

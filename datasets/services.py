@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
 from console import storage
+from console.error_codes import InputError
 from console.quotas import QuotaExceeded, quota_enforce
 
 from . import conf
@@ -34,13 +35,10 @@ STALE_AFTER = timedelta(minutes=2)
 PREVIEW_LINE_BYTES = 8 * 1024 * 1024  # a validating dataset with no progress this long lost its worker
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """A request about a dataset that cannot be done, with a message for the user."""
 
-    def __init__(self, message: str, code: str = "invalid"):
-        super().__init__(message)
-        self.message = message
-        self.code = code
+    default_code = "invalid"
 
 
 class DatasetInUse(DatasetError):

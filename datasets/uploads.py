@@ -19,6 +19,8 @@ from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandl
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from console.error_codes import TOO_LARGE
+
 from . import conf
 
 
@@ -166,7 +168,7 @@ class DatasetUploadLimitMiddleware:
         limit_mib = conf.max_bytes() // (1024 * 1024)
         message = f"The file is larger than the limit of {limit_mib} MiB."
         if scope.get("path", "").startswith("/api/"):
-            body = json.dumps({"error": {"code": "1213", "message": message}}).encode()
+            body = json.dumps({"error": {"code": TOO_LARGE, "message": message}}).encode()
             content_type = b"application/json"
         else:
             body = json.dumps({"errors": {"file": [message]}}).encode()

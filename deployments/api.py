@@ -6,6 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 from console.api import ApiError, api_view, cursor_page, parse_json_body
+from console.error_codes import BAD_PARAM
 
 from . import gateway, services
 from .models import Deployment
@@ -50,7 +51,7 @@ def _get(request, deployment_id: str) -> Deployment:
 
 def _input_error(exc: services.DeploymentInputError) -> ApiError:
     status = 404 if exc.code == "model_not_found" else 400
-    return ApiError(status, exc.code, exc.message, exc.param)
+    return ApiError.from_input(exc, status)
 
 
 @api_view(["GET", "POST"])
@@ -60,7 +61,7 @@ def deployments(request: HttpRequest) -> JsonResponse:
     body = parse_json_body(request)
     code = body.get("model")
     if not isinstance(code, str) or not code:
-        raise ApiError(400, "1214", "model is required.", "model")
+        raise ApiError(400, BAD_PARAM, "model is required.", "model")
     try:
         model = services.deployable_model(user=request.user, code=code)
         deployment = services.deployment_create(
@@ -80,7 +81,7 @@ def deployment(request: HttpRequest, deployment_id: str) -> JsonResponse:
     if request.method == "PATCH":
         body = parse_json_body(request)
         if "instances" not in body:
-            raise ApiError(400, "1214", "instances is required.", "instances")
+            raise ApiError(400, BAD_PARAM, "instances is required.", "instances")
         try:
             found = services.deployment_scale(deployment=found, instances=body["instances"])
         except services.DeploymentInputError as exc:

@@ -32,6 +32,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from console.api import ApiError, ClientGone, authenticate_api_key, read_asgi_body
+from console.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 
@@ -202,7 +203,7 @@ def _deployment_rows(code: str) -> list[tuple]:
 def resolve(user, code) -> Route:
     """The instances that may serve ``code`` for ``user``, or an ApiError (404, 400 deploy first, 503)."""
     if not isinstance(code, str) or not code.strip():
-        raise ApiError(400, "1214", "model is required.", "model")
+        raise ApiError(400, BAD_PARAM, "model is required.", "model")
     rows = _deployment_rows(code)
     if rows:
         deployment_id, owner_id, status, reason, ready, desired = rows[0][:6]
@@ -290,15 +291,15 @@ def limit_generation(route: Route, body: dict) -> None:
     the context is a 400 naming both lengths."""
     asked = body.get("max_tokens", body.get("max_completion_tokens"))
     if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
-        raise ApiError(400, "1214", f"max_tokens must be a positive whole number, not {asked!r}.", "max_tokens")
+        raise ApiError(400, BAD_PARAM, f"max_tokens must be a positive whole number, not {asked!r}.", "max_tokens")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise ApiError(400, "1214", "messages must be a non-empty list of message objects.", "messages")
+        raise ApiError(400, BAD_PARAM, "messages must be a non-empty list of message objects.", "messages")
     prompt = _prompt_tokens(route.tokenizer_folder, body) if route.context_length else 0
     if route.context_length and prompt >= route.context_length:
         raise ApiError(
             400,
-            "1261",
+            PROMPT_TOO_LONG,
             f"The prompt is {prompt} tokens long; {route.code} has a context of {route.context_length} tokens, "
             "which must also hold the answer. Shorten the messages.",
             "messages",
@@ -523,7 +524,7 @@ def _upstream_error(status: int, raw: bytes) -> ApiError:
     except (ValueError, AttributeError):
         detail = raw.decode("utf-8", "replace")[:500]
     if 400 <= status < 500:
-        return ApiError(400, "1214", f"The model server refused the request: {detail}")
+        return ApiError(400, BAD_PARAM, f"The model server refused the request: {detail}")
     return ApiError(500, "model_server_error", f"The model server failed: {detail}")
 
 
@@ -553,15 +554,15 @@ async def handle(method: str, raw: bytes, request_id_header: str | None, *, user
     endpoint with the key's user and id, the playground's with its session's user, and evaluations."""
     started = time.perf_counter()
     if method != "POST":
-        return Reply.error(ApiError(405, "1214", f"Method {method} is not allowed here."))
+        return Reply.error(ApiError(405, BAD_PARAM, f"Method {method} is not allowed here."))
     try:
         body = json.loads(raw or b"{}")
         if not isinstance(body, dict):
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
-        return Reply.error(ApiError(400, "1210", f"The request body is not valid JSON: {exc}"))
+        return Reply.error(ApiError(400, BAD_BODY, f"The request body is not valid JSON: {exc}"))
     except RecursionError:
-        return Reply.error(ApiError(400, "1210", "The request body is not valid JSON: it is nested too deeply."))
+        return Reply.error(ApiError(400, BAD_BODY, "The request body is not valid JSON: it is nested too deeply."))
     request_id = str(body.get("request_id") or request_id_header or uuid.uuid4().hex)
     stream = bool(body.get("stream"))
     code = body.get("model")

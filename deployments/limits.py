@@ -8,6 +8,7 @@ import logging
 import time
 
 from console.api import ApiError
+from console.error_codes import RATE_LIMITED, TOO_MANY_RUNNING
 
 from . import conf
 from .inflight import async_client
@@ -41,7 +42,7 @@ async def enter(user_id: int, rate_id: str) -> None:
         await leave(user_id)
         raise ApiError(
             429,
-            "1303",
+            RATE_LIMITED,
             f"More than {per_minute} requests a minute with this key (SERVING_REQUESTS_PER_MINUTE). Wait and retry.",
             retry_after=max(1, int(60 - now % 60) + 1),
         )
@@ -49,7 +50,7 @@ async def enter(user_id: int, rate_id: str) -> None:
         await leave(user_id)
         raise ApiError(
             429,
-            "1302",
+            TOO_MANY_RUNNING,
             f"{concurrent} of your calls are already running (SERVING_CONCURRENT_PER_USER): wait for one to finish.",
             retry_after=1,
         )

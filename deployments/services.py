@@ -19,6 +19,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from console.error_codes import InputError
 from console.quotas import QuotaExceeded, quota_enforce
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
@@ -49,10 +50,8 @@ MAX_START_FAILURES = 3
 RETRY_AFTER_ERROR = 60
 
 
-class DeploymentInputError(Exception):
-    def __init__(self, code: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
+class DeploymentInputError(InputError):
+    """A request to deploy or scale that cannot be honoured; ``param`` names the field."""
 
 
 def event(deployment: Deployment, message: str, level: str = "info") -> None:
@@ -104,17 +103,17 @@ def deployable_model(*, user, code: str) -> BaseModel | FineTunedModel:
     else:
         model = BaseModel.objects.usable_by(user).filter(code=code).first()
     if model is None:
-        raise DeploymentInputError(
-            "model_not_found", _("No model %(code)s that you can deploy.") % {"code": code}, "model"
-        )
+        raise DeploymentInputError(_("No model %(code)s that you can deploy.") % {"code": code}, "model",
+                                   code="model_not_found")
     base = model if isinstance(model, BaseModel) else model.base_model
     verdict = base.capabilities().serve
     if not verdict:
-        raise DeploymentInputError("model_not_servable", verdict.reason, "model")
+        raise DeploymentInputError(verdict.reason, "model", code="model_not_servable")
     try:
         target_of(model)
     except WeightsMissing as exc:
-        raise DeploymentInputError("weights_missing", _("Weights missing: %(why)s") % {"why": exc}, "model") from None
+        raise DeploymentInputError(_("Weights missing: %(why)s") % {"why": exc}, "model",
+                                   code="weights_missing") from None
     return model
 
 
@@ -135,12 +134,11 @@ def _check_count(instances, *, allow_zero: bool = False) -> int:
     try:
         count = int(instances)
     except (TypeError, ValueError, OverflowError):
-        raise DeploymentInputError("1214", _("instances must be a whole number."), "instances") from None
+        raise DeploymentInputError(_("instances must be a whole number."), "instances") from None
     low = 0 if allow_zero else 1
     if not low <= count <= MAX_INSTANCES:
         raise DeploymentInputError(
-            "1214", _("instances must be between %(min)s and %(max)s.") % {"min": low, "max": MAX_INSTANCES},
-            "instances",
+            _("instances must be between %(min)s and %(max)s.") % {"min": low, "max": MAX_INSTANCES}, "instances"
         )
     return count
 
@@ -150,7 +148,7 @@ def deployment_check_quota(*, user) -> None:
     try:
         quota_enforce(user=user, name="deployments", used_qs=Deployment.objects.owned_by(user).active())
     except QuotaExceeded as exc:
-        raise DeploymentInputError("quota_exceeded", exc.message) from None
+        raise DeploymentInputError(exc.message, code="quota_exceeded") from None
 
 
 def deployment_create(
@@ -191,9 +189,8 @@ def deployment_scale(*, deployment: Deployment, instances: int) -> Deployment:
         locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if locked.is_final:
             raise DeploymentInputError(
-                "deployment_final",
                 _("This deployment is %(status)s; create a new one.") % {"status": locked.get_status_display().lower()},
-                "instances",
+                "instances", code="deployment_final",
             )
         if locked.desired_instances != count:
             event(

@@ -22,6 +22,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.middleware.csrf import CsrfViewMiddleware
 
 from console.api import ApiError, ClientGone, read_asgi_body
+from console.error_codes import BAD_PARAM, NOT_SIGNED_IN
 from deployments import conf as serving_conf
 from deployments import gateway
 
@@ -34,7 +35,7 @@ def _authorize(scope: dict, body: bytes):
     try:
         request.get_host()  # ALLOWED_HOSTS, as Django's CommonMiddleware would check it
     except DisallowedHost as exc:
-        raise ApiError(400, "1214", str(exc)) from None
+        raise ApiError(400, BAD_PARAM, str(exc)) from None
     request.session = import_module(settings.SESSION_ENGINE).SessionStore(
         request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     )
@@ -44,7 +45,7 @@ def _authorize(scope: dict, body: bytes):
         raise ApiError(403, "csrf_failed", "CSRF verification failed: reload the page and try again.")
     user = get_user(request)
     if not user.is_authenticated:
-        raise ApiError(401, "1000", "Sign in to the console first.")
+        raise ApiError(401, NOT_SIGNED_IN, "Sign in to the console first.")
     return user
 
 

@@ -15,6 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 from console.api import ApiError, api_view, cursor_page, page_limit, parse_json_body
+from console.error_codes import BAD_PARAM
 
 from . import services
 from .models import BaseModel, Checkpoint, FineTuningJob, JobEvent, Method
@@ -103,7 +104,7 @@ def _dataset(request, file_id, param: str, required: bool = True):
 
     if not file_id:
         if required:
-            raise ApiError(400, "1214", f"{param} is required.", param)
+            raise ApiError(400, BAD_PARAM, f"{param} is required.", param)
         return None
     dataset = Dataset.objects.filter(owner=request.user, public_id=str(file_id)).first()
     if dataset is None:
@@ -119,37 +120,38 @@ def _method(body: dict) -> tuple[str, dict]:
     if hyperparameters is None:
         hyperparameters = {}
     if not isinstance(hyperparameters, dict):
-        raise ApiError(400, "1214", "hyperparameters must be an object.", "hyperparameters")
+        raise ApiError(400, BAD_PARAM, "hyperparameters must be an object.", "hyperparameters")
     method = body.get("method")
     if method is None or method == "":
         return Method.SFT, hyperparameters
     if isinstance(method, str):  # "sft" or "dpo" (the service says so otherwise); OpenAI's names are taken too
         return OPENAI_METHODS.get(method, method), hyperparameters
     if not isinstance(method, dict):
-        raise ApiError(400, "1214", 'method must be "sft", "dpo" or an object like {"type": "supervised", '
+        raise ApiError(400, BAD_PARAM, 'method must be "sft", "dpo" or an object like {"type": "supervised", '
                                     '"supervised": {"hyperparameters": {...}}}.', "method")
     kind = method.get("type")
     if kind == "reinforcement":
         raise ApiError(400, "unsupported_method", "Reinforcement fine-tuning is not available on this server; "
                                                   "use supervised or dpo.", "method")
     if kind not in OPENAI_METHODS:
-        raise ApiError(400, "1214", f"method.type must be supervised or dpo, not {str(kind)[:40]!r}.", "method")
+        raise ApiError(400, BAD_PARAM, f"method.type must be supervised or dpo, not {str(kind)[:40]!r}.", "method")
     others = sorted(key for key, value in method.items() if key not in ("type", kind) and value is not None)
     if others:
-        raise ApiError(400, "1214", f"method.{others[0][:40]} does not go with method.type {kind}.", "method")
+        raise ApiError(400, BAD_PARAM, f"method.{others[0][:40]} does not go with method.type {kind}.", "method")
     section = method.get(kind)
     if section is None:
         section = {}
     if not isinstance(section, dict) or set(section) - {"hyperparameters"}:
-        raise ApiError(400, "1214", f'method.{kind} must be an object like {{"hyperparameters": {{...}}}}.', "method")
+        raise ApiError(400, BAD_PARAM, f'method.{kind} must be an object like {{"hyperparameters": {{...}}}}.',
+                       "method")
     nested = section.get("hyperparameters")
     if nested is None:
         nested = {}
     if not isinstance(nested, dict):
-        raise ApiError(400, "1214", f"method.{kind}.hyperparameters must be an object.", "method")
+        raise ApiError(400, BAD_PARAM, f"method.{kind}.hyperparameters must be an object.", "method")
     for name, value in nested.items():
         if name in hyperparameters and hyperparameters[name] != value:
-            raise ApiError(400, "1214", f"hyperparameters.{name} and method.{kind}.hyperparameters.{name} differ; "
+            raise ApiError(400, BAD_PARAM, f"hyperparameters.{name} and method.{kind}.hyperparameters.{name} differ; "
                                         "give it once, in method.", "hyperparameters")
     return OPENAI_METHODS[kind], {**hyperparameters, **nested}
 
@@ -162,7 +164,7 @@ def _metadata_filter(request: HttpRequest) -> dict[str, str] | None:
     plain = request.GET.get("metadata")
     if plain is not None:
         if pairs or plain != "null":
-            raise ApiError(400, "1214", "Filter by metadata with metadata[key]=value, or metadata=null for tasks "
+            raise ApiError(400, BAD_PARAM, "Filter by metadata with metadata[key]=value, or metadata=null for tasks "
                                         "without metadata (not both).", "metadata")
         return {}
     return pairs or None
@@ -205,7 +207,7 @@ def jobs(request: HttpRequest) -> JsonResponse:
             metadata=body.get("metadata"),
         )
     except services.JobInputError as exc:
-        raise ApiError(400, exc.code, exc.message, exc.param) from None
+        raise ApiError.from_input(exc) from None
     return JsonResponse(job_json(job), json_dumps_params={"ensure_ascii": False})
 
 
@@ -264,7 +266,7 @@ def _id_page(request: HttpRequest, qs, *, prefix: str, serialize) -> JsonRespons
         try:
             qs = qs.filter(id__lt=int(str(after).removeprefix(prefix)))
         except ValueError:
-            raise ApiError(400, "1214", f"Bad id {after[:80]}: expected {prefix}<number>.", "after") from None
+            raise ApiError(400, BAD_PARAM, f"Bad id {after[:80]}: expected {prefix}<number>.", "after") from None
     limit = page_limit(request)
     items = list(qs[: limit + 1])
     return JsonResponse({"object": "list", "data": [serialize(item) for item in items[:limit]],

@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from console import storage
+from console.error_codes import InputError
 from console.quotas import QuotaExceeded, quota_enforce
 from datasets.conf import advised_min_examples
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
@@ -55,12 +56,10 @@ CATEGORIES_FOR = {
 }
 
 
-class JobInputError(Exception):
+class JobInputError(InputError):
     """A request to create a task that cannot be honoured; ``param`` names the field."""
 
-    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request"):
-        super().__init__(message)
-        self.message, self.param, self.code = message, param, code
+    default_code = "invalid_request"
 
 
 # --- hyperparameters and cost ----------------------------------------------
