@@ -21,6 +21,7 @@ from django.utils.translation import gettext_noop, ngettext
 
 from console import storage
 from console.error_codes import InputError
+from console.queueing import enqueue, enqueue_on_commit
 from console.quotas import QuotaExceeded, quota_enforce
 
 from . import conf
@@ -128,7 +129,7 @@ def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str =
         with transaction.atomic():
             dataset_check_quota(owner=owner)
             dataset.save()
-            transaction.on_commit(lambda: dataset_enqueue_validation(dataset_id=dataset.pk))
+            enqueue_on_commit("datasets.validate_dataset", dataset.pk, queue="default")
     except IntegrityError:
         # Two retries of the same request raced: keep the first.
         if stored_name:
@@ -145,9 +146,7 @@ def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str =
 
 
 def dataset_enqueue_validation(*, dataset_id: int) -> None:
-    from .tasks import validate_dataset
-
-    validate_dataset.apply_async(args=[dataset_id], queue="default")
+    enqueue("datasets.validate_dataset", dataset_id, queue="default")  # lost: dataset_repair sends it again
 
 
 # --- validate ---------------------------------------------------------------

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
+from console.queueing import enqueue, enqueue_on_commit
 from modelcards.models import FineTunedModel
 
 from .models import Deployment, DeploymentStatus, ExportStatus
@@ -27,7 +28,8 @@ def on_fine_tuned_model_deleted(sender, model: FineTunedModel, **kwargs) -> None
     transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
     transaction.on_commit(lambda: merged_export_delete_files(model))
     if model.is_lora:
-        transaction.on_commit(lambda: _unload(model.serving_name))
+        serving_name = model.serving_name
+        enqueue_on_commit("deployments.unload_adapter", serving_name, on_failure=lambda exc: _unload_here(serving_name))
 
 
 def on_fine_tuned_model_weights_changed(sender, model: FineTunedModel, previous_name: str, **kwargs) -> None:
@@ -56,13 +58,13 @@ def promotion_blockers(card) -> list[str]:
 
 def _unload(code: str) -> None:
     """Out of every pool instance that holds its adapter (a worker does it; at once if the broker is away)."""
-    from . import services
-    from .tasks import unload_adapter
+    enqueue("deployments.unload_adapter", code, on_failure=lambda exc: _unload_here(code))
 
-    try:
-        unload_adapter.delay(code)
-    except Exception:
-        services.adapter_unload_everywhere(code=code)
+
+def _unload_here(code: str) -> None:
+    from . import services
+
+    services.adapter_unload_everywhere(code=code)
 
 
 def _deployments_of(user, card):

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from console import storage
 from console.errors import without_server_paths
+from console.queueing import enqueue_on_commit
 from modelcards.models import FineTunedModel
 from modelcards.weights import WeightsMissing, model_dir
 
@@ -61,22 +62,13 @@ def merged_export_request(*, model: FineTunedModel) -> MergedExport:
         export.finished_at = None
         export.save()
         pk = export.pk
-        transaction.on_commit(lambda: _enqueue(pk))
+        enqueue_on_commit("deployments.build_merged_export", pk, on_failure=lambda exc: _fail(
+            pk, f"No worker could be reached to build it ({type(exc).__name__}); try again later."))
     return export
 
 
 def _stale(export: MergedExport) -> bool:
     return export.updated_at < timezone.now() - STALE_AFTER
-
-
-def _enqueue(export_id: int) -> None:
-    from .tasks import build_merged_export
-
-    try:
-        build_merged_export.delay(export_id)
-    except Exception as exc:  # noqa: BLE001 - the broker is away: the page says so, the user asks again later
-        logger.exception("could not queue the merged export %s", export_id)
-        _fail(export_id, f"No worker could be reached to build it ({type(exc).__name__}); try again later.")
 
 
 def _fail(export_id: int, reason: str) -> None:

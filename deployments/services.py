@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from console.error_codes import InputError
+from console.queueing import enqueue_on_commit
 from console.quotas import QuotaExceeded, quota_enforce
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
@@ -81,15 +82,8 @@ def _notify(deployment: Deployment, name: str, **context) -> None:
 
 
 def _enqueue_reconcile(deployment_id: int) -> None:
-    from .tasks import reconcile
-
-    def send() -> None:
-        try:
-            reconcile.delay(deployment_id)
-        except Exception:  # the broker is away: beat's periodic reconcile (and the node agent) catch up
-            logger.warning("could not queue the reconcile of deployment %s", deployment_id, exc_info=True)
-
-    transaction.on_commit(send)
+    # lost: beat's periodic reconcile (and the node agent) catch up
+    enqueue_on_commit("deployments.reconcile", deployment_id)
 
 
 # ---------------------------------------------------------------- models a user may deploy
@@ -283,15 +277,7 @@ def adapter_unload_everywhere(*, code: str) -> int:
 def on_fine_tuned_model_saved(sender, instance: FineTunedModel, created: bool, **kwargs) -> None:
     # A checkpoint's model is merged at its first call instead: a task has several, most never called.
     if created and instance.is_lora and instance.deleted_at is None and not instance.is_checkpoint:
-        from .tasks import prepare_fine_tune
-
-        def send() -> None:
-            try:
-                prepare_fine_tune.delay(instance.pk)
-            except Exception:  # the broker is away: the first call merges it instead
-                logger.warning("could not queue the merge of %s", instance.code, exc_info=True)
-
-        transaction.on_commit(send)
+        enqueue_on_commit("deployments.prepare_fine_tune", instance.pk)  # lost: the first call merges it instead
 
 
 # ---------------------------------------------------------------- the public pool

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from console.queueing import enqueue, enqueue_on_commit
 from deployments import gateway
 from deployments.models import ApiCall, Deployment
 from jobs.models import FineTuningJob, JobStatus
@@ -262,9 +263,7 @@ def evaluation_start(
             regression=regression,
             regression_dataset=regression_dataset if regression == "dataset" else None,
         )
-        from .tasks import evaluate
-
-        transaction.on_commit(lambda: evaluate.delay(evaluation.pk))
+        enqueue_on_commit("experience.evaluate", evaluation.pk)  # lost: evaluations_repair sends it again
     return evaluation
 
 
@@ -511,8 +510,6 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
     now = timezone.now()
     counts = {"requeued": 0, "failed": 0, "kicked": 0}
     limit = now - dt.timedelta(seconds=timeout)
-    from .tasks import evaluate
-
     for evaluation in Evaluation.objects.filter(status=EvaluationStatus.RUNNING).filter(
         Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, created_at__lt=limit)
     ):
@@ -522,7 +519,7 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
             with transaction.atomic():
                 if claim.update(status=EvaluationStatus.QUEUED):
                     pk = evaluation.pk
-                    transaction.on_commit(lambda pk=pk: evaluate.delay(pk))
+                    enqueue_on_commit("experience.evaluate", pk)
                     counts["requeued"] += 1
             continue
         minutes = max(1, round(timeout / 60))
@@ -536,7 +533,7 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
     waiting = Evaluation.objects.filter(status=EvaluationStatus.QUEUED, created_at__lt=limit)
     if waiting.exists() and _messages_waiting("default") == 0:
         for pk in waiting.values_list("pk", flat=True):
-            evaluate.delay(pk)
+            enqueue("experience.evaluate", pk)
             counts["kicked"] += 1
     return counts
 

@@ -26,6 +26,7 @@ from django.utils.translation import gettext as _
 
 from console import storage
 from console.error_codes import InputError
+from console.queueing import enqueue
 from console.quotas import QuotaExceeded, quota_enforce
 from datasets.conf import advised_min_examples
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
@@ -429,15 +430,11 @@ def job_create(
 
 
 def _send_prepare(job_id: int, countdown: float = 0) -> None:
-    from .tasks import prepare_job
-
-    prepare_job.apply_async(args=[job_id], queue="default", countdown=countdown)
+    enqueue("jobs.prepare_job", job_id, queue="default", countdown=countdown)  # lost: jobs_repair sends it again
 
 
 def _kick_training() -> None:
-    from .tasks import train_next
-
-    train_next.apply_async(queue="training")
+    enqueue("jobs.train_next", queue="training")  # lost: jobs_repair kicks the queue again
 
 
 # --- events -----------------------------------------------------------------

@@ -23,6 +23,8 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from console import queueing
+
 from . import conf
 from .errors import PermanentError, TransientError
 from .events import EVENTS, LANGUAGES, TEXTS, get_event
@@ -236,13 +238,9 @@ def notify(
 def enqueue(ids: list[int], countdown: float = 0, batch: int = 50) -> None:
     """Queue the sending of these messages (one task per batch); a broker that is down now is the repair's
     business later."""
-    from .tasks import send_messages
-
     for i in range(0, len(ids), batch):
-        try:
-            send_messages.apply_async(args=[ids[i : i + batch]], queue=conf.queue(), countdown=countdown or None)
-        except Exception as exc:  # the rows are in the database: beat will queue them again
-            logger.warning("could not queue notifications %s (%s); the repair will", ids[i : i + batch], exc)
+        # the rows are in the database: a message not queued is the repair's to send again
+        if not queueing.enqueue("notifications.send", ids[i : i + batch], queue=conf.queue(), countdown=countdown):
             return
 
 
