@@ -1,7 +1,8 @@
-"""A stand-in model server for the experience center's browser tests and the gateway's limits: an
-OpenAI-compatible stream of ``min(max_tokens, FAKE_TOKENS)`` chunks, one every FAKE_DELAY seconds (not streamed:
-the whole answer after that time), that writes to UPSTREAM_LOG when a request
-starts (with its message count), when its client went away mid-stream, and when it finished."""
+"""The tests' one stand-in model server. The serving tests use a real inference server; this stands in for the
+far side of a network in the experience center's live tests, the gateway's limits and the gateway's own cost
+(tests/perf/bench_serving.py, bench_playground.py): an OpenAI-compatible stream of ``min(max_tokens, FAKE_TOKENS)``
+chunks, one every FAKE_DELAY seconds (not streamed: the whole answer after that time), that writes to UPSTREAM_LOG
+when a request starts (with its message count), when its client went away mid-stream, and when it finished."""
 
 import asyncio
 import json

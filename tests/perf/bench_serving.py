@@ -212,14 +212,15 @@ def main() -> int:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "fake_upstream:app",
+                "experience_upstream:app",
                 "--port",
                 str(fake_port),
                 "--no-access-log",
                 "--log-level",
                 "warning",
             ],
-            cwd=Path(__file__).parent,
+            cwd=Path(__file__).parent.parent,  # tests/experience_upstream.py, the suite's one stand-in
+            env={**os.environ, "FAKE_TOKENS": "32", "FAKE_DELAY": "0.02"},
             start_new_session=True,
         )
         wait_answer(f"http://127.0.0.1:{fake_port}/v1", {}, "x", timeout=30)
