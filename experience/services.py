@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from console.charts import Frame, nice_step
 from console.queueing import enqueue, enqueue_on_commit
 from deployments import gateway
 from deployments.models import ApiCall, Deployment
@@ -621,46 +622,25 @@ def usage_report(*, user=None, start: dt.date, end: dt.date) -> dict:
 
 
 def usage_chart(*, report: dict) -> dict | None:
-    """Bars of tokens per day over the period, drawn on the server as SVG coordinates (as jobs/charts.py)."""
-    from jobs.charts import nice_step
-
+    """Bars of tokens per day over the period, drawn on the server as SVG coordinates (console.charts)."""
     start, end = report["start"], report["end"]
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     if not report["rows"] or len(days) > 400:
         return None
-    width, height, left, bottom, top = 900, 200, 56, 24, 10
     peak = max(v["tokens"] for v in report["per_day"].values()) or 1
     step = nice_step(peak)
-    high = step * -(-peak // step)
-    slot = (width - left - 8) / len(days)
+    frame = Frame(900, 200, 56, 8, 10, 24, low=0, high=step * -(-peak // step), x_span=len(days))
     bars = []
     for i, day in enumerate(days):
         value = report["per_day"].get(day, {}).get("tokens", 0)
-        h = (height - bottom - top) * value / high
-        bars.append(
-            {
-                "x": round(left + i * slot + slot * 0.1, 1),
-                "y": round(height - bottom - h, 1),
-                "w": round(max(slot * 0.8, 1), 1),
-                "h": round(h, 1),
-                "day": day,
-                "tokens": value,
-                "label": day.strftime("%m-%d") if len(days) <= 14 or i % max(1, len(days) // 7) == 0 else "",
-            }
-        )
-    ticks = []
-    value = 0.0
-    while value <= high + 1e-9:
-        ticks.append(
-            {"y": round(height - bottom - (height - bottom - top) * value / high, 1), "label": f"{int(value):,}"}
-        )
-        value += step
+        label = day.strftime("%m-%d") if len(days) <= 14 or i % max(1, len(days) // 7) == 0 else ""
+        bars.append(frame.bar(i, value) | {"day": day, "tokens": value, "label": label})
     return {
-        "width": width,
-        "height": height,
-        "left": left,
+        "width": frame.width,
+        "height": frame.height,
+        "left": frame.pad_left,
         "bars": bars,
-        "ticks": ticks,
-        "base_y": height - bottom,
-        "label_y": height - 6,
+        "ticks": frame.y_ticks(step, lambda value: f"{int(value):,}"),
+        "base_y": frame.base_y,
+        "label_y": frame.height - 6,
     }

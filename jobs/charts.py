@@ -1,7 +1,5 @@
-"""The loss chart: an SVG drawn on the server from the task's metrics events (one task, or several overlaid).
-
-No chart library: the partial is re-rendered on every poll, so the chart
-grows as the task trains, and it works without JavaScript.
+"""The loss chart: an SVG drawn on the server from the task's metrics events (one task, or several overlaid),
+on console.charts' Frame. The partial is re-rendered on every poll, so the chart grows as the task trains.
 """
 
 from __future__ import annotations
@@ -9,6 +7,8 @@ from __future__ import annotations
 import math
 
 from django.db.models.fields.json import KT
+
+from console.charts import Frame, decimal_label, nice_step
 
 WIDTH, HEIGHT = 900, 260
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 12, 28
@@ -20,24 +20,6 @@ def _downsample(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
         return points
     step = len(points) / MAX_POINTS
     return [points[int(i * step)] for i in range(MAX_POINTS)] + [points[-1]]
-
-
-def nice_step(span: float, target: int = 4) -> float:
-    """A round tick step (1, 2, 2.5 or 5 × 10^k) that cuts ``span`` into about ``target`` parts."""
-    if span <= 0:
-        return 1.0
-    raw = span / target
-    magnitude = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 2.5, 5, 10):
-        if raw <= factor * magnitude:
-            return factor * magnitude
-    return 10 * magnitude
-
-
-def _label(value: float, step: float) -> str:
-    """``value`` with as many decimals as the step has (0.25 → 2, 0.5 → 1, 2 → 0)."""
-    decimals = len(f"{step:.6f}".rstrip("0").split(".")[1])
-    return f"{value:.{decimals}f}"
 
 
 # One colour per task on the compare page (the console's blue, amber, green, red, then a violet).
@@ -71,17 +53,16 @@ def overlay_chart(series: list[tuple[str, list[dict]]]) -> dict | None:
     if high - low < y_step:
         high = low + y_step
     x_step = max(1, int(nice_step(total)))
-    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+    frame = Frame(WIDTH, HEIGHT, PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM, low, high, x_span=total)
 
     def xy(step: float, value: float) -> tuple[float, float]:
-        return (round(PAD_LEFT + plot_w * step / total, 1), round(PAD_TOP + plot_h * (high - value) / (high - low), 1))
+        return frame.x(step), frame.y(value)
 
     def polyline(pts):
         return " ".join(f"{x},{y}" for x, y in (xy(s, v) for s, v in _downsample(pts)))
 
-    y_ticks = [{"y": xy(0, low + i * y_step)[1], "label": _label(low + i * y_step, y_step)}
-               for i in range(int(round((high - low) / y_step)) + 1)]
-    x_ticks = [{"x": xy(step, low)[0], "label": f"{step:,}"} for step in range(0, total + 1, x_step)]
+    y_ticks = frame.y_ticks(y_step, lambda value: decimal_label(value, y_step))
+    x_ticks = [{"x": frame.x(step), "label": f"{step:,}"} for step in range(0, total + 1, x_step)]
     drawn = [{
         "label": label, "colour": SERIES_COLOURS[n % len(SERIES_COLOURS)],
         "train": polyline(train), "eval": polyline(evals),
@@ -90,11 +71,7 @@ def overlay_chart(series: list[tuple[str, list[dict]]]) -> dict | None:
         "last_loss": train[-1][1] if train else None, "last_eval": evals[-1][1] if evals else None,
         "first_loss": train[0][1] if train else None,
     } for n, (label, _metrics, train, evals) in enumerate(lines)]
-    return {
-        "width": WIDTH, "height": HEIGHT, "left": PAD_LEFT, "right": WIDTH - PAD_RIGHT,
-        "top": PAD_TOP, "bottom": HEIGHT - PAD_BOTTOM,
-        "y_ticks": y_ticks, "x_ticks": x_ticks, "series": drawn, "overlay": True,
-    }
+    return frame.box() | {"y_ticks": y_ticks, "x_ticks": x_ticks, "series": drawn, "overlay": True}
 
 
 def loss_chart(metrics: list[dict]) -> dict | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from jobs.charts import loss_chart, nice_step
+from console.charts import nice_step
+from jobs.charts import loss_chart
 
 
 def _metrics(losses, total=None, evals=None):
