@@ -7,11 +7,23 @@ when a request starts (with its message count), when its client went away mid-st
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 N = int(os.environ.get("FAKE_TOKENS", "200"))
 DELAY = float(os.environ.get("FAKE_DELAY", "0.1"))
 LOG = os.environ.get("UPSTREAM_LOG", "")
+
+
+def start(port: int, **env: str) -> subprocess.Popen:
+    """This server in a session of its own on ``port``, set by ``env`` (FAKE_TOKENS, FAKE_DELAY, UPSTREAM_LOG)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "experience_upstream:app", "--port", str(port), "--no-access-log",
+         "--log-level", "warning"],
+        cwd=Path(__file__).parent, env={**os.environ, **env}, start_new_session=True,
+    )
 
 
 def log(**fields) -> None:

@@ -5,9 +5,6 @@ either a stand-in model server whose pace the test sets (streaming token by toke
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +22,7 @@ from experience.models import Evaluation
 from jobs.models import FineTuningJob
 from modelcards.models import BaseModel, FineTunedModel
 
+from . import experience_upstream
 from . import services as procs
 from .asgi_support import run_async
 from .conftest import make_user
@@ -46,22 +44,7 @@ def upstream():
     """The stand-in model server (its own process), and the log it writes of every request."""
     port = free_port()
     log = Path(settings.VAR_DIR) / f"upstream-{port}.jsonl"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "experience_upstream:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT / "tests",
-        env={**os.environ, "UPSTREAM_LOG": str(log), "FAKE_DELAY": "0.12"},
-        start_new_session=True,
-    )
+    proc = experience_upstream.start(port, UPSTREAM_LOG=str(log), FAKE_DELAY="0.12")
     wait_for(lambda: _up(port), timeout=30, what="the stand-in model server")
     yield port, log
     procs.stop(proc)

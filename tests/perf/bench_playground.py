@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("REDIS_URL", None)
 os.environ["SERVING_POOL_INSTANCES"] = "0"
+
+from tests import experience_upstream  # noqa: E402  (the suite's one stand-in model server)
 
 BODY = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "stream": True}
 
@@ -109,22 +110,7 @@ def main() -> int:
 
     redis = services.start_embedded_redis()
     port = free_port()
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "experience_upstream:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT / "tests",
-        env={**os.environ, "FAKE_DELAY": "0.01", "FAKE_TOKENS": "8"},
-        start_new_session=True,
-    )
+    upstream = experience_upstream.start(port, FAKE_DELAY="0.01", FAKE_TOKENS="8")
     web, url = start_web(db)
     try:
         node = Node.objects.create(name="stand-in", heartbeat_at=timezone.now() + timedelta(days=1), slots=0)

@@ -40,6 +40,8 @@ os.environ.pop("DATABASE_URL", None)
 os.environ.pop("REDIS_URL", None)
 os.environ["SERVING_POOL_INSTANCES"] = "0"
 
+from tests import experience_upstream  # noqa: E402  (the suite's one stand-in model server)
+
 MESSAGES = [{"role": "user", "content": "Write a short poem about kettles."}]
 
 
@@ -207,22 +209,7 @@ def main() -> int:
         # 2a. the gateway's own cost, against a stand-in upstream that streams 32 chunks 20 ms apart (no model
         # competing for the two cores): the same requests straight to it and through the gateway.
         fake_port = free_port()
-        fake = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "experience_upstream:app",
-                "--port",
-                str(fake_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=Path(__file__).parent.parent,  # tests/experience_upstream.py, the suite's one stand-in
-            env={**os.environ, "FAKE_TOKENS": "32", "FAKE_DELAY": "0.02"},
-            start_new_session=True,
-        )
+        fake = experience_upstream.start(fake_port, FAKE_TOKENS="32", FAKE_DELAY="0.02")
         wait_answer(f"http://127.0.0.1:{fake_port}/v1", {}, "x", timeout=30)
         far = timezone.now() + timedelta(days=1)
         fake_node = Node.objects.update_or_create(name="stand-in", defaults={"heartbeat_at": far, "slots": 0})[0]
