@@ -56,7 +56,7 @@ def range_errors(rules, id_prefix: str) -> list[Error]:
 
 @register("configuration")
 def console_settings_check(app_configs=None, **kwargs) -> list[Error | Warning]:
-    errors = range_errors(RANGES, "console")
+    errors: list[Error | Warning] = [*range_errors(RANGES, "console")]
     if settings.JOB_HEARTBEAT_TIMEOUT <= settings.JOB_HEARTBEAT_INTERVAL:
         errors.append(Warning(
             f"JOB_HEARTBEAT_TIMEOUT ({settings.JOB_HEARTBEAT_TIMEOUT}) is not longer than JOB_HEARTBEAT_INTERVAL "

@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -44,6 +45,7 @@ STABLE_AFTER = 10.0  # a process that ran this long starts over at RESTART_FIRST
 COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 SELF = "up"  # the name on this supervisor's own lines
 
+_libc: ctypes.CDLL | None
 try:
     _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 except OSError:  # not Linux: no parent-death signal, the supervisor's own stop is all there is
@@ -105,7 +107,7 @@ class Supervisor:
         self,
         entries: list[tuple[str, str]],
         *,
-        last: set[str] = frozenset(),
+        last: AbstractSet[str] = frozenset(),
         grace: float | None = None,
         out: BinaryIO | None = None,
         colour: bool | None = None,
@@ -206,12 +208,12 @@ class Supervisor:
             [p for p in self.procs if p.name not in self.last],
             [p for p in self.procs if p.name in self.last],
         ):
-            running = [p for p in group if p.popen is not None]
+            running = [(p.name, p.popen.pid) for p in group if p.popen is not None]
             if not running:
                 continue
-            self.say(f"stopping {', '.join(p.name for p in running)} (SIGKILL after {self.grace:g} s)")
-            for proc in running:
-                signal_group(proc.popen.pid, signal.SIGTERM)
+            self.say(f"stopping {', '.join(name for name, _ in running)} (SIGKILL after {self.grace:g} s)")
+            for _, pid in running:
+                signal_group(pid, signal.SIGTERM)
             deadline = time.monotonic() + self.grace
             while any(p.popen for p in group) and time.monotonic() < deadline and self.signals < 2:
                 self.pump(0.1)

@@ -17,7 +17,7 @@ RANGES = [
 
 @register("configuration")
 def datasets_settings_check(app_configs=None, **kwargs) -> list[Error | Warning]:
-    errors = range_errors(RANGES, "datasets")
+    errors: list[Error | Warning] = [*range_errors(RANGES, "datasets")]
     if not errors and settings.DATASET_MAX_LINE_BYTES > settings.DATASET_MAX_BYTES:
         errors.append(Warning(
             f"DATASET_MAX_LINE_BYTES ({settings.DATASET_MAX_LINE_BYTES}) is more than DATASET_MAX_BYTES "
