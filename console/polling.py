@@ -11,7 +11,5 @@ from django_htmx.http import HttpResponseStopPolling
 def polled(fragment: HttpResponse | str, *, settled: bool) -> HttpResponse:
     """``fragment`` (a rendered response or its HTML) for a polling request; ``settled`` stops the polling."""
     if isinstance(fragment, HttpResponse):
-        if not settled:
-            return fragment
-        fragment = fragment.content
+        return HttpResponseStopPolling(fragment.content) if settled else fragment
     return HttpResponseStopPolling(fragment) if settled else HttpResponse(fragment)
