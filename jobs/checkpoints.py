@@ -10,6 +10,7 @@ optimizer state (a resume's, not a servable model folder), so they stay rows for
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -72,7 +73,7 @@ def checkpoints_publish(*, job: FineTuningJob, card: FineTunedModel) -> list[Fin
     for checkpoint in complete:
         if checkpoint not in pruned:
             for name in (STATE_FILE, TRAINABLE_FILE):
-                transaction.on_commit(lambda path=f"{checkpoint.path}/{name}": _delete_file(path))
+                transaction.on_commit(partial(_delete_file, f"{checkpoint.path}/{name}"))
     return models
 
 

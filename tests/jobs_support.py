@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -98,7 +99,8 @@ class TrainingWorker:
 
     def __init__(self, db_name: str, *, name: str = "trainer", queues: str = "training",
                  var_dir: Path | None = None, env: dict | None = None):
-        self.db_name, self.proc, self.restarts = db_name, None, 0
+        self.db_name, self.restarts = db_name, 0
+        self.proc: subprocess.Popen | None = None
         self.name, self.queues, self.var_dir, self.env = name, queues, var_dir, env or {}
 
     def ensure(self) -> TrainingWorker:
@@ -123,11 +125,13 @@ class TrainingWorker:
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool children, as a crash or the OOM killer would."""
+        assert self.proc is not None, "start() the worker first"
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def terminate(self, timeout: float = 30) -> float:
         """SIGTERM the worker's process group, as Ctrl-C under ./run up or systemctl stop does; seconds to exit."""
+        assert self.proc is not None, "start() the worker first"
         started = time.monotonic()
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout)

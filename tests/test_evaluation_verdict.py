@@ -125,7 +125,7 @@ def test_best_model_is_the_highest_judge_score_else_f1_never_the_base():
 def _task(user, tag: str, validation: int = 6) -> tuple[FineTuningJob, FineTunedModel]:
     job = FineTuningJob.objects.create(
         owner=user,
-        base_model=BaseModel.objects.order_by("pk").first(),
+        base_model=BaseModel.objects.earliest("pk"),
         training_dataset=make_dataset(user, chat_lines(20)),
         validation_dataset=make_dataset(user, chat_lines(validation), name="val"),
         suffix="bot",
@@ -152,7 +152,8 @@ class Models:
     that holds it; on one prompt it babbles (no number, no choice)."""
 
     def __init__(self, card: FineTunedModel):
-        self.card, self.calls = card, []
+        self.card = card
+        self.calls: list[str] = []
 
     def __call__(self, *, user, body, wanted=None):
         self.calls.append(body["request_id"])

@@ -29,7 +29,7 @@ from .jobs_support import chat_lines, make_card, make_dataset
 def _job(user, tag: str, **extra) -> FineTuningJob:
     return FineTuningJob.objects.create(
         owner=user,
-        base_model=BaseModel.objects.order_by("pk").first(),
+        base_model=BaseModel.objects.earliest("pk"),
         training_dataset=make_dataset(user, chat_lines(20)),
         suffix="bot",
         fine_tuned_model=f"ft:base:bot:{tag}",

@@ -27,7 +27,9 @@ def _field_errors(html: str) -> dict[str, list[str]]:
     """Each field's errors as rendered inside its own block, by the input's id."""
     errors = {}
     for block in re.findall(r'<div class="field has-error">(.*?)</div>', html, re.S):
-        name = re.search(r'<label for="id_(\w+)"', block).group(1)
+        label = re.search(r'<label for="id_(\w+)"', block)
+        assert label, block
+        name = label.group(1)
         errors[name] = re.findall(r'<small class="error" role="alert">(.*?)</small>', block, re.S)
     return errors
 

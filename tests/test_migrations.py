@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(300)
 
 
-def _scratch_database(tmp_path) -> tuple[str, callable]:
+def _scratch_database(tmp_path) -> tuple[str, Callable[[], None]]:
     """A fresh empty database of the kind the suite runs on, and how to drop it."""
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
@@ -25,13 +26,16 @@ def _scratch_database(tmp_path) -> tuple[str, callable]:
 
     settings = dj_database_url.parse(url)
     name = f"migration_{uuid.uuid4().hex[:10]}"
-    admin = dict(host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"],
-                 password=settings["PASSWORD"], dbname=settings["NAME"], autocommit=True)
-    with psycopg.connect(**admin) as conn:
+
+    def admin() -> psycopg.Connection:
+        return psycopg.connect(host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"],
+                               password=settings["PASSWORD"], dbname=settings["NAME"], autocommit=True)
+
+    with admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
 
     def drop():
-        with psycopg.connect(**admin) as conn:
+        with admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return url.rsplit("/", 1)[0] + "/" + name, drop

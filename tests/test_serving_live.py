@@ -77,7 +77,7 @@ def _chat(stack, key: str, model: str, **extra) -> httpx.Response:
     )
 
 
-def _stream_events(stack, key: str, model: str, max_tokens: int = 8) -> list[bytes]:
+def _stream_events(stack, key: str, model: str, max_tokens: int = 8) -> list[str]:
     with httpx.stream(
         "POST",
         f"{stack.api}/chat/completions",

@@ -64,7 +64,7 @@ def _lora(model, seed: int, out: Path) -> Path:
     peft_model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     )
-    peft_model.save_pretrained(out)
+    peft_model.save_pretrained(str(out))
     peft_model.unload()  # the base model without the adapter again, for the next one
     source = _real_model_dir()
     for name in TOKENIZER_FILES:
