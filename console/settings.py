@@ -13,6 +13,7 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import overload
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -23,6 +24,10 @@ from console.filemodes import restrict_umask
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+@overload
+def env(name: str, default: str) -> str: ...
+@overload
+def env(name: str, default: None = None) -> str | None: ...
 def env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -324,10 +329,11 @@ STORAGE_BACKEND = env("STORAGE_BACKEND", "filesystem")
 if STORAGE_BACKEND == "filesystem":
     _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 elif STORAGE_BACKEND == "s3":
-    if not env("AWS_STORAGE_BUCKET_NAME"):
+    _bucket = env("AWS_STORAGE_BUCKET_NAME")
+    if not _bucket:
         raise ImproperlyConfigured("STORAGE_BACKEND=s3 needs AWS_STORAGE_BUCKET_NAME (the bucket files are kept in)")
     _default_storage = s3_storage(
-        bucket=env("AWS_STORAGE_BUCKET_NAME"), endpoint_url=env("AWS_S3_ENDPOINT_URL"),
+        bucket=_bucket, endpoint_url=env("AWS_S3_ENDPOINT_URL"),
         region=env("AWS_S3_REGION_NAME"), access_key=env("AWS_ACCESS_KEY_ID"),
         secret_key=env("AWS_SECRET_ACCESS_KEY"),
     )
