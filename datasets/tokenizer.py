@@ -119,14 +119,14 @@ class CountingTokenizer:
         elif isinstance(config.get("chat_template"), list):  # named templates: use "default"
             named = {t.get("name"): t.get("template") for t in config["chat_template"] if isinstance(t, dict)}
             template = named.get("default") or next(iter(named.values()), None)
-        special = {}
+        special: dict[str, str] = {}
         if (folder / "special_tokens_map.json").exists():
             for key, value in json.loads((folder / "special_tokens_map.json").read_text(encoding="utf-8")).items():
-                if _token_content(value) is not None:
-                    special[key] = _token_content(value)
+                if (content := _token_content(value)) is not None:
+                    special[key] = content
         for key in ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):
-            if _token_content(config.get(key)) is not None:
-                special[key] = _token_content(config.get(key))
+            if (content := _token_content(config.get(key))) is not None:
+                special[key] = content
         from .rendering import stop_token_strings
 
         stops = stop_token_strings(folder, special.get("eos_token"), backend.id_to_token)
@@ -192,11 +192,11 @@ class CountingTokenizer:
         return counts
 
     def _count_cached(self, texts: list[str]) -> list[int]:
-        cache = self.unit_cache
-        assert cache is not None
+        cache, special = self.unit_cache, self._special
+        assert cache is not None and special is not None  # a unit cache is kept only with a special-token splitter
         if len(cache) > CACHE_LIMIT:
             cache.clear()
-        split_special = self._special.split
+        split_special = special.split
         split_units = UNITS.findall
         counts = [0] * len(texts)
         missing: dict[str, list[int]] = {}

@@ -39,7 +39,7 @@ class TokenCounter:
 
     def __init__(self, tokenizer: Any, *, on_counted: Callable[[int, list[int], int], None], batch_size: int = 512):
         self.tokenizer = as_counting_tokenizer(tokenizer)
-        self.chat_template: str = self.tokenizer.chat_template
+        self.chat_template = self.tokenizer.chat_template
         self.on_counted = on_counted
         self.batch_size = batch_size
         self._texts: list[str] = []

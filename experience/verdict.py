@@ -159,7 +159,7 @@ def _signed(x: float) -> str:
 def main_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: list[float]) -> Verdict:
     """Is the fine-tune better than its base on the task's own prompts? The judge's pairwise win rate when it
     judged enough prompts to measure, else the paired F1 difference."""
-    if pairwise is not None and pairwise.judged >= MIN_MEASURABLE:
+    if pairwise is not None and pairwise.judged >= MIN_MEASURABLE and pairwise.rate is not None:
         n = pairwise.judged
         low, high = pairwise.interval
         figures = _("win rate %(rate)s, 95%% CI %(low)s–%(high)s") % {
@@ -179,7 +179,9 @@ def main_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: li
     if n < MIN_MEASURABLE:
         return Verdict("unmeasurable", _unmeasurable(n), n)
     diffs = [t - b for b, t in zip(f1_base, f1_tune, strict=False)]
-    mean, low, high = mean_interval(diffs)
+    measured = mean_interval(diffs)
+    assert measured is not None  # at least MIN_MEASURABLE values
+    mean, low, high = measured
     figures = _("F1 %(base)s → %(tune)s, difference %(diff)s, 95%% CI %(low)s to %(high)s") % {
         "base": _f2(sum(f1_base[:n]) / n), "tune": _f2(sum(f1_tune[:n]) / n), "diff": _signed(mean),
         "low": _signed(low), "high": _signed(high)}
@@ -197,7 +199,7 @@ def main_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: li
 def regression_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: list[float]) -> dict:
     """Has the fine-tune forgotten what its base knew? On the general prompts: regressed when it is significantly
     worse than the base (its win rate's interval below one half, or the F1 difference's below zero)."""
-    if pairwise is not None and pairwise.judged >= MIN_MEASURABLE:
+    if pairwise is not None and pairwise.judged >= MIN_MEASURABLE and pairwise.rate is not None:
         n = pairwise.judged
         low, high = pairwise.interval
         figures = _("win rate %(rate)s, 95%% CI %(low)s–%(high)s") % {
@@ -213,7 +215,9 @@ def regression_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tu
         return {"kind": "unmeasurable", "n": n,
                 "text": _("regression not measurable: %(what)s") % {"what": _prompts(n)}}
     diffs = [t - b for b, t in zip(f1_base, f1_tune, strict=False)]
-    mean, low, high = mean_interval(diffs)
+    measured = mean_interval(diffs)
+    assert measured is not None  # at least MIN_MEASURABLE values
+    mean, low, high = measured
     figures = _("F1 difference %(diff)s, 95%% CI %(low)s to %(high)s") % {
         "diff": _signed(mean), "low": _signed(low), "high": _signed(high)}
     if high < 0:
