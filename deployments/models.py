@@ -148,7 +148,7 @@ class Deployment(models.Model):
     @property
     def served_name(self) -> str:
         """The model name its instances answer to: the deployment's code, or a pool's base model code."""
-        return self.base_model.code if self.is_pool and self.base_model_id else self.code
+        return self.base_model.code if self.is_pool and self.base_model is not None else self.code
 
 
 class InstanceState(models.TextChoices):

@@ -40,7 +40,7 @@ class TrainingType(models.TextChoices):
     FULL = "full", _("Full-parameter")
 
 
-class BaseModelQuerySet(models.QuerySet):
+class BaseModelQuerySet(models.QuerySet["BaseModel"]):
     def usable_by(self, user) -> BaseModelQuerySet:
         """The catalog entries ``user`` may see, try and fine-tune."""
         qs = self.filter(is_active=True)
@@ -175,6 +175,7 @@ class BaseModel(models.Model):
         """The weights' config.json when it is on this server (GGUF files have none until converted)."""
         if not self.weights_location.strip():
             return None
+        path: Path | None
         if self.weights_source == WeightsSource.LOCAL_DIR:
             path = Path(self.weights_location.strip()) / "config.json"
         elif self.weights_source == WeightsSource.HF_CACHE:
@@ -273,7 +274,7 @@ class FineTunedModel(models.Model):
     @property
     def result(self) -> FineTunedModel:
         """The task's result: this card, or the one this checkpoint belongs to."""
-        return self.checkpoint_of if self.checkpoint_of_id else self
+        return self.checkpoint_of or self
 
     @property
     def modality(self) -> str:
