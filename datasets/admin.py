@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .models import Dataset, Status, ValidationIssue
-from .services import DatasetInUse, dataset_delete, dataset_enqueue_validation
+from .models import Dataset, ValidationIssue
+from .services import DatasetInUse, dataset_delete
+from .states import datasets_revalidate
 
 
 class ValidationIssueInline(admin.TabularInline):
@@ -45,11 +45,7 @@ class DatasetAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Validate again (after changing category or base model)"))
     def revalidate(self, request, queryset):
-        ids = list(queryset.exclude(status=Status.VALIDATING).values_list("id", flat=True))
-        with transaction.atomic():
-            Dataset.objects.filter(id__in=ids).update(status=Status.UPLOADED, bytes_read=0)
-            for pk in ids:
-                transaction.on_commit(lambda pk=pk: dataset_enqueue_validation(dataset_id=pk))
+        ids = datasets_revalidate(ids=list(queryset.values_list("id", flat=True)))
         self.message_user(request, ngettext("%(n)s dataset queued for validation.",
                                             "%(n)s datasets queued for validation.", len(ids)) % {"n": len(ids)})
 

@@ -26,8 +26,9 @@ class DatasetsConfig(AppConfig):
 def _overview_panel(request) -> dict:
     from django.db.models import Count, Q
 
-    from .models import Dataset
+    from .models import Dataset, Status
 
     return Dataset.objects.filter(owner=request.user).aggregate(
-        total=Count("id"), ready=Count("id", filter=Q(status="ready")), invalid=Count("id", filter=Q(status="invalid"))
+        total=Count("id"), ready=Count("id", filter=Q(status=Status.READY)),
+        invalid=Count("id", filter=Q(status=Status.INVALID)),
     )

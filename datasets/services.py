@@ -24,7 +24,7 @@ from console.error_codes import InputError
 from console.queueing import enqueue, enqueue_on_commit
 from console.quotas import QuotaExceeded, quota_enforce
 
-from . import conf
+from . import conf, states
 from .messages import Message, render
 from .models import FINAL_STATUSES, Category, Dataset, Severity, Status, TokenCount, ValidationIssue
 from .schema import check_example
@@ -152,24 +152,13 @@ def dataset_enqueue_validation(*, dataset_id: int) -> None:
 # --- validate ---------------------------------------------------------------
 
 
-def _claim(dataset_id: int) -> bool:
-    now = timezone.now()
-    claimable = Q(status=Status.UPLOADED) | Q(status=Status.VALIDATING, heartbeat_at__lt=now - STALE_AFTER)
-    return bool(
-        Dataset.objects.filter(claimable, pk=dataset_id).update(
-            status=Status.VALIDATING, bytes_read=0, heartbeat_at=now, validation_started_at=now, status_message="",
-            status_message_args=None,
-        )
-    )
-
-
 def dataset_validate(*, dataset_id: int) -> Dataset | None:
     """Validate a dataset once: claim it, stream through it, store the result.
 
     Returns None when there was nothing to do (already validated, being validated
     by a live worker, or deleted). A crash leaves the dataset invalid with the reason.
     """
-    if not _claim(dataset_id):
+    if not states.dataset_claim(dataset_id=dataset_id, stale_after=STALE_AFTER):
         return None
     dataset = Dataset.objects.select_related("owner", "base_model").filter(pk=dataset_id).first()
     if dataset is None:  # deleted right after the claim
@@ -187,13 +176,7 @@ def dataset_validate(*, dataset_id: int) -> Dataset | None:
                 "Validation stopped on an internal error (%(error)s); the error was logged. "
                 "Upload the file again or tell the operator."
             )) % {"error": type(exc).__name__}
-            Dataset.objects.filter(pk=dataset_id).update(
-                status=Status.INVALID,
-                status_message=crashed.english(),
-                status_message_args=crashed.as_json(),
-                heartbeat_at=timezone.now(),
-                validated_at=timezone.now(),
-            )
+            states.dataset_crashed(dataset_id=dataset_id, message=crashed)
             return Dataset.objects.filter(pk=dataset_id).first()
 
 
@@ -271,9 +254,7 @@ def _open_dataset(dataset: Dataset) -> IO[bytes]:
 
 
 def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, token_note: Message | None) -> Dataset:
-    status = Status.READY if result.valid else Status.INVALID
     fields = {
-        "status": status,
         "category": result.category,
         "lines": result.lines,
         "examples": result.examples,
@@ -293,14 +274,10 @@ def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, t
         "status_message": token_note.english() if token_note else "",
         "status_message_args": token_note.as_json() if token_note else None,
     }
-    with transaction.atomic():
-        # Only the worker that holds the claim writes; a deleted dataset stays deleted.
-        if not Dataset.objects.filter(pk=dataset.pk, status=Status.VALIDATING).update(**fields):
-            default_storage.delete(report_name)
-            raise ValidationCancelled
+    def record() -> None:
         ValidationIssue.objects.filter(dataset_id=dataset.pk).delete()
         TokenCount.objects.filter(dataset_id=dataset.pk).delete()  # validated again: every count is stale
-        if dataset.base_model_id is not None and status == Status.READY:
+        if dataset.base_model_id is not None and result.valid:
             TokenCount.objects.create(
                 dataset_id=dataset.pk, base_model_id=dataset.base_model_id, tokens=result.tokens,
                 text_tokens=result.text_tokens, images=result.images,
@@ -314,14 +291,11 @@ def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, t
                             message_args=issue.message.as_json())
             for issue in [*result.errors, *result.warnings]
         )
-        if status == Status.INVALID:
-            from django.urls import reverse
 
-            from notifications.services import notify
-
-            notify(user=dataset.owner, event="dataset.invalid", subject_name=dataset.name,
-                   subject_code=dataset.public_id, url=reverse("datasets:detail", args=[dataset.public_id]),
-                   context={"errors": result.error_count})
+    # Only the worker that holds the claim writes; a deleted dataset stays deleted.
+    if not states.dataset_validated(dataset=dataset, valid=result.valid, fields=fields, record=record):
+        default_storage.delete(report_name)
+        raise ValidationCancelled
     dataset.refresh_from_db()
     return dataset
 

@@ -31,7 +31,7 @@ from django.utils import timezone
 from console import cpus
 from console.processes import signal_group
 
-from . import conf, inflight
+from . import conf, inflight, states
 from .models import HOLDS_SLOT, Instance, InstanceState, Node
 
 logger = logging.getLogger("deployments.agent")
@@ -209,17 +209,11 @@ class NodeAgent:
         deadline = time.monotonic() + conf.stop_grace()
         while time.monotonic() < deadline and any(t.poll() is None for t in self.tracked.values()):
             time.sleep(0.1)
-        now = timezone.now()
         for tracked in list(self.tracked.values()):
             if tracked.poll() is None:
                 signal_group(tracked.pid, signal.SIGKILL)
             self._forget(tracked)
-            Instance.objects.filter(pk=tracked.instance_id, state__in=HOLDS_SLOT).exclude(
-                state=InstanceState.STOPPING
-            ).update(state=InstanceState.FAILED, stopped_at=now, error="The node agent stopped.")
-            Instance.objects.filter(pk=tracked.instance_id, state=InstanceState.STOPPING).update(
-                state=InstanceState.STOPPED, stopped_at=now
-            )
+            states.instance_gone(tracked.instance_id, error="The node agent stopped.")
         # Tell the control plane at once rather than after the heartbeat timeout.
         Node.objects.filter(pk=self.node.pk).update(heartbeat_at=None)
         self._reconcile({t.instance_id for t in self.tracked.values()})
@@ -283,12 +277,10 @@ class NodeAgent:
         lost = [pk for pk in wanted if pk not in adopted]
         for instance in Instance.objects.filter(pk__in=lost):
             if instance.state == InstanceState.STOPPING:
-                instance.state = InstanceState.STOPPED
+                states.instance_move(instance, InstanceState.STOPPED, stopped_at=now)
             else:
-                instance.state = InstanceState.FAILED
-                instance.error = instance.error or "Lost when its node agent restarted."
-            instance.stopped_at = now
-            instance.save(update_fields=["state", "error", "stopped_at"])
+                states.instance_move(instance, InstanceState.FAILED, stopped_at=now,
+                                     error=instance.error or "Lost when its node agent restarted.")
         if lost:
             self._reconcile(set(lost))
 
@@ -375,8 +367,7 @@ class NodeAgent:
             waited = (now - (instance.drain_started_at or now)).total_seconds()
             busy = self._in_flight(instance.pk)
             if busy <= 0 or waited >= conf.drain_timeout():
-                Instance.objects.filter(pk=instance.pk).update(state=InstanceState.STOPPING, stop_requested_at=now)
-                instance.state = InstanceState.STOPPING
+                states.instance_move(instance, InstanceState.STOPPING, stop_requested_at=now)
                 return self._stop(instance, tracked)
         return False
 
@@ -431,13 +422,7 @@ class NodeAgent:
             return 0
 
     def _mark(self, instance: Instance, state: str, **fields) -> bool:
-        now = timezone.now()
-        if state in (InstanceState.FAILED, InstanceState.STOPPED):
-            fields.setdefault("stopped_at", now)
-        updated = Instance.objects.filter(pk=instance.pk, state=instance.state).update(state=state, **fields)
-        if updated:
-            logger.info("instance %s: %s -> %s", instance.pk, instance.state, state)
-        return bool(updated)
+        return states.instance_move(instance, state, **fields)
 
     def _start(self, instance: Instance) -> None:
         from .runtimes import get_runtime

@@ -25,13 +25,11 @@ from console.quotas import QuotaExceeded, quota_enforce
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 
-from . import conf
+from . import conf, states
 from .models import (
     COUNTS,
-    DONE,
     HOLDS_SLOT,
     Deployment,
-    DeploymentEvent,
     DeploymentKind,
     DeploymentStatus,
     Instance,
@@ -39,6 +37,8 @@ from .models import (
     Node,
 )
 from .runtimes import get_runtime
+from .states import event
+from .states import notify_owner as _notify
 from .targets import target_of
 
 logger = logging.getLogger(__name__)
@@ -53,32 +53,6 @@ RETRY_AFTER_ERROR = 60
 
 class DeploymentInputError(InputError):
     """A request to deploy or scale that cannot be honoured; ``param`` names the field."""
-
-
-def event(deployment: Deployment, message: str, level: str = "info") -> None:
-    DeploymentEvent.objects.create(deployment=deployment, message=message, level=level)
-
-
-def _notify(deployment: Deployment, name: str, **context) -> None:
-    """Tell the owner (notifications: in-app, and email/SMS as their preferences say); never the pool."""
-    if deployment.is_pool or deployment.owner_id is None:
-        return
-    from django.urls import reverse
-
-    from notifications.services import notify
-
-    try:
-        with transaction.atomic():
-            notify(
-                user=deployment.owner,
-                event=name,
-                subject_name=deployment.model_code,
-                subject_code=deployment.code,
-                url=reverse("deployments:detail", args=[deployment.public_id]),
-                context={k: str(v) for k, v in context.items()},
-            )
-    except Exception:  # a notification never stops a deployment
-        logger.exception("notifying %s of %s failed", deployment.code, name)
 
 
 def _enqueue_reconcile(deployment_id: int) -> None:
@@ -195,9 +169,7 @@ def deployment_scale(*, deployment: Deployment, instances: int) -> Deployment:
             locked.desired_instances = count
             if locked.is_pool:  # an operator's count for a pool is its new minimum (the load scales above it)
                 locked.min_instances, locked.max_instances = count, max(count, locked.max_instances)
-            if locked.status == DeploymentStatus.RUNNING:
-                locked.status = DeploymentStatus.SCALING
-            locked.save(update_fields=["desired_instances", "min_instances", "max_instances", "status", "updated_at"])
+            states.deployment_scaling(locked, fields=["desired_instances", "min_instances", "max_instances"])
             _enqueue_reconcile(locked.pk)
     return locked
 
@@ -208,19 +180,8 @@ def deployment_cancel(*, deployment: Deployment, reason: str = "") -> Deployment
         locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if locked.status == DeploymentStatus.CANCELLED:
             return locked
-        now = timezone.now()
-        locked.status = DeploymentStatus.CANCELLED
-        locked.cancelled_at = now
-        locked.ready_instances = 0
-        locked.status_reason = reason
-        locked.save(update_fields=["status", "cancelled_at", "ready_instances", "status_reason", "updated_at"])
-        _stop_instances(locked.instances.exclude(state__in=DONE + [InstanceState.STOPPING]), now)
-        event(locked, reason or _("Cancelled."))
+        states.deployment_cancelled(locked, reason=reason)
     return locked
-
-
-def _stop_instances(qs, now) -> int:
-    return qs.update(state=InstanceState.STOPPING, stop_requested_at=now)
 
 
 def deployments_cancel_for_model(*, model: FineTunedModel) -> int:
@@ -310,10 +271,7 @@ def pool_deployment(base: BaseModel) -> Deployment:
         except IntegrityError:
             pool = Deployment.objects.get(kind=DeploymentKind.POOL, code=pool_code(base))
     elif pool.status == DeploymentStatus.CANCELLED:  # stopped by an operator earlier: called again, it comes back
-        Deployment.objects.filter(pk=pool.pk).update(
-            status=DeploymentStatus.PENDING, cancelled_at=None, desired_instances=pool.min_instances,
-            status_reason="",
-        )
+        states.pool_revived(pool)
         pool.refresh_from_db()
         _enqueue_reconcile(pool.pk)
     return pool
@@ -448,7 +406,7 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
             return None
         instances = deployment.instances
         if deployment.is_final:
-            _stop_instances(instances.exclude(state__in=DONE + [InstanceState.STOPPING]), now)
+            states.instances_stop(instances.all(), now)
             return deployment
 
         # Instances on a node that stopped answering are lost: replaced elsewhere (the agent kills them on return).
@@ -456,9 +414,9 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
         for lost in instances.filter(state__in=HOLDS_SLOT).filter(
             Q(node__heartbeat_at__lt=cutoff) | Q(node__heartbeat_at__isnull=True)
         ):
-            lost.state, lost.stopped_at = InstanceState.FAILED, now
-            lost.error = lost.error or _("Node %(node)s stopped answering.") % {"node": lost.node.name}
-            lost.save(update_fields=["state", "stopped_at", "error"])
+            if not states.instance_move(lost, InstanceState.FAILED, stopped_at=now, error=lost.error or _(
+                    "Node %(node)s stopped answering.") % {"node": lost.node.name}):
+                continue
             event(
                 deployment,
                 _("Instance %(id)s lost with node %(node)s; replacing it.") % {"id": lost.pk, "node": lost.node.name},
@@ -466,8 +424,8 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
             )
             _notify(deployment, "deployment.instance_replaced")
         for sick in instances.filter(state=InstanceState.UNHEALTHY):
-            sick.state, sick.stop_requested_at = InstanceState.STOPPING, now
-            sick.save(update_fields=["state", "stop_requested_at"])
+            if not states.instance_move(sick, InstanceState.STOPPING, stop_requested_at=now):
+                continue
             event(deployment, _("Instance %(id)s is unhealthy (%(why)s); replacing it.")
                   % {"id": sick.pk, "why": sick.error or _("no reason given")}, "warning")
             _notify(deployment, "deployment.instance_replaced")
@@ -480,15 +438,7 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
             reason = start_failures[0].error
             backoff_over = (start_failures[0].stopped_at or now) < now - timedelta(seconds=RETRY_AFTER_ERROR)
             if never_ready or not backoff_over:
-                if deployment.status_reason != reason:
-                    event(deployment, _("Failed: %(reason)s") % {"reason": reason}, "error")
-                    _notify(deployment, "deployment.failed", error=reason[-300:])
-                deployment.status = DeploymentStatus.FAILED if never_ready else DeploymentStatus.ERROR
-                deployment.status_reason = reason
-                deployment.ready_instances = instances.filter(state=InstanceState.READY).count()
-                deployment.save(update_fields=["status", "status_reason", "ready_instances", "updated_at"])
-                if never_ready:
-                    _stop_instances(instances.exclude(state__in=DONE + [InstanceState.STOPPING]), now)
+                states.deployment_start_failed(deployment, reason=reason, never_ready=never_ready)
                 return deployment
 
         if deployment.is_pool:
@@ -509,36 +459,15 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
             ]
             for inst in chosen:
                 if inst.state == InstanceState.READY:
-                    inst.state, inst.drain_started_at = InstanceState.DRAINING, now
-                    inst.save(update_fields=["state", "drain_started_at"])
+                    states.instance_move(inst, InstanceState.DRAINING, drain_started_at=now)
                 else:
-                    inst.state, inst.stop_requested_at = InstanceState.STOPPING, now
-                    inst.save(update_fields=["state", "stop_requested_at"])
+                    states.instance_move(inst, InstanceState.STOPPING, stop_requested_at=now)
             event(deployment, ngettext("Draining %(n)s surplus instance.", "Draining %(n)s surplus instances.",
                                        len(chosen)) % {"n": len(chosen)})
 
         ready = instances.filter(state=InstanceState.READY).count()
         starting = instances.filter(state=InstanceState.STARTING).count()
-        if ready >= deployment.desired_instances and starting == 0:
-            status = DeploymentStatus.RUNNING
-        elif deployment.first_ready_at is None:
-            status = DeploymentStatus.DEPLOYING if (ready or starting) else DeploymentStatus.PENDING
-        else:
-            status = DeploymentStatus.SCALING
-        changed = status != deployment.status
-        if status == DeploymentStatus.RUNNING and deployment.first_ready_at is None:
-            deployment.first_ready_at = now
-            event(deployment,
-                  ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready})
-            _notify(deployment, "deployment.ready")
-        elif changed and status == DeploymentStatus.RUNNING:
-            event(deployment,
-                  ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready})
-            _notify(deployment, "deployment.scaled", instances=ready)
-        if reason and reason != deployment.status_reason:
-            event(deployment, reason, "warning")
-        deployment.status, deployment.ready_instances, deployment.status_reason = status, ready, reason
-        deployment.save(update_fields=["status", "ready_instances", "status_reason", "first_ready_at", "updated_at"])
+        states.deployment_settled(deployment, ready=ready, starting=starting, reason=reason)
     return deployment
 
 

@@ -29,7 +29,7 @@ from django.utils.translation import ngettext
 from console.charts import Frame, nice_step
 from console.queueing import enqueue, enqueue_on_commit
 from deployments import gateway
-from deployments.models import ApiCall, Deployment
+from deployments.models import ApiCall, Deployment, DeploymentStatus
 from jobs.models import FineTuningJob, JobStatus
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.pricing import token_cost
@@ -98,7 +98,7 @@ def callable_models(*, user) -> list[dict]:
     ]
     out += [
         {"code": d.code, "label": d.code, "kind": "deployment", "base": ""}
-        for d in Deployment.objects.owned_by(user).filter(status="running")
+        for d in Deployment.objects.owned_by(user).filter(status=DeploymentStatus.RUNNING)
     ]
     kinds = {"base": _("base"), "fine-tune": _("fine-tune"), "checkpoint": _("checkpoint"),
              "deployment": _("deployment")}

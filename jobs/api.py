@@ -18,7 +18,7 @@ from console.api import ApiError, api_view, cursor_page, page_limit, parse_json_
 from console.error_codes import BAD_PARAM
 
 from . import services
-from .models import BaseModel, Checkpoint, FineTuningJob, JobEvent, Method
+from .models import BaseModel, Checkpoint, FineTuningJob, JobEvent, JobStatus, Method
 
 # OpenAI's method types and ours.
 OPENAI_METHODS = {"supervised": Method.SFT, "dpo": Method.DPO}
@@ -52,7 +52,7 @@ def job_json(job: FineTuningJob) -> dict:
         "status": job.status,
         "error": {"code": job.error_code, "message": job.error_message, "param": job.error_param or None}
         if job.error_code else None,
-        "fine_tuned_model": job.fine_tuned_model if job.status == "succeeded" else None,
+        "fine_tuned_model": job.fine_tuned_model if job.status == JobStatus.SUCCEEDED else None,
         "hyperparameters": {k: hp.get(k) for k in HYPERPARAMETER_NAMES},
         "result_files": [],
         "trained_tokens": job.trained_tokens,

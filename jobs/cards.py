@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.template.loader import render_to_string
 
 from . import charts
-from .models import FineTuningJob
+from .models import FineTuningJob, JobStatus
 
 
 def training_section(request, card) -> str | None:
@@ -28,9 +28,10 @@ def overview_panel(request) -> dict:
     from django.db.models import Count, Q
 
     return FineTuningJob.objects.filter(owner=request.user).aggregate(
-        total=Count("id"), running=Count("id", filter=Q(status="running")),
-        queued=Count("id", filter=Q(status__in=["queued", "validating_files"])),
-        succeeded=Count("id", filter=Q(status="succeeded")), failed=Count("id", filter=Q(status="failed")),
+        total=Count("id"), running=Count("id", filter=Q(status=JobStatus.RUNNING)),
+        queued=Count("id", filter=Q(status__in=[JobStatus.QUEUED, JobStatus.VALIDATING_FILES])),
+        succeeded=Count("id", filter=Q(status=JobStatus.SUCCEEDED)),
+        failed=Count("id", filter=Q(status=JobStatus.FAILED)),
     )
 
 
@@ -65,7 +66,9 @@ def dataset_fine_tune_action(request, dataset, place: str) -> dict | None:
     from django.urls import reverse
     from django.utils.translation import gettext as _
 
-    if dataset.status != "ready":
+    from datasets.models import Status as DatasetStatus
+
+    if dataset.status != DatasetStatus.READY:
         return None
     return {"label": _("Fine-tune on it"), "url": f"{reverse('jobs:create')}?dataset={dataset.pk}", "primary": True,
             "testid": "fine-tune-link"}

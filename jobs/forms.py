@@ -50,7 +50,7 @@ class JobForm(forms.Form):
         """``full_check``: also run the service's checks of model, method, data and memory, each at its field."""
         super().__init__(*args, **kwargs)
         self.full_check = full_check
-        from datasets.models import Dataset
+        from datasets.models import Dataset, Status
 
         self.user = user
         usable = list(BaseModel.objects.usable_by(user))
@@ -58,7 +58,7 @@ class JobForm(forms.Form):
         self.models_with_weights = [m for m in usable if m.capabilities().can_train]
         self.models_without_weights = [m for m in usable if not m.capabilities().can_train]
         self.fields["base_model"].queryset = BaseModel.objects.filter(pk__in=[m.pk for m in self.models_with_weights])
-        datasets = Dataset.objects.filter(owner=user, status="ready").order_by("-created_at")
+        datasets = Dataset.objects.filter(owner=user, status=Status.READY).order_by("-created_at")
         self.fields["training_dataset"].queryset = datasets
         self.fields["validation_dataset"].queryset = datasets
         self.fields["training_dataset"].label_from_instance = _dataset_label

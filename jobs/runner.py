@@ -32,19 +32,16 @@ from modelcards.models import FineTunedModel
 from modelcards.pricing import token_cost
 
 from .checkpoints import checkpoints_publish
-from .models import Checkpoint, FineTuningJob, JobEvent, JobStatus
-from .services import (
-    DPO_BETA,
-    Heartbeat,
-    _notify_finished,
-    checkpoint_saved,
+from .models import Checkpoint, FineTuningJob, JobEvent
+from .services import DPO_BETA, Heartbeat, billing_tokens_per_epoch, checkpoint_saved, job_scratch_dir, job_storage_name
+from .states import (
     job_event,
     job_fail,
+    job_finish_cancelled,
     job_finish_paused,
-    job_scratch_dir,
-    job_storage_name,
+    job_requeue_preempted,
+    job_succeed,
 )
-from .signals import job_succeeded
 from .training.engine import STATE_FILE
 
 logger = logging.getLogger(__name__)
@@ -377,43 +374,17 @@ def _resume_from(job: FineTuningJob, *, scratch: Path | None = None) -> Path | N
 
 
 def _requeue_preempted(job: FineTuningJob) -> bool:
-    """The worker is being stopped: hand the task back now rather than after the heartbeat times out.
-
-    The attempt is not counted: a stopped worker is not a crashed one. A task whose cancel was
-    asked for is not handed back (False): it ends cancelled.
-    """
-    from django.db.models import F
-
-    from .services import _kick_training, resume_point
-
-    with transaction.atomic():
-        changed = FineTuningJob.objects.filter(
-            pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
-        ).update(status=JobStatus.QUEUED, worker="", attempts=F("attempts") - 1)
-        if changed:
-            job_event(job=job, level="warning",
-                      message=_("The worker was stopped; the task is back in the queue and will resume %(where)s.")
-                      % {"where": resume_point(job)}, data={"requeue": "stopped"})
-            transaction.on_commit(_kick_training)
-    return bool(changed)
+    """The worker is being stopped: hand the task back now rather than after the heartbeat times out."""
+    return job_requeue_preempted(job=job)
 
 
 def _finish_cancelled(job: FineTuningJob) -> str:
-    with transaction.atomic():  # the final status and its event land together
-        changed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-            status=JobStatus.CANCELLED, finished_at=timezone.now()
-        )
-        if changed:
-            job_event(job=job, message=_("Training stopped; the task is cancelled."))
-            job.refresh_from_db()
-            _notify_finished(job)
+    job_finish_cancelled(job=job)
     return "cancelled"
 
 
 def _finish_succeeded(job: FineTuningJob, result, final_name: str) -> str:
     price = job.base_model.training_price
-    from .services import billing_tokens_per_epoch
-
     if job.base_model.modality == "text":
         # The tokens the engine trained on, rendered by the renderer that counted the estimate
         # (datasets.rendering): the automatic validation split and skipped examples are not billed.
@@ -429,12 +400,7 @@ def _finish_succeeded(job: FineTuningJob, result, final_name: str) -> str:
         "steps": result.steps,
         "epochs": result.epochs_completed,
     }
-    with transaction.atomic():
-        if not FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-            status=JobStatus.SUCCEEDED, finished_at=timezone.now(), trained_tokens=result.trained_tokens,
-            actual_cost=cost,
-        ):
-            return "skip"
+    def record() -> dict:
         card, _created = FineTunedModel.objects.update_or_create(
             code=job.fine_tuned_model,
             defaults={
@@ -446,9 +412,8 @@ def _finish_succeeded(job: FineTuningJob, result, final_name: str) -> str:
         )
         FineTuningJob.objects.filter(pk=job.pk).update(result=card)
         checkpoints_publish(job=job, card=card)
-        job_event(job=job, message=_("Training finished: model %(code)s is ready.") % {"code": job.fine_tuned_model},
-                  data=metrics)
-        job.refresh_from_db()
-        _notify_finished(job)
-        transaction.on_commit(lambda: job_succeeded.send_robust(sender=FineTuningJob, job=job))
+        return metrics
+
+    if not job_succeed(job=job, trained_tokens=result.trained_tokens, cost=cost, record=record):
+        return "skip"
     return "succeeded"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -29,15 +29,31 @@ from console.error_codes import InputError
 from console.queueing import enqueue
 from console.quotas import QuotaExceeded, quota_enforce
 from datasets.conf import advised_min_examples
+from datasets.models import Status as DatasetStatus
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
 from modelcards.pricing import token_cost
 
-from .models import FINAL_STATUSES, SEED_MAX, Checkpoint, FineTuningJob, JobEvent, JobStatus, new_seed
+from . import states
+from .models import FINAL_STATUSES, SEED_MAX, FineTuningJob, JobEvent, JobStatus, new_seed
+
+# The task's transitions live in jobs/states.py; these names stay importable from here for the views, the API
+# and the admin.
+from .states import (  # noqa: F401
+    MAX_ATTEMPTS,
+    JobNotPausable,
+    job_cancel,
+    job_event,
+    job_fail,
+    job_finish_paused,
+    job_pause,
+    job_requeue_stuck,
+    job_resume,
+    resume_point,
+)
 
 logger = logging.getLogger(__name__)
 
 SUFFIX_RE = re.compile(r"^[a-z0-9_-]{1,40}$")
-MAX_ATTEMPTS = 3  # the first run and at most two restarts after a lost worker
 
 # Absolute learning rates that a multiplier of 1.0 ("auto") stands for.
 BASE_LEARNING_RATE = {
@@ -306,13 +322,13 @@ def job_check_choices(*, user, base_model: BaseModel, method: str, training_type
 def job_check_dataset(*, user, base_model: BaseModel, method: str, dataset, param: str) -> None:
     if dataset.owner_id != user.pk:
         raise JobInputError(_("No such file."), param, code="file_not_found")
-    if dataset.status == "invalid":
+    if dataset.status == DatasetStatus.INVALID:
         raise JobInputError(
             _("%(name)s did not pass validation; fix its errors and upload it again.") % {"name": dataset.name},
             param,
             code="invalid_file",
         )
-    if dataset.status != "ready":
+    if dataset.status != DatasetStatus.READY:
         return  # still validating: its category is checked again when it is ready (job_prepare)
     uncounted = _why_uncounted(dataset=dataset, base_model=base_model)
     if uncounted:
@@ -433,44 +449,7 @@ def _send_prepare(job_id: int, countdown: float = 0) -> None:
     enqueue("jobs.prepare_job", job_id, queue="default", countdown=countdown)  # lost: jobs_repair sends it again
 
 
-def _kick_training() -> None:
-    enqueue("jobs.train_next", queue="training")  # lost: jobs_repair kicks the queue again
-
-
 # --- events -----------------------------------------------------------------
-
-
-def job_event(*, job: FineTuningJob, message: str, level: str = "info", data: dict | None = None,
-              type: str = JobEvent.Type.MESSAGE) -> JobEvent:
-    return JobEvent.objects.create(job=job, message=message, level=level, data=data or {}, type=type)
-
-
-def job_fail(*, job: FineTuningJob, code: str, message: str, param: str = "") -> bool:
-    """Mark an unfinished job failed. Returns False if it had already ended."""
-    with transaction.atomic():  # the final status and its event land together
-        changed = FineTuningJob.objects.filter(pk=job.pk).exclude(status__in=FINAL_STATUSES).update(
-            status=JobStatus.FAILED, error_code=code, error_message=message[:4000], error_param=param,
-            finished_at=timezone.now(),
-        )
-        if changed:
-            job_event(job=job, level="error", message=_("Failed: %(message)s") % {"message": message})
-            job.refresh_from_db()
-            _notify_finished(job)
-    return bool(changed)
-
-
-def _notify_finished(job: FineTuningJob, event: str = "", **context) -> None:
-    """Tell the owner (in-app, and by email/SMS as they chose) and the webhooks; called inside the transaction that
-    ends the task (or pauses it)."""
-    from django.urls import reverse
-
-    from notifications.services import notify
-
-    event = event or {JobStatus.SUCCEEDED: "training.succeeded", JobStatus.FAILED: "training.failed",
-                      JobStatus.CANCELLED: "training.cancelled"}[job.status]
-    notify(user=job.owner, event=event, subject_name=job.suffix or job.base_model.code, subject_code=job.public_id,
-           url=reverse("jobs:detail", args=[job.public_id]),
-           context={"model": job.fine_tuned_model, "error": job.error_message, **context})
 
 
 def checkpoint_saved(*, checkpoint) -> None:
@@ -500,14 +479,14 @@ def job_prepare(*, job_id: int) -> str:
     for dataset, param in ((job.training_dataset, "training_file"), (job.validation_dataset, "validation_file")):
         if dataset is None:
             continue
-        if dataset.status == "invalid":
+        if dataset.status == DatasetStatus.INVALID:
             job_fail(
                 job=job, code="invalid_file", param=param,
                 message=_("%(name)s did not pass validation (%(count)s errors).")
                 % {"name": dataset.name, "count": getattr(dataset, "error_count", "?")},
             )
             return "failed"
-        if dataset.status != "ready":
+        if dataset.status != DatasetStatus.READY:
             return "wait"
         try:
             job_check_dataset(user=job.owner, base_model=job.base_model, method=job.method, dataset=dataset,
@@ -546,14 +525,7 @@ def job_prepare(*, job_id: int) -> str:
                                          "cost %(cost)s.") % {"code": job.base_model.code,
                                                               "n": f"{estimate.tokens_per_epoch:,}",
                                                               "cost": estimate.cost})
-    changed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.VALIDATING_FILES).update(
-        status=JobStatus.QUEUED
-    )
-    if changed:
-        job_event(job=job, message=_("Files validated; the task is queued."))
-        transaction.on_commit(_kick_training)
-        return "queued"
-    return "skip"
+    return "queued" if states.job_queue_validated(job=job) else "skip"
 
 
 def queue_position(job: FineTuningJob) -> int | None:
@@ -649,12 +621,7 @@ def job_claim_next(*, worker: str) -> FineTuningJob | None:
     for job_id in FineTuningJob.objects.filter(status=JobStatus.QUEUED).order_by("created_at", "pk").values_list(
         "pk", flat=True
     )[:20]:
-        now = timezone.now()
-        claimed = FineTuningJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-            status=JobStatus.RUNNING, worker=worker, heartbeat_at=now, started_at=now, cancel_requested_at=None
-        )
-        if claimed:
-            FineTuningJob.objects.filter(pk=job_id).update(attempts=F("attempts") + 1)
+        if states.job_claim(job_id=job_id, worker=worker):
             return FineTuningJob.objects.select_related(
                 "base_model", "training_dataset", "validation_dataset", "owner"
             ).get(pk=job_id)
@@ -746,95 +713,6 @@ def job_scratch_dir(job: FineTuningJob) -> Path:
 # --- cancel, delete, repair ---------------------------------------------------
 
 
-def job_cancel(*, job: FineTuningJob) -> FineTuningJob:
-    """A task that has not started (or is paused) never starts again; a running one stops within seconds."""
-    now = timezone.now()
-    with transaction.atomic():  # the final status and its event land together
-        if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.PAUSED).update(
-            status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now
-        ):
-            job_event(job=job, message=_("Cancelled while paused."))
-            job.refresh_from_db()
-            _notify_finished(job)
-            return job
-        not_started = FineTuningJob.objects.filter(
-            pk=job.pk, status__in=[JobStatus.VALIDATING_FILES, JobStatus.QUEUED]
-        ).update(status=JobStatus.CANCELLED, finished_at=now, cancel_requested_at=now)
-        if not_started:
-            job_event(job=job, message=_("Cancelled before it started."))
-            job.refresh_from_db()
-            _notify_finished(job)
-    if not not_started and FineTuningJob.objects.filter(
-        pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
-    ).update(cancel_requested_at=now):
-        job_event(job=job, message=_("Cancellation requested; stopping the training."))
-    job.refresh_from_db()
-    return job
-
-
-class JobNotPausable(Exception):
-    """Pause or resume asked of a task in a state that has none; the message says why."""
-
-
-def job_pause(*, job: FineTuningJob) -> FineTuningJob:
-    """A queued task is paused at once; a running one saves a checkpoint of the step it reached and stops within
-    seconds (the runner ends it paused). Its worker is free for the next task; resume continues from the checkpoint."""
-    now = timezone.now()
-    with transaction.atomic():
-        if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-            status=JobStatus.PAUSED, pause_requested_at=now
-        ):
-            job_event(job=job, message=_("Paused before it started; resume puts it back in the queue."))
-            job.refresh_from_db()
-            _notify_finished(job, "training.paused", step=0)
-            return job
-        if FineTuningJob.objects.filter(
-            pk=job.pk, status=JobStatus.RUNNING, pause_requested_at__isnull=True, cancel_requested_at__isnull=True
-        ).update(pause_requested_at=now):
-            job_event(job=job, message=_("Pause requested; the training saves a checkpoint and stops."))
-            job.refresh_from_db()
-            return job
-    job.refresh_from_db()
-    if job.status == JobStatus.PAUSED or (job.status == JobStatus.RUNNING and job.pause_requested_at):
-        return job  # asked twice: nothing more to do
-    raise JobNotPausable(_("A task can be paused while it is queued or running; this one is %(status)s.")
-                         % {"status": job.get_status_display().lower()})
-
-
-def job_resume(*, job: FineTuningJob) -> FineTuningJob:
-    """A paused task goes back in the queue; it continues from the checkpoint its pause saved, step for step."""
-    with transaction.atomic():
-        resumed = FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.PAUSED).update(
-            status=JobStatus.QUEUED, pause_requested_at=None, worker=""
-        )
-        if resumed:
-            job_event(job=job, message=_("Resumed; back in the queue, it will continue %(where)s.")
-                      % {"where": resume_point(job)})
-            transaction.on_commit(_kick_training)
-    job.refresh_from_db()
-    if not resumed and job.status != JobStatus.QUEUED:
-        raise JobNotPausable(_("Only a paused task can be resumed; this one is %(status)s.")
-                             % {"status": job.get_status_display().lower()})
-    return job
-
-
-def job_finish_paused(*, job: FineTuningJob) -> bool:
-    """The runner's end of a pause: running → paused, once the checkpoint of the step reached is stored.
-
-    False when the pause no longer holds (a cancel asked for at the same moment wins)."""
-    with transaction.atomic():
-        paused = FineTuningJob.objects.filter(
-            pk=job.pk, status=JobStatus.RUNNING, pause_requested_at__isnull=False, cancel_requested_at__isnull=True
-        ).update(status=JobStatus.PAUSED, worker="")
-        if paused:
-            step = (FineTuningJob.objects.get(pk=job.pk).progress or {}).get("current_steps") or 0
-            job_event(job=job, message=_("Paused at step %(step)s; resume continues %(where)s.")
-                      % {"step": step, "where": resume_point(job)}, data={"paused_at_step": step})
-            job.refresh_from_db()
-            _notify_finished(job, "training.paused", step=step)
-    return bool(paused)
-
-
 class JobNotDeletable(Exception):
     pass
 
@@ -858,40 +736,6 @@ def job_delete(*, job: FineTuningJob) -> None:
         storage.delete_folder(output)
 
 
-def resume_point(job: FineTuningJob) -> str:
-    """Where a requeued task will resume, for its event: its newest checkpoint, or the start."""
-    last = Checkpoint.objects.filter(job=job).order_by("-epoch", "-step").first()
-    if last is None:
-        return _("from the start")
-    if not last.step:
-        return _("from its epoch %(n)s checkpoint") % {"n": last.epoch}
-    return _("from its checkpoint at step %(step)s (epoch %(n)s)") % {"step": last.step, "n": last.epoch}
-
-
-def job_requeue_stuck(*, job_id: int, idle_seconds: float) -> bool:
-    """A running task made no progress for too long: report it and put it back in the queue.
-
-    The attempt counts (like a lost worker's). The stuck process stops on its own if its step
-    ever returns; a training worker that cannot is replaced by the pool (see runner)."""
-    with transaction.atomic():
-        job = FineTuningJob.objects.select_for_update().filter(pk=job_id, status=JobStatus.RUNNING).first()
-        if job is None:
-            return False
-        step = (job.progress or {}).get("current_steps") or 0
-        if job.attempts >= MAX_ATTEMPTS:
-            job_fail(job=job, code="stuck", message=_("No training progress for %(s)s s at step %(step)s, %(n)s times.")
-                     % {"s": int(idle_seconds), "step": step, "n": job.attempts})
-            return False
-        FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, worker="")
-        job_event(
-            job=job, level="warning", data={"requeue": "stuck", "idle_seconds": round(idle_seconds, 1)},
-            message=_("No progress for %(s)s s after step %(step)s; the task is back in the queue and will resume "
-                      "%(where)s.") % {"s": int(idle_seconds), "step": step, "where": resume_point(job)},
-        )
-        transaction.on_commit(_kick_training)
-    return True
-
-
 def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
     """Periodic: requeue tasks whose worker died, re-send lost messages."""
     timeout = heartbeat_timeout if heartbeat_timeout is not None else settings.JOB_HEARTBEAT_TIMEOUT
@@ -900,31 +744,15 @@ def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
     stale = FineTuningJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - timedelta(seconds=timeout))
     for job in stale:
         if job.cancel_requested_at:
-            with transaction.atomic():
-                if FineTuningJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-                    status=JobStatus.CANCELLED, finished_at=now
-                ):
-                    job_event(job=job, message=_("Cancelled (its worker was gone)."))
-                    job.refresh_from_db()
-                    _notify_finished(job)
+            states.job_finish_cancelled(job=job, message=_("Cancelled (its worker was gone)."))
             continue
         if job.attempts >= MAX_ATTEMPTS:
             if job_fail(job=job, code="worker_lost",
                         message=_("worker lost: the training worker stopped %(n)s times.") % {"n": job.attempts}):
                 counts["failed"] += 1
             continue
-        with transaction.atomic():
-            if FineTuningJob.objects.filter(
-                pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at
-            ).update(status=JobStatus.QUEUED, worker=""):
-                where = resume_point(job)
-                job_event(
-                    job=job, level="warning", data={"requeue": "lost"},
-                    message=_("Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).")
-                    % {"where": where, "next": job.attempts + 1, "max": MAX_ATTEMPTS},
-                )
-                _notify_finished(job, event="training.requeued")
-                counts["requeued"] += 1
+        if states.job_requeue_lost(job=job):
+            counts["requeued"] += 1
     for job_id in FineTuningJob.objects.filter(
         status=JobStatus.VALIDATING_FILES, created_at__lt=now - timedelta(seconds=30)
     ).values_list("pk", flat=True):
@@ -932,7 +760,7 @@ def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
         counts["prepared"] += 1
     if FineTuningJob.objects.filter(status=JobStatus.QUEUED).exists() and _training_messages_waiting() == 0:
         # A message got lost (or a worker died holding it): one kick is enough, the worker takes the oldest.
-        _kick_training()
+        states.kick_training()
         counts["kicked"] = 1
     return counts
 

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import services
+from jobs import services, states
 from jobs.models import BaseModel, Checkpoint, FineTuningJob, JobStatus
 
 from .jobs_support import chat_lines, dpo_lines, make_dataset
@@ -188,7 +188,7 @@ def test_repair_kicks_the_queue_only_when_no_message_waits(alice, tiny_base, mon
     job = _create(alice, tiny_base, make_dataset(alice, chat_lines()))
     services.job_prepare(job_id=job.pk)
     sent = []
-    monkeypatch.setattr(services, "_kick_training", lambda: sent.append(1))
+    monkeypatch.setattr(states, "kick_training", lambda: sent.append(1))
     monkeypatch.setattr(services, "_training_messages_waiting", lambda: 1)
     assert services.jobs_repair()["kicked"] == 0 and not sent
     monkeypatch.setattr(services, "_training_messages_waiting", lambda: 0)

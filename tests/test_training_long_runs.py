@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from jobs import runner, services
+from jobs import runner, services, states
 from jobs.models import Checkpoint, FineTuningJob, JobEvent, JobStatus
 from jobs.training.engine import STATE_FILE, CheckpointError
 
@@ -53,7 +53,7 @@ def test_a_stuck_step_is_reported_and_the_task_requeued(alice, bob, tiny_base, m
     # The requeue kicks the training queue; a training worker of another test (session-wide) would take
     # the task at once. Here the kick is only recorded, so the task stays in the queue to be looked at.
     kicks = []
-    monkeypatch.setattr(services, "_kick_training", lambda: kicks.append(1))
+    monkeypatch.setattr(states, "kick_training", lambda: kicks.append(1))
     job = _running_job(alice, tiny_base, make_dataset(alice, chat_lines(4)), progress={"current_steps": 7})
     others = _running_job(bob, tiny_base, make_dataset(bob, chat_lines(4), name="b"))
 
