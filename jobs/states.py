@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from console.queueing import enqueue
 from console.states import StateMachine
 
 from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus
@@ -41,8 +42,6 @@ UNFINISHED = [s for s in JobStatus if s not in FINAL_STATUSES]
 
 def kick_training() -> None:
     """Tell the training workers to look at the queue (a message says "look", the database says what)."""
-    from console.queueing import enqueue
-
     enqueue("jobs.train_next", queue="training")  # lost: jobs_repair kicks the queue again
 
 
@@ -59,7 +58,7 @@ def notify_finished(job: FineTuningJob, event: str = "", **context) -> None:
     from notifications.services import notify
 
     event = event or {JobStatus.SUCCEEDED: "training.succeeded", JobStatus.FAILED: "training.failed",
-                      JobStatus.CANCELLED: "training.cancelled"}[job.status]
+                      JobStatus.CANCELLED: "training.cancelled"}[JobStatus(job.status)]
     notify(user=job.owner, event=event, subject_name=job.suffix or job.base_model.code, subject_code=job.public_id,
            url=reverse("jobs:detail", args=[job.public_id]),
            context={"model": job.fine_tuned_model, "error": job.error_message, **context})
