@@ -16,8 +16,9 @@ from django.http import HttpRequest, JsonResponse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 
+from common.redis import redis_client
+
 from .celery import app as celery_app
-from .redis import redis_client
 from .tasks import BEAT_ALIVE_KEY, BEAT_KEY
 
 

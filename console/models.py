@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
-from .phone import validate_e164
+from common.phone import validate_e164
 
 
 class User(AbstractUser):

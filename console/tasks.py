@@ -8,7 +8,7 @@ import time
 import redis
 from celery import shared_task
 
-from .redis import redis_client
+from common.redis import redis_client
 
 BEAT_KEY = "console:beat:last"
 # Set by the beat process itself every BEAT_ALIVE_EVERY seconds, expiring after three times that: /healthz reads

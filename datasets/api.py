@@ -21,7 +21,7 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from django.urls import path
 from django.utils.translation import gettext as _
 
-from console import storage
+from common import storage
 from console.api import ApiError, api_view, cursor_page
 from console.error_codes import BAD_PARAM, IN_USE, TOO_LARGE
 

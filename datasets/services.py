@@ -19,7 +19,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
-from console import storage
+from common import storage
 from console.error_codes import InputError
 from console.queueing import enqueue, enqueue_on_commit
 from console.quotas import QuotaExceeded, quota_enforce

@@ -8,7 +8,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from console import storage
+from common import storage
 from console.pagination import paginate
 from console.polling import polled
 

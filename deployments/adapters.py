@@ -93,7 +93,7 @@ def forget_instance(client: redis.Redis, instance_id: int) -> None:
 
 def unload_everywhere(code: str) -> int:
     """Unload ``code`` from every ready pool instance that holds it (a deleted fine-tune). Returns how many."""
-    from console.redis import redis_client
+    from common.redis import redis_client
 
     from .models import DeploymentKind, Instance, InstanceState
     from .runtimes import get_runtime

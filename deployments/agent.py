@@ -235,7 +235,7 @@ class NodeAgent:
         self.tracked.pop(tracked.instance_id, None)
         self._pidfile(tracked.instance_id).unlink(missing_ok=True)
         try:  # the adapters it held went with it
-            from console.redis import redis_client
+            from common.redis import redis_client
 
             from .adapters import forget_instance
 
@@ -376,7 +376,7 @@ class NodeAgent:
         SERVING_STALL_SECONDS (/health alone says 200 while one endless generation holds every slot). Progress is
         what the gateway saw stream through, and on vLLM also its own count of generated tokens."""
         try:
-            from console.redis import redis_client
+            from common.redis import redis_client
 
             with redis_client(1) as client:
                 if instance.runtime == "vllm":
@@ -414,7 +414,7 @@ class NodeAgent:
 
     def _in_flight(self, instance_id: int) -> int:
         try:
-            from console.redis import redis_client
+            from common.redis import redis_client
 
             with redis_client(1) as client:
                 return inflight.in_flight(client, instance_id)

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from console import storage
+from common import storage
 from console.errors import without_server_paths
 from console.queueing import enqueue_on_commit
 from modelcards.models import FineTunedModel

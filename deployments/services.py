@@ -307,7 +307,7 @@ def pool_wake(pool: Deployment) -> bool:
     woke = Deployment.objects.filter(pk=pool.pk, desired_instances=0).update(desired_instances=1)
     if woke:
         event(pool, _("A call came for %(model)s: starting an instance.") % {"model": pool.served_name})
-        from console.redis import redis_client
+        from common.redis import redis_client
 
         from . import inflight
 
@@ -323,7 +323,7 @@ def pool_wake(pool: Deployment) -> bool:
 def _pool_autoscale(pool: Deployment, now) -> None:
     """Between the pool's minimum and maximum: one more instance when the ready ones each carry
     SERVING_POOL_SCALE_UP_AT calls, one fewer after SERVING_POOL_IDLE_SECONDS without a call."""
-    from console.redis import redis_client
+    from common.redis import redis_client
 
     from . import inflight
 

@@ -3,7 +3,7 @@ its base (``transformers serve`` cannot load a PEFT adapter folder). Paths are c
 work (converting a GGUF base once, merging an adapter once) is ``prepare()``, run by the instance's own process
 before its server starts, so a failure lands in the instance's log and is shown as its error.
 
-A fine-tune's files are in storage (console.storage): the node that serves it reads them from a local folder,
+A fine-tune's files are in storage (common.storage): the node that serves it reads them from a local folder,
 the storage's own on the filesystem backend, else a copy fetched once into that node's cache by ``prepare()``."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from console import storage
+from common import storage
 from modelcards.models import BaseModel, FineTunedModel, WeightsSource
 from modelcards.weights import WeightsMissing, model_dir
 

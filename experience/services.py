@@ -541,7 +541,7 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
 
 def _messages_waiting(queue: str) -> int:
     """Messages waiting in a Celery queue (a Redis list of that name); 0 if Redis cannot say."""
-    from console.redis import redis_client
+    from common.redis import redis_client
 
     try:
         with redis_client(timeout=2) as client:

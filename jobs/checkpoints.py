@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from console import storage
+from common import storage
 from modelcards.models import FineTunedModel
 
 from .models import Checkpoint, FineTuningJob

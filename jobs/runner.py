@@ -5,7 +5,7 @@ it the dataset, turns its callbacks into events, progress and checkpoints in
 the database, and records the outcome.
 
 The engine writes into this worker's scratch folder; every checkpoint and the
-final result are uploaded to storage (console.storage) as they are made, so the
+final result are uploaded to storage (common.storage) as they are made, so the
 next worker to take the task may be on another machine: it fetches the newest
 checkpoint from storage to resume.
 """
@@ -26,7 +26,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from console import cpus, storage
+from common import storage
+from console import cpus
 from console.errors import without_server_paths
 from modelcards.models import FineTunedModel
 from modelcards.pricing import token_cost

@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from console import storage
+from common import storage
 from console.error_codes import InputError
 from console.queueing import enqueue
 from console.quotas import QuotaExceeded, quota_enforce
@@ -767,7 +767,7 @@ def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
 
 def _training_messages_waiting(queue: str = "training") -> int:
     """Messages waiting in a Celery queue (a Redis list of that name); 0 if Redis cannot say."""
-    from console.redis import redis_client
+    from common.redis import redis_client
 
     try:
         with redis_client(timeout=2) as client:

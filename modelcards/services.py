@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from django.db import transaction
 from django.utils import timezone
 
-from console import storage
+from common import storage
 
 from .models import FineTunedModel
 from .signals import fine_tuned_model_deleted, fine_tuned_model_weights_changed

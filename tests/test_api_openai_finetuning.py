@@ -12,7 +12,7 @@ from openai.types.fine_tuning import FineTuningJob as OpenAIJob
 from openai.types.fine_tuning import FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
-from console import storage
+from common import storage
 from jobs.models import Checkpoint, FineTunedModel, FineTuningJob, JobEvent
 
 from .datasets_support import sample, validate_all

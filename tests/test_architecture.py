@@ -1,5 +1,6 @@
-"""The apps depend one way: console <- modelcards <- datasets <- jobs <- deployments (notifications beside
-console). A lower app never imports a higher one, by module or by a model relation; higher apps react through
+"""The apps depend one way: common, ops <- console <- notifications <- modelcards <- datasets <- jobs <- deployments
+<- experience (common/ is the library every app uses, ops/ the process tooling; neither imports an app).
+A lower app never imports a higher one, by module or by a model relation; higher apps react through
 service calls, signals and the registries lower apps offer (console.dashboard, console.shell, modelcards.cards,
 datasets.next_steps, datasets.uploads, notifications.events). The same holds for what imports cannot show: a template
 neither links to ({% url %}), loads the tag library of, nor includes a higher app, and no Python string names a
@@ -15,7 +16,8 @@ from pathlib import Path
 from django.apps import apps
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"console": 0, "notifications": 0, "modelcards": 1, "datasets": 2, "jobs": 3, "deployments": 4, "experience": 5}
+LAYER = {"common": -1, "ops": -1, "console": 0, "notifications": 1, "modelcards": 2, "datasets": 3,
+         "jobs": 4, "deployments": 5, "experience": 6}
 # The project package's composition roots wire every app together (URLs, ASGI, the Celery app, settings).
 COMPOSITION_ROOTS = {"console/urls.py", "console/api_urls.py", "console/asgi.py", "console/wsgi.py",
                      "console/celery.py", "console/settings.py"}
@@ -24,9 +26,7 @@ COMPOSITION_ROOTS = {"console/urls.py", "console/api_urls.py", "console/asgi.py"
 def allowed(importer: str, imported: str) -> bool:
     if importer == imported:
         return True
-    if importer == "notifications" and imported == "console":
-        return True  # console is also the project package (users, API plumbing)
-    return LAYER[imported] < LAYER[importer] and not (importer == "console" and imported == "notifications")
+    return LAYER[imported] < LAYER[importer]
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:

@@ -42,7 +42,7 @@ def test_every_setting_is_documented():
 
 
 def test_every_documented_variable_is_read():
-    code = "\n".join((ROOT / path).read_text(encoding="utf-8") for path in ("run", "console/supervise.py"))
+    code = "\n".join((ROOT / path).read_text(encoding="utf-8") for path in ("run", "ops/supervise.py"))
     stale = sorted(name for name in documented_variables() - settings_variables() if name not in code)
     assert not stale, f"in docs/configuration.md but read nowhere: {stale}"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from console import storage
+from common import storage
 from deployments import exports
 from deployments.models import ExportStatus, MergedExport
 from modelcards.models import BaseModel

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from safetensors.torch import load_file
 
-from console import storage
+from common import storage
 from jobs.models import FineTunedModel, FineTuningJob, JobEvent
 
 from .jobs_support import chat_lines, job_status, make_dataset, wait_for

@@ -196,7 +196,7 @@ def test_repair_kicks_the_queue_only_when_no_message_waits(alice, tiny_base, mon
 
 
 def test_training_queue_length_is_read_from_redis():
-    from console.redis import redis_client
+    from common.redis import redis_client
 
     queue = "test-queue-length"  # not a queue any worker reads
     with redis_client() as client:

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.urls import reverse
 
-from console import storage
+from common import storage
 from jobs import services
 from jobs.models import Checkpoint, FineTunedModel, FineTuningJob, JobEvent, JobStatus
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.test.utils import CaptureQueriesContext
 
-from console import storage
+from common import storage
 from console.models import ApiKey
 from jobs import services as job_services
 from jobs.models import FineTuningJob

@@ -73,7 +73,7 @@ def test_port_in_use_is_refused_before_anything_starts(tmp_path):
 def _children(pid: int) -> dict[str, int]:
     """The supervisor's processes, by role, from /proc: each one's pid."""
     roles = {
-        "redis": "console.embedded_redis",
+        "redis": "ops.embedded_redis",
         "web": "uvicorn",
         "worker": "worker -Q default,serving",
         "trainer": "worker -Q training",
@@ -137,7 +137,7 @@ def test_up_serves_restarts_a_killed_worker_and_ctrl_c_stops_every_process(tmp_p
         running = _ours(tmp_path)
         for name in (
             "uvicorn",
-            "console.embedded_redis",
+            "ops.embedded_redis",
             "redis-server",
             "worker -Q default,serving",
             "worker -Q training",

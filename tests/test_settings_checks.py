@@ -91,8 +91,8 @@ APP_CODE = ["console", "modelcards", "datasets", "jobs", "deployments", "experie
 # Processes that run before or without Django settings, and variables that are not the console's configuration
 # (torchrun's ranks, Hugging Face's cache): each such read says why beside it.
 ENVIRON_ALLOWED = {
-    "console/settings.py", "console/supervise.py", "console/celery.py", "console/asgi.py", "console/wsgi.py",
-    "console/embedded_redis.py", "deployments/launch.py", "deployments/serve_transformers.py", "deployments/agent.py",
+    "console/settings.py", "ops/supervise.py", "console/celery.py", "console/asgi.py", "console/wsgi.py",
+    "ops/embedded_redis.py", "deployments/launch.py", "deployments/serve_transformers.py", "deployments/agent.py",
     "jobs/training/engine.py", "jobs/training/memory.py", "jobs/training/distributed.py", "modelcards/models.py",
 }
 

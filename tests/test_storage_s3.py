@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 
-from console import storage
+from common import storage
 from console.settings import s3_storage
 from datasets.models import Dataset
 from jobs import runner

@@ -1,4 +1,4 @@
-"""`./run up`'s supervisor (console/supervise.py) on small shell processes: restart, back-off, ordered stop, cleanup."""
+"""`./run up`'s supervisor (ops/supervise.py) on small shell processes: restart, back-off, ordered stop, cleanup."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Supervised:
-    """`python -m console.supervise` on a Procfile, its output in a file; every process it starts is marked."""
+    """`python -m ops.supervise` on a Procfile, its output in a file; every process it starts is marked."""
 
     def __init__(self, tmp_path: Path, procfile: str, *args: str, grace: float = 15) -> None:
         self.mark = f"RUNUP_SUPERVISE_TEST={tmp_path}"
@@ -26,7 +26,7 @@ class Supervised:
         env = {**os.environ, "RUNUP_SUPERVISE_TEST": str(tmp_path), "CONSOLE_STOP_GRACE": str(grace)}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "console.supervise", str(path), *args],
+                [sys.executable, "-m", "ops.supervise", str(path), *args],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -174,7 +174,7 @@ def test_nothing_outlives_the_supervisor_killed_outright(supervised):
 def test_a_bad_procfile_is_refused(tmp_path):
     (tmp_path / "Procfile").write_text("web exec sleep 1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "console.supervise", str(tmp_path / "Procfile")],
+        [sys.executable, "-m", "ops.supervise", str(tmp_path / "Procfile")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,8 +1,8 @@
 """Runs the embedded Redis for `./run up`, and stops it last.
 
-    python -m console.embedded_redis SOCKET DIR
+    python -m ops.embedded_redis SOCKET DIR
 
-The supervisor (console/supervise.py) stops this process after the others. Redis
+The supervisor (ops/supervise.py) stops this process after the others. Redis
 itself would exit at once on a signal, while the workers still need it to hand
 back a task that was training and to acknowledge their last messages. So Redis
 runs in its own session, and on SIGTERM this wrapper waits until the other
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from console.supervise import die_with_parent, stop_grace
+from ops.supervise import die_with_parent, stop_grace
 
 
 def _other_clients(sock: str) -> int | None:

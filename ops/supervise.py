@@ -1,6 +1,6 @@
 """`./run up`'s process manager: runs a Procfile's processes, restarts one that dies, stops them all in order.
 
-    python -m console.supervise PROCFILE [--last NAME ...]
+    python -m ops.supervise PROCFILE [--last NAME ...]
 
 Each Procfile line is ``name: shell command``. Every process runs in its own process group, and its output comes
 out here, each line prefixed with the time and the process's name (coloured on a terminal).
@@ -250,7 +250,7 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m console.supervise", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ops.supervise", description=__doc__.splitlines()[0])
     parser.add_argument("procfile", type=Path)
     parser.add_argument(
         "--last",
