@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from django.urls import re_path
 
+from accounts import api
 from datasets import api as datasets_api
 from deployments import api as deployments_api
 from jobs import api as jobs_api
 from modelcards import api as modelcards_api
-
-from . import api
 
 urlpatterns = [
     *modelcards_api.urlpatterns,

@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 class ConsoleConfig(AppConfig):
     name = "console"
+    label = "console_shell"  # "console" is the accounts app's label
     verbose_name = _("Console")
 
     def ready(self) -> None:
@@ -16,9 +17,6 @@ class ConsoleConfig(AppConfig):
 
         var_modes_check()
 
-        from .shell import register_nav_item, register_user_menu_link
+        from .shell import register_nav_item
 
         register_nav_item("overview", 10, "console:overview", _("Overview"), "◧")
-        register_nav_item("api_keys", 90, "console:api_keys", _("API keys"), "◈")
-        register_user_menu_link("account", 10, "console:account", _("Account"))
-        register_user_menu_link("api_keys", 20, "console:api_keys", _("API keys"))

@@ -2,7 +2,7 @@
 
 Django shows its technical 404 page (every URL pattern, no way back) whenever DEBUG is on, which is how
 ``./run up`` runs: ErrorPagesMiddleware answers a page that does not exist with the console's page in
-development too. API paths keep answering in the platform's JSON error shape (console/api.py)."""
+development too. API paths keep answering in the platform's JSON error shape (accounts/api.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from django.utils.html import escape
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 from django.views.decorators.csrf import requires_csrf_token
-
-from .api import API_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +58,7 @@ class ErrorPagesMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if settings.DEBUG and not request.path.startswith(API_PREFIX):
+        if settings.DEBUG and not request.path.startswith(settings.API_PREFIX):
             try:
                 resolve(request.path_info, getattr(request, "urlconf", None))
             except Resolver404 as exc:
@@ -68,7 +66,7 @@ class ErrorPagesMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if settings.DEBUG and isinstance(exception, Http404) and not request.path.startswith(API_PREFIX):
+        if settings.DEBUG and isinstance(exception, Http404) and not request.path.startswith(settings.API_PREFIX):
             return _not_found(request, exception)
         return None  # 403 always goes to the console's handler; everything else as Django does
 

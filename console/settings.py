@@ -139,6 +139,7 @@ CSRF_FAILURE_VIEW = "console.errors.csrf_failure"
 
 INSTALLED_APPS = [
     "console.apps.ConsoleConfig",
+    "accounts.apps.AccountsConfig",
     "modelcards.apps.ModelcardsConfig",
     "datasets.apps.DatasetsConfig",
     "jobs.apps.JobsConfig",
@@ -163,7 +164,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "console.api.ApiErrorsMiddleware",
+    "accounts.api.ApiErrorsMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "console.middleware.UserLanguageMiddleware",
@@ -273,7 +274,7 @@ AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "console.views.login_locked_out"
+AXES_LOCKOUT_CALLABLE = "accounts.views.login_locked_out"
 AXES_VERBOSE = False
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -469,6 +470,8 @@ TRAINING_NODE_MEMORY_GB = _gigabytes("TRAINING_NODE_MEMORY_GB")
 TRAINING_NODE_GPU_MEMORY_GB = _gigabytes("TRAINING_NODE_GPU_MEMORY_GB")
 # The name in the title bar, the admin and emails: translated unless the operator names it.
 CONSOLE_PRODUCT_NAME = env("CONSOLE_PRODUCT_NAME") or _("Fine-tuning Console")
+# Where the API answers (console/urls.py mounts it; its errors are JSON, never the console's pages).
+API_PREFIX = "/api/paas/v4/"
 # The SDK's signed tokens (JWT): the longest lifetime (exp - timestamp) accepted, and how far a token's timestamp
 # may be ahead of this server's clock, in seconds. The SDK makes tokens valid for 3 minutes.
 API_JWT_MAX_LIFETIME = envint("API_JWT_MAX_LIFETIME", 3600)
@@ -477,7 +480,7 @@ API_JWT_MAX_CLOCK_SKEW = envint("API_JWT_MAX_CLOCK_SKEW", 300)
 # API authentications a minute per client address; more get 429 with Retry-After. 0 turns a limit off.
 API_REQUESTS_PER_MINUTE = envint("API_REQUESTS_PER_MINUTE", 600)
 API_AUTH_FAILURES_PER_MINUTE = envint("API_AUTH_FAILURES_PER_MINUTE", 20)
-# What one user may hold at once (console/quotas.py): fine-tuning tasks not yet finished, datasets stored,
+# What one user may hold at once (accounts/quotas.py): fine-tuning tasks not yet finished, datasets stored,
 # deployments not cancelled. 0 is no limit; an operator sets one user's own in the admin.
 USER_MAX_RUNNING_JOBS = envint("USER_MAX_RUNNING_JOBS", 3)
 USER_MAX_DATASETS = envint("USER_MAX_DATASETS", 200)

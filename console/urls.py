@@ -6,18 +6,19 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from accounts import views as account_views
 from experience import urls as experience_urls
 
 from . import api_urls, errors, health, views
 
 console_patterns = [
     path("", views.overview, name="overview"),
-    path("login/", views.LoginView.as_view(), name="login"),
+    path("login/", account_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("language/", views.set_language, name="set_language"),
-    path("account/", views.account, name="account"),
-    path("api-keys/", views.api_keys, name="api_keys"),
-    path("api-keys/<int:pk>/revoke/", views.api_key_revoke, name="api_key_revoke"),
+    path("account/", account_views.account, name="account"),
+    path("api-keys/", account_views.api_keys, name="api_keys"),
+    path("api-keys/<int:pk>/revoke/", account_views.api_key_revoke, name="api_key_revoke"),
 ]
 
 urlpatterns = [

@@ -19,10 +19,10 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
+from accounts.quotas import QuotaExceeded, quota_enforce
 from common import storage
-from console.error_codes import InputError
-from console.queueing import enqueue, enqueue_on_commit
-from console.quotas import QuotaExceeded, quota_enforce
+from common.error_codes import InputError
+from common.queueing import enqueue, enqueue_on_commit
 
 from . import conf, states
 from .messages import Message, render

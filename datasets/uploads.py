@@ -19,7 +19,7 @@ from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandl
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from console.error_codes import TOO_LARGE
+from common.error_codes import TOO_LARGE
 
 from . import conf
 

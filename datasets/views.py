@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from common import storage
-from console.pagination import paginate
-from console.polling import polled
+from common.pagination import paginate
+from common.polling import polled
 
 from . import conf
 from .forms import DatasetUploadForm
@@ -20,7 +20,7 @@ from .services import DatasetError, DatasetInUse, dataset_create, dataset_delete
 from .uploads import with_upload_limit
 
 # A dataset's errors are one-line rows read one after another while fixing the file: 50 a page (not
-# console.pagination.PAGE_SIZE) keeps most files' errors on one page.
+# common.pagination.PAGE_SIZE) keeps most files' errors on one page.
 ISSUES_PAGE_SIZE = 50
 LIST_FIELDS = ("id", "public_id", "name", "filename", "category", "category_auto", "bytes", "status", "bytes_read",
                "examples", "tokens", "error_count", "warning_count", "created_at")

@@ -28,8 +28,8 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from common.processes import signal_group
 from console import cpus
-from console.processes import signal_group
 
 from . import conf, inflight, states
 from .models import HOLDS_SLOT, Instance, InstanceState, Node

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from console.api import ApiError, api_view, cursor_page, parse_json_body
-from console.error_codes import BAD_PARAM
+from accounts.api import ApiError, api_view, cursor_page, parse_json_body
+from common.error_codes import BAD_PARAM
 
 from . import gateway, services
 from .models import Deployment

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
-from console.queueing import enqueue, enqueue_on_commit
+from common.queueing import enqueue, enqueue_on_commit
 from modelcards.models import FineTunedModel
 
 from .models import Deployment, DeploymentStatus, ExportStatus

@@ -23,8 +23,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from common import storage
+from common.queueing import enqueue_on_commit
 from console.errors import without_server_paths
-from console.queueing import enqueue_on_commit
 from modelcards.models import FineTunedModel
 from modelcards.weights import WeightsMissing, model_dir
 

@@ -31,8 +31,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from console.api import ApiError, ClientGone, authenticate_api_key, read_asgi_body
-from console.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
+from accounts.api import ApiError, ClientGone, authenticate_api_key, read_asgi_body
+from common.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
-from console.api import ApiError
-from console.error_codes import RATE_LIMITED, TOO_MANY_RUNNING
+from accounts.api import ApiError
+from common.error_codes import RATE_LIMITED, TOO_MANY_RUNNING
 
 from . import conf
 from .inflight import async_client

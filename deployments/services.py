@@ -19,9 +19,9 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from console.error_codes import InputError
-from console.queueing import enqueue_on_commit
-from console.quotas import QuotaExceeded, quota_enforce
+from accounts.quotas import QuotaExceeded, quota_enforce
+from common.error_codes import InputError
+from common.queueing import enqueue_on_commit
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 

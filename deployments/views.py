@@ -11,8 +11,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console.pagination import paginate
-from console.polling import polled
+from common.pagination import paginate
+from common.polling import polled
 
 from . import services
 from .forms import DeploymentForm, ScaleForm

@@ -45,7 +45,7 @@ def _rows(items, models: list[dict]) -> list[dict]:
 
 
 def evaluation_context(card, request=None, form=None) -> dict | None:
-    from console.pagination import paginate
+    from common.pagination import paginate
     from jobs.models import FineTuningJob, JobStatus
 
     from .forms import EvaluationForm

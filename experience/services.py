@@ -26,8 +26,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from console.charts import Frame, nice_step
-from console.queueing import enqueue, enqueue_on_commit
+from common.charts import Frame, nice_step
+from common.queueing import enqueue, enqueue_on_commit
 from deployments import gateway
 from deployments.models import ApiCall, Deployment, DeploymentStatus
 from jobs.models import FineTuningJob, JobStatus
@@ -622,7 +622,7 @@ def usage_report(*, user=None, start: dt.date, end: dt.date) -> dict:
 
 
 def usage_chart(*, report: dict) -> dict | None:
-    """Bars of tokens per day over the period, drawn on the server as SVG coordinates (console.charts)."""
+    """Bars of tokens per day over the period, drawn on the server as SVG coordinates (common.charts)."""
     start, end = report["start"], report["end"]
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     if not report["rows"] or len(days) > 400:

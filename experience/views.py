@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from console.polling import polled
+from common.polling import polled
 from deployments import gateway
 from jobs.models import FineTuningJob
 from modelcards.models import FineTunedModel

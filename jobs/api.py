@@ -14,8 +14,8 @@ import time
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from console.api import ApiError, api_view, cursor_page, page_limit, parse_json_body
-from console.error_codes import BAD_PARAM
+from accounts.api import ApiError, api_view, cursor_page, page_limit, parse_json_body
+from common.error_codes import BAD_PARAM
 
 from . import services
 from .models import BaseModel, Checkpoint, FineTuningJob, JobEvent, JobStatus, Method

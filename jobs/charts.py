@@ -1,5 +1,5 @@
 """The loss chart: an SVG drawn on the server from the task's metrics events (one task, or several overlaid),
-on console.charts' Frame. The partial is re-rendered on every poll, so the chart grows as the task trains.
+on common.charts' Frame. The partial is re-rendered on every poll, so the chart grows as the task trains.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 from django.db.models.fields.json import KT
 
-from console.charts import Frame, decimal_label, nice_step
+from common.charts import Frame, decimal_label, nice_step
 
 WIDTH, HEIGHT = 900, 260
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 12, 28

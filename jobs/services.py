@@ -24,10 +24,10 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.quotas import QuotaExceeded, quota_enforce
 from common import storage
-from console.error_codes import InputError
-from console.queueing import enqueue
-from console.quotas import QuotaExceeded, quota_enforce
+from common.error_codes import InputError
+from common.queueing import enqueue
 from datasets.conf import advised_min_examples
 from datasets.models import Status as DatasetStatus
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType

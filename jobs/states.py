@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from console.queueing import enqueue
+from common.queueing import enqueue
 from console.states import StateMachine
 
 from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus

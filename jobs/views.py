@@ -12,8 +12,8 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from console.pagination import paginate
-from console.polling import polled
+from common.pagination import paginate
+from common.polling import polled
 from datasets.conf import max_bytes
 from datasets.services import human_bytes
 from datasets.uploads import with_upload_limit

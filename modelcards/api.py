@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from console.api import ApiError, api_view
+from accounts.api import ApiError, api_view
 
 from . import services
 from .models import BaseModel, FineTunedModel

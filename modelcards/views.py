@@ -7,13 +7,13 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
-from console.pagination import paginate
+from common.pagination import paginate
 
 from . import services
 from .cards import render_sections
 from .models import BaseModel, FineTunedModel, Method, Modality
 
-# The fine-tuned models are a grid of cards of two, three or four columns: 24 (not console.pagination's
+# The fine-tuned models are a grid of cards of two, three or four columns: 24 (not common.pagination's
 # PAGE_SIZE) fills every row of each.
 FINE_TUNES_PER_PAGE = 24
 

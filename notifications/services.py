@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from console import queueing
+from common import queueing
 
 from . import conf
 from .errors import PermanentError, TransientError

@@ -12,8 +12,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from common.pagination import paginate
 from common.phone import normalize_phone
-from console.pagination import paginate
 
 from . import conf, services
 from .events import EVENTS

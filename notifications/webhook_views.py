@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from console.pagination import paginate
+from common.pagination import paginate
 
 from . import conf
 from .forms import WebhookEndpointForm

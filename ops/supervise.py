@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .processes import signal_group
+from common.processes import signal_group
 
 PR_SET_PDEATHSIG = 1
 RESTART_FIRST = 1.0  # seconds before the first restart

@@ -37,7 +37,7 @@ def django_setup() -> None:
 
 
 def api_key(username: str) -> str:
-    from console.models import ApiKey, User
+    from accounts.models import ApiKey, User
 
     user = User.objects.get(username=username)
     _key, text = ApiKey.create_for(user=user, name=f"demo_resume {time.strftime('%H:%M:%S')}")

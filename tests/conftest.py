@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from console.models import ApiKey, User
+from accounts.models import ApiKey, User
 
 from . import services
 from .jobs_support import _training_worker, tiny_base, tiny_model_dir, training_worker  # noqa: F401 (fixtures)

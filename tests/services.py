@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
-from console.processes import stop_group
+from common.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 

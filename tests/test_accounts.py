@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 

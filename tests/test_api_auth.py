@@ -9,7 +9,7 @@ import jwt
 import pytest
 from django.utils import timezone
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

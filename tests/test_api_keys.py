@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 

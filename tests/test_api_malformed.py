@@ -9,8 +9,8 @@ import json
 import pytest
 from django.urls import URLPattern, URLResolver
 
+from accounts.models import ApiKey
 from console import api_urls
-from console.models import ApiKey
 
 from .asgi_support import asgi_exchange
 from .jobs_support import chat_lines, make_dataset

@@ -1,5 +1,7 @@
-"""The apps depend one way: common, ops <- console <- notifications <- modelcards <- datasets <- jobs <- deployments
-<- experience (common/ is the library every app uses, ops/ the process tooling; neither imports an app).
+"""The apps depend one way: common <- ops <- console <- accounts <- notifications <- modelcards <- datasets
+<- jobs <- deployments <- experience (common/ is the library every app uses, ops/ the process tooling
+that may use it; neither imports an app; console/ is the project package and page shell, accounts/ the
+users and API keys).
 A lower app never imports a higher one, by module or by a model relation; higher apps react through
 service calls, signals and the registries lower apps offer (console.dashboard, console.shell, modelcards.cards,
 datasets.next_steps, datasets.uploads, notifications.events). The same holds for what imports cannot show: a template
@@ -16,8 +18,8 @@ from pathlib import Path
 from django.apps import apps
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"common": -1, "ops": -1, "console": 0, "notifications": 1, "modelcards": 2, "datasets": 3,
-         "jobs": 4, "deployments": 5, "experience": 6}
+LAYER = {"common": -2, "ops": -1, "console": 0, "accounts": 1, "notifications": 2, "modelcards": 3,
+         "datasets": 4, "jobs": 5, "deployments": 6, "experience": 7}
 # The project package's composition roots wire every app together (URLs, ASGI, the Celery app, settings).
 COMPOSITION_ROOTS = {"console/urls.py", "console/api_urls.py", "console/asgi.py", "console/wsgi.py",
                      "console/celery.py", "console/settings.py"}

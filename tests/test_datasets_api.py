@@ -8,7 +8,7 @@ import httpx
 import pytest
 from zhipuai import APIRequestFailedError, APIStatusError, ZhipuAI
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 from datasets.models import Dataset
 
 from .datasets_support import sample, validate_all

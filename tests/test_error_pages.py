@@ -8,8 +8,8 @@ from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import path
 
+from accounts.models import ApiKey
 from console import urls as console_urls
-from console.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from console.charts import nice_step
+from common.charts import nice_step
 from jobs.charts import loss_chart
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 from jobs import services
 from jobs.models import FineTuningJob, JobEvent, JobStatus
 

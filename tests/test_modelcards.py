@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.test.utils import CaptureQueriesContext
 
+from accounts.models import ApiKey
 from common import storage
-from console.models import ApiKey
 from jobs import services as job_services
 from jobs.models import FineTuningJob
 from modelcards.models import BaseModel, FineTunedModel

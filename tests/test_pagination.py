@@ -1,4 +1,4 @@
-"""The one pager (console/pagination.py): its links keep every filter of the list but the page number."""
+"""The one pager (common/pagination.py): its links keep every filter of the list but the page number."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 from django.test import RequestFactory
 
-from console.pagination import PAGE_SIZE, paginate
+from common.pagination import PAGE_SIZE, paginate
 from jobs.models import FineTuningJob, JobStatus
 from notifications.models import Notification
 

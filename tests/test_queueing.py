@@ -1,4 +1,4 @@
-"""Queueing after commit (console.queueing): sent once the rows are committed, and a broker that is away loses
+"""Queueing after commit (common.queueing): sent once the rows are committed, and a broker that is away loses
 nothing: the caller goes on, the row stays where the periodic repair finds it."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from celery.app.task import Task
 from kombu.exceptions import OperationalError
 
-from console import queueing
-from console.queueing import enqueue, enqueue_on_commit
+from common import queueing
+from common.queueing import enqueue, enqueue_on_commit
 from datasets import services as dataset_services
 from datasets.models import Dataset, Status
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from console.models import ApiKey
-from console.quotas import user_quota
+from accounts.models import ApiKey
+from accounts.quotas import user_quota
 from jobs.models import FineTuningJob
 
 from .jobs_support import chat_lines, make_dataset

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 from deployments.models import ApiCall, Deployment
 from jobs.models import FineTuningJob
 from modelcards.models import BaseModel

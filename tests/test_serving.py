@@ -14,8 +14,8 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 from django.utils import timezone
 
-from console.api import ApiError
-from console.models import ApiKey
+from accounts.api import ApiError
+from accounts.models import ApiKey
 from deployments import services
 from deployments.gateway import Candidate, Route, _relay, _rewrite, resolve
 from deployments.models import Deployment, DeploymentEvent, Instance, Node

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 from deployments import services
 from deployments.models import ApiCall, Deployment, Instance, InstanceState
 from modelcards.models import FineTunedModel

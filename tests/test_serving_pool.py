@@ -11,8 +11,8 @@ import time
 import pytest
 from django.utils import timezone
 
+from accounts.api import ApiError
 from common.redis import redis_client
-from console.api import ApiError
 from deployments import inflight, services
 from deployments.agent import NodeAgent, Tracked
 from deployments.gateway import resolve

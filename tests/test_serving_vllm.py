@@ -18,7 +18,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 from deployments import services
 from deployments.models import Deployment, Instance, Node
 from modelcards.models import BaseModel, FineTunedModel

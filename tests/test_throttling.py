@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from console.models import ApiKey
+from accounts.models import ApiKey
 
 from .conftest import make_user
 

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from console.processes import stop_group
+from common.processes import stop_group
 
 from . import engine
 

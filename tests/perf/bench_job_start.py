@@ -67,7 +67,7 @@ def main() -> int:
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
 
-    from console.models import User
+    from accounts.models import User
     from datasets.models import Dataset
     from datasets.services import dataset_create
     from jobs import services as job_services

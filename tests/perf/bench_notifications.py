@@ -54,7 +54,7 @@ def main() -> int:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from console.models import User
+    from accounts.models import User
     from notifications import services
     from notifications.models import Notification, OutboxMessage, SentSms
     from notifications.sms import get_sms_backend

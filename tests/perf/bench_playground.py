@@ -88,7 +88,7 @@ def main() -> int:
     from django.middleware.csrf import _get_new_csrf_string
     from django.utils import timezone
 
-    from console.models import ApiKey, User
+    from accounts.models import ApiKey, User
     from deployments.models import Deployment, Instance, Node
     from modelcards.models import BaseModel
     from tests import services

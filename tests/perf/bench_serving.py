@@ -142,7 +142,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.utils import timezone
 
-    from console.models import ApiKey, User
+    from accounts.models import ApiKey, User
     from deployments import services as serving
     from deployments.models import Deployment, Instance, Node
     from deployments.targets import merged_dir

@@ -130,7 +130,7 @@ def main() -> int:
     from django.conf import settings
     from django.core.management import call_command
 
-    from console.models import ApiKey, User
+    from accounts.models import ApiKey, User
     from deployments import services as serving
     from deployments.models import Instance
     from modelcards.models import BaseModel, FineTunedModel

@@ -45,7 +45,7 @@ def main() -> int:
     from django.db import connection
     from django.test import Client
 
-    from console.models import User
+    from accounts.models import User
     from datasets.models import Dataset
     from jobs import charts
     from jobs.models import BaseModel, FineTuningJob, JobEvent

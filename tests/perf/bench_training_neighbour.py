@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 import machine  # noqa: E402  (tests/perf/machine.py)
 
-from console.processes import stop_group  # noqa: E402
+from common.processes import stop_group  # noqa: E402
 
 MODEL_DIR = Path(os.environ.get("CONSOLE_MODELS_DIR") or REPO / "var" / "models") / "smollm2-135m-instruct"
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"

@@ -54,7 +54,7 @@ def quota_enforce(*, user, name: str, used_qs) -> None:
     cannot both pass the last free place."""
     from django.db import connection
 
-    from .models import User
+    from accounts.models import User
 
     if user.pk is not None:
         users = User.objects.filter(pk=user.pk)

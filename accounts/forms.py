@@ -4,7 +4,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
-from .models import ApiKey, User
+from accounts.models import ApiKey, User
 
 
 class LoginForm(AuthenticationForm):

@@ -24,8 +24,9 @@ from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from . import ratelimit
-from .error_codes import (
+from accounts import ratelimit
+from accounts.models import ApiKey
+from common.error_codes import (
     BAD_BODY,
     BAD_KEY,
     BAD_PARAM,
@@ -36,7 +37,6 @@ from .error_codes import (
     TOO_MANY_FAILURES,
     InputError,
 )
-from .models import ApiKey
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ApiError(Exception):
 
     @classmethod
     def from_input(cls, exc: InputError, status: int = 400) -> ApiError:
-        """A service's refusal (console.error_codes.InputError) as the API answers it."""
+        """A service's refusal (common.error_codes.InputError) as the API answers it."""
         return cls(status, exc.code, exc.message, exc.param)
 
     def response(self) -> JsonResponse:
@@ -254,7 +254,6 @@ def exception_response(request: HttpRequest, exc: Exception) -> JsonResponse:
     return error_response(500, "500", "Internal server error; the error was logged.")
 
 
-API_PREFIX = "/api/paas/v4/"
 
 
 class ApiErrorsMiddleware:
@@ -268,7 +267,7 @@ class ApiErrorsMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not request.path.startswith(API_PREFIX):
+        if not request.path.startswith(settings.API_PREFIX):
             return None
         return exception_response(request, exception)
 

@@ -28,7 +28,7 @@ class User(AbstractUser):
     language = models.CharField(
         _("language"), max_length=10, choices=settings.LANGUAGES, default=settings.LANGUAGE_CODE
     )
-    # Limits of this user (console/quotas.py); blank: the setting's default.
+    # Limits of this user (accounts/quotas.py); blank: the setting's default.
     max_running_jobs = models.PositiveIntegerField(
         _("unfinished fine-tuning tasks at most"), null=True, blank=True,
         help_text=_("Blank: the default (USER_MAX_RUNNING_JOBS). 0: no limit."),

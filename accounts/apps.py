@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class AccountsConfig(AppConfig):
+    """The accounts app: users and API keys. Its label stays "console" (the app it came out of), so that
+    AUTH_USER_MODEL = "console.User", the console_user/console_apikey tables and the migration history are
+    unchanged (docs/decisions/console-split.md)."""
+
+    name = "accounts"
+    label = "console"
+    verbose_name = _("Console")
+
+    def ready(self) -> None:
+        from console.shell import register_nav_item, register_user_menu_link
+
+        register_nav_item("api_keys", 90, "console:api_keys", _("API keys"), "◈")
+        register_user_menu_link("account", 10, "console:account", _("Account"))
+        register_user_menu_link("api_keys", 20, "console:api_keys", _("API keys"))
