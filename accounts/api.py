@@ -127,8 +127,9 @@ def _check_jwt_times(claims: dict) -> None:
     if not _number(exp):
         raise _unauthorized(BAD_KEY, "The token has no expiry (exp).")
     if issued is None:
-        raise _unauthorized(BAD_KEY, "The token has no timestamp (when it was made, in milliseconds, as the SDK "
-                                    "sends it).")
+        raise _unauthorized(
+            BAD_KEY, "The token has no timestamp (when it was made, in milliseconds, as the SDK sends it)."
+        )
     if not _number(issued):
         raise _unauthorized(BAD_KEY, "The token's timestamp must be a number of milliseconds.")
     if issued < 10**11:
@@ -254,8 +255,6 @@ def exception_response(request: HttpRequest, exc: Exception) -> JsonResponse:
     return error_response(500, "500", "Internal server error; the error was logged.")
 
 
-
-
 class ApiErrorsMiddleware:
     """Under /api/paas/v4/, an exception that a view lets out is answered in the platform's error shape (JSON),
     never Django's HTML error pages."""
@@ -279,8 +278,13 @@ def _authenticate_throttled(request: HttpRequest) -> ApiKey:
     limit = settings.API_AUTH_FAILURES_PER_MINUTE
 
     def throttled(wait: int) -> ApiError:
-        return ApiError(429, TOO_MANY_FAILURES, f"More than {limit} failed authentications a minute from {address} "
-                                     f"(API_AUTH_FAILURES_PER_MINUTE). Retry in {wait} s.", retry_after=wait)
+        return ApiError(
+            429,
+            TOO_MANY_FAILURES,
+            f"More than {limit} failed authentications a minute from {address} "
+            f"(API_AUTH_FAILURES_PER_MINUTE). Retry in {wait} s.",
+            retry_after=wait,
+        )
 
     wait = ratelimit.rate_exceeded(name="api-auth-failures", ident=address, limit=limit)
     if wait:
@@ -300,9 +304,12 @@ def _count_request(key: ApiKey) -> None:
     limit = settings.API_REQUESTS_PER_MINUTE
     wait = ratelimit.rate_hit(name="api", ident=key.key_id, limit=limit)
     if wait:
-        raise ApiError(429, RATE_LIMITED,
-                       f"More than {limit} requests a minute with this key (API_REQUESTS_PER_MINUTE). "
-                       f"Retry in {wait} s.", retry_after=wait)
+        raise ApiError(
+            429,
+            RATE_LIMITED,
+            f"More than {limit} requests a minute with this key (API_REQUESTS_PER_MINUTE). Retry in {wait} s.",
+            retry_after=wait,
+        )
 
 
 @csrf_exempt  # an API client has no CSRF token: a POST to an unknown path gets the JSON 404 too
@@ -345,5 +352,7 @@ def cursor_page(request: HttpRequest, qs, *, serialize: Callable, noun: str, ord
             qs = qs.filter(created_at__lte=created).exclude(created_at=created, id__gte=pk)
     qs = qs.order_by("created_at", "id") if order == "asc" else qs.order_by("-created_at", "-id")
     rows = list(qs[: limit + 1])
-    return JsonResponse({"object": "list", "data": [serialize(row) for row in rows[:limit]],
-                         "has_more": len(rows) > limit}, json_dumps_params={"ensure_ascii": False})
+    return JsonResponse(
+        {"object": "list", "data": [serialize(row) for row in rows[:limit]], "has_more": len(rows) > limit},
+        json_dumps_params={"ensure_ascii": False},
+    )

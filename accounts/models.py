@@ -30,15 +30,21 @@ class User(AbstractUser):
     )
     # Limits of this user (accounts/quotas.py); blank: the setting's default.
     max_running_jobs = models.PositiveIntegerField(
-        _("unfinished fine-tuning tasks at most"), null=True, blank=True,
+        _("unfinished fine-tuning tasks at most"),
+        null=True,
+        blank=True,
         help_text=_("Blank: the default (USER_MAX_RUNNING_JOBS). 0: no limit."),
     )
     max_datasets = models.PositiveIntegerField(
-        _("datasets stored at most"), null=True, blank=True,
+        _("datasets stored at most"),
+        null=True,
+        blank=True,
         help_text=_("Blank: the default (USER_MAX_DATASETS). 0: no limit."),
     )
     max_deployments = models.PositiveIntegerField(
-        _("deployments at most"), null=True, blank=True,
+        _("deployments at most"),
+        null=True,
+        blank=True,
         help_text=_("Blank: the default (USER_MAX_DEPLOYMENTS). 0: no limit."),
     )
 

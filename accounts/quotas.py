@@ -39,8 +39,10 @@ def user_quota(*, user, name: str) -> int:
 
 def _message(name: str, limit: int) -> str:
     texts = {
-        "running_jobs": _("You already have %(limit)d fine-tuning tasks that have not finished, your limit: wait for "
-                          "one to finish or cancel one."),
+        "running_jobs": _(
+            "You already have %(limit)d fine-tuning tasks that have not finished, your limit: wait for "
+            "one to finish or cancel one."
+        ),
         "datasets": _("You already store %(limit)d datasets, your limit: delete one you no longer need."),
         "deployments": _("You already have %(limit)d deployments, your limit: cancel one you no longer need."),
     }

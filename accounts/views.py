@@ -31,8 +31,12 @@ def login_locked_out(request: HttpRequest, original_response=None, credentials=N
         "Too many failed sign-ins for this account or from this address. Try again in %(minutes)d minutes.",
         minutes,
     ) % {"minutes": minutes}
-    response = render(request, "accounts/login.html", {"form": form, "lockout": message,
-                                                      "next": request.POST.get("next", "")}, status=429)
+    response = render(
+        request,
+        "accounts/login.html",
+        {"form": form, "lockout": message, "next": request.POST.get("next", "")},
+        status=429,
+    )
     response["Retry-After"] = str(minutes * 60)
     return response
 

@@ -75,10 +75,20 @@ class Frame:
         its x, y, w and h."""
         slot = self.plot_w / self.x_span
         h = self.plot_h * (value - self.low) / (self.high - self.low)
-        return {"x": round(self.pad_left + index * slot + slot * gap, 1), "y": round(self.base_y - h, 1),
-                "w": round(max(slot * (1 - 2 * gap), 1), 1), "h": round(h, 1)}
+        return {
+            "x": round(self.pad_left + index * slot + slot * gap, 1),
+            "y": round(self.base_y - h, 1),
+            "w": round(max(slot * (1 - 2 * gap), 1), 1),
+            "h": round(h, 1),
+        }
 
     def box(self) -> dict:
         """The plot's edges, for the axes a template draws."""
-        return {"width": self.width, "height": self.height, "left": self.pad_left,
-                "right": self.width - self.pad_right, "top": self.pad_top, "bottom": self.base_y}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "left": self.pad_left,
+            "right": self.width - self.pad_right,
+            "top": self.pad_top,
+            "bottom": self.base_y,
+        }

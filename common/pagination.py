@@ -22,8 +22,9 @@ PAGE_SIZE = 20
 DROPPED = ("partial",)  # a polled fragment's own parameter: a link from it opens the whole page
 
 
-def paginate(request: HttpRequest | None, items, *, per_page: int = PAGE_SIZE, param: str = "page",
-             anchor: str = "") -> Page:
+def paginate(
+    request: HttpRequest | None, items, *, per_page: int = PAGE_SIZE, param: str = "page", anchor: str = ""
+) -> Page:
     """The requested page of ``items``, with what the partial needs to link to the others.
 
     ``param`` names the page's query parameter (a page with two lists gives each its own) and ``anchor`` is

@@ -28,8 +28,13 @@ def _task(task):
     return task
 
 
-def enqueue(task, *args, queue: str | None = None, countdown: float | None = None,
-            on_failure: Callable[[Exception], None] | None = None) -> bool:
+def enqueue(
+    task,
+    *args,
+    queue: str | None = None,
+    countdown: float | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
+) -> bool:
     """Send ``task`` (a Celery task or its registered name) with ``args`` now; False if the broker could not be
     reached (logged; ``on_failure`` is called with the error)."""
     task = _task(task)
@@ -41,17 +46,26 @@ def enqueue(task, *args, queue: str | None = None, countdown: float | None = Non
     try:
         task.apply_async(args=list(args), **options)
     except Exception as exc:  # noqa: BLE001 - the broker is away: the row stays for the repair (or on_failure)
-        logger.warning("could not queue %s%r (%s: %s)%s", task.name, tuple(args), type(exc).__name__, exc,
-                       "" if on_failure else "; the periodic repair sends it again")
+        logger.warning(
+            "could not queue %s%r (%s: %s)%s",
+            task.name,
+            tuple(args),
+            type(exc).__name__,
+            exc,
+            "" if on_failure else "; the periodic repair sends it again",
+        )
         if on_failure is not None:
             on_failure(exc)
         return False
     return True
 
 
-def enqueue_on_commit(task, *args, queue: str | None = None, countdown: float | None = None,
-                      on_failure: Callable[[Exception], None] | None = None) -> None:
+def enqueue_on_commit(
+    task,
+    *args,
+    queue: str | None = None,
+    countdown: float | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
+) -> None:
     """``enqueue`` once the current transaction commits (at once outside one); never raises for the broker."""
-    transaction.on_commit(
-        lambda: enqueue(task, *args, queue=queue, countdown=countdown, on_failure=on_failure)
-    )
+    transaction.on_commit(lambda: enqueue(task, *args, queue=queue, countdown=countdown, on_failure=on_failure))

@@ -90,15 +90,21 @@ def list_folder(name: str) -> list[StoredFile]:
             return []
         files = [p for p in local.rglob("*") if p.is_file()]
         return sorted(
-            (StoredFile(p.relative_to(local).as_posix(), f"{name.rstrip('/')}/{p.relative_to(local).as_posix()}",
-                        p.stat().st_size) for p in files),
+            (
+                StoredFile(
+                    p.relative_to(local).as_posix(),
+                    f"{name.rstrip('/')}/{p.relative_to(local).as_posix()}",
+                    p.stat().st_size,
+                )
+                for p in files
+            ),
             key=lambda f: f.relative,
         )
     s3 = _s3(store)
     if s3 is not None:  # one paged listing with sizes, instead of a request per file
         prefix = s3._normalize_name(key) + "/"
         found = [
-            StoredFile(obj.key[len(prefix):], f"{name.rstrip('/')}/{obj.key[len(prefix):]}", obj.size)
+            StoredFile(obj.key[len(prefix) :], f"{name.rstrip('/')}/{obj.key[len(prefix) :]}", obj.size)
             for obj in s3.bucket.objects.filter(Prefix=prefix)
             if not obj.key.endswith("/")
         ]
@@ -354,8 +360,13 @@ class _Pipe:
 DEFLATED_SUFFIXES = {".json", ".jinja", ".txt", ".model", ".md"}
 
 
-def zip_stream(folder_name: str, files: Iterable[StoredFile], *, stamp: datetime,
-               rewrite: dict[str, Callable[[bytes], bytes]] | None = None) -> Iterator[bytes]:
+def zip_stream(
+    folder_name: str,
+    files: Iterable[StoredFile],
+    *,
+    stamp: datetime,
+    rewrite: dict[str, Callable[[bytes], bytes]] | None = None,
+) -> Iterator[bytes]:
     """Stream stored files as a zip, each under ``folder_name/``, without a temp file (a response streams it).
 
     Weights are stored as they are (they do not compress), text files deflated; ``rewrite`` maps a file's

@@ -45,12 +45,14 @@ def range_errors(rules, id_prefix: str) -> list[Error]:
         if value is None or value >= minimum:
             continue
         at_least = "more than 0" if 0 < minimum < 1 else f"at least {minimum}"
-        errors.append(Error(
-            f"{name} is {value!r}: it is the {what}, and must be {at_least}.",
-            hint=f"Set the environment variable {name} to {at_least}, or unset it for its default "
-            "(README: Configuration).",
-            id=f"{id_prefix}.E{number:03d}",
-        ))
+        errors.append(
+            Error(
+                f"{name} is {value!r}: it is the {what}, and must be {at_least}.",
+                hint=f"Set the environment variable {name} to {at_least}, or unset it for its default "
+                "(README: Configuration).",
+                id=f"{id_prefix}.E{number:03d}",
+            )
+        )
     return errors
 
 
@@ -58,12 +60,14 @@ def range_errors(rules, id_prefix: str) -> list[Error]:
 def console_settings_check(app_configs=None, **kwargs) -> list[Error | Warning]:
     errors: list[Error | Warning] = [*range_errors(RANGES, "console")]
     if settings.JOB_HEARTBEAT_TIMEOUT <= settings.JOB_HEARTBEAT_INTERVAL:
-        errors.append(Warning(
-            f"JOB_HEARTBEAT_TIMEOUT ({settings.JOB_HEARTBEAT_TIMEOUT}) is not longer than JOB_HEARTBEAT_INTERVAL "
-            f"({settings.JOB_HEARTBEAT_INTERVAL}): every running task would look lost between two heartbeats.",
-            hint="Make JOB_HEARTBEAT_TIMEOUT several heartbeats long (the defaults are 60 and 5 seconds).",
-            id="console.W101",
-        ))
+        errors.append(
+            Warning(
+                f"JOB_HEARTBEAT_TIMEOUT ({settings.JOB_HEARTBEAT_TIMEOUT}) is not longer than JOB_HEARTBEAT_INTERVAL "
+                f"({settings.JOB_HEARTBEAT_INTERVAL}): every running task would look lost between two heartbeats.",
+                hint="Make JOB_HEARTBEAT_TIMEOUT several heartbeats long (the defaults are 60 and 5 seconds).",
+                id="console.W101",
+            )
+        )
     errors += _cpu_errors()
     errors += _phone_region_errors()
     return errors
@@ -86,6 +90,11 @@ def _phone_region_errors() -> list[Error]:
 
     region = settings.PHONE_DEFAULT_REGION
     if region and region not in phonenumbers.SUPPORTED_REGIONS:
-        return [Error(f"PHONE_DEFAULT_REGION is {region!r}, not a region phone numbers are known for.",
-                      hint='Give a two-letter region code such as "CN" or "US".', id="console.E103")]
+        return [
+            Error(
+                f"PHONE_DEFAULT_REGION is {region!r}, not a region phone numbers are known for.",
+                hint='Give a two-letter region code such as "CN" or "US".',
+                id="console.E103",
+            )
+        ]
     return []

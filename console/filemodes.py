@@ -66,10 +66,18 @@ def var_modes_check() -> None:
             "%d files and folders of the console were readable by other users of this machine (left by an older "
             "version): %s. They are now readable by %s only. Whoever could read them may have copied the database "
             "(sessions, API key hashes) and training data: consider changing SECRET_KEY, which signs sessions and "
-            "API keys.", len(fixed), shown, _user_name())
+            "API keys.",
+            len(fixed),
+            shown,
+            _user_name(),
+        )
     for path, reason in failed:
-        logger.warning("%s is readable by other users of this machine and its mode could not be changed (%s): "
-                       "chmod go-rwx it as its owner.", path, reason)
+        logger.warning(
+            "%s is readable by other users of this machine and its mode could not be changed (%s): "
+            "chmod go-rwx it as its owner.",
+            path,
+            reason,
+        )
 
 
 def _user_name() -> str:

@@ -72,9 +72,7 @@ def envlist(name: str, default: str = "") -> list[str]:
 
 CONSOLE_ENV = env("CONSOLE_ENV", "development")
 if CONSOLE_ENV not in {"development", "production", "test"}:
-    raise ImproperlyConfigured(
-        f"CONSOLE_ENV must be development, production or test, not {CONSOLE_ENV!r}"
-    )
+    raise ImproperlyConfigured(f"CONSOLE_ENV must be development, production or test, not {CONSOLE_ENV!r}")
 PRODUCTION = CONSOLE_ENV == "production"
 
 # Everything the console writes is readable by its own OS user only (files 0600, folders 0700): set before anything
@@ -306,8 +304,14 @@ FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 
-def s3_storage(*, bucket: str, endpoint_url: str | None = None, region: str | None = None,
-               access_key: str | None = None, secret_key: str | None = None) -> dict:
+def s3_storage(
+    *,
+    bucket: str,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+) -> dict:
     """The STORAGES entry of an S3-compatible bucket (django-storages); unset credentials use boto3's own chain."""
     return {
         "BACKEND": "storages.backends.s3.S3Storage",
@@ -334,8 +338,10 @@ elif STORAGE_BACKEND == "s3":
     if not _bucket:
         raise ImproperlyConfigured("STORAGE_BACKEND=s3 needs AWS_STORAGE_BUCKET_NAME (the bucket files are kept in)")
     _default_storage = s3_storage(
-        bucket=_bucket, endpoint_url=env("AWS_S3_ENDPOINT_URL"),
-        region=env("AWS_S3_REGION_NAME"), access_key=env("AWS_ACCESS_KEY_ID"),
+        bucket=_bucket,
+        endpoint_url=env("AWS_S3_ENDPOINT_URL"),
+        region=env("AWS_S3_REGION_NAME"),
+        access_key=env("AWS_ACCESS_KEY_ID"),
         secret_key=env("AWS_SECRET_ACCESS_KEY"),
     )
 else:
@@ -355,9 +361,7 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 # --- Email and SMS ----------------------------------------------------------
 EMAIL_BACKEND = env(
     "EMAIL_BACKEND",
-    "django.core.mail.backends.smtp.EmailBackend"
-    if PRODUCTION
-    else "django.core.mail.backends.filebased.EmailBackend",
+    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.filebased.EmailBackend",
 )
 EMAIL_FILE_PATH = VAR_DIR / "mail"
 EMAIL_HOST = env("EMAIL_HOST", "localhost")
@@ -455,6 +459,8 @@ if TRAINING_PRECISION not in {"auto", "fp32", "bf16"}:
 # serving keeps a quarter (at least one), training the rest, so that neither starves the other.
 TRAINING_CPUS = env("TRAINING_CPUS", "auto") or "auto"
 SERVING_CPUS = env("SERVING_CPUS", "auto") or "auto"
+
+
 # The memory a training task runs in, for the estimate on the create form and the refusal of a task that cannot
 # fit: a GPU node's memory per GPU (unset: read from torch.cuda when this host has a GPU; 0: a CPU node), else a
 # CPU node's RAM (unset: this machine's).

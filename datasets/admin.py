@@ -24,17 +24,53 @@ class ValidationIssueInline(admin.TabularInline):
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ("name", "public_id", "owner", "category", "status", "examples", "tokens", "bytes",
-                    "error_count", "warning_count", "created_at")
+    list_display = (
+        "name",
+        "public_id",
+        "owner",
+        "category",
+        "status",
+        "examples",
+        "tokens",
+        "bytes",
+        "error_count",
+        "warning_count",
+        "created_at",
+    )
     list_filter = ("status", "category", "purpose")
     search_fields = ("name", "public_id", "filename", "owner__username", "owner__email")
     list_select_related = ("owner",)
     date_hierarchy = "created_at"
     readonly_fields = (
-        "public_id", "owner", "filename", "purpose", "file", "bytes", "sha256", "request_id", "status",
-        "status_message", "bytes_read", "heartbeat_at", "validation_started_at", "validated_at", "category_auto",
-        "lines", "examples", "legacy_examples", "tokens", "text_tokens", "images", "longest_example_tokens",
-        "truncated_examples", "duplicate_lines", "error_count", "warning_count", "report", "created_at", "updated_at",
+        "public_id",
+        "owner",
+        "filename",
+        "purpose",
+        "file",
+        "bytes",
+        "sha256",
+        "request_id",
+        "status",
+        "status_message",
+        "bytes_read",
+        "heartbeat_at",
+        "validation_started_at",
+        "validated_at",
+        "category_auto",
+        "lines",
+        "examples",
+        "legacy_examples",
+        "tokens",
+        "text_tokens",
+        "images",
+        "longest_example_tokens",
+        "truncated_examples",
+        "duplicate_lines",
+        "error_count",
+        "warning_count",
+        "report",
+        "created_at",
+        "updated_at",
     )
     fields = ("name", "category", "base_model", *readonly_fields)
     inlines = [ValidationIssueInline]
@@ -46,8 +82,11 @@ class DatasetAdmin(admin.ModelAdmin):
     @admin.action(description=_("Validate again (after changing category or base model)"))
     def revalidate(self, request, queryset):
         ids = datasets_revalidate(ids=list(queryset.values_list("id", flat=True)))
-        self.message_user(request, ngettext("%(n)s dataset queued for validation.",
-                                            "%(n)s datasets queued for validation.", len(ids)) % {"n": len(ids)})
+        self.message_user(
+            request,
+            ngettext("%(n)s dataset queued for validation.", "%(n)s datasets queued for validation.", len(ids))
+            % {"n": len(ids)},
+        )
 
     def delete_model(self, request, obj):
         try:

@@ -58,8 +58,15 @@ def file_json(dataset: Dataset) -> dict:
         "category": dataset.category or None,
     }
     if dataset.status in (Status.READY, Status.INVALID):
-        data.update({"examples": dataset.examples, "tokens": dataset.tokens, "images": dataset.images,
-                     "errors": dataset.error_count, "warnings": dataset.warning_count})
+        data.update(
+            {
+                "examples": dataset.examples,
+                "tokens": dataset.tokens,
+                "images": dataset.images,
+                "errors": dataset.error_count,
+                "warnings": dataset.warning_count,
+            }
+        )
     return data
 
 
@@ -95,15 +102,23 @@ def files(request: HttpRequest) -> JsonResponse:
 
 def _create(request: HttpRequest) -> JsonResponse:
     if content_length_too_large(request):
-        raise ApiError(413, TOO_LARGE, _("The file is larger than the limit of %(limit)s.")
-                       % {"limit": human_bytes(conf.max_bytes())}, "file")
+        raise ApiError(
+            413,
+            TOO_LARGE,
+            _("The file is larger than the limit of %(limit)s.") % {"limit": human_bytes(conf.max_bytes())},
+            "file",
+        )
     handler = install_upload_handler(request)
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, BAD_PARAM, "Send the file as multipart/form-data with fields file and purpose.")
     post, uploads = request.POST, request.FILES
     if handler.too_large:
-        raise ApiError(413, TOO_LARGE, _("The file is larger than the limit of %(limit)s.")
-                       % {"limit": human_bytes(conf.max_bytes())}, "file")
+        raise ApiError(
+            413,
+            TOO_LARGE,
+            _("The file is larger than the limit of %(limit)s.") % {"limit": human_bytes(conf.max_bytes())},
+            "file",
+        )
     purpose = post.get("purpose", "")
     if purpose not in PURPOSES:
         raise ApiError(400, BAD_PARAM, f"purpose must be 'fine-tune', not {purpose!r}.", "purpose")

@@ -29,6 +29,7 @@ def _overview_panel(request) -> dict:
     from .models import Dataset, Status
 
     return Dataset.objects.filter(owner=request.user).aggregate(
-        total=Count("id"), ready=Count("id", filter=Q(status=Status.READY)),
+        total=Count("id"),
+        ready=Count("id", filter=Q(status=Status.READY)),
         invalid=Count("id", filter=Q(status=Status.INVALID)),
     )

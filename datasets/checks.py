@@ -19,10 +19,12 @@ RANGES = [
 def datasets_settings_check(app_configs=None, **kwargs) -> list[Error | Warning]:
     errors: list[Error | Warning] = [*range_errors(RANGES, "datasets")]
     if not errors and settings.DATASET_MAX_LINE_BYTES > settings.DATASET_MAX_BYTES:
-        errors.append(Warning(
-            f"DATASET_MAX_LINE_BYTES ({settings.DATASET_MAX_LINE_BYTES}) is more than DATASET_MAX_BYTES "
-            f"({settings.DATASET_MAX_BYTES}): no file could hold such a line.",
-            hint="Keep DATASET_MAX_LINE_BYTES at most DATASET_MAX_BYTES (the defaults are 64 MiB and 512 MiB).",
-            id="datasets.W101",
-        ))
+        errors.append(
+            Warning(
+                f"DATASET_MAX_LINE_BYTES ({settings.DATASET_MAX_LINE_BYTES}) is more than DATASET_MAX_BYTES "
+                f"({settings.DATASET_MAX_BYTES}): no file could hold such a line.",
+                hint="Keep DATASET_MAX_LINE_BYTES at most DATASET_MAX_BYTES (the defaults are 64 MiB and 512 MiB).",
+                id="datasets.W101",
+            )
+        )
     return errors

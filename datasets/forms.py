@@ -19,11 +19,16 @@ class DatasetUploadForm(forms.Form):
         required=False,
     )
     name = forms.CharField(
-        label=_("Name"), max_length=200, required=False,
+        label=_("Name"),
+        max_length=200,
+        required=False,
         help_text=_("Optional; the file name is used if left empty."),
     )
     base_model = forms.ModelChoiceField(
-        label=_("Count tokens for"), queryset=None, required=False, empty_label=None,
+        label=_("Count tokens for"),
+        queryset=None,
+        required=False,
+        empty_label=None,
         help_text=_("The base model whose tokenizer, chat template and context length count and check the examples."),
     )
 
@@ -35,9 +40,9 @@ class DatasetUploadForm(forms.Form):
         field = self.fields["base_model"]
         field.queryset = BaseModel.objects.usable_by(user).with_weights().order_by("-is_default", "sort_order", "code")
         field.initial = field.queryset.first()
-        self.fields["file"].help_text = _(
-            "UTF-8 JSONL: one JSON object (one example) per line. At most %(limit)s."
-        ) % {"limit": human_bytes(conf.max_bytes())}
+        self.fields["file"].help_text = _("UTF-8 JSONL: one JSON object (one example) per line. At most %(limit)s.") % {
+            "limit": human_bytes(conf.max_bytes())
+        }
 
     def clean_file(self):
         upload = self.cleaned_data["file"]

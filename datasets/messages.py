@@ -25,8 +25,9 @@ class Message:
 
     __slots__ = ("count", "params", "plural", "singular")
 
-    def __init__(self, singular: str, plural: str | None = None, count: int | None = None,
-                 params: Params | None = None):
+    def __init__(
+        self, singular: str, plural: str | None = None, count: int | None = None, params: Params | None = None
+    ):
         self.singular = singular
         self.plural = plural
         self.count = count
@@ -42,8 +43,7 @@ class Message:
             text = translation.gettext(self.singular)
         if self.params is None:
             return text
-        return text % {key: str(value) if isinstance(value, Message) else value
-                       for key, value in self.params.items()}
+        return text % {key: str(value) if isinstance(value, Message) else value for key, value in self.params.items()}
 
     def __repr__(self) -> str:
         return f"Message({self.singular!r}, params={self.params!r})"
@@ -71,8 +71,10 @@ class Message:
             data["plural"] = self.plural
             data["count"] = self.count
         if self.params is not None:
-            data["params"] = {key: value.as_json() if isinstance(value, Message) else _plain(value)
-                              for key, value in self.params.items()}
+            data["params"] = {
+                key: value.as_json() if isinstance(value, Message) else _plain(value)
+                for key, value in self.params.items()
+            }
         return data
 
     @classmethod
@@ -88,8 +90,9 @@ class Message:
         if params is not None:
             if not isinstance(params, dict):
                 return None
-            params = {key: (cls.from_json(value) or "") if isinstance(value, dict) else value
-                      for key, value in params.items()}
+            params = {
+                key: (cls.from_json(value) or "") if isinstance(value, dict) else value for key, value in params.items()
+            }
         return cls(data["text"], plural, count, params)
 
 

@@ -96,7 +96,9 @@ class Dataset(models.Model):
     examples = models.PositiveIntegerField(_("examples"), default=0)
     legacy_examples = models.PositiveIntegerField(_("legacy input/target examples"), default=0)
     tokens = models.BigIntegerField(
-        _("billable tokens per epoch"), null=True, blank=True,
+        _("billable tokens per epoch"),
+        null=True,
+        blank=True,
         help_text=_("Text tokens, plus 1,024 per generated image or 1,600 per understood image."),
     )
     text_tokens = models.BigIntegerField(_("text tokens"), null=True, blank=True)

@@ -61,8 +61,13 @@ def display_message(message: dict) -> dict:
     calls = []
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        calls.append({"id": call.get("id", ""), "name": function.get("name", ""),
-                      "arguments": _arguments(function.get("arguments"))})
+        calls.append(
+            {
+                "id": call.get("id", ""),
+                "name": function.get("name", ""),
+                "arguments": _arguments(function.get("arguments")),
+            }
+        )
     return {
         "role": message.get("role", ""),
         "text": "\n".join(t for t in texts if t),

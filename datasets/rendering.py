@@ -189,10 +189,12 @@ def sft_conversation(example: dict) -> Conversation:
     if "messages" in example:
         return Conversation(example["messages"], example.get("tools"))
     if "input" in example and "target" in example and isinstance(example["input"], str):
-        return Conversation([
-            {"role": "user", "content": example["input"]},
-            {"role": "assistant", "content": text_content(example["target"], "target")},
-        ])
+        return Conversation(
+            [
+                {"role": "user", "content": example["input"]},
+                {"role": "assistant", "content": text_content(example["target"], "target")},
+            ]
+        )
     raise RenderError('an example needs "messages" (or legacy "input" and "target")')
 
 

@@ -44,8 +44,10 @@ IMAGE_TOKENS = {Category.IMAGE_GENERATION: 1024, Category.IMAGE_UNDERSTANDING: 1
 
 # Python's json error texts, each with our own words (never Python's text on a page).
 JSON_ERRORS = (
-    ("Expecting value", _("a value was expected here (text in double quotes, a number, true, false, null, "
-                          "an object or a list)")),
+    (
+        "Expecting value",
+        _("a value was expected here (text in double quotes, a number, true, false, null, an object or a list)"),
+    ),
     ("Expecting property name", _("a key in double quotes was expected (no trailing comma, no single quotes)")),
     ("Expecting ',' delimiter", _("a comma was expected between two items")),
     ("Expecting ':' delimiter", _("a colon was expected after the key")),
@@ -148,24 +150,41 @@ def check_image_url(url: Any, path: str, problems: Problems) -> None:
     if lowered.startswith("data:"):
         match = DATA_URL.match(url[:200])
         if not match:
-            problems.append((path, "data_url", _(
-                "The data URL has no comma after its header; write it as data:image/jpeg;base64,<data>."
-            )))
+            problems.append(
+                (
+                    path,
+                    "data_url",
+                    _("The data URL has no comma after its header; write it as data:image/jpeg;base64,<data>."),
+                )
+            )
             return
         mime, params = match.group(1).strip().lower(), match.group(2).lower()
         if ";base64" not in params:
-            problems.append((path, "data_url", _(
-                "The data URL is not base64: its prefix must be data:image/jpeg;base64, or data:image/png;base64,."
-            )))
+            problems.append(
+                (
+                    path,
+                    "data_url",
+                    _(
+                        "The data URL is not base64: its prefix must be data:image/jpeg;base64, or data:image/png;base64,."
+                    ),
+                )
+            )
             return
         if mime not in ("image/jpeg", "image/jpg", "image/png"):
-            problems.append((path, "data_url", _(
-                "The data URL says %(mime)s; only image/jpeg and image/png are accepted "
-                "(prefix data:image/jpeg;base64, or data:image/png;base64,)."
-            ) % {"mime": mime or _("no type")}))
+            problems.append(
+                (
+                    path,
+                    "data_url",
+                    _(
+                        "The data URL says %(mime)s; only image/jpeg and image/png are accepted "
+                        "(prefix data:image/jpeg;base64, or data:image/png;base64,)."
+                    )
+                    % {"mime": mime or _("no type")},
+                )
+            )
             return
         declared = "png" if mime == "image/png" else "jpeg"
-        payload = url[match.end():]
+        payload = url[match.end() :]
     elif "://" in url[:16]:
         problems.append((path, "image_url", _("Only http:// and https:// image URLs are accepted.")))
         return
@@ -175,23 +194,30 @@ def check_image_url(url: Any, path: str, problems: Problems) -> None:
         try:  # base64 with line breaks or URL-safe characters is still base64
             data = base64.urlsafe_b64decode(re.sub(r"\s+", "", payload) + "=" * (-len(payload) % 4))
         except (binascii.Error, ValueError):
-            problems.append((path, "base64", _(
-                "This is neither an http(s) URL nor valid base64 image data."
-            )))
+            problems.append((path, "base64", _("This is neither an http(s) URL nor valid base64 image data.")))
             return
     if data.startswith(JPEG_MAGIC):
         actual = "jpeg"
     elif data.startswith(PNG_MAGIC):
         actual = "png"
     else:
-        problems.append((path, "not_image", _(
-            "The base64 data decodes to %(size)s bytes that are not a JPEG or PNG image."
-        ) % {"size": len(data)}))
+        problems.append(
+            (
+                path,
+                "not_image",
+                _("The base64 data decodes to %(size)s bytes that are not a JPEG or PNG image.") % {"size": len(data)},
+            )
+        )
         return
     if declared and declared != actual:
-        problems.append((path, "data_url", _(
-            "The data URL says image/%(declared)s but the data is a %(actual)s image; fix the prefix."
-        ) % {"declared": declared, "actual": actual.upper()}))
+        problems.append(
+            (
+                path,
+                "data_url",
+                _("The data URL says image/%(declared)s but the data is a %(actual)s image; fix the prefix.")
+                % {"declared": declared, "actual": actual.upper()},
+            )
+        )
 
 
 def _content_parts(content: list, path: str, problems: Problems, *, allow_images: bool) -> tuple[int, bool]:
@@ -203,35 +229,51 @@ def _content_parts(content: list, path: str, problems: Problems, *, allow_images
     for i, part in enumerate(content):
         ppath = f"{path}[{i}]"
         if not isinstance(part, dict):
-            problems.append((ppath, "type", _("A content part must be an object, not %(type)s.")
-                             % {"type": type_name(part)}))
+            problems.append(
+                (ppath, "type", _("A content part must be an object, not %(type)s.") % {"type": type_name(part)})
+            )
             continue
         kind = part.get("type")
         if kind == "text":
             text = part.get("text")
             if not isinstance(text, str):
-                problems.append((f"{ppath}.text", "type", _("The text must be a string, not %(type)s.")
-                                 % {"type": type_name(text)}))
+                problems.append(
+                    (f"{ppath}.text", "type", _("The text must be a string, not %(type)s.") % {"type": type_name(text)})
+                )
             elif text.strip():
                 has_text = True
         elif kind == "image_url":
             if not allow_images:
-                problems.append((ppath, "category", _(
-                    "Images are not part of this category; choose image generation or image understanding."
-                )))
+                problems.append(
+                    (
+                        ppath,
+                        "category",
+                        _("Images are not part of this category; choose image generation or image understanding."),
+                    )
+                )
                 continue
             image_url = part.get("image_url")
             if not isinstance(image_url, dict):
-                problems.append((f"{ppath}.image_url", "type", _(
-                    'image_url must be an object like {"url": "..."}, not %(type)s.'
-                ) % {"type": type_name(image_url)}))
+                problems.append(
+                    (
+                        f"{ppath}.image_url",
+                        "type",
+                        _('image_url must be an object like {"url": "..."}, not %(type)s.')
+                        % {"type": type_name(image_url)},
+                    )
+                )
                 continue
             check_image_url(image_url.get("url"), f"{ppath}.image_url.url", problems)
             images += 1
         else:
-            problems.append((f"{ppath}.type", "part_type", _(
-                'The part type must be "text" or "image_url", not %(value)s.'
-            ) % {"value": json.dumps(kind, ensure_ascii=False)}))
+            problems.append(
+                (
+                    f"{ppath}.type",
+                    "part_type",
+                    _('The part type must be "text" or "image_url", not %(value)s.')
+                    % {"value": json.dumps(kind, ensure_ascii=False)},
+                )
+            )
     return images, has_text
 
 
@@ -253,19 +295,27 @@ def check_tools(tools: Any, problems: Problems) -> set[str]:
             problems.append((f"{path}.type", "tool_type", _('The tool type must be "function".')))
         function = tool.get("function")
         if not isinstance(function, dict):
-            problems.append((f"{path}.function", "type", _(
-                "function must be an object with name, description and parameters."
-            )))
+            problems.append(
+                (f"{path}.function", "type", _("function must be an object with name, description and parameters."))
+            )
             continue
         name = function.get("name")
         if not isinstance(name, str) or not FUNCTION_NAME.match(name):
-            problems.append((f"{path}.function.name", "function_name", _(
-                "The function name must be 1 to 64 letters, digits, _, . or -."
-            )))
+            problems.append(
+                (
+                    f"{path}.function.name",
+                    "function_name",
+                    _("The function name must be 1 to 64 letters, digits, _, . or -."),
+                )
+            )
         elif name in names:
-            problems.append((f"{path}.function.name", "duplicate_tool", _(
-                "The function %(name)s is defined twice."
-            ) % {"name": name}))
+            problems.append(
+                (
+                    f"{path}.function.name",
+                    "duplicate_tool",
+                    _("The function %(name)s is defined twice.") % {"name": name},
+                )
+            )
         else:
             names.add(name)
         description = function.get("description")
@@ -278,8 +328,9 @@ def check_tools(tools: Any, problems: Problems) -> set[str]:
 
 def _check_schema(schema: Any, path: str, problems: Problems, *, top: bool = False) -> None:
     if not isinstance(schema, dict):
-        problems.append((path, "schema", _("A JSON schema must be an object, not %(type)s.")
-                         % {"type": type_name(schema)}))
+        problems.append(
+            (path, "schema", _("A JSON schema must be an object, not %(type)s.") % {"type": type_name(schema)})
+        )
         return
     kind = schema.get("type")
     if top and kind != "object":
@@ -288,8 +339,13 @@ def _check_schema(schema: Any, path: str, problems: Problems, *, top: bool = Fal
         kinds = kind if isinstance(kind, list) else [kind]
         bad = [k for k in kinds if k not in JSON_SCHEMA_TYPES]
         if bad:
-            problems.append((f"{path}.type", "schema", _("%(value)s is not a JSON schema type.")
-                             % {"value": json.dumps(bad[0], ensure_ascii=False)}))
+            problems.append(
+                (
+                    f"{path}.type",
+                    "schema",
+                    _("%(value)s is not a JSON schema type.") % {"value": json.dumps(bad[0], ensure_ascii=False)},
+                )
+            )
     properties = schema.get("properties")
     if properties is not None:
         if not isinstance(properties, dict):
@@ -305,23 +361,29 @@ def _check_schema(schema: Any, path: str, problems: Problems, *, top: bool = Fal
         elif properties is not None:
             for j, key in enumerate(required):
                 if key not in properties:
-                    problems.append((f"{path}.required[{j}]", "schema", _(
-                        "%(name)s is required but is not among the properties."
-                    ) % {"name": key}))
+                    problems.append(
+                        (
+                            f"{path}.required[{j}]",
+                            "schema",
+                            _("%(name)s is required but is not among the properties.") % {"name": key},
+                        )
+                    )
     if isinstance(schema.get("items"), dict):
         _check_schema(schema["items"], f"{path}.items", problems)
 
 
-def _check_tool_calls(calls: Any, path: str, problems: Problems, tool_names: set[str] | None,
-                      call_ids: set[str]) -> None:
+def _check_tool_calls(
+    calls: Any, path: str, problems: Problems, tool_names: set[str] | None, call_ids: set[str]
+) -> None:
     if not isinstance(calls, list) or not calls:
         problems.append((path, "type", _("tool_calls must be a non-empty list.")))
         return
     for i, call in enumerate(calls):
         cpath = f"{path}[{i}]"
         if not isinstance(call, dict):
-            problems.append((cpath, "type", _("A tool call must be an object, not %(type)s.")
-                             % {"type": type_name(call)}))
+            problems.append(
+                (cpath, "type", _("A tool call must be an object, not %(type)s.") % {"type": type_name(call)})
+            )
             continue
         if call.get("type", "function") != "function":
             problems.append((f"{cpath}.type", "tool_type", _('The tool call type must be "function".')))
@@ -339,25 +401,44 @@ def _check_tool_calls(calls: Any, path: str, problems: Problems, tool_names: set
         if not isinstance(name, str) or not name.strip():
             problems.append((f"{cpath}.function.name", "required", _("The called function needs a name.")))
         elif tool_names is not None and name not in tool_names:
-            problems.append((f"{cpath}.function.name", "unknown_function", _(
-                "The function %(name)s is not defined in tools."
-            ) % {"name": name}))
+            problems.append(
+                (
+                    f"{cpath}.function.name",
+                    "unknown_function",
+                    _("The function %(name)s is not defined in tools.") % {"name": name},
+                )
+            )
         arguments = function.get("arguments")
         apath = f"{cpath}.function.arguments"
         if isinstance(arguments, dict | list):
-            problems.append((apath, "arguments_type", _(
-                "arguments must be a JSON string (like \"{\\\"city\\\": \\\"Beijing\\\"}\"), not %(type)s."
-            ) % {"type": type_name(arguments)}))
+            problems.append(
+                (
+                    apath,
+                    "arguments_type",
+                    _('arguments must be a JSON string (like "{\\"city\\": \\"Beijing\\"}"), not %(type)s.')
+                    % {"type": type_name(arguments)},
+                )
+            )
         elif not isinstance(arguments, str):
-            problems.append((apath, "arguments_type", _("arguments must be a JSON string, not %(type)s.")
-                             % {"type": type_name(arguments)}))
+            problems.append(
+                (
+                    apath,
+                    "arguments_type",
+                    _("arguments must be a JSON string, not %(type)s.") % {"type": type_name(arguments)},
+                )
+            )
         else:
             try:
                 parsed = json.loads(arguments)
             except ValueError as exc:
-                problems.append((apath, "arguments_json", _(
-                    "arguments is not valid JSON at column %(col)s: %(error)s."
-                ) % {"col": getattr(exc, "colno", 1), "error": json_error_reason(exc)}))
+                problems.append(
+                    (
+                        apath,
+                        "arguments_json",
+                        _("arguments is not valid JSON at column %(col)s: %(error)s.")
+                        % {"col": getattr(exc, "colno", 1), "error": json_error_reason(exc)},
+                    )
+                )
             else:
                 if not isinstance(parsed, dict):
                     problems.append((apath, "arguments_json", _("arguments must encode a JSON object.")))
@@ -366,8 +447,15 @@ def _check_tool_calls(calls: Any, path: str, problems: Problems, tool_names: set
 # --- messages -----------------------------------------------------------------
 
 
-def check_messages(messages: Any, path: str, problems: Problems, *, category: str,
-                   tool_names: set[str] | None, prompt_only: bool = False) -> int:
+def check_messages(
+    messages: Any,
+    path: str,
+    problems: Problems,
+    *,
+    category: str,
+    tool_names: set[str] | None,
+    prompt_only: bool = False,
+) -> int:
     """Check a conversation; return how many images it holds."""
     if not isinstance(messages, list):
         problems.append((path, "type", _("messages must be a list, not %(type)s.") % {"type": type_name(messages)}))
@@ -386,17 +474,23 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
     for i, message in enumerate(messages):
         mpath = f"{path}[{i}]"
         if not isinstance(message, dict):
-            problems.append((mpath, "type", _("A message must be an object, not %(type)s.")
-                             % {"type": type_name(message)}))
+            problems.append(
+                (mpath, "type", _("A message must be an object, not %(type)s.") % {"type": type_name(message)})
+            )
             continue
         role = message.get("role")
         if role not in ROLES:
             if role is None:
                 problems.append((f"{mpath}.role", "required", _("The message has no role.")))
             else:
-                problems.append((f"{mpath}.role", "unknown_role", _(
-                    "Unknown role %(role)s: use system, user, assistant or tool."
-                ) % {"role": json.dumps(role, ensure_ascii=False)}))
+                problems.append(
+                    (
+                        f"{mpath}.role",
+                        "unknown_role",
+                        _("Unknown role %(role)s: use system, user, assistant or tool.")
+                        % {"role": json.dumps(role, ensure_ascii=False)},
+                    )
+                )
             previous_role = "?"
             unknown_roles = True
             continue
@@ -404,9 +498,9 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
         content = message.get("content")
         cpath = f"{mpath}.content"
         if "weight" in message and role != "assistant":
-            problems.append((f"{mpath}.weight", "weight", _(
-                "weight applies to assistant turns only (0: not learnt, 1: learnt)."
-            )))
+            problems.append(
+                (f"{mpath}.weight", "weight", _("weight applies to assistant turns only (0: not learnt, 1: learnt)."))
+            )
         if role == "system":
             if i != 0:
                 problems.append((f"{mpath}.role", "order", _("A system message may only come first.")))
@@ -417,8 +511,9 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
         elif role == "user":
             user_turns += 1
             if isinstance(content, list):
-                n, has_text = _content_parts(content, cpath, problems,
-                                             allow_images=category == Category.IMAGE_UNDERSTANDING)
+                n, has_text = _content_parts(
+                    content, cpath, problems, allow_images=category == Category.IMAGE_UNDERSTANDING
+                )
                 images += n
             else:
                 _text_content(content, cpath, problems, role)
@@ -427,30 +522,47 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
             if _check_weight(message, mpath, problems) == 0:
                 unweighted_turns += 1
             if user_turns == 0 and not unknown_roles:
-                problems.append((f"{mpath}.role", "order", _(
-                    "The conversation must start with a user turn (after an optional system message)."
-                )))
+                problems.append(
+                    (
+                        f"{mpath}.role",
+                        "order",
+                        _("The conversation must start with a user turn (after an optional system message)."),
+                    )
+                )
             calls = message.get("tool_calls")
             if calls is not None and not (isinstance(calls, list) and not calls):
                 if not allow_tools:
-                    problems.append((f"{mpath}.tool_calls", "category", _(
-                        "tool_calls are not part of chat data; choose the function call category."
-                    )))
+                    problems.append(
+                        (
+                            f"{mpath}.tool_calls",
+                            "category",
+                            _("tool_calls are not part of chat data; choose the function call category."),
+                        )
+                    )
                 else:
                     _check_tool_calls(calls, f"{mpath}.tool_calls", problems, tool_names, call_ids)
             reasoning = message.get("reasoning_content")
             if reasoning is not None:
                 if not allow_reasoning:
-                    problems.append((f"{mpath}.reasoning_content", "category", _(
-                        "reasoning_content is not part of this category; choose deep thinking."
-                    )))
+                    problems.append(
+                        (
+                            f"{mpath}.reasoning_content",
+                            "category",
+                            _("reasoning_content is not part of this category; choose deep thinking."),
+                        )
+                    )
                 elif not isinstance(reasoning, str):
-                    problems.append((f"{mpath}.reasoning_content", "type", _(
-                        "reasoning_content must be a string, not %(type)s."
-                    ) % {"type": type_name(reasoning)}))
+                    problems.append(
+                        (
+                            f"{mpath}.reasoning_content",
+                            "type",
+                            _("reasoning_content must be a string, not %(type)s.") % {"type": type_name(reasoning)},
+                        )
+                    )
             if isinstance(content, list):
-                n, has_text = _content_parts(content, cpath, problems,
-                                             allow_images=category == Category.IMAGE_GENERATION)
+                n, has_text = _content_parts(
+                    content, cpath, problems, allow_images=category == Category.IMAGE_GENERATION
+                )
                 images += n
             elif calls and content in (None, ""):
                 pass  # a turn that only calls tools
@@ -458,25 +570,40 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
                 _text_content(content, cpath, problems, role)
         else:  # tool
             if not allow_tools:
-                problems.append((f"{mpath}.role", "category", _(
-                    "tool turns are not part of chat data; choose the function call category."
-                )))
+                problems.append(
+                    (
+                        f"{mpath}.role",
+                        "category",
+                        _("tool turns are not part of chat data; choose the function call category."),
+                    )
+                )
                 continue
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id.strip():
-                problems.append((f"{mpath}.tool_call_id", "required", _(
-                    "A tool turn needs the tool_call_id of the call it answers."
-                )))
+                problems.append(
+                    (
+                        f"{mpath}.tool_call_id",
+                        "required",
+                        _("A tool turn needs the tool_call_id of the call it answers."),
+                    )
+                )
             elif call_id not in call_ids:
-                problems.append((f"{mpath}.tool_call_id", "unknown_call", _(
-                    "tool_call_id %(id)s does not answer any earlier tool call."
-                ) % {"id": json.dumps(call_id, ensure_ascii=False)}))
+                problems.append(
+                    (
+                        f"{mpath}.tool_call_id",
+                        "unknown_call",
+                        _("tool_call_id %(id)s does not answer any earlier tool call.")
+                        % {"id": json.dumps(call_id, ensure_ascii=False)},
+                    )
+                )
             if previous_role not in ("assistant", "tool"):
-                problems.append((f"{mpath}.role", "order",
-                                 _("A tool turn must follow the assistant turn that called it.")))
+                problems.append(
+                    (f"{mpath}.role", "order", _("A tool turn must follow the assistant turn that called it."))
+                )
             if not isinstance(content, str):
-                problems.append((cpath, "type", _("The tool result must be a string, not %(type)s.")
-                                 % {"type": type_name(content)}))
+                problems.append(
+                    (cpath, "type", _("The tool result must be a string, not %(type)s.") % {"type": type_name(content)})
+                )
         previous_role = role
     if unknown_roles:
         return images
@@ -488,9 +615,13 @@ def check_messages(messages: Any, path: str, problems: Problems, *, category: st
     elif assistant_turns == 0:
         problems.append((path, "no_assistant", _("The conversation has no assistant turn to learn from.")))
     elif unweighted_turns == assistant_turns:
-        problems.append((path, "no_assistant", _(
-            "Every assistant turn has weight 0, so there is nothing to learn from; give at least one weight 1."
-        )))
+        problems.append(
+            (
+                path,
+                "no_assistant",
+                _("Every assistant turn has weight 0, so there is nothing to learn from; give at least one weight 1."),
+            )
+        )
     elif last_role not in ("assistant",) and category != Category.FUNCTION_CALL:
         problems.append((f"{path}[{len(messages) - 1}]", "order", _("The last turn must be the assistant's.")))
     return images
@@ -503,8 +634,14 @@ def _check_weight(message: dict, path: str, problems: Problems) -> int:
         return 1
     weight = message["weight"]
     if isinstance(weight, bool) or weight not in (0, 1):
-        problems.append((f"{path}.weight", "weight", _("weight must be 0 (not learnt) or 1 (learnt), not %(value)s.")
-                         % {"value": json.dumps(weight, ensure_ascii=False)[:40]}))
+        problems.append(
+            (
+                f"{path}.weight",
+                "weight",
+                _("weight must be 0 (not learnt) or 1 (learnt), not %(value)s.")
+                % {"value": json.dumps(weight, ensure_ascii=False)[:40]},
+            )
+        )
         return 1
     return int(weight)
 
@@ -520,14 +657,16 @@ def _text_content(content: Any, path: str, problems: Problems, role: str) -> Non
 
 def _check_outputs(value: Any, path: str, problems: Problems) -> None:
     if not isinstance(value, list) or not value:
-        problems.append((path, "required", _("%(field)s must be a non-empty list of assistant messages.")
-                         % {"field": path}))
+        problems.append(
+            (path, "required", _("%(field)s must be a non-empty list of assistant messages.") % {"field": path})
+        )
         return
     for i, message in enumerate(value):
         mpath = f"{path}[{i}]"
         if not isinstance(message, dict):
-            problems.append((mpath, "type", _("A message must be an object, not %(type)s.")
-                             % {"type": type_name(message)}))
+            problems.append(
+                (mpath, "type", _("A message must be an object, not %(type)s.") % {"type": type_name(message)})
+            )
             continue
         if message.get("role") != "assistant":
             problems.append((f"{mpath}.role", "unknown_role", _('An output message must have role "assistant".')))
@@ -541,12 +680,17 @@ def check_example(obj: Any, category: str, problems: Problems) -> tuple[dict | N
     """Check one parsed line; return (normalized example or None, images)."""
     if not isinstance(obj, dict):
         if isinstance(obj, list):
-            problems.append(("", "not_object", _(
-                "This line is a JSON list; each line must be one JSON object (one example), not a list of them."
-            )))
+            problems.append(
+                (
+                    "",
+                    "not_object",
+                    _("This line is a JSON list; each line must be one JSON object (one example), not a list of them."),
+                )
+            )
         else:
-            problems.append(("", "not_object", _("Each line must be a JSON object, not %(type)s.")
-                             % {"type": type_name(obj)}))
+            problems.append(
+                ("", "not_object", _("Each line must be a JSON object, not %(type)s.") % {"type": type_name(obj)})
+            )
         return None, 0
     start = len(problems)
     if category == Category.DPO:
@@ -560,9 +704,14 @@ def check_example(obj: Any, category: str, problems: Problems) -> tuple[dict | N
 
 def _check_conversation(obj: dict, category: str, problems: Problems) -> tuple[dict, int]:
     if "messages" not in obj:
-        problems.append(("messages", "required", _(
-            'The line has no "messages" list (keys found: %(keys)s).'
-        ) % {"keys": ", ".join(list(obj)[:8]) or _("none")}))
+        problems.append(
+            (
+                "messages",
+                "required",
+                _('The line has no "messages" list (keys found: %(keys)s).')
+                % {"keys": ", ".join(list(obj)[:8]) or _("none")},
+            )
+        )
         return {}, 0
     tool_names = None
     if "tools" in obj:
@@ -575,12 +724,17 @@ def _check_conversation(obj: dict, category: str, problems: Problems) -> tuple[d
         _check_image_generation(obj["messages"], images, problems)
     elif category == Category.IMAGE_UNDERSTANDING and isinstance(obj["messages"], list):
         if images == 0:
-            problems.append(("messages", "no_image",
-                             _("An image understanding example needs an image in a user turn.")))
+            problems.append(
+                ("messages", "no_image", _("An image understanding example needs an image in a user turn."))
+            )
         elif images > 1:
-            problems.append(("messages", "too_many_images", _(
-                "This category takes a single image per example; this one has %(n)s."
-            ) % {"n": images}))
+            problems.append(
+                (
+                    "messages",
+                    "too_many_images",
+                    _("This category takes a single image per example; this one has %(n)s.") % {"n": images},
+                )
+            )
     example = {"messages": obj["messages"]}
     if "tools" in obj:
         example["tools"] = obj["tools"]
@@ -592,32 +746,43 @@ def _check_image_generation(messages: Any, images: int, problems: Problems) -> N
         return
     last = messages[-1]
     if isinstance(last, dict) and last.get("role") == "assistant" and not isinstance(last.get("content"), list):
-        problems.append((f"messages[{len(messages) - 1}].content", "no_image", _(
-            'The assistant turn must be a list holding one {"type": "image_url", ...} part: the generated image.'
-        )))
+        problems.append(
+            (
+                f"messages[{len(messages) - 1}].content",
+                "no_image",
+                _(
+                    'The assistant turn must be a list holding one {"type": "image_url", ...} part: the generated image.'
+                ),
+            )
+        )
     elif images > 1:
-        problems.append(("messages", "too_many_images", _(
-            "This category takes a single image per example; this one has %(n)s."
-        ) % {"n": images}))
+        problems.append(
+            (
+                "messages",
+                "too_many_images",
+                _("This category takes a single image per example; this one has %(n)s.") % {"n": images},
+            )
+        )
 
 
 def _check_legacy(obj: dict, category: str, problems: Problems) -> dict:
     if category not in TEXT_CATEGORIES:
-        problems.append(("", "category", _(
-            "The legacy input/target form is only accepted for chat data."
-        )))
+        problems.append(("", "category", _("The legacy input/target form is only accepted for chat data.")))
     for key in ("input", "target"):
         value = obj.get(key)
         if value is None:
-            problems.append((key, "required", _("The legacy form needs both input and target; %(key)s is missing.")
-                             % {"key": key}))
+            problems.append(
+                (key, "required", _("The legacy form needs both input and target; %(key)s is missing.") % {"key": key})
+            )
         elif not isinstance(value, str):
-            problems.append((key, "type", _("%(key)s must be a string, not %(type)s.")
-                             % {"key": key, "type": type_name(value)}))
+            problems.append(
+                (key, "type", _("%(key)s must be a string, not %(type)s.") % {"key": key, "type": type_name(value)})
+            )
         elif not value.strip():
             problems.append((key, "empty", _("%(key)s is empty.") % {"key": key}))
-    return {"messages": [{"role": "user", "content": obj.get("input")},
-                         {"role": "assistant", "content": obj.get("target")}]}
+    return {
+        "messages": [{"role": "user", "content": obj.get("input")}, {"role": "assistant", "content": obj.get("target")}]
+    }
 
 
 def _check_dpo(obj: dict, problems: Problems) -> tuple[dict, int]:
@@ -627,16 +792,19 @@ def _check_dpo(obj: dict, problems: Problems) -> tuple[dict, int]:
         messages: Any = []
     else:
         messages = prompt["messages"]
-        check_messages(messages, "input.messages", problems, category=Category.DPO, tool_names=None,
-                       prompt_only=True)
+        check_messages(messages, "input.messages", problems, category=Category.DPO, tool_names=None, prompt_only=True)
     preferred = obj.get("preferred_output")
     rejected = obj.get("non_preferred_output")
     _check_outputs(preferred, "preferred_output", problems)
     _check_outputs(rejected, "non_preferred_output", problems)
     if isinstance(preferred, list) and isinstance(rejected, list) and preferred and preferred == rejected:
-        problems.append(("non_preferred_output", "identical", _(
-            "The preferred and non-preferred outputs are identical: the model can learn nothing from them."
-        )))
+        problems.append(
+            (
+                "non_preferred_output",
+                "identical",
+                _("The preferred and non-preferred outputs are identical: the model can learn nothing from them."),
+            )
+        )
     example = {"messages": messages, "preferred_output": preferred, "non_preferred_output": rejected}
     if isinstance(prompt, dict) and "tools" in prompt:
         example["tools"] = prompt["tools"]

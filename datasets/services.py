@@ -63,16 +63,29 @@ def _default_base_model():
 # --- create -----------------------------------------------------------------
 
 
-def dataset_find_duplicate(*, owner, request_id: str | None = None, sha256: str = "", filename: str = "",
-                           purpose: str = "fine-tune", window_seconds: int | None = None) -> Dataset | None:
+def dataset_find_duplicate(
+    *,
+    owner,
+    request_id: str | None = None,
+    sha256: str = "",
+    filename: str = "",
+    purpose: str = "fine-tune",
+    window_seconds: int | None = None,
+) -> Dataset | None:
     """The dataset a retried create already made: same request_id, else same content in the window."""
     if request_id:
         return Dataset.objects.filter(owner=owner, request_id=request_id).first()
     if window_seconds and sha256:
         since = timezone.now() - timedelta(seconds=window_seconds)
         return (
-            Dataset.objects.filter(owner=owner, sha256=sha256, filename=filename, purpose=purpose,
-                                   created_at__gte=since, request_id__isnull=True)
+            Dataset.objects.filter(
+                owner=owner,
+                sha256=sha256,
+                filename=filename,
+                purpose=purpose,
+                created_at__gte=since,
+                request_id__isnull=True,
+            )
             .order_by("-created_at")
             .first()
         )
@@ -87,9 +100,18 @@ def dataset_check_quota(*, owner) -> None:
         raise DatasetError(exc.message, code="quota_exceeded") from None
 
 
-def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str = "", category: str = "",
-                   purpose: str = "fine-tune", request_id: str | None = None, base_model=None,
-                   dedupe_window: int | None = None) -> tuple[Dataset, bool]:
+def dataset_create(
+    *,
+    owner,
+    upload: UploadedFile,
+    sha256: str = "",
+    name: str = "",
+    category: str = "",
+    purpose: str = "fine-tune",
+    request_id: str | None = None,
+    base_model=None,
+    dedupe_window: int | None = None,
+) -> tuple[Dataset, bool]:
     """Store an uploaded file as a dataset and queue its validation; return (dataset, created).
 
     A retry of the same create (same ``request_id``; without one, the same content
@@ -97,8 +119,14 @@ def dataset_create(*, owner, upload: UploadedFile, sha256: str = "", name: str =
     """
     request_id = (request_id or "").strip() or None
     filename = Path(upload.name or "data.jsonl").name[:255] or "data.jsonl"
-    existing = dataset_find_duplicate(owner=owner, request_id=request_id, sha256=sha256, filename=filename,
-                                      purpose=purpose, window_seconds=dedupe_window)
+    existing = dataset_find_duplicate(
+        owner=owner,
+        request_id=request_id,
+        sha256=sha256,
+        filename=filename,
+        purpose=purpose,
+        window_seconds=dedupe_window,
+    )
     if existing is not None:
         return existing, False
     if not upload.size:
@@ -172,10 +200,12 @@ def dataset_validate(*, dataset_id: int) -> Dataset | None:
             return None
         except Exception as exc:
             logger.exception("validation of dataset %s crashed", dataset_id)
-            crashed = Message(gettext_noop(
-                "Validation stopped on an internal error (%(error)s); the error was logged. "
-                "Upload the file again or tell the operator."
-            )) % {"error": type(exc).__name__}
+            crashed = Message(
+                gettext_noop(
+                    "Validation stopped on an internal error (%(error)s); the error was logged. "
+                    "Upload the file again or tell the operator."
+                )
+            ) % {"error": type(exc).__name__}
             states.dataset_crashed(dataset_id=dataset_id, message=crashed)
             return Dataset.objects.filter(pk=dataset_id).first()
 
@@ -209,9 +239,11 @@ def _tokenizer_for(dataset: Dataset) -> tuple[object, Message | None, int | None
         return load_counting_tokenizer(base_model), None, base_model.context_length
     except Exception as exc:  # weights not on this server
         logger.warning("no tokenizer for %s: %s", base_model, exc)
-        note = Message(gettext_noop(
-            "Tokens were not counted: the tokenizer of %(model)s is not available on this server (%(error)s)."
-        )) % {"model": base_model.code, "error": str(exc)}
+        note = Message(
+            gettext_noop(
+                "Tokens were not counted: the tokenizer of %(model)s is not available on this server (%(error)s)."
+            )
+        ) % {"model": base_model.code, "error": str(exc)}
         return None, note, base_model.context_length
 
 
@@ -227,7 +259,11 @@ def _run_validation(dataset: Dataset) -> Dataset:
     report_name = dataset.report.field.generate_filename(dataset, "issues.csv")
     # The report is written to a local temp file while the file streams from storage, then stored whole.
     report_tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - stored or removed below
-        mode="w", encoding="utf-8", newline="", suffix=".csv", delete=False,
+        mode="w",
+        encoding="utf-8",
+        newline="",
+        suffix=".csv",
+        delete=False,
     )
     try:
         with report_tmp, _open_dataset(dataset) as fh:
@@ -274,21 +310,31 @@ def _save_result(dataset: Dataset, result: ValidationResult, report_name: str, t
         "status_message": token_note.english() if token_note else "",
         "status_message_args": token_note.as_json() if token_note else None,
     }
+
     def record() -> None:
         ValidationIssue.objects.filter(dataset_id=dataset.pk).delete()
         TokenCount.objects.filter(dataset_id=dataset.pk).delete()  # validated again: every count is stale
         if dataset.base_model_id is not None and result.valid:
             TokenCount.objects.create(
-                dataset_id=dataset.pk, base_model_id=dataset.base_model_id, tokens=result.tokens,
-                text_tokens=result.text_tokens, images=result.images,
+                dataset_id=dataset.pk,
+                base_model_id=dataset.base_model_id,
+                tokens=result.tokens,
+                text_tokens=result.text_tokens,
+                images=result.images,
                 longest_example_tokens=result.longest_example_tokens,
                 truncated_examples=result.truncated_examples,
                 error=str(token_note) if token_note and result.tokens is None else "",
             )
         ValidationIssue.objects.bulk_create(
-            ValidationIssue(dataset_id=dataset.pk, severity=issue.severity, line=issue.line, path=issue.path[:200],
-                            code=issue.code[:40], message=issue.message.english(),
-                            message_args=issue.message.as_json())
+            ValidationIssue(
+                dataset_id=dataset.pk,
+                severity=issue.severity,
+                line=issue.line,
+                path=issue.path[:200],
+                code=issue.code[:40],
+                message=issue.message.english(),
+                message_args=issue.message.as_json(),
+            )
             for issue in [*result.errors, *result.warnings]
         )
 
@@ -317,23 +363,34 @@ def dataset_token_count(*, dataset: Dataset, base_model) -> TokenCount:
 
         tokenizer = load_counting_tokenizer(base_model)
         with _open_dataset(dataset) as fh:
-            result = Validator(category=dataset.category or None, tokenizer=tokenizer,
-                               context_length=base_model.context_length,
-                               max_line_bytes=conf.max_line_bytes()).run(fh)
+            result = Validator(
+                category=dataset.category or None,
+                tokenizer=tokenizer,
+                context_length=base_model.context_length,
+                max_line_bytes=conf.max_line_bytes(),
+            ).run(fh)
         if result.error_count:
             first = result.errors[0] if result.errors else None
             fields["invalid"] = True
-            fields["error"] = (_("line %(line)s: %(message)s") % {"line": first.line, "message": first.message}
-                               if first is not None else ngettext("%(n)s error", "%(n)s errors", result.error_count)
-                               % {"n": result.error_count})
+            fields["error"] = (
+                _("line %(line)s: %(message)s") % {"line": first.line, "message": first.message}
+                if first is not None
+                else ngettext("%(n)s error", "%(n)s errors", result.error_count) % {"n": result.error_count}
+            )
         else:
-            fields.update(tokens=result.tokens, text_tokens=result.text_tokens, images=result.images,
-                          longest_example_tokens=result.longest_example_tokens,
-                          truncated_examples=result.truncated_examples)
+            fields.update(
+                tokens=result.tokens,
+                text_tokens=result.text_tokens,
+                images=result.images,
+                longest_example_tokens=result.longest_example_tokens,
+                truncated_examples=result.truncated_examples,
+            )
     except Exception as exc:  # weights missing, a broken tokenizer: say why
         logger.warning("could not count dataset %s with %s: %s", dataset.pk, base_model, exc)
         fields["error"] = _("The tokenizer of %(model)s could not count it: %(error)s") % {
-            "model": base_model.code, "error": exc}
+            "model": base_model.code,
+            "error": exc,
+        }
     try:
         with transaction.atomic():
             return TokenCount.objects.create(dataset=dataset, base_model=base_model, **fields)
@@ -349,8 +406,9 @@ def dataset_cached_count(*, dataset: Dataset, base_model) -> TokenCount | None:
 # --- read -------------------------------------------------------------------
 
 
-def _iter_valid(dataset: Dataset, *, line_limit: int | None = None,
-                max_lines: int | None = None) -> Iterator[tuple[int, dict]]:
+def _iter_valid(
+    dataset: Dataset, *, line_limit: int | None = None, max_lines: int | None = None
+) -> Iterator[tuple[int, dict]]:
     """(line number, normalized example) for each valid line of the file."""
     import json
 
@@ -430,8 +488,11 @@ def dataset_status_details(*, dataset: Dataset) -> str | None:
     if dataset.error_count:
         parts.append(ngettext("%(n)s error", "%(n)s errors", dataset.error_count) % {"n": f"{dataset.error_count:,}"})
         if hasattr(dataset, "first_error_message"):  # annotated by with_first_error()
-            first = (dataset.first_error_line, dataset.first_error_path,
-                     render(dataset.first_error_args, dataset.first_error_message))
+            first = (
+                dataset.first_error_line,
+                dataset.first_error_path,
+                render(dataset.first_error_args, dataset.first_error_message),
+            )
         else:
             issue = dataset.issues.filter(severity=Severity.ERROR).order_by("id").first()
             first = (issue.line, issue.path, issue.text) if issue else (None, None, None)
@@ -441,15 +502,22 @@ def dataset_status_details(*, dataset: Dataset) -> str | None:
             where = f"{where} {path}" if path else where
             parts.append(_("first: %(where)s: %(message)s") % {"where": where, "message": message})
     else:
-        parts.append(ngettext("%(examples)s example, %(tokens)s tokens (%(category)s)",
-                              "%(examples)s examples, %(tokens)s tokens (%(category)s)", dataset.examples) % {
-            "examples": f"{dataset.examples:,}",
-            "tokens": f"{dataset.tokens:,}" if dataset.tokens is not None else "?",
-            "category": dataset.category,
-        })
+        parts.append(
+            ngettext(
+                "%(examples)s example, %(tokens)s tokens (%(category)s)",
+                "%(examples)s examples, %(tokens)s tokens (%(category)s)",
+                dataset.examples,
+            )
+            % {
+                "examples": f"{dataset.examples:,}",
+                "tokens": f"{dataset.tokens:,}" if dataset.tokens is not None else "?",
+                "category": dataset.category,
+            }
+        )
     if dataset.warning_count:
-        parts.append(ngettext("%(n)s warning", "%(n)s warnings", dataset.warning_count)
-                     % {"n": f"{dataset.warning_count:,}"})
+        parts.append(
+            ngettext("%(n)s warning", "%(n)s warnings", dataset.warning_count) % {"n": f"{dataset.warning_count:,}"}
+        )
     if dataset.status_message:
         parts.append(dataset.status_text)
     return "; ".join(parts)

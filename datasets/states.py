@@ -21,22 +21,33 @@ from console.states import StateMachine
 from .models import Dataset, Status
 
 S = Status
-DATASET = StateMachine(Dataset, {
-    S.UPLOADED: {S.VALIDATING, S.UPLOADED},
-    S.VALIDATING: {S.VALIDATING, S.READY, S.INVALID},
-    S.READY: {S.UPLOADED},
-    S.INVALID: {S.UPLOADED},
-})
+DATASET = StateMachine(
+    Dataset,
+    {
+        S.UPLOADED: {S.VALIDATING, S.UPLOADED},
+        S.VALIDATING: {S.VALIDATING, S.READY, S.INVALID},
+        S.READY: {S.UPLOADED},
+        S.INVALID: {S.UPLOADED},
+    },
+)
 
 
 def dataset_claim(*, dataset_id: int, stale_after) -> bool:
     """uploaded → validating, or a validating one whose worker stopped beating for ``stale_after``: taken over."""
     now = timezone.now()
     claimable = Q(status=S.UPLOADED) | Q(status=S.VALIDATING, heartbeat_at__lt=now - stale_after)
-    return bool(DATASET.move(
-        Dataset.objects.filter(claimable, pk=dataset_id), [S.UPLOADED, S.VALIDATING], S.VALIDATING,
-        bytes_read=0, heartbeat_at=now, validation_started_at=now, status_message="", status_message_args=None,
-    ))
+    return bool(
+        DATASET.move(
+            Dataset.objects.filter(claimable, pk=dataset_id),
+            [S.UPLOADED, S.VALIDATING],
+            S.VALIDATING,
+            bytes_read=0,
+            heartbeat_at=now,
+            validation_started_at=now,
+            status_message="",
+            status_message_args=None,
+        )
+    )
 
 
 def dataset_validated(*, dataset: Dataset, valid: bool, fields: dict, record) -> bool:
@@ -53,9 +64,14 @@ def dataset_validated(*, dataset: Dataset, valid: bool, fields: dict, record) ->
 
             from notifications.services import notify
 
-            notify(user=dataset.owner, event="dataset.invalid", subject_name=dataset.name,
-                   subject_code=dataset.public_id, url=reverse("datasets:detail", args=[dataset.public_id]),
-                   context={"errors": fields.get("error_count")})
+            notify(
+                user=dataset.owner,
+                event="dataset.invalid",
+                subject_name=dataset.name,
+                subject_code=dataset.public_id,
+                url=reverse("datasets:detail", args=[dataset.public_id]),
+                context={"errors": fields.get("error_count")},
+            )
     return True
 
 
@@ -63,8 +79,17 @@ def dataset_crashed(*, dataset_id: int, message) -> bool:
     """validating → invalid: the validation stopped on an internal error; ``message`` (a datasets.messages.Message)
     says so."""
     now = timezone.now()
-    return bool(DATASET.move(dataset_id, [S.VALIDATING], S.INVALID, status_message=message.english(),
-                             status_message_args=message.as_json(), heartbeat_at=now, validated_at=now))
+    return bool(
+        DATASET.move(
+            dataset_id,
+            [S.VALIDATING],
+            S.INVALID,
+            status_message=message.english(),
+            status_message_args=message.as_json(),
+            heartbeat_at=now,
+            validated_at=now,
+        )
+    )
 
 
 def datasets_revalidate(*, ids) -> list[int]:

@@ -7,8 +7,13 @@ from celery import shared_task
 from . import services
 
 
-@shared_task(name="datasets.validate_dataset", acks_late=True, ignore_result=True,
-             soft_time_limit=60 * 60 * 2, time_limit=60 * 60 * 2 + 60)
+@shared_task(
+    name="datasets.validate_dataset",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=60 * 60 * 2,
+    time_limit=60 * 60 * 2 + 60,
+)
 def validate_dataset(dataset_id: int) -> None:
     """Validate and count one dataset; a no-op when it is already done or being done.
 

@@ -68,8 +68,7 @@ def _compile_template(source: str):
     def strftime_now(fmt):
         return datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[GenerationTag, loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
@@ -88,8 +87,13 @@ def _token_content(value: Any) -> str | None:
 class CountingTokenizer:
     """Render with the chat template and count tokens; see the module docstring."""
 
-    def __init__(self, backend: Any, chat_template: str | None, special_tokens_map: dict[str, str],
-                 stops: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        backend: Any,
+        chat_template: str | None,
+        special_tokens_map: dict[str, str],
+        stops: frozenset[str] = frozenset(),
+    ):
         self.backend = backend
         self.stops = stops  # end-of-turn tokens (datasets.rendering.stop_token_strings)
         self.chat_template = chat_template
@@ -140,8 +144,9 @@ class CountingTokenizer:
         special = {k: v for k, v in (tokenizer.special_tokens_map or {}).items() if isinstance(v, str)}
         from .rendering import stop_token_strings
 
-        stops = stop_token_strings(getattr(tokenizer, "name_or_path", None), tokenizer.eos_token,
-                                   tokenizer.convert_ids_to_tokens)
+        stops = stop_token_strings(
+            getattr(tokenizer, "name_or_path", None), tokenizer.eos_token, tokenizer.convert_ids_to_tokens
+        )
         return cls(tokenizer.backend_tokenizer, template, special, stops)
 
     def _special_splitter(self) -> re.Pattern | None:
@@ -169,8 +174,13 @@ class CountingTokenizer:
     def render(self, messages: list[dict], tools: list | None = None, *, add_generation_prompt: bool = False) -> str:
         if self._template is None:
             raise ValueError("this tokenizer has no chat template")
-        return self._template.render(messages=messages, tools=tools, documents=None,
-                                     add_generation_prompt=add_generation_prompt, **self.special_tokens_map)
+        return self._template.render(
+            messages=messages,
+            tools=tools,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+            **self.special_tokens_map,
+        )
 
     # -- counting --------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class TokenCounter:
         counts = [n + added for n, added in zip(self.tokenizer.count(self._texts), self._stops_added, strict=True)]
         position = 0
         for line, n, extra in self._owners:
-            self.on_counted(line, counts[position:position + n], extra)
+            self.on_counted(line, counts[position : position + n], extra)
             position += n
         self._texts.clear()
         self._stops_added.clear()

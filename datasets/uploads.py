@@ -130,8 +130,10 @@ class DatasetUploadLimitMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").startswith(
-            upload_paths()
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or not scope.get("path", "").startswith(upload_paths())
         ):
             return await self.app(scope, receive, send)
         limit = conf.max_bytes() + conf.multipart_slack()
@@ -173,7 +175,16 @@ class DatasetUploadLimitMiddleware:
         else:
             body = json.dumps({"errors": {"file": [message]}}).encode()
             content_type = b"application/json"
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-            (b"x-should-retry", b"false"), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-should-retry", b"false"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -106,10 +106,19 @@ def detect_file_category(fh: IO[bytes]) -> str | None:
 class Validator:
     """Validate one file; see ``validate_stream``."""
 
-    def __init__(self, *, category: str | None, tokenizer: Any = None, context_length: int | None = None,
-                 advised_min_examples: int = 0, max_line_bytes: int = 64 * 1024 * 1024, keep: int = 1000,
-                 report: IO[str] | None = None, progress: Callable[[int], bool | None] | None = None,
-                 batch_size: int = 512):
+    def __init__(
+        self,
+        *,
+        category: str | None,
+        tokenizer: Any = None,
+        context_length: int | None = None,
+        advised_min_examples: int = 0,
+        max_line_bytes: int = 64 * 1024 * 1024,
+        keep: int = 1000,
+        report: IO[str] | None = None,
+        progress: Callable[[int], bool | None] | None = None,
+        batch_size: int = 512,
+    ):
         self.requested_category = category
         self.tokenizer = tokenizer
         self.context_length = context_length
@@ -141,8 +150,9 @@ class Validator:
             bucket.append(Issue(severity, line, path, code, message))
         if self.report is not None:
             # The report file is written once, in the uploader's language (the worker's active one).
-            self.report.writerow(["" if line is None else line, severity, _csv_safe(path), code,
-                                  _csv_safe(str(message))])
+            self.report.writerow(
+                ["" if line is None else line, severity, _csv_safe(path), code, _csv_safe(str(message))]
+            )
 
     def error(self, line: int | None, path: str, code: str, message: Message) -> None:
         self.issue(Severity.ERROR, line, path, code, message)
@@ -171,10 +181,16 @@ class Validator:
             result.longest_example_tokens = longest
         if self._check_context and longest > self.context_length:
             result.truncated_examples += 1
-            self.warning(line, "", "too_long", _(
-                "This example has %(tokens)s tokens; the base model's context is %(context)s, "
-                "so it will be truncated in training."
-            ) % {"tokens": f"{longest:,}", "context": f"{self.context_length:,}"})
+            self.warning(
+                line,
+                "",
+                "too_long",
+                _(
+                    "This example has %(tokens)s tokens; the base model's context is %(context)s, "
+                    "so it will be truncated in training."
+                )
+                % {"tokens": f"{longest:,}", "context": f"{self.context_length:,}"},
+            )
 
     # -- the file --------------------------------------------------------------
 
@@ -221,18 +237,22 @@ class Validator:
                     consumed += len(more)
                     if not more or more.endswith(b"\n"):
                         break
-                self.error(line_no, "", "line_too_long", _(
-                    "The line is longer than %(limit)s MiB; each line must hold one example."
-                ) % {"limit": self.max_line_bytes // (1024 * 1024)})
+                self.error(
+                    line_no,
+                    "",
+                    "line_too_long",
+                    _("The line is longer than %(limit)s MiB; each line must hold one example.")
+                    % {"limit": self.max_line_bytes // (1024 * 1024)},
+                )
                 first_content_seen = True
                 continue
             if line_no == 1:
                 if raw.startswith(BOM):
                     raw = raw[3:]
                 elif raw.startswith(UTF16_BOMS):
-                    self.error(1, "", "encoding", _(
-                        "The file is UTF-16 text; save it as UTF-8 (one JSON object per line)."
-                    ))
+                    self.error(
+                        1, "", "encoding", _("The file is UTF-16 text; save it as UTF-8 (one JSON object per line).")
+                    )
                     break
             stripped = raw.strip()
             if not stripped:
@@ -240,9 +260,14 @@ class Validator:
             if not first_content_seen:
                 first_content_seen = True
                 if b"\x00" in stripped:
-                    self.error(line_no, "", "binary", _(
-                        "This is a binary file, not JSONL text. Upload a UTF-8 text file with one JSON object per line."
-                    ))
+                    self.error(
+                        line_no,
+                        "",
+                        "binary",
+                        _(
+                            "This is a binary file, not JSONL text. Upload a UTF-8 text file with one JSON object per line."
+                        ),
+                    )
                     break
             try:
                 text = stripped.decode("utf-8")
@@ -257,10 +282,15 @@ class Validator:
                 self.error(line_no, "", "json", self._json_message(text, exc))
                 continue
             if isinstance(obj, list) and examples == 0 and result.error_count == 0 and text.startswith("["):
-                self.error(line_no, "", "json_array", _(
-                    "The file is a JSON array (it starts with '['). Upload JSONL instead: one JSON object per "
-                    "line, without the surrounding [ ] and without commas between lines."
-                ))
+                self.error(
+                    line_no,
+                    "",
+                    "json_array",
+                    _(
+                        "The file is a JSON array (it starts with '['). Upload JSONL instead: one JSON object per "
+                        "line, without the surrounding [ ] and without commas between lines."
+                    ),
+                )
                 break
             problems: list[tuple[str, str, str]] = []
             example, images = check_example(obj, category, problems)
@@ -287,13 +317,19 @@ class Validator:
         if examples == 0 and result.error_count == 0:
             self.error(None, "", "no_examples", _("The file holds no examples: it has only blank lines."))
         elif 0 < examples < self.advised_min:
-            self.warning(None, "", "few_examples", ngettext(
-                "The file has %(n)s example; the platform advises at least several hundred "
-                "(%(min)s or more) for good results.",
-                "The file has %(n)s examples; the platform advises at least several hundred "
-                "(%(min)s or more) for good results.",
-                examples,
-            ) % {"n": examples, "min": self.advised_min})
+            self.warning(
+                None,
+                "",
+                "few_examples",
+                ngettext(
+                    "The file has %(n)s example; the platform advises at least several hundred "
+                    "(%(min)s or more) for good results.",
+                    "The file has %(n)s examples; the platform advises at least several hundred "
+                    "(%(min)s or more) for good results.",
+                    examples,
+                )
+                % {"n": examples, "min": self.advised_min},
+            )
         if self.progress is not None:
             self.progress(consumed)
         return result
@@ -330,9 +366,11 @@ class Validator:
             hint = _(" It looks like GBK/GB18030 (Chinese) text.")
         except UnicodeDecodeError:
             pass
-        return _(
-            "The line is not valid UTF-8 (byte 0x%(byte)02x at byte %(pos)s).%(hint)s Save the file as UTF-8."
-        ) % {"byte": raw[exc.start], "pos": exc.start + 1, "hint": hint}
+        return _("The line is not valid UTF-8 (byte 0x%(byte)02x at byte %(pos)s).%(hint)s Save the file as UTF-8.") % {
+            "byte": raw[exc.start],
+            "pos": exc.start + 1,
+            "hint": hint,
+        }
 
     @staticmethod
     def _json_message(text: str, exc: ValueError) -> Message:
@@ -342,16 +380,18 @@ class Validator:
         col = getattr(exc, "colno", None) or 1
         stripped = text.rstrip()
         if text.startswith("{") and (not stripped.endswith("}") or (pos is not None and pos >= len(stripped) - 1)):
-            return _(
-                "The JSON ends before the object is complete (a truncated line?) at column %(col)s."
-            ) % {"col": col}
+            return _("The JSON ends before the object is complete (a truncated line?) at column %(col)s.") % {
+                "col": col
+            }
         if msg.startswith("Extra data"):
             return _(
                 "There is more than one JSON value on this line (extra data at column %(col)s); "
                 "put each example on its own line."
             ) % {"col": col}
         return _("This line is not valid JSON at column %(col)s: %(reason)s.") % {
-            "col": col, "reason": json_error_reason(exc)}
+            "col": col,
+            "reason": json_error_reason(exc),
+        }
 
     def _whole_file_problem(self, line_no: int, text: str, exc: ValueError) -> bool:
         """A JSON array or pretty-printed JSON: one clear error instead of one per line."""
@@ -359,16 +399,26 @@ class Validator:
             return False
         head = text.strip()
         if head.startswith("["):
-            self.error(line_no, "", "json_array", _(
-                "The file is a JSON array (it starts with '['). Upload JSONL instead: one JSON object per "
-                "line, without the surrounding [ ] and without commas between lines."
-            ))
+            self.error(
+                line_no,
+                "",
+                "json_array",
+                _(
+                    "The file is a JSON array (it starts with '['). Upload JSONL instead: one JSON object per "
+                    "line, without the surrounding [ ] and without commas between lines."
+                ),
+            )
             return True
         if head == "{":
-            self.error(line_no, "", "pretty_printed", _(
-                "The JSON spreads over several lines (pretty-printed). JSONL needs each example on one line: "
-                "write it with json.dumps(example) per line, without indent."
-            ))
+            self.error(
+                line_no,
+                "",
+                "pretty_printed",
+                _(
+                    "The JSON spreads over several lines (pretty-printed). JSONL needs each example on one line: "
+                    "write it with json.dumps(example) per line, without indent."
+                ),
+            )
             return True
         return False
 

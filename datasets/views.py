@@ -22,8 +22,22 @@ from .uploads import with_upload_limit
 # A dataset's errors are one-line rows read one after another while fixing the file: 50 a page (not
 # common.pagination.PAGE_SIZE) keeps most files' errors on one page.
 ISSUES_PAGE_SIZE = 50
-LIST_FIELDS = ("id", "public_id", "name", "filename", "category", "category_auto", "bytes", "status", "bytes_read",
-               "examples", "tokens", "error_count", "warning_count", "created_at")
+LIST_FIELDS = (
+    "id",
+    "public_id",
+    "name",
+    "filename",
+    "category",
+    "category_auto",
+    "bytes",
+    "status",
+    "bytes_read",
+    "examples",
+    "tokens",
+    "error_count",
+    "warning_count",
+    "created_at",
+)
 
 
 def _get_dataset_for_user(request: HttpRequest, public_id: str) -> Dataset:
@@ -66,8 +80,11 @@ def _too_large(request: HttpRequest) -> HttpResponse:
 def dataset_upload(request: HttpRequest, handler) -> HttpResponse:
     """Upload page; the size limit applies while the file streams in."""
     if request.method != "POST":
-        return render(request, "datasets/upload.html", {"form": DatasetUploadForm(user=request.user),
-                                                             "max_bytes": conf.max_bytes()})
+        return render(
+            request,
+            "datasets/upload.html",
+            {"form": DatasetUploadForm(user=request.user), "max_bytes": conf.max_bytes()},
+        )
     form = DatasetUploadForm(request.POST, request.FILES, user=request.user)
     if handler is not None and handler.too_large:
         return _too_large(request)
@@ -129,8 +146,9 @@ def dataset_report(request: HttpRequest, public_id: str) -> FileResponse:
         fh = storage.open_stream(dataset.report.name)
     except OSError:
         raise Http404(_("The report file is missing.")) from None
-    return FileResponse(fh, as_attachment=True, filename=f"{dataset.public_id}-issues.csv",
-                        content_type="text/csv; charset=utf-8")
+    return FileResponse(
+        fh, as_attachment=True, filename=f"{dataset.public_id}-issues.csv", content_type="text/csv; charset=utf-8"
+    )
 
 
 @login_required
@@ -156,5 +174,3 @@ def dataset_delete_view(request: HttpRequest, public_id: str) -> HttpResponse:
         messages.success(request, _("Dataset %(name)s was deleted.") % {"name": dataset.name})
         return redirect("datasets:list")
     return render(request, "datasets/confirm_delete.html", {"dataset": dataset, "jobs": jobs})
-
-

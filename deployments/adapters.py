@@ -43,8 +43,9 @@ async def resident(instance_ids: list[int], code: str) -> list[bool]:
 _locks: dict[int, asyncio.Lock] = {}
 
 
-async def ensure_loaded(client: httpx.AsyncClient, url: str, headers: dict, instance_id: int, code: str,
-                        adapter_path: str) -> None:
+async def ensure_loaded(
+    client: httpx.AsyncClient, url: str, headers: dict, instance_id: int, code: str, adapter_path: str
+) -> None:
     """Make the instance at ``url`` hold ``code``'s adapter (from ``adapter_path``), evicting the least recently
     used when it is full. Raises ApiError when the instance refuses it."""
     store = async_client()
@@ -66,8 +67,13 @@ async def ensure_loaded(client: httpx.AsyncClient, url: str, headers: dict, inst
             await store.zrem(key(instance_id), old)
             logger.info("instance %s: unloaded %s (least recently used)", instance_id, old)
         started = time.perf_counter()
-        response = await _post(client, f"{url}/v1/load_lora_adapter", headers,
-                               {"lora_name": code, "lora_path": adapter_path}, ok=(200, 400))
+        response = await _post(
+            client,
+            f"{url}/v1/load_lora_adapter",
+            headers,
+            {"lora_name": code, "lora_path": adapter_path},
+            ok=(200, 400),
+        )
         if response.status_code == 400 and "already" not in response.text.lower():
             raise ApiError(500, "model_load_failed", f"The server could not load {code}: {response.text[:500]}")
         async with store.pipeline(transaction=False) as pipe:
@@ -100,8 +106,8 @@ def unload_everywhere(code: str) -> int:
 
     done = 0
     instances = Instance.objects.filter(
-        deployment__kind=DeploymentKind.POOL, state__in=[InstanceState.READY, InstanceState.UNHEALTHY,
-                                                         InstanceState.DRAINING]
+        deployment__kind=DeploymentKind.POOL,
+        state__in=[InstanceState.READY, InstanceState.UNHEALTHY, InstanceState.DRAINING],
     )
     with redis_client(2) as store:
         for instance in instances:
@@ -109,8 +115,12 @@ def unload_everywhere(code: str) -> int:
                 continue
             headers = get_runtime(instance.runtime).headers(instance.api_key)
             try:
-                response = httpx.post(f"{instance.base_url}/v1/unload_lora_adapter", json={"lora_name": code},
-                                      headers=headers, timeout=30.0)
+                response = httpx.post(
+                    f"{instance.base_url}/v1/unload_lora_adapter",
+                    json={"lora_name": code},
+                    headers=headers,
+                    timeout=30.0,
+                )
                 if response.status_code not in (200, 404):
                     logger.warning("instance %s kept %s: %s", instance.pk, code, response.text[:300])
                     continue
@@ -120,4 +130,3 @@ def unload_everywhere(code: str) -> int:
             store.zrem(key(instance.pk), code)
             done += 1
     return done
-

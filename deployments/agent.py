@@ -279,8 +279,12 @@ class NodeAgent:
             if instance.state == InstanceState.STOPPING:
                 states.instance_move(instance, InstanceState.STOPPED, stopped_at=now)
             else:
-                states.instance_move(instance, InstanceState.FAILED, stopped_at=now,
-                                     error=instance.error or "Lost when its node agent restarted.")
+                states.instance_move(
+                    instance,
+                    InstanceState.FAILED,
+                    stopped_at=now,
+                    error=instance.error or "Lost when its node agent restarted.",
+                )
         if lost:
             self._reconcile(set(lost))
 

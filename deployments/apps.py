@@ -33,8 +33,9 @@ class DeploymentsConfig(AppConfig):
 
         register_nav_item("deployments", 60, "deployments:list", _("Private instances"), "▣")
         register_delete_consequences(cards.delete_consequences)
-        fine_tuned_model_weights_changed.connect(cards.on_fine_tuned_model_weights_changed,
-                                                 dispatch_uid="deployments-weights-changed")
+        fine_tuned_model_weights_changed.connect(
+            cards.on_fine_tuned_model_weights_changed, dispatch_uid="deployments-weights-changed"
+        )
         register_promotion_blockers(cards.promotion_blockers)
         register_report("serving", cards.health_report)
 

@@ -49,10 +49,11 @@ def on_fine_tuned_model_weights_changed(sender, model: FineTunedModel, previous_
 def promotion_blockers(card) -> list[str]:
     """A running deployment serves the weights it loaded: a promotion waits until it is cancelled."""
     return [
-        _("Its deployment %(code)s serves its current weights: cancel it first (or deploy the checkpoint "
-          "itself).") % {"code": d.code}
+        _("Its deployment %(code)s serves its current weights: cancel it first (or deploy the checkpoint itself).")
+        % {"code": d.code}
         for d in Deployment.objects.filter(fine_tuned_model=card).exclude(
-            status__in=[DeploymentStatus.CANCELLED, DeploymentStatus.FAILED])
+            status__in=[DeploymentStatus.CANCELLED, DeploymentStatus.FAILED]
+        )
     ]
 
 
@@ -87,8 +88,12 @@ def card_section(request, card) -> str | None:
 
 def export_section(request, card) -> str | None:
     """A LoRA fine-tune's merged download: build it once, watch it build, download it."""
-    if not (request.user.is_authenticated and isinstance(card, FineTunedModel) and card.is_lora
-            and card.owner_id == request.user.pk):
+    if not (
+        request.user.is_authenticated
+        and isinstance(card, FineTunedModel)
+        and card.is_lora
+        and card.owner_id == request.user.pk
+    ):
         return None
     return render_export_section(request, card)[0]
 
@@ -100,9 +105,16 @@ def render_export_section(request, card) -> tuple[str, bool]:
     export = merged_export_of(card)
     files = merged_export_files(export) if export else []
     building = bool(export and export.status in BUILDING_STATES)
-    html = render_to_string("deployments/_export_section.html", {
-        "card": card, "export": export, "files": files, "building": building,
-    }, request=request)
+    html = render_to_string(
+        "deployments/_export_section.html",
+        {
+            "card": card,
+            "export": export,
+            "files": files,
+            "building": building,
+        },
+        request=request,
+    )
     return html, building
 
 
@@ -152,5 +164,8 @@ def deploy_action(request, card, place: str) -> dict | None:
     base = isinstance(card, BaseModel)
     if base and not card.capabilities().serve:
         return None
-    return {"label": _("Deploy"), "url": f"{reverse('deployments:create')}?model={quote(card.code)}",
-            "primary": place == "page" and not base}
+    return {
+        "label": _("Deploy"),
+        "url": f"{reverse('deployments:create')}?model={quote(card.code)}",
+        "primary": place == "page" and not base,
+    }

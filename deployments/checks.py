@@ -37,9 +37,11 @@ def serving_settings_check(app_configs=None, **kwargs) -> list[Error]:
     errors = range_errors(RANGES, "deployments")
     known = ["auto", *RUNTIMES]
     if settings.SERVING_RUNTIME not in known:
-        errors.append(Error(
-            f"SERVING_RUNTIME is {settings.SERVING_RUNTIME!r}, not a runtime the node agent knows.",
-            hint=f"Set SERVING_RUNTIME to one of: {', '.join(known)} (auto: vLLM where VLLM_PYTHON runs).",
-            id="deployments.E101",
-        ))
+        errors.append(
+            Error(
+                f"SERVING_RUNTIME is {settings.SERVING_RUNTIME!r}, not a runtime the node agent knows.",
+                hint=f"Set SERVING_RUNTIME to one of: {', '.join(known)} (auto: vLLM where VLLM_PYTHON runs).",
+                id="deployments.E101",
+            )
+        )
     return errors

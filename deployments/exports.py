@@ -62,8 +62,13 @@ def merged_export_request(*, model: FineTunedModel) -> MergedExport:
         export.finished_at = None
         export.save()
         pk = export.pk
-        enqueue_on_commit("deployments.build_merged_export", pk, on_failure=lambda exc: _fail(
-            pk, f"No worker could be reached to build it ({type(exc).__name__}); try again later."))
+        enqueue_on_commit(
+            "deployments.build_merged_export",
+            pk,
+            on_failure=lambda exc: _fail(
+                pk, f"No worker could be reached to build it ({type(exc).__name__}); try again later."
+            ),
+        )
     return export
 
 
@@ -141,8 +146,11 @@ def merged_export_files(export: MergedExport) -> list[storage.StoredFile]:
 
 def merged_export_zip(export: MergedExport) -> Iterator[bytes]:
     model = export.fine_tuned_model
-    return storage.zip_stream(f"{model.code.replace(':', '-')}-merged", merged_export_files(export),
-                              stamp=export.finished_at or timezone.now())
+    return storage.zip_stream(
+        f"{model.code.replace(':', '-')}-merged",
+        merged_export_files(export),
+        stamp=export.finished_at or timezone.now(),
+    )
 
 
 def merged_export_delete_files(model: FineTunedModel) -> None:

@@ -432,8 +432,14 @@ async def _upstream_model(route: Route, candidate: Candidate, runtime) -> str:
             return candidate.upstream_model
         if not (target.adapter / "adapter_config.json").exists():  # another node's storage: fetched once
             await sync_to_async(prepare, thread_sensitive=False)(target, merge=False)
-        await adapters.ensure_loaded(http_client(), candidate.url, runtime.headers(candidate.api_key),
-                                     candidate.instance_id, target.weights_name, str(target.adapter))
+        await adapters.ensure_loaded(
+            http_client(),
+            candidate.url,
+            runtime.headers(candidate.api_key),
+            candidate.instance_id,
+            target.weights_name,
+            str(target.adapter),
+        )
         return target.weights_name
     await ensure_prepared(target)
     return str(target.folder)
@@ -451,7 +457,9 @@ async def _open(route: Route, body: dict, stream: bool) -> tuple[Candidate, http
             upstream = await _upstream_model(route, candidate, runtime)
             payload = runtime.request_body({**body, "stream": stream}, upstream)
             request = client.build_request(
-                "POST", f"{candidate.url}/v1/chat/completions", json=payload,
+                "POST",
+                f"{candidate.url}/v1/chat/completions",
+                json=payload,
                 headers=runtime.headers(candidate.api_key),
             )
             response = await client.send(request, stream=True)
@@ -752,8 +760,14 @@ def django_view(asgi_endpoint):
     async def view(request: HttpRequest) -> HttpResponse:
         meta = request.META
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": request.method,
-            "scheme": request.scheme, "path": request.path, "raw_path": request.path.encode(), "root_path": "",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": request.scheme,
+            "path": request.path,
+            "raw_path": request.path.encode(),
+            "root_path": "",
             "query_string": meta.get("QUERY_STRING", "").encode("latin-1"),
             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()],
             "client": (meta.get("REMOTE_ADDR", ""), 0),

@@ -46,8 +46,9 @@ def launch(instance_id: int, host: str, port: int) -> None:
     prepare(target, merge=not runtime.serves_adapters)
     api_key = os.environ.pop("SERVING_API_KEY", "")
     node: Node = instance.node
-    cmd = runtime.command(target=target, host=host, port=port, served_name=deployment.served_name,
-                          pool=deployment.is_pool)
+    cmd = runtime.command(
+        target=target, host=host, port=port, served_name=deployment.served_name, pool=deployment.is_pool
+    )
     env = {**os.environ, **runtime.environment(omp_threads=node.omp_threads, api_key=api_key)}
     print(f"[launch] exec {' '.join(cmd)}", flush=True)
     from django.db import connections

@@ -22,12 +22,12 @@ def register_events() -> None:
             {
                 "en": {
                     "title": "Deployment {code} is ready",
-                    "body": "Deployment {code} of {name} is running: call it with model=\"{code}\".",
+                    "body": 'Deployment {code} of {name} is running: call it with model="{code}".',
                     "sms": ["Deployment {code} of {name} is ready. {link}", "Deployment {code} is ready. {link}"],
                 },
                 "zh-hans": {
                     "title": "部署 {code} 已就绪",
-                    "body": "{name} 的部署 {code} 已运行，调用时传 model=\"{code}\"。",
+                    "body": '{name} 的部署 {code} 已运行，调用时传 model="{code}"。',
                     "sms": ["{name} 的部署 {code} 已就绪。{link}", "部署 {code} 已就绪。{link}"],
                 },
             },

@@ -118,11 +118,25 @@ class VllmServe(Runtime):
         lora = ["--enable-lora", "--max-lora-rank", str(conf.max_lora_rank())]
         if pool:
             slots = str(conf.pool_adapters())
-            cmd += [str(target.base_folder), "--served-model-name", served_name, *lora,
-                    "--max-loras", slots, "--max-cpu-loras", slots]
+            cmd += [
+                str(target.base_folder),
+                "--served-model-name",
+                served_name,
+                *lora,
+                "--max-loras",
+                slots,
+                "--max-cpu-loras",
+                slots,
+            ]
         elif target.is_lora:
-            cmd += [str(target.base_folder), *lora, "--max-loras", "1",
-                    "--lora-modules", f"{served_name}={target.adapter}"]
+            cmd += [
+                str(target.base_folder),
+                *lora,
+                "--max-loras",
+                "1",
+                "--lora-modules",
+                f"{served_name}={target.adapter}",
+            ]
         else:
             cmd += [str(target.folder), "--served-model-name", served_name]
         context = conf.served_context(target.base.context_length)

@@ -71,8 +71,9 @@ def deployable_model(*, user, code: str) -> BaseModel | FineTunedModel:
     else:
         model = BaseModel.objects.usable_by(user).filter(code=code).first()
     if model is None:
-        raise DeploymentInputError(_("No model %(code)s that you can deploy.") % {"code": code}, "model",
-                                   code="model_not_found")
+        raise DeploymentInputError(
+            _("No model %(code)s that you can deploy.") % {"code": code}, "model", code="model_not_found"
+        )
     base = model if isinstance(model, BaseModel) else model.base_model
     verdict = base.capabilities().serve
     if not verdict:
@@ -80,8 +81,9 @@ def deployable_model(*, user, code: str) -> BaseModel | FineTunedModel:
     try:
         target_of(model)
     except WeightsMissing as exc:
-        raise DeploymentInputError(_("Weights missing: %(why)s") % {"why": exc}, "model",
-                                   code="weights_missing") from None
+        raise DeploymentInputError(
+            _("Weights missing: %(why)s") % {"why": exc}, "model", code="weights_missing"
+        ) from None
     return model
 
 
@@ -139,9 +141,13 @@ def deployment_create(
             deployment = Deployment.objects.create(
                 owner=user, code=deployment_code(model), desired_instances=count, request_id=request_id, **fields
             )
-            event(deployment, ngettext("Created with %(n)s instance of %(model)s.",
-                                       "Created with %(n)s instances of %(model)s.", count)
-                  % {"n": count, "model": model.code})
+            event(
+                deployment,
+                ngettext(
+                    "Created with %(n)s instance of %(model)s.", "Created with %(n)s instances of %(model)s.", count
+                )
+                % {"n": count, "model": model.code},
+            )
             _enqueue_reconcile(deployment.pk)
     except IntegrityError:
         existing = Deployment.objects.filter(owner=user, request_id=request_id).first() if request_id else None
@@ -158,7 +164,8 @@ def deployment_scale(*, deployment: Deployment, instances: int) -> Deployment:
         if locked.is_final:
             raise DeploymentInputError(
                 _("This deployment is %(status)s; create a new one.") % {"status": locked.get_status_display().lower()},
-                "instances", code="deployment_final",
+                "instances",
+                code="deployment_final",
             )
         if locked.desired_instances != count:
             event(
@@ -265,8 +272,11 @@ def pool_deployment(base: BaseModel) -> Deployment:
                     min_instances=low,
                     max_instances=max(low, conf.pool_max_instances()),
                 )
-                event(pool, _("Public pool of %(model)s created: %(low)s to %(high)s instance(s).")
-                      % {"model": base.code, "low": pool.min_instances, "high": pool.max_instances})
+                event(
+                    pool,
+                    _("Public pool of %(model)s created: %(low)s to %(high)s instance(s).")
+                    % {"model": base.code, "low": pool.min_instances, "high": pool.max_instances},
+                )
                 _enqueue_reconcile(pool.pk)
         except IntegrityError:
             pool = Deployment.objects.get(kind=DeploymentKind.POOL, code=pool_code(base))
@@ -279,8 +289,11 @@ def pool_deployment(base: BaseModel) -> Deployment:
 
 def pools_ensure() -> None:
     """A pool for every active base model whose weights are on this server (its minimum starts at once)."""
-    have = set(Deployment.objects.filter(kind=DeploymentKind.POOL, base_model__isnull=False)
-               .values_list("base_model_id", flat=True))
+    have = set(
+        Deployment.objects.filter(kind=DeploymentKind.POOL, base_model__isnull=False).values_list(
+            "base_model_id", flat=True
+        )
+    )
     for base in BaseModel.objects.filter(is_active=True).exclude(pk__in=have):
         if base.weights_status()[0]:
             pool_deployment(base)
@@ -344,7 +357,9 @@ def _pool_autoscale(pool: Deployment, now) -> None:
     if ready and wanted <= len(ready) and busy >= len(ready) * conf.pool_scale_up_at() and wanted < high:
         wanted += 1
         message = _("%(busy)s calls in flight on %(n)s instance(s): starting one more.") % {
-            "busy": busy, "n": len(ready)}
+            "busy": busy,
+            "n": len(ready),
+        }
     elif wanted > low and busy == 0 and (last_call is None or now.timestamp() - last_call > idle):
         wanted -= 1
         message = _("No call for %(s)s s: stopping one instance.") % {"s": int(idle)}
@@ -414,8 +429,12 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
         for lost in instances.filter(state__in=HOLDS_SLOT).filter(
             Q(node__heartbeat_at__lt=cutoff) | Q(node__heartbeat_at__isnull=True)
         ):
-            if not states.instance_move(lost, InstanceState.FAILED, stopped_at=now, error=lost.error or _(
-                    "Node %(node)s stopped answering.") % {"node": lost.node.name}):
+            if not states.instance_move(
+                lost,
+                InstanceState.FAILED,
+                stopped_at=now,
+                error=lost.error or _("Node %(node)s stopped answering.") % {"node": lost.node.name},
+            ):
                 continue
             event(
                 deployment,
@@ -426,8 +445,12 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
         for sick in instances.filter(state=InstanceState.UNHEALTHY):
             if not states.instance_move(sick, InstanceState.STOPPING, stop_requested_at=now):
                 continue
-            event(deployment, _("Instance %(id)s is unhealthy (%(why)s); replacing it.")
-                  % {"id": sick.pk, "why": sick.error or _("no reason given")}, "warning")
+            event(
+                deployment,
+                _("Instance %(id)s is unhealthy (%(why)s); replacing it.")
+                % {"id": sick.pk, "why": sick.error or _("no reason given")},
+                "warning",
+            )
             _notify(deployment, "deployment.instance_replaced")
 
         # A load failure: before the first ready instance it fails the deployment; afterwards, repeated ones.
@@ -448,8 +471,10 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
         if len(live) < deployment.desired_instances:
             placed, reason = _place(deployment, deployment.desired_instances - len(live))
             if placed:
-                event(deployment,
-                      ngettext("Starting %(n)s instance.", "Starting %(n)s instances.", placed) % {"n": placed})
+                event(
+                    deployment,
+                    ngettext("Starting %(n)s instance.", "Starting %(n)s instances.", placed) % {"n": placed},
+                )
         elif len(live) > deployment.desired_instances:
             surplus = len(live) - deployment.desired_instances
             # Not-yet-ready ones go first, then the newest ready ones.
@@ -462,8 +487,11 @@ def deployment_reconcile(*, deployment_id: int) -> Deployment | None:
                     states.instance_move(inst, InstanceState.DRAINING, drain_started_at=now)
                 else:
                     states.instance_move(inst, InstanceState.STOPPING, stop_requested_at=now)
-            event(deployment, ngettext("Draining %(n)s surplus instance.", "Draining %(n)s surplus instances.",
-                                       len(chosen)) % {"n": len(chosen)})
+            event(
+                deployment,
+                ngettext("Draining %(n)s surplus instance.", "Draining %(n)s surplus instances.", len(chosen))
+                % {"n": len(chosen)},
+            )
 
         ready = instances.filter(state=InstanceState.READY).count()
         starting = instances.filter(state=InstanceState.STARTING).count()

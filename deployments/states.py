@@ -39,22 +39,29 @@ logger = logging.getLogger(__name__)
 
 D = DeploymentStatus
 _LIVE = {D.PENDING, D.DEPLOYING, D.RUNNING, D.SCALING, D.ERROR}
-DEPLOYMENT = StateMachine(Deployment, {
-    **{source: _LIVE | {D.FAILED, D.CANCELLED} for source in _LIVE},
-    D.FAILED: {D.CANCELLED},
-    D.CANCELLED: {D.PENDING},
-})
+DEPLOYMENT = StateMachine(
+    Deployment,
+    {
+        **{source: _LIVE | {D.FAILED, D.CANCELLED} for source in _LIVE},
+        D.FAILED: {D.CANCELLED},
+        D.CANCELLED: {D.PENDING},
+    },
+)
 
 I = InstanceState  # noqa: E741
-INSTANCE = StateMachine(Instance, {
-    I.STARTING: {I.READY, I.FAILED, I.STOPPING},
-    I.READY: {I.READY, I.UNHEALTHY, I.DRAINING, I.STOPPING, I.FAILED},
-    I.UNHEALTHY: {I.READY, I.STOPPING, I.FAILED},
-    I.DRAINING: {I.STOPPING, I.STOPPED, I.FAILED},
-    I.STOPPING: {I.STOPPED, I.FAILED},
-    I.STOPPED: set(),
-    I.FAILED: set(),
-}, field="state")
+INSTANCE = StateMachine(
+    Instance,
+    {
+        I.STARTING: {I.READY, I.FAILED, I.STOPPING},
+        I.READY: {I.READY, I.UNHEALTHY, I.DRAINING, I.STOPPING, I.FAILED},
+        I.UNHEALTHY: {I.READY, I.STOPPING, I.FAILED},
+        I.DRAINING: {I.STOPPING, I.STOPPED, I.FAILED},
+        I.STOPPING: {I.STOPPED, I.FAILED},
+        I.STOPPED: set(),
+        I.FAILED: set(),
+    },
+    field="state",
+)
 STOPPABLE = [s for s in HOLDS_SLOT if s != I.STOPPING]
 
 
@@ -99,16 +106,20 @@ def deployment_scaling(locked: Deployment, *, fields) -> None:
 def deployment_cancelled(locked: Deployment, *, reason: str = "") -> None:
     """→ cancelled: from this commit its code answers 404; its instances are asked to stop."""
     now = timezone.now()
-    DEPLOYMENT.set(locked, D.CANCELLED, fields=["updated_at"], cancelled_at=now, ready_instances=0,
-                   status_reason=reason)
+    DEPLOYMENT.set(
+        locked, D.CANCELLED, fields=["updated_at"], cancelled_at=now, ready_instances=0, status_reason=reason
+    )
     instances_stop(locked.instances.all(), now)
     event(locked, reason or _("Cancelled."))
 
 
 def pool_revived(pool: Deployment) -> bool:
     """cancelled → pending: a public pool stopped by an operator, asked for again."""
-    return bool(DEPLOYMENT.move(pool, [D.CANCELLED], D.PENDING, cancelled_at=None,
-                                desired_instances=pool.min_instances, status_reason=""))
+    return bool(
+        DEPLOYMENT.move(
+            pool, [D.CANCELLED], D.PENDING, cancelled_at=None, desired_instances=pool.min_instances, status_reason=""
+        )
+    )
 
 
 def deployment_start_failed(deployment: Deployment, *, reason: str, never_ready: bool) -> None:
@@ -117,8 +128,13 @@ def deployment_start_failed(deployment: Deployment, *, reason: str, never_ready:
     if deployment.status_reason != reason:
         event(deployment, _("Failed: %(reason)s") % {"reason": reason}, "error")
         notify_owner(deployment, "deployment.failed", error=reason[-300:])
-    DEPLOYMENT.set(deployment, D.FAILED if never_ready else D.ERROR, fields=["updated_at"], status_reason=reason,
-                   ready_instances=deployment.instances.filter(state=I.READY).count())
+    DEPLOYMENT.set(
+        deployment,
+        D.FAILED if never_ready else D.ERROR,
+        fields=["updated_at"],
+        status_reason=reason,
+        ready_instances=deployment.instances.filter(state=I.READY).count(),
+    )
     if never_ready:
         instances_stop(deployment.instances.all(), timezone.now())
 
@@ -136,17 +152,22 @@ def deployment_settled(deployment: Deployment, *, ready: int, starting: int, rea
     changed = status != deployment.status
     if status == D.RUNNING and deployment.first_ready_at is None:
         deployment.first_ready_at = now
-        event(deployment,
-              ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready})
+        event(
+            deployment,
+            ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready},
+        )
         notify_owner(deployment, "deployment.ready")
     elif changed and status == D.RUNNING:
-        event(deployment,
-              ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready})
+        event(
+            deployment,
+            ngettext("Running: %(n)s instance ready.", "Running: %(n)s instances ready.", ready) % {"n": ready},
+        )
         notify_owner(deployment, "deployment.scaled", instances=ready)
     if reason and reason != deployment.status_reason:
         event(deployment, reason, "warning")
-    DEPLOYMENT.set(deployment, status, fields=["first_ready_at", "updated_at"], ready_instances=ready,
-                   status_reason=reason)
+    DEPLOYMENT.set(
+        deployment, status, fields=["first_ready_at", "updated_at"], ready_instances=ready, status_reason=reason
+    )
 
 
 # --- instance transitions (compare-and-set: the reconciler and the agent run at once) ----------------

@@ -67,8 +67,9 @@ def target_of(model: BaseModel | FineTunedModel) -> Target:
     base = model.base_model
     files = storage.local_path(model.path)  # where this node reads them; nothing is fetched here
     if model.is_lora:
-        return Target(model.code, merged_dir(model), base, base_folder(base), files, stored=model.path,
-                      name=model.serving_name)
+        return Target(
+            model.code, merged_dir(model), base, base_folder(base), files, stored=model.path, name=model.serving_name
+        )
     return Target(model.code, files, base, base_folder(base), stored=model.path, name=model.serving_name)
 
 

@@ -108,8 +108,11 @@ def deployment_scale(request: HttpRequest, public_id: str) -> HttpResponse:
         else:
             messages.success(
                 request,
-                ngettext("Scaling %(code)s to %(n)s instance.", "Scaling %(code)s to %(n)s instances.",
-                         form.cleaned_data["instances"])
+                ngettext(
+                    "Scaling %(code)s to %(n)s instance.",
+                    "Scaling %(code)s to %(n)s instances.",
+                    form.cleaned_data["instances"],
+                )
                 % {"code": deployment.code, "n": form.cleaned_data["instances"]},
             )
     else:

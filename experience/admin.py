@@ -58,8 +58,13 @@ class EvaluationAdmin(admin.ModelAdmin):
         started = sum(
             1
             for e in queryset.select_related("job", "regression_dataset")
-            if services.evaluation_start(job=e.job, judge_model=e.judge_model, rubric=e.rubric,
-                                         regression=e.regression, regression_dataset=e.regression_dataset)
+            if services.evaluation_start(
+                job=e.job,
+                judge_model=e.judge_model,
+                rubric=e.rubric,
+                regression=e.regression,
+                regression_dataset=e.regression_dataset,
+            )
         )
         self.message_user(request, _("%(n)d evaluation(s) queued.") % {"n": started}, messages.SUCCESS)
 

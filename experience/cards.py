@@ -30,17 +30,33 @@ def _rows(items, models: list[dict]) -> list[dict]:
         answers = sorted(item.answers.all(), key=lambda a: order.get(a.code, len(order)))
         if not answers and (item.base_answer or item.tune_answer):  # an item of before answers had rows
             answers = [
-                SimpleNamespace(role="base", answer=item.base_answer, f1=item.base_f1, exact=item.base_exact,
-                                judge_score=None, judge_reply="", error=""),
-                SimpleNamespace(role="result", answer=item.tune_answer, f1=item.tune_f1, exact=item.tune_exact,
-                                judge_score=None, judge_reply="", error=item.error),
+                SimpleNamespace(
+                    role="base",
+                    answer=item.base_answer,
+                    f1=item.base_f1,
+                    exact=item.base_exact,
+                    judge_score=None,
+                    judge_reply="",
+                    error="",
+                ),
+                SimpleNamespace(
+                    role="result",
+                    answer=item.tune_answer,
+                    f1=item.tune_f1,
+                    exact=item.tune_exact,
+                    judge_score=None,
+                    judge_reply="",
+                    error=item.error,
+                ),
             ]
-        rows.append({
-            "item": item,
-            "base": next((a for a in answers if a.role == "base"), None),
-            "result": next((a for a in answers if a.role == "result"), None),
-            "checkpoints": [(steps.get(a.code), a) for a in answers if a.role == "checkpoint"],
-        })
+        rows.append(
+            {
+                "item": item,
+                "base": next((a for a in answers if a.role == "base"), None),
+                "result": next((a for a in answers if a.role == "result"), None),
+                "checkpoints": [(steps.get(a.code), a) for a in answers if a.role == "checkpoint"],
+            }
+        )
     return rows
 
 
@@ -124,10 +140,17 @@ def checkpoint_evaluation_section(request, card) -> str:
     evaluation = Evaluation.objects.filter(model=card.checkpoint_of).first()
     summary = (evaluation.summary or {}) if evaluation and evaluation.status == EvaluationStatus.SUCCEEDED else {}
     rows = [m for m in summary.get("models", []) if m.get("role") in ("base", "result") or m.get("code") == card.code]
-    return render_to_string("experience/_checkpoint_evaluation.html", {
-        "card": card, "evaluation": evaluation, "rows": rows, "best": summary.get("best"),
-        "verdict": (summary.get("verdict") or {}).get("text"),
-    }, request=request)
+    return render_to_string(
+        "experience/_checkpoint_evaluation.html",
+        {
+            "card": card,
+            "evaluation": evaluation,
+            "rows": rows,
+            "best": summary.get("best"),
+            "verdict": (summary.get("verdict") or {}).get("text"),
+        },
+        request=request,
+    )
 
 
 def try_action(request, card, place: str) -> dict | None:

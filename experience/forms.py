@@ -12,8 +12,9 @@ from . import services
 
 class EvaluationForm(forms.Form):
     judge_model = forms.ChoiceField(label=_("Judge model"), required=False)
-    rubric = forms.CharField(label=_("Rubric"), required=False, max_length=4000,
-                             widget=forms.Textarea(attrs={"rows": 5}))
+    rubric = forms.CharField(
+        label=_("Rubric"), required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 5})
+    )
     regression = forms.ChoiceField(label=_("General prompts (to catch forgetting)"), required=False)
 
     def __init__(self, *args, user, **kwargs):
@@ -24,10 +25,9 @@ class EvaluationForm(forms.Form):
             (m["code"], f"{m['label']} ({m['kind_label']})") for m in models
         ]
         self.datasets = {d.public_id: d for d in Dataset.objects.ready_for(user).order_by("-created_at")[:50]}
-        self.fields["regression"].choices = (
-            [("default", _("The default general prompts")), ("none", _("None"))]
-            + [(key, _("Your dataset %(name)s") % {"name": d.name}) for key, d in self.datasets.items()]
-        )
+        self.fields["regression"].choices = [("default", _("The default general prompts")), ("none", _("None"))] + [
+            (key, _("Your dataset %(name)s") % {"name": d.name}) for key, d in self.datasets.items()
+        ]
         self.fields["rubric"].initial = services.default_rubric()
         self.fields["regression"].initial = "default"
 

@@ -48,8 +48,7 @@ class Evaluation(models.Model):
     # General prompts to catch forgetting: "default" (the set shipped in experience/regression/), "none", or one
     # of the owner's datasets.
     regression = models.CharField(_("regression set"), max_length=16, default="default")
-    regression_dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True,
-                                           related_name="+")
+    regression_dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     regression_source = models.CharField(max_length=200, blank=True)
     # What was evaluated: [{"code", "role": base|checkpoint|result, "step"}], in order.
     evaluated = models.JSONField(default=list, blank=True)

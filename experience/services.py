@@ -88,20 +88,36 @@ def callable_models(*, user) -> list[dict]:
     out = []
     for m in BaseModel.objects.usable_by(user).filter(modality="text"):
         serve = m.capabilities().serve
-        out.append({"code": m.code, "label": m.display_name, "kind": "base", "base": "", "disabled": not serve,
-                    "reason": "" if serve else serve.reason})
+        out.append(
+            {
+                "code": m.code,
+                "label": m.display_name,
+                "kind": "base",
+                "base": "",
+                "disabled": not serve,
+                "reason": "" if serve else serve.reason,
+            }
+        )
     tuned = FineTunedModel.objects.live().filter(owner=user).select_related("base_model")
     out += [  # results first, then each one's checkpoints
-        {"code": m.code, "label": m.code, "kind": "checkpoint" if m.is_checkpoint else "fine-tune",
-         "base": m.base_model.code}
+        {
+            "code": m.code,
+            "label": m.code,
+            "kind": "checkpoint" if m.is_checkpoint else "fine-tune",
+            "base": m.base_model.code,
+        }
         for m in sorted(tuned, key=lambda m: m.is_checkpoint)
     ]
     out += [
         {"code": d.code, "label": d.code, "kind": "deployment", "base": ""}
         for d in Deployment.objects.owned_by(user).filter(status=DeploymentStatus.RUNNING)
     ]
-    kinds = {"base": _("base"), "fine-tune": _("fine-tune"), "checkpoint": _("checkpoint"),
-             "deployment": _("deployment")}
+    kinds = {
+        "base": _("base"),
+        "fine-tune": _("fine-tune"),
+        "checkpoint": _("checkpoint"),
+        "deployment": _("deployment"),
+    }
     for entry in out:
         entry["kind_label"] = kinds[entry["kind"]]
     return out
@@ -142,8 +158,7 @@ JUDGE_POINTWISE = (
     "reference, or better). Reply with the number only."
 )
 JUDGE_PAIRWISE = (
-    "Two answers to the same prompt follow, answer A and answer B. Which one is better? Reply with A, B or tie "
-    "only."
+    "Two answers to the same prompt follow, answer A and answer B. Which one is better? Reply with A, B or tie only."
 )
 
 
@@ -297,20 +312,29 @@ class _Run:
 
     def mine(self) -> bool:
         """Still running under this worker's claim (not cancelled, deleted, or requeued by the repair)."""
-        return Evaluation.objects.filter(pk=self.evaluation.pk, status=EvaluationStatus.RUNNING,
-                                         attempts=self.attempt).exists()
+        return Evaluation.objects.filter(
+            pk=self.evaluation.pk, status=EvaluationStatus.RUNNING, attempts=self.attempt
+        ).exists()
 
     def beat(self) -> bool:
-        return bool(Evaluation.objects.filter(pk=self.evaluation.pk, status=EvaluationStatus.RUNNING,
-                                              attempts=self.attempt).update(heartbeat_at=timezone.now()))
+        return bool(
+            Evaluation.objects.filter(
+                pk=self.evaluation.pk, status=EvaluationStatus.RUNNING, attempts=self.attempt
+            ).update(heartbeat_at=timezone.now())
+        )
 
     def wanted(self) -> bool:  # asked before each wait for a starting pool: a sign of life too
         return self.beat()
 
     def ask(self, code: str, messages: list[dict], max_tokens: int, request_id: str) -> tuple[str, str]:
         """The model's answer (or "") and the error (or "")."""
-        body = {"model": code, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
-                "request_id": request_id}
+        body = {
+            "model": code,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "request_id": request_id,
+        }
         try:
             data = chat_complete(user=self.owner, body=body, wanted=self.wanted)
             return _text(data["choices"][0]["message"].get("content")), ""
@@ -321,20 +345,27 @@ class _Run:
 
     def judge_score(self, messages, reference, answer, rid) -> tuple[float | None, str]:
         system = f"{self.evaluation.rubric}\n\n{JUDGE_POINTWISE}"
-        user = (f"Prompt:\n{_conversation(messages)}\n\nReference answer:\n{reference}\n\n"
-                f"Answer to score:\n{answer}")
-        reply, error = self.ask(self.evaluation.judge_model, [{"role": "system", "content": system},
-                                                              {"role": "user", "content": user}],
-                                self.judge_tokens, rid)
+        user = f"Prompt:\n{_conversation(messages)}\n\nReference answer:\n{reference}\n\nAnswer to score:\n{answer}"
+        reply, error = self.ask(
+            self.evaluation.judge_model,
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            self.judge_tokens,
+            rid,
+        )
         return verdicts.parse_score(reply), reply or error
 
     def judge_pair(self, messages, reference, first, second, rid) -> tuple[str | None, str]:
         system = f"{self.evaluation.rubric}\n\n{JUDGE_PAIRWISE}"
-        user = (f"Prompt:\n{_conversation(messages)}\n\nReference answer:\n{reference or '(none)'}\n\n"
-                f"Answer A:\n{first}\n\nAnswer B:\n{second}")
-        reply, error = self.ask(self.evaluation.judge_model, [{"role": "system", "content": system},
-                                                              {"role": "user", "content": user}],
-                                self.judge_tokens, rid)
+        user = (
+            f"Prompt:\n{_conversation(messages)}\n\nReference answer:\n{reference or '(none)'}\n\n"
+            f"Answer A:\n{first}\n\nAnswer B:\n{second}"
+        )
+        reply, error = self.ask(
+            self.evaluation.judge_model,
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            self.judge_tokens,
+            rid,
+        )
         return verdicts.parse_choice(reply), reply or error
 
     def prompt(self, index: int, kind: str, messages: list[dict], reference: str, models: list[dict]) -> bool:
@@ -345,14 +376,27 @@ class _Run:
         answers = []
         for model in models:
             text, error = self.ask(model["code"], messages, self.max_tokens, f"{rid}-{model['role']}")
-            answer = EvaluationAnswer(code=model["code"], role=model["role"], answer=text, error=error,
-                                      exact=exact_match(text, reference), f1=token_f1(text, reference))
+            answer = EvaluationAnswer(
+                code=model["code"],
+                role=model["role"],
+                answer=text,
+                error=error,
+                exact=exact_match(text, reference),
+                f1=token_f1(text, reference),
+            )
             if ev.judge_model and kind == EvaluationItem.Kind.TASK and text:
-                answer.judge_score, answer.judge_reply = self.judge_score(messages, reference, text,
-                                                                          f"{rid}-judge-{model['role']}")
+                answer.judge_score, answer.judge_reply = self.judge_score(
+                    messages, reference, text, f"{rid}-judge-{model['role']}"
+                )
             answers.append(answer)
-        item = EvaluationItem(evaluation=ev, index=index, kind=kind, messages=messages, reference=reference,
-                              error="; ".join(a.error for a in answers if a.error))
+        item = EvaluationItem(
+            evaluation=ev,
+            index=index,
+            kind=kind,
+            messages=messages,
+            reference=reference,
+            error="; ".join(a.error for a in answers if a.error),
+        )
         base, tune = answers[0], answers[-1]
         if ev.judge_model and base.answer and tune.answer:
             tune_first, reply_1 = self.judge_pair(messages, reference, tune.answer, base.answer, f"{rid}-pair-1")
@@ -362,9 +406,11 @@ class _Run:
         with transaction.atomic():
             # Saved only under this worker's claim, the row locked: once cancelled, or requeued by the repair and
             # claimed by another worker, a late answer of this one is dropped rather than saved twice.
-            if not Evaluation.objects.select_for_update().filter(
-                pk=ev.pk, status=EvaluationStatus.RUNNING, attempts=self.attempt
-            ).exists():
+            if (
+                not Evaluation.objects.select_for_update()
+                .filter(pk=ev.pk, status=EvaluationStatus.RUNNING, attempts=self.attempt)
+                .exists()
+            ):
                 return False
             item.save()
             for answer in answers:
@@ -391,8 +437,10 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
         task_pairs, source = evaluation_prompts(job=job)
         general_pairs, general_source = regression_prompts(evaluation=evaluation)
         Evaluation.objects.filter(pk=evaluation.pk).update(
-            total=len(task_pairs) + len(general_pairs), source=source[:200],
-            regression_source=general_source[:200], evaluated=models,
+            total=len(task_pairs) + len(general_pairs),
+            source=source[:200],
+            regression_source=general_source[:200],
+            evaluated=models,
         )
         evaluation.evaluated = models
         done = set(evaluation.items.values_list("index", flat=True))
@@ -444,9 +492,14 @@ def _notify_completed(evaluation: Evaluation, summary: dict) -> None:
 
     try:
         with transaction.atomic():
-            notify(user=evaluation.job.owner, event="evaluation.completed", subject_name=evaluation.model.code,
-                   subject_code=f"eval-{evaluation.pk}", url=reverse("modelcards:detail", args=[evaluation.model.code]),
-                   context={"model": evaluation.model.code, "verdict": summary["verdict"]["text"]})
+            notify(
+                user=evaluation.job.owner,
+                event="evaluation.completed",
+                subject_name=evaluation.model.code,
+                subject_code=f"eval-{evaluation.pk}",
+                url=reverse("modelcards:detail", args=[evaluation.model.code]),
+                context={"model": evaluation.model.code, "verdict": summary["verdict"]["text"]},
+            )
     except Exception:  # a notification never undoes the evaluation
         logger.exception("evaluation %s: could not notify", evaluation.pk)
 
@@ -461,17 +514,20 @@ def evaluation_summary(*, evaluation: Evaluation) -> dict:
     for model in models:
         answers = [a for i in task for a in i.answers.all() if a.code == model["code"]]
         scored = [a.judge_score for a in answers if a.judge_score is not None]
-        means.append({
-            **model,
-            "n": len(answers),
-            "exact": _mean([a.exact for a in answers]),
-            "f1": _mean([a.f1 for a in answers]),
-            "judge": _mean(scored),
-            "judged": len(scored),
-            "unscored": sum(1 for a in answers if a.judge_score is None and (a.answer or a.judge_reply))
-            if evaluation.judge_model else 0,
-            "errors": sum(1 for a in answers if a.error),
-        })
+        means.append(
+            {
+                **model,
+                "n": len(answers),
+                "exact": _mean([a.exact for a in answers]),
+                "f1": _mean([a.f1 for a in answers]),
+                "judge": _mean(scored),
+                "judged": len(scored),
+                "unscored": sum(1 for a in answers if a.judge_score is None and (a.answer or a.judge_reply))
+                if evaluation.judge_model
+                else 0,
+                "errors": sum(1 for a in answers if a.error),
+            }
+        )
 
     def paired(rows) -> tuple[list[float], list[float]]:
         base, tune = [], []
@@ -488,8 +544,9 @@ def evaluation_summary(*, evaluation: Evaluation) -> dict:
     regression = None
     general_pairs = verdicts.Pairwise.of([i.pair or None for i in general]) if judged else None
     if general:
-        regression = verdicts.regression_verdict(pairwise=general_pairs, f1_base=paired(general)[0],
-                                                 f1_tune=paired(general)[1])
+        regression = verdicts.regression_verdict(
+            pairwise=general_pairs, f1_base=paired(general)[0], f1_tune=paired(general)[1]
+        )
     final = verdicts.verdict(main=main, regression=regression)
     return {
         "models": means,
@@ -506,16 +563,19 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
     """Periodic: an evaluation whose worker stopped (no heartbeat for the timeout) is queued again once, to go on
     from its last saved prompt; the second time it is marked failed with the reason. A queued one whose message
     was lost is sent again."""
-    timeout = heartbeat_timeout if heartbeat_timeout is not None else float(
-        settings.EVALUATION_HEARTBEAT_TIMEOUT)
+    timeout = heartbeat_timeout if heartbeat_timeout is not None else float(settings.EVALUATION_HEARTBEAT_TIMEOUT)
     now = timezone.now()
     counts = {"requeued": 0, "failed": 0, "kicked": 0}
     limit = now - dt.timedelta(seconds=timeout)
     for evaluation in Evaluation.objects.filter(status=EvaluationStatus.RUNNING).filter(
         Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, created_at__lt=limit)
     ):
-        claim = Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.RUNNING,
-                                          heartbeat_at=evaluation.heartbeat_at, attempts=evaluation.attempts)
+        claim = Evaluation.objects.filter(
+            pk=evaluation.pk,
+            status=EvaluationStatus.RUNNING,
+            heartbeat_at=evaluation.heartbeat_at,
+            attempts=evaluation.attempts,
+        )
         if evaluation.attempts < EVAL_MAX_ATTEMPTS:
             with transaction.atomic():
                 if claim.update(status=EvaluationStatus.QUEUED):
@@ -548,7 +608,6 @@ def _messages_waiting(queue: str) -> int:
             return int(client.llen(queue))
     except Exception:
         return 0
-
 
 
 # ---------------------------------------------------------------- usage

@@ -17,8 +17,38 @@ from django.utils.translation import ngettext
 MIN_MEASURABLE = 5
 Z95 = 1.959964
 # Student t, two-sided 95%, for 1..30 degrees of freedom (beyond: the normal's 1.96).
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T95 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 # ---------------------------------------------------------------- intervals
@@ -77,7 +107,7 @@ _CHOICE = re.compile(
 
 
 def parse_choice(reply: str) -> str | None:
-    """"A", "B" or "tie" from a pairwise judge's reply; None if it says none of them."""
+    """ "A", "B" or "tie" from a pairwise judge's reply; None if it says none of them."""
     match = _CHOICE.search(reply or "")
     if match is None:
         return None
@@ -130,8 +160,16 @@ class Pairwise:
 
     def as_dict(self) -> dict:
         low, high = self.interval
-        return {"wins": self.wins, "losses": self.losses, "ties": self.ties, "unjudged": self.unjudged,
-                "judged": self.judged, "rate": self.rate, "low": low, "high": high}
+        return {
+            "wins": self.wins,
+            "losses": self.losses,
+            "ties": self.ties,
+            "unjudged": self.unjudged,
+            "judged": self.judged,
+            "rate": self.rate,
+            "low": low,
+            "high": high,
+        }
 
 
 @dataclass
@@ -144,8 +182,14 @@ class Verdict:
     regression: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "text": self.text, "n": self.n, "low": self.low, "high": self.high,
-                "regression": self.regression}
+        return {
+            "kind": self.kind,
+            "text": self.text,
+            "n": self.n,
+            "low": self.low,
+            "high": self.high,
+            "regression": self.regression,
+        }
 
 
 def _f2(x: float) -> str:
@@ -163,7 +207,10 @@ def main_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: li
         n = pairwise.judged
         low, high = pairwise.interval
         figures = _("win rate %(rate)s, 95%% CI %(low)s–%(high)s") % {
-            "rate": _f2(pairwise.rate), "low": _f2(low), "high": _f2(high)}
+            "rate": _f2(pairwise.rate),
+            "low": _f2(low),
+            "high": _f2(high),
+        }
         if low > 0.5:
             text = _("Better than base on %(wins)d of %(n)d prompts (%(figures)s)")
             kind = "better"
@@ -183,8 +230,12 @@ def main_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tune: li
     assert measured is not None  # at least MIN_MEASURABLE values
     mean, low, high = measured
     figures = _("F1 %(base)s → %(tune)s, difference %(diff)s, 95%% CI %(low)s to %(high)s") % {
-        "base": _f2(sum(f1_base[:n]) / n), "tune": _f2(sum(f1_tune[:n]) / n), "diff": _signed(mean),
-        "low": _signed(low), "high": _signed(high)}
+        "base": _f2(sum(f1_base[:n]) / n),
+        "tune": _f2(sum(f1_tune[:n]) / n),
+        "diff": _signed(mean),
+        "low": _signed(low),
+        "high": _signed(high),
+    }
     better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     if low > 0:
         kind, text = "better", _("Better than base on %(better)d of %(n)d prompts (%(figures)s)")
@@ -203,29 +254,58 @@ def regression_verdict(*, pairwise: Pairwise | None, f1_base: list[float], f1_tu
         n = pairwise.judged
         low, high = pairwise.interval
         figures = _("win rate %(rate)s, 95%% CI %(low)s–%(high)s") % {
-            "rate": _f2(pairwise.rate), "low": _f2(low), "high": _f2(high)}
+            "rate": _f2(pairwise.rate),
+            "low": _f2(low),
+            "high": _f2(high),
+        }
         if high < 0.5:
-            return {"kind": "regressed", "n": n, "low": low, "high": high,
-                    "text": _("Regressed: worse than base on %(losses)d of %(n)d general prompts (%(figures)s)")
-                    % {"losses": pairwise.losses, "n": n, "figures": figures}}
-        return {"kind": "ok", "n": n, "low": low, "high": high,
-                "text": _("no regression on %(n)d general prompts (%(figures)s)") % {"n": n, "figures": figures}}
+            return {
+                "kind": "regressed",
+                "n": n,
+                "low": low,
+                "high": high,
+                "text": _("Regressed: worse than base on %(losses)d of %(n)d general prompts (%(figures)s)")
+                % {"losses": pairwise.losses, "n": n, "figures": figures},
+            }
+        return {
+            "kind": "ok",
+            "n": n,
+            "low": low,
+            "high": high,
+            "text": _("no regression on %(n)d general prompts (%(figures)s)") % {"n": n, "figures": figures},
+        }
     n = min(len(f1_base), len(f1_tune))
     if n < MIN_MEASURABLE:
-        return {"kind": "unmeasurable", "n": n,
-                "text": _("regression not measurable: %(what)s") % {"what": _prompts(n)}}
+        return {
+            "kind": "unmeasurable",
+            "n": n,
+            "text": _("regression not measurable: %(what)s") % {"what": _prompts(n)},
+        }
     diffs = [t - b for b, t in zip(f1_base, f1_tune, strict=False)]
     measured = mean_interval(diffs)
     assert measured is not None  # at least MIN_MEASURABLE values
     mean, low, high = measured
     figures = _("F1 difference %(diff)s, 95%% CI %(low)s to %(high)s") % {
-        "diff": _signed(mean), "low": _signed(low), "high": _signed(high)}
+        "diff": _signed(mean),
+        "low": _signed(low),
+        "high": _signed(high),
+    }
     if high < 0:
-        return {"kind": "regressed", "n": n, "low": low, "high": high,
-                "text": _("Regressed: worse than base on %(worse)d of %(n)d general prompts (%(figures)s)")
-                % {"worse": sum(d < 0 for d in diffs), "n": n, "figures": figures}}
-    return {"kind": "ok", "n": n, "low": low, "high": high,
-            "text": _("no regression on %(n)d general prompts (%(figures)s)") % {"n": n, "figures": figures}}
+        return {
+            "kind": "regressed",
+            "n": n,
+            "low": low,
+            "high": high,
+            "text": _("Regressed: worse than base on %(worse)d of %(n)d general prompts (%(figures)s)")
+            % {"worse": sum(d < 0 for d in diffs), "n": n, "figures": figures},
+        }
+    return {
+        "kind": "ok",
+        "n": n,
+        "low": low,
+        "high": high,
+        "text": _("no regression on %(n)d general prompts (%(figures)s)") % {"n": n, "figures": figures},
+    }
 
 
 def _prompts(n: int) -> str:

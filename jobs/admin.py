@@ -33,18 +33,59 @@ class CheckpointInline(admin.TabularInline):
 
 @admin.register(FineTuningJob)
 class FineTuningJobAdmin(admin.ModelAdmin):
-    list_display = ["public_id", "owner", "base_model", "method", "training_type", "status", "attempts",
-                    "trained_tokens", "estimated_cost", "actual_cost", "created_at", "finished_at"]
+    list_display = [
+        "public_id",
+        "owner",
+        "base_model",
+        "method",
+        "training_type",
+        "status",
+        "attempts",
+        "trained_tokens",
+        "estimated_cost",
+        "actual_cost",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["status", "method", "training_type", "base_model", "created_at"]
     search_fields = ["public_id", "fine_tuned_model", "owner__username", "request_id", "error_message"]
     list_select_related = ["owner", "base_model"]
     # A task's live state belongs to the worker and the service; the admin shows it, never edits it.
-    readonly_fields = ["public_id", "owner", "base_model", "training_dataset", "validation_dataset", "method",
-                       "training_type", "hyperparameters", "resolved_hyperparameters", "suffix", "seed", "metadata",
-                       "fine_tuned_model", "request_id", "status", "error_code", "error_message", "error_param",
-                       "estimated_tokens", "estimated_cost", "trained_tokens", "actual_cost", "progress", "worker",
-                       "heartbeat_at", "attempts", "cancel_requested_at", "output_dir", "result", "created_at",
-                       "started_at", "first_step_at", "finished_at"]
+    readonly_fields = [
+        "public_id",
+        "owner",
+        "base_model",
+        "training_dataset",
+        "validation_dataset",
+        "method",
+        "training_type",
+        "hyperparameters",
+        "resolved_hyperparameters",
+        "suffix",
+        "seed",
+        "metadata",
+        "fine_tuned_model",
+        "request_id",
+        "status",
+        "error_code",
+        "error_message",
+        "error_param",
+        "estimated_tokens",
+        "estimated_cost",
+        "trained_tokens",
+        "actual_cost",
+        "progress",
+        "worker",
+        "heartbeat_at",
+        "attempts",
+        "cancel_requested_at",
+        "output_dir",
+        "result",
+        "created_at",
+        "started_at",
+        "first_step_at",
+        "finished_at",
+    ]
     inlines = [CheckpointInline, JobEventInline]
     actions = ["cancel"]
 

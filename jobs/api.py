@@ -51,7 +51,8 @@ def job_json(job: FineTuningJob) -> dict:
         "finished_at": _ts(job.finished_at),
         "status": job.status,
         "error": {"code": job.error_code, "message": job.error_message, "param": job.error_param or None}
-        if job.error_code else None,
+        if job.error_code
+        else None,
         "fine_tuned_model": job.fine_tuned_model if job.status == JobStatus.SUCCEEDED else None,
         "hyperparameters": {k: hp.get(k) for k in HYPERPARAMETER_NAMES},
         "result_files": [],
@@ -127,12 +128,21 @@ def _method(body: dict) -> tuple[str, dict]:
     if isinstance(method, str):  # "sft" or "dpo" (the service says so otherwise); OpenAI's names are taken too
         return OPENAI_METHODS.get(method, method), hyperparameters
     if not isinstance(method, dict):
-        raise ApiError(400, BAD_PARAM, 'method must be "sft", "dpo" or an object like {"type": "supervised", '
-                                    '"supervised": {"hyperparameters": {...}}}.', "method")
+        raise ApiError(
+            400,
+            BAD_PARAM,
+            'method must be "sft", "dpo" or an object like {"type": "supervised", '
+            '"supervised": {"hyperparameters": {...}}}.',
+            "method",
+        )
     kind = method.get("type")
     if kind == "reinforcement":
-        raise ApiError(400, "unsupported_method", "Reinforcement fine-tuning is not available on this server; "
-                                                  "use supervised or dpo.", "method")
+        raise ApiError(
+            400,
+            "unsupported_method",
+            "Reinforcement fine-tuning is not available on this server; use supervised or dpo.",
+            "method",
+        )
     if kind not in OPENAI_METHODS:
         raise ApiError(400, BAD_PARAM, f"method.type must be supervised or dpo, not {str(kind)[:40]!r}.", "method")
     others = sorted(key for key, value in method.items() if key not in ("type", kind) and value is not None)
@@ -142,8 +152,9 @@ def _method(body: dict) -> tuple[str, dict]:
     if section is None:
         section = {}
     if not isinstance(section, dict) or set(section) - {"hyperparameters"}:
-        raise ApiError(400, BAD_PARAM, f'method.{kind} must be an object like {{"hyperparameters": {{...}}}}.',
-                       "method")
+        raise ApiError(
+            400, BAD_PARAM, f'method.{kind} must be an object like {{"hyperparameters": {{...}}}}.', "method"
+        )
     nested = section.get("hyperparameters")
     if nested is None:
         nested = {}
@@ -151,21 +162,32 @@ def _method(body: dict) -> tuple[str, dict]:
         raise ApiError(400, BAD_PARAM, f"method.{kind}.hyperparameters must be an object.", "method")
     for name, value in nested.items():
         if name in hyperparameters and hyperparameters[name] != value:
-            raise ApiError(400, BAD_PARAM, f"hyperparameters.{name} and method.{kind}.hyperparameters.{name} differ; "
-                                        "give it once, in method.", "hyperparameters")
+            raise ApiError(
+                400,
+                BAD_PARAM,
+                f"hyperparameters.{name} and method.{kind}.hyperparameters.{name} differ; give it once, in method.",
+                "hyperparameters",
+            )
     return OPENAI_METHODS[kind], {**hyperparameters, **nested}
 
 
 def _metadata_filter(request: HttpRequest) -> dict[str, str] | None:
     """``?metadata[k]=v`` (every pair must match), or ``?metadata=null``: tasks with no metadata ({}); None: no
     filter."""
-    pairs = {key[len("metadata["):-1]: value for key, value in request.GET.items()
-             if key.startswith("metadata[") and key.endswith("]")}
+    pairs = {
+        key[len("metadata[") : -1]: value
+        for key, value in request.GET.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
     plain = request.GET.get("metadata")
     if plain is not None:
         if pairs or plain != "null":
-            raise ApiError(400, BAD_PARAM, "Filter by metadata with metadata[key]=value, or metadata=null for tasks "
-                                        "without metadata (not both).", "metadata")
+            raise ApiError(
+                400,
+                BAD_PARAM,
+                "Filter by metadata with metadata[key]=value, or metadata=null for tasks without metadata (not both).",
+                "metadata",
+            )
         return {}
     return pairs or None
 
@@ -185,13 +207,18 @@ def jobs(request: HttpRequest) -> JsonResponse:
     # A catalog entry hidden from this user is answered as chat answers it: as if it did not exist.
     base_model = BaseModel.objects.usable_by(request.user).filter(code=code).first() if isinstance(code, str) else None
     if base_model is None:
-        raise ApiError(404, "model_not_found", f"The model {code} does not exist or you do not have access to it.",
-                       "model")
+        raise ApiError(
+            404, "model_not_found", f"The model {code} does not exist or you do not have access to it.", "model"
+        )
     method, hyperparameters = _method(body)
     if body.get("integrations"):
-        raise ApiError(400, "unsupported_integration", "Integrations (Weights & Biases) are not available on this "
-                                                       "server; follow the task's events and metrics instead.",
-                       "integrations")
+        raise ApiError(
+            400,
+            "unsupported_integration",
+            "Integrations (Weights & Biases) are not available on this "
+            "server; follow the task's events and metrics instead.",
+            "integrations",
+        )
     try:
         job, _created = services.job_create(
             user=request.user,
@@ -269,8 +296,10 @@ def _id_page(request: HttpRequest, qs, *, prefix: str, serialize) -> JsonRespons
             raise ApiError(400, BAD_PARAM, f"Bad id {after[:80]}: expected {prefix}<number>.", "after") from None
     limit = page_limit(request)
     items = list(qs[: limit + 1])
-    return JsonResponse({"object": "list", "data": [serialize(item) for item in items[:limit]],
-                         "has_more": len(items) > limit}, json_dumps_params={"ensure_ascii": False})
+    return JsonResponse(
+        {"object": "list", "data": [serialize(item) for item in items[:limit]], "has_more": len(items) > limit},
+        json_dumps_params={"ensure_ascii": False},
+    )
 
 
 @api_view(["GET"])
@@ -294,8 +323,12 @@ def checkpoint_json(checkpoint: Checkpoint, job: FineTuningJob) -> dict:
         "step_number": step,
         # The training loss averaged over the steps since the last report; the validation loss over the whole
         # validation set (the engine evaluates all of it at each epoch's end).
-        "metrics": {"step": step, "train_loss": metrics.get("loss"), "valid_loss": eval_loss,
-                    "full_valid_loss": eval_loss},
+        "metrics": {
+            "step": step,
+            "train_loss": metrics.get("loss"),
+            "valid_loss": eval_loss,
+            "full_valid_loss": eval_loss,
+        },
         "epoch": checkpoint.epoch,
     }
 
@@ -304,8 +337,12 @@ def checkpoint_json(checkpoint: Checkpoint, job: FineTuningJob) -> dict:
 def job_checkpoints(request: HttpRequest, job_id: str) -> JsonResponse:
     """The task's epoch checkpoints, newest first (``client.fine_tuning.jobs.checkpoints.list``)."""
     found = _get_job(request, job_id)
-    return _id_page(request, Checkpoint.objects.filter(job=found).complete(), prefix="ftckpt-",
-                    serialize=lambda checkpoint: checkpoint_json(checkpoint, found))
+    return _id_page(
+        request,
+        Checkpoint.objects.filter(job=found).complete(),
+        prefix="ftckpt-",
+        serialize=lambda checkpoint: checkpoint_json(checkpoint, found),
+    )
 
 
 urlpatterns = [

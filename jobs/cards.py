@@ -28,7 +28,8 @@ def overview_panel(request) -> dict:
     from django.db.models import Count, Q
 
     return FineTuningJob.objects.filter(owner=request.user).aggregate(
-        total=Count("id"), running=Count("id", filter=Q(status=JobStatus.RUNNING)),
+        total=Count("id"),
+        running=Count("id", filter=Q(status=JobStatus.RUNNING)),
         queued=Count("id", filter=Q(status__in=[JobStatus.QUEUED, JobStatus.VALIDATING_FILES])),
         succeeded=Count("id", filter=Q(status=JobStatus.SUCCEEDED)),
         failed=Count("id", filter=Q(status=JobStatus.FAILED)),
@@ -70,5 +71,9 @@ def dataset_fine_tune_action(request, dataset, place: str) -> dict | None:
 
     if dataset.status != DatasetStatus.READY:
         return None
-    return {"label": _("Fine-tune on it"), "url": f"{reverse('jobs:create')}?dataset={dataset.pk}", "primary": True,
-            "testid": "fine-tune-link"}
+    return {
+        "label": _("Fine-tune on it"),
+        "url": f"{reverse('jobs:create')}?dataset={dataset.pk}",
+        "primary": True,
+        "testid": "fine-tune-link",
+    }

@@ -27,8 +27,9 @@ SERIES_COLOURS = ("#2454ff", "#e37318", "#00a870", "#d54941", "#8e44ad")
 
 
 def _losses(metrics: list[dict], key: str) -> list[tuple[float, float]]:
-    return [(m["current_steps"], m[key]) for m in metrics
-            if m.get(key) is not None and m.get("current_steps") is not None]
+    return [
+        (m["current_steps"], m[key]) for m in metrics if m.get(key) is not None and m.get("current_steps") is not None
+    ]
 
 
 def overlay_chart(series: list[tuple[str, list[dict]]]) -> dict | None:
@@ -41,8 +42,9 @@ def overlay_chart(series: list[tuple[str, list[dict]]]) -> dict | None:
     points = [p for _label, _m, train, evals in lines for p in train + evals]
     if not points:
         return None
-    total = max([m.get("total_steps") or 0 for _l, metrics, _t, _e in lines for m in metrics]
-                + [p[0] for p in points] + [1])
+    total = max(
+        [m.get("total_steps") or 0 for _l, metrics, _t, _e in lines for m in metrics] + [p[0] for p in points] + [1]
+    )
     values = [p[1] for p in points]
     low, high = min(values), max(values)
     if high - low < 1e-6:
@@ -63,14 +65,21 @@ def overlay_chart(series: list[tuple[str, list[dict]]]) -> dict | None:
 
     y_ticks = frame.y_ticks(y_step, lambda value: decimal_label(value, y_step))
     x_ticks = [{"x": frame.x(step), "label": f"{step:,}"} for step in range(0, total + 1, x_step)]
-    drawn = [{
-        "label": label, "colour": SERIES_COLOURS[n % len(SERIES_COLOURS)],
-        "train": polyline(train), "eval": polyline(evals),
-        "eval_points": [dict(zip(("x", "y"), xy(s, v), strict=True)) | {"value": f"{v:.4f}"}
-                        for s, v in _downsample(evals)],
-        "last_loss": train[-1][1] if train else None, "last_eval": evals[-1][1] if evals else None,
-        "first_loss": train[0][1] if train else None,
-    } for n, (label, _metrics, train, evals) in enumerate(lines)]
+    drawn = [
+        {
+            "label": label,
+            "colour": SERIES_COLOURS[n % len(SERIES_COLOURS)],
+            "train": polyline(train),
+            "eval": polyline(evals),
+            "eval_points": [
+                dict(zip(("x", "y"), xy(s, v), strict=True)) | {"value": f"{v:.4f}"} for s, v in _downsample(evals)
+            ],
+            "last_loss": train[-1][1] if train else None,
+            "last_eval": evals[-1][1] if evals else None,
+            "first_loss": train[0][1] if train else None,
+        }
+        for n, (label, _metrics, train, evals) in enumerate(lines)
+    ]
     return frame.box() | {"y_ticks": y_ticks, "x_ticks": x_ticks, "series": drawn, "overlay": True}
 
 
@@ -102,8 +111,22 @@ def chart_metrics(job) -> list[dict]:
     """
     from .models import JobEvent
 
-    rows = JobEvent.objects.filter(job=job, type=JobEvent.Type.METRICS).order_by("id").values_list(
-        KT("data__current_steps"), KT("data__total_steps"), KT("data__loss"), KT("data__eval_loss"),
+    rows = (
+        JobEvent.objects.filter(job=job, type=JobEvent.Type.METRICS)
+        .order_by("id")
+        .values_list(
+            KT("data__current_steps"),
+            KT("data__total_steps"),
+            KT("data__loss"),
+            KT("data__eval_loss"),
+        )
     )
-    return [{"current_steps": _number(steps, int), "total_steps": _number(total, int),
-             "loss": _number(loss), "eval_loss": _number(eval_loss)} for steps, total, loss, eval_loss in rows]
+    return [
+        {
+            "current_steps": _number(steps, int),
+            "total_steps": _number(total, int),
+            "loss": _number(loss),
+            "eval_loss": _number(eval_loss),
+        }
+        for steps, total, loss, eval_loss in rows
+    ]

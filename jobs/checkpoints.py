@@ -36,8 +36,12 @@ def checkpoint_code(job: FineTuningJob, checkpoint: Checkpoint) -> str:
 def checkpoint_losses(checkpoint: Checkpoint) -> dict:
     """The training loss logged last before it was saved, and the validation loss of that epoch."""
     metrics = checkpoint.metrics or {}
-    return {"final_loss": metrics.get("loss"), "final_eval_loss": metrics.get("eval_loss"),
-            "step": checkpoint_step(checkpoint), "epoch": checkpoint.epoch}
+    return {
+        "final_loss": metrics.get("loss"),
+        "final_eval_loss": metrics.get("eval_loss"),
+        "step": checkpoint_step(checkpoint),
+        "epoch": checkpoint.epoch,
+    }
 
 
 def checkpoints_publish(*, job: FineTuningJob, card: FineTunedModel) -> list[FineTunedModel]:
@@ -57,10 +61,17 @@ def checkpoints_publish(*, job: FineTuningJob, card: FineTunedModel) -> list[Fin
         model, _created = FineTunedModel.objects.update_or_create(
             code=checkpoint_code(job, checkpoint),
             defaults={
-                "owner": job.owner, "base_model": card.base_model, "method": card.method,
-                "training_type": card.training_type, "hyperparameters": card.hyperparameters,
-                "metrics": checkpoint_losses(checkpoint), "path": checkpoint.path, "checkpoint_of": card,
-                "epoch": checkpoint.epoch, "step": checkpoint_step(checkpoint), "deleted_at": None,
+                "owner": job.owner,
+                "base_model": card.base_model,
+                "method": card.method,
+                "training_type": card.training_type,
+                "hyperparameters": card.hyperparameters,
+                "metrics": checkpoint_losses(checkpoint),
+                "path": checkpoint.path,
+                "checkpoint_of": card,
+                "epoch": checkpoint.epoch,
+                "step": checkpoint_step(checkpoint),
+                "deleted_at": None,
             },
         )
         Checkpoint.objects.filter(pk=checkpoint.pk).update(model=model)

@@ -41,8 +41,11 @@ class Row:
 
 def _row(label: str, values: list, cells: list | None = None) -> Row:
     """A row that is marked when its values (what is compared, not what is shown) are not all equal."""
-    return Row(str(label), cells if cells is not None else [MISSING if v is None else v for v in values],
-               differs=len({repr(v) for v in values}) > 1)
+    return Row(
+        str(label),
+        cells if cells is not None else [MISSING if v is None else v for v in values],
+        differs=len({repr(v) for v in values}) > 1,
+    )
 
 
 def selected_ids(query) -> list[str]:
@@ -54,21 +57,29 @@ def selected_ids(query) -> list[str]:
 def neighbour(job: FineTuningJob) -> FineTuningJob | None:
     """The task to compare ``job`` with first: the owner's task made just before it, else just after it."""
     others = FineTuningJob.objects.owned_by(job.owner).exclude(pk=job.pk).only("public_id")
-    return (others.filter(created_at__lte=job.created_at).order_by("-created_at", "-id").first()
-            or others.order_by("created_at", "id").first())
+    return (
+        others.filter(created_at__lte=job.created_at).order_by("-created_at", "-id").first()
+        or others.order_by("created_at", "id").first()
+    )
 
 
 def jobs_for_user(user, ids: list[str]) -> tuple[list[FineTuningJob], list[str]]:
     """The user's tasks of ``ids`` in that order, and the ids that are not among the user's tasks."""
-    found = {job.public_id: job for job in FineTuningJob.objects.owned_by(user).filter(public_id__in=ids)
-             .select_related("base_model", "training_dataset", "validation_dataset", "result")}
+    found = {
+        job.public_id: job
+        for job in FineTuningJob.objects.owned_by(user)
+        .filter(public_id__in=ids)
+        .select_related("base_model", "training_dataset", "validation_dataset", "result")
+    }
     return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
 
 
 HYPERPARAMETER_LABELS = {
-    "n_epochs": gettext_lazy("Epochs"), "batch_size": gettext_lazy("Batch size"),
+    "n_epochs": gettext_lazy("Epochs"),
+    "batch_size": gettext_lazy("Batch size"),
     "learning_rate_multiplier": gettext_lazy("Learning-rate multiplier"),
-    "learning_rate": gettext_lazy("Learning rate"), "beta": gettext_lazy("beta (DPO)"),
+    "learning_rate": gettext_lazy("Learning rate"),
+    "beta": gettext_lazy("beta (DPO)"),
 }
 
 
@@ -119,12 +130,21 @@ def data_rows(jobs: list[FineTuningJob]) -> list[Row]:
     automatic = _("automatic 10%% split").replace("%%", "%")
     return [
         _row(_("Training data"), [d.pk for d in train], [_dataset_link(d) for d in train]),
-        _row(_("Training examples"), [d.examples for d in train],
-             [MISSING if d.examples is None else number_format(d.examples, force_grouping=True) for d in train]),
-        _row(_("Training tokens"), [d.tokens for d in train],
-             [MISSING if d.tokens is None else number_format(d.tokens, force_grouping=True) for d in train]),
-        _row(_("Validation data"), [d.pk if d else None for d in valid],
-             [_dataset_link(d) if d else automatic for d in valid]),
+        _row(
+            _("Training examples"),
+            [d.examples for d in train],
+            [MISSING if d.examples is None else number_format(d.examples, force_grouping=True) for d in train],
+        ),
+        _row(
+            _("Training tokens"),
+            [d.tokens for d in train],
+            [MISSING if d.tokens is None else number_format(d.tokens, force_grouping=True) for d in train],
+        ),
+        _row(
+            _("Validation data"),
+            [d.pk if d else None for d in valid],
+            [_dataset_link(d) if d else automatic for d in valid],
+        ),
     ]
 
 

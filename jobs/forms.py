@@ -14,8 +14,12 @@ AUTO_HELP = _("A number, or auto.")
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 
 # The service names fields as the API does; the form shows each error at its own field.
-FIELD_FOR_PARAM = {"model": "base_model", "training_file": "training_dataset", "validation_file": "validation_dataset",
-                   "hyperparameters": None}
+FIELD_FOR_PARAM = {
+    "model": "base_model",
+    "training_file": "training_dataset",
+    "validation_file": "validation_dataset",
+    "hyperparameters": None,
+}
 
 
 class JobForm(forms.Form):
@@ -23,27 +27,37 @@ class JobForm(forms.Form):
 
     base_model = forms.ModelChoiceField(queryset=BaseModel.objects.none(), label=_("Base model"), to_field_name="code")
     method = forms.ChoiceField(choices=Method.choices, label=_("Method"), initial=Method.SFT)
-    training_type = forms.ChoiceField(choices=TrainingType.choices, label=_("Training type"),
-                                      initial=TrainingType.LORA)
-    training_dataset = forms.ModelChoiceField(queryset=None, label=_("Training data"), required=False,
-                                              empty_label=_("— choose a dataset —"))
+    training_type = forms.ChoiceField(choices=TrainingType.choices, label=_("Training type"), initial=TrainingType.LORA)
+    training_dataset = forms.ModelChoiceField(
+        queryset=None, label=_("Training data"), required=False, empty_label=_("— choose a dataset —")
+    )
     training_upload = forms.FileField(label=_("…or upload a JSONL file"), required=False)
     validation_dataset = forms.ModelChoiceField(
-        queryset=None, label=_("Validation data"), required=False,
+        queryset=None,
+        label=_("Validation data"),
+        required=False,
         empty_label=_("Automatic: split off 10% of the training data"),
     )
     n_epochs = forms.CharField(label=_("Epochs"), initial="auto", help_text=AUTO_HELP, max_length=10)
     batch_size = forms.CharField(label=_("Batch size"), initial="auto", help_text=AUTO_HELP, max_length=10)
-    learning_rate_multiplier = forms.CharField(label=_("Learning-rate multiplier"), initial="auto",
-                                               help_text=AUTO_HELP, max_length=10)
+    learning_rate_multiplier = forms.CharField(
+        label=_("Learning-rate multiplier"), initial="auto", help_text=AUTO_HELP, max_length=10
+    )
     suffix = forms.CharField(
-        label=_("Model code suffix"), required=False, max_length=40,
+        label=_("Model code suffix"),
+        required=False,
+        max_length=40,
         help_text=_("Up to 40 characters of a-z, 0-9, - and _. Becomes part of the new model's code."),
     )
     seed = forms.IntegerField(
-        label=_("Seed"), required=False, min_value=0, max_value=SEED_MAX,
-        help_text=_("Empty: chosen at random and recorded on the task. The same data, settings and seed train the "
-                    "same model on the same machine."),
+        label=_("Seed"),
+        required=False,
+        min_value=0,
+        max_value=SEED_MAX,
+        help_text=_(
+            "Empty: chosen at random and recorded on the task. The same data, settings and seed train the "
+            "same model on the same machine."
+        ),
     )
 
     def __init__(self, *args, user, full_check: bool = True, **kwargs):
@@ -113,21 +127,27 @@ class JobForm(forms.Form):
         if base_model is None or not method or not training_type:
             return
         try:
-            services.job_check_choices(user=self.user, base_model=base_model, method=method,
-                                       training_type=training_type)
+            services.job_check_choices(
+                user=self.user, base_model=base_model, method=method, training_type=training_type
+            )
         except services.JobInputError as exc:
             self.add_service_error(exc)
         for name, param in (("training_dataset", "training_file"), ("validation_dataset", "validation_file")):
             if cleaned.get(name) is not None:
                 try:
-                    services.job_check_dataset(user=self.user, base_model=base_model, method=method,
-                                               dataset=cleaned[name], param=param)
+                    services.job_check_dataset(
+                        user=self.user, base_model=base_model, method=method, dataset=cleaned[name], param=param
+                    )
                 except services.JobInputError as exc:
                     self.add_service_error(exc)
         if cleaned.get("training_dataset") is not None and "training_type" not in self.errors:
             try:
-                services.job_check_memory(base_model=base_model, dataset=cleaned["training_dataset"],
-                                          training_type=training_type, method=method)
+                services.job_check_memory(
+                    base_model=base_model,
+                    dataset=cleaned["training_dataset"],
+                    training_type=training_type,
+                    method=method,
+                )
             except services.JobInputError as exc:
                 self.add_service_error(exc)
 
@@ -140,8 +160,9 @@ class JobForm(forms.Form):
 
     def hyperparameter_errors(self) -> list[str]:
         """The hyperparameters' errors, each named by its label."""
-        return [f"{self.fields[name].label}: {error}" for name in HYPERPARAMETERS for error in
-                self.errors.get(name, [])]
+        return [
+            f"{self.fields[name].label}: {error}" for name in HYPERPARAMETERS for error in self.errors.get(name, [])
+        ]
 
     def hyperparameters(self) -> dict:
         return {k: self.cleaned_data[k] for k in HYPERPARAMETERS}

@@ -112,7 +112,11 @@ class FineTuningJob(models.Model):
     pause_requested_at = models.DateTimeField(null=True, blank=True)
     output_dir = models.CharField(max_length=500, blank=True)
     result = models.OneToOneField(
-        FineTunedModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="job",
+        FineTunedModel,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="job",
         verbose_name=_("fine-tuned model"),
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -142,8 +146,11 @@ class FineTuningJob(models.Model):
 
     @property
     def can_pause(self) -> bool:
-        return self.status in (JobStatus.QUEUED, JobStatus.RUNNING) and self.pause_requested_at is None \
+        return (
+            self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+            and self.pause_requested_at is None
             and self.cancel_requested_at is None
+        )
 
     @property
     def percent(self) -> float:

@@ -156,5 +156,9 @@ def register_events() -> None:
     register_webhook_event("fine_tuning.job.failed", "training.failed", job, _("Training failed"))
     register_webhook_event("fine_tuning.job.cancelled", "training.cancelled", job, _("Training cancelled"))
     register_webhook_event("fine_tuning.job.paused", "training.paused", job, _("Training paused"))
-    register_webhook_event("fine_tuning.job.checkpoint.saved", "training.checkpoint_saved",
-                           "fine_tuning.job.checkpoint", _("Checkpoint saved"))
+    register_webhook_event(
+        "fine_tuning.job.checkpoint.saved",
+        "training.checkpoint_saved",
+        "fine_tuning.job.checkpoint",
+        _("Checkpoint saved"),
+    )

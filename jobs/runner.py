@@ -117,10 +117,16 @@ class JobCallbacks:
             "tokens_per_second": data.get("tokens_per_second"),
         }
         JobEvent.objects.create(
-            job=self.job, type=JobEvent.Type.METRICS, level="info", data=payload,
+            job=self.job,
+            type=JobEvent.Type.METRICS,
+            level="info",
+            data=payload,
             message=_("step %(current)s/%(total)s, loss %(loss)s")
-            % {"current": payload["current_steps"], "total": payload["total_steps"],
-               "loss": "-" if payload["loss"] is None else f"{payload['loss']:.4f}"},
+            % {
+                "current": payload["current_steps"],
+                "total": payload["total_steps"],
+                "loss": "-" if payload["loss"] is None else f"{payload['loss']:.4f}",
+            },
         )
         update = {"progress": payload, "heartbeat_at": timezone.now()}
         if not self._first_step_seen and (payload["current_steps"] or 0) > 0:
@@ -136,9 +142,14 @@ class JobCallbacks:
         replaced = Checkpoint.objects.filter(job=self.job, epoch=epoch).values_list("path", flat=True).first()
         # One row per epoch: a mid-epoch checkpoint is replaced by the next one and by the epoch's end.
         checkpoint, _created = Checkpoint.objects.update_or_create(
-            job=self.job, epoch=epoch,
-            defaults={"path": name, "step": step, "created_at": timezone.now(),  # when this one was saved
-                      "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress},
+            job=self.job,
+            epoch=epoch,
+            defaults={
+                "path": name,
+                "step": step,
+                "created_at": timezone.now(),  # when this one was saved
+                "metrics": FineTuningJob.objects.get(pk=self.job.pk).progress,
+            },
         )
         if replaced and replaced != name:
             storage.delete_folder(replaced)
@@ -146,8 +157,9 @@ class JobCallbacks:
             job_event(job=self.job, message=_("Checkpoint saved after epoch %(n)s.") % {"n": epoch})
             checkpoint_saved(checkpoint=checkpoint)
         else:
-            job_event(job=self.job, message=_("Checkpoint saved at step %(step)s (epoch %(n)s).")
-                      % {"step": step, "n": epoch})
+            job_event(
+                job=self.job, message=_("Checkpoint saved at step %(step)s (epoch %(n)s).") % {"step": step, "n": epoch}
+            )
         # Only the newest checkpoint is resumed from: older ones keep their weights but drop the
         # optimizer state, which for full fine-tuning is gigabytes an epoch.
         for older in Checkpoint.objects.filter(job=self.job, epoch__lt=epoch).values_list("path", flat=True):
@@ -164,17 +176,23 @@ class JobCallbacks:
         now = time.monotonic()
         if not self._stop and now - self._last_poll >= self.cancel_poll_seconds:
             self._last_poll = now
-            self._stop = FineTuningJob.objects.filter(pk=self.job.pk).filter(
-                Q(cancel_requested_at__isnull=False) | Q(pause_requested_at__isnull=False)
-            ).exists()
+            self._stop = (
+                FineTuningJob.objects.filter(pk=self.job.pk)
+                .filter(Q(cancel_requested_at__isnull=False) | Q(pause_requested_at__isnull=False))
+                .exists()
+            )
         return self._stop
 
     def checkpoint_before_stop(self) -> bool:
         """A pause keeps the steps done (a checkpoint of the step reached); a cancel or a stopping worker does not
         need one (the worker's stop resumes from the newest checkpoint, as a lost worker does)."""
-        return not self.preempted and not self.abandoned and FineTuningJob.objects.filter(
-            pk=self.job.pk, pause_requested_at__isnull=False, cancel_requested_at__isnull=True
-        ).exists()
+        return (
+            not self.preempted
+            and not self.abandoned
+            and FineTuningJob.objects.filter(
+                pk=self.job.pk, pause_requested_at__isnull=False, cancel_requested_at__isnull=True
+            ).exists()
+        )
 
 
 def _engine_example(example: dict) -> dict:
@@ -183,8 +201,11 @@ def _engine_example(example: dict) -> dict:
         prompt = {"messages": example.get("messages", [])}
         if example.get("tools"):
             prompt["tools"] = example["tools"]
-        return {"input": prompt, "preferred_output": example["preferred_output"],
-                "non_preferred_output": example["non_preferred_output"]}
+        return {
+            "input": prompt,
+            "preferred_output": example["preferred_output"],
+            "non_preferred_output": example["non_preferred_output"],
+        }
     return example
 
 
@@ -223,11 +244,15 @@ def job_run(*, job: FineTuningJob) -> str:
 def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> str:
     from modelcards.weights import WeightsMissing, model_dir
 
-    with Heartbeat(job.pk, interval=settings.JOB_HEARTBEAT_INTERVAL, watch=callbacks,
-                   stuck_after=settings.TRAINING_STUCK_SECONDS):
+    with Heartbeat(
+        job.pk, interval=settings.JOB_HEARTBEAT_INTERVAL, watch=callbacks, stuck_after=settings.TRAINING_STUCK_SECONDS
+    ):
         try:
-            job_event(job=job, message=_("Training started on %(worker)s (attempt %(n)s).")
-                      % {"worker": job.worker, "n": job.attempts})
+            job_event(
+                job=job,
+                message=_("Training started on %(worker)s (attempt %(n)s).")
+                % {"worker": job.worker, "n": job.attempts},
+            )
             if training_processes() == 1 and not _has_gpu():
                 job_event(job=job, message=_("CPUs: %(how)s.") % {"how": cpus.describe()})
             folder = model_dir(job.base_model)
@@ -235,24 +260,38 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
             if job.validation_dataset_id:
                 eval_examples = _load_examples(job.validation_dataset)
             else:
-                train_examples, eval_examples = engine.split_examples(train_examples, fraction=0.1,
-                                                                      seed=job_split_seed(job))
-                callbacks.event("info", _("Validation: %(n)s examples split off automatically.")
-                                % {"n": len(eval_examples)})
+                train_examples, eval_examples = engine.split_examples(
+                    train_examples, fraction=0.1, seed=job_split_seed(job)
+                )
+                callbacks.event(
+                    "info", _("Validation: %(n)s examples split off automatically.") % {"n": len(eval_examples)}
+                )
             config = engine.TrainingConfig(
-                method=job.method, training_type=job.training_type, n_epochs=hp["n_epochs"],
-                batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
-                max_seq_len=job.base_model.context_length, seed=job_training_seed(job),
+                method=job.method,
+                training_type=job.training_type,
+                n_epochs=hp["n_epochs"],
+                batch_size=hp["batch_size"],
+                learning_rate=hp["learning_rate"],
+                max_seq_len=job.base_model.context_length,
+                seed=job_training_seed(job),
                 dpo_beta=hp.get("beta") or DPO_BETA,
                 checkpoint_interval=settings.TRAINING_CHECKPOINT_MINUTES * 60,
-                activation_memory_mb=settings.TRAINING_CPU_ACTIVATION_MB, precision=settings.TRAINING_PRECISION,
+                activation_memory_mb=settings.TRAINING_CPU_ACTIVATION_MB,
+                precision=settings.TRAINING_PRECISION,
             )
             resume = _resume_from(job, scratch=scratch)
             output = scratch / "output"
             output.mkdir(parents=True, exist_ok=True)
             FineTuningJob.objects.filter(pk=job.pk).update(output_dir=job_storage_name(job))
-            run = {"model_dir": folder, "train_examples": train_examples, "eval_examples": eval_examples or None,
-                   "config": config, "output_dir": output, "callbacks": callbacks, "resume_from": resume}
+            run = {
+                "model_dir": folder,
+                "train_examples": train_examples,
+                "eval_examples": eval_examples or None,
+                "config": config,
+                "output_dir": output,
+                "callbacks": callbacks,
+                "resume_from": resume,
+            }
             processes = training_processes()
             if processes > 1:  # one per GPU, relayed into the same callbacks (jobs/training/launch.py)
                 from .training.launch import train_in_processes
@@ -274,15 +313,17 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
             job_fail(job=job, code="invalid_training_data", message=str(exc), param="training_file")
             return "failed"
         except engine.CheckpointError as exc:
-            job_fail(job=job, code="checkpoint_unreadable",
-                     message=_("The task cannot resume: %(why)s") % {"why": exc})
+            job_fail(job=job, code="checkpoint_unreadable", message=_("The task cannot resume: %(why)s") % {"why": exc})
             return "failed"
         except WeightsMissing as exc:
             job_fail(job=job, code="weights_missing", message=without_server_paths(str(exc)), param="model")
             return "failed"
         except MemoryError:
-            job_fail(job=job, code="out_of_memory",
-                     message=_("The training ran out of memory; try a smaller batch size or LoRA."))
+            job_fail(
+                job=job,
+                code="out_of_memory",
+                message=_("The training ran out of memory; try a smaller batch size or LoRA."),
+            )
             return "failed"
         except SoftTimeLimitExceeded:
             job_fail(job=job, code="time_limit", message=_("The training exceeded the worker's time limit."))
@@ -348,11 +389,14 @@ def _resume_from(job: FineTuningJob, *, scratch: Path | None = None) -> Path | N
         else:
             path = storage.fetch_folder(last.path, (scratch or job_scratch_dir(job)) / "resume")
     except storage.StorageError as exc:
-        raise CheckpointError(_("its checkpoint at step %(step)s (%(path)s) cannot be fetched: %(why)s")
-                              % {"step": last.step, "path": last.path, "why": exc}) from exc
+        raise CheckpointError(
+            _("its checkpoint at step %(step)s (%(path)s) cannot be fetched: %(why)s")
+            % {"step": last.step, "path": last.path, "why": exc}
+        ) from exc
     if not (path / STATE_FILE).exists():
-        raise CheckpointError(_("its checkpoint at step %(step)s (%(path)s) is missing.")
-                              % {"step": last.step, "path": last.path})
+        raise CheckpointError(
+            _("its checkpoint at step %(step)s (%(path)s) is missing.") % {"step": last.step, "path": last.path}
+        )
     step = last.step or (last.metrics or {}).get("current_steps") or 0
     with transaction.atomic():
         dropped, _kinds = JobEvent.objects.filter(
@@ -369,8 +413,12 @@ def _resume_from(job: FineTuningJob, *, scratch: Path | None = None) -> Path | N
         message = _("A step hung; resumed from step %(step)s.")
     else:
         message = _("Worker lost; resumed from step %(step)s.")
-    job_event(job=job, level="warning", message=message % {"step": step},
-              data={"step": step, "epoch": last.epoch, "metrics_dropped": dropped})
+    job_event(
+        job=job,
+        level="warning",
+        message=message % {"step": step},
+        data={"step": step, "epoch": last.epoch, "metrics_dropped": dropped},
+    )
     return path
 
 
@@ -401,14 +449,20 @@ def _finish_succeeded(job: FineTuningJob, result, final_name: str) -> str:
         "steps": result.steps,
         "epochs": result.epochs_completed,
     }
+
     def record() -> dict:
         card, _created = FineTunedModel.objects.update_or_create(
             code=job.fine_tuned_model,
             defaults={
-                "owner": job.owner, "base_model": job.base_model,
-                "method": job.method, "training_type": job.training_type,
-                "hyperparameters": job.resolved_hyperparameters, "metrics": metrics,
-                "trained_tokens": result.trained_tokens, "cost": cost, "path": final_name,
+                "owner": job.owner,
+                "base_model": job.base_model,
+                "method": job.method,
+                "training_type": job.training_type,
+                "hyperparameters": job.resolved_hyperparameters,
+                "metrics": metrics,
+                "trained_tokens": result.trained_tokens,
+                "cost": cost,
+                "path": final_name,
             },
         )
         FineTuningJob.objects.filter(pk=job.pk).update(result=card)

@@ -161,11 +161,15 @@ def job_check_metadata(metadata) -> dict:
         raise JobInputError(_("metadata may have at most %(n)s keys.") % {"n": METADATA_MAX_PAIRS}, "metadata")
     for key, value in metadata.items():
         if not key or len(key) > METADATA_KEY_MAX:
-            raise JobInputError(_("A metadata key must have 1 to %(n)s characters.") % {"n": METADATA_KEY_MAX},
-                                "metadata")
+            raise JobInputError(
+                _("A metadata key must have 1 to %(n)s characters.") % {"n": METADATA_KEY_MAX}, "metadata"
+            )
         if not isinstance(value, str) or len(value) > METADATA_VALUE_MAX:
-            raise JobInputError(_("The metadata value of %(key)s must be a string of at most %(n)s characters.")
-                                % {"key": key[:64], "n": METADATA_VALUE_MAX}, "metadata")
+            raise JobInputError(
+                _("The metadata value of %(key)s must be a string of at most %(n)s characters.")
+                % {"key": key[:64], "n": METADATA_VALUE_MAX},
+                "metadata",
+            )
     return metadata
 
 
@@ -247,9 +251,15 @@ def job_memory_estimate(*, base_model: BaseModel, dataset, training_type: str, m
     node = training_node()
     # a CPU node fills its activation budget with micro-batches (the engine's plan, jobs/training/engine.py)
     budget = None if node.gpu else settings.TRAINING_CPU_ACTIVATION_MB * 2**20
-    return estimate_training_memory(shape=shape, training_type=training_type, bf16=node.bf16,
-                                    longest_sequence=longest, available=node.memory,
-                                    parameters=base_model.parameters or None, activation_budget=budget)
+    return estimate_training_memory(
+        shape=shape,
+        training_type=training_type,
+        bf16=node.bf16,
+        longest_sequence=longest,
+        available=node.memory,
+        parameters=base_model.parameters or None,
+        activation_budget=budget,
+    )
 
 
 def gigabytes(n: int) -> str:
@@ -258,15 +268,20 @@ def gigabytes(n: int) -> str:
 
 def job_check_memory(*, base_model: BaseModel, dataset, training_type: str, method: str) -> None:
     """Refuse a task that cannot fit the training node, naming the estimate and the node's memory."""
-    estimate = job_memory_estimate(base_model=base_model, dataset=dataset, training_type=training_type,
-                                   method=method)
+    estimate = job_memory_estimate(base_model=base_model, dataset=dataset, training_type=training_type, method=method)
     if estimate is None or estimate.fits:
         return
     raise JobInputError(
-        _("This task needs about %(need)s of memory to train (%(type)s%(recompute)s), more than the %(have)s of "
-          "the training node. Choose LoRA, a smaller base model or shorter examples.")
-        % {"need": gigabytes(estimate.total), "type": training_type, "have": gigabytes(estimate.available),
-           "recompute": _(", activations recomputed") if estimate.gradient_checkpointing else ""},
+        _(
+            "This task needs about %(need)s of memory to train (%(type)s%(recompute)s), more than the %(have)s of "
+            "the training node. Choose LoRA, a smaller base model or shorter examples."
+        )
+        % {
+            "need": gigabytes(estimate.total),
+            "type": training_type,
+            "have": gigabytes(estimate.available),
+            "recompute": _(", activations recomputed") if estimate.gradient_checkpointing else "",
+        },
         "training_type",
         code="insufficient_memory",
     )
@@ -308,8 +323,10 @@ def job_check_choices(*, user, base_model: BaseModel, method: str, training_type
             "training_type",
         )
     # What this server can really do with it: the node's memory for this training type.
-    for verdict, param in ((capabilities.method(method), "method"),
-                           (capabilities.training_type(training_type), "training_type")):
+    for verdict, param in (
+        (capabilities.method(method), "method"),
+        (capabilities.training_type(training_type), "training_type"),
+    ):
         if not verdict:
             raise JobInputError(
                 _("%(code)s cannot be fine-tuned this way on this server: %(reason)s")
@@ -362,16 +379,20 @@ def _why_uncounted(*, dataset, base_model: BaseModel) -> str:
         reason = dataset.status_text
     else:
         return ""  # not counted with this model yet: job_prepare counts it
-    return _("The tokens of %(name)s could not be counted with %(code)s, so the task cannot be estimated or "
-             "billed: %(reason)s") % {"name": dataset.name, "code": base_model.code,
-                                      "reason": reason or _("no reason was recorded")}
+    return _(
+        "The tokens of %(name)s could not be counted with %(code)s, so the task cannot be estimated or "
+        "billed: %(reason)s"
+    ) % {"name": dataset.name, "code": base_model.code, "reason": reason or _("no reason was recorded")}
 
 
 def job_check_quota(*, user) -> None:
     """The user's limit of tasks not yet finished (USER_MAX_RUNNING_JOBS, or their own set in the admin)."""
     try:
-        quota_enforce(user=user, name="running_jobs",
-                      used_qs=FineTuningJob.objects.filter(owner=user).exclude(status__in=FINAL_STATUSES))
+        quota_enforce(
+            user=user,
+            name="running_jobs",
+            used_qs=FineTuningJob.objects.filter(owner=user).exclude(status__in=FINAL_STATUSES),
+        )
     except QuotaExceeded as exc:
         raise JobInputError(exc.message, None, code="quota_exceeded") from None
 
@@ -409,14 +430,16 @@ def job_create(
     metadata = job_check_metadata(metadata)
     job_check_quota(user=user)  # early, for a quick answer; again, locked, where the task is created
     job_check_choices(user=user, base_model=base_model, method=method, training_type=training_type)
-    job_check_dataset(user=user, base_model=base_model, method=method, dataset=training_dataset,
-                      param="training_file")
+    job_check_dataset(user=user, base_model=base_model, method=method, dataset=training_dataset, param="training_file")
     if validation_dataset is not None:
-        job_check_dataset(user=user, base_model=base_model, method=method, dataset=validation_dataset,
-                          param="validation_file")
+        job_check_dataset(
+            user=user, base_model=base_model, method=method, dataset=validation_dataset, param="validation_file"
+        )
     job_check_memory(base_model=base_model, dataset=training_dataset, training_type=training_type, method=method)
     resolved = hyperparameters_resolve(
-        requested=hyperparameters or {}, method=method, training_type=training_type,
+        requested=hyperparameters or {},
+        method=method,
+        training_type=training_type,
         examples=training_dataset.examples or 0,
     )
     estimate = job_estimate(base_model=base_model, dataset=training_dataset, n_epochs=resolved["n_epochs"])
@@ -428,11 +451,21 @@ def job_create(
             with transaction.atomic():
                 job_check_quota(user=user)
                 job = FineTuningJob.objects.create(
-                    owner=user, base_model=base_model, training_dataset=training_dataset,
-                    validation_dataset=validation_dataset, method=method, training_type=training_type,
-                    hyperparameters=hyperparameters or {}, resolved_hyperparameters=resolved, suffix=suffix,
-                    fine_tuned_model=code, request_id=request_id, estimated_tokens=estimate.total_tokens,
-                    estimated_cost=estimate.cost, seed=new_seed() if seed is None else seed, metadata=metadata,
+                    owner=user,
+                    base_model=base_model,
+                    training_dataset=training_dataset,
+                    validation_dataset=validation_dataset,
+                    method=method,
+                    training_type=training_type,
+                    hyperparameters=hyperparameters or {},
+                    resolved_hyperparameters=resolved,
+                    suffix=suffix,
+                    fine_tuned_model=code,
+                    request_id=request_id,
+                    estimated_tokens=estimate.total_tokens,
+                    estimated_cost=estimate.cost,
+                    seed=new_seed() if seed is None else seed,
+                    metadata=metadata,
                 )
                 job_event(job=job, message=_("Task created; checking the files."))
                 transaction.on_commit(lambda job_id=job.pk: _send_prepare(job_id))
@@ -460,8 +493,13 @@ def checkpoint_saved(*, checkpoint) -> None:
     from notifications.services import notify
 
     job = checkpoint.job
-    notify(user=job.owner, event="training.checkpoint_saved", subject_name=job.suffix or job.base_model.code,
-           subject_code=f"ftckpt-{checkpoint.pk}", url=reverse("jobs:detail", args=[job.public_id]))
+    notify(
+        user=job.owner,
+        event="training.checkpoint_saved",
+        subject_name=job.suffix or job.base_model.code,
+        subject_code=f"ftckpt-{checkpoint.pk}",
+        url=reverse("jobs:detail", args=[job.public_id]),
+    )
 
 
 # --- queue ------------------------------------------------------------------
@@ -481,7 +519,9 @@ def job_prepare(*, job_id: int) -> str:
             continue
         if dataset.status == DatasetStatus.INVALID:
             job_fail(
-                job=job, code="invalid_file", param=param,
+                job=job,
+                code="invalid_file",
+                param=param,
                 message=_("%(name)s did not pass validation (%(count)s errors).")
                 % {"name": dataset.name, "count": getattr(dataset, "error_count", "?")},
             )
@@ -489,8 +529,9 @@ def job_prepare(*, job_id: int) -> str:
         if dataset.status != DatasetStatus.READY:
             return "wait"
         try:
-            job_check_dataset(user=job.owner, base_model=job.base_model, method=job.method, dataset=dataset,
-                              param=param)
+            job_check_dataset(
+                user=job.owner, base_model=job.base_model, method=job.method, dataset=dataset, param=param
+            )
         except JobInputError as exc:
             job_fail(job=job, code=exc.code, message=exc.message, param=param)
             return "failed"
@@ -500,31 +541,45 @@ def job_prepare(*, job_id: int) -> str:
     count = dataset_token_count(dataset=job.training_dataset, base_model=job.base_model)
     if not count.counted:
         if count.invalid:  # read with this model's tokenizer and context, the file has errors
-            job_fail(job=job, code="invalid_training_data", param="training_file",
-                     message=_("%(name)s cannot train %(code)s: %(reason)s")
-                     % {"name": job.training_dataset.name, "code": job.base_model.code, "reason": count.error})
+            job_fail(
+                job=job,
+                code="invalid_training_data",
+                param="training_file",
+                message=_("%(name)s cannot train %(code)s: %(reason)s")
+                % {"name": job.training_dataset.name, "code": job.base_model.code, "reason": count.error},
+            )
         else:
-            job_fail(job=job, code="tokens_not_counted", param="training_file",
-                     message=_why_uncounted(dataset=job.training_dataset, base_model=job.base_model))
+            job_fail(
+                job=job,
+                code="tokens_not_counted",
+                param="training_file",
+                message=_why_uncounted(dataset=job.training_dataset, base_model=job.base_model),
+            )
         return "failed"
     try:  # now with the longest example as this model's tokenizer counts it
-        job_check_memory(base_model=job.base_model, dataset=job.training_dataset, training_type=job.training_type,
-                         method=job.method)
+        job_check_memory(
+            base_model=job.base_model, dataset=job.training_dataset, training_type=job.training_type, method=job.method
+        )
     except JobInputError as exc:
         job_fail(job=job, code=exc.code, message=exc.message, param=exc.param or "")
         return "failed"
-    hp = hyperparameters_resolve(requested=job.hyperparameters, method=job.method,
-                                 training_type=job.training_type, examples=job.training_dataset.examples or 0)
+    hp = hyperparameters_resolve(
+        requested=job.hyperparameters,
+        method=job.method,
+        training_type=job.training_type,
+        examples=job.training_dataset.examples or 0,
+    )
     estimate = job_estimate(base_model=job.base_model, dataset=job.training_dataset, n_epochs=hp["n_epochs"])
     if (estimate.total_tokens, estimate.cost) != (job.estimated_tokens, job.estimated_cost):
         FineTuningJob.objects.filter(pk=job.pk).update(
             resolved_hyperparameters=hp, estimated_tokens=estimate.total_tokens, estimated_cost=estimate.cost
         )
         if job.estimated_tokens:
-            job_event(job=job, message=_("Counted with %(code)s's tokenizer: %(n)s tokens per epoch; estimated "
-                                         "cost %(cost)s.") % {"code": job.base_model.code,
-                                                              "n": f"{estimate.tokens_per_epoch:,}",
-                                                              "cost": estimate.cost})
+            job_event(
+                job=job,
+                message=_("Counted with %(code)s's tokenizer: %(n)s tokens per epoch; estimated cost %(cost)s.")
+                % {"code": job.base_model.code, "n": f"{estimate.tokens_per_epoch:,}", "cost": estimate.cost},
+            )
     return "queued" if states.job_queue_validated(job=job) else "skip"
 
 
@@ -557,7 +612,8 @@ def queue_estimate(job: FineTuningJob) -> dict | None:
         return out
     previous = (
         FineTuningJob.objects.filter(status=JobStatus.SUCCEEDED, first_step_at__isnull=False, started_at__isnull=False)
-        .order_by("-finished_at").first()
+        .order_by("-finished_at")
+        .first()
     )
     warmup = tail = 0.0
     if previous is not None:
@@ -577,9 +633,11 @@ def queue_estimate(job: FineTuningJob) -> dict | None:
         speed = speed or progress.get("tokens_per_second")
     if not speed and previous is not None and previous.result_id:
         speed = (previous.result.metrics or {}).get("tokens_per_second")
-    ahead = FineTuningJob.objects.filter(status=JobStatus.QUEUED).filter(
-        Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, pk__lt=job.pk)
-    ).order_by("created_at", "pk")
+    ahead = (
+        FineTuningJob.objects.filter(status=JobStatus.QUEUED)
+        .filter(Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, pk__lt=job.pk))
+        .order_by("created_at", "pk")
+    )
     for other in ahead:
         if not speed or not other.estimated_tokens:
             return out
@@ -602,25 +660,33 @@ def job_estimated_finish(job: FineTuningJob) -> float | None:
 def _handover_seconds() -> float:
     """How long the last task that waited in the queue took to start once the task before it had finished (the
     worker frees its memory and starts a fresh process); 0 until one has been seen."""
-    for job in (FineTuningJob.objects.filter(started_at__isnull=False).exclude(status=JobStatus.QUEUED)
-                .order_by("-started_at")[:20]):
-        before = (FineTuningJob.objects.filter(finished_at__lte=job.started_at, finished_at__gt=job.created_at)
-                  .order_by("-finished_at").values_list("finished_at", flat=True).first())
+    for job in (
+        FineTuningJob.objects.filter(started_at__isnull=False)
+        .exclude(status=JobStatus.QUEUED)
+        .order_by("-started_at")[:20]
+    ):
+        before = (
+            FineTuningJob.objects.filter(finished_at__lte=job.started_at, finished_at__gt=job.created_at)
+            .order_by("-finished_at")
+            .values_list("finished_at", flat=True)
+            .first()
+        )
         if before is not None:
             return max(0.0, (job.started_at - before).total_seconds())
     return 0.0
 
 
 def _last_metrics_at(job: FineTuningJob):
-    return (job.events.filter(type=JobEvent.Type.METRICS).order_by("-id")
-            .values_list("created_at", flat=True).first())
+    return job.events.filter(type=JobEvent.Type.METRICS).order_by("-id").values_list("created_at", flat=True).first()
 
 
 def job_claim_next(*, worker: str) -> FineTuningJob | None:
     """Take the oldest queued task for this worker with a conditional update."""
-    for job_id in FineTuningJob.objects.filter(status=JobStatus.QUEUED).order_by("created_at", "pk").values_list(
-        "pk", flat=True
-    )[:20]:
+    for job_id in (
+        FineTuningJob.objects.filter(status=JobStatus.QUEUED)
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)[:20]
+    ):
         if states.job_claim(job_id=job_id, worker=worker):
             return FineTuningJob.objects.select_related(
                 "base_model", "training_dataset", "validation_dataset", "owner"
@@ -747,8 +813,11 @@ def jobs_repair(*, heartbeat_timeout: float | None = None) -> dict:
             states.job_finish_cancelled(job=job, message=_("Cancelled (its worker was gone)."))
             continue
         if job.attempts >= MAX_ATTEMPTS:
-            if job_fail(job=job, code="worker_lost",
-                        message=_("worker lost: the training worker stopped %(n)s times.") % {"n": job.attempts}):
+            if job_fail(
+                job=job,
+                code="worker_lost",
+                message=_("worker lost: the training worker stopped %(n)s times.") % {"n": job.attempts},
+            ):
                 counts["failed"] += 1
             continue
         if states.job_requeue_lost(job=job):
@@ -785,14 +854,15 @@ def dataset_warnings(*, base_model: BaseModel, dataset) -> list[str]:
     examples = dataset.examples or 0
     if examples < advised_min_examples():
         warnings.append(
-            _("Only %(n)s examples: the platform advises at least several hundred for good results.")
-            % {"n": examples}
+            _("Only %(n)s examples: the platform advises at least several hundred for good results.") % {"n": examples}
         )
     longest = getattr(dataset, "longest_example_tokens", 0) or 0
     if longest > base_model.context_length:
         warnings.append(
-            _("Some examples are longer than %(code)s's context (%(ctx)s tokens; longest %(longest)s): "
-              "they will be truncated.")
+            _(
+                "Some examples are longer than %(code)s's context (%(ctx)s tokens; longest %(longest)s): "
+                "they will be truncated."
+            )
             % {"code": base_model.code, "ctx": base_model.context_length, "longest": longest}
         )
     return warnings
@@ -808,15 +878,23 @@ def job_create_from_form(*, user, form, sha256: str = "") -> FineTuningJob:
 
         try:
             training, _created = dataset_create(
-                owner=user, upload=upload, sha256=sha256, category="dpo" if data["method"] == Method.DPO else "",
+                owner=user,
+                upload=upload,
+                sha256=sha256,
+                category="dpo" if data["method"] == Method.DPO else "",
                 base_model=data["base_model"],  # counted with the tokenizer of the model it will train
             )
         except DatasetError as exc:
             raise JobInputError(str(exc), "training_file") from None
     job, _created = job_create(
-        user=user, base_model=data["base_model"], training_dataset=training,
-        validation_dataset=data.get("validation_dataset"), method=data["method"],
-        training_type=data["training_type"], hyperparameters=form.hyperparameters(), suffix=data.get("suffix", ""),
+        user=user,
+        base_model=data["base_model"],
+        training_dataset=training,
+        validation_dataset=data.get("validation_dataset"),
+        method=data["method"],
+        training_type=data["training_type"],
+        hyperparameters=form.hyperparameters(),
+        suffix=data.get("suffix", ""),
         seed=data.get("seed"),
     )
     return job

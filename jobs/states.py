@@ -27,13 +27,18 @@ from .signals import job_succeeded
 MAX_ATTEMPTS = 3  # the first run and at most two restarts after a lost worker
 
 S = JobStatus
-JOB = StateMachine(FineTuningJob, {
-    S.VALIDATING_FILES: {S.QUEUED, S.FAILED, S.CANCELLED},
-    S.QUEUED: {S.RUNNING, S.PAUSED, S.CANCELLED, S.FAILED},
-    S.RUNNING: {S.QUEUED, S.PAUSED, S.SUCCEEDED, S.FAILED, S.CANCELLED},
-    S.PAUSED: {S.QUEUED, S.CANCELLED, S.FAILED},
-    S.SUCCEEDED: set(), S.FAILED: set(), S.CANCELLED: set(),
-})
+JOB = StateMachine(
+    FineTuningJob,
+    {
+        S.VALIDATING_FILES: {S.QUEUED, S.FAILED, S.CANCELLED},
+        S.QUEUED: {S.RUNNING, S.PAUSED, S.CANCELLED, S.FAILED},
+        S.RUNNING: {S.QUEUED, S.PAUSED, S.SUCCEEDED, S.FAILED, S.CANCELLED},
+        S.PAUSED: {S.QUEUED, S.CANCELLED, S.FAILED},
+        S.SUCCEEDED: set(),
+        S.FAILED: set(),
+        S.CANCELLED: set(),
+    },
+)
 UNFINISHED = [s for s in JobStatus if s not in FINAL_STATUSES]
 
 
@@ -45,8 +50,14 @@ def kick_training() -> None:
     enqueue("jobs.train_next", queue="training")  # lost: jobs_repair kicks the queue again
 
 
-def job_event(*, job: FineTuningJob, message: str, level: str = "info", data: dict | None = None,
-              type: str = JobEvent.Type.MESSAGE) -> JobEvent:
+def job_event(
+    *,
+    job: FineTuningJob,
+    message: str,
+    level: str = "info",
+    data: dict | None = None,
+    type: str = JobEvent.Type.MESSAGE,
+) -> JobEvent:
     return JobEvent.objects.create(job=job, message=message, level=level, data=data or {}, type=type)
 
 
@@ -57,11 +68,22 @@ def notify_finished(job: FineTuningJob, event: str = "", **context) -> None:
 
     from notifications.services import notify
 
-    event = event or {JobStatus.SUCCEEDED: "training.succeeded", JobStatus.FAILED: "training.failed",
-                      JobStatus.CANCELLED: "training.cancelled"}[JobStatus(job.status)]
-    notify(user=job.owner, event=event, subject_name=job.suffix or job.base_model.code, subject_code=job.public_id,
-           url=reverse("jobs:detail", args=[job.public_id]),
-           context={"model": job.fine_tuned_model, "error": job.error_message, **context})
+    event = (
+        event
+        or {
+            JobStatus.SUCCEEDED: "training.succeeded",
+            JobStatus.FAILED: "training.failed",
+            JobStatus.CANCELLED: "training.cancelled",
+        }[JobStatus(job.status)]
+    )
+    notify(
+        user=job.owner,
+        event=event,
+        subject_name=job.suffix or job.base_model.code,
+        subject_code=job.public_id,
+        url=reverse("jobs:detail", args=[job.public_id]),
+        context={"model": job.fine_tuned_model, "error": job.error_message, **context},
+    )
 
 
 def resume_point(job: FineTuningJob) -> str:
@@ -89,8 +111,9 @@ def job_queue_validated(*, job: FineTuningJob) -> bool:
 def job_claim(*, job_id: int, worker: str) -> bool:
     """queued → running for this worker (a conditional update: of two workers, one wins); counts the attempt."""
     now = timezone.now()
-    if JOB.move(job_id, [S.QUEUED], S.RUNNING, worker=worker, heartbeat_at=now, started_at=now,
-                cancel_requested_at=None):
+    if JOB.move(
+        job_id, [S.QUEUED], S.RUNNING, worker=worker, heartbeat_at=now, started_at=now, cancel_requested_at=None
+    ):
         FineTuningJob.objects.filter(pk=job_id).update(attempts=F("attempts") + 1)
         return True
     return False
@@ -103,12 +126,21 @@ def job_requeue_preempted(*, job: FineTuningJob) -> bool:
     """running → queued: the worker is being stopped; the attempt is not counted (a stopped worker is not a crashed
     one). A task whose cancel was asked for is not handed back (False): it ends cancelled."""
     with transaction.atomic():
-        changed = JOB.move(FineTuningJob.objects.filter(pk=job.pk, cancel_requested_at__isnull=True),
-                           [S.RUNNING], S.QUEUED, worker="", attempts=F("attempts") - 1)
+        changed = JOB.move(
+            FineTuningJob.objects.filter(pk=job.pk, cancel_requested_at__isnull=True),
+            [S.RUNNING],
+            S.QUEUED,
+            worker="",
+            attempts=F("attempts") - 1,
+        )
         if changed:
-            job_event(job=job, level="warning",
-                      message=_("The worker was stopped; the task is back in the queue and will resume %(where)s.")
-                      % {"where": resume_point(job)}, data={"requeue": "stopped"})
+            job_event(
+                job=job,
+                level="warning",
+                message=_("The worker was stopped; the task is back in the queue and will resume %(where)s.")
+                % {"where": resume_point(job)},
+                data={"requeue": "stopped"},
+            )
             transaction.on_commit(kick_training)
     return bool(changed)
 
@@ -123,14 +155,22 @@ def job_requeue_stuck(*, job_id: int, idle_seconds: float) -> bool:
             return False
         step = (job.progress or {}).get("current_steps") or 0
         if job.attempts >= MAX_ATTEMPTS:
-            job_fail(job=job, code="stuck", message=_("No training progress for %(s)s s at step %(step)s, %(n)s times.")
-                     % {"s": int(idle_seconds), "step": step, "n": job.attempts})
+            job_fail(
+                job=job,
+                code="stuck",
+                message=_("No training progress for %(s)s s at step %(step)s, %(n)s times.")
+                % {"s": int(idle_seconds), "step": step, "n": job.attempts},
+            )
             return False
         JOB.move(job, [S.RUNNING], S.QUEUED, worker="")
         job_event(
-            job=job, level="warning", data={"requeue": "stuck", "idle_seconds": round(idle_seconds, 1)},
-            message=_("No progress for %(s)s s after step %(step)s; the task is back in the queue and will resume "
-                      "%(where)s.") % {"s": int(idle_seconds), "step": step, "where": resume_point(job)},
+            job=job,
+            level="warning",
+            data={"requeue": "stuck", "idle_seconds": round(idle_seconds, 1)},
+            message=_(
+                "No progress for %(s)s s after step %(step)s; the task is back in the queue and will resume %(where)s."
+            )
+            % {"s": int(idle_seconds), "step": step, "where": resume_point(job)},
         )
         transaction.on_commit(kick_training)
     return True
@@ -140,10 +180,13 @@ def job_requeue_lost(*, job: FineTuningJob) -> bool:
     """running → queued: its worker stopped beating (the heartbeat read is the condition, so a worker that came back
     in between keeps it)."""
     with transaction.atomic():
-        if JOB.move(FineTuningJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at), [S.RUNNING], S.QUEUED,
-                    worker=""):
+        if JOB.move(
+            FineTuningJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at), [S.RUNNING], S.QUEUED, worker=""
+        ):
             job_event(
-                job=job, level="warning", data={"requeue": "lost"},
+                job=job,
+                level="warning",
+                data={"requeue": "lost"},
                 message=_("Worker lost; the task will resume %(where)s (attempt %(next)s of %(max)s).")
                 % {"where": resume_point(job), "next": job.attempts + 1, "max": MAX_ATTEMPTS},
             )
@@ -179,8 +222,10 @@ def job_pause(*, job: FineTuningJob) -> FineTuningJob:
     job.refresh_from_db()
     if job.status == S.PAUSED or (job.status == S.RUNNING and job.pause_requested_at):
         return job  # asked twice: nothing more to do
-    raise JobNotPausable(_("A task can be paused while it is queued or running; this one is %(status)s.")
-                         % {"status": job.get_status_display().lower()})
+    raise JobNotPausable(
+        _("A task can be paused while it is queued or running; this one is %(status)s.")
+        % {"status": job.get_status_display().lower()}
+    )
 
 
 def job_finish_paused(*, job: FineTuningJob) -> bool:
@@ -190,12 +235,18 @@ def job_finish_paused(*, job: FineTuningJob) -> bool:
     with transaction.atomic():
         paused = JOB.move(
             FineTuningJob.objects.filter(pk=job.pk, pause_requested_at__isnull=False, cancel_requested_at__isnull=True),
-            [S.RUNNING], S.PAUSED, worker="",
+            [S.RUNNING],
+            S.PAUSED,
+            worker="",
         )
         if paused:
             step = (FineTuningJob.objects.get(pk=job.pk).progress or {}).get("current_steps") or 0
-            job_event(job=job, message=_("Paused at step %(step)s; resume continues %(where)s.")
-                      % {"step": step, "where": resume_point(job)}, data={"paused_at_step": step})
+            job_event(
+                job=job,
+                message=_("Paused at step %(step)s; resume continues %(where)s.")
+                % {"step": step, "where": resume_point(job)},
+                data={"paused_at_step": step},
+            )
             job.refresh_from_db()
             notify_finished(job, "training.paused", step=step)
     return bool(paused)
@@ -206,13 +257,17 @@ def job_resume(*, job: FineTuningJob) -> FineTuningJob:
     with transaction.atomic():
         resumed = JOB.move(job, [S.PAUSED], S.QUEUED, pause_requested_at=None, worker="")
         if resumed:
-            job_event(job=job, message=_("Resumed; back in the queue, it will continue %(where)s.")
-                      % {"where": resume_point(job)})
+            job_event(
+                job=job,
+                message=_("Resumed; back in the queue, it will continue %(where)s.") % {"where": resume_point(job)},
+            )
             transaction.on_commit(kick_training)
     job.refresh_from_db()
     if not resumed and job.status != S.QUEUED:
-        raise JobNotPausable(_("Only a paused task can be resumed; this one is %(status)s.")
-                             % {"status": job.get_status_display().lower()})
+        raise JobNotPausable(
+            _("Only a paused task can be resumed; this one is %(status)s.")
+            % {"status": job.get_status_display().lower()}
+        )
     return job
 
 
@@ -229,8 +284,9 @@ def job_cancel(*, job: FineTuningJob) -> FineTuningJob:
             job.refresh_from_db()
             notify_finished(job)
             return job
-        not_started = JOB.move(job, [S.VALIDATING_FILES, S.QUEUED], S.CANCELLED, finished_at=now,
-                               cancel_requested_at=now)
+        not_started = JOB.move(
+            job, [S.VALIDATING_FILES, S.QUEUED], S.CANCELLED, finished_at=now, cancel_requested_at=now
+        )
         if not_started:
             job_event(job=job, message=_("Cancelled before it started."))
             job.refresh_from_db()
@@ -257,8 +313,15 @@ def job_finish_cancelled(*, job: FineTuningJob, message: str | None = None) -> b
 def job_fail(*, job: FineTuningJob, code: str, message: str, param: str = "") -> bool:
     """Any unfinished state → failed. Returns False if it had already ended."""
     with transaction.atomic():  # the final status and its event land together
-        changed = JOB.move(job, UNFINISHED, S.FAILED, error_code=code, error_message=message[:4000],
-                           error_param=param, finished_at=timezone.now())
+        changed = JOB.move(
+            job,
+            UNFINISHED,
+            S.FAILED,
+            error_code=code,
+            error_message=message[:4000],
+            error_param=param,
+            finished_at=timezone.now(),
+        )
         if changed:
             job_event(job=job, level="error", message=_("Failed: %(message)s") % {"message": message})
             job.refresh_from_db()
@@ -270,12 +333,16 @@ def job_succeed(*, job: FineTuningJob, trained_tokens: int, cost, record) -> boo
     """running → succeeded. ``record()`` (the runner's model card and checkpoints; it returns the final metrics)
     runs in the same transaction, before the event, the notification and the ``job_succeeded`` signal."""
     with transaction.atomic():
-        if not JOB.move(job, [S.RUNNING], S.SUCCEEDED, finished_at=timezone.now(), trained_tokens=trained_tokens,
-                        actual_cost=cost):
+        if not JOB.move(
+            job, [S.RUNNING], S.SUCCEEDED, finished_at=timezone.now(), trained_tokens=trained_tokens, actual_cost=cost
+        ):
             return False
         metrics = record()
-        job_event(job=job, message=_("Training finished: model %(code)s is ready.") % {"code": job.fine_tuned_model},
-                  data=metrics)
+        job_event(
+            job=job,
+            message=_("Training finished: model %(code)s is ready.") % {"code": job.fine_tuned_model},
+            data=metrics,
+        )
         job.refresh_from_db()
         notify_finished(job)
         transaction.on_commit(lambda: job_succeeded.send_robust(sender=FineTuningJob, job=job))

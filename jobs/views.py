@@ -28,7 +28,8 @@ EVENTS_SHOWN = 100
 def _get_job_for_user(request: HttpRequest, public_id: str) -> FineTuningJob:
     return get_object_or_404(
         FineTuningJob.objects.select_related("base_model", "training_dataset", "validation_dataset"),
-        public_id=public_id, owner=request.user,
+        public_id=public_id,
+        owner=request.user,
     )
 
 
@@ -77,15 +78,29 @@ def job_compare(request: HttpRequest) -> HttpResponse:
     chart = charts.overlay_chart([(job.fine_tuned_model, metrics[job.pk]) for job in jobs])
     only_diff = request.GET.get("only") == "diff"
     settings_rows, data_rows = compare.setting_rows(jobs), compare.data_rows(jobs)
-    columns = [{"job": job, "colour": charts.SERIES_COLOURS[n % len(charts.SERIES_COLOURS)],
-                "without": _compare_url([i for i in ids if i != job.public_id]) if len(ids) > compare.MIN_TASKS
-                else None} for n, job in enumerate(jobs)]
-    others = [] if len(ids) >= compare.MAX_TASKS else list(
-        FineTuningJob.objects.owned_by(request.user).exclude(public_id__in=ids)
-        .only("public_id", "fine_tuned_model", "status")[:50]
+    columns = [
+        {
+            "job": job,
+            "colour": charts.SERIES_COLOURS[n % len(charts.SERIES_COLOURS)],
+            "without": _compare_url([i for i in ids if i != job.public_id]) if len(ids) > compare.MIN_TASKS else None,
+        }
+        for n, job in enumerate(jobs)
+    ]
+    others = (
+        []
+        if len(ids) >= compare.MAX_TASKS
+        else list(
+            FineTuningJob.objects.owned_by(request.user)
+            .exclude(public_id__in=ids)
+            .only("public_id", "fine_tuned_model", "status")[:50]
+        )
     )
     context = {
-        "jobs": jobs, "columns": columns, "chart": chart, "ids": ",".join(ids), "only_diff": only_diff,
+        "jobs": jobs,
+        "columns": columns,
+        "chart": chart,
+        "ids": ",".join(ids),
+        "only_diff": only_diff,
         "settings_rows": compare.only_differences(settings_rows) if only_diff else settings_rows,
         "data_rows": compare.only_differences(data_rows) if only_diff else data_rows,
         "differences": sum(row.differs for row in settings_rows + data_rows),
@@ -101,8 +116,10 @@ def _form_context(form: JobForm) -> dict:
     capabilities = {}
     for m in form.models_with_weights:
         caps = m.capabilities()
-        capabilities[m.code] = {"methods": [x for x in m.methods if caps.method(x)],
-                                "training_types": [t for t in m.training_types if caps.training_type(t)]}
+        capabilities[m.code] = {
+            "methods": [x for x in m.methods if caps.method(x)],
+            "training_types": [t for t in m.training_types if caps.training_type(t)],
+        }
     return {"form": form, "models_without_weights": form.models_without_weights, "capabilities": capabilities}
 
 
@@ -155,25 +172,36 @@ def job_estimate(request: HttpRequest) -> HttpResponse:
     if base_model is not None:
         context["base_model"] = base_model
         try:
-            services.job_check_choices(user=request.user, base_model=base_model, method=data.get("method", "sft"),
-                                       training_type=data.get("training_type", "lora"))
+            services.job_check_choices(
+                user=request.user,
+                base_model=base_model,
+                method=data.get("method", "sft"),
+                training_type=data.get("training_type", "lora"),
+            )
         except services.JobInputError as exc:
             context["error"] = context["error"] or exc.message
     if base_model is not None and dataset is not None and not hyperparameter_errors:
         try:
             resolved = services.hyperparameters_resolve(
                 requested=form.hyperparameters(),
-                method=data.get("method", "sft"), training_type=data.get("training_type", "lora"),
+                method=data.get("method", "sft"),
+                training_type=data.get("training_type", "lora"),
                 examples=dataset.examples or 0,
             )
-            services.job_check_dataset(user=request.user, base_model=base_model, method=data.get("method", "sft"),
-                                       dataset=dataset, param="training_file")
+            services.job_check_dataset(
+                user=request.user,
+                base_model=base_model,
+                method=data.get("method", "sft"),
+                dataset=dataset,
+                param="training_file",
+            )
         except services.JobInputError as exc:
             context["error"] = context["error"] or exc.message
         else:
             context["resolved"] = resolved
-            context["estimate"] = services.job_estimate(base_model=base_model, dataset=dataset,
-                                                        n_epochs=resolved["n_epochs"])
+            context["estimate"] = services.job_estimate(
+                base_model=base_model, dataset=dataset, n_epochs=resolved["n_epochs"]
+            )
             choice = {"training_type": data.get("training_type", "lora"), "method": data.get("method", "sft")}
             context["memory"] = services.job_memory_estimate(base_model=base_model, dataset=dataset, **choice)
             try:
@@ -252,8 +280,9 @@ def job_pause(request: HttpRequest, public_id: str) -> HttpResponse:
         if job.status == JobStatus.PAUSED:
             messages.success(request, _("Task %(id)s is paused.") % {"id": job.public_id})
         else:
-            messages.success(request, _("Pausing task %(id)s: it saves a checkpoint of the step it reached.")
-                             % {"id": job.public_id})
+            messages.success(
+                request, _("Pausing task %(id)s: it saves a checkpoint of the step it reached.") % {"id": job.public_id}
+            )
     return redirect("jobs:detail", public_id=job.public_id)
 
 

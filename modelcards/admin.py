@@ -11,8 +11,18 @@ from .services import fine_tuned_model_delete
 @admin.register(BaseModel)
 class BaseModelAdmin(admin.ModelAdmin):
     list_display = [
-        "code", "display_name", "family", "modality", "methods", "training_types",
-        "public_pool", "availability", "training_price", "weights", "trainable", "is_active",
+        "code",
+        "display_name",
+        "family",
+        "modality",
+        "methods",
+        "training_types",
+        "public_pool",
+        "availability",
+        "training_price",
+        "weights",
+        "trainable",
+        "is_active",
     ]
     list_filter = ["modality", "family", "availability", "public_pool", "is_active", "weights_source"]
     search_fields = ["code", "display_name", "family", "description"]
@@ -29,14 +39,35 @@ class BaseModelAdmin(admin.ModelAdmin):
 
 @admin.register(FineTunedModel)
 class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ["code", "owner", "base_model", "method", "training_type", "trained_tokens", "cost",
-                    "created_at", "deleted_at"]
+    list_display = [
+        "code",
+        "owner",
+        "base_model",
+        "method",
+        "training_type",
+        "trained_tokens",
+        "cost",
+        "created_at",
+        "deleted_at",
+    ]
     list_filter = ["base_model", "method", "training_type", ("deleted_at", admin.EmptyFieldListFilter)]
     search_fields = ["code", "owner__username"]
     list_select_related = ["owner", "base_model"]
     raw_id_fields = ["owner"]
-    readonly_fields = ["code", "owner", "base_model", "method", "training_type", "hyperparameters", "metrics",
-                       "trained_tokens", "cost", "path", "created_at", "deleted_at"]
+    readonly_fields = [
+        "code",
+        "owner",
+        "base_model",
+        "method",
+        "training_type",
+        "hyperparameters",
+        "metrics",
+        "trained_tokens",
+        "cost",
+        "path",
+        "created_at",
+        "deleted_at",
+    ]
 
     def has_add_permission(self, request):
         return False  # fine-tuned models come from finished tasks

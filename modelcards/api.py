@@ -70,8 +70,12 @@ def model_detail(request: HttpRequest, model: str) -> JsonResponse:
     if request.method == "DELETE":
         if fine_tuned is None:
             if BaseModel.objects.usable_by(request.user).filter(code=model).exists():
-                raise ApiError(403, "model_not_deletable", f"{model} is a base model; only your own fine-tuned "
-                                                           "models can be deleted.", "model")
+                raise ApiError(
+                    403,
+                    "model_not_deletable",
+                    f"{model} is a base model; only your own fine-tuned models can be deleted.",
+                    "model",
+                )
             raise ApiError(404, "model_not_found", f"No fine-tuned model {model} of yours.", "model")
         _delete(fine_tuned)
         return JsonResponse({"id": model, "object": "model", "deleted": True})
@@ -79,8 +83,9 @@ def model_detail(request: HttpRequest, model: str) -> JsonResponse:
         return JsonResponse(fine_tuned_model_json(fine_tuned, request.user.get_username()))
     base = BaseModel.objects.usable_by(request.user).filter(code=model).first()
     if base is None:
-        raise ApiError(404, "model_not_found", f"The model {model} does not exist or you do not have access to it.",
-                       "model")
+        raise ApiError(
+            404, "model_not_found", f"The model {model} does not exist or you do not have access to it.", "model"
+        )
     return JsonResponse(base_model_json(base))
 
 
@@ -90,8 +95,9 @@ def fine_tuned_model_delete(request: HttpRequest, model: str) -> JsonResponse:
     if found is None:
         raise ApiError(404, "404", f"No fine-tuned model {model}.", "model")
     _delete(found)
-    return JsonResponse({"request_id": request.headers.get("X-Request-Id"), "model_name": model,
-                         "delete_status": "deleted"})
+    return JsonResponse(
+        {"request_id": request.headers.get("X-Request-Id"), "model_name": model, "delete_status": "deleted"}
+    )
 
 
 urlpatterns = [

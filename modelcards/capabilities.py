@@ -73,8 +73,13 @@ class Capabilities:
     def as_dict(self) -> dict:
         return {
             name: {"ok": verdict.ok, "reason": verdict.reason}
-            for name, verdict in (("sft", self.sft), ("dpo", self.dpo), ("lora", self.lora), ("full", self.full),
-                                  ("serve", self.serve))
+            for name, verdict in (
+                ("sft", self.sft),
+                ("dpo", self.dpo),
+                ("lora", self.lora),
+                ("full", self.full),
+                ("serve", self.serve),
+            )
         }
 
 
@@ -91,9 +96,14 @@ def causal_lm_types() -> frozenset[str]:
         try:
             tree = ast.parse(source.read_text(encoding="utf-8"))
             for node in tree.body:
-                if (isinstance(node, ast.Assign) and any(
-                        isinstance(t, ast.Name) and t.id == "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES" for t in node.targets)
-                        and isinstance(node.value, ast.Call) and node.value.args):
+                if (
+                    isinstance(node, ast.Assign)
+                    and any(
+                        isinstance(t, ast.Name) and t.id == "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES" for t in node.targets
+                    )
+                    and isinstance(node.value, ast.Call)
+                    and node.value.args
+                ):
                     return frozenset(key for key, _value in ast.literal_eval(node.value.args[0]))
         except (OSError, SyntaxError, ValueError):
             pass
@@ -186,8 +196,9 @@ def capabilities_of(model) -> Capabilities:
     # What stops everything: modality, architecture, remote code.
     blocker = ""
     if model.modality != "text":
-        blocker = _("The training engine and serving runtime here handle text models only; this is an %(m)s "
-                    "model.") % {"m": model.get_modality_display().lower()}
+        blocker = _("The training engine and serving runtime here handle text models only; this is an %(m)s model.") % {
+            "m": model.get_modality_display().lower()
+        }
     elif config.get("auto_map"):
         blocker = _("Its code ships with the weights (trust_remote_code), which this server does not run.")
     elif not architecture:
@@ -217,8 +228,7 @@ def capabilities_of(model) -> Capabilities:
             memory[kind] = memory_needed(model.parameters, kind, bf16=node.bf16)
             if memory[kind] > available:
                 too_big[kind] = _(
-                    "Needs about %(need)s of memory to train (%(params)s parameters); the training node has "
-                    "%(have)s."
+                    "Needs about %(need)s of memory to train (%(params)s parameters); the training node has %(have)s."
                 ) % {"need": _gib(memory[kind]), "params": f"{model.parameters:,}", "have": _gib(available)}
 
     not_offered_method = _("Not offered for this model.")

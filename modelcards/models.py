@@ -66,8 +66,7 @@ class BaseModel(models.Model):
         max_length=64,
         blank=True,
         help_text=_(
-            "The transformers model type (config.json's model_type), used until the weights are here to "
-            "read it from."
+            "The transformers model type (config.json's model_type), used until the weights are here to read it from."
         ),
     )
     parameters = models.BigIntegerField(
@@ -230,18 +229,28 @@ class FineTunedModel(models.Model):
     # A checkpoint model (code ``<result code>:ckpt-step-<N>``): the weights a task saved at an epoch's end,
     # callable, deployable and downloadable like its result, and listed on the result's card.
     checkpoint_of = models.ForeignKey(
-        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="checkpoints",
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="checkpoints",
         verbose_name=_("checkpoint of"),
     )
     epoch = models.PositiveIntegerField(_("epoch"), null=True, blank=True)
     step = models.PositiveIntegerField(_("step"), null=True, blank=True)
     # On a result: the checkpoint whose weights it serves since the owner promoted it (None: the final weights).
     promoted_from = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
         verbose_name=_("promoted from"),
     )
     final_path = models.CharField(
-        _("final weights"), max_length=500, blank=True,
+        _("final weights"),
+        max_length=500,
+        blank=True,
         help_text=_("The task's final weights while a checkpoint is promoted in their place."),
     )
 

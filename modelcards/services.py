@@ -33,11 +33,17 @@ def fine_tuned_model_delete(*, model: FineTunedModel, _with_result: bool = False
         locked = FineTunedModel.objects.select_for_update().get(pk=model.pk)
         if locked.deleted_at is not None:
             return locked
-        if (locked.is_checkpoint and not _with_result
-                and FineTunedModel.objects.live().filter(promoted_from=locked).exists()):
+        if (
+            locked.is_checkpoint
+            and not _with_result
+            and FineTunedModel.objects.live().filter(promoted_from=locked).exists()
+        ):
             raise ModelActionRefused(
-                _("%(code)s is promoted: %(result)s serves its weights. Use the final weights again (or promote "
-                  "another checkpoint) first.") % {"code": locked.code, "result": locked.checkpoint_of.code}
+                _(
+                    "%(code)s is promoted: %(result)s serves its weights. Use the final weights again (or promote "
+                    "another checkpoint) first."
+                )
+                % {"code": locked.code, "result": locked.checkpoint_of.code}
             )
         for checkpoint in FineTunedModel.objects.live().filter(checkpoint_of=locked):
             fine_tuned_model_delete(model=checkpoint, _with_result=True)
@@ -91,8 +97,11 @@ def _replace_weights(result: FineTunedModel, *, path: str, promoted_from: FineTu
     if promoted_from is None:
         result.final_path = ""
     result.save(update_fields=["path", "final_path", "promoted_from"])
-    transaction.on_commit(lambda: fine_tuned_model_weights_changed.send_robust(
-        sender=FineTunedModel, model=result, previous_name=previous))
+    transaction.on_commit(
+        lambda: fine_tuned_model_weights_changed.send_robust(
+            sender=FineTunedModel, model=result, previous_name=previous
+        )
+    )
 
 
 def _delete_files(name: str) -> None:
@@ -119,10 +128,16 @@ def fine_tuned_model_delete_preview(*, model: FineTunedModel) -> list[str]:
     checkpoints = [c.code for c in model.checkpoints.live().order_by("step")]
     return [
         _("The model %(code)s: calls with this code will fail.") % {"code": model.code},
-        ngettext("Its %(n)s file (%(size)s) on this server.", "Its %(n)s files (%(size)s) on this server.",
-                 len(files)) % {"n": len(files), "size": filesizeformat(size)},
-        *([ngettext("Its checkpoint model %(codes)s.", "Its %(n)s checkpoint models: %(codes)s.", len(checkpoints))
-           % {"n": len(checkpoints), "codes": ", ".join(checkpoints)}] if checkpoints else []),
+        ngettext("Its %(n)s file (%(size)s) on this server.", "Its %(n)s files (%(size)s) on this server.", len(files))
+        % {"n": len(files), "size": filesizeformat(size)},
+        *(
+            [
+                ngettext("Its checkpoint model %(codes)s.", "Its %(n)s checkpoint models: %(codes)s.", len(checkpoints))
+                % {"n": len(checkpoints), "codes": ", ".join(checkpoints)}
+            ]
+            if checkpoints
+            else []
+        ),
         *delete_consequences(model),
         *[line for c in model.checkpoints.live() for line in delete_consequences(c)],
     ]
@@ -132,8 +147,15 @@ def fine_tuned_model_files(model: FineTunedModel) -> list[storage.StoredFile]:
     """The files a download holds, from storage: weights, configs and tokenizer files (no training state)."""
     if not model.path:
         return []
-    skip = {"training_result.json", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth",
-            "training_state.pt", "trainable.safetensors"}  # the last two: a checkpoint's resume state
+    skip = {
+        "training_result.json",
+        "optimizer.pt",
+        "scheduler.pt",
+        "trainer_state.json",
+        "rng_state.pth",
+        "training_state.pt",
+        "trainable.safetensors",
+    }  # the last two: a checkpoint's resume state
     try:
         files = storage.list_folder(model.path)
     except Exception:  # the storage cannot be reached: the page says the files are not here

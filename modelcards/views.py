@@ -53,8 +53,13 @@ def model_square(request: HttpRequest) -> HttpResponse:
             tuned = tuned.filter(method=method)
     page = paginate(request, tuned, per_page=FINE_TUNES_PER_PAGE)
     context = {
-        "bases": bases, "page": page, "kind": kind, "modality": modality, "method": method,
-        "modalities": Modality.choices, "methods": Method.choices,
+        "bases": bases,
+        "page": page,
+        "kind": kind,
+        "modality": modality,
+        "method": method,
+        "modalities": Modality.choices,
+        "methods": Method.choices,
         "filtered": bool(kind or modality or method),
     }
     return render(request, "modelcards/square.html", context)
@@ -162,7 +167,10 @@ def model_promote(request: HttpRequest, code: str) -> HttpResponse:
     if not card.is_checkpoint:
         raise Http404(_("Only a checkpoint can be promoted."))
     done = _("%(result)s now serves the weights of %(code)s (step %(step)s).") % {
-        "result": card.checkpoint_of.code, "code": card.code, "step": card.step}
+        "result": card.checkpoint_of.code,
+        "code": card.code,
+        "step": card.step,
+    }
     return _weights_action(request, card, lambda: services.fine_tuned_model_promote(checkpoint=card), done)
 
 

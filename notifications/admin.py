@@ -97,7 +97,13 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     search_fields = ["public_id", "url", "user__username"]
     list_select_related = ["user"]
     readonly_fields = [
-        "public_id", "user", "url", "consecutive_failures", "disabled_at", "disabled_reason", "created_at"
+        "public_id",
+        "user",
+        "url",
+        "consecutive_failures",
+        "disabled_at",
+        "disabled_reason",
+        "created_at",
     ]
     exclude = ["secret"]
     actions = ["enable"]

@@ -34,9 +34,11 @@ def notifications_settings_check(app_configs=None, **kwargs) -> list[Error]:
     try:
         import_string(BACKENDS.get(name, name))
     except ImportError:
-        errors.append(Error(
-            f"SMS_BACKEND is {name!r}: neither a backend's name nor an importable class.",
-            hint=f"Set SMS_BACKEND to one of: {', '.join(BACKENDS)}, or to the dotted path of a backend class.",
-            id="notifications.E101",
-        ))
+        errors.append(
+            Error(
+                f"SMS_BACKEND is {name!r}: neither a backend's name nor an importable class.",
+                hint=f"Set SMS_BACKEND to one of: {', '.join(BACKENDS)}, or to the dotted path of a backend class.",
+                id="notifications.E101",
+            )
+        )
     return errors

@@ -77,8 +77,10 @@ register(
                 "title": "Webhook endpoint {name} was disabled",
                 "body": "Deliveries to {name} failed {failures} times in a row, so the endpoint was disabled: "
                 "no more events go to it until you enable it again. The last error: {error}",
-                "sms": ["Webhook endpoint {name} was disabled after {failures} failures. {link}",
-                        "A webhook endpoint was disabled. {link}"],
+                "sms": [
+                    "Webhook endpoint {name} was disabled after {failures} failures. {link}",
+                    "A webhook endpoint was disabled. {link}",
+                ],
             },
             "zh-hans": {
                 "title": "Webhook 端点 {name} 已停用",

@@ -225,8 +225,13 @@ def notify(
         )
     # And to every webhook endpoint of the user's that asked for it (notifications/webhooks.py).
     rows += webhook_messages(
-        user=user, event=event, code=subject_code, event_key=event_key,
-        subject_name=subject_name[:200], subject_code=subject_code[:128], url=full_url,
+        user=user,
+        event=event,
+        code=subject_code,
+        event_key=event_key,
+        subject_name=subject_name[:200],
+        subject_code=subject_code[:128],
+        url=full_url,
     )
     rows = OutboxMessage.objects.bulk_create(rows)
     ids = [row.pk for row in rows]
@@ -470,16 +475,21 @@ def phone_code_send(*, user, phone: str) -> PhoneVerification:
         limit, count = conf.phone_codes_per_user_per_hour(), mine.count()
         if limit and count >= limit:
             raise PhoneError(
-                _("Too many codes for your account: %(count)d sent in the last hour, the limit per account. "
-                  "Try again in %(minutes)d min.") % {"count": count, "minutes": _minutes_until_one_expires(mine, now)},
+                _(
+                    "Too many codes for your account: %(count)d sent in the last hour, the limit per account. "
+                    "Try again in %(minutes)d min."
+                )
+                % {"count": count, "minutes": _minutes_until_one_expires(mine, now)},
                 "user_limit",
             )
         to_number = mine.filter(phone=phone)
         limit, count = conf.phone_codes_per_number_per_hour(), to_number.count()
         if limit and count >= limit:
             raise PhoneError(
-                _("Too many codes to %(phone)s: %(count)d sent in the last hour, the limit per number. "
-                  "Try again in %(minutes)d min, or use another number.")
+                _(
+                    "Too many codes to %(phone)s: %(count)d sent in the last hour, the limit per number. "
+                    "Try again in %(minutes)d min, or use another number."
+                )
                 % {"phone": phone, "count": count, "minutes": _minutes_until_one_expires(to_number, now)},
                 "number_limit",
             )

@@ -65,8 +65,11 @@ def webhook(request: HttpRequest, public_id: str) -> HttpResponse:
         "id", "webhook_id", "event_type", "attempt", "created_at", "status_code", "duration_ms", "ok", "error"
     )
     page = paginate(request, attempts)
-    context = {"endpoint": endpoint, "page": page, "events": [WEBHOOK_EVENTS[e] for e in endpoint.events
-                                                              if e in WEBHOOK_EVENTS]}
+    context = {
+        "endpoint": endpoint,
+        "page": page,
+        "events": [WEBHOOK_EVENTS[e] for e in endpoint.events if e in WEBHOOK_EVENTS],
+    }
     if request.htmx:
         return render(request, "notifications/webhook.html#attempts", context)
     shown = request.session.pop(_SECRET_KEY, None)

@@ -72,6 +72,8 @@ def register_webhook_event(type: str, notification: str, kind: str, label) -> No
     event = WebhookEvent(type, notification, kind, label)
     WEBHOOK_EVENTS[type] = event
     _BY_NOTIFICATION[notification] = event
+
+
 TEST_EVENT = "webhook.test"
 
 # kind → builder(subject_code) → the object as the API shows it.
@@ -147,8 +149,11 @@ def webhook_url_check(url: str) -> list[str]:
         for address in addresses:
             if _forbidden(ipaddress.ip_address(address.split("%")[0])):
                 raise WebhookUrlError(
-                    _("%(host)s resolves to %(address)s, a loopback, private or link-local address; "
-                      "webhooks go to public addresses only.") % {"host": host, "address": address}
+                    _(
+                        "%(host)s resolves to %(address)s, a loopback, private or link-local address; "
+                        "webhooks go to public addresses only."
+                    )
+                    % {"host": host, "address": address}
                 )
     return addresses
 
@@ -156,9 +161,7 @@ def webhook_url_check(url: str) -> list[str]:
 # --- endpoints ----------------------------------------------------------------
 
 
-def webhook_endpoint_create(
-    *, user, url: str, events: list[str], description: str = ""
-) -> tuple[WebhookEndpoint, str]:
+def webhook_endpoint_create(*, user, url: str, events: list[str], description: str = "") -> tuple[WebhookEndpoint, str]:
     """Register an endpoint; returns it and its signing secret (shown to the user once)."""
     url = url.strip()
     unknown = set(events) - set(WEBHOOK_EVENTS)
@@ -167,7 +170,10 @@ def webhook_endpoint_create(
     webhook_url_check(url)
     secret = webhook_secret_new()
     endpoint = WebhookEndpoint.objects.create(
-        user=user, url=url, events=[e for e in WEBHOOK_EVENTS if e in events], description=description.strip(),
+        user=user,
+        url=url,
+        events=[e for e in WEBHOOK_EVENTS if e in events],
+        description=description.strip(),
         secret=secret,
     )
     return endpoint, secret
@@ -222,8 +228,10 @@ def webhook_send_test(*, endpoint: WebhookEndpoint) -> OutboxMessage:
     """Queue a ``webhook.test`` event to this endpoint, through the outbox like any other."""
     from .services import enqueue
 
-    body = _payload(TEST_EVENT, {"object": "webhook.test", "endpoint": endpoint.public_id,
-                                 "message": "A test event sent from the console."})
+    body = _payload(
+        TEST_EVENT,
+        {"object": "webhook.test", "endpoint": endpoint.public_id, "message": "A test event sent from the console."},
+    )
     message = _message(endpoint, TEST_EVENT, body, secrets.token_urlsafe(6), subject_code=endpoint.public_id)
     message.save()
     transaction.on_commit(lambda: enqueue([message.pk]))
@@ -244,8 +252,15 @@ def webhook_attempt_record(
         if not WebhookEndpoint.objects.filter(pk=message.webhook_id).exists():
             return None  # deleted while this try was under way (its messages went with it)
         attempt = WebhookAttempt.objects.create(
-            endpoint_id=message.webhook_id, message=message, webhook_id=message.key, event_type=message.event,
-            attempt=message.attempts or 1, status_code=status_code, duration_ms=duration_ms, ok=ok, error=error[:500],
+            endpoint_id=message.webhook_id,
+            message=message,
+            webhook_id=message.key,
+            event_type=message.event,
+            attempt=message.attempts or 1,
+            status_code=status_code,
+            duration_ms=duration_ms,
+            ok=ok,
+            error=error[:500],
         )
         endpoints = WebhookEndpoint.objects.filter(pk=message.webhook_id)
         if ok:

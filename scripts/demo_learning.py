@@ -43,9 +43,12 @@ class Printer:
             def metrics(self, data):
                 if data["eval_loss"] is not None or time.monotonic() - self.last > 10:
                     self.last = time.monotonic()
-                    print(f"  step {data['current_steps']}/{data['total_steps']} epoch {data['epoch']:.2f} "
-                          f"loss {data['loss']:.3f} eval {data['eval_loss']} {data['tokens_per_second']:.0f} tok/s "
-                          f"eta {data['remaining_time']:.0f}s", flush=True)
+                    print(
+                        f"  step {data['current_steps']}/{data['total_steps']} epoch {data['epoch']:.2f} "
+                        f"loss {data['loss']:.3f} eval {data['eval_loss']} {data['tokens_per_second']:.0f} tok/s "
+                        f"eta {data['remaining_time']:.0f}s",
+                        flush=True,
+                    )
 
         self.callbacks = _CB()
 
@@ -55,12 +58,18 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
 
     answers = []
     for prompt in prompts:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+            out = model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
     return answers
 
 
@@ -78,8 +87,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--out", type=Path, default=REPO / "var" / "demo-run")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="the engine's default: bf16 on a CPU with AMX or AVX512-BF16, fp32 on others")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="the engine's default: bf16 on a CPU with AMX or AVX512-BF16, fp32 on others",
+    )
     args = parser.parse_args()
 
     import torch
@@ -92,19 +105,28 @@ def main() -> None:
     train_set = read_jsonl(DEMO / "train.jsonl")
     validation = read_jsonl(DEMO / "validation.jsonl")
     heldout = read_jsonl(DEMO / "heldout.jsonl")
-    config = TrainingConfig(n_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                            precision=args.precision)
+    config = TrainingConfig(
+        n_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, precision=args.precision
+    )
     print(f"{len(train_set)} training examples, {len(validation)} validation, {len(heldout)} held-out prompts")
 
     started = time.perf_counter()
     before = evaluate_loss(model_dir=MODEL_DIR, examples=validation, config=config)
     print(f"validation loss of the base model: {before:.4f}")
-    result = train(model_dir=MODEL_DIR, train_examples=train_set, eval_examples=validation, config=config,
-                   output_dir=args.out, callbacks=Printer().callbacks)
+    result = train(
+        model_dir=MODEL_DIR,
+        train_examples=train_set,
+        eval_examples=validation,
+        config=config,
+        output_dir=args.out,
+        callbacks=Printer().callbacks,
+    )
     train_time = time.perf_counter() - started
     after = result.final_eval_loss
-    print(f"validation loss: {before:.4f} -> {after:.4f} ({result.trained_tokens} tokens trained, "
-          f"{result.tokens_per_second:.0f} tokens/s, {train_time:.0f} s)")
+    print(
+        f"validation loss: {before:.4f} -> {after:.4f} ({result.trained_tokens} tokens trained, "
+        f"{result.tokens_per_second:.0f} tokens/s, {train_time:.0f} s)"
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
     prompts = [h["prompt"] for h in heldout]
@@ -118,16 +140,30 @@ def main() -> None:
         print(f"\nQ: {prompt}\n  base : {a[:200]!r}\n  tuned: {b[:200]!r}")
     n = len(heldout)
     print(f"\nkeyword hits: base {base_facts}/{n}, fine-tuned {tuned_facts}/{n}")
-    print(f"answer style ('Aurora Kettle X7: ... -- Lumenbrook Support'): base {base_style}/{n}, "
-          f"fine-tuned {tuned_style}/{n}")
+    print(
+        f"answer style ('Aurora Kettle X7: ... -- Lumenbrook Support'): base {base_style}/{n}, "
+        f"fine-tuned {tuned_style}/{n}"
+    )
     print(f"total time {time.perf_counter() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({
-            "eval_loss_before": before, "eval_loss_after": after, "keyword_hits": [base_facts, tuned_facts],
-            "style_hits": [base_style, tuned_style], "prompts": n, "tokens_per_second": result.tokens_per_second,
-            "answers": [{"prompt": p, "base": a, "tuned": b}
-                        for p, a, b in zip(prompts, base_answers, tuned_answers, strict=True)],
-        }, indent=2, ensure_ascii=False))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "eval_loss_before": before,
+                    "eval_loss_after": after,
+                    "keyword_hits": [base_facts, tuned_facts],
+                    "style_hits": [base_style, tuned_style],
+                    "prompts": n,
+                    "tokens_per_second": result.tokens_per_second,
+                    "answers": [
+                        {"prompt": p, "base": a, "tuned": b}
+                        for p, a, b in zip(prompts, base_answers, tuned_answers, strict=True)
+                    ],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
 
 
 if __name__ == "__main__":

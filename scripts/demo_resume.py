@@ -96,7 +96,9 @@ def main() -> None:
     train = client.files.create(file=open(DEMO / "train.jsonl", "rb"), purpose="fine-tune")  # noqa: SIM115
     val = client.files.create(file=open(DEMO / "validation.jsonl", "rb"), purpose="fine-tune")  # noqa: SIM115
     job = client.fine_tuning.jobs.create(
-        model="smollm2-135m-instruct", training_file=train.id, validation_file=val.id,
+        model="smollm2-135m-instruct",
+        training_file=train.id,
+        validation_file=val.id,
         suffix=f"resume-demo-{int(time.time())}",
         hyperparameters={"n_epochs": args.epochs, "batch_size": 8, "learning_rate_multiplier": 2},
         extra_body={"method": "sft", "training_type": "lora"},
@@ -121,11 +123,20 @@ def main() -> None:
         step = (row.progress or {}).get("current_steps") or 0
         ckpt = newest_checkpoint_step(row)
         # kill a little after a checkpoint taken inside an epoch (and after the last kill's resume)
-        if (len(kills) < args.kills and row.status == "running" and row.worker and ckpt > killed_at
-                and step >= ckpt + args.past and ckpt % max(1, row.progress.get("total_steps", 1) // args.epochs)):
+        if (
+            len(kills) < args.kills
+            and row.status == "running"
+            and row.worker
+            and ckpt > killed_at
+            and step >= ckpt + args.past
+            and ckpt % max(1, row.progress.get("total_steps", 1) // args.epochs)
+        ):
             pid = int(row.worker.rsplit(":", 1)[1])
-            print(f"{time.monotonic() - started:6.0f} s  step {step}, checkpoint at step {ckpt}: "
-                  f"SIGKILL to the training process {pid}", flush=True)
+            print(
+                f"{time.monotonic() - started:6.0f} s  step {step}, checkpoint at step {ckpt}: "
+                f"SIGKILL to the training process {pid}",
+                flush=True,
+            )
             os.kill(pid, signal.SIGKILL)
             kills.append({"at_step": step, "checkpoint_step": ckpt, "t": time.monotonic() - started})
             killed_at = ckpt
@@ -147,12 +158,18 @@ def main() -> None:
             peak[finisher] = _status_mb(finisher, "VmHWM") or peak.get(finisher, 0.0)
         time.sleep(0.2)
     if finisher in idle_rss and after:
-        memory = {"preloaded_mb": idle_rss[finisher], "peak_mb": peak.get(finisher), "after_mb": after,
-                  "peaks_mb": list(peak.values())}
-        print(f"training process {finisher}: preloaded "
-              f"{memory['preloaded_mb']:.0f} MB, peak {memory['peak_mb']:.0f} MB "
-              f"(every attempt's: {', '.join(f'{p:.0f}' for p in peak.values())} MB); the worker's training process "
-              f"after the task: {after:.0f} MB ({after / memory['preloaded_mb']:.2f}x the preloaded size)")
+        memory = {
+            "preloaded_mb": idle_rss[finisher],
+            "peak_mb": peak.get(finisher),
+            "after_mb": after,
+            "peaks_mb": list(peak.values()),
+        }
+        print(
+            f"training process {finisher}: preloaded "
+            f"{memory['preloaded_mb']:.0f} MB, peak {memory['peak_mb']:.0f} MB "
+            f"(every attempt's: {', '.join(f'{p:.0f}' for p in peak.values())} MB); the worker's training process "
+            f"after the task: {after:.0f} MB ({after / memory['preloaded_mb']:.2f}x the preloaded size)"
+        )
     events, after = [], None
     while True:
         page = client.fine_tuning.jobs.list_events(job.id, limit=100, after=after)
@@ -175,11 +192,20 @@ def main() -> None:
         around = [(k, round(v, 3)) for k, v in sorted(losses.items()) if s - 3 <= k <= s + 3]
         print(f"  killed at step {kill['at_step']}, resumed from {s}: losses around it {around}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "job": job.id, "status": row.status, "attempts": row.attempts, "kills": kills, "memory": memory,
-        "points": [{"step": m.current_steps, "loss": m.loss, "eval_loss": m.eval_loss} for m in metrics],
-        "messages": messages,
-    }, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "job": job.id,
+                "status": row.status,
+                "attempts": row.attempts,
+                "kills": kills,
+                "memory": memory,
+                "points": [{"step": m.current_steps, "loss": m.loss, "eval_loss": m.eval_loss} for m in metrics],
+                "messages": messages,
+            },
+            indent=1,
+        )
+    )
     print(f"written {args.out}; the task's page: {args.base_url}/console/jobs/{job.id}/")
     sys.exit(0 if row.status == "succeeded" and not backwards and len(kills) == args.kills else 1)
 

@@ -34,6 +34,7 @@ from workload import peer_like_examples, trainer_rows  # noqa: E402  (the benchm
 
 DEFAULT_MODEL = Path(os.environ.get("CONSOLE_MODELS_DIR") or REPO / "var" / "models") / "smollm2-135m-instruct"
 
+
 def ensure_weights(model: Path, work: Path) -> tuple[Path, bool]:
     """``model`` if it has weights, else a copy of its config and tokenizer with random weights of its shape."""
     if any(model.glob("*.safetensors")):
@@ -76,16 +77,28 @@ def run_ours(model: Path, examples: list[dict], epochs: int, out: Path) -> dict:
 
     from jobs.training import TrainingConfig, train
 
-    config = TrainingConfig(n_epochs=epochs, batch_size=8, learning_rate=2e-3, lora_r=16, lora_alpha=32,
-                            lora_target="all-linear", checkpoint_interval=None,
-                            device="cuda" if torch.cuda.is_available() else "cpu")
+    config = TrainingConfig(
+        n_epochs=epochs,
+        batch_size=8,
+        learning_rate=2e-3,
+        lora_r=16,
+        lora_alpha=32,
+        lora_target="all-linear",
+        checkpoint_interval=None,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
     _peak_reset()
     started = time.perf_counter()
     result = train(model_dir=model, train_examples=examples, eval_examples=None, config=config, output_dir=out)
     peak = _peak_mb()
     wall = time.perf_counter() - started
-    return {"wall_s": wall, "final_loss": result.final_loss, "steps": result.steps, "peak_gpu_mb": peak,
-            "adapter": str(result.output_dir)}
+    return {
+        "wall_s": wall,
+        "final_loss": result.final_loss,
+        "steps": result.steps,
+        "peak_gpu_mb": peak,
+        "adapter": str(result.output_dir),
+    }
 
 
 def run_hf(model: Path, examples: list[dict], epochs: int, out: Path) -> dict:
@@ -114,21 +127,38 @@ def run_hf(model: Path, examples: list[dict], epochs: int, out: Path) -> dict:
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     peft_model = get_peft_model(loaded, lora)
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=8, num_train_epochs=epochs, learning_rate=2e-3,
-        lr_scheduler_type="linear", warmup_steps=math.ceil(0.03 * math.ceil(len(rows) / 8) * epochs),
-        logging_steps=5, save_strategy="no", report_to=[], bf16=torch.cuda.is_available(),
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=42,
+        output_dir=str(out),
+        per_device_train_batch_size=8,
+        num_train_epochs=epochs,
+        learning_rate=2e-3,
+        lr_scheduler_type="linear",
+        warmup_steps=math.ceil(0.03 * math.ceil(len(rows) / 8) * epochs),
+        logging_steps=5,
+        save_strategy="no",
+        report_to=[],
+        bf16=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        seed=42,
     )
-    trainer = Trainer(model=peft_model, args=args, train_dataset=rows,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+    trainer = Trainer(
+        model=peft_model,
+        args=args,
+        train_dataset=rows,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+    )
     _peak_reset()
     started = time.perf_counter()
     output = trainer.train()
     peak = _peak_mb()
     wall = time.perf_counter() - started
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]  # the last steps' loss, as ours reports
-    return {"wall_s": wall, "final_loss": logged[-1] if logged else output.training_loss, "steps": output.global_step,
-            "peak_gpu_mb": peak}
+    return {
+        "wall_s": wall,
+        "final_loss": logged[-1] if logged else output.training_loss,
+        "steps": output.global_step,
+        "peak_gpu_mb": peak,
+    }
 
 
 # ---------------------------------------------------------------- serving on vLLM
@@ -144,10 +174,28 @@ def check_vllm(model: Path, adapters: dict[str, str]) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     key = os.urandom(16).hex()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--max-model-len", "2048", "--enable-lora", "--max-loras", "4",
-           "--max-lora-rank", "16", "--gpu-memory-utilization", "0.3",
-           "--lora-modules", *[f"{name}={path}" for name, path in adapters.items()]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "2048",
+        "--enable-lora",
+        "--max-loras",
+        "4",
+        "--max-lora-rank",
+        "16",
+        "--gpu-memory-utilization",
+        "0.3",
+        "--lora-modules",
+        *[f"{name}={path}" for name, path in adapters.items()],
+    ]
     env = {**os.environ, "VLLM_API_KEY": key, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     log = open(Path(tempfile.gettempdir()) / "gpu_check_vllm.log", "wb")  # noqa: SIM115 - closed below
     started = time.perf_counter()
@@ -155,13 +203,20 @@ def check_vllm(model: Path, adapters: dict[str, str]) -> dict:
     base = f"http://127.0.0.1:{port}"
 
     def call(model_name: str, max_tokens: int = 64, stream: bool = False) -> tuple[float, int]:
-        body = {"model": model_name, "messages": [{"role": "user", "content": "How do I fix my router?"}],
-                "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}
+        body = {
+            "model": model_name,
+            "messages": [{"role": "user", "content": "How do I fix my router?"}],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "ignore_eos": True,
+        }
         if stream:
             body |= {"stream": True, "stream_options": {"include_usage": True}}
-        request = urllib.request.Request(f"{base}/v1/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Authorization": f"Bearer {key}",
-                                                  "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{base}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
         t0, first, tokens = time.perf_counter(), None, 0
         with urllib.request.urlopen(request, timeout=300) as response:
             if not stream:
@@ -200,8 +255,10 @@ def check_vllm(model: Path, adapters: dict[str, str]) -> dict:
                 results = list(pool.map(lambda i: call(list(adapters)[i % 2], 128, True), range(streams)))
             wall = time.perf_counter() - t0
             ttfts = sorted(r[0] for r in results)
-            out[f"streams_{streams}"] = {"tokens_per_s": sum(r[1] for r in results) / wall,
-                                         "median_ttft_s": ttfts[len(ttfts) // 2]}
+            out[f"streams_{streams}"] = {
+                "tokens_per_s": sum(r[1] for r in results) / wall,
+                "median_ttft_s": ttfts[len(ttfts) // 2],
+            }
         return out
     finally:
         os.killpg(proc.pid, 9)
@@ -242,8 +299,12 @@ def main() -> int:
     report: dict = {
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (--cpu)",
         "cpu": platform.processor() or platform.machine(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
     }
     print(f"GPU: {report['gpu']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
@@ -251,28 +312,49 @@ def main() -> int:
         model, random_weights = ensure_weights(args.model, work)
         report["random_weights"] = random_weights
         if random_weights:
-            print(f"{args.model} has no weights: random weights of its shape (speeds are real, losses are not "
-                  "the model's)", flush=True)
+            print(
+                f"{args.model} has no weights: random weights of its shape (speeds are real, losses are not "
+                "the model's)",
+                flush=True,
+            )
         tokenizer = AutoTokenizer.from_pretrained(str(model))
         examples = peer_like_examples(tokenizer, n=args.examples)
-        tokens = sum(len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False))
-                     for e in examples) * args.epochs
+        tokens = (
+            sum(len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples)
+            * args.epochs
+        )
         (work / "examples.json").write_text(json.dumps(examples))
         for contender in ("ours", "hf"):
             result_file = work / f"{contender}.json"
-            cmd = [sys.executable, __file__, "--contender", contender, "--model", str(model), "--epochs",
-                   str(args.epochs), "--result", str(result_file)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--contender",
+                contender,
+                "--model",
+                str(model),
+                "--epochs",
+                str(args.epochs),
+                "--result",
+                str(result_file),
+            ]
             subprocess.run(cmd, check=True)
             result = json.loads(result_file.read_text())
             result["tokens_per_s"] = tokens / result["wall_s"]
             report[contender] = result
-            print(f"training {contender:4}: {result['tokens_per_s']:8.0f} tokens/s ({tokens} tokens in "
-                  f"{result['wall_s']:.1f} s, {result['steps']} steps), peak GPU memory "
-                  f"{result['peak_gpu_mb']:.0f} MB, final loss {result['final_loss'] or float('nan'):.3f}", flush=True)
+            print(
+                f"training {contender:4}: {result['tokens_per_s']:8.0f} tokens/s ({tokens} tokens in "
+                f"{result['wall_s']:.1f} s, {result['steps']} steps), peak GPU memory "
+                f"{result['peak_gpu_mb']:.0f} MB, final loss {result['final_loss'] or float('nan'):.3f}",
+                flush=True,
+            )
         report["ours_vs_hf"] = report["ours"]["tokens_per_s"] / report["hf"]["tokens_per_s"]
         report["memory_ours_vs_hf"] = report["ours"]["peak_gpu_mb"] / max(report["hf"]["peak_gpu_mb"], 1e-9)
-        print(f"ours / plain Trainer: {report['ours_vs_hf']:.2f}x the speed, {report['memory_ours_vs_hf']:.2f}x "
-              "the peak GPU memory", flush=True)
+        print(
+            f"ours / plain Trainer: {report['ours_vs_hf']:.2f}x the speed, {report['memory_ours_vs_hf']:.2f}x "
+            "the peak GPU memory",
+            flush=True,
+        )
 
         try:
             import vllm  # noqa: F401

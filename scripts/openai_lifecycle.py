@@ -37,11 +37,21 @@ def fail(message: str) -> None:
 def training_file(examples: int) -> Path:
     """The demo's training data (samples/demo/train.jsonl), or a small generated chat set if it is not here."""
     demo = ROOT / "samples" / "demo" / "train.jsonl"
-    lines = demo.read_text().splitlines()[:examples] if demo.exists() else [
-        json.dumps({"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                                 {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]})
-        for i in range(examples)
-    ]
+    lines = (
+        demo.read_text().splitlines()[:examples]
+        if demo.exists()
+        else [
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"What is {i} plus {i}?"},
+                        {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
+                    ]
+                }
+            )
+            for i in range(examples)
+        ]
+    )
     path = Path(tempfile.mkdtemp()) / "lifecycle.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -66,8 +76,10 @@ def chat(client: OpenAI, model: str, timeout: float = 900) -> str:
     while True:
         try:
             reply = client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": "How much water does the Aurora Kettle X7 hold?"}],
-                max_tokens=40, temperature=0,
+                model=model,
+                messages=[{"role": "user", "content": "How much water does the Aurora Kettle X7 hold?"}],
+                max_tokens=40,
+                temperature=0,
             )
             return reply.choices[0].message.content or ""
         except APIStatusError as exc:
@@ -99,10 +111,17 @@ def main() -> None:
     say(f"uploaded {uploaded.id} ({uploaded.bytes} bytes)")
 
     job = client.fine_tuning.jobs.create(
-        model=model, training_file=uploaded.id, suffix="lifecycle", seed=7, metadata={"run": "lifecycle"},
-        method={"type": "supervised",
-                "supervised": {"hyperparameters": {"n_epochs": args.epochs, "batch_size": 4,
-                                                   "learning_rate_multiplier": "auto"}}},
+        model=model,
+        training_file=uploaded.id,
+        suffix="lifecycle",
+        seed=7,
+        metadata={"run": "lifecycle"},
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": args.epochs, "batch_size": 4, "learning_rate_multiplier": "auto"}
+            },
+        },
     )
     say(f"created {job.id}: {job.status}, method {job.method.type}, model {job.fine_tuned_model or '(when done)'}")
 
@@ -127,8 +146,10 @@ def main() -> None:
     if len(checkpoints) != args.epochs:
         fail(f"{len(checkpoints)} checkpoints listed, {args.epochs} expected")
     for checkpoint in checkpoints:
-        say(f"  {checkpoint.fine_tuned_model_checkpoint}: step {checkpoint.step_number}, "
-            f"train loss {checkpoint.metrics.train_loss}, valid loss {checkpoint.metrics.valid_loss}")
+        say(
+            f"  {checkpoint.fine_tuned_model_checkpoint}: step {checkpoint.step_number}, "
+            f"train loss {checkpoint.metrics.train_loss}, valid loss {checkpoint.metrics.valid_loss}"
+        )
     first = min(checkpoints, key=lambda c: c.step_number).fine_tuned_model_checkpoint
     say(f"{first} answers: {chat(client, first)!r}")
     say(f"{job.fine_tuned_model} answers: {chat(client, job.fine_tuned_model)!r}")

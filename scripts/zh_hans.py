@@ -128,8 +128,7 @@ ZH = {
     "inference price per 1,000 tokens": "推理单价（每千 tokens）",
     "weights come from": "权重来源",
     "weights location": "权重位置",
-    "A folder path; a Hugging Face repo id (org/name); or package:file.gguf for a GGUF file inside an installed Python package.":
-        "目录路径；Hugging Face 仓库 ID（org/name）；或 package:file.gguf，表示已安装 Python 包中的 GGUF 文件。",
+    "A folder path; a Hugging Face repo id (org/name); or package:file.gguf for a GGUF file inside an installed Python package.": "目录路径；Hugging Face 仓库 ID（org/name）；或 package:file.gguf，表示已安装 Python 包中的 GGUF 文件。",
     "embedded default": "内置默认模型",
     "listed": "上架",
     "base model": "基础模型",
@@ -141,503 +140,255 @@ ZH = {
     "Admin": "管理后台",
     "Log out": "退出登录",
     "Console navigation": "控制台导航",
-    "Keys let the zhipuai or openai SDK call this console. A key is shown once, when it is made; keep it secret.":
-        "密钥用于让 zhipuai 或 openai SDK 调用本控制台。密钥仅在创建时显示一次，请妥善保管。",
-    "Accounts are made by an administrator. The first one is printed by the start command.":
-        "账号由管理员创建。第一个管理员账号由启动命令打印。",
-    "Welcome, %(name)s. Fine-tune open-weight models on your own data, on your own machines.":
-        "欢迎，%(name)s。在你自己的机器上，用你自己的数据微调开源大模型。",
-    "Revoke the key <strong>%(name)s</strong> (%(prefix)s…)? Every program that uses it will get 401 from then on. This cannot be undone.":
-        "确定吊销密钥 <strong>%(name)s</strong>（%(prefix)s…）吗？此后所有使用它的程序都将收到 401。此操作无法撤销。",
+    "Keys let the zhipuai or openai SDK call this console. A key is shown once, when it is made; keep it secret.": "密钥用于让 zhipuai 或 openai SDK 调用本控制台。密钥仅在创建时显示一次，请妥善保管。",
+    "Accounts are made by an administrator. The first one is printed by the start command.": "账号由管理员创建。第一个管理员账号由启动命令打印。",
+    "Welcome, %(name)s. Fine-tune open-weight models on your own data, on your own machines.": "欢迎，%(name)s。在你自己的机器上，用你自己的数据微调开源大模型。",
+    "Revoke the key <strong>%(name)s</strong> (%(prefix)s…)? Every program that uses it will get 401 from then on. This cannot be undone.": "确定吊销密钥 <strong>%(name)s</strong>（%(prefix)s…）吗？此后所有使用它的程序都将收到 401。此操作无法撤销。",
     # datasets
-    "Validate again (after changing category or base model)":
-        "重新校验（修改分类或基础模型之后）",
-    "The file is larger than the limit of %(limit)s.":
-        "文件超过了 %(limit)s 的上限。",
-    "JSONL file":
-        "JSONL 文件",
-    "Category":
-        "分类",
-    "Auto-detect from the first lines":
-        "根据前几行自动识别",
-    "Optional; the file name is used if left empty.":
-        "可选；留空则使用文件名。",
-    "UTF-8 JSONL: one JSON object (one example) per line. At most %(limit)s.":
-        "UTF-8 编码的 JSONL：每行一个 JSON 对象（一条样本）。最大 %(limit)s。",
-    "The file is empty: it holds no examples.":
-        "文件为空：其中没有任何样本。",
-    "Text generation: preference alignment (DPO)":
-        "文本生成：偏好对齐（DPO）",
-    "Uploaded":
-        "已上传",
-    "Validating":
-        "校验中",
-    "Ready":
-        "可用",
-    "Invalid":
-        "无效",
-    "file id":
-        "文件 ID",
-    "owner":
-        "所有者",
-    "purpose":
-        "用途",
-    "category":
-        "分类",
-    "category auto-detected":
-        "自动识别分类",
-    "The uploader asked the console to detect it.":
-        "上传者选择了由控制台自动识别。",
-    "file":
-        "文件",
-    "size in bytes":
-        "大小（字节）",
-    "SHA-256":
-        "SHA-256",
-    "request id":
-        "请求 ID",
-    "status message":
-        "状态说明",
-    "bytes validated":
-        "已校验字节数",
-    "last progress":
-        "最近进度",
-    "tokenizer of":
-        "所用分词器",
-    "Tokens are counted with this base model's tokenizer and chat template.":
-        "使用该基础模型的分词器和对话模板统计 tokens。",
-    "lines":
-        "行数",
-    "examples":
-        "样本数",
-    "legacy input/target examples":
-        "旧版 input/target 样本数",
-    "billable tokens per epoch":
-        "每轮计费 tokens",
-    "Text tokens, plus 1,024 per generated image or 1,600 per understood image.":
-        "文本 tokens，另加每张生成图片 1,024 或每张理解图片 1,600。",
-    "text tokens":
-        "文本 tokens",
-    "longest example (tokens)":
-        "最长样本（tokens）",
-    "examples longer than the context":
-        "超出上下文长度的样本数",
-    "duplicate lines":
-        "重复行数",
-    "errors":
-        "错误",
-    "warnings":
-        "警告",
-    "full issue report":
-        "完整问题报告",
-    "Error":
-        "错误",
-    "Warning":
-        "警告",
-    "1-based; empty for the whole file":
-        "从 1 开始；整个文件的问题则为空",
-    "a boolean":
-        "布尔值",
-    "a string":
-        "字符串",
-    "an object":
-        "对象",
-    "The image URL must be a string, not %(type)s.":
-        "图片 URL 必须是字符串，而不是%(type)s。",
-    "The image URL is empty.":
-        "图片 URL 为空。",
-    "This is not a valid http(s) URL.":
-        "这不是有效的 http(s) URL。",
-    "The data URL has no comma after its header; write it as data:image/jpeg;base64,<data>.":
-        "data URL 的头部后面缺少逗号；请写成 data:image/jpeg;base64,<数据>。",
-    "The data URL is not base64: its prefix must be data:image/jpeg;base64, or data:image/png;base64,.":
-        "data URL 不是 base64 编码：前缀必须是 data:image/jpeg;base64, 或 data:image/png;base64,。",
-    "The data URL says %(mime)s; only image/jpeg and image/png are accepted (prefix data:image/jpeg;base64, or data:image/png;base64,).":
-        "data URL 声明的类型是 %(mime)s；只接受 image/jpeg 和 image/png（前缀 data:image/jpeg;base64, 或 data:image/png;base64,）。",
-    "no type":
-        "无类型",
-    "Only http:// and https:// image URLs are accepted.":
-        "图片 URL 只接受 http:// 和 https://。",
-    "This is neither an http(s) URL nor valid base64 image data.":
-        "这既不是 http(s) URL，也不是有效的 base64 图片数据。",
-    "The base64 data decodes to %(size)s bytes that are not a JPEG or PNG image.":
-        "base64 数据解码后得到 %(size)s 字节，但不是 JPEG 或 PNG 图片。",
-    "The data URL says image/%(declared)s but the data is a %(actual)s image; fix the prefix.":
-        "data URL 声明为 image/%(declared)s，但数据实际是 %(actual)s 图片；请修正前缀。",
-    "The content list is empty.":
-        "content 列表为空。",
-    "A content part must be an object, not %(type)s.":
-        "content 的每一部分必须是对象，而不是%(type)s。",
-    "The text must be a string, not %(type)s.":
-        "text 必须是字符串，而不是%(type)s。",
-    "Images are not part of this category; choose image generation or image understanding.":
-        "该分类不包含图片；请选择图像生成或图像理解分类。",
-    'image_url must be an object like {"url": "..."}, not %(type)s.':
-        'image_url 必须是形如 {"url": "..."} 的对象，而不是%(type)s。',
-    'The part type must be "text" or "image_url", not %(value)s.':
-        'type 必须是 "text" 或 "image_url"，而不是 %(value)s。',
-    "tools must be a list, not %(type)s.":
-        "tools 必须是列表，而不是%(type)s。",
-    "A tool must be an object, not %(type)s.":
-        "每个工具必须是对象，而不是%(type)s。",
-    'The tool type must be "function".':
-        '工具的 type 必须是 "function"。',
-    "function must be an object with name, description and parameters.":
-        "function 必须是包含 name、description 和 parameters 的对象。",
-    "The function name must be 1 to 64 letters, digits, _, . or -.":
-        "函数名必须由 1 到 64 个字母、数字、_、. 或 - 组成。",
-    "The function %(name)s is defined twice.":
-        "函数 %(name)s 被定义了两次。",
-    "The description must be a string.":
-        "description 必须是字符串。",
-    "A JSON schema must be an object, not %(type)s.":
-        "JSON schema 必须是对象，而不是%(type)s。",
-    'The parameters schema must have "type": "object".':
-        'parameters 的 schema 必须包含 "type": "object"。',
-    "%(value)s is not a JSON schema type.":
-        "%(value)s 不是 JSON schema 的类型。",
-    "properties must be an object.":
-        "properties 必须是对象。",
-    "required must be a list of property names.":
-        "required 必须是属性名组成的列表。",
-    "%(name)s is required but is not among the properties.":
-        "%(name)s 被列为必填，但不在 properties 中。",
-    "tool_calls must be a non-empty list.":
-        "tool_calls 必须是非空列表。",
-    "A tool call must be an object, not %(type)s.":
-        "每个工具调用必须是对象，而不是%(type)s。",
-    'The tool call type must be "function".':
-        '工具调用的 type 必须是 "function"。',
-    "The tool call id must be a non-empty string.":
-        "工具调用的 id 必须是非空字符串。",
-    "function must be an object with name and arguments.":
-        "function 必须是包含 name 和 arguments 的对象。",
-    "The called function needs a name.":
-        "被调用的函数缺少名称。",
-    "The function %(name)s is not defined in tools.":
-        "函数 %(name)s 未在 tools 中定义。",
-    'arguments must be a JSON string (like "{\\"city\\": \\"Beijing\\"}"), not %(type)s.':
-        'arguments 必须是 JSON 字符串（例如 "{\\"city\\": \\"Beijing\\"}"），而不是%(type)s。',
-    "arguments must be a JSON string, not %(type)s.":
-        "arguments 必须是 JSON 字符串，而不是%(type)s。",
-    "arguments is not valid JSON: %(error)s.":
-        "arguments 不是有效的 JSON：%(error)s。",
-    "arguments must encode a JSON object.":
-        "arguments 必须编码一个 JSON 对象。",
-    "messages must be a list, not %(type)s.":
-        "messages 必须是列表，而不是%(type)s。",
-    "messages is empty.":
-        "messages 为空。",
-    "A message must be an object, not %(type)s.":
-        "每条消息必须是对象，而不是%(type)s。",
-    "The message has no role.":
-        "该消息缺少 role。",
-    "Unknown role %(role)s: use system, user, assistant or tool.":
-        "未知角色 %(role)s：请使用 system、user、assistant 或 tool。",
-    "A system message may only come first.":
-        "system 消息只能位于第一条。",
-    "The conversation must start with a user turn (after an optional system message).":
-        "对话必须以 user 轮次开始（可选的 system 消息之后）。",
-    "tool_calls are not part of chat data; choose the function call category.":
-        "对话数据不包含 tool_calls；请选择函数调用分类。",
-    "reasoning_content is not part of this category; choose deep thinking.":
-        "该分类不包含 reasoning_content；请选择深度思考分类。",
-    "reasoning_content must be a string, not %(type)s.":
-        "reasoning_content 必须是字符串，而不是%(type)s。",
-    "tool turns are not part of chat data; choose the function call category.":
-        "对话数据不包含 tool 轮次；请选择函数调用分类。",
-    "A tool turn needs the tool_call_id of the call it answers.":
-        "tool 轮次需要填写它所响应调用的 tool_call_id。",
-    "tool_call_id %(id)s does not answer any earlier tool call.":
-        "tool_call_id %(id)s 没有对应任何之前的工具调用。",
-    "A tool turn must follow the assistant turn that called it.":
-        "tool 轮次必须跟在调用它的 assistant 轮次之后。",
-    "The tool result must be a string, not %(type)s.":
-        "工具结果必须是字符串，而不是%(type)s。",
-    "The conversation has no user turn.":
-        "对话中没有 user 轮次。",
-    "The prompt must end with a user turn; the outputs follow it.":
-        "提示必须以 user 轮次结尾；输出紧随其后。",
-    "The conversation has no assistant turn to learn from.":
-        "对话中没有可供学习的 assistant 轮次。",
-    "The last turn must be the assistant's.":
-        "最后一轮必须是 assistant。",
-    "The %(role)s message has no content.":
-        "%(role)s 消息缺少 content。",
-    "content must be a string, not %(type)s.":
-        "content 必须是字符串，而不是%(type)s。",
-    "The %(role)s message's content is empty.":
-        "%(role)s 消息的 content 为空。",
-    "%(field)s must be a non-empty list of assistant messages.":
-        "%(field)s 必须是由 assistant 消息组成的非空列表。",
-    'An output message must have role "assistant".':
-        '输出消息的 role 必须是 "assistant"。',
-    "This line is a JSON list; each line must be one JSON object (one example), not a list of them.":
-        "这一行是 JSON 列表；每行必须是一个 JSON 对象（一条样本），而不是它们的列表。",
-    "Each line must be a JSON object, not %(type)s.":
-        "每行必须是 JSON 对象，而不是%(type)s。",
-    'The line has no "messages" list (keys found: %(keys)s).':
-        '该行缺少 "messages" 列表（找到的键：%(keys)s）。',
-    "none":
-        "无",
-    "tools are not part of this category; choose function call.":
-        "该分类不包含 tools；请选择函数调用分类。",
-    "An image understanding example needs an image in a user turn.":
-        "图像理解样本需要在 user 轮次中包含一张图片。",
-    "This category takes a single image per example; this one has %(n)s.":
-        "该分类每条样本只能有一张图片；这条有 %(n)s 张。",
-    'The assistant turn must be a list holding one {"type": "image_url", ...} part: the generated image.':
-        'assistant 轮次必须是包含一个 {"type": "image_url", ...} 的列表：即生成的图片。',
-    "The legacy input/target form is only accepted for chat data.":
-        "旧版 input/target 格式只适用于对话数据。",
-    "The legacy form needs both input and target; %(key)s is missing.":
-        "旧版格式需要同时有 input 和 target；缺少 %(key)s。",
-    "%(key)s must be a string, not %(type)s.":
-        "%(key)s 必须是字符串，而不是%(type)s。",
-    "%(key)s is empty.":
-        "%(key)s 为空。",
-    'A DPO line needs "input": {"messages": [...]} with the prompt.':
-        'DPO 数据行需要 "input": {"messages": [...]} 作为提示。',
-    "The preferred and non-preferred outputs are identical: the model can learn nothing from them.":
-        "偏好输出与非偏好输出完全相同：模型无法从中学到任何东西。",
-    "This dataset is used by fine-tuning task(s) %(jobs)s and is kept for their record.":
-        "该数据集被微调任务 %(jobs)s 使用，为保留任务记录，不能删除。",
-    "Unknown category %(category)s.":
-        "未知分类 %(category)s。",
-    "Validation stopped on an internal error (%(error)s); the error was logged. Upload the file again or tell the operator.":
-        "校验因内部错误（%(error)s）中止，错误已记录。请重新上传文件或联系运维人员。",
-    "No base model is configured, so tokens were not counted.":
-        "未配置基础模型，因此没有统计 tokens。",
-    "Tokens were not counted: the tokenizer of %(model)s is not available on this server (%(error)s).":
-        "未统计 tokens：本服务器上没有 %(model)s 的分词器（%(error)s）。",
-    "Validation failed.":
-        "校验失败。",
-    "line %(line)s":
-        "第 %(line)s 行",
-    "first: %(where)s: %(message)s":
-        "首个错误：%(where)s：%(message)s",
-    "%(examples)s examples, %(tokens)s tokens (%(category)s)":
-        "%(examples)s 条样本，%(tokens)s tokens（%(category)s）",
-    "<strong>%(name)s</strong> cannot be deleted: it is used by these fine-tuning tasks and is kept for their record:":
-        "<strong>%(name)s</strong> 不能删除：以下微调任务使用了它，需为任务保留记录：",
-    "Back":
-        "返回",
-    "Download file":
-        "下载文件",
-    "Delete":
-        "删除",
-    "uploaded":
-        "上传于",
-    "Queued for validation":
-        "等待校验",
-    "This file is valid and ready for fine-tuning.":
-        "该文件校验通过，可用于微调。",
-    "The category was detected from its first lines.":
-        "分类是根据文件前几行自动识别的。",
-    "Examples":
-        "样本数",
-    "%(n)s converted from input/target":
-        "其中 %(n)s 条由 input/target 转换",
-    "Tokens per epoch":
-        "每轮 tokens",
-    "counted with the %(model)s tokenizer and chat template":
-        "使用 %(model)s 的分词器和对话模板统计",
-    "1,024 tokens each":
-        "每张 1,024 tokens",
-    "1,600 tokens each, plus the text":
-        "每张 1,600 tokens，另加文本",
-    "Longest example":
-        "最长样本",
-    "tokens; context %(n)s":
-        "tokens；上下文长度 %(n)s",
-    "Errors / warnings":
-        "错误 / 警告",
-    "Errors":
-        "错误",
-    "Download the full report (CSV)":
-        "下载完整报告（CSV）",
-    "The first %(shown)s of %(all)s errors are listed here; the report has them all.":
-        "此处列出 %(all)s 个错误中的前 %(shown)s 个；完整报告包含全部错误。",
-    "Line":
-        "行",
-    "Where":
-        "位置",
-    "Problem":
-        "问题",
-    "Error pages":
-        "错误分页",
-    "Warnings":
-        "警告",
-    "Warnings do not stop training.":
-        "警告不会阻止训练。",
-    "The first %(shown)s of %(all)s are shown.":
-        "显示 %(all)s 条中的前 %(shown)s 条。",
-    "No valid example to preview among the first lines.":
-        "文件前几行中没有可预览的有效样本。",
-    "Upload data":
-        "上传数据",
-    "Training data for fine-tuning tasks: JSONL files, one example per line. Each upload is checked line by line and its tokens are counted.":
-        "微调任务的训练数据：JSONL 文件，每行一条样本。每次上传都会逐行校验并统计 tokens。",
-    "Search by name":
-        "按名称搜索",
-    "Search":
-        "搜索",
-    "Clear":
-        "清除",
-    "Tokens":
-        "Tokens",
-    "Size":
-        "大小",
-    "detecting…":
-        "识别中…",
-    "No dataset's name contains “%(q)s”.":
-        "没有名称包含“%(q)s”的数据集。",
-    "Show all":
-        "显示全部",
-    "No datasets yet.":
-        "还没有数据集。",
-    "Upload a JSONL file of examples to fine-tune a model on. Not sure about the format? Start from one of the sample files in the samples/ folder of this console's repository: one per category.":
-        "上传一个 JSONL 样本文件来微调模型。不确定格式？可以从本控制台代码仓库 samples/ 目录中的示例文件开始：每个分类一个。",
-    "Upload your first dataset":
-        "上传第一个数据集",
-    "Line %(line)s":
-        "第 %(line)s 行",
-    "Tools: %(names)s":
-        "工具：%(names)s",
-    "Preferred":
-        "偏好输出",
-    "Not preferred":
-        "非偏好输出",
-    "System":
-        "系统",
-    "Assistant":
-        "助手",
-    "Tool result":
-        "工具结果",
-    "Reasoning":
-        "思考过程",
-    "(shortened)":
-        "（已截断）",
-    "image":
-        "图片",
-    "image too large to preview":
-        "图片过大，无法预览",
-    "calls":
-        "调用",
-    "Queued":
-        "排队中",
-    "The file is larger than the limit.":
-        "文件超过大小上限。",
-    "Choose a file first.":
-        "请先选择文件。",
-    "The upload failed: the connection was lost. Nothing was saved; try again.":
-        "上传失败：连接已断开。没有保存任何内容，请重试。",
-    "Uploading":
-        "上传中",
-    "Uploaded; saving…":
-        "已上传，正在保存…",
-    "Drop a JSONL file here":
-        "将 JSONL 文件拖放到这里",
-    "or choose one:":
-        "或选择文件：",
-    "Upload and validate":
-        "上传并校验",
-    "Formats":
-        "数据格式",
-    "Chat":
-        "对话",
-    "Function call":
-        "函数调用",
-    "assistant turns with tool_calls (arguments as a JSON string), tool turns with tool_call_id, and a top-level tools list.":
-        "assistant 轮次带 tool_calls（arguments 为 JSON 字符串），tool 轮次带 tool_call_id，以及顶层的 tools 列表。",
-    "Deep thinking":
-        "深度思考",
-    "assistant turns may carry reasoning_content beside content.":
-        "assistant 轮次除 content 外还可带 reasoning_content。",
-    "Preference (DPO)":
-        "偏好对齐（DPO）",
-    "in the assistant turn (generation) or a user turn (understanding).":
-        "位于 assistant 轮次（图像生成）或 user 轮次（图像理解）中。",
-    "Legacy":
-        "旧版格式",
-    "is accepted and converted to chat.":
-        "也可接受，并会转换为对话格式。",
-    "This example has %(tokens)s tokens; the base model's context is %(context)s, so it will be truncated in training.":
-        "该样本有 %(tokens)s tokens；基础模型的上下文长度为 %(context)s，训练时会被截断。",
-    "The line is longer than %(limit)s MiB; each line must hold one example.":
-        "该行超过 %(limit)s MiB；每行只能是一条样本。",
-    "The file is UTF-16 text; save it as UTF-8 (one JSON object per line).":
-        "文件是 UTF-16 编码；请另存为 UTF-8（每行一个 JSON 对象）。",
-    "This is a binary file, not JSONL text. Upload a UTF-8 text file with one JSON object per line.":
-        "这是二进制文件，不是 JSONL 文本。请上传每行一个 JSON 对象的 UTF-8 文本文件。",
-    "The file is a JSON array (it starts with '['). Upload JSONL instead: one JSON object per line, without the surrounding [ ] and without commas between lines.":
-        "文件是 JSON 数组（以 '[' 开头）。请改为上传 JSONL：每行一个 JSON 对象，不要外层的 [ ]，行与行之间也不要逗号。",
-    "The file holds no examples: it has only blank lines.":
-        "文件中没有样本：只有空行。",
-    "The file has %(n)s examples; the platform advises at least several hundred (%(min)s or more) for good results.":
-        "文件有 %(n)s 条样本；平台建议至少数百条（%(min)s 条或更多）以获得较好的效果。",
-    "This line repeats line %(line)s exactly.":
-        "该行与第 %(line)s 行完全相同。",
-    " It looks like GBK/GB18030 (Chinese) text.":
-        "看起来是 GBK/GB18030（中文）编码。",
-    "The line is not valid UTF-8 (byte 0x%(byte)02x at byte %(pos)s).%(hint)s Save the file as UTF-8.":
-        "该行不是有效的 UTF-8（第 %(pos)s 个字节为 0x%(byte)02x）。%(hint)s请将文件另存为 UTF-8。",
-    "The JSON ends before the object is complete (a truncated line?): %(msg)s: column %(col)s.":
-        "JSON 在对象结束之前就中断了（该行被截断？）：%(msg)s：第 %(col)s 列。",
-    "There is more than one JSON value on this line (extra data at column %(col)s); put each example on its own line.":
-        "这一行有多个 JSON 值（第 %(col)s 列有多余数据）；请每行只放一条样本。",
-    "This line is not valid JSON: %(msg)s: column %(col)s.":
-        "该行不是有效的 JSON：%(msg)s：第 %(col)s 列。",
-    "The JSON spreads over several lines (pretty-printed). JSONL needs each example on one line: write it with json.dumps(example) per line, without indent.":
-        "JSON 被分散在多行（格式化输出）。JSONL 要求每条样本占一行：请逐行使用 json.dumps(example) 写出，不要缩进。",
-    "%(name)s was uploaded; it is being validated.":
-        "%(name)s 已上传，正在校验。",
-    "This dataset has no report yet.":
-        "该数据集还没有报告。",
-    "The report file is missing.":
-        "报告文件不存在。",
-    "The file is missing.":
-        "文件不存在。",
-    "Dataset %(name)s was deleted.":
-        "数据集 %(name)s 已删除。",
-    "Text generation: chat":
-        "文本生成：对话",
-    "Text generation: function call":
-        "文本生成：函数调用",
-    "Text generation: deep thinking":
-        "文本生成：深度思考",
-    "Image generation (single image)":
-        "图像生成（单图）",
-    "Image understanding (single image)":
-        "图像理解（单图）",
-    "file name":
-        "文件名",
-    "status":
-        "状态",
-    "images":
-        "图片数",
-    "dataset":
-        "数据集",
-    "datasets":
-        "数据集",
-    "a number":
-        "数字",
-    "a list":
-        "列表",
-    "Images":
-        "图片",
-    "Preview":
-        "预览",
-    "User":
-        "用户",
-    "Delete dataset":
-        "删除数据集",
-    "Delete <strong>%(name)s</strong> (%(examples)s examples) and its file? This cannot be undone.":
-        "确定删除 <strong>%(name)s</strong>（%(examples)s 条样本）及其文件吗？此操作无法撤销。",
-    "Page %(n)s of %(total)s":
-        "第 %(n)s 页，共 %(total)s 页",
-    "%(done)s of %(total)s read (%(pct)s%%)":
-        "已读取 %(done)s / %(total)s（%(pct)s%%）",
+    "Validate again (after changing category or base model)": "重新校验（修改分类或基础模型之后）",
+    "The file is larger than the limit of %(limit)s.": "文件超过了 %(limit)s 的上限。",
+    "JSONL file": "JSONL 文件",
+    "Category": "分类",
+    "Auto-detect from the first lines": "根据前几行自动识别",
+    "Optional; the file name is used if left empty.": "可选；留空则使用文件名。",
+    "UTF-8 JSONL: one JSON object (one example) per line. At most %(limit)s.": "UTF-8 编码的 JSONL：每行一个 JSON 对象（一条样本）。最大 %(limit)s。",
+    "The file is empty: it holds no examples.": "文件为空：其中没有任何样本。",
+    "Text generation: preference alignment (DPO)": "文本生成：偏好对齐（DPO）",
+    "Uploaded": "已上传",
+    "Validating": "校验中",
+    "Ready": "可用",
+    "Invalid": "无效",
+    "file id": "文件 ID",
+    "owner": "所有者",
+    "purpose": "用途",
+    "category": "分类",
+    "category auto-detected": "自动识别分类",
+    "The uploader asked the console to detect it.": "上传者选择了由控制台自动识别。",
+    "file": "文件",
+    "size in bytes": "大小（字节）",
+    "SHA-256": "SHA-256",
+    "request id": "请求 ID",
+    "status message": "状态说明",
+    "bytes validated": "已校验字节数",
+    "last progress": "最近进度",
+    "tokenizer of": "所用分词器",
+    "Tokens are counted with this base model's tokenizer and chat template.": "使用该基础模型的分词器和对话模板统计 tokens。",
+    "lines": "行数",
+    "examples": "样本数",
+    "legacy input/target examples": "旧版 input/target 样本数",
+    "billable tokens per epoch": "每轮计费 tokens",
+    "Text tokens, plus 1,024 per generated image or 1,600 per understood image.": "文本 tokens，另加每张生成图片 1,024 或每张理解图片 1,600。",
+    "text tokens": "文本 tokens",
+    "longest example (tokens)": "最长样本（tokens）",
+    "examples longer than the context": "超出上下文长度的样本数",
+    "duplicate lines": "重复行数",
+    "errors": "错误",
+    "warnings": "警告",
+    "full issue report": "完整问题报告",
+    "Error": "错误",
+    "Warning": "警告",
+    "1-based; empty for the whole file": "从 1 开始；整个文件的问题则为空",
+    "a boolean": "布尔值",
+    "a string": "字符串",
+    "an object": "对象",
+    "The image URL must be a string, not %(type)s.": "图片 URL 必须是字符串，而不是%(type)s。",
+    "The image URL is empty.": "图片 URL 为空。",
+    "This is not a valid http(s) URL.": "这不是有效的 http(s) URL。",
+    "The data URL has no comma after its header; write it as data:image/jpeg;base64,<data>.": "data URL 的头部后面缺少逗号；请写成 data:image/jpeg;base64,<数据>。",
+    "The data URL is not base64: its prefix must be data:image/jpeg;base64, or data:image/png;base64,.": "data URL 不是 base64 编码：前缀必须是 data:image/jpeg;base64, 或 data:image/png;base64,。",
+    "The data URL says %(mime)s; only image/jpeg and image/png are accepted (prefix data:image/jpeg;base64, or data:image/png;base64,).": "data URL 声明的类型是 %(mime)s；只接受 image/jpeg 和 image/png（前缀 data:image/jpeg;base64, 或 data:image/png;base64,）。",
+    "no type": "无类型",
+    "Only http:// and https:// image URLs are accepted.": "图片 URL 只接受 http:// 和 https://。",
+    "This is neither an http(s) URL nor valid base64 image data.": "这既不是 http(s) URL，也不是有效的 base64 图片数据。",
+    "The base64 data decodes to %(size)s bytes that are not a JPEG or PNG image.": "base64 数据解码后得到 %(size)s 字节，但不是 JPEG 或 PNG 图片。",
+    "The data URL says image/%(declared)s but the data is a %(actual)s image; fix the prefix.": "data URL 声明为 image/%(declared)s，但数据实际是 %(actual)s 图片；请修正前缀。",
+    "The content list is empty.": "content 列表为空。",
+    "A content part must be an object, not %(type)s.": "content 的每一部分必须是对象，而不是%(type)s。",
+    "The text must be a string, not %(type)s.": "text 必须是字符串，而不是%(type)s。",
+    "Images are not part of this category; choose image generation or image understanding.": "该分类不包含图片；请选择图像生成或图像理解分类。",
+    'image_url must be an object like {"url": "..."}, not %(type)s.': 'image_url 必须是形如 {"url": "..."} 的对象，而不是%(type)s。',
+    'The part type must be "text" or "image_url", not %(value)s.': 'type 必须是 "text" 或 "image_url"，而不是 %(value)s。',
+    "tools must be a list, not %(type)s.": "tools 必须是列表，而不是%(type)s。",
+    "A tool must be an object, not %(type)s.": "每个工具必须是对象，而不是%(type)s。",
+    'The tool type must be "function".': '工具的 type 必须是 "function"。',
+    "function must be an object with name, description and parameters.": "function 必须是包含 name、description 和 parameters 的对象。",
+    "The function name must be 1 to 64 letters, digits, _, . or -.": "函数名必须由 1 到 64 个字母、数字、_、. 或 - 组成。",
+    "The function %(name)s is defined twice.": "函数 %(name)s 被定义了两次。",
+    "The description must be a string.": "description 必须是字符串。",
+    "A JSON schema must be an object, not %(type)s.": "JSON schema 必须是对象，而不是%(type)s。",
+    'The parameters schema must have "type": "object".': 'parameters 的 schema 必须包含 "type": "object"。',
+    "%(value)s is not a JSON schema type.": "%(value)s 不是 JSON schema 的类型。",
+    "properties must be an object.": "properties 必须是对象。",
+    "required must be a list of property names.": "required 必须是属性名组成的列表。",
+    "%(name)s is required but is not among the properties.": "%(name)s 被列为必填，但不在 properties 中。",
+    "tool_calls must be a non-empty list.": "tool_calls 必须是非空列表。",
+    "A tool call must be an object, not %(type)s.": "每个工具调用必须是对象，而不是%(type)s。",
+    'The tool call type must be "function".': '工具调用的 type 必须是 "function"。',
+    "The tool call id must be a non-empty string.": "工具调用的 id 必须是非空字符串。",
+    "function must be an object with name and arguments.": "function 必须是包含 name 和 arguments 的对象。",
+    "The called function needs a name.": "被调用的函数缺少名称。",
+    "The function %(name)s is not defined in tools.": "函数 %(name)s 未在 tools 中定义。",
+    'arguments must be a JSON string (like "{\\"city\\": \\"Beijing\\"}"), not %(type)s.': 'arguments 必须是 JSON 字符串（例如 "{\\"city\\": \\"Beijing\\"}"），而不是%(type)s。',
+    "arguments must be a JSON string, not %(type)s.": "arguments 必须是 JSON 字符串，而不是%(type)s。",
+    "arguments is not valid JSON: %(error)s.": "arguments 不是有效的 JSON：%(error)s。",
+    "arguments must encode a JSON object.": "arguments 必须编码一个 JSON 对象。",
+    "messages must be a list, not %(type)s.": "messages 必须是列表，而不是%(type)s。",
+    "messages is empty.": "messages 为空。",
+    "A message must be an object, not %(type)s.": "每条消息必须是对象，而不是%(type)s。",
+    "The message has no role.": "该消息缺少 role。",
+    "Unknown role %(role)s: use system, user, assistant or tool.": "未知角色 %(role)s：请使用 system、user、assistant 或 tool。",
+    "A system message may only come first.": "system 消息只能位于第一条。",
+    "The conversation must start with a user turn (after an optional system message).": "对话必须以 user 轮次开始（可选的 system 消息之后）。",
+    "tool_calls are not part of chat data; choose the function call category.": "对话数据不包含 tool_calls；请选择函数调用分类。",
+    "reasoning_content is not part of this category; choose deep thinking.": "该分类不包含 reasoning_content；请选择深度思考分类。",
+    "reasoning_content must be a string, not %(type)s.": "reasoning_content 必须是字符串，而不是%(type)s。",
+    "tool turns are not part of chat data; choose the function call category.": "对话数据不包含 tool 轮次；请选择函数调用分类。",
+    "A tool turn needs the tool_call_id of the call it answers.": "tool 轮次需要填写它所响应调用的 tool_call_id。",
+    "tool_call_id %(id)s does not answer any earlier tool call.": "tool_call_id %(id)s 没有对应任何之前的工具调用。",
+    "A tool turn must follow the assistant turn that called it.": "tool 轮次必须跟在调用它的 assistant 轮次之后。",
+    "The tool result must be a string, not %(type)s.": "工具结果必须是字符串，而不是%(type)s。",
+    "The conversation has no user turn.": "对话中没有 user 轮次。",
+    "The prompt must end with a user turn; the outputs follow it.": "提示必须以 user 轮次结尾；输出紧随其后。",
+    "The conversation has no assistant turn to learn from.": "对话中没有可供学习的 assistant 轮次。",
+    "The last turn must be the assistant's.": "最后一轮必须是 assistant。",
+    "The %(role)s message has no content.": "%(role)s 消息缺少 content。",
+    "content must be a string, not %(type)s.": "content 必须是字符串，而不是%(type)s。",
+    "The %(role)s message's content is empty.": "%(role)s 消息的 content 为空。",
+    "%(field)s must be a non-empty list of assistant messages.": "%(field)s 必须是由 assistant 消息组成的非空列表。",
+    'An output message must have role "assistant".': '输出消息的 role 必须是 "assistant"。',
+    "This line is a JSON list; each line must be one JSON object (one example), not a list of them.": "这一行是 JSON 列表；每行必须是一个 JSON 对象（一条样本），而不是它们的列表。",
+    "Each line must be a JSON object, not %(type)s.": "每行必须是 JSON 对象，而不是%(type)s。",
+    'The line has no "messages" list (keys found: %(keys)s).': '该行缺少 "messages" 列表（找到的键：%(keys)s）。',
+    "none": "无",
+    "tools are not part of this category; choose function call.": "该分类不包含 tools；请选择函数调用分类。",
+    "An image understanding example needs an image in a user turn.": "图像理解样本需要在 user 轮次中包含一张图片。",
+    "This category takes a single image per example; this one has %(n)s.": "该分类每条样本只能有一张图片；这条有 %(n)s 张。",
+    'The assistant turn must be a list holding one {"type": "image_url", ...} part: the generated image.': 'assistant 轮次必须是包含一个 {"type": "image_url", ...} 的列表：即生成的图片。',
+    "The legacy input/target form is only accepted for chat data.": "旧版 input/target 格式只适用于对话数据。",
+    "The legacy form needs both input and target; %(key)s is missing.": "旧版格式需要同时有 input 和 target；缺少 %(key)s。",
+    "%(key)s must be a string, not %(type)s.": "%(key)s 必须是字符串，而不是%(type)s。",
+    "%(key)s is empty.": "%(key)s 为空。",
+    'A DPO line needs "input": {"messages": [...]} with the prompt.': 'DPO 数据行需要 "input": {"messages": [...]} 作为提示。',
+    "The preferred and non-preferred outputs are identical: the model can learn nothing from them.": "偏好输出与非偏好输出完全相同：模型无法从中学到任何东西。",
+    "This dataset is used by fine-tuning task(s) %(jobs)s and is kept for their record.": "该数据集被微调任务 %(jobs)s 使用，为保留任务记录，不能删除。",
+    "Unknown category %(category)s.": "未知分类 %(category)s。",
+    "Validation stopped on an internal error (%(error)s); the error was logged. Upload the file again or tell the operator.": "校验因内部错误（%(error)s）中止，错误已记录。请重新上传文件或联系运维人员。",
+    "No base model is configured, so tokens were not counted.": "未配置基础模型，因此没有统计 tokens。",
+    "Tokens were not counted: the tokenizer of %(model)s is not available on this server (%(error)s).": "未统计 tokens：本服务器上没有 %(model)s 的分词器（%(error)s）。",
+    "Validation failed.": "校验失败。",
+    "line %(line)s": "第 %(line)s 行",
+    "first: %(where)s: %(message)s": "首个错误：%(where)s：%(message)s",
+    "%(examples)s examples, %(tokens)s tokens (%(category)s)": "%(examples)s 条样本，%(tokens)s tokens（%(category)s）",
+    "<strong>%(name)s</strong> cannot be deleted: it is used by these fine-tuning tasks and is kept for their record:": "<strong>%(name)s</strong> 不能删除：以下微调任务使用了它，需为任务保留记录：",
+    "Back": "返回",
+    "Download file": "下载文件",
+    "Delete": "删除",
+    "uploaded": "上传于",
+    "Queued for validation": "等待校验",
+    "This file is valid and ready for fine-tuning.": "该文件校验通过，可用于微调。",
+    "The category was detected from its first lines.": "分类是根据文件前几行自动识别的。",
+    "Examples": "样本数",
+    "%(n)s converted from input/target": "其中 %(n)s 条由 input/target 转换",
+    "Tokens per epoch": "每轮 tokens",
+    "counted with the %(model)s tokenizer and chat template": "使用 %(model)s 的分词器和对话模板统计",
+    "1,024 tokens each": "每张 1,024 tokens",
+    "1,600 tokens each, plus the text": "每张 1,600 tokens，另加文本",
+    "Longest example": "最长样本",
+    "tokens; context %(n)s": "tokens；上下文长度 %(n)s",
+    "Errors / warnings": "错误 / 警告",
+    "Errors": "错误",
+    "Download the full report (CSV)": "下载完整报告（CSV）",
+    "The first %(shown)s of %(all)s errors are listed here; the report has them all.": "此处列出 %(all)s 个错误中的前 %(shown)s 个；完整报告包含全部错误。",
+    "Line": "行",
+    "Where": "位置",
+    "Problem": "问题",
+    "Error pages": "错误分页",
+    "Warnings": "警告",
+    "Warnings do not stop training.": "警告不会阻止训练。",
+    "The first %(shown)s of %(all)s are shown.": "显示 %(all)s 条中的前 %(shown)s 条。",
+    "No valid example to preview among the first lines.": "文件前几行中没有可预览的有效样本。",
+    "Upload data": "上传数据",
+    "Training data for fine-tuning tasks: JSONL files, one example per line. Each upload is checked line by line and its tokens are counted.": "微调任务的训练数据：JSONL 文件，每行一条样本。每次上传都会逐行校验并统计 tokens。",
+    "Search by name": "按名称搜索",
+    "Search": "搜索",
+    "Clear": "清除",
+    "Tokens": "Tokens",
+    "Size": "大小",
+    "detecting…": "识别中…",
+    "No dataset's name contains “%(q)s”.": "没有名称包含“%(q)s”的数据集。",
+    "Show all": "显示全部",
+    "No datasets yet.": "还没有数据集。",
+    "Upload a JSONL file of examples to fine-tune a model on. Not sure about the format? Start from one of the sample files in the samples/ folder of this console's repository: one per category.": "上传一个 JSONL 样本文件来微调模型。不确定格式？可以从本控制台代码仓库 samples/ 目录中的示例文件开始：每个分类一个。",
+    "Upload your first dataset": "上传第一个数据集",
+    "Line %(line)s": "第 %(line)s 行",
+    "Tools: %(names)s": "工具：%(names)s",
+    "Preferred": "偏好输出",
+    "Not preferred": "非偏好输出",
+    "System": "系统",
+    "Assistant": "助手",
+    "Tool result": "工具结果",
+    "Reasoning": "思考过程",
+    "(shortened)": "（已截断）",
+    "image": "图片",
+    "image too large to preview": "图片过大，无法预览",
+    "calls": "调用",
+    "Queued": "排队中",
+    "The file is larger than the limit.": "文件超过大小上限。",
+    "Choose a file first.": "请先选择文件。",
+    "The upload failed: the connection was lost. Nothing was saved; try again.": "上传失败：连接已断开。没有保存任何内容，请重试。",
+    "Uploading": "上传中",
+    "Uploaded; saving…": "已上传，正在保存…",
+    "Drop a JSONL file here": "将 JSONL 文件拖放到这里",
+    "or choose one:": "或选择文件：",
+    "Upload and validate": "上传并校验",
+    "Formats": "数据格式",
+    "Chat": "对话",
+    "Function call": "函数调用",
+    "assistant turns with tool_calls (arguments as a JSON string), tool turns with tool_call_id, and a top-level tools list.": "assistant 轮次带 tool_calls（arguments 为 JSON 字符串），tool 轮次带 tool_call_id，以及顶层的 tools 列表。",
+    "Deep thinking": "深度思考",
+    "assistant turns may carry reasoning_content beside content.": "assistant 轮次除 content 外还可带 reasoning_content。",
+    "Preference (DPO)": "偏好对齐（DPO）",
+    "in the assistant turn (generation) or a user turn (understanding).": "位于 assistant 轮次（图像生成）或 user 轮次（图像理解）中。",
+    "Legacy": "旧版格式",
+    "is accepted and converted to chat.": "也可接受，并会转换为对话格式。",
+    "This example has %(tokens)s tokens; the base model's context is %(context)s, so it will be truncated in training.": "该样本有 %(tokens)s tokens；基础模型的上下文长度为 %(context)s，训练时会被截断。",
+    "The line is longer than %(limit)s MiB; each line must hold one example.": "该行超过 %(limit)s MiB；每行只能是一条样本。",
+    "The file is UTF-16 text; save it as UTF-8 (one JSON object per line).": "文件是 UTF-16 编码；请另存为 UTF-8（每行一个 JSON 对象）。",
+    "This is a binary file, not JSONL text. Upload a UTF-8 text file with one JSON object per line.": "这是二进制文件，不是 JSONL 文本。请上传每行一个 JSON 对象的 UTF-8 文本文件。",
+    "The file is a JSON array (it starts with '['). Upload JSONL instead: one JSON object per line, without the surrounding [ ] and without commas between lines.": "文件是 JSON 数组（以 '[' 开头）。请改为上传 JSONL：每行一个 JSON 对象，不要外层的 [ ]，行与行之间也不要逗号。",
+    "The file holds no examples: it has only blank lines.": "文件中没有样本：只有空行。",
+    "The file has %(n)s examples; the platform advises at least several hundred (%(min)s or more) for good results.": "文件有 %(n)s 条样本；平台建议至少数百条（%(min)s 条或更多）以获得较好的效果。",
+    "This line repeats line %(line)s exactly.": "该行与第 %(line)s 行完全相同。",
+    " It looks like GBK/GB18030 (Chinese) text.": "看起来是 GBK/GB18030（中文）编码。",
+    "The line is not valid UTF-8 (byte 0x%(byte)02x at byte %(pos)s).%(hint)s Save the file as UTF-8.": "该行不是有效的 UTF-8（第 %(pos)s 个字节为 0x%(byte)02x）。%(hint)s请将文件另存为 UTF-8。",
+    "The JSON ends before the object is complete (a truncated line?): %(msg)s: column %(col)s.": "JSON 在对象结束之前就中断了（该行被截断？）：%(msg)s：第 %(col)s 列。",
+    "There is more than one JSON value on this line (extra data at column %(col)s); put each example on its own line.": "这一行有多个 JSON 值（第 %(col)s 列有多余数据）；请每行只放一条样本。",
+    "This line is not valid JSON: %(msg)s: column %(col)s.": "该行不是有效的 JSON：%(msg)s：第 %(col)s 列。",
+    "The JSON spreads over several lines (pretty-printed). JSONL needs each example on one line: write it with json.dumps(example) per line, without indent.": "JSON 被分散在多行（格式化输出）。JSONL 要求每条样本占一行：请逐行使用 json.dumps(example) 写出，不要缩进。",
+    "%(name)s was uploaded; it is being validated.": "%(name)s 已上传，正在校验。",
+    "This dataset has no report yet.": "该数据集还没有报告。",
+    "The report file is missing.": "报告文件不存在。",
+    "The file is missing.": "文件不存在。",
+    "Dataset %(name)s was deleted.": "数据集 %(name)s 已删除。",
+    "Text generation: chat": "文本生成：对话",
+    "Text generation: function call": "文本生成：函数调用",
+    "Text generation: deep thinking": "文本生成：深度思考",
+    "Image generation (single image)": "图像生成（单图）",
+    "Image understanding (single image)": "图像理解（单图）",
+    "file name": "文件名",
+    "status": "状态",
+    "images": "图片数",
+    "dataset": "数据集",
+    "datasets": "数据集",
+    "a number": "数字",
+    "a list": "列表",
+    "Images": "图片",
+    "Preview": "预览",
+    "User": "用户",
+    "Delete dataset": "删除数据集",
+    "Delete <strong>%(name)s</strong> (%(examples)s examples) and its file? This cannot be undone.": "确定删除 <strong>%(name)s</strong>（%(examples)s 条样本）及其文件吗？此操作无法撤销。",
+    "Page %(n)s of %(total)s": "第 %(n)s 页，共 %(total)s 页",
+    "%(done)s of %(total)s read (%(pct)s%%)": "已读取 %(done)s / %(total)s（%(pct)s%%）",
     # jobs (fine-tuning tasks, model square)
     "Fine-tune on it": "用它微调",
     "%(ready)s ready, %(invalid)s with errors": "%(ready)s 个可用，%(invalid)s 个有错误",
@@ -807,7 +558,9 @@ PLURALS = {
     "%(n)s dataset queued for validation.": {0: "已将 %(n)s 个数据集加入校验队列。"},
     "%(n)s error": {0: "%(n)s 个错误"},
     "%(n)s warning": {0: "%(n)s 个警告"},
-    "This file has %(n)s error; it cannot be used for training until it is fixed and uploaded again.": {0: "该文件有 %(n)s 个错误；修正并重新上传之前不能用于训练。"},
+    "This file has %(n)s error; it cannot be used for training until it is fixed and uploaded again.": {
+        0: "该文件有 %(n)s 个错误；修正并重新上传之前不能用于训练。"
+    },
     "The first valid example, as the model will see it.": {0: "前 %(n)s 条有效样本，即模型将看到的样子。"},
 }
 

@@ -25,10 +25,20 @@ def asgi_exchange(
     path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]], method: str = "POST"
 ) -> tuple[int, dict[str, str], bytes, int]:
     """As ``asgi_call``, with the response's headers too (lower-cased names)."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver"), *headers], "client": ("127.0.0.1", 5000),
-             "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
     pending = list(chunks)
     read = 0
     sent: list[dict] = []

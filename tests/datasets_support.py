@@ -54,9 +54,14 @@ def run_validator(data: bytes, category: str | None = None, tok=None, **options)
     from datasets.validation import Validator
 
     report = io.StringIO()
-    result = Validator(category=category, tokenizer=tok, context_length=options.pop("context_length", 2048),
-                       advised_min_examples=options.pop("advised_min_examples", 300), report=report,
-                       **options).run(io.BytesIO(data))
+    result = Validator(
+        category=category,
+        tokenizer=tok,
+        context_length=options.pop("context_length", 2048),
+        advised_min_examples=options.pop("advised_min_examples", 300),
+        report=report,
+        **options,
+    ).run(io.BytesIO(data))
     return result, report.getvalue()
 
 

@@ -20,9 +20,20 @@ LOG = os.environ.get("UPSTREAM_LOG", "")
 def start(port: int, **env: str) -> subprocess.Popen:
     """This server in a session of its own on ``port``, set by ``env`` (FAKE_TOKENS, FAKE_DELAY, UPSTREAM_LOG)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "experience_upstream:app", "--port", str(port), "--no-access-log",
-         "--log-level", "warning"],
-        cwd=Path(__file__).parent, env={**os.environ, **env}, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "experience_upstream:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).parent,
+        env={**os.environ, **env},
+        start_new_session=True,
     )
 
 
@@ -66,9 +77,14 @@ async def app(scope, receive, send):
             pass
         text = "".join(f" tok{i}" for i in range(n))
         message = {"role": "assistant", "content": text}
-        answer = {"id": "x", "object": "chat.completion", "created": int(time.time()), "model": req["model"],
-                  "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
-                  "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": n + 7}}
+        answer = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": n + 7},
+        }
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
         watcher.cancel()

@@ -97,28 +97,45 @@ class TrainingWorker:
     ``var_dir`` gives it a run-time folder of its own (``CONSOLE_VAR_DIR``, ``MEDIA_ROOT`` and its log under
     it): a worker on another machine, sharing no disk with the test process; ``env`` adds settings (a storage)."""
 
-    def __init__(self, db_name: str, *, name: str = "trainer", queues: str = "training",
-                 var_dir: Path | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        db_name: str,
+        *,
+        name: str = "trainer",
+        queues: str = "training",
+        var_dir: Path | None = None,
+        env: dict | None = None,
+    ):
         self.db_name, self.restarts = db_name, 0
         self.proc: subprocess.Popen | None = None
         self.name, self.queues, self.var_dir, self.env = name, queues, var_dir, env or {}
 
     def ensure(self) -> TrainingWorker:
         if self.proc is None or self.proc.poll() is not None:
-            extra_env = {"JOB_HEARTBEAT_INTERVAL": "1", "CONSOLE_PRELOAD_TRAINING": "1",
-                         # a checkpoint about every second: mid-epoch resumes are exercised
-                         "TRAINING_CHECKPOINT_MINUTES": "0.02"}
+            extra_env = {
+                "JOB_HEARTBEAT_INTERVAL": "1",
+                "CONSOLE_PRELOAD_TRAINING": "1",
+                # a checkpoint about every second: mid-epoch resumes are exercised
+                "TRAINING_CHECKPOINT_MINUTES": "0.02",
+            }
             log_path = None
             if self.var_dir is not None:
                 from django.conf import settings
 
                 self.var_dir.mkdir(parents=True, exist_ok=True)
-                extra_env.update(CONSOLE_VAR_DIR=str(self.var_dir), MEDIA_ROOT=str(self.var_dir / "media"),
-                                 REDIS_URL=settings.REDIS_URL, SECRET_KEY=settings.SECRET_KEY)
+                extra_env.update(
+                    CONSOLE_VAR_DIR=str(self.var_dir),
+                    MEDIA_ROOT=str(self.var_dir / "media"),
+                    REDIS_URL=settings.REDIS_URL,
+                    SECRET_KEY=settings.SECRET_KEY,
+                )
                 log_path = self.var_dir / f"worker-{self.name}.log"
             self.proc = services.start_worker(
-                self.db_name, queues=self.queues, name=f"{self.name}{self.restarts}",
-                extra_env={**extra_env, **self.env}, log_path=log_path,
+                self.db_name,
+                queues=self.queues,
+                name=f"{self.name}{self.restarts}",
+                extra_env={**extra_env, **self.env},
+                log_path=log_path,
             )
             self.restarts += 1
         return self
@@ -162,8 +179,11 @@ def training_worker(_training_worker, celery_worker):
         cancel_requested_at=timezone.now()
     )
     FineTuningJob.objects.filter(status__in=["validating_files", "queued"]).update(status="cancelled")
-    wait_for(lambda: not FineTuningJob.objects.filter(status="running").exists() or _training_worker.proc.poll()
-             is not None, timeout=60, what="the training worker to stop its task")
+    wait_for(
+        lambda: not FineTuningJob.objects.filter(status="running").exists() or _training_worker.proc.poll() is not None,
+        timeout=60,
+        what="the training worker to stop its task",
+    )
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.25, what: str = "condition"):
@@ -185,8 +205,9 @@ def make_card(job: FineTuningJob, path: str = "/nowhere", **extra):
     from modelcards.models import FineTunedModel
 
     defaults = {"method": job.method, "training_type": job.training_type}
-    card = FineTunedModel.objects.create(code=job.fine_tuned_model, owner=job.owner, base_model=job.base_model,
-                                         path=path, **{**defaults, **extra})
+    card = FineTunedModel.objects.create(
+        code=job.fine_tuned_model, owner=job.owner, base_model=job.base_model, path=path, **{**defaults, **extra}
+    )
     FineTuningJob.objects.filter(pk=job.pk).update(result=card)
     job.result = card
     return card

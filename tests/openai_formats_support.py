@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_current_weather", "description": "Get the current weather",
-    "parameters": {"type": "object", "properties": {"location": {"type": "string"},
-                                                    "format": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-                   "required": ["location", "format"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string"},
+                "format": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["location", "format"],
+        },
+    },
+}
 
 
 def openai_chat_lines(n: int = 24) -> list[dict]:
@@ -17,9 +27,19 @@ def openai_chat_lines(n: int = 24) -> list[dict]:
     tool_line = {
         "messages": [
             {"role": "user", "content": "What is the weather in San Francisco?"},
-            {"role": "assistant", "tool_calls": [{"id": "call_id", "type": "function", "function": {
-                "name": "get_current_weather",
-                "arguments": '{"location": "San Francisco, USA", "format": "celsius"}'}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_id",
+                        "type": "function",
+                        "function": {
+                            "name": "get_current_weather",
+                            "arguments": '{"location": "San Francisco, USA", "format": "celsius"}',
+                        },
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_id", "content": "21.0"},
             {"role": "assistant", "content": "It is 21 degrees celsius in San Francisco, CA"},
         ],
@@ -27,13 +47,15 @@ def openai_chat_lines(n: int = 24) -> list[dict]:
         "parallel_tool_calls": False,
     }
     chats = [
-        {"messages": [
-            {"role": "system", "content": [{"type": "text", "text": "You answer questions about widgets."}]},
-            {"role": "user", "name": "sam", "content": f"What colour is widget {i}?"},
-            {"role": "assistant", "content": "Let me look that up.", "weight": 0},
-            {"role": "user", "content": [{"type": "text", "text": "Go on."}]},
-            {"role": "assistant", "content": f"Widget {i} is {colours[i % 4]}.", "weight": 1},
-        ]}
+        {
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "You answer questions about widgets."}]},
+                {"role": "user", "name": "sam", "content": f"What colour is widget {i}?"},
+                {"role": "assistant", "content": "Let me look that up.", "weight": 0},
+                {"role": "user", "content": [{"type": "text", "text": "Go on."}]},
+                {"role": "assistant", "content": f"Widget {i} is {colours[i % 4]}.", "weight": 1},
+            ]
+        }
         for i in range(n - 1)
     ]
     return [tool_line, *chats]
@@ -41,10 +63,15 @@ def openai_chat_lines(n: int = 24) -> list[dict]:
 
 def openai_preference_lines(n: int = 12) -> list[dict]:
     return [
-        {"input": {"messages": [{"role": "user", "content": f"Greet customer {i}."}], "tools": [],
-                   "parallel_tool_calls": True},
-         "preferred_output": [{"role": "assistant", "content": f"Hello customer {i}, welcome!"}],
-         "non_preferred_output": [{"role": "assistant", "content": "What do you want?"}]}
+        {
+            "input": {
+                "messages": [{"role": "user", "content": f"Greet customer {i}."}],
+                "tools": [],
+                "parallel_tool_calls": True,
+            },
+            "preferred_output": [{"role": "assistant", "content": f"Hello customer {i}, welcome!"}],
+            "non_preferred_output": [{"role": "assistant", "content": "What do you want?"}],
+        }
         for i in range(n)
     ]
 

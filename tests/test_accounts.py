@@ -51,8 +51,13 @@ def test_account_page_has_one_phone_field_and_saving_the_profile_keeps_the_verif
     assert html.count('name="phone"') == 1
     response = alice_client.post(
         "/console/account/",
-        {"first_name": "Alice", "last_name": "", "email": "alice@example.com", "phone": "+8613900139000",
-         "language": "en"},
+        {
+            "first_name": "Alice",
+            "last_name": "",
+            "email": "alice@example.com",
+            "phone": "+8613900139000",
+            "language": "en",
+        },
     )
     assert response.status_code == 302
     alice.refresh_from_db()

@@ -34,8 +34,13 @@ GOOD_KEY = "x" * 20 + "a-long-random-production-secret-key-for-the-test-01234567
 
 def test_production_refuses_to_start_with_debug_on(tmp_path):
     result = _run(
-        {"CONSOLE_ENV": "production", "ALLOWED_HOSTS": "example.com", "CONSOLE_VAR_DIR": str(tmp_path),
-         "SECRET_KEY": GOOD_KEY, "DEBUG": "true"},
+        {
+            "CONSOLE_ENV": "production",
+            "ALLOWED_HOSTS": "example.com",
+            "CONSOLE_VAR_DIR": str(tmp_path),
+            "SECRET_KEY": GOOD_KEY,
+            "DEBUG": "true",
+        },
         "check",
     )
     assert result.returncode != 0
@@ -46,8 +51,12 @@ def test_production_refuses_to_start_with_debug_on(tmp_path):
 @pytest.mark.parametrize("key", ["short-secret", "ab" * 30, "django-insecure-" + "k3y" * 20])
 def test_production_refuses_to_start_with_a_weak_secret_key(tmp_path, key):
     result = _run(
-        {"CONSOLE_ENV": "production", "ALLOWED_HOSTS": "example.com", "CONSOLE_VAR_DIR": str(tmp_path),
-         "SECRET_KEY": key},
+        {
+            "CONSOLE_ENV": "production",
+            "ALLOWED_HOSTS": "example.com",
+            "CONSOLE_VAR_DIR": str(tmp_path),
+            "SECRET_KEY": key,
+        },
         "check",
     )
     assert result.returncode != 0

@@ -157,8 +157,9 @@ def test_models_lists_the_callers_own_fine_tuned_models(live_server, alice, bob,
 
     from .jobs_support import chat_lines, make_card, make_dataset
 
-    job, _ = services.job_create(user=alice, base_model=tiny_base,
-                                 training_dataset=make_dataset(alice, chat_lines()), suffix="mine")
+    job, _ = services.job_create(
+        user=alice, base_model=tiny_base, training_dataset=make_dataset(alice, chat_lines()), suffix="mine"
+    )
     make_card(job)
     ids = {m["id"]: m for m in _get(live_server, {"Authorization": f"Bearer {alice_key}"}).json()["data"]}
     assert ids[job.fine_tuned_model]["owned_by"] == "alice" and ids[job.fine_tuned_model]["parent"] == "tiny-test"

@@ -38,10 +38,12 @@ CORPUS: list[tuple[str, bytes]] = [
     ("application/json", b'{"model": "' + b"x" * 100_000 + b'"}'),
     ("application/json", b'{"a": "\\ud800"}'),
     ("application/json", b"{" + b" " * BIG + b"}"),
-    ("multipart/form-data; boundary=zzz", b"--zzz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc"),
+    ("multipart/form-data; boundary=zzz", b'--zzz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'),
     ("multipart/form-data", b"no boundary at all"),
-    ("multipart/form-data; boundary=zzz", b"--zzz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
-                                          b"fine-tune\r\n--zzz--\r\n"),
+    (
+        "multipart/form-data; boundary=zzz",
+        b'--zzz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n--zzz--\r\n',
+    ),
     ("application/x-www-form-urlencoded", b"&".join(b"a%d=1" % i for i in range(2000))),
     ("text/plain", b"\x00\x01\x02"),
 ]
@@ -64,11 +66,16 @@ def targets(alice, tiny_base) -> tuple[list[str], str]:
     from jobs.models import FineTuningJob
 
     dataset = make_dataset(alice, chat_lines())
-    job = FineTuningJob.objects.create(owner=alice, base_model=tiny_base, training_dataset=dataset,
-                                       fine_tuned_model="ft:tiny-test:x:000001")
+    job = FineTuningJob.objects.create(
+        owner=alice, base_model=tiny_base, training_dataset=dataset, fine_tuned_model="ft:tiny-test:x:000001"
+    )
     deployment = deployment_create(user=alice, model=tiny_base)
-    values = {"file_id": [dataset.public_id, "file-nope"], "job_id": [job.public_id, "job-nope"],
-              "deployment_id": [deployment.public_id, "dep-nope"], "model": ["ft:tiny-test:x:000001", "nope"]}
+    values = {
+        "file_id": [dataset.public_id, "file-nope"],
+        "job_id": [job.public_id, "job-nope"],
+        "deployment_id": [deployment.public_id, "dep-nope"],
+        "model": ["ft:tiny-test:x:000001", "nope"],
+    }
     paths = []
     for template in _paths(api_urls.urlpatterns):
         filled = [template]
@@ -100,8 +107,9 @@ def test_every_api_path_answers_malformed_bodies_without_500(client, targets, se
     for path in paths:
         for method in METHODS:
             for content_type, body in CORPUS:
-                response = client.generic(method, path, data=body, content_type=content_type,
-                                          HTTP_AUTHORIZATION=f"Bearer {key}")
+                response = client.generic(
+                    method, path, data=body, content_type=content_type, HTTP_AUTHORIZATION=f"Bearer {key}"
+                )
                 content = b"" if response.streaming else response.content
                 _check(path, method, content_type, body, response.status_code, content, response.headers)
                 seen.add(response.status_code)

@@ -28,8 +28,9 @@ def oai(live_server, alice_key) -> OpenAI:
 
 
 def _raw(live_server, alice_key, path: str, **params) -> httpx.Response:
-    return httpx.get(f"{live_server.url}/api/paas/v4/{path}", params=params,
-                     headers={"Authorization": f"Bearer {alice_key}"})
+    return httpx.get(
+        f"{live_server.url}/api/paas/v4/{path}", params=params, headers={"Authorization": f"Bearer {alice_key}"}
+    )
 
 
 def test_files_create_list_retrieve_content_delete(oai, alice, alice_media):
@@ -53,16 +54,28 @@ def test_create_in_openais_shape_gives_a_job_the_sdk_parses(oai, sdk, alice, ali
     training = make_dataset(alice, chat_lines(24))
     validation = make_dataset(alice, chat_lines(4), name="valid")
     job = oai.fine_tuning.jobs.create(
-        model="tiny-test", training_file=training.public_id, validation_file=validation.public_id,
-        suffix="oai-bot", seed=1234, metadata={"team": "support", "run": "a"},
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto",
-                                                                         "learning_rate_multiplier": 0.5}}},
+        model="tiny-test",
+        training_file=training.public_id,
+        validation_file=validation.public_id,
+        suffix="oai-bot",
+        seed=1234,
+        metadata={"team": "support", "run": "a"},
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}},
+        },
     )
     row = FineTuningJob.objects.get(public_id=job.id)
-    assert (row.method, row.training_type, row.seed, row.metadata) == ("sft", "lora", 1234, {"team": "support",
-                                                                                             "run": "a"})
-    assert row.resolved_hyperparameters["n_epochs"] == 2 and row.resolved_hyperparameters["learning_rate_multiplier"] \
-        == 0.5
+    assert (row.method, row.training_type, row.seed, row.metadata) == (
+        "sft",
+        "lora",
+        1234,
+        {"team": "support", "run": "a"},
+    )
+    assert (
+        row.resolved_hyperparameters["n_epochs"] == 2
+        and row.resolved_hyperparameters["learning_rate_multiplier"] == 0.5
+    )
     assert row.validation_dataset_id == validation.pk and row.suffix == "oai-bot"
     # The wire object validates as the SDK's own type, strictly (not only the SDK's lenient construction).
     raw = _raw(live_server, alice_key, f"fine_tuning/jobs/{job.id}").json()
@@ -82,19 +95,23 @@ def test_create_in_openais_shape_gives_a_job_the_sdk_parses(oai, sdk, alice, ali
     # DPO in OpenAI's shape, beta included; no seed given: one is chosen and recorded.
     pairs = make_dataset(alice, dpo_lines(12), category="dpo", name="pairs")
     dpo = oai.fine_tuning.jobs.create(
-        model="tiny-test", training_file=pairs.public_id, extra_body={"training_type": "full"},
+        model="tiny-test",
+        training_file=pairs.public_id,
+        extra_body={"training_type": "full"},
         method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "n_epochs": 1}}},
     )
     dpo_row = FineTuningJob.objects.get(public_id=dpo.id)
     assert (dpo_row.method, dpo_row.training_type) == ("dpo", "full")
     assert dpo_row.resolved_hyperparameters["beta"] == 0.25 and dpo.method.dpo.hyperparameters.beta == 0.25
     assert dpo.seed == dpo_row.seed and isinstance(dpo_row.seed, int) and dpo.metadata is None
-    assert OpenAIJob.model_validate(_raw(live_server, alice_key, f"fine_tuning/jobs/{dpo.id}").json()).seed \
-        == dpo_row.seed
+    assert (
+        OpenAIJob.model_validate(_raw(live_server, alice_key, f"fine_tuning/jobs/{dpo.id}").json()).seed == dpo_row.seed
+    )
 
     # The zhipuai SDK's create, as before: method as a string, hyperparameters at the top level.
-    zhipu = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=pairs.public_id,
-                                        hyperparameters={"n_epochs": 1}, extra_body={"method": "dpo"})
+    zhipu = sdk.fine_tuning.jobs.create(
+        model="tiny-test", training_file=pairs.public_id, hyperparameters={"n_epochs": 1}, extra_body={"method": "dpo"}
+    )
     zhipu_row = FineTuningJob.objects.get(public_id=zhipu.id)
     assert zhipu_row.method == "dpo" and zhipu_row.resolved_hyperparameters["beta"] == 0.1
     assert sdk.fine_tuning.jobs.retrieve(zhipu.id).training_file == pairs.public_id
@@ -120,17 +137,23 @@ def test_create_in_openais_shape_gives_a_job_the_sdk_parses(oai, sdk, alice, ali
     assert oai.fine_tuning.jobs.checkpoints.list(job.id).data == []  # it never trained
 
 
-@pytest.mark.parametrize(("method", "message"), [
-    ({"type": "reinforcement", "reinforcement": {}}, "Reinforcement fine-tuning is not available"),
-    ({"type": "supervised", "dpo": {"hyperparameters": {"beta": 0.1}}}, "method.dpo does not go with"),
-    ({"type": "unsupervised"}, "method.type must be supervised or dpo"),
-    ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.3}}}, "beta is a hyperparameter of DPO"),
-    ({"type": "dpo", "dpo": {"hyperparameters": {"beta": 9}}}, "beta must be between 0.01 and 2.0"),
-    ({"type": "dpo", "dpo": {"hyperparameters": []}}, "method.dpo.hyperparameters must be an object"),
-])
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ({"type": "reinforcement", "reinforcement": {}}, "Reinforcement fine-tuning is not available"),
+        ({"type": "supervised", "dpo": {"hyperparameters": {"beta": 0.1}}}, "method.dpo does not go with"),
+        ({"type": "unsupervised"}, "method.type must be supervised or dpo"),
+        ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.3}}}, "beta is a hyperparameter of DPO"),
+        ({"type": "dpo", "dpo": {"hyperparameters": {"beta": 9}}}, "beta must be between 0.01 and 2.0"),
+        ({"type": "dpo", "dpo": {"hyperparameters": []}}, "method.dpo.hyperparameters must be an object"),
+    ],
+)
 def test_a_method_that_cannot_be_honoured_is_refused_with_why(oai, alice, tiny_base, method, message):
-    dataset = make_dataset(alice, dpo_lines(12) if method.get("type") == "dpo" else chat_lines(), category="dpo"
-                           if method.get("type") == "dpo" else "chat")
+    dataset = make_dataset(
+        alice,
+        dpo_lines(12) if method.get("type") == "dpo" else chat_lines(),
+        category="dpo" if method.get("type") == "dpo" else "chat",
+    )
     with pytest.raises(openai.BadRequestError) as exc:
         oai.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id, method=method)
     error = exc.value.body
@@ -138,21 +161,33 @@ def test_a_method_that_cannot_be_honoured_is_refused_with_why(oai, alice, tiny_b
     assert error["param"] in {"method", "hyperparameters", "beta"} and not FineTuningJob.objects.exists()
 
 
-@pytest.mark.parametrize(("extra", "param", "message"), [
-    ({"seed": -1}, "seed", "seed must be a whole number from 0 to 2,147,483,647"),
-    ({"seed": "abc"}, "seed", "seed must be a whole number"),
-    ({"metadata": {"k": 5}}, "metadata", "The metadata value of k must be a string"),
-    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16 keys"),
-    ({"hyperparameters": {"n_epochs": 3}, "method": {"type": "supervised", "supervised": {"hyperparameters": {
-        "n_epochs": 2}}}}, "hyperparameters", "give it once, in method"),
-    ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations", "not available"),
-])
-def test_bad_seed_metadata_or_doubled_hyperparameters_are_refused(live_server, alice_key, alice, tiny_base, extra,
-                                                                  param, message):
+@pytest.mark.parametrize(
+    ("extra", "param", "message"),
+    [
+        ({"seed": -1}, "seed", "seed must be a whole number from 0 to 2,147,483,647"),
+        ({"seed": "abc"}, "seed", "seed must be a whole number"),
+        ({"metadata": {"k": 5}}, "metadata", "The metadata value of k must be a string"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16 keys"),
+        (
+            {
+                "hyperparameters": {"n_epochs": 3},
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+            },
+            "hyperparameters",
+            "give it once, in method",
+        ),
+        ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations", "not available"),
+    ],
+)
+def test_bad_seed_metadata_or_doubled_hyperparameters_are_refused(
+    live_server, alice_key, alice, tiny_base, extra, param, message
+):
     dataset = make_dataset(alice, chat_lines())
-    response = httpx.post(f"{live_server.url}/api/paas/v4/fine_tuning/jobs",
-                          headers={"Authorization": f"Bearer {alice_key}"},
-                          json={"model": "tiny-test", "training_file": dataset.public_id, **extra})
+    response = httpx.post(
+        f"{live_server.url}/api/paas/v4/fine_tuning/jobs",
+        headers={"Authorization": f"Bearer {alice_key}"},
+        json={"model": "tiny-test", "training_file": dataset.public_id, **extra},
+    )
     assert response.status_code == 400 and response.headers["x-should-retry"] == "false"
     error = response.json()["error"]
     assert message in error["message"] and error["param"] == param, error
@@ -171,9 +206,16 @@ def test_models_retrieve_and_delete(oai, alice, bob, tiny_base, tmp_path):
     from .jobs_support import make_card
 
     dataset = make_dataset(alice, chat_lines())
-    jobs = [FineTuningJob.objects.create(owner=owner, base_model=tiny_base, training_dataset=dataset,
-                                         fine_tuned_model=f"ft:tiny-test:{owner.username}:000001", status="succeeded")
-            for owner in (alice, bob)]
+    jobs = [
+        FineTuningJob.objects.create(
+            owner=owner,
+            base_model=tiny_base,
+            training_dataset=dataset,
+            fine_tuned_model=f"ft:tiny-test:{owner.username}:000001",
+            status="succeeded",
+        )
+        for owner in (alice, bob)
+    ]
     final = f"jobs/{alice.pk}/{jobs[0].public_id}/final"
     (tmp_path / "adapter_config.json").write_text("{}")
     storage.save_file(tmp_path / "adapter_config.json", f"{final}/adapter_config.json")
@@ -205,14 +247,20 @@ def _upload(oai, alice, name: str, lines: list[dict]) -> str:
 
 
 @pytest.mark.worker
-def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oai, alice, tiny_base, alice_media,
-                                                                              training_worker):
+def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(
+    oai, alice, tiny_base, alice_media, training_worker
+):
     # OpenAI's chat format as is: a tool call, content as text parts, a turn of weight 0 kept as context only.
     training_file = _upload(oai, alice, "openai_chat.jsonl", openai_chat_lines(24))
     job = oai.fine_tuning.jobs.create(
-        model="tiny-test", training_file=training_file, suffix="ckpt", seed=7,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4,
-                                                                         "learning_rate_multiplier": 3}}},
+        model="tiny-test",
+        training_file=training_file,
+        suffix="ckpt",
+        seed=7,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 3}},
+        },
     )
     wait_for(lambda: job_status(job.id) in {"succeeded", "failed", "cancelled"}, timeout=180, what="the task")
     done = oai.fine_tuning.jobs.retrieve(job.id)
@@ -222,8 +270,11 @@ def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oa
     page = oai.fine_tuning.jobs.checkpoints.list(job.id)
     rows = {c.step: c for c in Checkpoint.objects.filter(job__public_id=job.id)}
     assert [c.object for c in page.data] == ["fine_tuning.job.checkpoint"] * 2 and not page.has_more
-    epoch_ends = [e.data for e in JobEvent.objects.filter(job__public_id=job.id, type="metrics").order_by("id")
-                  if e.data.get("eval_loss") is not None]
+    epoch_ends = [
+        e.data
+        for e in JobEvent.objects.filter(job__public_id=job.id, type="metrics").order_by("id")
+        if e.data.get("eval_loss") is not None
+    ]
     assert len(epoch_ends) == 2
     # Newest first; each names the fine-tune and its step, with the losses logged at that epoch's end.
     for checkpoint, logged in zip(page.data, reversed(epoch_ends), strict=True):
@@ -231,16 +282,20 @@ def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oa
         assert checkpoint.step_number == logged["current_steps"] and checkpoint.step_number in rows
         assert checkpoint.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-{checkpoint.step_number}"
         assert checkpoint.metrics.valid_loss == checkpoint.metrics.full_valid_loss == logged["eval_loss"] > 0
-        assert checkpoint.metrics.train_loss == logged["loss"] > 0 and checkpoint.metrics.step == logged[
-            "current_steps"]
+        assert (
+            checkpoint.metrics.train_loss == logged["loss"] > 0 and checkpoint.metrics.step == logged["current_steps"]
+        )
         assert storage.folder_exists(rows[checkpoint.step_number].path)
     assert page.data[0].step_number > page.data[1].step_number
     # Every event, warnings included, validates as the SDK's own type, strictly.
     from jobs.services import job_event
 
     job_event(job=FineTuningJob.objects.get(public_id=job.id), level="warning", message="A warning.")
-    raw = httpx.get(f"{str(oai.base_url).rstrip('/')}/fine_tuning/jobs/{job.id}/events", params={"limit": 100},
-                    headers={"Authorization": f"Bearer {oai.api_key}"}).json()["data"]
+    raw = httpx.get(
+        f"{str(oai.base_url).rstrip('/')}/fine_tuning/jobs/{job.id}/events",
+        params={"limit": 100},
+        headers={"Authorization": f"Bearer {oai.api_key}"},
+    ).json()["data"]
     events = [FineTuningJobEvent.model_validate(event) for event in raw]
     assert events[0].level == "warn" and {e.type for e in events} == {"message", "metrics"}
     assert {e.level for e in events} == {"info", "warn"}
@@ -256,8 +311,11 @@ def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(oa
 
     # OpenAI's preference format as is, trained by DPO in OpenAI's method shape.
     pairs = _upload(oai, alice, "openai_preference.jsonl", openai_preference_lines(12))
-    dpo = oai.fine_tuning.jobs.create(model="tiny-test", training_file=pairs, method={
-        "type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1, "batch_size": 4}}})
+    dpo = oai.fine_tuning.jobs.create(
+        model="tiny-test",
+        training_file=pairs,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1, "batch_size": 4}}},
+    )
     wait_for(lambda: job_status(dpo.id) in {"succeeded", "failed", "cancelled"}, timeout=180, what="the DPO task")
     trained = oai.fine_tuning.jobs.retrieve(dpo.id)
     assert trained.status == "succeeded", trained.error

@@ -18,11 +18,27 @@ from pathlib import Path
 from django.apps import apps
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"common": -2, "ops": -1, "console": 0, "accounts": 1, "notifications": 2, "modelcards": 3,
-         "datasets": 4, "jobs": 5, "deployments": 6, "experience": 7}
+LAYER = {
+    "common": -2,
+    "ops": -1,
+    "console": 0,
+    "accounts": 1,
+    "notifications": 2,
+    "modelcards": 3,
+    "datasets": 4,
+    "jobs": 5,
+    "deployments": 6,
+    "experience": 7,
+}
 # The project package's composition roots wire every app together (URLs, ASGI, the Celery app, settings).
-COMPOSITION_ROOTS = {"console/urls.py", "console/api_urls.py", "console/asgi.py", "console/wsgi.py",
-                     "console/celery.py", "console/settings.py"}
+COMPOSITION_ROOTS = {
+    "console/urls.py",
+    "console/api_urls.py",
+    "console/asgi.py",
+    "console/wsgi.py",
+    "console/celery.py",
+    "console/settings.py",
+}
 
 
 def allowed(importer: str, imported: str) -> bool:
@@ -140,8 +156,11 @@ def app_of_path(path: str) -> str | None:
 def library_apps() -> dict[str, str]:
     from django.template import engines
 
-    return {name: app_of_module(module) for name, module in engines["django"].engine.libraries.items()
-            if app_of_module(module)}
+    return {
+        name: app_of_module(module)
+        for name, module in engines["django"].engine.libraries.items()
+        if app_of_module(module)
+    }
 
 
 def template_owner(path: Path) -> str | None:
@@ -165,8 +184,7 @@ def template_violations() -> list[str]:
                 targets += [(f"loads {name}", libraries.get(name)) for name in names.split()]
             targets += [(f"includes {app}/", app) for app in TEMPLATE_REF.findall(line)]
             targets += [(f"names the path {p}", app_of_path(p)) for p in CONSOLE_PATH.findall(line)]
-            out += [f"{rel}:{lineno} {what}" for what, app in targets
-                    if app in LAYER and not allowed(owner, app)]
+            out += [f"{rel}:{lineno} {what}" for what, app in targets if app in LAYER and not allowed(owner, app)]
     return out
 
 
@@ -204,8 +222,10 @@ def test_no_python_string_names_a_higher_apps_page():
 def test_the_template_and_path_rules_catch_links_against_the_direction():
     template = ROOT / "modelcards" / "templates" / "modelcards" / "_architecture_probe.html"
     module = ROOT / "datasets" / "_architecture_probe.py"
-    template.write_text("{% load i18n datasets_tags %}<a href=\"{% url 'deployments:create' %}\">\n"
-                        "{% include \"jobs/_status_badge.html\" %}<a href=\"/console/playground/\">\n")
+    template.write_text(
+        "{% load i18n datasets_tags %}<a href=\"{% url 'deployments:create' %}\">\n"
+        '{% include "jobs/_status_badge.html" %}<a href="/console/playground/">\n'
+    )
     module.write_text('NEXT = "/console/jobs/create/"\nNAME = "deployments:list"\n')
     shell = ROOT / "templates" / "_architecture_probe.html"
     shell.write_text("{% load notifications_tags %}\n")

@@ -35,18 +35,23 @@ def _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path, epochs: int = 3,
     job = _job(alice, tiny_base)
     card = make_card(job, path=str(adapter), training_type=training_type)
     for epoch in range(1, epochs + 1):
-        Checkpoint.objects.create(job=job, epoch=epoch, step=4 * epoch,
-                                  path=str(_checkpoint_folder(tmp_path, adapter, epoch)),
-                                  metrics={"current_steps": 4 * epoch, "loss": 2.0 / epoch,
-                                           "eval_loss": 1.0 + epoch % 2})
-    Checkpoint.objects.create(job=job, epoch=epochs + 1, step=4 * epochs + 2,
-                              path=str(tmp_path / "checkpoints" / f"step-{4 * epochs + 2}"))
+        Checkpoint.objects.create(
+            job=job,
+            epoch=epoch,
+            step=4 * epoch,
+            path=str(_checkpoint_folder(tmp_path, adapter, epoch)),
+            metrics={"current_steps": 4 * epoch, "loss": 2.0 / epoch, "eval_loss": 1.0 + epoch % 2},
+        )
+    Checkpoint.objects.create(
+        job=job, epoch=epochs + 1, step=4 * epochs + 2, path=str(tmp_path / "checkpoints" / f"step-{4 * epochs + 2}")
+    )
     return job, card
 
 
 @pytest.mark.django_db
 def test_a_succeeded_lora_task_publishes_its_newest_checkpoints_as_models(
-        alice, tiny_base, tiny_model_dir, tmp_path, settings, django_capture_on_commit_callbacks):
+    alice, tiny_base, tiny_model_dir, tmp_path, settings, django_capture_on_commit_callbacks
+):
     settings.TRAINING_CHECKPOINTS_KEPT = 2
     job, card = _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path)
     with django_capture_on_commit_callbacks(execute=True):
@@ -78,7 +83,8 @@ def test_a_full_parameter_tasks_checkpoints_stay_resume_state(alice, tiny_base, 
 
 @pytest.mark.django_db
 def test_the_card_lists_checkpoints_promote_and_restore(
-        alice_client, alice, bob, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks):
+    alice_client, alice, bob, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks
+):
     job, card = _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path)
     with django_capture_on_commit_callbacks(execute=True):
         first, second, third = checkpoints_publish(job=job, card=card)
@@ -118,8 +124,9 @@ def test_the_card_lists_checkpoints_promote_and_restore(
     assert second.deleted_at is None
 
     # A running deployment of the result holds the weights it loaded: a promotion waits for it.
-    Deployment.objects.create(owner=alice, code="dep-x", fine_tuned_model=card, status=DeploymentStatus.RUNNING,
-                              desired_instances=1)
+    Deployment.objects.create(
+        owner=alice, code="dep-x", fine_tuned_model=card, status=DeploymentStatus.RUNNING, desired_instances=1
+    )
     response = alice_client.post(f"/console/models/{third.code}/promote/", follow=True)
     assert "Its deployment dep-x serves its current weights" in response.content.decode()
     card.refresh_from_db()
@@ -133,7 +140,8 @@ def test_the_card_lists_checkpoints_promote_and_restore(
 
 @pytest.mark.django_db
 def test_deleting_the_result_deletes_its_checkpoint_models(
-        alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks):
+    alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks
+):
     job, card = _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path, epochs=2)
     with django_capture_on_commit_callbacks(execute=True):
         first, second = checkpoints_publish(job=job, card=card)
@@ -155,7 +163,8 @@ def _zip_names(response) -> list[str]:
 
 @pytest.mark.django_db
 def test_the_playground_offers_checkpoints_beside_their_base_and_compare_shows_the_verdict(
-        alice_client, alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks):
+    alice_client, alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks
+):
     from experience.compare import evaluation_rows
     from experience.models import Evaluation
 
@@ -167,8 +176,13 @@ def test_the_playground_offers_checkpoints_beside_their_base_and_compare_shows_t
     # Side by side with its base model by default, as a fine-tune is.
     assert f'<option value="{tiny_base.code}" selected>' in html
 
-    Evaluation.objects.create(job=job, model=card, status="succeeded", total=12, summary={
-        "verdict": {"text": "Better than base on 10 of 12 prompts"}, "best": first.code})
+    Evaluation.objects.create(
+        job=job,
+        model=card,
+        status="succeeded",
+        total=12,
+        summary={"verdict": {"text": "Better than base on 10 of 12 prompts"}, "best": first.code},
+    )
     rows = dict(evaluation_rows([job]))
     assert rows["Verdict"] == ["Better than base on 10 of 12 prompts"]
     assert rows["Best of its checkpoints and result"] == [first.code]
@@ -176,7 +190,8 @@ def test_the_playground_offers_checkpoints_beside_their_base_and_compare_shows_t
 
 @pytest.mark.django_db
 def test_a_checkpoints_card_shows_its_line_of_the_results_evaluation(
-        alice_client, alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks):
+    alice_client, alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks
+):
     from experience.models import Evaluation
 
     job, card = _succeeded_task(alice, tiny_base, tiny_model_dir, tmp_path, epochs=2)
@@ -185,13 +200,20 @@ def test_a_checkpoints_card_shows_its_line_of_the_results_evaluation(
     html = alice_client.get(f"/console/models/{first.code}/").content.decode()
     assert "Checkpoints are evaluated with their result; it has no evaluation yet." in html
 
-    models = [{"code": tiny_base.code, "role": "base", "f1": 0.1, "exact": 0.0},
-              {"code": first.code, "role": "checkpoint", "step": 4, "f1": 0.7, "exact": 0.5},
-              {"code": second.code, "role": "checkpoint", "step": 8, "f1": 0.6, "exact": 0.5},
-              {"code": card.code, "role": "result", "f1": 0.65, "exact": 0.5}]
-    Evaluation.objects.create(job=job, model=card, status="succeeded", total=12, summary={
-        "models": models, "best": first.code, "verdict": {"text": "Better than base on 10 of 12 prompts"}})
+    models = [
+        {"code": tiny_base.code, "role": "base", "f1": 0.1, "exact": 0.0},
+        {"code": first.code, "role": "checkpoint", "step": 4, "f1": 0.7, "exact": 0.5},
+        {"code": second.code, "role": "checkpoint", "step": 8, "f1": 0.6, "exact": 0.5},
+        {"code": card.code, "role": "result", "f1": 0.65, "exact": 0.5},
+    ]
+    Evaluation.objects.create(
+        job=job,
+        model=card,
+        status="succeeded",
+        total=12,
+        summary={"models": models, "best": first.code, "verdict": {"text": "Better than base on 10 of 12 prompts"}},
+    )
     html = alice_client.get(f"/console/models/{first.code}/").content.decode()
-    section = html[html.index('data-testid="checkpoint-evaluation"'):]
+    section = html[html.index('data-testid="checkpoint-evaluation"') :]
     assert 'data-testid="this-checkpoint"' in section and second.code not in section.split("</table>")[0]
     assert "0.70" in section and "best" in section and "Better than base on 10 of 12 prompts" in section

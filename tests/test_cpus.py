@@ -38,12 +38,16 @@ def test_a_pinned_process_and_its_children_run_only_on_their_cpus():
     # The node agent starts each instance with the same pin (preexec), the training worker pins itself.
     first = sorted(os.sched_getaffinity(0))[:1]
     probe = "import os; print(sorted(os.sched_getaffinity(0)))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                         preexec_fn=lambda: cpus.pin(first))
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, preexec_fn=lambda: cpus.pin(first)
+    )
     assert out.stdout.strip() == str(first)
     threads = subprocess.run(
         [sys.executable, "-c", "from jobs.training.engine import physical_cores; print(physical_cores())"],
-        capture_output=True, text=True, timeout=120, preexec_fn=lambda: cpus.pin(first),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: cpus.pin(first),
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
     )
     assert threads.stdout.strip().splitlines()[-1] == "1", threads.stderr  # torch's threads follow the pin

@@ -160,8 +160,9 @@ def test_another_users_files_do_not_exist_for_them(sdk, alice, bob, live_server)
 
 
 def test_jwt_auth_works_for_uploads(alice_key, live_server, alice):
-    jwt_sdk = ZhipuAI(api_key=alice_key, base_url=f"{live_server.url}/api/paas/v4", max_retries=0,
-                      disable_token_cache=False)
+    jwt_sdk = ZhipuAI(
+        api_key=alice_key, base_url=f"{live_server.url}/api/paas/v4", max_retries=0, disable_token_cache=False
+    )
     with open(sample("reasoning.jsonl"), "rb") as fh:
         created = jwt_sdk.files.create(file=fh, purpose="fine-tune")
     assert Dataset.objects.get(public_id=created.id).owner == alice
@@ -173,10 +174,20 @@ def test_a_file_shows_every_recorded_problem_through_the_sdk(sdk, alice):
     found = sdk.get(f"/files/{bad.id}", cast_type=object)
     problems = found["problems"]
     assert found["status"] == "error" and len([p for p in problems if p["severity"] == "error"]) == 8
-    assert problems[0] == {"severity": "error", "line": 3, "path": problems[0]["path"], "code": "json",
-                           "message": problems[0]["message"]} and "truncated" in problems[0]["message"]
+    assert (
+        problems[0]
+        == {
+            "severity": "error",
+            "line": 3,
+            "path": problems[0]["path"],
+            "code": "json",
+            "message": problems[0]["message"],
+        }
+        and "truncated" in problems[0]["message"]
+    )
     assert [p["line"] for p in problems if p["severity"] == "error"] == sorted(
-        p["line"] for p in problems if p["severity"] == "error")
+        p["line"] for p in problems if p["severity"] == "error"
+    )
     assert found["problems_truncated"] is False
     # the list stays light
     assert "problems" not in next(f for f in sdk.get("/files", cast_type=object)["data"] if f["id"] == bad.id)

@@ -25,8 +25,9 @@ def test_declared_length_over_the_limit_is_refused_before_reading(settings):
 def test_streamed_body_is_cut_as_soon_as_it_passes_the_limit(settings):
     settings.DATASET_MAX_BYTES = 1024 * 1024
     chunk = b"y" * (64 * 1024)
-    status, body, read = call("/console/datasets/upload/", [chunk] * 200,
-                              [(b"content-type", b"multipart/form-data; boundary=zz")])
+    status, body, read = call(
+        "/console/datasets/upload/", [chunk] * 200, [(b"content-type", b"multipart/form-data; boundary=zz")]
+    )
     assert status == 413 and "larger than the limit" in json.loads(body)["errors"]["file"][0]
     limit_chunks = (1024 * 1024 + 64 * 1024) // len(chunk)
     assert read == limit_chunks + 1  # stopped right after the limit, not after 200 chunks (12.5 MiB)

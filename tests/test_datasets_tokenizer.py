@@ -53,12 +53,48 @@ def test_render_and_count_match_transformers(folder_tokenizer):
 
 def test_unit_cached_counts_equal_plain_counts_on_awkward_text(folder_tokenizer):
     rng = random.Random(3)
-    alphabet = ["a", "b", "Z", "7", "42", ".", ",", "'s", "'t", "!", "?", "-", " ", "  ", "\t", "\n", "\n\n", "\r\n",
-                "\xa0", "\u3000", "\x1c", "\x1f", "\u2003", "你", "好", "。", "😀", "é", "<|im_start|>", "<|im_end|>",
-                "<|endoftext|>", "user", "assistant", "{\"k\": 1}", "    ", " \n "]
+    alphabet = [
+        "a",
+        "b",
+        "Z",
+        "7",
+        "42",
+        ".",
+        ",",
+        "'s",
+        "'t",
+        "!",
+        "?",
+        "-",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\xa0",
+        "\u3000",
+        "\x1c",
+        "\x1f",
+        "\u2003",
+        "你",
+        "好",
+        "。",
+        "😀",
+        "é",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "user",
+        "assistant",
+        '{"k": 1}',
+        "    ",
+        " \n ",
+    ]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
-    fresh = CountingTokenizer(folder_tokenizer.backend, folder_tokenizer.chat_template,
-                              folder_tokenizer.special_tokens_map)
+    fresh = CountingTokenizer(
+        folder_tokenizer.backend, folder_tokenizer.chat_template, folder_tokenizer.special_tokens_map
+    )
     fresh._verify_left = 0  # compare by hand below, over every text
     assert fresh._count_cached(texts) == fresh.count_plain(texts)
     assert fresh._count_cached(texts) == fresh.count_plain(texts)  # the second time from the cache

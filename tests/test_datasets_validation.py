@@ -67,8 +67,15 @@ def _reference_tokens(path, tok) -> list[int]:
             continue
         obj = json.loads(raw)
         problems: list = []
-        example, _images = check_example(obj, Category.DPO if "preferred_output" in obj else Category.FUNCTION_CALL
-                                         if "tools" in obj else Category.REASONING, problems)
+        example, _images = check_example(
+            obj,
+            Category.DPO
+            if "preferred_output" in obj
+            else Category.FUNCTION_CALL
+            if "tools" in obj
+            else Category.REASONING,
+            problems,
+        )
         assert not problems
         total = 0
         for messages, tools in prepared_conversations(example, chat_template=tok.chat_template):
@@ -77,8 +84,9 @@ def _reference_tokens(path, tok) -> list[int]:
     return counts
 
 
-@pytest.mark.parametrize("name", ["chat.jsonl", "function_call.jsonl", "reasoning.jsonl", "dpo.jsonl",
-                                  "legacy_input_target.jsonl"])
+@pytest.mark.parametrize(
+    "name", ["chat.jsonl", "function_call.jsonl", "reasoning.jsonl", "dpo.jsonl", "legacy_input_target.jsonl"]
+)
 def test_token_counts_match_the_chat_template_tokenized_one_by_one(name):
     tok = tokenizer()
     expected = _reference_tokens(sample(name), tok)
@@ -86,8 +94,11 @@ def test_token_counts_match_the_chat_template_tokenized_one_by_one(name):
     assert result.tokens == sum(expected) == result.text_tokens
     assert result.longest_example_tokens == max(expected) or name == "dpo.jsonl"
     # The chat template's own tokens are counted: more than the bare contents.
-    bare = sum(len(tok(m["content"], add_special_tokens=False)["input_ids"])
-               for obj in map(json.loads, sample("chat.jsonl").read_bytes().splitlines()) for m in obj["messages"])
+    bare = sum(
+        len(tok(m["content"], add_special_tokens=False)["input_ids"])
+        for obj in map(json.loads, sample("chat.jsonl").read_bytes().splitlines())
+        for m in obj["messages"]
+    )
     if name == "chat.jsonl":
         assert result.tokens > bare
 
@@ -204,8 +215,12 @@ def test_wrong_types_and_roles():
 
 
 def test_chat_category_refuses_tool_calls_and_reasoning_with_the_category_to_choose():
-    obj = {"messages": [{"role": "user", "content": "x"},
-                        {"role": "assistant", "content": "y", "reasoning_content": "because"}]}
+    obj = {
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "y", "reasoning_content": "because"},
+        ]
+    }
     result, _ = run_validator(line(obj), category=Category.CHAT)
     assert result.errors[0].path == "messages[1].reasoning_content" and "deep thinking" in result.errors[0].message
     result, _ = run_validator(sample("function_call.jsonl").read_bytes(), category=Category.CHAT)
@@ -213,24 +228,57 @@ def test_chat_category_refuses_tool_calls_and_reasoning_with_the_category_to_cho
 
 
 def test_function_call_rules():
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
 
     def call(arguments, name="get_weather", call_id="c1"):
-        return {"role": "assistant", "tool_calls": [{"id": call_id, "type": "function",
-                                                     "function": {"name": name, "arguments": arguments}}]}
+        return {
+            "role": "assistant",
+            "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+        }
 
     user = {"role": "user", "content": "Weather in Beijing?"}
     done = {"role": "assistant", "content": "Sunny."}
     bad = [
-        {"messages": [user, call({"city": "Beijing"}), {"role": "tool", "tool_call_id": "c1", "content": "{}"}, done],
-         "tools": tools},
+        {
+            "messages": [
+                user,
+                call({"city": "Beijing"}),
+                {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+                done,
+            ],
+            "tools": tools,
+        },
         {"messages": [user, call("{city: Beijing}"), done], "tools": tools},
-        {"messages": [user, call('{"city": "Beijing"}'), {"role": "tool", "tool_call_id": "zz", "content": "{}"},
-                      done], "tools": tools},
+        {
+            "messages": [
+                user,
+                call('{"city": "Beijing"}'),
+                {"role": "tool", "tool_call_id": "zz", "content": "{}"},
+                done,
+            ],
+            "tools": tools,
+        },
         {"messages": [user, call('{"city": "Beijing"}', name="get_time"), done], "tools": tools},
-        {"messages": [user, done], "tools": [{"type": "function", "function": {"name": "bad name!", "parameters": {
-            "properties": {"a": {"type": "text"}}, "required": ["b"]}}}]},
+        {
+            "messages": [user, done],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "bad name!",
+                        "parameters": {"properties": {"a": {"type": "text"}}, "required": ["b"]},
+                    },
+                }
+            ],
+        },
         {"messages": [user, done], "tools": {"get_weather": {}}},
     ]
     result, _ = run_validator(b"".join(line(o) for o in bad), category=Category.FUNCTION_CALL)
@@ -242,9 +290,12 @@ def test_function_call_rules():
     assert errors[3] == [("messages[2].tool_call_id", 'tool_call_id "zz" does not answer any earlier tool call.')]
     assert errors[4] == [("messages[1].tool_calls[0].function.name", "The function get_time is not defined in tools.")]
     paths5 = [p for p, _m in errors[5]]
-    assert paths5 == ["tools[0].function.name", "tools[0].function.parameters.type",
-                      "tools[0].function.parameters.properties.a.type",
-                      "tools[0].function.parameters.required[0]"]
+    assert paths5 == [
+        "tools[0].function.name",
+        "tools[0].function.parameters.type",
+        "tools[0].function.parameters.properties.a.type",
+        "tools[0].function.parameters.required[0]",
+    ]
     assert errors[6] == [("tools", "tools must be a list, not an object.")]
 
 
@@ -298,9 +349,18 @@ def test_image_urls():
 
 
 def test_image_understanding_needs_exactly_one_image():
-    two = {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": JPEG}}, {"type": "image_url", "image_url": {"url": PNG}}]},
-        {"role": "assistant", "content": "Two pictures."}]}
+    two = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": JPEG}},
+                    {"type": "image_url", "image_url": {"url": PNG}},
+                ],
+            },
+            {"role": "assistant", "content": "Two pictures."},
+        ]
+    }
     none = chat()
     result, _ = run_validator(line(two) + line(none), category=Category.IMAGE_UNDERSTANDING)
     errors = errors_by_line(result)
@@ -370,8 +430,15 @@ def test_progress_is_reported_and_can_cancel():
 
 
 def test_report_cells_never_start_like_a_formula():
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "properties": {}, "required": ["=HYPERLINK(\"http://evil\")"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {"type": "object", "properties": {}, "required": ['=HYPERLINK("http://evil")']},
+            },
+        }
+    ]
     obj = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "tools": tools}
     result, report = run_validator(line(obj), category=Category.FUNCTION_CALL)
     assert str(result.errors[0].message).startswith("=HYPERLINK")  # shown as text on the page

@@ -29,8 +29,9 @@ def media_root(settings, tmp_path):
 
 def upload(client, name: str, category: str = "", data: dict | None = None, **extra):
     with open(sample(name), "rb") as fh:
-        return client.post("/console/datasets/upload/", {"file": fh, "category": category, "name": "", **(data or {})},
-                           **extra)
+        return client.post(
+            "/console/datasets/upload/", {"file": fh, "category": category, "name": "", **(data or {})}, **extra
+        )
 
 
 def media_files() -> list[Path]:
@@ -76,19 +77,36 @@ def test_xhr_upload_answers_json(alice_client):
     assert dataset.category == "dpo" and not dataset.category_auto
 
 
-@pytest.mark.parametrize("name", ["chat.jsonl", "function_call.jsonl", "reasoning.jsonl", "dpo.jsonl",
-                                  "image_generation.jsonl", "image_understanding.jsonl", "legacy_input_target.jsonl"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "chat.jsonl",
+        "function_call.jsonl",
+        "reasoning.jsonl",
+        "dpo.jsonl",
+        "image_generation.jsonl",
+        "image_understanding.jsonl",
+        "legacy_input_target.jsonl",
+    ],
+)
 def test_each_sample_uploads_and_validates_with_the_right_counts(alice_client, name):
     dataset = uploaded(alice_client, name)
-    expected = {"chat.jsonl": 13, "function_call.jsonl": 6, "reasoning.jsonl": 6, "dpo.jsonl": 6,
-                "image_generation.jsonl": 4, "image_understanding.jsonl": 4, "legacy_input_target.jsonl": 5}[name]
+    expected = {
+        "chat.jsonl": 13,
+        "function_call.jsonl": 6,
+        "reasoning.jsonl": 6,
+        "dpo.jsonl": 6,
+        "image_generation.jsonl": 4,
+        "image_understanding.jsonl": 4,
+        "legacy_input_target.jsonl": 5,
+    }[name]
     assert dataset.status == Status.READY and dataset.examples == expected and dataset.error_count == 0
     assert dataset.tokens and dataset.tokens > 0 and dataset.base_model.code == "smollm2-135m-instruct"
     assert dataset.bytes_read == dataset.bytes and dataset.report
     html = alice_client.get(f"/console/datasets/{dataset.public_id}/").content.decode()
     assert 'data-testid="ready-banner"' in html and f'data-testid="stat-examples">{expected}<' in html
     assert html.count('data-testid="example"') == min(expected, 10)
-    assert "hx-trigger" not in html.split('<main', 1)[1]  # final: nothing in the page polls (the top bar may)
+    assert "hx-trigger" not in html.split("<main", 1)[1]  # final: nothing in the page polls (the top bar may)
 
 
 def test_preview_renders_tool_calls_reasoning_and_images(alice_client):
@@ -178,8 +196,9 @@ def test_too_large_upload_is_stopped_while_streaming_and_leaves_nothing(alice_cl
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "uploads")
     body = (b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n') * 3000
     assert settings.DATASET_MAX_BYTES < len(body) < settings.DATASET_MAX_BYTES + 64 * 1024
-    response = alice_client.post("/console/datasets/upload/", {"file": SimpleUploadedFile("big.jsonl", body)},
-                                 HTTP_ACCEPT="application/json")
+    response = alice_client.post(
+        "/console/datasets/upload/", {"file": SimpleUploadedFile("big.jsonl", body)}, HTTP_ACCEPT="application/json"
+    )
     assert response.status_code == 413 and "larger than the limit of 200.0 KiB" in response.json()["errors"]["file"][0]
     assert not Dataset.objects.exists() and media_files() == [] and list((tmp_path / "uploads").iterdir()) == []
 
@@ -196,9 +215,17 @@ def test_list_search_pagination_and_empty_state(alice_client, alice):
     html = alice_client.get("/console/datasets/").content.decode()
     assert 'data-testid="empty-state"' in html and "Upload your first dataset" in html
     Dataset.objects.bulk_create(
-        Dataset(owner=alice, name=f"set {i:02d}" + (" support" if i % 5 == 0 else ""), filename="x.jsonl",
-                file=f"datasets/{alice.pk}/x{i}.jsonl", bytes=1000 + i, status=Status.READY, category="chat",
-                examples=i, tokens=i * 10)
+        Dataset(
+            owner=alice,
+            name=f"set {i:02d}" + (" support" if i % 5 == 0 else ""),
+            filename="x.jsonl",
+            file=f"datasets/{alice.pk}/x{i}.jsonl",
+            bytes=1000 + i,
+            status=Status.READY,
+            category="chat",
+            examples=i,
+            tokens=i * 10,
+        )
         for i in range(45)
     )
     html = alice_client.get("/console/datasets/").content.decode()
@@ -213,8 +240,19 @@ def test_list_search_pagination_and_empty_state(alice_client, alice):
 
 def test_list_at_ten_thousand_rows_uses_a_fixed_number_of_queries(alice_client, alice):
     Dataset.objects.bulk_create(
-        [Dataset(owner=alice, name=f"d{i}", filename="x.jsonl", file=f"datasets/{alice.pk}/{i}.jsonl", bytes=i,
-                 status=Status.READY, category="chat", examples=i) for i in range(10_000)],
+        [
+            Dataset(
+                owner=alice,
+                name=f"d{i}",
+                filename="x.jsonl",
+                file=f"datasets/{alice.pk}/{i}.jsonl",
+                bytes=i,
+                status=Status.READY,
+                category="chat",
+                examples=i,
+            )
+            for i in range(10_000)
+        ],
         batch_size=2000,
     )
     with CaptureQueriesContext(connection) as ctx:
@@ -273,9 +311,13 @@ def _make_job(owner, dataset, base_model, model):
 def test_another_users_dataset_is_404_everywhere(alice_client, client, bob):
     dataset = uploaded(alice_client, "broken_chat.jsonl")
     client.force_login(bob)
-    for url in (f"/console/datasets/{dataset.public_id}/", f"/console/datasets/{dataset.public_id}/live/",
-                f"/console/datasets/{dataset.public_id}/issues.csv", f"/console/datasets/{dataset.public_id}/download/",
-                f"/console/datasets/{dataset.public_id}/delete/"):
+    for url in (
+        f"/console/datasets/{dataset.public_id}/",
+        f"/console/datasets/{dataset.public_id}/live/",
+        f"/console/datasets/{dataset.public_id}/issues.csv",
+        f"/console/datasets/{dataset.public_id}/download/",
+        f"/console/datasets/{dataset.public_id}/delete/",
+    ):
         assert client.get(url).status_code == 404, url
         assert client.get(url, HTTP_HX_REQUEST="true").status_code == 404, url
     assert client.post(f"/console/datasets/{dataset.public_id}/delete/").status_code == 404

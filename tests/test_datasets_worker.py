@@ -39,23 +39,36 @@ def test_uploaded_samples_are_validated_by_the_worker(celery_worker, alice_clien
         assert good.status == Status.READY and good.examples == 13 and good.tokens > 0 and good.category == "chat"
         assert bad.status == Status.INVALID and bad.error_count == 8
         assert sorted(bad.issues.filter(severity="error").values_list("line", flat=True).distinct()) == [
-            3, 4, 5, 7, 8, 9, 11, 12]
+            3,
+            4,
+            5,
+            7,
+            8,
+            9,
+            11,
+            12,
+        ]
     finally:
         for dataset in Dataset.objects.filter(pk__in=pks):
             dataset_delete(dataset=dataset)
 
 
 def test_live_progress_comes_from_the_worker(celery_worker, alice_client, alice):
-    row = {"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                        {"role": "user", "content": "Explain the water cycle in a few sentences, please. " * 3},
-                        {"role": "assistant", "content": "Water evaporates, condenses into clouds and falls. " * 6}]}
+    row = {
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Explain the water cycle in a few sentences, please. " * 3},
+            {"role": "assistant", "content": "Water evaporates, condenses into clouds and falls. " * 6},
+        ]
+    }
     lines = []
     for i in range(40_000):
         row["messages"][1]["content"] = f"Question {i}: explain the water cycle, please. " * 3
         lines.append(json.dumps(row))
     body = ("\n".join(lines) + "\n").encode()
-    response = alice_client.post("/console/datasets/upload/",
-                                 {"file": SimpleUploadedFile("big.jsonl", body), "category": "chat"})
+    response = alice_client.post(
+        "/console/datasets/upload/", {"file": SimpleUploadedFile("big.jsonl", body), "category": "chat"}
+    )
     assert response.status_code == 302
     dataset = Dataset.objects.get(owner=alice)
     try:

@@ -39,8 +39,20 @@ def test_wilson_interval_and_t_interval():
 
 @pytest.mark.parametrize(
     ("reply", "score"),
-    [("8", 8), ("Score: 7/10", 7), ("**9**", 9), ("4/5", 8.2), ("0.8", 8.2), ("10.", 10), ("no idea", None),
-     ("", None), (None, None), (" tok0 tok1 tok2", None), ("15", None), ("I'd say 6 out of 10", 6)],
+    [
+        ("8", 8),
+        ("Score: 7/10", 7),
+        ("**9**", 9),
+        ("4/5", 8.2),
+        ("0.8", 8.2),
+        ("10.", 10),
+        ("no idea", None),
+        ("", None),
+        (None, None),
+        (" tok0 tok1 tok2", None),
+        ("15", None),
+        ("I'd say 6 out of 10", 6),
+    ],
 )
 def test_judge_scores_are_read_robustly(reply, score):
     assert v.parse_score(reply) == (pytest.approx(score) if score is not None else None)
@@ -48,8 +60,17 @@ def test_judge_scores_are_read_robustly(reply, score):
 
 @pytest.mark.parametrize(
     ("reply", "choice"),
-    [("A", "A"), ("[[B]]", "B"), ("Tie.", "tie"), ("Answer B is better.", "B"), ("  **A**", "A"),
-     ("Both are equal", "tie"), ("a good answer", None), ("tok0 tok1", None), ("", None)],
+    [
+        ("A", "A"),
+        ("[[B]]", "B"),
+        ("Tie.", "tie"),
+        ("Answer B is better.", "B"),
+        ("  **A**", "A"),
+        ("Both are equal", "tie"),
+        ("a good answer", None),
+        ("tok0 tok1", None),
+        ("", None),
+    ],
 )
 def test_pairwise_choices_are_read_robustly(reply, choice):
     assert v.parse_choice(reply) == choice
@@ -75,8 +96,7 @@ def test_verdict_with_a_judge_better_same_worse_and_not_measurable():
     one = v.main_verdict(pairwise=v.Pairwise(wins=1), f1_base=[0.0], f1_tune=[1.0])
     assert (one.kind, one.text) == ("unmeasurable", "Not measurable: 1 prompt")
     # Judged too few to measure (the other replies unreadable): the F1 difference over all of them decides.
-    f1 = v.main_verdict(pairwise=v.Pairwise(wins=2, unjudged=4), f1_base=[0.1] * 6,
-                        f1_tune=[0.9, 0.8, 1, 0.7, 0.9, 1])
+    f1 = v.main_verdict(pairwise=v.Pairwise(wins=2, unjudged=4), f1_base=[0.1] * 6, f1_tune=[0.9, 0.8, 1, 0.7, 0.9, 1])
     assert f1.kind == "better" and f1.n == 6 and "F1 0.10 → 0.88" in f1.text
 
 
@@ -96,8 +116,9 @@ def test_regression_check_and_the_one_line_verdict():
     fine = v.regression_verdict(pairwise=v.Pairwise(wins=4, losses=4, ties=12), f1_base=[], f1_tune=[])
     assert fine["kind"] == "ok"
     line = v.verdict(main=main, regression=fine)
-    assert line.text.startswith("Better than base on 18 of 20 prompts (win rate 0.90, 95% CI 0.70–0.97); "
-                                "no regression on 20 general prompts")
+    assert line.text.startswith(
+        "Better than base on 18 of 20 prompts (win rate 0.90, 95% CI 0.70–0.97); no regression on 20 general prompts"
+    )
     forgot = v.regression_verdict(pairwise=v.Pairwise(wins=0, losses=15, ties=5), f1_base=[], f1_tune=[])
     assert forgot["kind"] == "regressed"
     line = v.verdict(main=main, regression=forgot)
@@ -110,10 +131,12 @@ def test_regression_check_and_the_one_line_verdict():
 
 
 def test_best_model_is_the_highest_judge_score_else_f1_never_the_base():
-    means = [{"code": "base", "role": "base", "f1": 0.99, "judge": 9.9},
-             {"code": "c1", "role": "checkpoint", "f1": 0.7, "judge": 8.0},
-             {"code": "c2", "role": "checkpoint", "f1": 0.9, "judge": 6.0},
-             {"code": "r", "role": "result", "f1": 0.8, "judge": 7.0}]
+    means = [
+        {"code": "base", "role": "base", "f1": 0.99, "judge": 9.9},
+        {"code": "c1", "role": "checkpoint", "f1": 0.7, "judge": 8.0},
+        {"code": "c2", "role": "checkpoint", "f1": 0.9, "judge": 6.0},
+        {"code": "r", "role": "result", "f1": 0.8, "judge": 7.0},
+    ]
     assert v.best_model(means) == "c1"
     assert v.best_model([{**m, "judge": None} for m in means]) == "c2"
     assert v.best_model([{**m, "judge": None, "f1": 0.5} for m in means]) == "r"  # a tie goes to the later one
@@ -137,13 +160,22 @@ def _task(user, tag: str, validation: int = 6) -> tuple[FineTuningJob, FineTuned
 
 def _checkpoint(card: FineTunedModel, step: int) -> FineTunedModel:
     return FineTunedModel.objects.create(
-        code=f"{card.code}:ckpt-step-{step}", owner=card.owner, base_model=card.base_model, method=card.method,
-        training_type=card.training_type, path=card.path, checkpoint_of=card, epoch=step // 3, step=step,
+        code=f"{card.code}:ckpt-step-{step}",
+        owner=card.owner,
+        base_model=card.base_model,
+        method=card.method,
+        training_type=card.training_type,
+        path=card.path,
+        checkpoint_of=card,
+        epoch=step // 3,
+        step=step,
     )
 
 
-GENERAL = {json.loads(line)["messages"][0]["content"]: json.loads(line)["messages"][1]["content"]
-           for line in (services.REGRESSION_DIR / "default.jsonl").read_text().splitlines()}
+GENERAL = {
+    json.loads(line)["messages"][0]["content"]: json.loads(line)["messages"][1]["content"]
+    for line in (services.REGRESSION_DIR / "default.jsonl").read_text().splitlines()
+}
 
 
 class Models:
@@ -195,8 +227,9 @@ def test_an_evaluation_with_checkpoints_a_judge_and_general_prompts(alice, monke
     later, earlier = _checkpoint(card, 6), _checkpoint(card, 3)
     gone = _checkpoint(card, 9)
     FineTunedModel.objects.filter(pk=gone.pk).update(deleted_at=timezone.now())  # a deleted one is not asked
-    WebhookEndpoint.objects.create(user=alice, url="https://example.com/hook", events=["evaluation.completed"],
-                                   secret="whsec_" + "A" * 44)
+    WebhookEndpoint.objects.create(
+        user=alice, url="https://example.com/hook", events=["evaluation.completed"], secret="whsec_" + "A" * 44
+    )
     models = Models(card)
     monkeypatch.setattr(services, "chat_complete", models)
     evaluation = services.evaluation_start(job=job, judge_model=card.base_model.code)
@@ -254,8 +287,18 @@ def test_one_prompt_is_not_measurable_and_the_card_says_so(client, alice, monkey
 
 def test_a_user_dataset_as_the_general_prompts(alice, monkeypatch):
     job, card = _task(alice, "own")
-    own = make_dataset(alice, [{"messages": [{"role": "user", "content": "What is the capital of Japan?"},
-                                             {"role": "assistant", "content": "Tokyo"}]}], name="general")
+    own = make_dataset(
+        alice,
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "What is the capital of Japan?"},
+                    {"role": "assistant", "content": "Tokyo"},
+                ]
+            }
+        ],
+        name="general",
+    )
     monkeypatch.setattr(services, "chat_complete", Models(card))
     evaluation = services.evaluation_start(job=job, regression="dataset", regression_dataset=own)
     services.evaluation_run(evaluation=evaluation)
@@ -292,11 +335,13 @@ def test_repair_requeues_a_stale_evaluation_once_then_fails_it_with_the_reason(
 ):
     job, card = _task(alice, "r1")
     stale = timezone.now() - timedelta(minutes=10)
-    evaluation = Evaluation.objects.create(job=job, model=card, status="running", attempts=1, heartbeat_at=stale,
-                                           regression="none")
+    evaluation = Evaluation.objects.create(
+        job=job, model=card, status="running", attempts=1, heartbeat_at=stale, regression="none"
+    )
     fresh_job, fresh_card = _task(alice, "r2")
-    fresh = Evaluation.objects.create(job=fresh_job, model=fresh_card, status="running", attempts=1,
-                                      heartbeat_at=timezone.now())
+    fresh = Evaluation.objects.create(
+        job=fresh_job, model=fresh_card, status="running", attempts=1, heartbeat_at=timezone.now()
+    )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         counts = services.evaluations_repair(heartbeat_timeout=300)
     assert counts["requeued"] == 1 and len(callbacks) == 1  # sent to a worker once the requeue commits
@@ -401,17 +446,38 @@ def test_evaluations_made_before_answers_had_rows_are_moved_into_rows(client, al
 
     migration = importlib.import_module("experience.migrations.0002_evaluation_answers_judge_regression")
     job, card = _task(alice, "old")
-    old = Evaluation.objects.create(job=job, model=card, status="succeeded", total=1, done=1, base_f1=0.0,
-                                    tune_f1=1.0, base_exact=0.0, tune_exact=1.0, source="validation set val")
-    EvaluationItem.objects.create(evaluation=old, index=0, messages=[{"role": "user", "content": "Widget 1?"}],
-                                  reference="Widget 1 is green.", base_answer="I do not know.",
-                                  tune_answer="Widget 1 is green.", tune_f1=1.0, tune_exact=1.0)
+    old = Evaluation.objects.create(
+        job=job,
+        model=card,
+        status="succeeded",
+        total=1,
+        done=1,
+        base_f1=0.0,
+        tune_f1=1.0,
+        base_exact=0.0,
+        tune_exact=1.0,
+        source="validation set val",
+    )
+    EvaluationItem.objects.create(
+        evaluation=old,
+        index=0,
+        messages=[{"role": "user", "content": "Widget 1?"}],
+        reference="Widget 1 is green.",
+        base_answer="I do not know.",
+        tune_answer="Widget 1 is green.",
+        tune_f1=1.0,
+        tune_exact=1.0,
+    )
     migration.answers_of_old_evaluations(apps, None)
     old.refresh_from_db()
-    assert old.evaluated == [{"code": card.base_model.code, "role": "base", "step": None},
-                             {"code": card.code, "role": "result", "step": None}]
+    assert old.evaluated == [
+        {"code": card.base_model.code, "role": "base", "step": None},
+        {"code": card.code, "role": "result", "step": None},
+    ]
     assert sorted(EvaluationAnswer.objects.filter(item__evaluation=old).values_list("role", "answer", "f1")) == [
-        ("base", "I do not know.", 0.0), ("result", "Widget 1 is green.", 1.0)]
+        ("base", "I do not know.", 0.0),
+        ("result", "Widget 1 is green.", 1.0),
+    ]
     client.force_login(alice)
     page = client.get(f"/console/models/{card.code}/").content.decode()
     assert "I do not know." in page and "<strong>0.00</strong> → fine-tune <strong>1.00</strong>" in page

@@ -64,6 +64,7 @@ def test_session_chat_endpoint_needs_csrf_and_answers_with_the_gateways_errors(t
     """(transactional: the gateway resolves the route on a thread of its own, which sees committed rows only)"""
     job = _job(alice, "c1", status="succeeded")
     card = make_card(job)
+
     # The URL's view hands the request to the ASGI endpoint (experience/asgi.py), the one that serves it under
     # uvicorn. It is async: the test client drives it with async_to_sync, which refuses a thread whose event loop
     # runs (Playwright's, in a browser test's module). A plain thread has none.
@@ -267,8 +268,18 @@ def test_playground_lists_models_it_cannot_serve_disabled_with_the_reason(client
 def test_evaluation_headline_says_how_many_prompts_and_when_too_few_to_mean_anything(client, alice, total):
     job = _job(alice, f"n{total}", status="succeeded")
     card = make_card(job)
-    Evaluation.objects.create(job=job, model=card, status="succeeded", total=total, done=total, base_f1=0.09,
-                              tune_f1=1.0, base_exact=0, tune_exact=1, source="examples held back from train")
+    Evaluation.objects.create(
+        job=job,
+        model=card,
+        status="succeeded",
+        total=total,
+        done=total,
+        base_f1=0.09,
+        tune_f1=1.0,
+        base_exact=0,
+        tune_exact=1,
+        source="examples held back from train",
+    )
     client.force_login(alice)
     page = client.get(f"/console/models/{card.code}/").content.decode()
     assert "<strong>0.09</strong> → fine-tune <strong>1.00</strong>" in page

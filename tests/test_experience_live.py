@@ -97,8 +97,14 @@ def test_the_gateway_stops_a_generation_at_its_time_limit_and_cancels_a_call_who
 
     async def stream() -> tuple[list[bytes], float]:
         started = time.perf_counter()
-        raw = json.dumps({"model": deployment.code, "messages": [{"role": "user", "content": "hi"}], "stream": True,
-                          "max_tokens": 100}).encode()
+        raw = json.dumps(
+            {
+                "model": deployment.code,
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+                "max_tokens": 100,
+            }
+        ).encode()
         reply = await gateway.handle("POST", raw, "limit-1", user=alice)
         return [part async for part in reply.body], time.perf_counter() - started
 
@@ -115,8 +121,9 @@ def test_the_gateway_stops_a_generation_at_its_time_limit_and_cancels_a_call_who
     sent: list[dict] = []
 
     async def leave_early() -> float:
-        raw = json.dumps({"model": deployment.code, "messages": [{"role": "user", "content": "bye"}],
-                          "max_tokens": 150}).encode()  # 18 s of generation, not streamed
+        raw = json.dumps(
+            {"model": deployment.code, "messages": [{"role": "user", "content": "bye"}], "max_tokens": 150}
+        ).encode()  # 18 s of generation, not streamed
         started = time.perf_counter()
 
         async def receive():
@@ -296,15 +303,23 @@ def test_evaluation_of_a_task_answers_with_base_and_fine_tune_through_the_pool(
         )
         FineTuningJob.objects.filter(pk=job.pk).update(result=card)
         checkpoint = FineTunedModel.objects.create(
-            code=f"{card.code}:ckpt-step-2", owner=alice, base_model=tiny_base, method="sft", training_type="lora",
-            path=str(tiny_lora_dir), checkpoint_of=card, epoch=1, step=2,
+            code=f"{card.code}:ckpt-step-2",
+            owner=alice,
+            base_model=tiny_base,
+            method="sft",
+            training_type="lora",
+            path=str(tiny_lora_dir),
+            checkpoint_of=card,
+            epoch=1,
+            step=2,
         )
         general = make_dataset(alice, chat_lines(2), name="general")
         job.refresh_from_db()
         # The base model judges: its replies are the tiny model's nonsense, and a judgement whose prompt does not fit
         # its 256-token context is refused by the gateway; either way no score, counted, never a crash.
-        evaluation = services.evaluation_start(job=job, judge_model=tiny_base.code, rubric="Grade it.",
-                                               regression="dataset", regression_dataset=general)
+        evaluation = services.evaluation_start(
+            job=job, judge_model=tiny_base.code, rubric="Grade it.", regression="dataset", regression_dataset=general
+        )
         wait_for(
             lambda: Evaluation.objects.get(pk=evaluation.pk).is_final,
             timeout=300,
@@ -333,8 +348,10 @@ def test_evaluation_of_a_task_answers_with_base_and_fine_tune_through_the_pool(
         judge_replies += [r for i in items for r in i.pair_replies]
         refused = [r for r in judge_replies if "has a context of 256 tokens" in r]
         calls = len(answers) + len(judge_replies) - len(refused)
-        assert all(len(i.pair_replies) == (2 if all(a.answer for a in i.answers.all() if a.role != "checkpoint")
-                                           else 0) for i in items)
+        assert all(
+            len(i.pair_replies) == (2 if all(a.answer for a in i.answers.all() if a.role != "checkpoint") else 0)
+            for i in items
+        )
         recorded = ApiCall.objects.filter(user=alice)
         wait_for(lambda: recorded.count() == calls, timeout=10, what=f"{calls} recorded calls")
         assert set(recorded.values_list("model", flat=True)) == {tiny_base.code, checkpoint.code, card.code}

@@ -51,8 +51,9 @@ def _zip_of(response) -> zipfile.ZipFile:
     return zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
 
 
-def test_the_merged_download_loads_without_peft_and_answers_as_base_plus_adapter(alice_client, alice, tiny_base,
-                                                                                tiny_model_dir, tmp_path):
+def test_the_merged_download_loads_without_peft_and_answers_as_base_plus_adapter(
+    alice_client, alice, tiny_base, tiny_model_dir, tmp_path
+):
     card = _lora_card(alice, tiny_base, tiny_model_dir, tmp_path)
     page = alice_client.get(f"/console/models/{card.code}/").content.decode()
     assert 'data-testid="card-merged-export"' in page and 'data-testid="merged-build"' in page
@@ -90,16 +91,18 @@ def test_the_merged_download_loads_without_peft_and_answers_as_base_plus_adapter
         "    print(json.dumps(model(ids).logits[0, -1, :8].tolist()))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    run = subprocess.run([sys.executable, "-c", script, str(merged)], capture_output=True, text=True, env=env,
-                         timeout=180)
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(merged)], capture_output=True, text=True, env=env, timeout=180
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     theirs = json.loads(run.stdout.strip().splitlines()[-1])
     ours, base = _logits(tiny_model_dir, Path(card.path))
     assert theirs == pytest.approx(ours, abs=1e-4) and theirs != pytest.approx(base, abs=1e-4)
 
 
-def test_only_the_owner_builds_and_downloads_and_only_lora_fine_tunes(alice_client, alice, bob, tiny_base,
-                                                                      tiny_model_dir, tmp_path):
+def test_only_the_owner_builds_and_downloads_and_only_lora_fine_tunes(
+    alice_client, alice, bob, tiny_base, tiny_model_dir, tmp_path
+):
     bob_client = type(alice_client)()
     bob_client.force_login(bob)
     card = _lora_card(alice, tiny_base, tiny_model_dir, tmp_path)
@@ -116,8 +119,9 @@ def test_only_the_owner_builds_and_downloads_and_only_lora_fine_tunes(alice_clie
         exports.merged_export_request(model=full)
 
 
-def test_a_failed_build_says_why_and_can_be_tried_again(alice_client, alice, tiny_base, tiny_model_dir, tmp_path,
-                                                       settings):
+def test_a_failed_build_says_why_and_can_be_tried_again(
+    alice_client, alice, tiny_base, tiny_model_dir, tmp_path, settings
+):
     card = _lora_card(alice, tiny_base, tiny_model_dir, tmp_path)
     location = tiny_base.weights_location
     BaseModel.objects.filter(pk=tiny_base.pk).update(weights_location=str(tmp_path / "gone"))
@@ -125,7 +129,8 @@ def test_a_failed_build_says_why_and_can_be_tried_again(alice_client, alice, tin
     failed = exports.merged_export_build(export_id=export.pk)
     assert failed.status == ExportStatus.FAILED and failed.error == (
         f"the base model {tiny_base.code} cannot be read here: The folder configured for its weights has no model "
-        "in it.")
+        "in it."
+    )
     page = alice_client.get(f"/console/models/{card.code}/").content.decode()
     assert 'data-testid="merged-error"' in page and "Try again" in page
     assert not list(Path(settings.MODELS_DIR).glob("exports/export-*"))  # no scratch left behind
@@ -137,8 +142,9 @@ def test_a_failed_build_says_why_and_can_be_tried_again(alice_client, alice, tin
     assert exports.merged_export_build(export_id=export.pk).status == ExportStatus.READY
 
 
-def test_deleting_the_model_deletes_its_merged_files(alice, tiny_base, tiny_model_dir, tmp_path,
-                                                     django_capture_on_commit_callbacks, settings):
+def test_deleting_the_model_deletes_its_merged_files(
+    alice, tiny_base, tiny_model_dir, tmp_path, django_capture_on_commit_callbacks, settings
+):
     settings.MEDIA_ROOT = str(tmp_path / "media")
     card = _lora_card(alice, tiny_base, tiny_model_dir, tmp_path)
     export = exports.merged_export_build(export_id=exports.merged_export_request(model=card).pk)
@@ -151,9 +157,9 @@ def test_deleting_the_model_deletes_its_merged_files(alice, tiny_base, tiny_mode
 @pytest.mark.browser
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_in_chromium_a_worker_builds_it_and_the_card_offers_the_zip(celery_worker, page, live_server, alice,
-                                                                    tiny_base, tiny_model_dir, tmp_path,
-                                                                    screenshot_dir):
+def test_in_chromium_a_worker_builds_it_and_the_card_offers_the_zip(
+    celery_worker, page, live_server, alice, tiny_base, tiny_model_dir, tmp_path, screenshot_dir
+):
     card = _lora_card(alice, tiny_base, tiny_model_dir, tmp_path)
     page.goto(f"{live_server.url}/console/")
     page.fill("#id_username", "alice")

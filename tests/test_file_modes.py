@@ -39,10 +39,22 @@ def _console(var: Path, script: str, *, umask: int = 0o022) -> subprocess.Comple
     """Run ``script`` in a fresh process with the console's development settings on ``var`` (started, as a shell
     would start it, with a permissive umask: the console must set its own)."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "MEDIA_ROOT"}}
-    env.update(DJANGO_SETTINGS_MODULE="console.settings", CONSOLE_ENV="development", CONSOLE_VAR_DIR=str(var),
-               CONSOLE_MODELS_DIR=str(var / "models"), PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=240, preexec_fn=lambda: os.umask(umask))
+    env.update(
+        DJANGO_SETTINGS_MODULE="console.settings",
+        CONSOLE_ENV="development",
+        CONSOLE_VAR_DIR=str(var),
+        CONSOLE_MODELS_DIR=str(var / "models"),
+        PYTHONPATH=str(ROOT),
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=lambda: os.umask(umask),
+    )
 
 
 WRITE_EVERYTHING = """
@@ -79,19 +91,38 @@ import sys; sys.stdout.flush(); sys.stdin.read()
 def test_what_the_console_writes_is_unreadable_to_other_users(open_dir):
     var = open_dir / "var"
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "MEDIA_ROOT"}}
-    env.update(DJANGO_SETTINGS_MODULE="console.settings", CONSOLE_ENV="development", CONSOLE_VAR_DIR=str(var),
-               CONSOLE_MODELS_DIR=str(var / "models"), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", WRITE_EVERYTHING], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.umask(0o022))
+    env.update(
+        DJANGO_SETTINGS_MODULE="console.settings",
+        CONSOLE_ENV="development",
+        CONSOLE_VAR_DIR=str(var),
+        CONSOLE_MODELS_DIR=str(var / "models"),
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITE_EVERYTHING],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.umask(0o022),
+    )
     try:
         line = proc.stdout.readline()
         assert line.strip() == "written", proc.stderr.read() if proc.poll() is not None else line
         written = sorted(p for p in var.rglob("*"))
         names = {p.relative_to(var).as_posix() for p in written}
-        for expected in ("console.sqlite3", "console.sqlite3-wal", "secret_key", "media/datasets/1/train.jsonl",
-                         "media/jobs/1/task/checkpoint-1/adapter.safetensors", "serving/logs/instance-1.log",
-                         "worker.pid", "test.sock"):
+        for expected in (
+            "console.sqlite3",
+            "console.sqlite3-wal",
+            "secret_key",
+            "media/datasets/1/train.jsonl",
+            "media/jobs/1/task/checkpoint-1/adapter.safetensors",
+            "serving/logs/instance-1.log",
+            "worker.pid",
+            "test.sock",
+        ):
             assert expected in names, sorted(names)
         assert any(name.startswith("mail/") for name in names), sorted(names)
         for path in [var, *written]:
@@ -108,8 +139,12 @@ def test_what_the_console_writes_is_unreadable_to_other_users(open_dir):
 
 def test_start_fixes_and_reports_what_an_older_version_left_readable(open_dir):
     var = open_dir / "var"
-    old = {"console.sqlite3": b"SQLite format 3", "media/datasets/1/train.jsonl": b"{}", "mail/1.log": b"mail",
-           "serving/logs/instance-1.log": b"log"}
+    old = {
+        "console.sqlite3": b"SQLite format 3",
+        "media/datasets/1/train.jsonl": b"{}",
+        "mail/1.log": b"mail",
+        "serving/logs/instance-1.log": b"log",
+    }
     for name, content in old.items():
         path = var / name
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)

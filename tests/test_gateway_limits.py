@@ -140,11 +140,17 @@ def _unreachable_deployment(owner):
     from modelcards.models import BaseModel
 
     node = Node.objects.update_or_create(name="nowhere", defaults={"heartbeat_at": timezone.now() + timedelta(1)})[0]
-    deployment = Deployment.objects.create(owner=owner, code=f"nowhere-{owner.pk}", status="running",
-                                           base_model=BaseModel.objects.order_by("pk").first(),
-                                           desired_instances=1, ready_instances=1)
-    Instance.objects.create(deployment=deployment, node=node, runtime="transformers", state="ready", port=9,
-                            upstream_model="x")
+    deployment = Deployment.objects.create(
+        owner=owner,
+        code=f"nowhere-{owner.pk}",
+        status="running",
+        base_model=BaseModel.objects.order_by("pk").first(),
+        desired_instances=1,
+        ready_instances=1,
+    )
+    Instance.objects.create(
+        deployment=deployment, node=node, runtime="transformers", state="ready", port=9, upstream_model="x"
+    )
     return deployment
 
 

@@ -60,8 +60,11 @@ def test_validation_messages_follow_the_readers_language(alice_client, alice, al
     assert '未知角色 "bot"' in text and "该行与第 1 行完全相同。" in text
     assert "Unknown role" not in text and "repeats line" not in text
     # The API speaks the platform's language (English) unless the client asks for another.
-    problems = Client().get(f"/api/paas/v4/files/{dataset.public_id}",
-                            HTTP_AUTHORIZATION=f"Bearer {alice_key}").json()["problems"]
+    problems = (
+        Client()
+        .get(f"/api/paas/v4/files/{dataset.public_id}", HTTP_AUTHORIZATION=f"Bearer {alice_key}")
+        .json()["problems"]
+    )
     assert any(p["message"].startswith('Unknown role "bot"') for p in problems)
     assert not any(re.search(r"[\u4e00-\u9fff]", p["message"]) for p in problems)
 
@@ -98,10 +101,19 @@ def test_a_message_is_stored_as_its_template_and_parameters():
     assert message.english() == "The user message has no content."
 
 
-@pytest.mark.parametrize("line", [
-    b'{"messages": [1,]}', b"{'messages': []}", b'{"messages" []}', b'{"messages": [1 2]}',
-    b'{"messages": "a\tb"}', b'{"messages": "\\q"}', b"nope", b'{"messages": [], "a": "cut',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"messages": [1,]}',
+        b"{'messages': []}",
+        b'{"messages" []}',
+        b'{"messages": [1 2]}',
+        b'{"messages": "a\tb"}',
+        b'{"messages": "\\q"}',
+        b"nope",
+        b'{"messages": [], "a": "cut',
+    ],
+)
 def test_json_errors_are_ours_with_the_column(line):
     result = Validator(category="chat").run(io.BytesIO(line + b"\n"))
     (issue,) = result.errors

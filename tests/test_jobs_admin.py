@@ -11,8 +11,20 @@ from .jobs_support import chat_lines, make_dataset
 
 pytestmark = pytest.mark.django_db
 
-LIVE_FIELDS = ["status", "owner", "base_model", "training_dataset", "hyperparameters", "resolved_hyperparameters",
-               "estimated_cost", "actual_cost", "trained_tokens", "progress", "method", "training_type"]
+LIVE_FIELDS = [
+    "status",
+    "owner",
+    "base_model",
+    "training_dataset",
+    "hyperparameters",
+    "resolved_hyperparameters",
+    "estimated_cost",
+    "actual_cost",
+    "trained_tokens",
+    "progress",
+    "method",
+    "training_type",
+]
 
 
 def _running_job(alice, tiny_base) -> FineTuningJob:
@@ -32,10 +44,20 @@ def test_change_form_of_a_running_task_edits_none_of_its_live_state(admin_client
         assert f'name="{name}"' not in html, name
     assert "running" in html.lower()  # shown, read-only
     before = FineTuningJob.objects.values().get(pk=job.pk)
-    admin_client.post(url, {"status": "succeeded", "owner": bob.pk, "hyperparameters": '{"n_epochs": 50}',
-                            "actual_cost": "0", "progress": "{}", "checkpoints-TOTAL_FORMS": "0",
-                            "checkpoints-INITIAL_FORMS": "0", "events-TOTAL_FORMS": "0",
-                            "events-INITIAL_FORMS": "0"})
+    admin_client.post(
+        url,
+        {
+            "status": "succeeded",
+            "owner": bob.pk,
+            "hyperparameters": '{"n_epochs": 50}',
+            "actual_cost": "0",
+            "progress": "{}",
+            "checkpoints-TOTAL_FORMS": "0",
+            "checkpoints-INITIAL_FORMS": "0",
+            "events-TOTAL_FORMS": "0",
+            "events-INITIAL_FORMS": "0",
+        },
+    )
     assert FineTuningJob.objects.values().get(pk=job.pk) == before
 
 

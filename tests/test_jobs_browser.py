@@ -41,11 +41,17 @@ def test_watch_a_task_train(page, live_server, alice, tiny_base, training_worker
     page.wait_for_selector("[data-testid=status]")
     job = FineTuningJob.objects.get(owner=alice)
 
-    wait_for(lambda: page.query_selector("[data-testid=progress]") and _progress(page) > 0, timeout=120,
-             what="the progress bar to move")
+    wait_for(
+        lambda: page.query_selector("[data-testid=progress]") and _progress(page) > 0,
+        timeout=120,
+        what="the progress bar to move",
+    )
     first_progress, first_points = _progress(page), _points(page)
-    wait_for(lambda: _progress(page) > first_progress + 5 and _points(page) > first_points, timeout=120,
-             what="the bar and the chart to advance")
+    wait_for(
+        lambda: _progress(page) > first_progress + 5 and _points(page) > first_points,
+        timeout=120,
+        what="the bar and the chart to advance",
+    )
     assert page.inner_text("[data-testid=status]") == "Running"
     page.screenshot(path=str(screenshot_dir / "job-running.png"), full_page=True)
     page.click("text=Cancel task")

@@ -23,8 +23,9 @@ def _job(owner, base, *, losses=(), evals=None, dataset=None, **kwargs) -> FineT
     total = max(len(losses), 1)
     rows = [{"current_steps": i + 1, "loss": v} for i, v in enumerate(losses)]
     rows += [{"current_steps": step, "eval_loss": v} for step, v in (evals or {}).items()]
-    JobEvent.objects.bulk_create([JobEvent(job=job, type="metrics", message="m", data={**row, "total_steps": total})
-                                  for row in rows])
+    JobEvent.objects.bulk_create(
+        [JobEvent(job=job, type="metrics", message="m", data={**row, "total_steps": total}) for row in rows]
+    )
     return job
 
 
@@ -63,7 +64,7 @@ def test_chart_overlays_one_line_per_task_with_a_legend(alice_client, alice, tin
     queued = _job(alice, tiny_base)  # no steps yet: in the legend, no line
     html = alice_client.get(f"{URL}?ids={_ids(a, b, queued)}").content.decode()
     assert html.count('data-testid="train-line"') == 2 and html.count('class="eval-line"') == 1
-    legend = html[html.index('data-testid="chart-legend"'):]
+    legend = html[html.index('data-testid="chart-legend"') :]
     for job in (a, b, queued):
         assert f"<code>{job.fine_tuned_model}</code>" in legend
     assert "no training steps yet" in legend and "1.2000 / 1.4000" in legend
@@ -103,8 +104,16 @@ def test_differing_settings_are_marked_and_equal_ones_are_not(alice_client, alic
     html = alice_client.get(f"{URL}?ids={_ids(a, b)}").content.decode()
     rows = _rows(html)
     assert rows["Epochs"] == "true" and rows["Precision"] == "true"
-    for same in ("Base model", "Method", "Training type", "Batch size", "Learning rate", "Seed", "Training data",
-                 "Validation data"):
+    for same in (
+        "Base model",
+        "Method",
+        "Training type",
+        "Batch size",
+        "Learning rate",
+        "Seed",
+        "Training data",
+        "Validation data",
+    ):
         assert rows[same] == "false", same
     assert "automatic 10% split" in html and ">widgets</a>" in html
     assert "2 rows differ" in html
@@ -142,10 +151,19 @@ def test_the_evaluation_comes_through_the_registry(alice_client, alice, tiny_bas
     from experience.models import Evaluation
 
     a, b = _job(alice, tiny_base), _job(alice, tiny_base)
-    Evaluation.objects.create(job=a, model=make_card(a), status="succeeded", total=20, done=20,
-                              base_f1=0.31, tune_f1=0.87, base_exact=0.1, tune_exact=0.65)
+    Evaluation.objects.create(
+        job=a,
+        model=make_card(a),
+        status="succeeded",
+        total=20,
+        done=20,
+        base_f1=0.31,
+        tune_f1=0.87,
+        base_exact=0.1,
+        tune_exact=0.65,
+    )
     html = alice_client.get(f"{URL}?ids={_ids(a, b)}").content.decode()
-    section = html[html.index('data-testid="compare-evaluation"'):]
+    section = html[html.index('data-testid="compare-evaluation"') :]
     assert "0.31 → 0.87" in section and "0.10 → 0.65" in section and "not evaluated" in section
     assert [label for label, _cells in [(r.label, r.cells) for r in registered_rows([a, b])]][0] == "Evaluation"
 
@@ -169,7 +187,7 @@ def _login(page, live_server) -> None:
 
 
 def _curve(start: float, end: float, n: int) -> list[float]:
-    return [end + (start - end) * 0.92 ** i for i in range(n)]
+    return [end + (start - end) * 0.92**i for i in range(n)]
 
 
 @pytest.mark.browser
@@ -182,18 +200,45 @@ def test_pick_tasks_on_the_list_and_compare_them_in_chromium(page, live_server, 
     from experience.models import Evaluation
 
     data = make_dataset(alice, chat_lines(48), name="widgets")
-    a = _job(alice, tiny_base, dataset=data, suffix="lr-low", losses=_curve(3.4, 0.9, 60),
-             evals={20: 1.6, 40: 1.2, 60: 1.1}, hyperparameters={"n_epochs": 3, "learning_rate_multiplier": 0.5})
-    b = _job(alice, tiny_base, dataset=data, suffix="lr-high", losses=_curve(3.5, 0.4, 60),
-             evals={20: 1.1, 40: 0.9, 60: 1.0}, hyperparameters={"n_epochs": 3, "learning_rate_multiplier": 2})
+    a = _job(
+        alice,
+        tiny_base,
+        dataset=data,
+        suffix="lr-low",
+        losses=_curve(3.4, 0.9, 60),
+        evals={20: 1.6, 40: 1.2, 60: 1.1},
+        hyperparameters={"n_epochs": 3, "learning_rate_multiplier": 0.5},
+    )
+    b = _job(
+        alice,
+        tiny_base,
+        dataset=data,
+        suffix="lr-high",
+        losses=_curve(3.5, 0.4, 60),
+        evals={20: 1.1, 40: 0.9, 60: 1.0},
+        hyperparameters={"n_epochs": 3, "learning_rate_multiplier": 2},
+    )
     running = _job(alice, tiny_base, suffix="more-data", losses=_curve(3.3, 1.5, 25))
     now = timezone.now()
     for job in (a, b):
-        FineTuningJob.objects.filter(pk=job.pk).update(status="succeeded", started_at=now - timedelta(minutes=7),
-                                                       finished_at=now, trained_tokens=5760, actual_cost="0.0576")
-        Evaluation.objects.create(job=job, model=make_card(job, metrics={"final_loss": 0.9, "final_eval_loss": 1.1}),
-                                  status="succeeded", total=12, done=12, base_f1=0.21, tune_f1=0.8 if job == b else 0.6,
-                                  base_exact=0.0, tune_exact=0.5)
+        FineTuningJob.objects.filter(pk=job.pk).update(
+            status="succeeded",
+            started_at=now - timedelta(minutes=7),
+            finished_at=now,
+            trained_tokens=5760,
+            actual_cost="0.0576",
+        )
+        Evaluation.objects.create(
+            job=job,
+            model=make_card(job, metrics={"final_loss": 0.9, "final_eval_loss": 1.1}),
+            status="succeeded",
+            total=12,
+            done=12,
+            base_f1=0.21,
+            tune_f1=0.8 if job == b else 0.6,
+            base_exact=0.0,
+            tune_exact=0.5,
+        )
     FineTuningJob.objects.filter(pk=running.pk).update(status="running", started_at=now)
     _login(page, live_server)
     page.goto(f"{live_server.url}/console/jobs/")

@@ -18,9 +18,17 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 def _form(dataset, **extra) -> dict:
-    return {"base_model": "tiny-test", "method": "sft", "training_type": "lora",
-            "training_dataset": dataset.pk, "n_epochs": "auto", "batch_size": "auto",
-            "learning_rate_multiplier": "auto", "suffix": "", **extra}
+    return {
+        "base_model": "tiny-test",
+        "method": "sft",
+        "training_type": "lora",
+        "training_dataset": dataset.pk,
+        "n_epochs": "auto",
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+        "suffix": "",
+        **extra,
+    }
 
 
 def _field_errors(html: str) -> dict[str, list[str]]:
@@ -36,8 +44,10 @@ def _field_errors(html: str) -> dict[str, list[str]]:
 
 def test_every_field_error_at_once_at_its_field_in_the_forms_words(alice_client, alice, tiny_base):
     chat = make_dataset(alice, chat_lines())
-    response = alice_client.post("/console/jobs/create/", _form(
-        chat, method="dpo", n_epochs="0", batch_size="lots", learning_rate_multiplier="99", suffix="Bad Suffix!"))
+    response = alice_client.post(
+        "/console/jobs/create/",
+        _form(chat, method="dpo", n_epochs="0", batch_size="lots", learning_rate_multiplier="99", suffix="Bad Suffix!"),
+    )
     html = response.content.decode()
     assert response.status_code == 200 and not FineTuningJob.objects.exists()
     errors = _field_errors(html)
@@ -60,8 +70,10 @@ def test_estimate_names_a_bad_hyperparameter_by_its_label(alice_client, alice, t
 
 def test_valid_form_still_creates_the_task(alice_client, alice, tiny_base):
     dataset = make_dataset(alice, chat_lines())
-    response = alice_client.post("/console/jobs/create/", _form(dataset, n_epochs="AUTO", batch_size="2",
-                                                                 learning_rate_multiplier="0.5", suffix="ok"))
+    response = alice_client.post(
+        "/console/jobs/create/",
+        _form(dataset, n_epochs="AUTO", batch_size="2", learning_rate_multiplier="0.5", suffix="ok"),
+    )
     assert response.status_code == 302
     job = FineTuningJob.objects.get()
     assert job.resolved_hyperparameters["batch_size"] == 2 and job.resolved_hyperparameters["n_epochs"] == 5

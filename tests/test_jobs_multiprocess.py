@@ -28,17 +28,24 @@ def two_process_worker(celery_worker, django_db_blocker):
 
 
 def _end(public_id: str) -> str:
-    return wait_for(lambda: (s := job_status(public_id)) in {"succeeded", "failed", "cancelled"} and s,
-                    timeout=300, what=f"{public_id} to end")
+    return wait_for(
+        lambda: (s := job_status(public_id)) in {"succeeded", "failed", "cancelled"} and s,
+        timeout=300,
+        what=f"{public_id} to end",
+    )
 
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("training_type", ["full", "lora"])
 def test_a_task_trains_in_two_processes(sdk, alice, tiny_base, two_process_worker, client, training_type):
     dataset = make_dataset(alice, chat_lines(16))
-    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id, suffix="two",
-                                      extra_body={"training_type": training_type},
-                                      hyperparameters={"n_epochs": 2, "batch_size": 4})
+    job = sdk.fine_tuning.jobs.create(
+        model="tiny-test",
+        training_file=dataset.public_id,
+        suffix="two",
+        extra_body={"training_type": training_type},
+        hyperparameters={"n_epochs": 2, "batch_size": 4},
+    )
     assert _end(job.id) == "succeeded", FineTuningJob.objects.get(public_id=job.id).error_message
     row = FineTuningJob.objects.get(public_id=job.id)
     messages = list(JobEvent.objects.filter(job=row).values_list("message", flat=True))
@@ -59,15 +66,20 @@ def test_a_task_trains_in_two_processes(sdk, alice, tiny_base, two_process_worke
     assert not job_scratch_dir(row).exists()  # the worker trained there and cleaned up
 
 
-
 @pytest.mark.timeout(300)
 def test_cancel_stops_the_processes(sdk, alice, tiny_base, two_process_worker):
     dataset = make_dataset(alice, chat_lines(24))
-    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=dataset.public_id,
-                                      extra_body={"training_type": "full"},
-                                      hyperparameters={"n_epochs": 50, "batch_size": 2})
-    wait_for(lambda: JobEvent.objects.filter(job__public_id=job.id, type="metrics").exists(), timeout=180,
-             what="the first metrics from the processes")
+    job = sdk.fine_tuning.jobs.create(
+        model="tiny-test",
+        training_file=dataset.public_id,
+        extra_body={"training_type": "full"},
+        hyperparameters={"n_epochs": 50, "batch_size": 2},
+    )
+    wait_for(
+        lambda: JobEvent.objects.filter(job__public_id=job.id, type="metrics").exists(),
+        timeout=180,
+        what="the first metrics from the processes",
+    )
     sdk.fine_tuning.jobs.cancel(job.id)
     assert _end(job.id) == "cancelled"
     row = FineTuningJob.objects.get(public_id=job.id)

@@ -13,8 +13,9 @@ from .jobs_support import chat_lines, job_status, make_dataset, wait_for
 
 
 def _queued(owner, base, suffix="pause"):
-    job, _ = services.job_create(user=owner, base_model=base, training_dataset=make_dataset(owner, chat_lines()),
-                                 suffix=suffix)
+    job, _ = services.job_create(
+        user=owner, base_model=base, training_dataset=make_dataset(owner, chat_lines()), suffix=suffix
+    )
     FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED)
     job.refresh_from_db()
     return job
@@ -65,27 +66,40 @@ def test_a_running_task_is_asked_to_pause_and_the_page_follows(alice_client, ali
 
 
 def _epoch_losses(job: FineTuningJob) -> list[tuple[float, float]]:
-    return [(e.data["loss"], e.data["eval_loss"]) for e in
-            JobEvent.objects.filter(job=job, message__regex=r"^Epoch \d+/\d+ finished$").order_by("id")]
+    return [
+        (e.data["loss"], e.data["eval_loss"])
+        for e in JobEvent.objects.filter(job=job, message__regex=r"^Epoch \d+/\d+ finished$").order_by("id")
+    ]
 
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_paused_through_the_openai_sdk_it_frees_the_worker_and_resumes_step_for_step(live_server, alice_key, alice,
-                                                                                    tiny_base, training_worker):
+def test_paused_through_the_openai_sdk_it_frees_the_worker_and_resumes_step_for_step(
+    live_server, alice_key, alice, tiny_base, training_worker
+):
     from openai import BadRequestError, OpenAI
 
     client = OpenAI(api_key=alice_key, base_url=f"{live_server.url}/api/paas/v4")
     dataset = make_dataset(alice, chat_lines(240))
-    settings = {"model": "tiny-test", "training_file": dataset.public_id, "seed": 11,
-                "method": {"type": "supervised", "supervised": {"hyperparameters": {
-                    "n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 3}}}}
+    settings = {
+        "model": "tiny-test",
+        "training_file": dataset.public_id,
+        "seed": 11,
+        "method": {
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 3}},
+        },
+    }
     straight = client.fine_tuning.jobs.create(**settings)
     wait_for(lambda: job_status(straight.id) == "succeeded", timeout=240, what="the uninterrupted task")
 
     paused = client.fine_tuning.jobs.create(**settings)
-    wait_for(lambda: (FineTuningJob.objects.get(public_id=paused.id).progress or {}).get("current_steps", 0) >= 3,
-             timeout=120, interval=0.05, what="the task's first steps")
+    wait_for(
+        lambda: (FineTuningJob.objects.get(public_id=paused.id).progress or {}).get("current_steps", 0) >= 3,
+        timeout=120,
+        interval=0.05,
+        what="the task's first steps",
+    )
     assert client.fine_tuning.jobs.pause(paused.id).id == paused.id
     wait_for(lambda: job_status(paused.id) == "paused", timeout=60, what="the pause")
     row = FineTuningJob.objects.get(public_id=paused.id)
@@ -96,8 +110,16 @@ def test_paused_through_the_openai_sdk_it_frees_the_worker_and_resumes_step_for_
     with pytest.raises(BadRequestError):
         client.fine_tuning.jobs.pause(straight.id)  # finished: nothing to pause
     # The worker is free: another task runs to the end while this one is paused.
-    other = client.fine_tuning.jobs.create(**{**settings, "seed": 12, "method": {"type": "supervised", "supervised": {
-        "hyperparameters": {"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 1}}}})
+    other = client.fine_tuning.jobs.create(
+        **{
+            **settings,
+            "seed": 12,
+            "method": {
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 1}},
+            },
+        }
+    )
     wait_for(lambda: job_status(other.id) == "succeeded", timeout=180, what="a task run during the pause")
     assert job_status(paused.id) == "paused"
 

@@ -15,8 +15,17 @@ from .jobs_support import chat_lines, job_status, make_dataset, wait_for
 
 
 def _form(dataset, **extra) -> dict:
-    return {"base_model": "tiny-test", "method": "sft", "training_type": "lora", "training_dataset": dataset.pk,
-            "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto", "suffix": "", **extra}
+    return {
+        "base_model": "tiny-test",
+        "method": "sft",
+        "training_type": "lora",
+        "training_dataset": dataset.pk,
+        "n_epochs": "auto",
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+        "suffix": "",
+        **extra,
+    }
 
 
 @pytest.mark.django_db
@@ -42,9 +51,14 @@ def test_the_form_takes_a_seed_and_the_page_shows_it(alice_client, alice, tiny_b
 
 def _train(live_server, alice_key, dataset, seed: int) -> FineTuningJob:
     response = httpx.post(
-        f"{live_server.url}/api/paas/v4/fine_tuning/jobs", headers={"Authorization": f"Bearer {alice_key}"},
-        json={"model": "tiny-test", "training_file": dataset.public_id, "seed": seed,
-              "hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 3}},
+        f"{live_server.url}/api/paas/v4/fine_tuning/jobs",
+        headers={"Authorization": f"Bearer {alice_key}"},
+        json={
+            "model": "tiny-test",
+            "training_file": dataset.public_id,
+            "seed": seed,
+            "hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 3},
+        },
     )
     assert response.status_code == 200, response.text
     public_id = response.json()["id"]
@@ -57,8 +71,10 @@ def _train(live_server, alice_key, dataset, seed: int) -> FineTuningJob:
 
 def _epoch_losses(job: FineTuningJob) -> list[tuple[float, float]]:
     """(last step's training loss, validation loss) at each epoch's end, as the engine logged them."""
-    return [(e.data["loss"], e.data["eval_loss"]) for e in
-            JobEvent.objects.filter(job=job, message__regex=r"^Epoch \d+/\d+ finished$").order_by("id")]
+    return [
+        (e.data["loss"], e.data["eval_loss"])
+        for e in JobEvent.objects.filter(job=job, message__regex=r"^Epoch \d+/\d+ finished$").order_by("id")
+    ]
 
 
 def _adapter(job: FineTuningJob) -> dict:
@@ -68,16 +84,19 @@ def _adapter(job: FineTuningJob) -> dict:
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_the_same_data_settings_and_seed_train_the_same_losses_and_adapter(live_server, alice_key, alice, tiny_base,
-                                                                           training_worker):
+def test_the_same_data_settings_and_seed_train_the_same_losses_and_adapter(
+    live_server, alice_key, alice, tiny_base, training_worker
+):
     dataset = make_dataset(alice, chat_lines(16))  # no validation file: the automatic split follows the seed too
     first, second, other = (_train(live_server, alice_key, dataset, seed) for seed in (2024, 2024, 7))
 
     losses = _epoch_losses(first)
     assert len(losses) == 2 and all(loss > 0 and eval_loss > 0 for loss, eval_loss in losses)
     assert _epoch_losses(second) == losses  # equal, not approximately: the same computation
-    assert FineTunedModel.objects.get(job=second).metrics["final_eval_loss"] == \
-        FineTunedModel.objects.get(job=first).metrics["final_eval_loss"]
+    assert (
+        FineTunedModel.objects.get(job=second).metrics["final_eval_loss"]
+        == FineTunedModel.objects.get(job=first).metrics["final_eval_loss"]
+    )
     a, b = _adapter(first), _adapter(second)
     assert a.keys() == b.keys() and len(a) > 0
     assert all((a[name] == b[name]).all() for name in a), [n for n in a if not (a[n] == b[n]).all()]

@@ -22,17 +22,22 @@ def _create(user, base, dataset, **kwargs):
 
 
 def test_auto_hyperparameters_are_resolved_and_shown():
-    resolved = services.hyperparameters_resolve(requested={"n_epochs": "auto"}, method="sft",
-                                                training_type="lora", examples=300)
+    resolved = services.hyperparameters_resolve(
+        requested={"n_epochs": "auto"}, method="sft", training_type="lora", examples=300
+    )
     assert resolved == {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0, "learning_rate": 1e-3}
-    resolved = services.hyperparameters_resolve(requested={"n_epochs": 2, "batch_size": "4",
-                                                           "learning_rate_multiplier": 0.5},
-                                                method="sft", training_type="full", examples=10)
+    resolved = services.hyperparameters_resolve(
+        requested={"n_epochs": 2, "batch_size": "4", "learning_rate_multiplier": 0.5},
+        method="sft",
+        training_type="full",
+        examples=10,
+    )
     assert resolved["n_epochs"] == 2 and resolved["batch_size"] == 4 and resolved["learning_rate"] == 1e-5
 
 
-@pytest.mark.parametrize("bad", [{"n_epochs": 0}, {"batch_size": "lots"}, {"learning_rate_multiplier": 100},
-                                 {"warmup": 3}])
+@pytest.mark.parametrize(
+    "bad", [{"n_epochs": 0}, {"batch_size": "lots"}, {"learning_rate_multiplier": 100}, {"warmup": 3}]
+)
 def test_bad_hyperparameters_are_refused_with_the_field(bad):
     with pytest.raises(services.JobInputError) as exc:
         services.hyperparameters_resolve(requested=bad, method="sft", training_type="lora", examples=10)
@@ -62,8 +67,9 @@ def test_create_gives_a_unique_code_and_idempotent_request_id(alice, tiny_base):
     job = _create(alice, tiny_base, dataset, suffix="my-bot", request_id="req-1")
     assert job.status == JobStatus.VALIDATING_FILES
     assert job.fine_tuned_model.startswith("ft:tiny-test:my-bot:")
-    again, created = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset,
-                                         suffix="my-bot", request_id="req-1")
+    again, created = services.job_create(
+        user=alice, base_model=tiny_base, training_dataset=dataset, suffix="my-bot", request_id="req-1"
+    )
     assert again.pk == job.pk and not created
     other = _create(alice, tiny_base, dataset, suffix="my-bot")
     assert other.fine_tuned_model != job.fine_tuned_model
@@ -216,7 +222,8 @@ def test_a_stopped_worker_hands_back_its_task_unless_a_cancel_was_asked_for(alic
     handed_back, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset)
     cancelled, _ = services.job_create(user=alice, base_model=tiny_base, training_dataset=dataset)
     FineTuningJob.objects.filter(pk__in=[handed_back.pk, cancelled.pk]).update(
-        status=JobStatus.RUNNING, attempts=1, worker="w:1")
+        status=JobStatus.RUNNING, attempts=1, worker="w:1"
+    )
     Checkpoint.objects.create(job=handed_back, epoch=2, path="/nowhere")
     FineTuningJob.objects.filter(pk=cancelled.pk).update(cancel_requested_at=timezone.now())
 

@@ -17,14 +17,23 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 def _job(owner, base, **kwargs) -> FineTuningJob:
-    return services.job_create(user=owner, base_model=base, training_dataset=make_dataset(owner, chat_lines()),
-                               **kwargs)[0]
+    return services.job_create(
+        user=owner, base_model=base, training_dataset=make_dataset(owner, chat_lines()), **kwargs
+    )[0]
 
 
 def _form(dataset, **extra) -> dict:
-    return {"base_model": "tiny-test", "method": "sft", "training_type": "lora",
-            "training_dataset": dataset.pk, "n_epochs": "auto", "batch_size": "auto",
-            "learning_rate_multiplier": "auto", "suffix": "", **extra}
+    return {
+        "base_model": "tiny-test",
+        "method": "sft",
+        "training_type": "lora",
+        "training_dataset": dataset.pk,
+        "n_epochs": "auto",
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+        "suffix": "",
+        **extra,
+    }
 
 
 def test_empty_list_says_what_to_do(alice_client):
@@ -74,8 +83,12 @@ def test_detail_partial_polls_until_final_then_stops(alice_client, alice, tiny_b
     assert queued.status_code == 200 and "Position 1 in the queue" in queued.content.decode()
     services.job_claim_next(worker="w")
     for step, loss in [(1, 3.0), (2, 2.5)]:
-        JobEvent.objects.create(job=job, type="metrics", message="m",
-                                data={"current_steps": step, "total_steps": 4, "loss": loss, "epoch": step / 2})
+        JobEvent.objects.create(
+            job=job,
+            type="metrics",
+            message="m",
+            data={"current_steps": step, "total_steps": 4, "loss": loss, "epoch": step / 2},
+        )
     FineTuningJob.objects.filter(pk=job.pk).update(progress={"current_steps": 2, "total_steps": 4, "epoch": 1.0})
     running = alice_client.get(url, **HTMX).content.decode()
     assert 'aria-valuenow="50.0"' in running and 'data-testid="loss-chart"' in running
@@ -88,8 +101,12 @@ def test_detail_partial_polls_until_final_then_stops(alice_client, alice, tiny_b
 def test_pages_of_another_users_task_are_404(client, alice, bob, tiny_base):
     job = _job(alice, tiny_base)
     client.force_login(bob)
-    for url in [f"/console/jobs/{job.public_id}/", f"/console/jobs/{job.public_id}/?partial=live",
-                f"/console/jobs/{job.public_id}/cancel/", f"/console/jobs/{job.public_id}/delete/"]:
+    for url in [
+        f"/console/jobs/{job.public_id}/",
+        f"/console/jobs/{job.public_id}/?partial=live",
+        f"/console/jobs/{job.public_id}/cancel/",
+        f"/console/jobs/{job.public_id}/delete/",
+    ]:
         assert client.get(url, **HTMX).status_code == 404, url
     assert client.post(f"/console/jobs/{job.public_id}/cancel/").status_code == 404
     assert job.public_id not in client.get("/console/jobs/").content.decode()
@@ -129,8 +146,12 @@ def test_api_is_owner_only(live_server, alice, bob, tiny_base):
     _key, bob_key = ApiKey.create_for(user=bob, name="bob")
     headers = {"Authorization": f"Bearer {bob_key}"}
     base = f"{live_server.url}/api/paas/v4/fine_tuning/jobs"
-    for method, url in [("GET", f"{base}/{job.public_id}"), ("POST", f"{base}/{job.public_id}/cancel"),
-                        ("GET", f"{base}/{job.public_id}/events"), ("DELETE", f"{base}/{job.public_id}")]:
+    for method, url in [
+        ("GET", f"{base}/{job.public_id}"),
+        ("POST", f"{base}/{job.public_id}/cancel"),
+        ("GET", f"{base}/{job.public_id}/events"),
+        ("DELETE", f"{base}/{job.public_id}"),
+    ]:
         response = httpx.request(method, url, headers=headers)
         assert response.status_code == 404, url
         assert response.json()["error"]["code"] == "404"
@@ -187,8 +208,11 @@ def test_upload_in_the_create_form_validates_then_queues(client, alice, tiny_bas
     uploaded = Dataset.objects.get(owner=alice, filename="mine.jsonl")  # it lands in the user's datasets
     assert job.training_dataset == uploaded
     # Queued once validated (a training worker left running by another test may already have taken it).
-    wait_for(lambda: job.events.filter(message="Files validated; the task is queued.").exists(), timeout=90,
-             what="validation then queueing")
+    wait_for(
+        lambda: job.events.filter(message="Files validated; the task is queued.").exists(),
+        timeout=90,
+        what="validation then queueing",
+    )
     job.refresh_from_db()
     uploaded.refresh_from_db()
     assert uploaded.status == "ready" and uploaded.category == "chat"
@@ -239,9 +263,18 @@ def test_list_at_ten_thousand_tasks_uses_a_fixed_number_of_queries(alice_client,
 
     dataset = make_dataset(alice, chat_lines())
     FineTuningJob.objects.bulk_create(
-        [FineTuningJob(owner=alice, base_model=tiny_base, training_dataset=dataset, fine_tuned_model=f"ft:t:{i}",
-                       status=JobStatus.SUCCEEDED if i % 2 else JobStatus.FAILED, error_code="training_error",
-                       progress={"percent": 100}) for i in range(10_000)],
+        [
+            FineTuningJob(
+                owner=alice,
+                base_model=tiny_base,
+                training_dataset=dataset,
+                fine_tuned_model=f"ft:t:{i}",
+                status=JobStatus.SUCCEEDED if i % 2 else JobStatus.FAILED,
+                error_code="training_error",
+                progress={"percent": 100},
+            )
+            for i in range(10_000)
+        ],
         batch_size=2000,
     )
     with CaptureQueriesContext(connection) as ctx:
@@ -269,8 +302,9 @@ def test_a_finished_task_marks_its_lowest_validation_loss(alice_client, alice, t
     job = _job(alice, tiny_base)
     FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, trained_tokens=1000)
     for epoch, loss in enumerate(losses, 1):
-        Checkpoint.objects.create(job=job, epoch=epoch, path=f"/nowhere/{epoch}",
-                                  metrics={"eval_loss": loss, "current_steps": epoch * 10})
+        Checkpoint.objects.create(
+            job=job, epoch=epoch, path=f"/nowhere/{epoch}", metrics={"eval_loss": loss, "current_steps": epoch * 10}
+        )
     make_card(job, metrics={"epochs": 3, "final_eval_loss": losses[-1]})
     html = alice_client.get(f"/console/jobs/{job.public_id}/").content.decode()
     best = losses.index(min(losses)) + 1
@@ -294,8 +328,11 @@ def test_the_chart_reads_metrics_with_null_values(alice_client, alice, tiny_base
     job = _job(alice, tiny_base)
     FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
     for step, loss, eval_loss in ((1, 2.5, None), (2, 2.0, 1.9), (3, None, None)):
-        JobEvent.objects.create(job=job, type=JobEvent.Type.METRICS, data={
-            "current_steps": step, "total_steps": 10, "loss": loss, "eval_loss": eval_loss})
+        JobEvent.objects.create(
+            job=job,
+            type=JobEvent.Type.METRICS,
+            data={"current_steps": step, "total_steps": 10, "loss": loss, "eval_loss": eval_loss},
+        )
     response = alice_client.get(f"/console/jobs/{job.public_id}/?partial=live", **HTMX)
     assert response.status_code == 200 and 'data-testid="loss-chart"' in response.content.decode()
 
@@ -351,14 +388,15 @@ def test_a_task_that_cannot_fit_the_node_is_refused_in_the_form(alice_client, al
     assert 'value="kept"' in html and 'value="2"' in html  # what was typed is kept
 
 
-def test_the_api_refuses_a_task_that_cannot_fit_with_the_estimate(live_server, alice, alice_key, tiny_base,
-                                                                   cpu_node):
+def test_the_api_refuses_a_task_that_cannot_fit_with_the_estimate(live_server, alice, alice_key, tiny_base, cpu_node):
     cpu_node.TRAINING_NODE_MEMORY_GB = 0.3
     dataset = make_dataset(alice, chat_lines())
     need = services.job_memory_estimate(base_model=tiny_base, dataset=dataset, training_type="full")
-    response = httpx.post(f"{live_server.url}/api/paas/v4/fine_tuning/jobs",
-                          headers={"Authorization": f"Bearer {alice_key}"},
-                          json={"model": "tiny-test", "training_file": dataset.public_id, "training_type": "full"})
+    response = httpx.post(
+        f"{live_server.url}/api/paas/v4/fine_tuning/jobs",
+        headers={"Authorization": f"Bearer {alice_key}"},
+        json={"model": "tiny-test", "training_file": dataset.public_id, "training_type": "full"},
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "insufficient_memory" and error["param"] == "training_type"

@@ -28,8 +28,14 @@ def _scratch_database(tmp_path) -> tuple[str, Callable[[], None]]:
     name = f"migration_{uuid.uuid4().hex[:10]}"
 
     def admin() -> psycopg.Connection:
-        return psycopg.connect(host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"],
-                               password=settings["PASSWORD"], dbname=settings["NAME"], autocommit=True)
+        return psycopg.connect(
+            host=settings["HOST"],
+            port=settings["PORT"] or 5432,
+            user=settings["USER"],
+            password=settings["PASSWORD"],
+            dbname=settings["NAME"],
+            autocommit=True,
+        )
 
     with admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -46,8 +52,14 @@ def test_the_model_card_move_keeps_every_row(tmp_path):
     try:
         env = {**os.environ, "DATABASE_URL": url, "CONSOLE_VAR_DIR": str(tmp_path / "var")}
         env.pop("CONSOLE_TEST_WORKER_DB", None)
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "migrate_with_data.py")], env=env,
-                              capture_output=True, text=True, timeout=240, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "scripts" / "migrate_with_data.py")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=ROOT,
+        )
     finally:
         drop()
     assert proc.returncode == 0, proc.stderr[-3000:]

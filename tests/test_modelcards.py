@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _job(owner, base, suffix="card"):
-    job, _ = job_services.job_create(user=owner, base_model=base, training_dataset=make_dataset(owner, chat_lines()),
-                                     suffix=suffix)
+    job, _ = job_services.job_create(
+        user=owner, base_model=base, training_dataset=make_dataset(owner, chat_lines()), suffix=suffix
+    )
     return job
 
 
@@ -83,8 +84,16 @@ def test_the_square_pages_fine_tuned_models_in_a_fixed_number_of_queries(alice_c
 
     job = _job(alice, tiny_base)
     FineTunedModel.objects.bulk_create(
-        FineTunedModel(code=f"ft:tiny-test:bulk:{i:05d}", owner=alice, base_model=tiny_base, method="sft",
-                       training_type="lora", path="/nowhere") for i in range(60))
+        FineTunedModel(
+            code=f"ft:tiny-test:bulk:{i:05d}",
+            owner=alice,
+            base_model=tiny_base,
+            method="sft",
+            training_type="lora",
+            path="/nowhere",
+        )
+        for i in range(60)
+    )
     assert job.pk
     with CaptureQueriesContext(connection) as first:
         html = alice_client.get("/console/models/?kind=fine_tuned").content.decode()
@@ -108,12 +117,20 @@ def _local_model(tmp_path, tiny_model_dir, **config_changes) -> Path:
 
 
 def _base(code: str, folder: Path, **extra) -> BaseModel:
-    return BaseModel.objects.create(code=code, display_name=code, family="test", methods=["sft", "dpo"],
-                                    training_types=["lora", "full"], weights_location=str(folder), **extra)
+    return BaseModel.objects.create(
+        code=code,
+        display_name=code,
+        family="test",
+        methods=["sft", "dpo"],
+        training_types=["lora", "full"],
+        weights_location=str(folder),
+        **extra,
+    )
 
 
-def test_a_model_that_needs_remote_code_cannot_be_chosen_and_says_why(alice, alice_client, tmp_path,
-                                                                      tiny_model_dir, tiny_base):
+def test_a_model_that_needs_remote_code_cannot_be_chosen_and_says_why(
+    alice, alice_client, tmp_path, tiny_model_dir, tiny_base
+):
     remote = _base("remote-code", _local_model(tmp_path, tiny_model_dir, auto_map={"AutoModel": "x.Y"}))
     caps = remote.capabilities()
     assert not caps.can_train and not caps.serve and "trust_remote_code" in caps.train_reason
@@ -129,11 +146,14 @@ def test_a_model_too_big_for_the_node_is_refused_with_the_estimate(alice, tmp_pa
     big = _base("big-model", _local_model(tmp_path, tiny_model_dir), parameters=2_000_000_000)
     caps = big.capabilities()
     assert caps.lora and not caps.full  # LoRA's frozen weights fit in 16 GiB; AdamW's 16 bytes a parameter do not
-    assert "Needs about 37.3 GiB of memory to train (2,000,000,000 parameters); the training node has 16.0 GiB" \
+    assert (
+        "Needs about 37.3 GiB of memory to train (2,000,000,000 parameters); the training node has 16.0 GiB"
         in caps.full.reason
+    )
     with pytest.raises(job_services.JobInputError) as refused:
-        _job_full = job_services.job_create(user=alice, base_model=big, training_type="full",
-                                            training_dataset=make_dataset(alice, chat_lines()))
+        _job_full = job_services.job_create(
+            user=alice, base_model=big, training_type="full", training_dataset=make_dataset(alice, chat_lines())
+        )
         assert _job_full is None
     assert refused.value.param == "training_type" and "37.3 GiB" in refused.value.message
 
@@ -166,15 +186,20 @@ def test_the_api_refuses_what_cannot_work_with_the_reason(live_server, alice, al
 def test_the_fine_tuned_card_shows_what_was_trained_and_how_to_call_it(alice_client, alice, bob, tiny_base):
     job = _job(alice, tiny_base)
     FineTuningJob.objects.filter(pk=job.pk).update(status="succeeded")
-    card = make_card(job, hyperparameters={"n_epochs": 3, "batch_size": 4}, metrics={"final_eval_loss": 0.1234},
-                     trained_tokens=12345, cost="0.1235")
+    card = make_card(
+        job,
+        hyperparameters={"n_epochs": 3, "batch_size": 4},
+        metrics={"final_eval_loss": 0.1234},
+        trained_tokens=12345,
+        cost="0.1235",
+    )
     html = alice_client.get(f"/console/models/{card.code}/").content.decode()
     assert f'data-testid="model-code">{card.code}<' in html and 'data-copy="#model-code"' in html
     assert "n_epochs <strong>3</strong>" in html and "0.1234" in html and "12,345" in html
     assert f'href="/console/datasets/{job.training_dataset.public_id}/"' in html  # the training section
     assert f'href="/console/jobs/{job.public_id}/"' in html
     samples = html.split('data-testid="code-samples"')[1]
-    assert f'model=&quot;{card.code}&quot;' in samples and "http://testserver/api/paas/v4" in samples
+    assert f"model=&quot;{card.code}&quot;" in samples and "http://testserver/api/paas/v4" in samples
     assert "from zhipuai import ZhipuAI" in samples and "from openai import OpenAI" in samples
     # bob: no page, no download, no delete
     bob_client = type(alice_client)()
@@ -185,8 +210,7 @@ def test_the_fine_tuned_card_shows_what_was_trained_and_how_to_call_it(alice_cli
     assert FineTunedModel.objects.get(pk=card.pk).deleted_at is None
 
 
-def test_the_adapter_downloads_and_loads_with_peft_anywhere(alice_client, alice, tiny_base, tiny_model_dir,
-                                                            tmp_path):
+def test_the_adapter_downloads_and_loads_with_peft_anywhere(alice_client, alice, tiny_base, tiny_model_dir, tmp_path):
     BaseModel.objects.filter(pk=tiny_base.pk).update(public_name=str(tiny_model_dir))  # stands in for a hub id
     card = make_card(_job(alice, tiny_base), path=str(_adapter_folder(tmp_path, tiny_model_dir)))
     page = alice_client.get(f"/console/models/{card.code}/").content.decode()
@@ -210,16 +234,18 @@ def test_the_adapter_downloads_and_loads_with_peft_anywhere(alice_client, alice,
         "print(len(lora), float(next(p for n, p in model.named_parameters() if 'lora_B' in n).mean()))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", script, str(adapter)], capture_output=True, text=True, env=env,
-                          timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(adapter)], capture_output=True, text=True, env=env, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     count, mean = done.stdout.split()
     assert int(count) == 4 and float(mean) == pytest.approx(0.01)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_delete_lists_what_goes_then_the_model_is_gone_everywhere(live_server, alice, alice_key, tiny_base,
-                                                                    tiny_model_dir, tmp_path, client):
+def test_delete_lists_what_goes_then_the_model_is_gone_everywhere(
+    live_server, alice, alice_key, tiny_base, tiny_model_dir, tmp_path, client
+):
     import httpx
 
     client.force_login(alice)
@@ -236,16 +262,19 @@ def test_delete_lists_what_goes_then_the_model_is_gone_everywhere(live_server, a
     assert f'href="/console/models/{card.code}/"' not in client.get("/console/models/").content.decode()
     models = httpx.get(f"{live_server.url}/api/paas/v4/models", headers={"Authorization": f"Bearer {alice_key}"})
     assert card.code not in {m["id"] for m in models.json()["data"]}
-    again = httpx.delete(f"{live_server.url}/api/paas/v4/fine_tuning/fine_tuned_models/{card.code}",
-                         headers={"Authorization": f"Bearer {alice_key}"})
+    again = httpx.delete(
+        f"{live_server.url}/api/paas/v4/fine_tuning/fine_tuned_models/{card.code}",
+        headers={"Authorization": f"Bearer {alice_key}"},
+    )
     assert again.status_code == 404
     assert FineTuningJob.objects.filter(result=card).exists()  # the task stays, for the record
     assert ">deleted</span>" in client.get(f"/console/jobs/{job.public_id}/").content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_api_and_admin_delete_through_the_same_service(live_server, alice, bob, alice_key, tiny_base, admin_client,
-                                                       tmp_path, tiny_model_dir):
+def test_api_and_admin_delete_through_the_same_service(
+    live_server, alice, bob, alice_key, tiny_base, admin_client, tmp_path, tiny_model_dir
+):
     import httpx
 
     by_api = make_card(_job(alice, tiny_base, "api"), path=str(_adapter_folder(tmp_path / "a", tiny_model_dir)))
@@ -255,8 +284,10 @@ def test_api_and_admin_delete_through_the_same_service(live_server, alice, bob, 
     gone = httpx.delete(url, headers={"Authorization": f"Bearer {alice_key}"}).json()
     assert gone["delete_status"] == "deleted" and not Path(by_api.path).exists()
     by_admin = make_card(_job(alice, tiny_base, "adm"), path=str(_adapter_folder(tmp_path / "b", tiny_model_dir)))
-    response = admin_client.post("/admin/modelcards/finetunedmodel/", {
-        "action": "delete_selected", "_selected_action": [by_admin.pk], "post": "yes"})
+    response = admin_client.post(
+        "/admin/modelcards/finetunedmodel/",
+        {"action": "delete_selected", "_selected_action": [by_admin.pk], "post": "yes"},
+    )
     assert response.status_code == 302
     by_admin.refresh_from_db()
     assert by_admin.deleted_at is not None and not Path(by_admin.path).exists()  # the row stays, marked deleted
@@ -265,8 +296,9 @@ def test_api_and_admin_delete_through_the_same_service(live_server, alice, bob, 
 def test_admin_cannot_delete_a_running_task(admin_client, alice, tiny_base):
     job = _job(alice, tiny_base)
     FineTuningJob.objects.filter(pk=job.pk).update(status="running")
-    admin_client.post("/admin/jobs/finetuningjob/", {
-        "action": "delete_selected", "_selected_action": [job.pk], "post": "yes"})
+    admin_client.post(
+        "/admin/jobs/finetuningjob/", {"action": "delete_selected", "_selected_action": [job.pk], "post": "yes"}
+    )
     assert FineTuningJob.objects.filter(pk=job.pk).exists()
 
 
@@ -275,22 +307,29 @@ def test_admin_cannot_delete_a_running_task(admin_client, alice, tiny_base):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
-def test_a_trained_model_gets_a_card_from_which_it_downloads_and_deletes(live_server, alice, tiny_base,
-                                                                          tiny_model_dir, training_worker, client):
+def test_a_trained_model_gets_a_card_from_which_it_downloads_and_deletes(
+    live_server, alice, tiny_base, tiny_model_dir, training_worker, client
+):
     BaseModel.objects.filter(pk=tiny_base.pk).update(public_name=str(tiny_model_dir))
-    job, _ = job_services.job_create(user=alice, base_model=tiny_base, suffix="flow",
-                                     training_dataset=make_dataset(alice, chat_lines(24)),
-                                     hyperparameters={"n_epochs": 2, "batch_size": 4})
-    wait_for(lambda: job_status(job.public_id) in {"succeeded", "failed", "cancelled"}, timeout=180,
-             what="the task to end")
+    job, _ = job_services.job_create(
+        user=alice,
+        base_model=tiny_base,
+        suffix="flow",
+        training_dataset=make_dataset(alice, chat_lines(24)),
+        hyperparameters={"n_epochs": 2, "batch_size": 4},
+    )
+    wait_for(
+        lambda: job_status(job.public_id) in {"succeeded", "failed", "cancelled"}, timeout=180, what="the task to end"
+    )
     assert job_status(job.public_id) == "succeeded"
     client.force_login(alice)
     square = client.get("/console/models/?kind=fine_tuned").content.decode()
     assert f'href="/console/models/{job.fine_tuned_model}/"' in square
     card_page = client.get(f"/console/models/{job.fine_tuned_model}/").content.decode()
     assert 'data-testid="loss-chart"' in card_page and 'data-testid="sample-zhipuai"' in card_page
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(
-        client.get(f"/console/models/{job.fine_tuned_model}/download/").streaming_content)))
+    archive = zipfile.ZipFile(
+        io.BytesIO(b"".join(client.get(f"/console/models/{job.fine_tuned_model}/download/").streaming_content))
+    )
     assert any(n.endswith("adapter_model.safetensors") for n in archive.namelist())
     client.post(f"/console/models/{job.fine_tuned_model}/delete/")
     assert client.get(f"/console/models/{job.fine_tuned_model}/").status_code == 404

@@ -14,13 +14,22 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_find_copy_and_delete_a_model(page, live_server, alice, tiny_base, screenshot_dir, tmp_path):
-    job, _ = job_services.job_create(user=alice, base_model=tiny_base, suffix="support-bot",
-                                     training_dataset=make_dataset(alice, chat_lines(), name="support chats"))
+    job, _ = job_services.job_create(
+        user=alice,
+        base_model=tiny_base,
+        suffix="support-bot",
+        training_dataset=make_dataset(alice, chat_lines(), name="support chats"),
+    )
     FineTuningJob.objects.filter(pk=job.pk).update(status="succeeded")
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "adapter_config.json").write_text("{}")
-    card = make_card(job, path=str(tmp_path / "final"), hyperparameters={"n_epochs": 3, "batch_size": 4},
-                     metrics={"final_loss": 0.21, "final_eval_loss": 0.25}, trained_tokens=5760)
+    card = make_card(
+        job,
+        path=str(tmp_path / "final"),
+        hyperparameters={"n_epochs": 3, "batch_size": 4},
+        metrics={"final_loss": 0.21, "final_eval_loss": 0.25},
+        trained_tokens=5760,
+    )
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     page.goto(f"{live_server.url}/console/login/")
     page.fill("#id_username", "alice")

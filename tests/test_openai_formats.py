@@ -26,12 +26,15 @@ def test_openais_preference_format_validates_as_it_is():
     assert result.category == "dpo" and result.examples == 12 and result.legacy_examples == 0
 
 
-@pytest.mark.parametrize(("weight_at", "weight", "path", "message"), [
-    (2, 2, "messages[2].weight", "weight must be 0 (not learnt) or 1 (learnt), not 2."),
-    (2, True, "messages[2].weight", "weight must be 0 (not learnt) or 1 (learnt), not true."),
-    (1, 0, "messages[1].weight", "weight applies to assistant turns only"),
-    (4, 0, "messages", "Every assistant turn has weight 0"),
-])
+@pytest.mark.parametrize(
+    ("weight_at", "weight", "path", "message"),
+    [
+        (2, 2, "messages[2].weight", "weight must be 0 (not learnt) or 1 (learnt), not 2."),
+        (2, True, "messages[2].weight", "weight must be 0 (not learnt) or 1 (learnt), not true."),
+        (1, 0, "messages[1].weight", "weight applies to assistant turns only"),
+        (4, 0, "messages", "Every assistant turn has weight 0"),
+    ],
+)
 def test_a_bad_weight_is_an_error_on_its_line(weight_at, weight, path, message):
     lines = openai_chat_lines(4)
     lines[2]["messages"][weight_at]["weight"] = weight

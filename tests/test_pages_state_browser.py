@@ -22,9 +22,14 @@ def _login(page, live_server, username: str = "alice") -> None:
 
 
 def _deployment(owner) -> Deployment:
-    return Deployment.objects.create(owner=owner, code=f"mine-{owner.pk}", status="running",
-                                     base_model=BaseModel.objects.order_by("pk").first(),
-                                     desired_instances=2, ready_instances=0)
+    return Deployment.objects.create(
+        owner=owner,
+        code=f"mine-{owner.pk}",
+        status="running",
+        base_model=BaseModel.objects.order_by("pk").first(),
+        desired_instances=2,
+        ready_instances=0,
+    )
 
 
 def test_typing_in_a_polled_form_survives_the_refresh(page, live_server, alice, screenshot_dir):
@@ -66,8 +71,13 @@ def test_a_cancelled_deployment_loses_its_buttons_and_call_line_live(page, live_
 
 def test_a_task_watched_until_it_succeeds_offers_delete_not_cancel(page, live_server, alice, screenshot_dir):
     dataset = make_dataset(alice, chat_lines(8), name="few")
-    job = FineTuningJob.objects.create(owner=alice, base_model=BaseModel.objects.order_by("pk").first(),
-                                       training_dataset=dataset, fine_tuned_model="ft:watched", status="running")
+    job = FineTuningJob.objects.create(
+        owner=alice,
+        base_model=BaseModel.objects.order_by("pk").first(),
+        training_dataset=dataset,
+        fine_tuned_model="ft:watched",
+        status="running",
+    )
     _login(page, live_server)
     page.goto(f"{live_server.url}/console/jobs/{job.public_id}/")
     assert page.is_visible("[data-testid=cancel]")
@@ -79,15 +89,17 @@ def test_a_task_watched_until_it_succeeds_offers_delete_not_cancel(page, live_se
     page.screenshot(path=str(screenshot_dir / "job-succeeded-live.png"), full_page=True)
 
 
-def test_a_phone_width_screen_has_a_menu_button_and_tables_scroll_in_their_card(browser, live_server, alice,
-                                                                                   screenshot_dir):
+def test_a_phone_width_screen_has_a_menu_button_and_tables_scroll_in_their_card(
+    browser, live_server, alice, screenshot_dir
+):
     from deployments.models import Instance, Node
 
     deployment = _deployment(alice)
     node = Node.objects.create(name="a-node-with-a-rather-long-name-for-a-narrow-screen")
     for n in range(3):
-        Instance.objects.create(deployment=deployment, node=node, runtime="transformers", state="ready",
-                                port=20000 + n, upstream_model="x")
+        Instance.objects.create(
+            deployment=deployment, node=node, runtime="transformers", state="ready", port=20000 + n, upstream_model="x"
+        )
     context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")
     page = context.new_page()
     try:

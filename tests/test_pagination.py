@@ -25,9 +25,15 @@ def _links(html: str) -> list[str]:
 def test_paging_the_task_list_keeps_its_status_filter(alice_client, alice, tiny_base):
     dataset = make_dataset(alice, chat_lines())
     FineTuningJob.objects.bulk_create(
-        FineTuningJob(owner=alice, base_model=tiny_base, training_dataset=dataset, fine_tuned_model=f"ft:t:{i}",
-                      status=JobStatus.FAILED if i % 2 else JobStatus.SUCCEEDED, error_code="training_error",
-                      progress={"percent": 100})
+        FineTuningJob(
+            owner=alice,
+            base_model=tiny_base,
+            training_dataset=dataset,
+            fine_tuned_model=f"ft:t:{i}",
+            status=JobStatus.FAILED if i % 2 else JobStatus.SUCCEEDED,
+            error_code="training_error",
+            progress={"percent": 100},
+        )
         for i in range(4 * PAGE_SIZE)
     )
     first = alice_client.get("/console/jobs/?status=failed&q=ft").content.decode()
@@ -44,8 +50,9 @@ def test_paging_the_task_list_keeps_its_status_filter(alice_client, alice, tiny_
 
 def test_paging_the_unread_notifications_keeps_showing_unread(alice_client, alice):
     Notification.objects.bulk_create(
-        Notification(user=alice, event="training.succeeded", event_key=f"k{i}", title=f"note {i}", body="b",
-                     url="/console/jobs/")
+        Notification(
+            user=alice, event="training.succeeded", event_key=f"k{i}", title=f"note {i}", body="b", url="/console/jobs/"
+        )
         for i in range(PAGE_SIZE + 5)
     )
     html = alice_client.get("/console/notifications/?show=unread").content.decode()

@@ -41,8 +41,9 @@ def test_a_message_is_sent_only_after_the_commit(django_capture_on_commit_callba
     assert len(callbacks) == 1 and sent == [([7], {"queue": "default"})]
 
 
-def test_a_broker_that_is_down_is_logged_and_the_row_left_for_the_repair(alice_client, alice, broker_down, monkeypatch,
-                                                                          django_capture_on_commit_callbacks):
+def test_a_broker_that_is_down_is_logged_and_the_row_left_for_the_repair(
+    alice_client, alice, broker_down, monkeypatch, django_capture_on_commit_callbacks
+):
     warned = []
     monkeypatch.setattr(queueing.logger, "warning", lambda message, *args: warned.append(message % args))
     with open(sample("chat.jsonl"), "rb") as fh, django_capture_on_commit_callbacks(execute=True):

@@ -29,8 +29,9 @@ def _quota_error(response, words: str) -> None:
 
 def _upload(client, headers, name: str):
     data = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
-    return client.post("/api/paas/v4/files", {"file": SimpleUploadedFile(f"{name}.jsonl", data),
-                                              "purpose": "fine-tune"}, **headers)
+    return client.post(
+        "/api/paas/v4/files", {"file": SimpleUploadedFile(f"{name}.jsonl", data), "purpose": "fine-tune"}, **headers
+    )
 
 
 def test_datasets_stored_are_limited_per_user(client, alice, bob, settings):
@@ -49,8 +50,13 @@ def test_datasets_stored_are_limited_per_user(client, alice, bob, settings):
 def test_unfinished_tasks_are_limited_per_user(client, alice, tiny_base, settings):
     settings.USER_MAX_RUNNING_JOBS = 1
     dataset = make_dataset(alice, chat_lines())
-    FineTuningJob.objects.create(owner=alice, base_model=tiny_base, training_dataset=dataset, status="running",
-                                 fine_tuned_model="ft:tiny-test:a:000001")
+    FineTuningJob.objects.create(
+        owner=alice,
+        base_model=tiny_base,
+        training_dataset=dataset,
+        status="running",
+        fine_tuned_model="ft:tiny-test:a:000001",
+    )
     body = {"model": tiny_base.code, "training_file": dataset.public_id}
     headers = _api(client, alice)
     response = client.post("/api/paas/v4/fine_tuning/jobs", body, content_type="application/json", **headers)
@@ -64,15 +70,18 @@ def test_unfinished_tasks_are_limited_per_user(client, alice, tiny_base, setting
 def test_deployments_are_limited_per_user_and_cancelled_ones_do_not_count(client, alice, tiny_base, settings):
     settings.USER_MAX_DEPLOYMENTS = 1
     headers = _api(client, alice)
-    first = client.post("/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json",
-                        **headers)
+    first = client.post(
+        "/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json", **headers
+    )
     assert first.status_code == 200, first.content
-    response = client.post("/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json",
-                           **headers)
+    response = client.post(
+        "/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json", **headers
+    )
     _quota_error(response, "You already have 1 deployments, your limit")
     client.post(f"/api/paas/v4/deployments/{first.json()['id']}/cancel", **headers)
-    response = client.post("/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json",
-                           **headers)
+    response = client.post(
+        "/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json", **headers
+    )
     assert response.status_code == 200, response.content
 
 

@@ -47,8 +47,9 @@ def trained_tokens(folder: Path, path: Path) -> int:
 
 @pytest.mark.parametrize("name", TEXT_SAMPLES)
 def test_counted_tokens_equal_the_tokens_the_engine_trains_on(model_folder, name):
-    counted, _ = run_validator(sample(name).read_bytes(), tok=CountingTokenizer.from_folder(model_folder),
-                               context_length=10**6)
+    counted, _ = run_validator(
+        sample(name).read_bytes(), tok=CountingTokenizer.from_folder(model_folder), context_length=10**6
+    )
     assert counted.error_count == 0
     assert counted.tokens == trained_tokens(model_folder, sample(name)) > 0
 
@@ -75,19 +76,25 @@ def test_tools_reach_the_glm4_template_as_it_expects_them(glm4_dir):
 
 def test_the_end_of_each_glm4_turn_is_learnt(glm4_dir):
     tokenizer, renderer = _glm_renderer(glm4_dir)
-    example = {"messages": [
-        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Goodbye!"},
-    ]}
+    example = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Goodbye!"},
+        ]
+    }
     encoded = renderer.encode_sft(example)
-    trained = [tokenizer.convert_ids_to_tokens(i) for i, m in zip(encoded.input_ids, encoded.loss_mask, strict=True)
-               if m]
+    trained = [
+        tokenizer.convert_ids_to_tokens(i) for i, m in zip(encoded.input_ids, encoded.loss_mask, strict=True) if m
+    ]
     # The first answer ends where the model says <|user|>; the last one with an appended <|endoftext|>.
     assert "<|user|>" in trained and trained[-1] == "<|endoftext|>"
     assert encoded.input_ids[-1] == tokenizer.convert_tokens_to_ids("<|endoftext|>")
     # and the counter bills that appended token too
-    counted, _ = run_validator((json.dumps(example) + "\n").encode(),
-                               tok=CountingTokenizer.from_folder(glm4_dir), context_length=4096)
+    counted, _ = run_validator(
+        (json.dumps(example) + "\n").encode(), tok=CountingTokenizer.from_folder(glm4_dir), context_length=4096
+    )
     assert counted.tokens == len(encoded.input_ids)
 
 
@@ -96,14 +103,19 @@ def test_a_tiny_glm4_trains_with_chat_function_call_and_reasoning_data(glm4_dir,
     from jobs.training.engine import TrainingConfig, train
 
     if method == "sft":
-        examples = [json.loads(raw) for name in ("chat.jsonl", "function_call.jsonl", "reasoning.jsonl")
-                    for raw in sample(name).read_bytes().splitlines()]
+        examples = [
+            json.loads(raw)
+            for name in ("chat.jsonl", "function_call.jsonl", "reasoning.jsonl")
+            for raw in sample(name).read_bytes().splitlines()
+        ]
     else:
         examples = [json.loads(raw) for raw in sample("dpo.jsonl").read_bytes().splitlines()]
-    config = TrainingConfig(method=method, n_epochs=3, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0,
-                            num_threads=1, max_seq_len=1024)
-    result = train(model_dir=glm4_dir, train_examples=examples, eval_examples=examples[:4], config=config,
-                   output_dir=tmp_path)
+    config = TrainingConfig(
+        method=method, n_epochs=3, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, num_threads=1, max_seq_len=1024
+    )
+    result = train(
+        model_dir=glm4_dir, train_examples=examples, eval_examples=examples[:4], config=config, output_dir=tmp_path
+    )
     evals = [h["eval_loss"] for h in result.history if h["eval_loss"] is not None]
     assert len(evals) == 3 and evals[-1] < evals[0]
     assert (result.output_dir / "adapter_model.safetensors").exists()

@@ -19,8 +19,13 @@ pytestmark = pytest.mark.django_db
 
 
 def _deployment(owner, **extra) -> Deployment:
-    return Deployment.objects.create(owner=owner, code=f"mine-{owner.pk}", status="running",
-                                     base_model=BaseModel.objects.order_by("pk").first(), **extra)
+    return Deployment.objects.create(
+        owner=owner,
+        code=f"mine-{owner.pk}",
+        status="running",
+        base_model=BaseModel.objects.order_by("pk").first(),
+        **extra,
+    )
 
 
 def test_one_is_singular(alice_client, alice):
@@ -49,10 +54,23 @@ def test_deployment_notifications_name_the_deployment(alice):
 def test_server_paths_are_shown_to_staff_only(client, alice):
     deployment = _deployment(alice)
     node = Node.objects.create(name="n1")
-    Instance.objects.create(deployment=deployment, node=node, runtime="transformers", state="ready", port=9,
-                            upstream_model="x", log_path="/srv/console/var/serving/logs/instance-1.log")
-    base = BaseModel.objects.create(code="pathy", display_name="Pathy", family="test", modality="text",
-                                    weights_source="local_dir", weights_location="/srv/secret/weights")
+    Instance.objects.create(
+        deployment=deployment,
+        node=node,
+        runtime="transformers",
+        state="ready",
+        port=9,
+        upstream_model="x",
+        log_path="/srv/console/var/serving/logs/instance-1.log",
+    )
+    base = BaseModel.objects.create(
+        code="pathy",
+        display_name="Pathy",
+        family="test",
+        modality="text",
+        weights_source="local_dir",
+        weights_location="/srv/secret/weights",
+    )
     client.force_login(alice)
     html = client.get(f"/console/deployments/{deployment.public_id}/").content.decode()
     assert "/srv/console" not in html
@@ -77,14 +95,16 @@ def test_favicon_ico_leads_to_the_icon(client):
 def _celery_lines(capsys_logger: list[logging.LogRecord]) -> list[str]:
     from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS
 
-    logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)", "deployments-reconcile",
-                                          "deployments.reconcile_all")
-    logging.getLogger("celery.worker.strategy").info(LOG_RECEIVED, {"name": "deployments.reconcile_all",
-                                                                    "id": "abc"})
-    logging.getLogger("celery.app.trace").info(LOG_SUCCESS, {"name": "deployments.reconcile_all", "id": "abc",
-                                                             "runtime": 0.01, "return_value": 0})
-    logging.getLogger("celery.app.trace").info(LOG_SUCCESS, {"name": "jobs.train_next", "id": "def",
-                                                             "runtime": 9.5, "return_value": None})
+    logging.getLogger("celery.beat").info(
+        "Scheduler: Sending due task %s (%s)", "deployments-reconcile", "deployments.reconcile_all"
+    )
+    logging.getLogger("celery.worker.strategy").info(LOG_RECEIVED, {"name": "deployments.reconcile_all", "id": "abc"})
+    logging.getLogger("celery.app.trace").info(
+        LOG_SUCCESS, {"name": "deployments.reconcile_all", "id": "abc", "runtime": 0.01, "return_value": 0}
+    )
+    logging.getLogger("celery.app.trace").info(
+        LOG_SUCCESS, {"name": "jobs.train_next", "id": "def", "runtime": 9.5, "return_value": None}
+    )
     return [f"{r.levelname} {r.getMessage()}" for r in capsys_logger]
 
 

@@ -81,8 +81,14 @@ def usage(alice):
         for _ in range(3)
     )
     FineTuningJob.objects.create(
-        owner=alice, base_model=base, training_dataset=make_dataset(alice, chat_lines(20)), suffix="bot",
-        fine_tuned_model="ft:base:bot:csv", status="succeeded", trained_tokens=5000, actual_cost=Decimal("0.05"),
+        owner=alice,
+        base_model=base,
+        training_dataset=make_dataset(alice, chat_lines(20)),
+        suffix="bot",
+        fine_tuned_model="ft:base:bot:csv",
+        status="succeeded",
+        trained_tokens=5000,
+        actual_cost=Decimal("0.05"),
         finished_at=timezone.now(),
     )
     return base
@@ -92,8 +98,17 @@ def test_usage_csv_headers_and_kinds_are_in_the_readers_language_and_numbers_sta
     client = Client()
     client.force_login(alice)
     rows = _usage_rows(client)
-    assert rows[0] == ["Kind", "Date", "Model", "Calls", "Errors", "Prompt tokens", "Completion tokens", "Tokens",
-                       "Cost"]
+    assert rows[0] == [
+        "Kind",
+        "Date",
+        "Model",
+        "Calls",
+        "Errors",
+        "Prompt tokens",
+        "Completion tokens",
+        "Tokens",
+        "Cost",
+    ]
     assert [r[0] for r in rows[1:]] == ["Inference", "Training", "Total"]
     assert rows[1][5] == "3600" and rows[-1][3] == "3"  # no thousands separators: machine-readable
     alice.language = "zh-hans"
@@ -137,12 +152,25 @@ def test_main_pages_fit_a_phone_width_screen(browser, live_server, alice, screen
     alice.save(update_fields=["language"])
     base = BaseModel.objects.order_by("pk").first()
     dataset = make_dataset(alice, chat_lines(20), name="customer-support-conversations-2026-export-final-v2.jsonl")
-    job = FineTuningJob.objects.create(owner=alice, base_model=base, training_dataset=dataset, suffix="long",
-                                       fine_tuned_model=LONG_CODE, status="succeeded", trained_tokens=123456,
-                                       actual_cost=Decimal("1.25"), finished_at=timezone.now())
+    job = FineTuningJob.objects.create(
+        owner=alice,
+        base_model=base,
+        training_dataset=dataset,
+        suffix="long",
+        fine_tuned_model=LONG_CODE,
+        status="succeeded",
+        trained_tokens=123456,
+        actual_cost=Decimal("1.25"),
+        finished_at=timezone.now(),
+    )
     make_card(job)
-    deployment = Deployment.objects.create(owner=alice, code="support-bot-production-deployment-eu-1",
-                                           status="running", base_model=base, desired_instances=1)
+    deployment = Deployment.objects.create(
+        owner=alice,
+        code="support-bot-production-deployment-eu-1",
+        status="running",
+        base_model=base,
+        desired_instances=1,
+    )
     ApiCall.objects.create(user=alice, model=LONG_CODE, prompt_tokens=1200, completion_tokens=30, status_code=200)
     ApiKey.create_for(user=alice, name="a key for the production support bot in the EU region")
     pages = {
@@ -184,8 +212,9 @@ def test_main_pages_fit_a_phone_width_screen(browser, live_server, alice, screen
                 problems[name] = result
             assert not page.is_visible("nav.sidenav"), name
             # The top bar's controls stay on one line each (not "中" over "文").
-            heights = page.eval_on_selector_all(".lang-switch button, .user-menu summary",
-                                                "els => els.map(e => e.getBoundingClientRect().height)")
+            heights = page.eval_on_selector_all(
+                ".lang-switch button, .user-menu summary", "els => els.map(e => e.getBoundingClientRect().height)"
+            )
             assert heights and max(heights) < 34, (name, heights)
             page.click("[data-testid=menu-button]")
             page.wait_for_selector("nav.sidenav", state="visible")
@@ -201,9 +230,16 @@ def test_a_failed_merged_build_names_no_server_path(alice, tiny_base, tmp_path):
     from deployments.models import ExportStatus
 
     gone = tmp_path / "srv" / "console" / "var" / "results" / "ft-old"
-    job = FineTuningJob.objects.create(owner=alice, base_model=tiny_base, suffix="old", status="succeeded",
-                                       training_dataset=make_dataset(alice, chat_lines(20)), method="sft",
-                                       training_type="lora", fine_tuned_model="ft:tiny:old:paths")
+    job = FineTuningJob.objects.create(
+        owner=alice,
+        base_model=tiny_base,
+        suffix="old",
+        status="succeeded",
+        training_dataset=make_dataset(alice, chat_lines(20)),
+        method="sft",
+        training_type="lora",
+        fine_tuned_model="ft:tiny:old:paths",
+    )
     card = make_card(job, path=str(gone))
     failed = exports.merged_export_build(export_id=exports.merged_export_request(model=card).pk)
     assert failed.status == ExportStatus.FAILED
@@ -215,15 +251,24 @@ def test_a_failed_merged_build_names_no_server_path(alice, tiny_base, tmp_path):
     assert 'data-testid="merged-error"' in page and str(tmp_path) not in page
 
 
-@pytest.mark.parametrize(("text", "shown"), [
-    ("[Errno 28] No space left on device: '/srv/console/var/scratch/export-3/model.safetensors'",
-     "[Errno 28] No space left on device: '…/model.safetensors'"),
-    ("/home/ops/console/var/media/x has no files in the storage", "…/x has no files in the storage"),
-    ("THUDM/glm-4-9b-chat is not in the local Hugging Face cache.",
-     "THUDM/glm-4-9b-chat is not in the local Hugging Face cache."),
-    ("see https://example.com/a/b and /health failed 3 times",
-     "see https://example.com/a/b and /health failed 3 times"),
-])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "[Errno 28] No space left on device: '/srv/console/var/scratch/export-3/model.safetensors'",
+            "[Errno 28] No space left on device: '…/model.safetensors'",
+        ),
+        ("/home/ops/console/var/media/x has no files in the storage", "…/x has no files in the storage"),
+        (
+            "THUDM/glm-4-9b-chat is not in the local Hugging Face cache.",
+            "THUDM/glm-4-9b-chat is not in the local Hugging Face cache.",
+        ),
+        (
+            "see https://example.com/a/b and /health failed 3 times",
+            "see https://example.com/a/b and /health failed 3 times",
+        ),
+    ],
+)
 def test_server_paths_are_cut_to_their_last_part(text, shown):
     from console.errors import without_server_paths
 

@@ -36,8 +36,13 @@ def _env(tmp_path: Path, port: int) -> dict:
             "DJANGO_ALLOW_ASYNC_UNSAFE",
         }
     }
-    return {**keep, "CONSOLE_VAR_DIR": str(tmp_path / "var"), "PORT": str(port), "CONSOLE_ADMIN_PASSWORD": "pw-123",
-            "HEALTHZ_TOKEN": HEALTHZ_TOKEN}
+    return {
+        **keep,
+        "CONSOLE_VAR_DIR": str(tmp_path / "var"),
+        "PORT": str(port),
+        "CONSOLE_ADMIN_PASSWORD": "pw-123",
+        "HEALTHZ_TOKEN": HEALTHZ_TOKEN,
+    }
 
 
 def _ours(tmp_path: Path) -> list[str]:
@@ -99,8 +104,9 @@ HEALTHZ_TOKEN = "monitoring-token-of-the-run-test"
 
 def _healthz(port: int) -> httpx.Response:
     """/healthz as a monitoring system reads it: with the token, which shows the workers and beat."""
-    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10,
-                     headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
+    return httpx.get(
+        f"http://127.0.0.1:{port}/healthz", timeout=10, headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"}
+    )
 
 
 @pytest.mark.timeout(400)
@@ -170,8 +176,9 @@ def test_up_serves_restarts_a_killed_worker_and_ctrl_c_stops_every_process(tmp_p
     assert "restarting it in 1 s" in output and f"worker started (pid {after['worker']})" in output
     # In order: web, workers and beat first, the embedded Redis last.
     first, last = output.index("stopping web, worker, trainer, beat, node ("), output.index("stopping redis (")
-    assert first < max(output.index(f"{name} stopped (") for name in ("web", "worker", "trainer", "beat", "node")) \
-        < last
+    assert (
+        first < max(output.index(f"{name} stopped (") for name in ("web", "worker", "trainer", "beat", "node")) < last
+    )
     assert last < output.index("redis stopped (") < output.index("everything stopped")
     time.sleep(1)
     assert not _ours(tmp_path), _ours(tmp_path)

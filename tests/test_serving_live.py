@@ -113,9 +113,26 @@ def test_deploy_chat_with_both_sdks_and_usage_recorded(stack, tiny_base):
     assert httpx.get(f"{instance.base_url}/health", timeout=10).status_code == 200
     if os.geteuid() == 0 and shutil.which("runuser") and shutil.which("curl"):
         out = subprocess.run(
-            ["runuser", "-u", "nobody", "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-             "-H", "Content-Type: application/json", "-d", json.dumps(chat), direct],
-            capture_output=True, text=True, timeout=60,
+            [
+                "runuser",
+                "-u",
+                "nobody",
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                json.dumps(chat),
+                direct,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.stdout.strip() == "401", out.stdout + out.stderr
     assert instance.api_key.encode() not in Path(f"/proc/{instance.pid}/cmdline").read_bytes()
@@ -277,8 +294,12 @@ def test_node_agent_killed_then_restarted_adopts_its_instances(stack, tiny_base)
     os.killpg(instance.pid, signal.SIGKILL)
     stack.start_agent()
     # the dead instance may still read "ready" for a moment: wait for its replacement to be the ready one
-    wait_for(lambda: deployment.instances.filter(state="ready").exclude(pk=instance.pk).exists(), timeout=60,
-             interval=0.3, what="a replacement instance ready")
+    wait_for(
+        lambda: deployment.instances.filter(state="ready").exclude(pk=instance.pk).exists(),
+        timeout=60,
+        interval=0.3,
+        what="a replacement instance ready",
+    )
     _wait_running(deployment, ready=1, timeout=60)
     instance.refresh_from_db()
     assert instance.state == "failed"
@@ -317,8 +338,12 @@ def test_model_that_fails_to_load_fails_with_the_reason(stack, tiny_base, tmp_pa
     assert response.json()["status"] == "failed" and response.json()["error"]["message"]
 
 
-def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base, tiny_lora_dir,  # noqa: F811
-                                                                 other_lora_dir):  # noqa: F811
+def test_public_pool_serves_a_lora_fine_tune_without_deployment(
+    stack,
+    tiny_base,
+    tiny_lora_dir,  # noqa: F811
+    other_lora_dir,
+):  # noqa: F811
     alice, bob = make_user("alice"), make_user("bob")
     tune = FineTunedModel.objects.create(
         code="tiny-test:alice:pool1",
@@ -356,8 +381,15 @@ def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base
     # A checkpoint's model is called by its code like its result (its own adapter, loaded on the first call);
     # promoted, the result's code answers with the checkpoint's weights.
     checkpoint = FineTunedModel.objects.create(
-        code=f"{tune.code}:ckpt-step-3", owner=alice, base_model=tiny_base, method="sft", training_type="lora",
-        path=str(other_lora_dir), checkpoint_of=tune, epoch=1, step=3,
+        code=f"{tune.code}:ckpt-step-3",
+        owner=alice,
+        base_model=tiny_base,
+        method="sft",
+        training_type="lora",
+        path=str(other_lora_dir),
+        checkpoint_of=tune,
+        epoch=1,
+        step=3,
     )
     greedy = {"temperature": 0.0, "max_tokens": 12}
     response = _chat(stack, key, checkpoint.code, **greedy)
@@ -367,8 +399,11 @@ def test_public_pool_serves_a_lora_fine_tune_without_deployment(stack, tiny_base
     from modelcards.services import fine_tuned_model_promote
 
     fine_tuned_model_promote(checkpoint=checkpoint)
-    wait_for(lambda: _chat(stack, key, tune.code, **greedy).json()["choices"][0]["message"]["content"] == answer,
-             timeout=30, what="the result to answer with the promoted checkpoint's weights")
+    wait_for(
+        lambda: _chat(stack, key, tune.code, **greedy).json()["choices"][0]["message"]["content"] == answer,
+        timeout=30,
+        what="the result to answer with the promoted checkpoint's weights",
+    )
 
     # A full fine-tune needs a deployment: 400 that says so and where.
     response = _chat(stack, key, full.code)

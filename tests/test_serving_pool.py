@@ -38,8 +38,9 @@ def _counts(instance_id: int, *, in_flight: int = 0, busy_for: float = 0.0, prog
 
 
 def _ready(pool: Deployment, node: Node) -> Instance:
-    return Instance.objects.create(deployment=pool, node=node, runtime="vllm", state="ready", port=1,
-                                   upstream_model=pool.served_name, api_key="k")
+    return Instance.objects.create(
+        deployment=pool, node=node, runtime="vllm", state="ready", port=1, upstream_model=pool.served_name, api_key="k"
+    )
 
 
 def test_one_pool_per_base_model_scales_with_load_between_its_minimum_and_maximum(tiny_base, node, settings):
@@ -212,8 +213,11 @@ def test_a_call_waiting_for_a_starting_pool_ends_when_its_work_is_gone(alice, ti
 
     def evaluation_worker():  # as in the Celery worker: a thread with no event loop running (Playwright's may be)
         try:
-            chat_complete(user=alice, body={"model": tiny_base.code, "messages": [{"role": "user", "content": "hi"}]},
-                          wanted=lambda: asked.append(1) or False)
+            chat_complete(
+                user=alice,
+                body={"model": tiny_base.code, "messages": [{"role": "user", "content": "hi"}]},
+                wanted=lambda: asked.append(1) or False,
+            )
         except Exception as exc:  # noqa: BLE001 - the assertion below says which
             outcome.append(exc)
 

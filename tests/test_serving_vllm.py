@@ -134,8 +134,13 @@ def vllm_stack(django_db_setup, django_db_blocker, celery_worker):
         cwd=ROOT,
         env=_env(
             db_name,
-            {"VLLM_PYTHON": VLLM_PYTHON, "VLLM_CPU_KVCACHE_SPACE": "1", "SERVING_START_TIMEOUT": "600",
-             "SERVING_POOL_ADAPTERS": str(ADAPTERS), "SERVING_MAX_MODEL_LEN": "2048"},
+            {
+                "VLLM_PYTHON": VLLM_PYTHON,
+                "VLLM_CPU_KVCACHE_SPACE": "1",
+                "SERVING_START_TIMEOUT": "600",
+                "SERVING_POOL_ADAPTERS": str(ADAPTERS),
+                "SERVING_MAX_MODEL_LEN": "2048",
+            },
         ),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -171,8 +176,12 @@ def _models(instance: Instance) -> set[str]:
 
 def _greedy(api: str, headers: dict, model: str) -> tuple[str, float]:
     started = time.perf_counter()
-    body = {"model": model, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8,
-            "do_sample": False}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "max_tokens": 8,
+        "do_sample": False,
+    }
     response = httpx.post(f"{api}/chat/completions", headers=headers, json=body, timeout=300)
     assert response.status_code == 200, response.text
     assert response.json()["model"] == model and response.json()["usage"]["completion_tokens"] > 0
@@ -188,20 +197,34 @@ def test_the_public_pool_loads_fine_tunes_at_run_time_and_evicts_the_least_recen
     base = _base(folder, public_pool=True)
     alice, bob = make_user("alice"), make_user("bob")
     tunes = [
-        FineTunedModel.objects.create(code=f"tiny-vllm:alice:t{n}", owner=alice, base_model=base, method="sft",
-                                      training_type="lora", path=str(path))
+        FineTunedModel.objects.create(
+            code=f"tiny-vllm:alice:t{n}",
+            owner=alice,
+            base_model=base,
+            method="sft",
+            training_type="lora",
+            path=str(path),
+        )
         for n, path in enumerate(adapters, start=1)
     ]
     headers = {"Authorization": f"Bearer {ApiKey.create_for(user=alice, name='pool')[1]}"}
 
     # The pool of this base is idle (minimum 0): the first call starts it and is told when to come back.
-    first = httpx.post(f"{api}/chat/completions", headers=headers, timeout=60,
-                       json={"model": base.code, "messages": [{"role": "user", "content": "hi"}]})
+    first = httpx.post(
+        f"{api}/chat/completions",
+        headers=headers,
+        timeout=60,
+        json={"model": base.code, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert first.status_code == 503 and first.json()["error"]["code"] == "model_starting", first.text
     assert int(first.headers["Retry-After"]) > 0
     pool = Deployment.objects.get(kind="pool", base_model=base)
-    wait_for(lambda: Instance.objects.filter(deployment=pool, state="ready").exists(), timeout=600, interval=1,
-             what="the pool's vLLM instance")
+    wait_for(
+        lambda: Instance.objects.filter(deployment=pool, state="ready").exists(),
+        timeout=600,
+        interval=1,
+        what="the pool's vLLM instance",
+    )
     instance = Instance.objects.get(deployment=pool, state="ready")
     assert instance.runtime == "vllm" and instance.upstream_model == base.code
     assert _models(instance) == {base.code}  # nothing loaded yet, and no merged copy was made
@@ -224,8 +247,12 @@ def test_the_public_pool_loads_fine_tunes_at_run_time_and_evicts_the_least_recen
 
     # bob cannot call alice's fine-tunes through the pool.
     bob_headers = {"Authorization": f"Bearer {ApiKey.create_for(user=bob, name='pool')[1]}"}
-    refused = httpx.post(f"{api}/chat/completions", headers=bob_headers, timeout=60,
-                         json={"model": tunes[1].code, "messages": [{"role": "user", "content": "hi"}]})
+    refused = httpx.post(
+        f"{api}/chat/completions",
+        headers=bob_headers,
+        timeout=60,
+        json={"model": tunes[1].code, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert refused.status_code == 404
 
     # Nothing reaches the instance without its key: not this process, not another OS user; the key is in no
@@ -236,9 +263,22 @@ def test_the_public_pool_loads_fine_tunes_at_run_time_and_evicts_the_least_recen
     assert httpx.post(f"{instance.base_url}/v1/load_lora_adapter", json=load, timeout=60).status_code == 401
     if os.geteuid() == 0 and shutil.which("runuser") and shutil.which("curl"):
         out = subprocess.run(
-            ["runuser", "-u", "nobody", "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-             f"{instance.base_url}/v1/models"],
-            capture_output=True, text=True, timeout=60,
+            [
+                "runuser",
+                "-u",
+                "nobody",
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                f"{instance.base_url}/v1/models",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.stdout.strip() == "401", out.stdout + out.stderr
     for pid in instance_pids(db_name):
@@ -249,8 +289,12 @@ def test_the_public_pool_loads_fine_tunes_at_run_time_and_evicts_the_least_recen
 
     fine_tuned_model_delete(model=tunes[2])
     wait_for(lambda: tunes[2].code not in _models(instance), timeout=60, what="the deleted fine-tune's unload")
-    gone = httpx.post(f"{api}/chat/completions", headers=headers, timeout=60,
-                      json={"model": tunes[2].code, "messages": [{"role": "user", "content": "hi"}]})
+    gone = httpx.post(
+        f"{api}/chat/completions",
+        headers=headers,
+        timeout=60,
+        json={"model": tunes[2].code, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert gone.status_code == 404
 
     services.deployment_cancel(deployment=pool)

@@ -31,7 +31,11 @@ def test_a_value_out_of_range_is_an_error_naming_the_variable(settings):
     found = _messages()
     errors = [m for m in found.values() if m.level == checks.ERROR]
     assert {m.msg.split(" ")[0] for m in errors} == {
-        "SERVING_NODE_TIMEOUT", "NOTIFICATIONS_MAX_ATTEMPTS", "DATASET_MAX_BYTES", "USER_MAX_DATASETS"}
+        "SERVING_NODE_TIMEOUT",
+        "NOTIFICATIONS_MAX_ATTEMPTS",
+        "DATASET_MAX_BYTES",
+        "USER_MAX_DATASETS",
+    }
     node = next(m for m in errors if m.msg.startswith("SERVING_NODE_TIMEOUT"))
     assert "must be more than 0" in node.msg and "SERVING_NODE_TIMEOUT" in node.hint
     assert "at least 0" in next(m for m in errors if m.msg.startswith("USER_MAX_DATASETS")).msg
@@ -69,10 +73,15 @@ def test_settings_that_contradict_each_other_are_warnings(settings):
 
 
 def test_manage_py_check_reports_a_bad_value_at_start(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "CONSOLE_VAR_DIR": str(tmp_path), "SERVING_RUNTIME": "triton",
-           "DJANGO_SETTINGS_MODULE": "console.settings"}
-    run = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CONSOLE_VAR_DIR": str(tmp_path),
+        "SERVING_RUNTIME": "triton",
+        "DJANGO_SETTINGS_MODULE": "console.settings",
+    }
+    run = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode != 0
     assert "deployments.E101" in run.stderr and "SERVING_RUNTIME is 'triton'" in run.stderr
 
@@ -91,9 +100,19 @@ APP_CODE = ["console", "modelcards", "datasets", "jobs", "deployments", "experie
 # Processes that run before or without Django settings, and variables that are not the console's configuration
 # (torchrun's ranks, Hugging Face's cache): each such read says why beside it.
 ENVIRON_ALLOWED = {
-    "console/settings.py", "ops/supervise.py", "console/celery.py", "console/asgi.py", "console/wsgi.py",
-    "ops/embedded_redis.py", "deployments/launch.py", "deployments/serve_transformers.py", "deployments/agent.py",
-    "jobs/training/engine.py", "jobs/training/memory.py", "jobs/training/distributed.py", "modelcards/models.py",
+    "console/settings.py",
+    "ops/supervise.py",
+    "console/celery.py",
+    "console/asgi.py",
+    "console/wsgi.py",
+    "ops/embedded_redis.py",
+    "deployments/launch.py",
+    "deployments/serve_transformers.py",
+    "deployments/agent.py",
+    "jobs/training/engine.py",
+    "jobs/training/memory.py",
+    "jobs/training/distributed.py",
+    "modelcards/models.py",
 }
 
 

@@ -47,8 +47,11 @@ def status_writes(path: Path) -> list[tuple[int, str]]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 for el in target.elts if isinstance(target, ast.Tuple) else [target]:
-                    if (isinstance(el, ast.Attribute) and el.attr in STATE_FIELDS
-                            and not (isinstance(el.value, ast.Name) and el.value.id == "self")):
+                    if (
+                        isinstance(el, ast.Attribute)
+                        and el.attr in STATE_FIELDS
+                        and not (isinstance(el.value, ast.Name) and el.value.id == "self")
+                    ):
                         found.append((node.lineno, f".{el.attr} ="))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             name = node.func.attr
@@ -78,26 +81,42 @@ def test_only_the_state_modules_write_a_status():
 
 def test_the_scan_catches_a_status_written_elsewhere():
     probe = ROOT / "jobs" / "_state_probe.py"
-    probe.write_text("def f(job, qs):\n    job.status = 'queued'\n    qs.update(status='running')\n"
-                     "    job.save(update_fields=['status'])\n")
+    probe.write_text(
+        "def f(job, qs):\n    job.status = 'queued'\n    qs.update(status='running')\n"
+        "    job.save(update_fields=['status'])\n"
+    )
     try:
         found = stray_writes()
     finally:
         probe.unlink()
-    assert {"jobs/_state_probe.py:2 .status =", "jobs/_state_probe.py:3 update(status=...)",
-            "jobs/_state_probe.py:4 save(update_fields=[status])"} <= set(found)
+    assert {
+        "jobs/_state_probe.py:2 .status =",
+        "jobs/_state_probe.py:3 update(status=...)",
+        "jobs/_state_probe.py:4 save(update_fields=[status])",
+    } <= set(found)
 
 
 def test_the_runner_uses_no_private_helper_of_services():
     tree = ast.parse((ROOT / "jobs" / "runner.py").read_text(encoding="utf-8"))
-    private = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "services"
-               for alias in node.names if alias.name.startswith("_")]
+    private = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "services"
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
     assert private == []
 
 
-@pytest.mark.parametrize("machine, enum", [
-    (JOB, JobStatus), (DATASET, DatasetStatus), (DEPLOYMENT, DeploymentStatus), (INSTANCE, InstanceState),
-])
+@pytest.mark.parametrize(
+    "machine, enum",
+    [
+        (JOB, JobStatus),
+        (DATASET, DatasetStatus),
+        (DEPLOYMENT, DeploymentStatus),
+        (INSTANCE, InstanceState),
+    ],
+)
 def test_each_table_names_only_its_enum_and_ends_stay_ended(machine: StateMachine, enum):
     values = {str(v) for v in enum.values}
     assert set(machine.table) <= values

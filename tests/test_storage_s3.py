@@ -50,8 +50,9 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=KEY,
-                          aws_secret_access_key=SECRET)
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=KEY, aws_secret_access_key=SECRET
+    )
     client.create_bucket(Bucket=BUCKET)
     yield endpoint
     server.stop()
@@ -62,8 +63,9 @@ def bucket(s3_server):
     """The bucket's objects (boto3, straight to the server), emptied after the test."""
     import boto3
 
-    resource = boto3.resource("s3", endpoint_url=s3_server, region_name=REGION, aws_access_key_id=KEY,
-                              aws_secret_access_key=SECRET)
+    resource = boto3.resource(
+        "s3", endpoint_url=s3_server, region_name=REGION, aws_access_key_id=KEY, aws_secret_access_key=SECRET
+    )
     yield resource.Bucket(BUCKET)
     resource.Bucket(BUCKET).objects.all().delete()
 
@@ -77,8 +79,7 @@ def web_media(tmp_path):
 def s3_selected(s3_server, bucket, web_media):
     """This process (the web side) stores through the bucket; MEDIA_ROOT is a fresh folder nothing may touch."""
     storages = {
-        "default": s3_storage(bucket=BUCKET, endpoint_url=s3_server, region=REGION, access_key=KEY,
-                              secret_key=SECRET),
+        "default": s3_storage(bucket=BUCKET, endpoint_url=s3_server, region=REGION, access_key=KEY, secret_key=SECRET),
         "staticfiles": settings.STORAGES["staticfiles"],
     }
     with override_settings(STORAGES=storages, MEDIA_ROOT=str(web_media)):
@@ -158,15 +159,21 @@ def test_s3_without_a_bucket_refuses_to_start(tmp_path):
 
 def _running_job(owner, base, dataset) -> FineTuningJob:
     return FineTuningJob.objects.create(
-        owner=owner, base_model=base, training_dataset=dataset, fine_tuned_model="ft:tiny-test:s3:resume",
-        status=JobStatus.RUNNING, attempts=2, worker="here:1",
+        owner=owner,
+        base_model=base,
+        training_dataset=dataset,
+        fine_tuned_model="ft:tiny-test:s3:resume",
+        status=JobStatus.RUNNING,
+        attempts=2,
+        worker="here:1",
         resolved_hyperparameters={"n_epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
     )
 
 
 @pytest.mark.django_db(transaction=True)
-def test_resume_fetches_the_checkpoint_and_one_that_cannot_be_fetched_fails_loudly(s3_selected, alice, tiny_base,
-                                                                                   tmp_path):
+def test_resume_fetches_the_checkpoint_and_one_that_cannot_be_fetched_fails_loudly(
+    s3_selected, alice, tiny_base, tmp_path
+):
     bucket = s3_selected
     job = _running_job(alice, tiny_base, make_dataset(alice, chat_lines(8)))
     name = f"{job_services.job_storage_name(job)}/checkpoints/step-3"
@@ -197,8 +204,14 @@ def s3_worker(s3_selected, s3_server, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         db_name = connection.settings_dict["NAME"]
     node = tmp_path_factory.mktemp("s3-node")
-    env = {"STORAGE_BACKEND": "s3", "AWS_STORAGE_BUCKET_NAME": BUCKET, "AWS_S3_ENDPOINT_URL": s3_server,
-           "AWS_S3_REGION_NAME": REGION, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+    env = {
+        "STORAGE_BACKEND": "s3",
+        "AWS_STORAGE_BUCKET_NAME": BUCKET,
+        "AWS_S3_ENDPOINT_URL": s3_server,
+        "AWS_S3_REGION_NAME": REGION,
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+    }
     worker = TrainingWorker(db_name, name="s3node", queues="default,training", var_dir=node, env=env)
     with services.consumers_paused({"default", "training"}):
         yield worker.ensure()
@@ -208,32 +221,45 @@ def s3_worker(s3_selected, s3_server, django_db_blocker, tmp_path_factory):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
 def test_a_task_trains_on_a_worker_that_shares_no_disk_with_the_web_side(
-        s3_worker, s3_selected, sdk, alice, bob, tiny_base, tiny_model_dir, web_media, client):
+    s3_worker, s3_selected, sdk, alice, bob, tiny_base, tiny_model_dir, web_media, client
+):
     bucket = s3_selected
     BaseModel.objects.filter(pk=tiny_base.pk).update(public_name=str(tiny_model_dir))  # stands in for a hub id
     body = "\n".join(json.dumps(line) for line in chat_lines(24)).encode() + b"\n"
     uploaded = sdk.files.create(file=("widgets.jsonl", body), purpose="fine-tune")
     dataset_key = f"datasets/{alice.pk}/"
     assert any(key.startswith(dataset_key) and key.endswith(".jsonl") for key in _keys(bucket, dataset_key))
-    wait_for(lambda: sdk.files.list().data and _file_status(uploaded.id) in {"ready", "invalid"}, timeout=120,
-             what="the worker to validate the upload from the bucket")
+    wait_for(
+        lambda: sdk.files.list().data and _file_status(uploaded.id) in {"ready", "invalid"},
+        timeout=120,
+        what="the worker to validate the upload from the bucket",
+    )
     assert _file_status(uploaded.id) == "ready", Dataset.objects.get(public_id=uploaded.id).status_message
 
-    job = sdk.fine_tuning.jobs.create(model="tiny-test", training_file=uploaded.id, suffix="s3",
-                                      hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 3})
+    job = sdk.fine_tuning.jobs.create(
+        model="tiny-test",
+        training_file=uploaded.id,
+        suffix="s3",
+        hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 3},
+    )
     wait_for(lambda: job_status(job.id) in {"succeeded", "failed", "cancelled"}, timeout=240, what="the task to end")
     row = FineTuningJob.objects.get(public_id=job.id)
     assert row.status == "succeeded", (row.error_code, row.error_message)
 
     folder = f"jobs/{alice.pk}/{job.id}"
     keys = _keys(bucket, folder + "/")
-    assert {f"{folder}/checkpoints/epoch-1/adapter_model.safetensors",
-            f"{folder}/checkpoints/epoch-2/adapter_config.json", f"{folder}/final/adapter_model.safetensors",
-            f"{folder}/final/adapter_config.json"} <= keys
+    assert {
+        f"{folder}/checkpoints/epoch-1/adapter_model.safetensors",
+        f"{folder}/checkpoints/epoch-2/adapter_config.json",
+        f"{folder}/final/adapter_model.safetensors",
+        f"{folder}/final/adapter_config.json",
+    } <= keys
     # The task succeeded: its checkpoints are models now, without the resume state, in the bucket too.
     assert not {k for k in keys if k.endswith((STATE_FILE, "trainable.safetensors"))}
     assert {c.path for c in Checkpoint.objects.filter(job=row)} == {
-        f"{folder}/checkpoints/epoch-1", f"{folder}/checkpoints/epoch-2"}
+        f"{folder}/checkpoints/epoch-1",
+        f"{folder}/checkpoints/epoch-2",
+    }
     card = FineTunedModel.objects.get(job=row)
     assert card.path == f"{folder}/final" and row.output_dir == folder
     # Nothing came through this process's disk, and the worker's scratch went with the task.
@@ -275,10 +301,12 @@ def test_a_serving_node_fetches_a_fine_tune_from_the_bucket_before_it_serves(s3_
     from deployments.targets import prepare, target_of
 
     name = f"jobs/{alice.pk}/ftjob-served/final"
-    storage.upload_folder(_folder(tmp_path / "final", {"adapter_config.json": b"{}", "adapter.safetensors": b"w"}),
-                          name)
-    tune = FineTunedModel.objects.create(code="tiny-test:alice:s3", owner=alice, base_model=tiny_base, method="sft",
-                                         training_type="lora", path=name)
+    storage.upload_folder(
+        _folder(tmp_path / "final", {"adapter_config.json": b"{}", "adapter.safetensors": b"w"}), name
+    )
+    tune = FineTunedModel.objects.create(
+        code="tiny-test:alice:s3", owner=alice, base_model=tiny_base, method="sft", training_type="lora", path=name
+    )
     target = target_of(tune)
     assert target.adapter == storage.local_path(name) and not target.adapter.exists()  # nothing fetched yet
     prepare(target, merge=False)  # a runtime that loads adapters itself (vLLM): fetched into this node's cache

@@ -56,8 +56,9 @@ def test_a_successful_sign_in_clears_the_accounts_count(client, alice):
 def test_the_lockout_page_is_in_the_readers_language(client, alice):
     for _ in range(5):
         _login(client, "alice", "wrong")
-    response = client.post(LOGIN, {"username": "alice", "password": "x"}, REMOTE_ADDR="10.0.0.1",
-                           HTTP_ACCEPT_LANGUAGE="zh-hans")
+    response = client.post(
+        LOGIN, {"username": "alice", "password": "x"}, REMOTE_ADDR="10.0.0.1", HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
     assert response.status_code == 429
     assert "15 分钟" in response.content.decode()
 
@@ -66,8 +67,7 @@ def test_the_admin_sign_in_is_throttled_too(client):
     make_user("root", is_staff=True, is_superuser=True)
     for _ in range(5):
         client.post("/admin/login/", {"username": "root", "password": "wrong"}, REMOTE_ADDR="10.0.0.6")
-    response = client.post("/admin/login/", {"username": "root", "password": "root-pass-123"},
-                           REMOTE_ADDR="10.0.0.6")
+    response = client.post("/admin/login/", {"username": "root", "password": "root-pass-123"}, REMOTE_ADDR="10.0.0.6")
     assert response.status_code == 429
 
 
@@ -98,16 +98,16 @@ def test_wrong_api_secrets_from_one_address_get_429(client, alice):
     _key, text = ApiKey.create_for(user=alice, name="a")
     key_id = text.split(".")[0]
     for i in range(5):
-        response = client.get("/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {key_id}.wrong{i}",
-                              REMOTE_ADDR="10.1.0.1")
+        response = client.get(
+            "/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {key_id}.wrong{i}", REMOTE_ADDR="10.1.0.1"
+        )
         _error(response, 401, "1002")
-    response = client.get("/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {key_id}.wrong",
-                          REMOTE_ADDR="10.1.0.1")
+    response = client.get("/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {key_id}.wrong", REMOTE_ADDR="10.1.0.1")
     error = _error(response, 429, "1305")
     assert "failed authentications a minute from 10.1.0.1" in error["message"]
     assert int(response["Retry-After"]) >= 1
     # Even the right secret waits from that address; another address is not affected.
-    _error(client.get("/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {text}", REMOTE_ADDR="10.1.0.1"), 429,
-           "1305")
-    assert client.get("/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {text}",
-                      REMOTE_ADDR="10.1.0.2").status_code == 200
+    _error(client.get("/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {text}", REMOTE_ADDR="10.1.0.1"), 429, "1305")
+    assert (
+        client.get("/api/paas/v4/files", HTTP_AUTHORIZATION=f"Bearer {text}", REMOTE_ADDR="10.1.0.2").status_code == 200
+    )

@@ -145,8 +145,11 @@ def test_tool_calls_and_tools_rendered(renderer, tokenizer):
                 "role": "assistant",
                 "content": "",
                 "tool_calls": [
-                    {"id": "c1", "type": "function",
-                     "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
                 ],
             },
             {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 21}'},
@@ -183,8 +186,12 @@ def test_truncation_and_bad_examples(tokenizer):
         short.encode_sft({"messages": [{"role": "user", "content": "no answer"}]})
     with pytest.raises(RenderError, match="arguments"):
         short.encode_sft(
-            {"messages": [{"role": "user", "content": "x"},
-                          {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]}
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]},
+                ]
+            }
         )
 
 
@@ -260,15 +267,27 @@ def test_fused_lora_matches_peft(tiny_dir, renderer):
 def _fast(**kwargs) -> TrainingConfig:
     """fp32 unless a test asks otherwise: these tests compare exact figures, which "auto" would turn to bf16 on a
     CPU with fast bf16 (its own tests: test_bf16_is_the_default_on_a_cpu_with_fast_bf16 and below)."""
-    defaults = {"n_epochs": 3, "batch_size": 2, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
-                "precision": "fp32"}
+    defaults = {
+        "n_epochs": 3,
+        "batch_size": 2,
+        "learning_rate": 1e-2,
+        "warmup_ratio": 0.0,
+        "num_threads": 1,
+        "precision": "fp32",
+    }
     return TrainingConfig(**{**defaults, **kwargs})
 
 
 def test_sft_lora_trains_and_saves_adapter(tiny_dir, tmp_path):
     rec = Recorder()
-    result = train(model_dir=tiny_dir, train_examples=MEMO * 4, eval_examples=MEMO, config=_fast(n_epochs=4),
-                   output_dir=tmp_path, callbacks=rec)
+    result = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 4,
+        eval_examples=MEMO,
+        config=_fast(n_epochs=4),
+        output_dir=tmp_path,
+        callbacks=rec,
+    )
     epoch_ends = [m for m in rec.metric_log if m["eval_loss"] is not None]
     assert [m["epoch"] for m in epoch_ends] == [1.0, 2.0, 3.0, 4.0]
     assert epoch_ends[-1]["eval_loss"] < epoch_ends[0]["eval_loss"] - 0.5
@@ -277,8 +296,13 @@ def test_sft_lora_trains_and_saves_adapter(tiny_dir, tmp_path):
     assert last["current_steps"] == last["total_steps"] == 32 and last["remaining_time"] == 0
     assert result.trained_tokens == 4 * result.train_tokens_per_epoch and result.epochs_completed == 4
     final = result.output_dir
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
-                 "training_result.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "training_result.json",
+    ):
         assert (final / name).exists(), name
     assert json.loads((final / "training_result.json").read_text())["steps"] == 32
     assert [e for e, _ in rec.checkpoints] == [1, 2, 3, 4]
@@ -296,9 +320,13 @@ def test_sft_lora_trains_and_saves_adapter(tiny_dir, tmp_path):
 def test_sft_full_trains_and_saves_model(tiny_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    result = train(model_dir=tiny_dir, train_examples=MEMO * 4, eval_examples=MEMO,
-                   config=_fast(training_type="full", learning_rate=3e-3, packing=False),
-                   output_dir=tmp_path)
+    result = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 4,
+        eval_examples=MEMO,
+        config=_fast(training_type="full", learning_rate=3e-3, packing=False),
+        output_dir=tmp_path,
+    )
     losses = [h["eval_loss"] for h in result.history if h["eval_loss"] is not None]
     assert losses[-1] < losses[0] - 0.5
     model = AutoModelForCausalLM.from_pretrained(str(result.output_dir))  # a plain model folder
@@ -316,10 +344,18 @@ def test_dpo_margin_grows(tiny_dir, tmp_path):
         for i in range(4)
     ]
     for training_type in ("lora", "full"):
-        result = train(model_dir=tiny_dir, train_examples=pairs * 2, eval_examples=pairs,
-                       config=_fast(method="dpo", training_type=training_type, dpo_beta=0.5,
-                                    learning_rate=1e-2 if training_type == "lora" else 2e-3),
-                       output_dir=tmp_path / training_type)
+        result = train(
+            model_dir=tiny_dir,
+            train_examples=pairs * 2,
+            eval_examples=pairs,
+            config=_fast(
+                method="dpo",
+                training_type=training_type,
+                dpo_beta=0.5,
+                learning_rate=1e-2 if training_type == "lora" else 2e-3,
+            ),
+            output_dir=tmp_path / training_type,
+        )
         evals = [h["eval_loss"] for h in result.history if h["eval_loss"] is not None]
         assert evals[-1] < evals[0] < 0.7  # starts near log(2): policy == reference
         margins = [h["reward_margin"] for h in result.history if "reward_margin" in h]
@@ -334,21 +370,34 @@ def test_should_stop_cancels_within_a_step(tiny_dir, tmp_path):
 
     rec = StopAtStep()
     with pytest.raises(TrainingCancelled):
-        train(model_dir=tiny_dir, train_examples=MEMO * 8, eval_examples=None,
-              config=_fast(metrics_interval=0.0), output_dir=tmp_path, callbacks=rec)
+        train(
+            model_dir=tiny_dir,
+            train_examples=MEMO * 8,
+            eval_examples=None,
+            config=_fast(metrics_interval=0.0),
+            output_dir=tmp_path,
+            callbacks=rec,
+        )
     assert len(rec.metric_log) == 1 and rec.metric_log[0]["current_steps"] == 1
     assert not (tmp_path / "final").exists()
 
 
 def test_checkpoint_resume_continues_exactly(tiny_dir, tmp_path):
     config = _fast(n_epochs=3)
-    full = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
-                 output_dir=tmp_path / "straight")
+    full = train(
+        model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config, output_dir=tmp_path / "straight"
+    )
     # a second run from the epoch-1 checkpoint of the first reaches the same place
     resumed_rec = Recorder()
-    resumed = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
-                    output_dir=tmp_path / "resumed", callbacks=resumed_rec,
-                    resume_from=tmp_path / "straight" / "checkpoints" / "epoch-1")
+    resumed = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 2,
+        eval_examples=MEMO,
+        config=config,
+        output_dir=tmp_path / "resumed",
+        callbacks=resumed_rec,
+        resume_from=tmp_path / "straight" / "checkpoints" / "epoch-1",
+    )
     assert [e for e, _ in resumed_rec.checkpoints] == [2, 3]
     assert resumed_rec.metric_log[0]["current_steps"] > 4  # no step of epoch 1 again
     assert resumed.steps == full.steps and resumed.trained_tokens == full.trained_tokens
@@ -365,9 +414,13 @@ def test_resume_mid_epoch_continues_the_interrupted_run(tiny_dir, tmp_path):
     losses after k are those of the uninterrupted run (same data order, optimizer and RNG state)."""
     config = _fast(n_epochs=2, metrics_interval=0.0, checkpoint_interval=1e-9, lora_dropout=0.1)
     data = MEMO * 3  # 12 examples, batch 2: 6 steps an epoch
-    straight = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO,
-                     config=_fast(n_epochs=2, metrics_interval=0.0, lora_dropout=0.1),
-                     output_dir=tmp_path / "straight")
+    straight = train(
+        model_dir=tiny_dir,
+        train_examples=data,
+        eval_examples=MEMO,
+        config=_fast(n_epochs=2, metrics_interval=0.0, lora_dropout=0.1),
+        output_dir=tmp_path / "straight",
+    )
 
     class StopAfter(Recorder):
         def checkpoint(self, epoch, path, *, step=0, complete=True):
@@ -376,8 +429,14 @@ def test_resume_mid_epoch_continues_the_interrupted_run(tiny_dir, tmp_path):
 
     rec = StopAfter()
     with pytest.raises(TrainingCancelled):
-        train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
-              output_dir=tmp_path / "run", callbacks=rec)
+        train(
+            model_dir=tiny_dir,
+            train_examples=data,
+            eval_examples=MEMO,
+            config=config,
+            output_dir=tmp_path / "run",
+            callbacks=rec,
+        )
     assert [s for s, _ in rec.mid_epoch] == [1, 2, 3, 4, 5, 7, 8] and [e for e, _ in rec.checkpoints] == [1]
     # only the newest mid-epoch checkpoint is kept on disk (epoch ends are kept)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-1", "step-8"]
@@ -385,9 +444,15 @@ def test_resume_mid_epoch_continues_the_interrupted_run(tiny_dir, tmp_path):
     assert max(interrupted) == 8
 
     resumed_rec = Recorder()
-    resumed = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
-                    output_dir=tmp_path / "run", callbacks=resumed_rec,
-                    resume_from=tmp_path / "run" / "checkpoints" / "step-8")
+    resumed = train(
+        model_dir=tiny_dir,
+        train_examples=data,
+        eval_examples=MEMO,
+        config=config,
+        output_dir=tmp_path / "run",
+        callbacks=resumed_rec,
+        resume_from=tmp_path / "run" / "checkpoints" / "step-8",
+    )
     assert resumed_rec.metric_log[0]["current_steps"] == 9
     assert any(m.startswith("Resumed from step 8") for _, m, _ in resumed_rec.events)
     expected = _step_losses(straight.history)
@@ -405,8 +470,9 @@ def test_a_pause_saves_the_step_it_reached_and_resumes_from_it_step_for_step(tin
     config = _fast(n_epochs=2, metrics_interval=0.0, checkpoint_interval=None, lora_dropout=0.1)
     data = MEMO * 3  # 12 examples, batch 2: 6 steps an epoch
     # the first train() of the process when this test runs alone: it must not differ from the later ones
-    straight = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
-                     output_dir=tmp_path / "straight")
+    straight = train(
+        model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config, output_dir=tmp_path / "straight"
+    )
 
     class PauseAt(Recorder):
         def __init__(self, step, pause):
@@ -422,19 +488,37 @@ def test_a_pause_saves_the_step_it_reached_and_resumes_from_it_step_for_step(tin
 
     cancelled = PauseAt(3, pause=False)
     with pytest.raises(TrainingCancelled):
-        train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
-              output_dir=tmp_path / "cancelled", callbacks=cancelled)
+        train(
+            model_dir=tiny_dir,
+            train_examples=data,
+            eval_examples=MEMO,
+            config=config,
+            output_dir=tmp_path / "cancelled",
+            callbacks=cancelled,
+        )
     assert cancelled.mid_epoch == [] and not (tmp_path / "cancelled" / "checkpoints").exists()
 
     paused = PauseAt(9, pause=True)  # step 3 of epoch 2
     with pytest.raises(TrainingCancelled):
-        train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
-              output_dir=tmp_path / "run", callbacks=paused)
+        train(
+            model_dir=tiny_dir,
+            train_examples=data,
+            eval_examples=MEMO,
+            config=config,
+            output_dir=tmp_path / "run",
+            callbacks=paused,
+        )
     assert [s for s, _ in paused.mid_epoch] == [9] and [e for e, _ in paused.checkpoints] == [1]
     resumed_rec = Recorder()
-    resumed = train(model_dir=tiny_dir, train_examples=data, eval_examples=MEMO, config=config,
-                    output_dir=tmp_path / "run", callbacks=resumed_rec,
-                    resume_from=tmp_path / "run" / "checkpoints" / "step-9")
+    resumed = train(
+        model_dir=tiny_dir,
+        train_examples=data,
+        eval_examples=MEMO,
+        config=config,
+        output_dir=tmp_path / "run",
+        callbacks=resumed_rec,
+        resume_from=tmp_path / "run" / "checkpoints" / "step-9",
+    )
     assert resumed_rec.metric_log[0]["current_steps"] == 10
     expected = _step_losses(straight.history)
     got = {**_step_losses(paused.metric_log), **_step_losses(resumed_rec.metric_log)}
@@ -449,22 +533,33 @@ def test_a_checkpoint_that_cannot_be_read_fails_the_resume(tiny_dir, tmp_path):
     broken.mkdir(parents=True)
     (broken / engine.STATE_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(engine.CheckpointError, match="cannot be read"):
-        train(model_dir=tiny_dir, train_examples=MEMO, eval_examples=None, config=_fast(),
-              output_dir=tmp_path, resume_from=broken)
+        train(
+            model_dir=tiny_dir,
+            train_examples=MEMO,
+            eval_examples=None,
+            config=_fast(),
+            output_dir=tmp_path,
+            resume_from=broken,
+        )
 
 
 def test_bad_example_names_its_line(tiny_dir, tmp_path):
     examples = [*MEMO, {"messages": [{"role": "user", "content": "only a question"}]}]
     with pytest.raises(TrainingDataError, match=r"example 5 \(line 5\).*no assistant turn"):
-        train(model_dir=tiny_dir, train_examples=examples, eval_examples=None, config=_fast(),
-              output_dir=tmp_path)
+        train(model_dir=tiny_dir, train_examples=examples, eval_examples=None, config=_fast(), output_dir=tmp_path)
 
 
 def test_truncation_warns_once(tiny_dir, tmp_path):
     rec = Recorder()
     long = chat("word " * 200, "short answer")
-    train(model_dir=tiny_dir, train_examples=[*MEMO, long, long], eval_examples=None,
-          config=_fast(n_epochs=1, max_seq_len=128), output_dir=tmp_path, callbacks=rec)
+    train(
+        model_dir=tiny_dir,
+        train_examples=[*MEMO, long, long],
+        eval_examples=None,
+        config=_fast(n_epochs=1, max_seq_len=128),
+        output_dir=tmp_path,
+        callbacks=rec,
+    )
     warnings = [(m, d) for level, m, d in rec.events if level == "warning"]
     assert len(warnings) == 2  # truncated, and skipped (the answer was cut off)
     assert warnings[0][1]["truncated"] == 2
@@ -472,16 +567,32 @@ def test_truncation_warns_once(tiny_dir, tmp_path):
 
 def test_metrics_rate_limited(tiny_dir, tmp_path):
     rec = Recorder()
-    train(model_dir=tiny_dir, train_examples=MEMO * 16, eval_examples=MEMO,
-          config=_fast(n_epochs=2, batch_size=1, metrics_interval=0.5), output_dir=tmp_path, callbacks=rec)
+    train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 16,
+        eval_examples=MEMO,
+        config=_fast(n_epochs=2, batch_size=1, metrics_interval=0.5),
+        output_dir=tmp_path,
+        callbacks=rec,
+    )
     # 128 steps but far fewer reports: at most one per interval, plus one at each epoch end
     assert len(rec.metric_log) < 128
     mid = [t for t, m in zip(rec.metric_times, rec.metric_log, strict=True) if m["eval_loss"] is None]
     assert all(b - a >= 0.45 for a, b in zip(mid, mid[1:], strict=False))
     assert [m["epoch"] for m in rec.metric_log if m["eval_loss"] is not None] == [1.0, 2.0]
     for m in rec.metric_log:
-        assert {"epoch", "current_steps", "total_steps", "elapsed_time", "remaining_time", "trained_tokens",
-                "loss", "eval_loss", "learning_rate", "tokens_per_second"} <= m.keys()
+        assert {
+            "epoch",
+            "current_steps",
+            "total_steps",
+            "elapsed_time",
+            "remaining_time",
+            "trained_tokens",
+            "loss",
+            "eval_loss",
+            "learning_rate",
+            "tokens_per_second",
+        } <= m.keys()
 
 
 def test_split_examples():
@@ -549,8 +660,14 @@ print((in_use() - before) / 2**20)
     grown = {}
     for mode in ("bounded", "default"):
         env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_VARIABLES}
-        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, env=env,
-                             cwd=Path(__file__).resolve().parents[1], timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", script, mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         if out.stdout.strip() == "unavailable":
             pytest.skip("this torch build has no oneDNN linear")
@@ -576,7 +693,6 @@ def test_frozen_linear_matches_f_linear():
     torch.testing.assert_close(got, x.grad, rtol=1e-5, atol=1e-5)
 
 
-
 def test_fused_head_matches_plain(monkeypatch):
     """Log-probs and their gradient through the frozen head without keeping the logits: the same numbers
     as cross-entropy on the logits, across chunk boundaries and with a per-token upstream gradient (DPO)."""
@@ -599,8 +715,9 @@ def test_fused_head_matches_plain(monkeypatch):
     torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_grad, hidden.grad, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # evaluation: no gradient is computed or kept
-        torch.testing.assert_close(fused_head.frozen_head_logps(hidden, weight, bias, target), expected.detach(),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            fused_head.frozen_head_logps(hidden, weight, bias, target), expected.detach(), rtol=1e-5, atol=1e-5
+        )
 
 
 # ------------------------------------------------------------------ precision, recomputation, memory budget
@@ -608,8 +725,13 @@ def test_fused_head_matches_plain(monkeypatch):
 
 def _first_step_loss(tiny_dir, tmp_path, **kwargs) -> float:
     config = _fast(n_epochs=1, metrics_interval=0.0, **kwargs)
-    result = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
-                   output_dir=tmp_path / str(len(list(tmp_path.iterdir()))))
+    result = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 2,
+        eval_examples=MEMO,
+        config=config,
+        output_dir=tmp_path / str(len(list(tmp_path.iterdir()))),
+    )
     return result.history[0]["loss"], result.final_eval_loss
 
 
@@ -617,10 +739,12 @@ def test_bf16_autocast_and_checkpointing_give_the_same_loss(tiny_dir, tmp_path):
     """The GPU path's switches, run on CPU: bf16 autocast and gradient checkpointing change how the
     loss is computed, not what it is."""
     for training_type in ("lora", "full"):
-        plain, plain_eval = _first_step_loss(tiny_dir, tmp_path, training_type=training_type, precision="fp32",
-                                             gradient_checkpointing=False)
-        recomputed, recomputed_eval = _first_step_loss(tiny_dir, tmp_path, training_type=training_type,
-                                                       precision="fp32", gradient_checkpointing=True)
+        plain, plain_eval = _first_step_loss(
+            tiny_dir, tmp_path, training_type=training_type, precision="fp32", gradient_checkpointing=False
+        )
+        recomputed, recomputed_eval = _first_step_loss(
+            tiny_dir, tmp_path, training_type=training_type, precision="fp32", gradient_checkpointing=True
+        )
         assert recomputed == pytest.approx(plain, rel=1e-5) and recomputed_eval == pytest.approx(plain_eval, rel=1e-4)
         bf16, bf16_eval = _first_step_loss(tiny_dir, tmp_path, training_type=training_type, precision="bf16")
         assert bf16 == pytest.approx(plain, rel=2e-2) and bf16_eval == pytest.approx(plain_eval, rel=3e-2)
@@ -628,8 +752,14 @@ def test_bf16_autocast_and_checkpointing_give_the_same_loss(tiny_dir, tmp_path):
 
 def test_memory_plan_is_announced(tiny_dir, tmp_path):
     rec = Recorder()
-    train(model_dir=tiny_dir, train_examples=MEMO, eval_examples=None, config=_fast(n_epochs=1, precision="bf16"),
-          output_dir=tmp_path, callbacks=rec)
+    train(
+        model_dir=tiny_dir,
+        train_examples=MEMO,
+        eval_examples=None,
+        config=_fast(n_epochs=1, precision="bf16"),
+        output_dir=tmp_path,
+        callbacks=rec,
+    )
     plan = next(d for _, m, d in rec.events if m.startswith("Memory plan"))
     assert plan["bf16"] is True and plan["micro_batch_tokens"] > 0 and plan["fits"] is True
 
@@ -641,8 +771,14 @@ def test_bf16_is_the_default_on_a_cpu_with_fast_bf16(tiny_dir, tmp_path, monkeyp
     monkeypatch.setattr(engine, "cpu_bf16_isa", lambda: None)
     assert not engine.use_bf16(TrainingConfig(), "cpu") and engine.pad_multiple_for("cpu", False) == 1
     fp32 = Recorder()
-    plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO,
-                  config=_fast(n_epochs=2, precision="auto"), output_dir=tmp_path / "fp32", callbacks=fp32)
+    plain = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 2,
+        eval_examples=MEMO,
+        config=_fast(n_epochs=2, precision="auto"),
+        output_dir=tmp_path / "fp32",
+        callbacks=fp32,
+    )
     assert "Precision: fp32 (this device has no fast bf16)" in [m for _, m, _ in fp32.events]
 
     monkeypatch.setattr(engine, "cpu_bf16_isa", lambda: "AVX512-BF16")
@@ -654,11 +790,20 @@ def test_bf16_is_the_default_on_a_cpu_with_fast_bf16(tiny_dir, tmp_path, monkeyp
     trainable = {p.dtype for n, p in model.named_parameters() if p.requires_grad}
     assert frozen == {torch.bfloat16} and trainable == {torch.float32}
     bf16 = Recorder()
-    result = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=MEMO, config=config,
-                   output_dir=tmp_path / "bf16", callbacks=bf16)
+    result = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 2,
+        eval_examples=MEMO,
+        config=config,
+        output_dir=tmp_path / "bf16",
+        callbacks=bf16,
+    )
     event = next((m, d) for _, m, d in bf16.events if m.startswith("Precision"))
-    assert event == ("Precision: bf16 compute (this CPU has AVX512-BF16); bf16 frozen weights, fp32 trainable weights "
-                     "and optimizer state", {"precision": "bf16", "asked": "auto"})
+    assert event == (
+        "Precision: bf16 compute (this CPU has AVX512-BF16); bf16 frozen weights, fp32 trainable weights "
+        "and optimizer state",
+        {"precision": "bf16", "asked": "auto"},
+    )
     # the same run, a little less exact: every loss within a few percent of fp32's, and it learned as much
     for ours, theirs in zip(result.history, plain.history, strict=True):
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=5e-2)
@@ -685,8 +830,11 @@ def test_a_cpu_bf16_run_attends_in_fp32(monkeypatch):
     expected, _ = segmented_sdpa_forward(None, q, k, v, None, segments=long_segments)
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda q, *a, **kw: calls.append(q.dtype) or sdpa(q, *a, **kw))
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "scaled_dot_product_attention",
+        lambda q, *a, **kw: calls.append(q.dtype) or sdpa(q, *a, **kw),
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, _ = segmented_sdpa_forward(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), None, segments=long_segments)
     assert calls == [torch.bfloat16, torch.bfloat16]
@@ -759,8 +907,9 @@ def test_transformers_packed_position_ids_path_matches_the_segment_loop(tiny_dir
 
     _units, mb = _packed(renderer)
     plain = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32, attn_implementation="sdpa")
-    ours = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
-                                                attn_implementation=register_attention())
+    ours = AutoModelForCausalLM.from_pretrained(
+        str(tiny_dir), dtype=torch.float32, attn_implementation=register_attention()
+    )
     with torch.no_grad():
         # without a cache: transformers looks for packed position ids only then (a training forward)
         hidden = plain.model(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False)
@@ -779,8 +928,12 @@ def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_s
     assert max(b - a for a, b in zip(bounds, bounds[1:], strict=False)) == max_q
     parts = [
         torch.nn.functional.scaled_dot_product_attention(
-            q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), v[a:b].transpose(0, 1),
-            is_causal=True, scale=scale, enable_gqa=enable_gqa,
+            q[a:b].transpose(0, 1),
+            k[a:b].transpose(0, 1),
+            v[a:b].transpose(0, 1),
+            is_causal=True,
+            scale=scale,
+            enable_gqa=enable_gqa,
         ).transpose(0, 1)
         for a, b in zip(bounds, bounds[1:], strict=False)
     ]
@@ -795,10 +948,12 @@ def test_torch_varlen_attention_matches_the_segment_loop(tiny_dir, renderer, mon
 
     monkeypatch.setattr(packing, "varlen_kernel", lambda: _reference_varlen)
     _units, mb = _packed(renderer)
-    loop = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
-                                                attn_implementation=register_attention())
-    varlen = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32,
-                                                  attn_implementation=register_attention("torch_varlen"))
+    loop = AutoModelForCausalLM.from_pretrained(
+        str(tiny_dir), dtype=torch.float32, attn_implementation=register_attention()
+    )
+    varlen = AutoModelForCausalLM.from_pretrained(
+        str(tiny_dir), dtype=torch.float32, attn_implementation=register_attention("torch_varlen")
+    )
     with torch.no_grad():
         expected = engine.token_logps(loop, mb)
         got = engine.token_logps(varlen, mb)
@@ -818,7 +973,8 @@ def test_model_shape_counts_the_real_models_parameters(tiny_dir):
     base = model.get_base_model()
     norms = sum(p.numel() for n, p in base.named_parameters() if "norm" in n)
     assert shape.parameters() == sum(p.numel() for p in base.parameters()) - norms - sum(
-        p.numel() for n, p in base.named_parameters() if "lora_" in n)
+        p.numel() for n, p in base.named_parameters() if "lora_" in n
+    )
     assert shape.lora_parameters(16) == sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
 
 
@@ -828,8 +984,9 @@ def test_training_memory_estimate_by_part():
     smollm = ModelShape(layers=30, hidden=576, intermediate=1536, vocab=49152, kv_hidden=192, heads=9)
     params = 134_515_008
     node = 16 * 2**30
-    lora = estimate_training_memory(shape=smollm, training_type="lora", bf16=False, longest_sequence=500,
-                                    available=node, parameters=params)
+    lora = estimate_training_memory(
+        shape=smollm, training_type="lora", bf16=False, longest_sequence=500, available=node, parameters=params
+    )
     adapter = smollm.lora_parameters(16)
     assert lora.weights == 4 * params + 4 * adapter and lora.gradients == 4 * adapter and lora.optimizer == 8 * adapter
     assert lora.activations == 500 * activation_bytes_per_token(smollm) and not lora.gradient_checkpointing
@@ -837,41 +994,80 @@ def test_training_memory_estimate_by_part():
     assert lora.fits and 1.4 * 2**30 < lora.total < 2.0 * 2**30
     # measured peak RSS (MB) of these runs, by longest sequence: one example a micro-batch, and the CPU's default
     # plan (256 MB of activations; tests/perf/bench_memory_estimate.py)
-    measured = {(57, None): 1170, (253, None): 1248, (1021, None): 1781,
-                (57, 256): 1328, (253, 256): 1427, (1021, 256): 1757}
+    measured = {
+        (57, None): 1170,
+        (253, None): 1248,
+        (1021, None): 1781,
+        (57, 256): 1328,
+        (253, 256): 1427,
+        (1021, 256): 1757,
+    }
     for (tokens, budget_mb), peak_mb in measured.items():
-        total = estimate_training_memory(shape=smollm, training_type="lora", bf16=False, longest_sequence=tokens,
-                                         available=node,
-                                         activation_budget=budget_mb and budget_mb * 2**20).total
+        total = estimate_training_memory(
+            shape=smollm,
+            training_type="lora",
+            bf16=False,
+            longest_sequence=tokens,
+            available=node,
+            activation_budget=budget_mb and budget_mb * 2**20,
+        ).total
         assert peak_mb <= total / 2**20 <= 1.5 * peak_mb  # honest: never short, at most half again
     # a CPU run fills its activation budget with micro-batches: the estimate counts the budget, not one example;
     # a sequence the budget cannot hold whole is recomputed (as the engine's plan decides)
     budget = 256 * 2**20
-    short = estimate_training_memory(shape=smollm, training_type="lora", bf16=False, longest_sequence=60,
-                                     available=node, parameters=params, activation_budget=budget)
+    short = estimate_training_memory(
+        shape=smollm,
+        training_type="lora",
+        bf16=False,
+        longest_sequence=60,
+        available=node,
+        parameters=params,
+        activation_budget=budget,
+    )
     per_token = activation_bytes_per_token(smollm)
     assert short.activations == (budget // per_token) * per_token and not short.gradient_checkpointing
     assert budget - per_token < short.activations <= budget
-    longer = estimate_training_memory(shape=smollm, training_type="lora", bf16=False, longest_sequence=500,
-                                      available=node, parameters=params, activation_budget=budget)
+    longer = estimate_training_memory(
+        shape=smollm,
+        training_type="lora",
+        bf16=False,
+        longest_sequence=500,
+        available=node,
+        parameters=params,
+        activation_budget=budget,
+    )
     assert longer.gradient_checkpointing and longer.activations <= budget
     assert longer.activations >= 500 * activation_bytes_per_token(smollm, checkpointing=True)
-    bf16 = estimate_training_memory(shape=smollm, training_type="lora", bf16=True, longest_sequence=500,
-                                    available=node, parameters=params)
+    bf16 = estimate_training_memory(
+        shape=smollm, training_type="lora", bf16=True, longest_sequence=500, available=node, parameters=params
+    )
     assert bf16.weights == 2 * params + 4 * adapter and bf16.activations < lora.activations
-    full = estimate_training_memory(shape=smollm, training_type="full", bf16=True, longest_sequence=500,
-                                    available=node, parameters=params)
+    full = estimate_training_memory(
+        shape=smollm, training_type="full", bf16=True, longest_sequence=500, available=node, parameters=params
+    )
     # fp32 master weights, fp32 gradients and two fp32 moments: 16 bytes a parameter, bf16 or not
     assert (full.weights, full.gradients, full.optimizer) == (4 * params, 4 * params, 8 * params)
 
     # a 9B model, full, 32k tokens on an 80 GB GPU: does not fit, even recomputed
     glm9b = ModelShape(layers=40, hidden=4096, intermediate=13696, vocab=151552, kv_hidden=256)
-    big = estimate_training_memory(shape=glm9b, training_type="full", bf16=True, longest_sequence=32768,
-                                   available=80 * 2**30, parameters=9_400_000_000)
+    big = estimate_training_memory(
+        shape=glm9b,
+        training_type="full",
+        bf16=True,
+        longest_sequence=32768,
+        available=80 * 2**30,
+        parameters=9_400_000_000,
+    )
     assert not big.fits and big.gradient_checkpointing and big.total > 150 * 2**30
     # LoRA of it fits, with the activations recomputed because all of them kept would not
-    small = estimate_training_memory(shape=glm9b, training_type="lora", bf16=True, longest_sequence=32768,
-                                     available=80 * 2**30, parameters=9_400_000_000)
+    small = estimate_training_memory(
+        shape=glm9b,
+        training_type="lora",
+        bf16=True,
+        longest_sequence=32768,
+        available=80 * 2**30,
+        parameters=9_400_000_000,
+    )
     assert small.fits and small.gradient_checkpointing
     assert small.activations == 32768 * activation_bytes_per_token(glm9b, dtype_bytes=2, checkpointing=True)
 
@@ -883,20 +1079,35 @@ def test_training_memory_estimate_by_part():
 def test_the_accelerate_path_trains_as_the_plain_one(tiny_dir, tmp_path, method):
     """Through accelerate (one process here, on the CPU): each step's share, the step-wide loss
     normalisation and the main-process reporting give the plain run's losses."""
-    examples = MEMO * 2 if method == "sft" else [
-        {"input": {"messages": [{"role": "user", "content": f"Colour {i}?"}]},
-         "preferred_output": [{"role": "assistant", "content": word}],
-         "non_preferred_output": [{"role": "assistant", "content": "no idea"}]}
-        for i, word in enumerate(["red", "blue", "green", "gold"])
-    ]
+    examples = (
+        MEMO * 2
+        if method == "sft"
+        else [
+            {
+                "input": {"messages": [{"role": "user", "content": f"Colour {i}?"}]},
+                "preferred_output": [{"role": "assistant", "content": word}],
+                "non_preferred_output": [{"role": "assistant", "content": "no idea"}],
+            }
+            for i, word in enumerate(["red", "blue", "green", "gold"])
+        ]
+    )
     results = {}
     for distributed in (False, True):
         rec = Recorder()
         results[distributed] = train(
-            model_dir=tiny_dir, train_examples=examples, eval_examples=examples[:2],
-            config=_fast(method=method, n_epochs=2, metrics_interval=0.0, distributed=distributed,
-                         learning_rate=1e-3 if method == "dpo" else 1e-2),
-            output_dir=tmp_path / str(distributed), callbacks=rec)
+            model_dir=tiny_dir,
+            train_examples=examples,
+            eval_examples=examples[:2],
+            config=_fast(
+                method=method,
+                n_epochs=2,
+                metrics_interval=0.0,
+                distributed=distributed,
+                learning_rate=1e-3 if method == "dpo" else 1e-2,
+            ),
+            output_dir=tmp_path / str(distributed),
+            callbacks=rec,
+        )
         assert rec.checkpoints and any(m == "Training finished" for _, m, _ in rec.events)
     plain, accelerated = results[False], results[True]
     assert [h["loss"] for h in accelerated.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
@@ -913,15 +1124,34 @@ def _two_processes(tmp_path, tiny_dir, name: str, config: dict, **extra) -> list
 
     train_file = tmp_path / "train.jsonl"
     train_file.write_text("".join(json.dumps(e) + "\n" for e in MEMO * 2))
-    spec = {"model_dir": str(tiny_dir), "train_file": str(train_file), "output_dir": str(tmp_path / name),
-            "events": str(tmp_path / f"{name}.jsonl"), "stop": str(tmp_path / f"{name}.stop"), "config": config,
-            **extra}
+    spec = {
+        "model_dir": str(tiny_dir),
+        "train_file": str(train_file),
+        "output_dir": str(tmp_path / name),
+        "events": str(tmp_path / f"{name}.jsonl"),
+        "stop": str(tmp_path / f"{name}.stop"),
+        "config": config,
+        **extra,
+    }
     (tmp_path / f"{name}.json").write_text(json.dumps(spec))
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "jobs.training.distributed",
-                           str(tmp_path / f"{name}.json")], cwd=Path(__file__).resolve().parent.parent, env=env,
-                          capture_output=True, text=True, timeout=200)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "jobs.training.distributed",
+            str(tmp_path / f"{name}.json"),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
 
@@ -930,14 +1160,26 @@ def _two_processes(tmp_path, tiny_dir, name: str, config: dict, **extra) -> list
 def test_two_processes_through_accelerate_train_as_one(tiny_dir, tmp_path):
     """LoRA's multi-GPU path with two real processes: each takes half of every step and DDP averages the
     gradients; the losses are the single process's."""
-    config = {"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "num_threads": 1,
-              "metrics_interval": 0.0, "precision": "fp32"}
+    config = {
+        "n_epochs": 2,
+        "batch_size": 4,
+        "learning_rate": 1e-2,
+        "warmup_ratio": 0.0,
+        "num_threads": 1,
+        "metrics_interval": 0.0,
+        "precision": "fp32",
+    }
     records = _two_processes(tmp_path, tiny_dir, "out", config)
     losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
     result = next(r["data"] for r in records if r["type"] == "result")
     assert len(losses) == 4  # the main process reports, once
-    plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=None,
-                  config=TrainingConfig(**config), output_dir=tmp_path / "plain")
+    plain = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 2,
+        eval_examples=None,
+        config=TrainingConfig(**config),
+        output_dir=tmp_path / "plain",
+    )
     assert losses == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
     assert result["trained_tokens"] == plain.trained_tokens
     assert (tmp_path / "out" / "final" / "adapter_config.json").exists()
@@ -951,15 +1193,28 @@ def test_full_fine_tuning_on_two_processes_is_sharded_and_trains_as_one(tiny_dir
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    config = {"training_type": "full", "n_epochs": 2, "batch_size": 4, "learning_rate": 1e-3,
-              "warmup_ratio": 0.0, "num_threads": 1, "metrics_interval": 0.0, "checkpoint_interval": 0,
-              "precision": "fp32"}
+    config = {
+        "training_type": "full",
+        "n_epochs": 2,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "num_threads": 1,
+        "metrics_interval": 0.0,
+        "checkpoint_interval": 0,
+        "precision": "fp32",
+    }
     records = _two_processes(tmp_path, tiny_dir, "sharded", config)
     events = [r["message"] for r in records if r["type"] == "event"]
     assert any("sharded" in m for m in events), events
     losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
-    plain = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=None,
-                  config=TrainingConfig(**config), output_dir=tmp_path / "plain")
+    plain = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 2,
+        eval_examples=None,
+        config=TrainingConfig(**config),
+        output_dir=tmp_path / "plain",
+    )
     assert len(losses) == 4 and losses == pytest.approx([h["loss"] for h in plain.history], rel=1e-4)
     # the gathered checkpoint holds every trained weight, whole, as the single process's does
     sharded_ckpt = load_file(str(tmp_path / "sharded" / "checkpoints" / "epoch-1" / "trainable.safetensors"))
@@ -973,13 +1228,19 @@ def test_full_fine_tuning_on_two_processes_is_sharded_and_trains_as_one(tiny_dir
         assert torch.allclose(a.float(), b.float(), atol=2e-2), name
 
     # one process resumes from the sharded run's epoch-1 checkpoint: epoch 2 is the uninterrupted run's
-    resumed = train(model_dir=tiny_dir, train_examples=MEMO * 2, eval_examples=None,
-                    config=TrainingConfig(**config), output_dir=tmp_path / "resumed",
-                    resume_from=tmp_path / "sharded" / "checkpoints" / "epoch-1")
+    resumed = train(
+        model_dir=tiny_dir,
+        train_examples=MEMO * 2,
+        eval_examples=None,
+        config=TrainingConfig(**config),
+        output_dir=tmp_path / "resumed",
+        resume_from=tmp_path / "sharded" / "checkpoints" / "epoch-1",
+    )
     assert [h["loss"] for h in resumed.history][2:] == pytest.approx([h["loss"] for h in plain.history][2:], rel=1e-4)
     # and two processes resume from the single process's epoch-1 checkpoint
-    records = _two_processes(tmp_path, tiny_dir, "reshard", config,
-                             resume_from=str(tmp_path / "plain" / "checkpoints" / "epoch-1"))
+    records = _two_processes(
+        tmp_path, tiny_dir, "reshard", config, resume_from=str(tmp_path / "plain" / "checkpoints" / "epoch-1")
+    )
     losses = [r["data"]["loss"] for r in records if r["type"] == "metrics"]
     assert losses == pytest.approx([h["loss"] for h in plain.history][2:], rel=1e-4)  # epoch 2, resumed
 

@@ -31,13 +31,15 @@ pytestmark = pytest.mark.django_db
 
 def verify(secret: str, headers: dict, body: bytes, tolerance: int = 300) -> bool:
     """Standard Webhooks verification, written from the specification (not the console's code)."""
-    msg_id, stamp, signatures = headers.get("webhook-id"), headers.get("webhook-timestamp"), headers.get(
-        "webhook-signature"
+    msg_id, stamp, signatures = (
+        headers.get("webhook-id"),
+        headers.get("webhook-timestamp"),
+        headers.get("webhook-signature"),
     )
     if not (msg_id and stamp and signatures) or abs(time.time() - int(stamp)) > tolerance:
         return False
     assert secret.startswith("whsec_")
-    key = base64.b64decode(secret[len("whsec_"):])
+    key = base64.b64decode(secret[len("whsec_") :])
     signed = msg_id.encode() + b"." + stamp.encode() + b"." + body
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     for entry in signatures.split(" "):
@@ -62,8 +64,13 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 receiver.requests.append(
-                    {"path": self.path, "headers": headers, "body": body, "at": time.time(),
-                     "verified": bool(receiver.secret) and verify(receiver.secret, headers, body)}
+                    {
+                        "path": self.path,
+                        "headers": headers,
+                        "body": body,
+                        "at": time.time(),
+                        "verified": bool(receiver.secret) and verify(receiver.secret, headers, body),
+                    }
                 )
                 status = receiver.replies.pop(0) if receiver.replies else receiver.default
                 self.send_response(status)
@@ -95,8 +102,11 @@ def receiver(settings):
     found.close()
 
 
-def endpoint_for(user, receiver, events=("fine_tuning.job.succeeded", "fine_tuning.job.failed",
-                                         "fine_tuning.job.cancelled", "deployment.ready")):
+def endpoint_for(
+    user,
+    receiver,
+    events=("fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled", "deployment.ready"),
+):
     endpoint, secret = webhook_endpoint_create(user=user, url=receiver.url, events=list(events))
     receiver.secret = secret
     return endpoint
@@ -118,9 +128,12 @@ def _job(user, **extra):
     from .jobs_support import chat_lines, make_dataset
 
     return FineTuningJob.objects.create(
-        owner=user, base_model=BaseModel.objects.order_by("pk").first(),
-        training_dataset=make_dataset(user, chat_lines(4)), suffix="support-bot",
-        fine_tuned_model=f"ft:base:support-bot:{extra.pop('tag', 'a1')}", **extra,
+        owner=user,
+        base_model=BaseModel.objects.order_by("pk").first(),
+        training_dataset=make_dataset(user, chat_lines(4)),
+        suffix="support-bot",
+        fine_tuned_model=f"ft:base:support-bot:{extra.pop('tag', 'a1')}",
+        **extra,
     )
 
 
@@ -188,11 +201,19 @@ def test_a_succeeded_task_and_a_ready_deployment_each_send_their_object(alice, r
 
     endpoint_for(alice, receiver)
     job = _job(alice, tag="s", status="running")
-    result = SimpleNamespace(trained_tokens=100, epochs_completed=1, final_loss=1.0, final_eval_loss=None,
-                             tokens_per_second=10.0, steps=3, output_dir="/nowhere")
+    result = SimpleNamespace(
+        trained_tokens=100,
+        epochs_completed=1,
+        final_loss=1.0,
+        final_eval_loss=None,
+        tokens_per_second=10.0,
+        steps=3,
+        output_dir="/nowhere",
+    )
     assert _finish_succeeded(job, result, "/nowhere") == "succeeded"
-    deployment = Deployment.objects.create(owner=alice, code="mine-1", status="running",
-                                           base_model=BaseModel.objects.order_by("pk").first())
+    deployment = Deployment.objects.create(
+        owner=alice, code="mine-1", status="running", base_model=BaseModel.objects.order_by("pk").first()
+    )
     _notify(deployment, "deployment.ready")
     _notify(deployment, "deployment.scaled", instances=2)  # not chosen by this endpoint
     assert [send(row)[0] for row in webhook_rows()] == ["sent", "sent"]
@@ -215,8 +236,13 @@ def test_a_pause_and_an_epochs_checkpoint_send_their_objects_and_the_checkpoint_
     job_pause(job=running)
     assert not webhook_rows(event="fine_tuning.job.paused").exclude(subject_code=queued.public_id).exists()
     assert job_finish_paused(job=running)  # the runner's end of the pause
-    checkpoint = Checkpoint.objects.create(job=running, epoch=1, step=7, path="/nowhere/epoch-1",
-                                           metrics={"current_steps": 7, "loss": 1.5, "eval_loss": 1.75})
+    checkpoint = Checkpoint.objects.create(
+        job=running,
+        epoch=1,
+        step=7,
+        path="/nowhere/epoch-1",
+        metrics={"current_steps": 7, "loss": 1.5, "eval_loss": 1.75},
+    )
     checkpoint_saved(checkpoint=checkpoint)
     assert [send(row)[0] for row in webhook_rows()] == ["sent", "sent", "sent"]
     first, second, saved = receiver.payloads()
@@ -295,7 +321,6 @@ def _client(user):
     return client
 
 
-
 def test_an_endpoint_deleted_while_its_message_is_sent_gets_nothing_and_logs_nothing(alice, receiver):
     from notifications.errors import PermanentError
     from notifications.transports import WebhookTransport
@@ -308,14 +333,24 @@ def test_an_endpoint_deleted_while_its_message_is_sent_gets_nothing_and_logs_not
         WebhookTransport().send(message)
     assert receiver.requests == [] and not WebhookAttempt.objects.exists()
 
+
 # --- where an endpoint may point --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:8000/hook", "http://localhost/hook", "http://10.1.2.3/hook", "http://192.168.1.1/",
-     "http://169.254.169.254/latest/meta-data/", "http://[::1]/hook", "http://[fe80::1]/", "http://0.0.0.0/",
-     "http://100.64.0.1/", "http://[::ffff:127.0.0.1]/"],
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[fe80::1]/",
+        "http://0.0.0.0/",
+        "http://100.64.0.1/",
+        "http://[::ffff:127.0.0.1]/",
+    ],
 )
 def test_loopback_private_and_link_local_addresses_are_refused(alice, settings, url):
     settings.WEBHOOKS_ALLOW_PRIVATE = False
@@ -326,9 +361,13 @@ def test_loopback_private_and_link_local_addresses_are_refused(alice, settings, 
 
 @pytest.mark.parametrize(
     "url, says",
-    [("ftp://example.com/hook", "https://"), ("https://user:pw@example.com/", "user name or password"),
-     ("https:///nohost", "no host"), ("http://example.com:99999/", "port"),
-     ("https://no-such-host.invalid/", "cannot be found")],
+    [
+        ("ftp://example.com/hook", "https://"),
+        ("https://user:pw@example.com/", "user name or password"),
+        ("https:///nohost", "no host"),
+        ("http://example.com:99999/", "port"),
+        ("https://no-such-host.invalid/", "cannot be found"),
+    ],
 )
 def test_urls_that_cannot_be_endpoints_say_why(alice, url, says):
     with pytest.raises(WebhookUrlError, match=says):
@@ -360,8 +399,9 @@ def test_list_is_empty_at_first_and_linked_from_the_settings_and_the_menu(alice_
 def test_create_refuses_a_bad_url_keeping_what_was_typed(alice_client, settings):
     settings.WEBHOOKS_ALLOW_PRIVATE = False
     typed = "http://127.0.0.1:9/my-hook"
-    response = alice_client.post(reverse("notifications:webhook_create"),
-                                 {"url": typed, "events": ["deployment.ready"]})
+    response = alice_client.post(
+        reverse("notifications:webhook_create"), {"url": typed, "events": ["deployment.ready"]}
+    )
     html = response.content.decode()
     assert response.status_code == 200 and f'value="{typed}"' in html
     assert "public addresses only" in html and not WebhookEndpoint.objects.exists()
@@ -377,8 +417,9 @@ def test_create_shows_the_secret_once_then_test_event_and_its_attempt(
         {"url": receiver.url, "description": "CI", "events": ["fine_tuning.job.succeeded", "deployment.failed"]},
     )
     endpoint = WebhookEndpoint.objects.get(user=alice)
-    assert response.status_code == 302 and response["Location"] == reverse("notifications:webhook",
-                                                                            args=[endpoint.public_id])
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "notifications:webhook", args=[endpoint.public_id]
+    )
     assert endpoint.events == ["fine_tuning.job.succeeded", "deployment.failed"]
     first = alice_client.get(response["Location"]).content.decode()
     assert endpoint.secret in first and 'data-testid="webhook-secret"' in first
@@ -402,8 +443,10 @@ def test_create_shows_the_secret_once_then_test_event_and_its_attempt(
 def test_attempts_are_paginated(alice_client, alice, receiver):
     endpoint = endpoint_for(alice, receiver)
     WebhookAttempt.objects.bulk_create(
-        WebhookAttempt(endpoint=endpoint, webhook_id=f"msg_{i}", event_type="webhook.test", status_code=200, ok=True,
-                       duration_ms=i) for i in range(45)
+        WebhookAttempt(
+            endpoint=endpoint, webhook_id=f"msg_{i}", event_type="webhook.test", status_code=200, ok=True, duration_ms=i
+        )
+        for i in range(45)
     )
     url = reverse("notifications:webhook", args=[endpoint.public_id])
     first = alice_client.get(url).content.decode()
@@ -446,8 +489,9 @@ def test_admin_lists_endpoints_and_attempts_without_the_secret(admin_client, ali
     listing = admin_client.get(reverse("admin:notifications_webhookattempt_changelist")).content.decode()
     assert row.key in listing
     # Staff's "send again" keeps the webhook-id: the receiver can tell it already has the message.
-    response = admin_client.post(reverse("admin:notifications_outboxmessage_changelist"),
-                                 {"action": "resend", "_selected_action": [row.pk]})
+    response = admin_client.post(
+        reverse("admin:notifications_outboxmessage_changelist"), {"action": "resend", "_selected_action": [row.pk]}
+    )
     assert response.status_code == 302
     assert send(row) == ("sent", 0)
     assert [r["headers"]["webhook-id"] for r in receiver.requests] == [row.key, row.key]
@@ -468,7 +512,6 @@ def test_the_preferences_page_has_no_webhook_column(alice_client):
     assert 'value="training.succeeded:webhook"' not in html and 'value="training.succeeded:sms"' in html
 
 
-
 def test_the_pages_and_their_errors_in_chinese(alice_client, alice, settings):
     import html
 
@@ -477,11 +520,13 @@ def test_the_pages_and_their_errors_in_chinese(alice_client, alice, settings):
     alice.save(update_fields=["language"])
     listing = html.unescape(alice_client.get(reverse("notifications:webhooks")).content.decode())
     assert "还没有端点" in listing and "No endpoints yet" not in listing
-    response = alice_client.post(reverse("notifications:webhook_create"),
-                                 {"url": "http://10.0.0.7/hook", "events": ["deployment.ready"]})
+    response = alice_client.post(
+        reverse("notifications:webhook_create"), {"url": "http://10.0.0.7/hook", "events": ["deployment.ready"]}
+    )
     form = html.unescape(response.content.decode())
     assert "只发送到公网地址" in form and "public addresses only" not in form
     assert "部署就绪 (deployment.ready)" in form  # the events' labels follow the reader's language
+
 
 # --- through a real Celery worker ----------------------------------------------------------
 
@@ -503,7 +548,9 @@ def test_a_failed_task_reaches_the_receiver_through_the_worker_after_a_retry(ali
     job = _job(alice, tag="w")
     receiver.replies = [500]
     worker = test_services.start_worker(
-        connection.settings_dict["NAME"], queues=QUEUE, name="webhooks",
+        connection.settings_dict["NAME"],
+        queues=QUEUE,
+        name="webhooks",
         extra_env={"NOTIFICATIONS_QUEUE": QUEUE, "WEBHOOKS_ALLOW_PRIVATE": "true", "NOTIFICATIONS_RETRY_BASE": "1"},
     )
     try:
@@ -517,5 +564,6 @@ def test_a_failed_task_reaches_the_receiver_through_the_worker_after_a_retry(ali
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"] == row.key
     assert json.loads(second["body"])["data"]["id"] == job.public_id and row.attempts == 2
     assert [(a.status_code, a.ok) for a in WebhookAttempt.objects.filter(endpoint=endpoint).order_by("pk")] == [
-        (500, False), (200, True)
+        (500, False),
+        (200, True),
     ]

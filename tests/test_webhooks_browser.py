@@ -22,7 +22,9 @@ def test_register_an_endpoint_send_a_test_event_and_delete_it(page, live_server,
     settings.NOTIFICATIONS_QUEUE = QUEUE
     receiver = Receiver()
     worker = test_services.start_worker(
-        connection.settings_dict["NAME"], queues=QUEUE, name="webhooks-browser",
+        connection.settings_dict["NAME"],
+        queues=QUEUE,
+        name="webhooks-browser",
         extra_env={"NOTIFICATIONS_QUEUE": QUEUE, "WEBHOOKS_ALLOW_PRIVATE": "true"},
     )
     try:

@@ -49,9 +49,16 @@ def build_tiny_glm4(folder: Path | str, source_tokenizer_dir: Path | str) -> Pat
     tokenizer.chat_template = GLM4_TEMPLATE
     torch.manual_seed(0)
     config = Glm4Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = Glm4ForCausalLM(config)
     with torch.no_grad():  # larger embeddings: a 32-wide model's logits are otherwise nearly uniform

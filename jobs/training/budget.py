@@ -169,8 +169,9 @@ def estimate_training_memory(
         weights = (2 if bf16 else 4) * parameters + 4 * trainable
     static = weights + 12 * trainable + RUNTIME_BYTES
     free = available - static if activation_budget is None else activation_budget
-    plan = plan_micro_batches(free_bytes=free, shape=shape, longest_sequence=longest_sequence,
-                              dtype_bytes=2 if bf16 else 4)
+    plan = plan_micro_batches(
+        free_bytes=free, shape=shape, longest_sequence=longest_sequence, dtype_bytes=2 if bf16 else 4
+    )
     tokens = max(1, longest_sequence) if activation_budget is None else plan.micro_batch_tokens
     return MemoryEstimate(
         weights=weights,

@@ -111,21 +111,25 @@ class Accelerated:
 
         full = get_model_state_dict(self.forward, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         keep = set(self._trainable_names()) if trainable_only else None
-        return {name[len(PREFIX):]: tensor for name, tensor in full.items() if keep is None or name in keep}
+        return {name[len(PREFIX) :]: tensor for name, tensor in full.items() if keep is None or name in keep}
 
     def full_optimizer_state(self, optimizer) -> dict:
         """The optimizer's state gathered on the main process, keyed by parameter index as
         ``optimizer.state_dict()`` of a single process is (collective; the others get {})."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        full = get_optimizer_state_dict(self.forward, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = get_optimizer_state_dict(
+            self.forward, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
         if not full:
             return {}
         index = {name: i for i, name in enumerate(self._trainable_names())}
-        return {"state": {index[name]: value for name, value in full["state"].items()},
-                "param_groups": [{**group, "params": [index[name] for name in group["params"]]}
-                                 for group in full["param_groups"]]}
+        return {
+            "state": {index[name]: value for name, value in full["state"].items()},
+            "param_groups": [
+                {**group, "params": [index[name] for name in group["params"]]} for group in full["param_groups"]
+            ],
+        }
 
     def load_full_state(self, weights: dict[str, torch.Tensor], optimizer, optimizer_state: dict) -> None:
         """Put a checkpoint's full trainable weights and optimizer state (single-process layout) into the
@@ -138,11 +142,15 @@ class Accelerated:
 
         names = self._trainable_names()
         options = StateDictOptions(full_state_dict=True, strict=False)
-        set_model_state_dict(self.forward, {PREFIX + name: weights[name] for name in
-                                            (n[len(PREFIX):] for n in names)}, options=options)
-        by_name = {"state": {names[i]: value for i, value in optimizer_state["state"].items()},
-                   "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
-                                    for group in optimizer_state["param_groups"]]}
+        set_model_state_dict(
+            self.forward, {PREFIX + name: weights[name] for name in (n[len(PREFIX) :] for n in names)}, options=options
+        )
+        by_name = {
+            "state": {names[i]: value for i, value in optimizer_state["state"].items()},
+            "param_groups": [
+                {**group, "params": [names[i] for i in group["params"]]} for group in optimizer_state["param_groups"]
+            ],
+        }
         set_optimizer_state_dict(self.forward, optimizer, by_name, options=options)
 
     def _trainable_names(self) -> list[str]:
@@ -239,10 +247,15 @@ def main(argv: list[str] | None = None) -> None:
 
     config = TrainingConfig(**{**spec.get("config", {}), "distributed": True})
     try:
-        result = train(model_dir=Path(spec["model_dir"]), train_examples=_read_jsonl(spec["train_file"]),
-                       eval_examples=_read_jsonl(spec.get("eval_file")), config=config,
-                       output_dir=Path(spec["output_dir"]), callbacks=FileCallbacks(),
-                       resume_from=Path(spec["resume_from"]) if spec.get("resume_from") else None)
+        result = train(
+            model_dir=Path(spec["model_dir"]),
+            train_examples=_read_jsonl(spec["train_file"]),
+            eval_examples=_read_jsonl(spec.get("eval_file")),
+            config=config,
+            output_dir=Path(spec["output_dir"]),
+            callbacks=FileCallbacks(),
+            resume_from=Path(spec["resume_from"]) if spec.get("resume_from") else None,
+        )
     except Exception as exc:
         if spec.get("events") and main_process:  # what the reader raises again (engine's exception classes)
             FileCallbacks()._write({"type": "error", "error": type(exc).__name__, "message": str(exc)})

@@ -305,8 +305,12 @@ def token_logps(model, mb: MicroBatch) -> torch.Tensor:
     varlen = {}
     if body.config._attn_implementation in VARLEN_KERNELS:  # the packed row's offsets, once for every layer
         cu = mb.cu_seqlens.to(device)
-        varlen = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": mb.max_seqlen,
-                  "max_length_k": mb.max_seqlen}
+        varlen = {
+            "cu_seq_lens_q": cu,
+            "cu_seq_lens_k": cu,
+            "max_length_q": mb.max_seqlen,
+            "max_length_k": mb.max_seqlen,
+        }
     hidden = body(
         input_ids=mb.input_ids.to(device),
         position_ids=mb.position_ids.to(device),
@@ -339,9 +343,7 @@ class TokenLogps(torch.nn.Module):
         return token_logps(self.model, mb)
 
 
-def dpo_loss(
-    policy: torch.Tensor, reference: torch.Tensor, beta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid DPO loss per pair; inputs are (pairs, 2) log-probs [chosen, rejected].
     Returns (losses, reward margins)."""
     logits = (policy[:, 0] - reference[:, 0]) - (policy[:, 1] - reference[:, 1])
@@ -409,8 +411,9 @@ class _Run:
 
     def batches(self, unit_ids: list[int], units) -> list[MicroBatch]:
         # a unit longer than the budget gets a micro-batch of its own (units are never split)
-        return build_micro_batches(units, unit_ids, self.micro_batch_tokens, self.config.packing, self.pad_id,
-                                   self.pad_multiple)
+        return build_micro_batches(
+            units, unit_ids, self.micro_batch_tokens, self.config.packing, self.pad_id, self.pad_multiple
+        )
 
     def precision(self):
         """bf16 autocast around a forward pass when the run uses it (losses are computed in fp32)."""
@@ -562,8 +565,17 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: dict, lora: bool,
-                    weights: dict | None = None, optimizer_state: dict | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    state: dict,
+    lora: bool,
+    weights: dict | None = None,
+    optimizer_state: dict | None = None,
+) -> None:
     """Weights being trained + optimizer/scheduler/RNG/step state, written atomically (``weights`` and
     ``optimizer_state``: a sharded run's, gathered; else the model's and the optimizer's own)."""
     from safetensors.torch import save_file
@@ -667,7 +679,10 @@ def _threads_and_seed(config: TrainingConfig) -> int:
 
 
 def _prepare_data(
-    model_dir: Path, train_examples: Sequence[dict], eval_examples: Sequence[dict] | None, config: TrainingConfig,
+    model_dir: Path,
+    train_examples: Sequence[dict],
+    eval_examples: Sequence[dict] | None,
+    config: TrainingConfig,
     cb: Callbacks,
 ) -> _Data:
     """Render and tokenize both sets; warn of truncated and skipped examples; refuse a set with nothing to learn."""
@@ -720,11 +735,18 @@ def _prepare_model(model_dir: Path, data: _Data, config: TrainingConfig, cb: Cal
         f"Memory plan: {plan.micro_batch_tokens} tokens a micro-batch"
         + (", gradient checkpointing" if plan.gradient_checkpointing else "")
         + (", bf16 autocast" if run.autocast else ""),
-        {"micro_batch_tokens": plan.micro_batch_tokens, "gradient_checkpointing": plan.gradient_checkpointing,
-         "bf16": run.autocast, "fits": plan.fits},
+        {
+            "micro_batch_tokens": plan.micro_batch_tokens,
+            "gradient_checkpointing": plan.gradient_checkpointing,
+            "bf16": run.autocast,
+            "fits": plan.fits,
+        },
     )
-    cb.event("info", precision_message(config, device, run.autocast),
-             {"precision": "bf16" if run.autocast else "fp32", "asked": config.precision})
+    cb.event(
+        "info",
+        precision_message(config, device, run.autocast),
+        {"precision": "bf16" if run.autocast else "fp32", "asked": config.precision},
+    )
     if run.dpo:
         cb.event("info", "Computing reference log-probabilities")
         run.ref_logps = run.reference_logps(data.units)
@@ -775,8 +797,11 @@ def _start_progress(resume_from: Path | None, run: _Run, plan: _Plan, cb: Callba
         history=state.get("history", []),
         prior_elapsed=state.get("elapsed_time", 0.0),
     )
-    cb.event("info", f"Resumed from step {progress.global_step} (epoch {state['epoch']}, +{progress.skip_steps} steps)",
-             {"epoch": state["epoch"], "step": progress.global_step, "step_in_epoch": progress.skip_steps})
+    cb.event(
+        "info",
+        f"Resumed from step {progress.global_step} (epoch {state['epoch']}, +{progress.skip_steps} steps)",
+        {"epoch": state["epoch"], "step": progress.global_step, "step_in_epoch": progress.skip_steps},
+    )
     return progress
 
 
@@ -850,8 +875,17 @@ class _Checkpoints:
     """Checkpoints: one at each epoch's end (``epoch-N``), one every ``checkpoint_interval`` seconds inside an
     epoch and one before a pause (``step-N``, of which only the newest is kept)."""
 
-    def __init__(self, run: _Run, data: _Data, plan: _Plan, progress: _Progress, config: TrainingConfig,
-                 cb: Callbacks, output_dir: Path, started: float):
+    def __init__(
+        self,
+        run: _Run,
+        data: _Data,
+        plan: _Plan,
+        progress: _Progress,
+        config: TrainingConfig,
+        cb: Callbacks,
+        output_dir: Path,
+        started: float,
+    ):
         self.run, self.data, self.plan, self.progress = run, data, plan, progress
         self.config, self.cb, self.output_dir, self.started = config, cb, output_dir, started
         self.interval = config.checkpoint_interval or 0.0
@@ -862,8 +896,11 @@ class _Checkpoints:
         """After step ``step_in_epoch`` (0-based) of an epoch: whether a mid-epoch checkpoint is due (never after
         the epoch's last step, which the epoch's checkpoint follows)."""
         dist = self.run.dist
-        due = bool(step_in_epoch < self.plan.steps_per_epoch - 1 and self.interval
-                   and _now() - self.last_saved >= self.interval)
+        due = bool(
+            step_in_epoch < self.plan.steps_per_epoch - 1
+            and self.interval
+            and _now() - self.last_saved >= self.interval
+        )
         if dist is not None and self.interval:
             due = dist.any(due)  # clocks differ: every process must checkpoint at the same step
         return due
@@ -921,8 +958,16 @@ class _Loop:
     """The epochs: each step's forward/backward (_Run.step) and optimizer update, a stop polled before each
     step, metrics and checkpoints after it, and at each epoch's end the validation loss and a checkpoint."""
 
-    def __init__(self, run: _Run, plan: _Plan, progress: _Progress, reporter: _Reporter,
-                 checkpoints: _Checkpoints, config: TrainingConfig, cb: Callbacks):
+    def __init__(
+        self,
+        run: _Run,
+        plan: _Plan,
+        progress: _Progress,
+        reporter: _Reporter,
+        checkpoints: _Checkpoints,
+        config: TrainingConfig,
+        cb: Callbacks,
+    ):
         self.run, self.plan, self.progress = run, plan, progress
         self.reporter, self.checkpoints, self.config, self.cb = reporter, checkpoints, config, cb
         self.epochs_completed = progress.first_epoch - 1

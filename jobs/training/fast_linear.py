@@ -27,8 +27,9 @@ def available() -> bool:
         if ok:
             try:  # some builds register the op without a CPU kernel
                 a, w = torch.randn(3, 4), torch.randn(5, 4)
-                ok = torch.allclose(torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""), a @ w.t(),
-                                    atol=1e-5)
+                ok = torch.allclose(
+                    torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""), a @ w.t(), atol=1e-5
+                )
             except (RuntimeError, NotImplementedError):
                 ok = False
         _AVAILABLE = ok

@@ -50,8 +50,9 @@ def usable(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     return not weight.requires_grad and (bias is None or not bias.requires_grad)
 
 
-def frozen_head_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                      target: torch.Tensor) -> torch.Tensor:
+def frozen_head_logps(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
+) -> torch.Tensor:
     """log p(target | hidden) per row (fp32), through the frozen head ``weight`` (and ``bias``)."""
     # needs_input_grad says True under no_grad too: evaluation must not pay for a gradient
     keep_grad = torch.is_grad_enabled() and hidden.requires_grad

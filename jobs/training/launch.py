@@ -45,8 +45,17 @@ class ProcessesFailed(RuntimeError):
     """The training processes ended without a result or an error of the engine's."""
 
 
-_ERRORS = {cls.__name__: cls for cls in (engine.TrainingCancelled, engine.TrainingDataError,
-                                         engine.CheckpointError, MemoryError, FloatingPointError, ValueError)}
+_ERRORS = {
+    cls.__name__: cls
+    for cls in (
+        engine.TrainingCancelled,
+        engine.TrainingDataError,
+        engine.CheckpointError,
+        MemoryError,
+        FloatingPointError,
+        ValueError,
+    )
+}
 
 
 def _write_jsonl(path: Path, examples: Sequence[dict]) -> str:
@@ -77,17 +86,30 @@ def train_in_processes(
         leftover.unlink(missing_ok=True)
     acks.mkdir(exist_ok=True)
     spec = {
-        "model_dir": str(model_dir), "train_file": _write_jsonl(workdir / "train.jsonl", train_examples),
+        "model_dir": str(model_dir),
+        "train_file": _write_jsonl(workdir / "train.jsonl", train_examples),
         "eval_file": _write_jsonl(workdir / "eval.jsonl", eval_examples) if eval_examples else None,
-        "output_dir": str(output_dir), "config": {k: v for k, v in asdict(config).items() if k != "distributed"},
-        "events": str(events), "stop": str(stop), "acks": str(acks),
+        "output_dir": str(output_dir),
+        "config": {k: v for k, v in asdict(config).items() if k != "distributed"},
+        "events": str(events),
+        "stop": str(stop),
+        "acks": str(acks),
         "resume_from": str(resume_from) if resume_from else None,
     }
     (workdir / "spec.json").write_text(json.dumps(spec))
     events.touch()
     log_path = workdir / "processes.log"
-    command = [sys.executable, "-m", "jobs.training.launch", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "jobs.training.distributed", str(workdir / "spec.json")]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.training.launch",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        "-m",
+        "jobs.training.distributed",
+        str(workdir / "spec.json"),
+    ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -133,7 +155,8 @@ def _relay(proc, events: Path, stop: Path, acks: Path, callbacks, log_path: Path
         return engine.TrainingResult(**{**data, "output_dir": Path(data["output_dir"])})
     if outcome is not None and outcome["type"] == "error":
         raise _ERRORS.get(outcome["error"], RuntimeError)(
-            outcome["message"] if outcome["error"] in _ERRORS else f"{outcome['error']}: {outcome['message']}")
+            outcome["message"] if outcome["error"] in _ERRORS else f"{outcome['error']}: {outcome['message']}"
+        )
     if stop_asked or callbacks.should_stop():
         raise engine.TrainingCancelled("training cancelled")
     tail = log_path.read_text(errors="replace")[-3000:].strip()

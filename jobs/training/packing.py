@@ -62,8 +62,10 @@ def kernels_available() -> dict[str, bool]:
         torch_varlen = torch.cuda.is_available()
     except ImportError:  # torch before 2.9
         torch_varlen = False
-    return {"flash_attn": importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available(),
-            "torch_varlen": torch_varlen}
+    return {
+        "flash_attn": importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available(),
+        "torch_varlen": torch_varlen,
+    }
 
 
 @dataclass
@@ -208,8 +210,9 @@ def segmented_sdpa_forward(
         # is slower than its fp32 one there, and faster only on long sequences (tests/perf/bench_attention_dtype.py
         # prints both by length); attention is a small share of the FLOPs; the projections around it stay bf16
         with torch.autocast("cpu", enabled=False):
-            out, _ = segmented_sdpa_forward(module, query.float(), key.float(), value.float(), attention_mask,
-                                            dropout, scaling, segments, **kwargs)
+            out, _ = segmented_sdpa_forward(
+                module, query.float(), key.float(), value.float(), attention_mask, dropout, scaling, segments, **kwargs
+            )
         return out.to(query.dtype), None
     single_row = len(segments) == 1
     rows = []

@@ -146,7 +146,8 @@ class Renderer:
 
     def encode_dpo(self, example: dict) -> EncodedPair:
         """Chosen and rejected: prompt + preferred / non-preferred output; loss on the outputs."""
-        pair = [self.encode_conversation(c.messages, c.tools, train_from=c.train_from)
-                for c in dpo_conversations(example)]
+        pair = [
+            self.encode_conversation(c.messages, c.tools, train_from=c.train_from) for c in dpo_conversations(example)
+        ]
         chosen, rejected = pair
         return EncodedPair(chosen, rejected, chosen.truncated or rejected.truncated)

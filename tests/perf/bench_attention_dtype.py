@@ -46,8 +46,9 @@ def main() -> None:
     for length in (32, 64, 96, 128, 256, 512):
         fp32 = seconds_per_call(torch.float32, length, args.calls)
         bf16 = seconds_per_call(torch.bfloat16, length, args.calls)
-        print(f"{length:4d} tokens: fp32 {fp32 * 1e3:6.2f} ms, bf16 {bf16 * 1e3:6.2f} ms "
-              f"(bf16 / fp32 {bf16 / fp32:.2f}x)")
+        print(
+            f"{length:4d} tokens: fp32 {fp32 * 1e3:6.2f} ms, bf16 {bf16 * 1e3:6.2f} ms (bf16 / fp32 {bf16 / fp32:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def main() -> int:
     db_name = settings.DATABASES["default"]["NAME"]
     workers = [
         services.start_worker(db_name, queues="default", name="bench-default"),
-        services.start_worker(db_name, queues="training", name="bench-trainer",
-                              extra_env={"CONSOLE_PRELOAD_TRAINING": "1"}),
+        services.start_worker(
+            db_name, queues="training", name="bench-trainer", extra_env={"CONSOLE_PRELOAD_TRAINING": "1"}
+        ),
     ]
     try:
         user, _ = User.objects.get_or_create(username="bench")
@@ -100,8 +101,9 @@ def main() -> int:
         time.sleep(3)  # let the training worker sit idle
         latencies = []
         for run in range(args.runs):
-            job, _ = job_services.job_create(user=user, base_model=base, training_dataset=dataset,
-                                             hyperparameters={"n_epochs": 3})
+            job, _ = job_services.job_create(
+                user=user, base_model=base, training_dataset=dataset, hyperparameters={"n_epochs": 3}
+            )
             while True:
                 job.refresh_from_db()
                 if job.first_step_at or job.is_final:
@@ -120,11 +122,18 @@ def main() -> int:
             services.stop(proc)
         services.stop(redis_proc)
 
-    baseline = float(subprocess.run([sys.executable, "-c", BASELINE, str(folder), args.data], check=True,
-                                    capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    baseline = float(
+        subprocess.run(
+            [sys.executable, "-c", BASELINE, str(folder), args.data], check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     best, worst = min(latencies), max(latencies)
-    print(f"console, submit → first step: best {best:.1f} s, worst {worst:.1f} s over {len(latencies)} runs "
-          f"(target ≤ 30 s: {'met' if worst <= 30 else 'NOT met'})")
+    print(
+        f"console, submit → first step: best {best:.1f} s, worst {worst:.1f} s over {len(latencies)} runs "
+        f"(target ≤ 30 s: {'met' if worst <= 30 else 'NOT met'})"
+    )
     print(f"baseline, fresh process → first step of a plain transformers+peft script: {baseline:.1f} s")
     print(f"ratio console/baseline (worst run): {worst / baseline:.2f}")
     return 0

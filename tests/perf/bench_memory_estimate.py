@@ -38,8 +38,9 @@ def examples_of(tokenizer, tokens: int, n: int) -> list[dict]:
     for i in range(n):
         words = max(1, tokens - 40)
         answer = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(words))
-        out.append({"messages": [{"role": "user", "content": f"Question {i}?"},
-                                 {"role": "assistant", "content": answer}]})
+        out.append(
+            {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": answer}]}
+        )
     return out
 
 
@@ -56,12 +57,25 @@ def child(args) -> dict:
     renderer = Renderer(tokenizer, 2048)
     longest = max(len(renderer.encode_sft(e).input_ids) for e in examples)
     config_json = json.loads((MODEL_DIR / "config.json").read_text())
-    config = TrainingConfig(n_epochs=1, batch_size=8, lora_r=16, lora_alpha=32, lora_target="all-linear",
-                            micro_batch_tokens=None if args.default_plan else longest, checkpoint_interval=None)
+    config = TrainingConfig(
+        n_epochs=1,
+        batch_size=8,
+        lora_r=16,
+        lora_alpha=32,
+        lora_target="all-linear",
+        micro_batch_tokens=None if args.default_plan else longest,
+        checkpoint_interval=None,
+    )
     # the default plan fills the CPU's activation budget, as the console's estimate counts it (jobs.services)
     budget = config.activation_memory_mb * 2**20 if args.default_plan else None
-    estimate = estimate_training_memory(shape=ModelShape.from_dict(config_json), training_type="lora", bf16=False,
-                                        longest_sequence=longest, available=64 * 2**30, activation_budget=budget)
+    estimate = estimate_training_memory(
+        shape=ModelShape.from_dict(config_json),
+        training_type="lora",
+        bf16=False,
+        longest_sequence=longest,
+        available=64 * 2**30,
+        activation_budget=budget,
+    )
     with tempfile.TemporaryDirectory() as out:
         train(model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config, output_dir=Path(out))
     return {"longest": longest, "estimate_mb": estimate.total / 2**20, "peak_mb": hwm_mb()}
@@ -86,8 +100,11 @@ def main() -> None:
                 continue
             r = json.loads(lines[-1])
             plan = "default plan" if default_plan else "one example a micro-batch"
-            print(f"longest {r['longest']:5d} tokens, {plan:25s}: estimate {r['estimate_mb']:6.0f} MB, "
-                  f"peak RSS {r['peak_mb']:6.0f} MB ({r['peak_mb'] / r['estimate_mb']:.2f}x)", flush=True)
+            print(
+                f"longest {r['longest']:5d} tokens, {plan:25s}: estimate {r['estimate_mb']:6.0f} MB, "
+                f"peak RSS {r['peak_mb']:6.0f} MB ({r['peak_mb'] / r['estimate_mb']:.2f}x)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ sys.path.insert(0, str(REPO))
 
 MODEL_DIR = Path(os.environ.get("CONSOLE_MODELS_DIR") or REPO / "var" / "models") / "smollm2-135m-instruct"
 
-TEXT = ("the console trains small language models on two cores and reports every number it measures so the team "
-        "can trust the loss curve the progress bar and the estimated time left while the kettle boils and the "
-        "printer jams again in the corner of the office next to the window").split()
+TEXT = (
+    "the console trains small language models on two cores and reports every number it measures so the team "
+    "can trust the loss curve the progress bar and the estimated time left while the kettle boils and the "
+    "printer jams again in the corner of the office next to the window"
+).split()
 
 
 def mixed_examples(tokenizer, n: int, lo: int = 20, hi: int = 600, seed: int = 1) -> list[dict]:
@@ -40,8 +42,11 @@ def mixed_examples(tokenizer, n: int, lo: int = 20, hi: int = 600, seed: int = 1
         q_words = max(1, words // 4)
         question = " ".join(rng.choice(TEXT) for _ in range(q_words)) + "?"
         answer = " ".join(rng.choice(TEXT) for _ in range(max(1, words - q_words))) + "."
-        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question},
-                    {"role": "assistant", "content": answer}]
+        messages = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
         # trim the answer until the rendered example fits the target length
         while len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)) > max(target, lo):
             cut = messages[2]["content"].rsplit(" ", 1)[0]
@@ -56,12 +61,19 @@ def mixed_examples(tokenizer, n: int, lo: int = 20, hi: int = 600, seed: int = 1
 def run(examples, packing: bool, args) -> dict:
     from jobs.training import TrainingConfig, train
 
-    config = TrainingConfig(n_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                            packing=packing, metrics_interval=0.0, num_threads=args.threads)
+    config = TrainingConfig(
+        n_epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        packing=packing,
+        metrics_interval=0.0,
+        num_threads=args.threads,
+    )
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        result = train(model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config,
-                       output_dir=Path(out))
+        result = train(
+            model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config, output_dir=Path(out)
+        )
         wall = time.perf_counter() - started
     steps_per_epoch = result.steps // args.epochs
     # metrics_interval=0: one report per step (the epoch-end report closes each epoch)
@@ -70,8 +82,14 @@ def run(examples, packing: bool, args) -> dict:
     for e in range(args.epochs):
         chunk = per_step[e * steps_per_epoch : (e + 1) * steps_per_epoch]
         epochs.append({"first": chunk[0], "last": chunk[-1], "mean": sum(chunk) / len(chunk)})
-    return {"wall_s": wall, "tokens": result.trained_tokens, "tokens_per_second": result.trained_tokens / wall,
-            "loop_tokens_per_second": result.tokens_per_second, "per_step_loss": per_step, "epochs": epochs}
+    return {
+        "wall_s": wall,
+        "tokens": result.trained_tokens,
+        "tokens_per_second": result.trained_tokens / wall,
+        "loop_tokens_per_second": result.tokens_per_second,
+        "per_step_loss": per_step,
+        "epochs": epochs,
+    }
 
 
 def main() -> None:
@@ -88,8 +106,10 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
     examples = mixed_examples(tokenizer, args.examples)
     lengths = [len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples]
-    print(f"{len(examples)} examples of {min(lengths)}-{max(lengths)} tokens ({sum(lengths)} tokens/epoch), "
-          f"{args.epochs} epochs, batch {args.batch_size}, LoRA r16 all-linear, lr {args.lr}")
+    print(
+        f"{len(examples)} examples of {min(lengths)}-{max(lengths)} tokens ({sum(lengths)} tokens/epoch), "
+        f"{args.epochs} epochs, batch {args.batch_size}, LoRA r16 all-linear, lr {args.lr}"
+    )
     results = {}
     for packing in (True, False):
         name = "packing" if packing else "padding"

@@ -68,8 +68,14 @@ def wait_answer(url: str, headers: dict, model: str, timeout: float = 300) -> fl
 async def one_stream(client, url: str, headers: dict, model: str, tokens: int) -> tuple[float, float, int]:
     started = time.perf_counter()
     ttft, count = None, 0
-    body = {"model": model, "messages": MESSAGES, "max_tokens": tokens, "stream": True, "seed": 1,
-            "stream_options": {"include_usage": True}}  # a bare server sends usage only when asked
+    body = {
+        "model": model,
+        "messages": MESSAGES,
+        "max_tokens": tokens,
+        "stream": True,
+        "seed": 1,
+        "stream_options": {"include_usage": True},
+    }  # a bare server sends usage only when asked
     async with client.stream("POST", f"{url}/chat/completions", headers=headers, json=body) as r:
         assert r.status_code == 200, await r.aread()
         async for line in r.aiter_lines():
@@ -282,7 +288,14 @@ def main() -> int:
         for concurrency in (1, 8):
             rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
             report[f"streams_{concurrency}"] = latency(
-                direct, instance.upstream_model, own_key, api, deployment.code, headers, concurrency, rounds,
+                direct,
+                instance.upstream_model,
+                own_key,
+                api,
+                deployment.code,
+                headers,
+                concurrency,
+                rounds,
                 args.tokens,
             )
         serving.deployment_cancel(deployment=deployment)

@@ -172,25 +172,49 @@ def main() -> int:
                 shutil.copy(folder / name, path / name)
         adapters.append(path)
     tunes = [
-        FineTunedModel.objects.create(code=f"{args.model}:bench:a{n}", owner=user, base_model=base, method="sft",
-                                      training_type="lora", path=str(path))
+        FineTunedModel.objects.create(
+            code=f"{args.model}:bench:a{n}",
+            owner=user,
+            base_model=base,
+            method="sft",
+            training_type="lora",
+            path=str(path),
+        )
         for n, path in enumerate(adapters)
     ]
     fresh, tunes = tunes[-1], tunes[:-1]  # one never called before phase 3
 
     report = Report()
     worker = services.start_worker(db, queues="default,serving", name="bench")
-    pool_env = {"SERVING_POOL_ADAPTERS": str(args.adapters + 1), "VLLM_PYTHON": vllm_python,
-                # the load of this run is one user's: no per-user or per-key limits
-                "SERVING_CONCURRENT_PER_USER": "0", "SERVING_REQUESTS_PER_MINUTE": "0"}
+    pool_env = {
+        "SERVING_POOL_ADAPTERS": str(args.adapters + 1),
+        "VLLM_PYTHON": vllm_python,
+        # the load of this run is one user's: no per-user or per-key limits
+        "SERVING_CONCURRENT_PER_USER": "0",
+        "SERVING_REQUESTS_PER_MINUTE": "0",
+    }
     web, url = start_web(db, pool_env)
     api = f"{url}/api/paas/v4"
     agent_log = open(var / "agent.log", "ab")  # noqa: SIM115
     agent = subprocess.Popen(
-        [sys.executable, "manage.py", "serve_node", "--name", "bench-vllm", "--slots", "1",
-         "--threads", str(os.cpu_count() or 1), "--runtime", "vllm"],
-        cwd=ROOT, env=_env(db, {**pool_env, "SERVING_START_TIMEOUT": "600"}), stdout=agent_log,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "manage.py",
+            "serve_node",
+            "--name",
+            "bench-vllm",
+            "--slots",
+            "1",
+            "--threads",
+            str(os.cpu_count() or 1),
+            "--runtime",
+            "vllm",
+        ],
+        cwd=ROOT,
+        env=_env(db, {**pool_env, "SERVING_START_TIMEOUT": "600"}),
+        stdout=agent_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     bare = None
     try:
@@ -198,17 +222,29 @@ def main() -> int:
         port = free_port()
         started = time.monotonic()
         bare = subprocess.Popen(
-            [str(Path(sys.executable).with_name("transformers")), "serve", str(folder), "--device", "cpu",
-             "--host", "127.0.0.1", "--port", str(port)],
+            [
+                str(Path(sys.executable).with_name("transformers")),
+                "serve",
+                str(folder),
+                "--device",
+                "cpu",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         bare_url = f"http://127.0.0.1:{port}/v1"
         wait_answer(bare_url, {}, str(folder))
         report["transformers_start_to_answer_s"] = time.monotonic() - started
         for c in (1, 8, 32):
-            report[f"transformers_streams_{c}"] = throughput(bare_url, {}, str(folder), c, args.tokens,
-                                                             rounds=1 if c == 32 else 2)
+            report[f"transformers_streams_{c}"] = throughput(
+                bare_url, {}, str(folder), c, args.tokens, rounds=1 if c == 32 else 2
+            )
         os.killpg(bare.pid, signal.SIGKILL)
         bare = None
 
@@ -222,8 +258,9 @@ def main() -> int:
         instance = Instance.objects.get(deployment=pool, state="ready")
         assert instance.runtime == "vllm", instance.runtime
         for c in (1, 8, 32):
-            report[f"vllm_streams_{c}"] = throughput(api, headers, base.code, c, args.tokens,
-                                                     rounds=1 if c == 32 else 2)
+            report[f"vllm_streams_{c}"] = throughput(
+                api, headers, base.code, c, args.tokens, rounds=1 if c == 32 else 2
+            )
 
         # 2. gateway overhead, interleaved, against the same vLLM instance.
         direct = f"http://127.0.0.1:{instance.port}/v1"
@@ -238,8 +275,10 @@ def main() -> int:
             for target, hdrs, name, out in legs if i % 2 == 0 else legs[::-1]:
                 out.append(asyncio.run(batch(target, hdrs, name, 8, args.tokens))[2])
         report["gateway_overhead"] = {
-            "ttft_direct_ms": statistics.median(d1) * 1000, "ttft_gateway_ms": statistics.median(g1) * 1000,
-            "tps8_direct": statistics.median(d8), "tps8_gateway": statistics.median(g8),
+            "ttft_direct_ms": statistics.median(d1) * 1000,
+            "ttft_gateway_ms": statistics.median(g1) * 1000,
+            "tps8_direct": statistics.median(d8),
+            "tps8_gateway": statistics.median(g8),
         }
 
         # 3. a fine-tune's first call: its adapter loaded into the running instance.
@@ -263,8 +302,11 @@ def main() -> int:
         _base_results, base_tps = round_robin(api, headers, [base.code], 8, calls_each, args.tokens)
         now = Instance.objects.get(pk=instance.pk)
         report["round_robin"] = {
-            "adapters": len(tunes), "calls": len(mixed), "answers_equal_to_solo": same,
-            "tokens_per_s_adapters": mixed_tps, "tokens_per_s_base": base_tps,
+            "adapters": len(tunes),
+            "calls": len(mixed),
+            "answers_equal_to_solo": same,
+            "tokens_per_s_adapters": mixed_tps,
+            "tokens_per_s_base": base_tps,
             "restarted": now.pid != pid_before or now.state != "ready",
         }
 
@@ -300,8 +342,13 @@ def main() -> int:
     finally:
         if bare is not None:
             os.killpg(bare.pid, signal.SIGKILL)
-        for stop in (lambda: services.stop(agent, timeout=30), lambda: services.stop(web),
-                     lambda: services.stop(worker), kill_leftover_instances, lambda: services.stop(redis)):
+        for stop in (
+            lambda: services.stop(agent, timeout=30),
+            lambda: services.stop(web),
+            lambda: services.stop(worker),
+            kill_leftover_instances,
+            lambda: services.stop(redis),
+        ):
             try:
                 stop()
             except Exception as exc:  # noqa: BLE001 - stop the others anyway
@@ -311,24 +358,36 @@ def main() -> int:
     print(f"\n{machine}; {args.tokens} tokens a call")
     for c in (1, 8, 32):
         v, t = report[f"vllm_streams_{c}"], report[f"transformers_streams_{c}"]
-        print(f"{c:>2} stream(s): vLLM pool {v['tokens_per_s']:.1f} tokens/s (TTFT median {v['ttft_median_s']:.2f} s), "
-              f"transformers serve {t['tokens_per_s']:.1f} ({t['ttft_median_s']:.2f} s): "
-              f"{v['tokens_per_s'] / t['tokens_per_s']:.2f}x")
+        print(
+            f"{c:>2} stream(s): vLLM pool {v['tokens_per_s']:.1f} tokens/s (TTFT median {v['ttft_median_s']:.2f} s), "
+            f"transformers serve {t['tokens_per_s']:.1f} ({t['ttft_median_s']:.2f} s): "
+            f"{v['tokens_per_s'] / t['tokens_per_s']:.2f}x"
+        )
     o = report["gateway_overhead"]
-    print(f"gateway: +{o['ttft_gateway_ms'] - o['ttft_direct_ms']:.1f} ms to first token at 1 stream; "
-          f"{o['tps8_gateway'] / o['tps8_direct']:.3f}x direct throughput at 8 streams")
-    print(f"start -> first answer: vLLM pool {report['vllm_pool_start_to_answer_s']:.1f} s, "
-          f"transformers serve {report['transformers_start_to_answer_s']:.1f} s")
-    print(f"a fine-tune's first call: {report['first_call_ttft_s']:.2f} s to first token "
-          f"(warm {report['warm_call_ttft_s']:.2f} s)")
+    print(
+        f"gateway: +{o['ttft_gateway_ms'] - o['ttft_direct_ms']:.1f} ms to first token at 1 stream; "
+        f"{o['tps8_gateway'] / o['tps8_direct']:.3f}x direct throughput at 8 streams"
+    )
+    print(
+        f"start -> first answer: vLLM pool {report['vllm_pool_start_to_answer_s']:.1f} s, "
+        f"transformers serve {report['transformers_start_to_answer_s']:.1f} s"
+    )
+    print(
+        f"a fine-tune's first call: {report['first_call_ttft_s']:.2f} s to first token "
+        f"(warm {report['warm_call_ttft_s']:.2f} s)"
+    )
     r = report["round_robin"]
-    print(f"{r['adapters']} fine-tunes round-robin, 8 clients: {r['answers_equal_to_solo']}/{r['calls']} answers "
-          f"equal to the adapter's own alone, {report['distinct_answers']} distinct; "
-          f"{r['tokens_per_s_adapters']:.1f} tokens/s against {r['tokens_per_s_base']:.1f} on the base alone "
-          f"({r['tokens_per_s_adapters'] / r['tokens_per_s_base']:.2f}x); restarted: {r['restarted']}")
+    print(
+        f"{r['adapters']} fine-tunes round-robin, 8 clients: {r['answers_equal_to_solo']}/{r['calls']} answers "
+        f"equal to the adapter's own alone, {report['distinct_answers']} distinct; "
+        f"{r['tokens_per_s_adapters']:.1f} tokens/s against {r['tokens_per_s_base']:.1f} on the base alone "
+        f"({r['tokens_per_s_adapters'] / r['tokens_per_s_base']:.2f}x); restarted: {r['restarted']}"
+    )
     w = report["web_300mb_body"]
-    print(f"memory: pool instance with {r['adapters'] + 1} adapters {report['pool_instance_rss_mb']:.0f} MB; web "
-          f"process refusing a 300 MB body ({w['status']}): {w['idle_rss_mb']:.0f} -> {w['peak_rss_mb']:.0f} MB")
+    print(
+        f"memory: pool instance with {r['adapters'] + 1} adapters {report['pool_instance_rss_mb']:.0f} MB; web "
+        f"process refusing a 300 MB body ({w['status']}): {w['idle_rss_mb']:.0f} -> {w['peak_rss_mb']:.0f} MB"
+    )
     return 0
 
 

@@ -58,14 +58,37 @@ def main() -> int:
     dataset.file.save("bench.jsonl", ContentFile(b"{}\n"), save=False)
     dataset.save()
     base = BaseModel.objects.get(is_default=True)
-    job = FineTuningJob.objects.create(owner=user, base_model=base, training_dataset=dataset, status="running",
-                                       fine_tuned_model=f"ft:bench:{time.time_ns()}")
+    job = FineTuningJob.objects.create(
+        owner=user,
+        base_model=base,
+        training_dataset=dataset,
+        status="running",
+        fine_tuned_model=f"ft:bench:{time.time_ns()}",
+    )
     JobEvent.objects.bulk_create(
-        [JobEvent(job=job, type="metrics", level="info", message="m", data={
-            "epoch": i / 1000, "current_steps": i, "total_steps": args.events, "loss": 2 - i / (2 * args.events),
-            "eval_loss": 1.0 if i % 1000 == 0 else None, "elapsed_time": "00:00:01", "remaining_time": "00:00:01",
-            "trained_tokens": i * 100, "learning_rate": 1e-4, "tokens_per_second": 400.0,
-            "elapsed_seconds": 1.0, "remaining_seconds": 1.0}) for i in range(1, args.events + 1)],
+        [
+            JobEvent(
+                job=job,
+                type="metrics",
+                level="info",
+                message="m",
+                data={
+                    "epoch": i / 1000,
+                    "current_steps": i,
+                    "total_steps": args.events,
+                    "loss": 2 - i / (2 * args.events),
+                    "eval_loss": 1.0 if i % 1000 == 0 else None,
+                    "elapsed_time": "00:00:01",
+                    "remaining_time": "00:00:01",
+                    "trained_tokens": i * 100,
+                    "learning_rate": 1e-4,
+                    "tokens_per_second": 400.0,
+                    "elapsed_seconds": 1.0,
+                    "remaining_seconds": 1.0,
+                },
+            )
+            for i in range(1, args.events + 1)
+        ],
         batch_size=2000,
     )
     client = Client(HTTP_HOST="localhost")

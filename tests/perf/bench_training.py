@@ -45,6 +45,7 @@ MODEL_DIR = Path(os.environ.get("CONSOLE_MODELS_DIR") or REPO / "var" / "models"
 # Published for similar work on another machine: shown beside our figure, not comparable to it.
 LLAMA_FACTORY_ELSEWHERE_TOKENS_PER_SECOND = 258.0
 
+
 def rendered_tokens(tokenizer, examples: list[dict]) -> int:
     return sum(len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples)
 
@@ -115,18 +116,33 @@ def run_ours(examples, args, precision: str = "fp32") -> dict:
     use_repository_datasets()
     from jobs.training import TrainingConfig, train
 
-    config = TrainingConfig(n_epochs=args.epochs, batch_size=8, learning_rate=2e-3, lora_r=16, lora_alpha=32,
-                            lora_target="all-linear", num_threads=args.threads, packing=not args.no_packing,
-                            precision=precision)
+    config = TrainingConfig(
+        n_epochs=args.epochs,
+        batch_size=8,
+        learning_rate=2e-3,
+        lora_r=16,
+        lora_alpha=32,
+        lora_target="all-linear",
+        num_threads=args.threads,
+        packing=not args.no_packing,
+        precision=precision,
+    )
     with tempfile.TemporaryDirectory() as out:
         cpu, started = _cpu_seconds(), time.perf_counter()
-        result = train(model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config,
-                       output_dir=Path(out))
+        result = train(
+            model_dir=MODEL_DIR, train_examples=examples, eval_examples=None, config=config, output_dir=Path(out)
+        )
         wall = time.perf_counter() - started
         cpu = _cpu_seconds() - cpu
     losses = [h["loss"] for h in result.history]
-    return {"wall_s": wall, "cpu_s": cpu, "loop_tokens_per_second": result.tokens_per_second, "first_loss": losses[0],
-            "final_loss": result.final_loss, "steps": result.steps}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "loop_tokens_per_second": result.tokens_per_second,
+        "first_loss": losses[0],
+        "final_loss": result.final_loss,
+        "steps": result.steps,
+    }
 
 
 def run_hf(examples, args, bf16: bool = False) -> dict:
@@ -145,13 +161,26 @@ def run_hf(examples, args, bf16: bool = False) -> dict:
     model = get_peft_model(model, _lora_config())
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=8, num_train_epochs=args.epochs, learning_rate=2e-3,
-            lr_scheduler_type="linear", warmup_steps=_warmup(len(examples), args), logging_steps=5,
-            save_strategy="no", report_to=[],
-            use_cpu=True, dataloader_num_workers=0, seed=42, bf16=bf16,
+            output_dir=out,
+            per_device_train_batch_size=8,
+            num_train_epochs=args.epochs,
+            learning_rate=2e-3,
+            lr_scheduler_type="linear",
+            warmup_steps=_warmup(len(examples), args),
+            logging_steps=5,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+            seed=42,
+            bf16=bf16,
         )
-        trainer = Trainer(model=model, args=targs, train_dataset=rows,
-                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+        trainer = Trainer(
+            model=model,
+            args=targs,
+            train_dataset=rows,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        )
         return _timed_train(trainer)
 
 
@@ -168,13 +197,27 @@ def run_trl(examples, args) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(MODEL_DIR), dtype=torch.float32)
     with tempfile.TemporaryDirectory() as out:
         config = SFTConfig(
-            output_dir=out, per_device_train_batch_size=8, num_train_epochs=args.epochs, learning_rate=2e-3,
-            lr_scheduler_type="linear", warmup_steps=_warmup(len(examples), args), logging_steps=5,
-            save_strategy="no", report_to=[],
-            use_cpu=True, max_length=2048, seed=42, bf16=False,
+            output_dir=out,
+            per_device_train_batch_size=8,
+            num_train_epochs=args.epochs,
+            learning_rate=2e-3,
+            lr_scheduler_type="linear",
+            warmup_steps=_warmup(len(examples), args),
+            logging_steps=5,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            max_length=2048,
+            seed=42,
+            bf16=False,
         )
-        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
-                             processing_class=tokenizer, peft_config=_lora_config())
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(examples),
+            processing_class=tokenizer,
+            peft_config=_lora_config(),
+        )
         return _timed_train(trainer)
 
 
@@ -187,16 +230,29 @@ def _timed_train(trainer) -> dict:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] or [
         h["train_loss"] for h in trainer.state.log_history if "train_loss" in h
     ]
-    return {"wall_s": wall, "cpu_s": cpu, "first_loss": losses[0], "final_loss": losses[-1],
-            "steps": trainer.state.global_step}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "first_loss": losses[0],
+        "final_loss": losses[-1],
+        "steps": trainer.state.global_step,
+    }
 
 
-RUNNERS = {"ours": run_ours, "hf": run_hf, "trl": run_trl,
-           "ours-bf16": lambda examples, args: run_ours(examples, args, precision="bf16"),
-           "hf-bf16": lambda examples, args: run_hf(examples, args, bf16=True)}
-LABELS = {"ours": "ours (jobs.training.train), fp32", "hf": "plain transformers Trainer, fp32",
-          "trl": "trl SFTTrainer defaults, fp32", "ours-bf16": "ours, bf16 autocast",
-          "hf-bf16": "plain Trainer, bf16=True"}
+RUNNERS = {
+    "ours": run_ours,
+    "hf": run_hf,
+    "trl": run_trl,
+    "ours-bf16": lambda examples, args: run_ours(examples, args, precision="bf16"),
+    "hf-bf16": lambda examples, args: run_hf(examples, args, bf16=True),
+}
+LABELS = {
+    "ours": "ours (jobs.training.train), fp32",
+    "hf": "plain transformers Trainer, fp32",
+    "trl": "trl SFTTrainer defaults, fp32",
+    "ours-bf16": "ours, bf16 autocast",
+    "hf-bf16": "plain Trainer, bf16=True",
+}
 # (numerator, denominator) of each printed ratio, where both ran
 RATIOS = [("ours", "hf"), ("ours", "trl"), ("ours-bf16", "hf-bf16"), ("ours-bf16", "hf"), ("ours-bf16", "ours")]
 
@@ -227,13 +283,25 @@ def main() -> None:
     machine.require_quiet(args.busy)
     print(machine.report(args.threads))
     lengths = [len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False)) for e in examples]
-    print(f"model {MODEL_DIR.name}; {len(examples)} examples, {min(lengths)}-{max(lengths)} tokens each, "
-          f"{per_epoch} tokens/epoch x {args.epochs} epochs; LoRA r16 a32 all-linear, batch 8, lr 2e-3, "
-          f"{args.threads} threads; {os.cpu_count()} CPUs")
+    print(
+        f"model {MODEL_DIR.name}; {len(examples)} examples, {min(lengths)}-{max(lengths)} tokens each, "
+        f"{per_epoch} tokens/epoch x {args.epochs} epochs; LoRA r16 a32 all-linear, batch 8, lr 2e-3, "
+        f"{args.threads} threads; {os.cpu_count()} CPUs"
+    )
     results = {}
     for name in args.only:
-        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs), "--examples",
-               str(args.examples), "--threads", str(args.threads)] + (["--no-packing"] if args.no_packing else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--epochs",
+            str(args.epochs),
+            "--examples",
+            str(args.examples),
+            "--threads",
+            str(args.threads),
+        ] + (["--no-packing"] if args.no_packing else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         if proc.returncode or not line.startswith("{"):
@@ -244,15 +312,20 @@ def main() -> None:
         results[name] = result
         # cores actually given to the run (others may share the machine): CPU time / wall time
         result["cores_used"] = result["cpu_s"] / result["wall_s"]
-        print(f"{LABELS[name]:32s} {result['wall_s']:7.1f} s  {result['tokens_per_second']:7.1f} tokens/s  "
-              f"({result['cores_used']:.2f} cores busy)  "
-              f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}  ({result['steps']} steps)", flush=True)
+        print(
+            f"{LABELS[name]:32s} {result['wall_s']:7.1f} s  {result['tokens_per_second']:7.1f} tokens/s  "
+            f"({result['cores_used']:.2f} cores busy)  "
+            f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}  ({result['steps']} steps)",
+            flush=True,
+        )
     for top, bottom in RATIOS:
         if top in results and bottom in results:
             print(f"{top} / {bottom}: {results[top]['tokens_per_second'] / results[bottom]['tokens_per_second']:.2f}x")
     if "ours" in results or "ours-bf16" in results:
-        print(f"(LLaMA-Factory published {LLAMA_FACTORY_ELSEWHERE_TOKENS_PER_SECOND:.0f} tokens/s for similar work, "
-              "measured on another machine: not comparable, no ratio)")
+        print(
+            f"(LLaMA-Factory published {LLAMA_FACTORY_ELSEWHERE_TOKENS_PER_SECOND:.0f} tokens/s for similar work, "
+            "measured on another machine: not comparable, no ratio)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"tokens_per_epoch": per_epoch, "results": results}, indent=2))
 

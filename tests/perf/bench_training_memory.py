@@ -116,8 +116,16 @@ def main() -> None:
     print(f"model {bt.MODEL_DIR.name}; {args.examples} examples x {args.epochs} epoch(s); LoRA r16 a32, batch 8")
     results = {}
     for name in args.only:
-        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
-               "--examples", str(args.examples)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--epochs",
+            str(args.epochs),
+            "--examples",
+            str(args.examples),
+        ]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=bt.REPO)
@@ -129,20 +137,27 @@ def main() -> None:
         first = r["runs"][0]
         r["tokens_per_second"] = r["tokens"] / first["wall_s"]
         after = "  ".join(f"after task {i + 1} {run['after_mb']:6.0f} MB" for i, run in enumerate(r["runs"]))
-        print(f"{bt.LABELS[name]:28s} preloaded {r['preloaded_mb']:5.0f} MB  peak {first['peak_mb']:6.0f} MB "
-              f"(VmHWM {r['hwm_mb']:6.0f})  {after}  {r['tokens_per_second']:6.1f} tokens/s", flush=True)
+        print(
+            f"{bt.LABELS[name]:28s} preloaded {r['preloaded_mb']:5.0f} MB  peak {first['peak_mb']:6.0f} MB "
+            f"(VmHWM {r['hwm_mb']:6.0f})  {after}  {r['tokens_per_second']:6.1f} tokens/s",
+            flush=True,
+        )
     for name in ("ours", "ours-bf16"):
         if name in results and "hf" in results:
             ours, hf = results[name], results["hf"]
-            print(f"{name} / plain Trainer: peak memory {ours['runs'][0]['peak_mb'] / hf['runs'][0]['peak_mb']:.2f}x, "
-                  f"tokens/s {ours['tokens_per_second'] / hf['tokens_per_second']:.2f}x")
+            print(
+                f"{name} / plain Trainer: peak memory {ours['runs'][0]['peak_mb'] / hf['runs'][0]['peak_mb']:.2f}x, "
+                f"tokens/s {ours['tokens_per_second'] / hf['tokens_per_second']:.2f}x"
+            )
     for name in ("ours", "ours-bf16"):
         if name not in results:
             continue
         ours = results[name]
-        print(f"{name}: {max(run['after_mb'] for run in ours['runs']) / ours['preloaded_mb']:.2f}x the preloaded size "
-              "after a task in the same process (a training worker runs one task a process, so its next process "
-              "starts at the preloaded size: scripts/demo_resume.py measures that); peak target <= 1536 MB")
+        print(
+            f"{name}: {max(run['after_mb'] for run in ours['runs']) / ours['preloaded_mb']:.2f}x the preloaded size "
+            "after a task in the same process (a training worker runs one task a process, so its next process "
+            "starts at the preloaded size: scripts/demo_resume.py measures that); peak target <= 1536 MB"
+        )
 
 
 if __name__ == "__main__":

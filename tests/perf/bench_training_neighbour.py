@@ -66,21 +66,45 @@ class Instance:
     def __init__(self, runtime: str, cpus: list[int], log: Path):
         self.port = free_port()
         threads = len(cpus)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         if runtime == "vllm":
-            env.update(OMP_NUM_THREADS=str(max(1, threads - 1)), VLLM_CPU_OMP_THREADS_BIND="nobind",
-                       VLLM_CPU_KVCACHE_SPACE="2", VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
-            cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL_DIR),
-                   "--served-model-name", "base", "--enable-lora", "--max-lora-rank", "64", "--max-loras", "8",
-                   "--max-cpu-loras", "8", "--max-model-len", "2048"]
+            env.update(
+                OMP_NUM_THREADS=str(max(1, threads - 1)),
+                VLLM_CPU_OMP_THREADS_BIND="nobind",
+                VLLM_CPU_KVCACHE_SPACE="2",
+                VLLM_ALLOW_RUNTIME_LORA_UPDATING="True",
+            )
+            cmd = [
+                str(VLLM_PYTHON),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(MODEL_DIR),
+                "--served-model-name",
+                "base",
+                "--enable-lora",
+                "--max-lora-rank",
+                "64",
+                "--max-loras",
+                "8",
+                "--max-cpu-loras",
+                "8",
+                "--max-model-len",
+                "2048",
+            ]
             self.model = "base"
         else:
             cmd = [str(Path(sys.executable).parent / "transformers"), "serve", "--device", "cpu"]
             self.model = str(MODEL_DIR)
         cmd = ["taskset", "-c", cpu_list(cpus), *cmd, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.tokens = 0
         self._stop = threading.Event()
         self._clients: list[threading.Thread] = []
@@ -104,8 +128,13 @@ class Instance:
     def _call(self) -> int:
         import httpx
 
-        body = {"model": self.model, "messages": [{"role": "user", "content": "Tell me a long story about a cat."}],
-                "max_tokens": 128, "temperature": 0.8, "stream": False}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Tell me a long story about a cat."}],
+            "max_tokens": 128,
+            "temperature": 0.8,
+            "stream": False,
+        }
         r = httpx.post(f"http://127.0.0.1:{self.port}/v1/chat/completions", json=body, timeout=600)
         r.raise_for_status()
         return (r.json().get("usage") or {}).get("completion_tokens") or 0
@@ -141,9 +170,24 @@ def train(cpus: list[int], args) -> dict:
     """One bench_training.py run of our engine, kept to ``cpus`` with as many threads."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = ["taskset", "-c", cpu_list(cpus), sys.executable, str(HERE / "bench_training.py"), "--only", "ours",
-               "--epochs", str(args.epochs), "--examples", str(args.examples), "--threads", str(len(cpus)),
-               "--json", str(out), "--busy"]
+        cmd = [
+            "taskset",
+            "-c",
+            cpu_list(cpus),
+            sys.executable,
+            str(HERE / "bench_training.py"),
+            "--only",
+            "ours",
+            "--epochs",
+            str(args.epochs),
+            "--examples",
+            str(args.examples),
+            "--threads",
+            str(len(cpus)),
+            "--json",
+            str(out),
+            "--busy",
+        ]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if proc.returncode or not out.exists():
             raise RuntimeError(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -159,8 +203,10 @@ def main() -> None:
     args = parser.parse_args()
     runtime = args.runtime
     if runtime == "auto":
-        ok = VLLM_PYTHON.exists() and subprocess.run(
-            [str(VLLM_PYTHON), "-c", "import vllm.platforms"], capture_output=True).returncode == 0
+        ok = (
+            VLLM_PYTHON.exists()
+            and subprocess.run([str(VLLM_PYTHON), "-c", "import vllm.platforms"], capture_output=True).returncode == 0
+        )
         runtime = "vllm" if ok else "transformers"
 
     machine.require_quiet(args.busy)
@@ -168,8 +214,11 @@ def main() -> None:
     print(report, flush=True)
     every = sorted(os.sched_getaffinity(0))
     training, serving = default_split()
-    print(f"CPUs: {cpu_list(every)}; default split: training {cpu_list(training)}, serving {cpu_list(serving)}; "
-          f"instance: {runtime}; {args.examples} examples x {args.epochs} epoch(s) a run", flush=True)
+    print(
+        f"CPUs: {cpu_list(every)}; default split: training {cpu_list(training)}, serving {cpu_list(serving)}; "
+        f"instance: {runtime}; {args.examples} examples x {args.epochs} epoch(s) a run",
+        flush=True,
+    )
     logs = Path(tempfile.mkdtemp(prefix="bench-neighbour-"))
     results: dict[str, dict] = {}
 
@@ -183,8 +232,10 @@ def main() -> None:
         result["instance_tokens_per_second"] = served
         results[name] = result
         beside = f"; the instance meanwhile {served:.1f} tokens/s" if served is not None else ""
-        print(f"{name:44s} {result['tokens_per_second']:7.1f} tokens/s ({result['cores_used']:.2f} cores busy)"
-              f"{beside}", flush=True)
+        print(
+            f"{name:44s} {result['tokens_per_second']:7.1f} tokens/s ({result['cores_used']:.2f} cores busy){beside}",
+            flush=True,
+        )
 
     run("1. alone, every CPU", every, None)
     shared = Instance(runtime, every, logs / "shared.log")
@@ -208,9 +259,11 @@ def main() -> None:
     before = tps("2. every CPU, instance on every CPU") / tps("1. alone, every CPU")
     print(f"before the split: beside a busy instance {before:.2f}x its speed alone")
     after = tps("4. training CPUs, instance on serving CPUs") / tps("3. alone, training CPUs")
-    print(f"after (./run up's defaults): {after:.2f}x its speed alone (target >= 0.8); "
-          f"alone on its CPUs it trains at {tps('3. alone, training CPUs') / tps('1. alone, every CPU'):.2f}x "
-          "the speed it had on every CPU")
+    print(
+        f"after (./run up's defaults): {after:.2f}x its speed alone (target >= 0.8); "
+        f"alone on its CPUs it trains at {tps('3. alone, training CPUs') / tps('1. alone, every CPU'):.2f}x "
+        "the speed it had on every CPU"
+    )
     print(f"(instance logs in {logs})")
 
 

@@ -62,10 +62,18 @@ def generate(path: Path, size_mb: int, seed: int = 7) -> None:
             if rng.random() < 0.7:
                 messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
             for _turn in range(rng.choice((1, 1, 1, 2, 3))):
-                messages.append({"role": "user", "content": " ".join(_sentence(rng, rng.randint(6, 20))
-                                                                     for _ in range(rng.randint(1, 3)))})
-                messages.append({"role": "assistant", "content": " ".join(_sentence(rng, rng.randint(8, 30))
-                                                                          for _ in range(rng.randint(1, 5)))})
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": " ".join(_sentence(rng, rng.randint(6, 20)) for _ in range(rng.randint(1, 3))),
+                    }
+                )
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": " ".join(_sentence(rng, rng.randint(8, 30)) for _ in range(rng.randint(1, 5))),
+                    }
+                )
             line = json.dumps({"messages": messages}, ensure_ascii=False) + "\n"
             fh.write(line)
             written += len(line.encode())
@@ -93,11 +101,22 @@ def run_ours(path: Path) -> dict:
     tokenizer = CountingTokenizer.from_folder(_tokenizer_dir())
     started = time.perf_counter()
     with open(path, "rb", buffering=MIB) as fh, open(os.devnull, "w") as report:
-        result = Validator(category=None, tokenizer=tokenizer, context_length=2048, advised_min_examples=300,
-                           report=report, progress=lambda n: True).run(fh)
+        result = Validator(
+            category=None,
+            tokenizer=tokenizer,
+            context_length=2048,
+            advised_min_examples=300,
+            report=report,
+            progress=lambda n: True,
+        ).run(fh)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "examples": result.examples, "tokens": result.tokens, "errors": result.error_count,
-            "warnings": result.warning_count}
+    return {
+        "seconds": seconds,
+        "examples": result.examples,
+        "tokens": result.tokens,
+        "errors": result.error_count,
+        "warnings": result.warning_count,
+    }
 
 
 def run_baseline(path: Path) -> dict:
@@ -126,8 +145,13 @@ def child(which: str, path: Path) -> None:
 
 
 def measure(which: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", which, "--file", str(path)], cwd=ROOT,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", which, "--file", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode:
         sys.exit(f"{which} failed:\n{out.stderr[-4000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -160,19 +184,26 @@ def main() -> None:
             generate(path, size)
         mb = path.stat().st_size / MIB
         ours = measure("ours", path)
-        print(f"[{mb:7.1f} MiB] ours:     {ours['mb_per_s']:6.2f} MB/s  {ours['seconds']:7.1f} s  "
-              f"peak {ours['maxrss_mb']:6.0f} MiB  {ours['examples']:,} examples  {ours['tokens']:,} tokens",
-              flush=True)
+        print(
+            f"[{mb:7.1f} MiB] ours:     {ours['mb_per_s']:6.2f} MB/s  {ours['seconds']:7.1f} s  "
+            f"peak {ours['maxrss_mb']:6.0f} MiB  {ours['examples']:,} examples  {ours['tokens']:,} tokens",
+            flush=True,
+        )
         baseline = None
         if size == args.size_mb or args.baseline_1gb:
             baseline = measure("baseline", path)
-            print(f"[{mb:7.1f} MiB] baseline: {baseline['mb_per_s']:6.2f} MB/s  {baseline['seconds']:7.1f} s  "
-                  f"peak {baseline['maxrss_mb']:6.0f} MiB  {baseline['examples']:,} examples  "
-                  f"{baseline['tokens']:,} tokens", flush=True)
+            print(
+                f"[{mb:7.1f} MiB] baseline: {baseline['mb_per_s']:6.2f} MB/s  {baseline['seconds']:7.1f} s  "
+                f"peak {baseline['maxrss_mb']:6.0f} MiB  {baseline['examples']:,} examples  "
+                f"{baseline['tokens']:,} tokens",
+                flush=True,
+            )
             if baseline["tokens"] != ours["tokens"] or baseline["examples"] != ours["examples"]:
                 sys.exit("token or example totals differ between ours and the baseline")
-            print(f"[{mb:7.1f} MiB] speed-up: {ours['mb_per_s'] / baseline['mb_per_s']:.2f}x "
-                  f"(target ≥ 3x); totals agree", flush=True)
+            print(
+                f"[{mb:7.1f} MiB] speed-up: {ours['mb_per_s'] / baseline['mb_per_s']:.2f}x (target ≥ 3x); totals agree",
+                flush=True,
+            )
         rows.append((size, ours, baseline))
         if not args.keep:
             path.unlink()
@@ -181,8 +212,9 @@ def main() -> None:
         b_speed = f"{baseline['mb_per_s']:.2f}" if baseline else "-"
         b_peak = f"{baseline['maxrss_mb']:.0f} MiB" if baseline else "-"
         ratio = f"{ours['mb_per_s'] / baseline['mb_per_s']:.2f}x" if baseline else "-"
-        print(f"{size:>5} MB  {ours['mb_per_s']:9.2f}  {ours['maxrss_mb']:6.0f} MiB  {b_speed:>13}  {b_peak:>13}  "
-              f"{ratio}")
+        print(
+            f"{size:>5} MB  {ours['mb_per_s']:9.2f}  {ours['maxrss_mb']:6.0f} MiB  {b_speed:>13}  {b_peak:>13}  {ratio}"
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def libraries() -> str:
         config = torch.__config__.show()
         for line in config.splitlines():
             line = line.strip()
-            if line.startswith(("- Intel(R) oneAPI Math Kernel", "- Intel(R) Math Kernel", "- Intel(R) MKL-DNN",
-                                "- oneDNN")):
+            if line.startswith(
+                ("- Intel(R) oneAPI Math Kernel", "- Intel(R) Math Kernel", "- Intel(R) MKL-DNN", "- oneDNN")
+            ):
                 parts.append(line.lstrip("- ").split(" for ")[0][:80])
         if onednn:
             parts.append(f"oneDNN {onednn}")
@@ -74,6 +75,9 @@ def require_quiet(allow_busy: bool, limit: float = 0.5) -> None:
     """Stop unless the machine is quiet (1-minute load under ``limit``), or ``allow_busy``."""
     busy = load()
     if busy >= limit and not allow_busy:
-        print(f"The machine is busy (load {busy:.2f}): its figures would not be this machine's. Wait, or pass "
-              "--busy to measure anyway (and say so next to the figures).", file=sys.stderr)
+        print(
+            f"The machine is busy (load {busy:.2f}): its figures would not be this machine's. Wait, or pass "
+            "--busy to measure anyway (and say so next to the figures).",
+            file=sys.stderr,
+        )
         sys.exit(3)

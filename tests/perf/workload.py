@@ -6,12 +6,28 @@ from __future__ import annotations
 
 import random
 
-SUBJECTS = ["the kettle", "my router", "the garden", "a bicycle", "this recipe", "the printer", "our team",
-            "the invoice", "a telescope", "the playlist", "my laptop", "the museum", "a sailboat", "the river"]
+SUBJECTS = [
+    "the kettle",
+    "my router",
+    "the garden",
+    "a bicycle",
+    "this recipe",
+    "the printer",
+    "our team",
+    "the invoice",
+    "a telescope",
+    "the playlist",
+    "my laptop",
+    "the museum",
+    "a sailboat",
+    "the river",
+]
 VERBS = ["clean", "fix", "improve", "describe", "plan", "explain", "compare", "choose", "store", "measure"]
-WORDS = ("first check the power and then look at the small label on the back because most problems come from "
-         "loose cables old settings or dust so wipe it gently wait a minute and try again if it still fails "
-         "write down the model number and ask the shop for a replacement part that fits").split()
+WORDS = (
+    "first check the power and then look at the small label on the back because most problems come from "
+    "loose cables old settings or dust so wipe it gently wait a minute and try again if it still fails "
+    "write down the model number and ask the shop for a replacement part that fits"
+).split()
 
 
 def peer_like_examples(tokenizer, n: int = 196, seed: int = 0, lo: int = 40, hi: int = 82) -> list[dict]:

@@ -30,15 +30,44 @@ Job = old.get_model("jobs", "FineTuningJob")
 Card = old.get_model("jobs", "FineTunedModel")
 
 user = User.objects.create(username="migrated", password="!")
-base = OldBase.objects.create(code="operator-model", display_name="Operator's model", family="x",
-                              methods=["sft"], training_types=["lora"], weights_location="/nowhere")
+base = OldBase.objects.create(
+    code="operator-model",
+    display_name="Operator's model",
+    family="x",
+    methods=["sft"],
+    training_types=["lora"],
+    weights_location="/nowhere",
+)
 seeded = OldBase.objects.get(code="smollm2-135m-instruct")
-dataset = Dataset.objects.create(owner=user, name="d", filename="d.jsonl", file="datasets/d.jsonl", status="ready",
-                                 base_model=seeded, tokens=1234, text_tokens=1234, examples=10)
-job = Job.objects.create(owner=user, base_model=base, training_dataset=dataset, fine_tuned_model="ft:operator:x:1",
-                         status="succeeded", public_id="ftjob-migrated")
-Card.objects.create(code="ft:operator:x:1", owner=user, job=job, base_model=base, method="sft",
-                    training_type="lora", trained_tokens=99, path="/nowhere/final")
+dataset = Dataset.objects.create(
+    owner=user,
+    name="d",
+    filename="d.jsonl",
+    file="datasets/d.jsonl",
+    status="ready",
+    base_model=seeded,
+    tokens=1234,
+    text_tokens=1234,
+    examples=10,
+)
+job = Job.objects.create(
+    owner=user,
+    base_model=base,
+    training_dataset=dataset,
+    fine_tuned_model="ft:operator:x:1",
+    status="succeeded",
+    public_id="ftjob-migrated",
+)
+Card.objects.create(
+    code="ft:operator:x:1",
+    owner=user,
+    job=job,
+    base_model=base,
+    method="sft",
+    training_type="lora",
+    trained_tokens=99,
+    path="/nowhere/final",
+)
 counts_before = {"bases": OldBase.objects.count()}
 
 executor = MigrationExecutor(connection)
@@ -55,16 +84,22 @@ new_dataset = NewDataset.objects.select_related("base_model").get(pk=dataset.pk)
 card = FineTunedModel.objects.get(code="ft:operator:x:1")
 with connection.cursor() as cursor:
     tables = set(connection.introspection.table_names(cursor))
-print(json.dumps({
-    "bases_before": counts_before["bases"],
-    "bases_after": BaseModel.objects.count(),
-    "operator_model_kept": BaseModel.objects.filter(pk=base.pk, code="operator-model").exists(),
-    "job_base": new_job.base_model.code,
-    "job_result": new_job.result.code if new_job.result else None,
-    "card_job": card.job.public_id,
-    "card_tokens": card.trained_tokens,
-    "dataset_base": new_dataset.base_model.code,
-    "token_count": list(TokenCount.objects.filter(dataset=new_dataset).values_list("base_model__code", "tokens")),
-    "seeded_architecture": BaseModel.objects.get(code="smollm2-135m-instruct").architecture,
-    "old_tables_left": sorted(t for t in tables if t in ("jobs_basemodel", "jobs_finetunedmodel")),
-}))
+print(
+    json.dumps(
+        {
+            "bases_before": counts_before["bases"],
+            "bases_after": BaseModel.objects.count(),
+            "operator_model_kept": BaseModel.objects.filter(pk=base.pk, code="operator-model").exists(),
+            "job_base": new_job.base_model.code,
+            "job_result": new_job.result.code if new_job.result else None,
+            "card_job": card.job.public_id,
+            "card_tokens": card.trained_tokens,
+            "dataset_base": new_dataset.base_model.code,
+            "token_count": list(
+                TokenCount.objects.filter(dataset=new_dataset).values_list("base_model__code", "tokens")
+            ),
+            "seeded_architecture": BaseModel.objects.get(code="smollm2-135m-instruct").architecture,
+            "old_tables_left": sorted(t for t in tables if t in ("jobs_basemodel", "jobs_finetunedmodel")),
+        }
+    )
+)
