@@ -165,7 +165,8 @@ def check_image_url(url: Any, path: str, problems: Problems) -> None:
                     path,
                     "data_url",
                     _(
-                        "The data URL is not base64: its prefix must be data:image/jpeg;base64, or data:image/png;base64,."
+                        "The data URL is not base64: its prefix must be "
+                        "data:image/jpeg;base64, or data:image/png;base64,."
                     ),
                 )
             )
@@ -751,7 +752,8 @@ def _check_image_generation(messages: Any, images: int, problems: Problems) -> N
                 f"messages[{len(messages) - 1}].content",
                 "no_image",
                 _(
-                    'The assistant turn must be a list holding one {"type": "image_url", ...} part: the generated image.'
+                    'The assistant turn must be a list holding one {"type": "image_url", ...} part: '
+                    "the generated image."
                 ),
             )
         )

@@ -265,7 +265,8 @@ class Validator:
                         "",
                         "binary",
                         _(
-                            "This is a binary file, not JSONL text. Upload a UTF-8 text file with one JSON object per line."
+                            "This is a binary file, not JSONL text. "
+                            "Upload a UTF-8 text file with one JSON object per line."
                         ),
                     )
                     break

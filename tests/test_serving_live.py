@@ -342,8 +342,8 @@ def test_public_pool_serves_a_lora_fine_tune_without_deployment(
     stack,
     tiny_base,
     tiny_lora_dir,  # noqa: F811
-    other_lora_dir,
-):  # noqa: F811
+    other_lora_dir,  # noqa: F811
+):
     alice, bob = make_user("alice"), make_user("bob")
     tune = FineTunedModel.objects.create(
         code="tiny-test:alice:pool1",
