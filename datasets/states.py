@@ -4,7 +4,7 @@
     validating → ready | invalid (the worker that holds the claim) | validating (a stale claim taken over)
     ready, invalid, uploaded → uploaded (validate again: the admin action)
 
-Each transition is a compare-and-set (``console.states.StateMachine``) and records what goes with it; an invalid
+Each transition is a compare-and-set (``common.states.StateMachine``) and records what goes with it; an invalid
 file's owner is notified. The validation worker (services) and the admin call these functions.
 """
 
@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from console.states import StateMachine
+from common.states import StateMachine
 
 from .models import Dataset, Status
 

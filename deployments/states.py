@@ -16,7 +16,7 @@ Instance (one server process on a node)::
     draining  → stopping | stopped | failed
     stopping  → stopped | failed
 
-Each transition checks the table and writes with a compare-and-set (``console.states.StateMachine``): an instance's
+Each transition checks the table and writes with a compare-and-set (``common.states.StateMachine``): an instance's
 writers are the reconciler (deployments.services) and the node agent (deployments.agent), which run at the same
 time, so each writes only if the state it read is still there. A deployment's writers hold its row locked
 (``select_for_update``). The deployment's transitions also record their event and notify the owner.
@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from console.states import StateMachine
+from common.states import StateMachine
 
 from .models import HOLDS_SLOT, Deployment, DeploymentEvent, DeploymentStatus, Instance, InstanceState
 

@@ -5,7 +5,7 @@
     running          → queued (worker stopped, step stuck, worker lost) | paused | succeeded | failed | cancelled
     paused           → queued (resumed) | cancelled | failed
 
-Each transition is a compare-and-set (``console.states.StateMachine.move``: an UPDATE conditioned on the states
+Each transition is a compare-and-set (``common.states.StateMachine.move``: an UPDATE conditioned on the states
 it may leave), and records and notifies with it, in one transaction: the event on the task's timeline, the
 timestamps, the error, the owner's notification and webhooks (``notify_finished``), the training queue's kick.
 Services, the runner, the Celery tasks and the admin call these functions; none writes the status itself.
@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from common.queueing import enqueue
-from console.states import StateMachine
+from common.states import StateMachine
 
 from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus
 from .signals import job_succeeded

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from console.states import IllegalTransition, StateMachine
+from common.states import IllegalTransition, StateMachine
 from datasets.models import Status as DatasetStatus
 from datasets.states import DATASET
 from deployments.models import Deployment, DeploymentStatus, Instance, InstanceState, Node
