@@ -864,6 +864,31 @@ def test_micro_batch_budget_from_free_memory():
     assert plan_micro_batches(free_bytes=-5, shape=smollm, longest_sequence=10).fits is False
 
 
+def test_a_step_goes_in_the_fewest_micro_batches_of_about_equal_size():
+    from jobs.training.budget import ModelShape, plan_micro_batches
+
+    smollm = ModelShape(layers=30, hidden=576, intermediate=1536, vocab=49152)
+    # LoRA (a frozen head, the fused head keeps no logits): the CPU's default 256 MB holds a typical step of
+    # 8 short chat examples in two micro-batches, where counting logits made it three (a third slower)
+    plan = plan_micro_batches(free_bytes=256 * 2**20, shape=smollm, longest_sequence=82, fused_head=True)
+    assert plan.micro_batch_tokens >= 280
+    lengths = [62, 60, 70, 55, 64, 58, 61, 64]
+    units = [[(list(range(n)), [True] * n)] for n in lengths]
+
+    def sizes(mbs):
+        return [sum(lengths[u] for u in mb.units) for mb in mbs]
+
+    mbs = build_micro_batches(units, list(range(8)), plan.micro_batch_tokens, True, 2)
+    assert [u for mb in mbs for u in mb.units] == list(range(8))
+    assert len(mbs) == 2 and max(sizes(mbs)) - min(sizes(mbs)) <= 70
+    # a budget that holds most of the step: two halves, not the budget's worth and a small tail (426 + 68)
+    halves = sizes(build_micro_batches(units, list(range(8)), 426, True, 2))
+    assert len(halves) == 2 and max(halves) <= 260
+    # one unit longer than the budget still gets a micro-batch of its own; padded batches stay greedy
+    assert len(build_micro_batches(units, list(range(8)), 50, True, 2)) == 8
+    assert sizes(build_micro_batches(units, list(range(8)), 426, False, 2))[0] > 260
+
+
 # ------------------------------------------------------------------ varlen attention (the CUDA path)
 
 
@@ -989,7 +1014,8 @@ def test_training_memory_estimate_by_part():
     )
     adapter = smollm.lora_parameters(16)
     assert lora.weights == 4 * params + 4 * adapter and lora.gradients == 4 * adapter and lora.optimizer == 8 * adapter
-    assert lora.activations == 500 * activation_bytes_per_token(smollm) and not lora.gradient_checkpointing
+    per_token = activation_bytes_per_token(smollm)
+    assert lora.activations == 500 * per_token and not lora.gradient_checkpointing
     assert lora.total == lora.weights + lora.gradients + lora.optimizer + lora.activations + RUNTIME_BYTES
     assert lora.fits and 1.4 * 2**30 < lora.total < 2.0 * 2**30
     # measured peak RSS (MB) of these runs, by longest sequence: one example a micro-batch, and the CPU's default
@@ -1024,7 +1050,6 @@ def test_training_memory_estimate_by_part():
         parameters=params,
         activation_budget=budget,
     )
-    per_token = activation_bytes_per_token(smollm)
     assert short.activations == (budget // per_token) * per_token and not short.gradient_checkpointing
     assert budget - per_token < short.activations <= budget
     longer = estimate_training_memory(

@@ -536,7 +536,14 @@ def _memory_plan(model, config: TrainingConfig, device: str, units) -> budget.Me
         free = int(free * 0.85) - trainable * 12
     else:
         free = config.activation_memory_mb * 2**20
-    plan = budget.plan_micro_batches(free_bytes=free, shape=shape, longest_sequence=longest, dtype_bytes=dtype_bytes)
+    head = _parts(model)[1]
+    plan = budget.plan_micro_batches(
+        free_bytes=free,
+        shape=shape,
+        longest_sequence=longest,
+        dtype_bytes=dtype_bytes,
+        fused_head=fused_head.usable(head.weight, head.bias),
+    )
     if config.micro_batch_tokens:
         plan = budget.MemoryPlan(config.micro_batch_tokens, plan.gradient_checkpointing, plan.bytes_per_token, True)
     if config.gradient_checkpointing is not None:
