@@ -23,7 +23,8 @@ def evaluation_rows(jobs) -> list[tuple[str, list]]:
     def prompts(e: Evaluation | None) -> str | None:
         if e is None or e.status != EvaluationStatus.SUCCEEDED:
             return None
-        return _("%(n)d (too few for the scores to mean much)") % {"n": e.total} if e.too_few_prompts else str(e.total)
+        n = e.task_prompts  # the scores' own prompts, not the general ones
+        return _("%(n)d (too few for the scores to mean much)") % {"n": n} if e.too_few_prompts else str(n)
 
     def verdict(e: Evaluation | None) -> str | None:
         if e is None or e.status != EvaluationStatus.SUCCEEDED:

@@ -75,9 +75,15 @@ class Evaluation(models.Model):
         return int(100 * self.done / self.total) if self.total else 0
 
     @property
+    def task_prompts(self) -> int:
+        """The task's own prompts, those its scores are computed on: ``total`` counts the general prompts (the
+        regression set, counted apart in the summary) too."""
+        return self.total - (self.summary or {}).get("general", 0)
+
+    @property
     def too_few_prompts(self) -> bool:
         """Scored on fewer prompts than EVAL_MIN_PROMPTS: one answer moves the score too much to mean anything."""
-        return self.total < EVAL_MIN_PROMPTS
+        return self.task_prompts < EVAL_MIN_PROMPTS
 
 
 class EvaluationItem(models.Model):

@@ -42,6 +42,7 @@ def start_embedded_redis() -> subprocess.Popen | None:
             "warning",
         ],
         stdout=subprocess.DEVNULL,
+        start_new_session=True,  # its own group, which stop() signals
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

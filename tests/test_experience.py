@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from deployments.models import ApiCall
 from experience import services
-from experience.models import Evaluation, EvaluationItem
+from experience.models import Evaluation, EvaluationAnswer, EvaluationItem
 from jobs.models import FineTuningJob
 from modelcards.models import BaseModel
 
@@ -262,6 +262,68 @@ def test_playground_lists_models_it_cannot_serve_disabled_with_the_reason(client
     chosen = re.search(r'<select id="pg-model"[^>]*>.*?<option value="([^"]+)" selected>', page, re.S).group(1)
     assert BaseModel.objects.get(code=chosen).capabilities().serve  # the first one it can serve instead
     assert 'data-testid="not-servable"' in page and f"<code>glm-4-flash</code>: {reason}" in page
+
+
+def evaluated_job(owner, tag: str, *, task: int, general: int = 20) -> FineTuningJob:
+    """A succeeded task whose evaluation scored ``task`` prompts of its own and the ``general`` prompts of the
+    default regression set, stored as the evaluation run stores them (items, answers, then the summary)."""
+    job = FineTuningJob.objects.create(
+        owner=owner,
+        base_model=BaseModel.objects.earliest("pk"),
+        training_dataset=make_dataset(owner, chat_lines(20)),
+        suffix="bot",
+        fine_tuned_model=f"ft:base:bot:{tag}",
+        status="succeeded",
+    )
+    card = make_card(job)
+    base, result = job.base_model.code, card.code
+    evaluation = Evaluation.objects.create(
+        job=job,
+        model=card,
+        status="running",
+        total=task + general,
+        source="examples held back from train",
+        regression_source="the console's general prompts",
+        evaluated=[{"code": base, "role": "base"}, {"code": result, "role": "result"}],
+    )
+    for index in range(task + general):
+        kind = EvaluationItem.Kind.TASK if index < task else EvaluationItem.Kind.GENERAL
+        item = EvaluationItem.objects.create(
+            evaluation=evaluation,
+            index=index,
+            kind=kind,
+            messages=[{"role": "user", "content": f"What colour is widget {index}?"}],
+            reference=f"Widget {index} is green.",
+        )
+        EvaluationAnswer.objects.create(item=item, code=base, role="base", answer="I do not know.", f1=0.09)
+        EvaluationAnswer.objects.create(
+            item=item, code=result, role="result", answer=f"Widget {index} is green.", f1=1.0, exact=1.0
+        )
+    summary = services.evaluation_summary(evaluation=evaluation)
+    heads = {m["role"]: m for m in summary["models"]}
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        status="succeeded",
+        done=task + general,
+        finished_at=timezone.now(),
+        summary=summary,
+        base_exact=heads["base"]["exact"],
+        base_f1=heads["base"]["f1"],
+        tune_exact=heads["result"]["exact"],
+        tune_f1=heads["result"]["f1"],
+    )
+    return job
+
+
+def test_compare_page_counts_the_prompts_the_scores_come_from(client, alice):
+    """The general prompts (the regression set, in ``total``) are not the scores': one prompt of the task's own
+    is too few even with the 20 general ones beside it."""
+    one, twelve = evaluated_job(alice, "one", task=1), evaluated_job(alice, "twelve", task=12)
+    client.force_login(alice)
+    html = client.get(f"/console/jobs/compare/?ids={one.public_id},{twelve.public_id}").content.decode()
+    row = re.search(
+        r'<td class="row-label">Prompts scored[^<]*(?:<span[^>]*>[^<]*</span>)?</td>(.*?)</tr>', html, re.S
+    ).group(1)
+    assert re.findall(r"<td>([^<]*)</td>", row) == ["1 (too few for the scores to mean much)", "12"]
 
 
 @pytest.mark.parametrize("total", [1, 9, 10, 40])
