@@ -220,7 +220,7 @@ def api_view(methods: list[str]) -> Callable:
             try:
                 if request.method not in methods:
                     raise ApiError(405, BAD_PARAM, f"Method {request.method} is not allowed here.")
-                key = _authenticate_throttled(request)
+                key = authenticate_throttled(request.headers.get("Authorization"), request.META.get("REMOTE_ADDR", ""))
                 request.api_key = key
                 request.user = key.user
                 _count_request(key)
@@ -271,10 +271,13 @@ class ApiErrorsMiddleware:
         return exception_response(request, exception)
 
 
-def _authenticate_throttled(request: HttpRequest) -> ApiKey:
-    """The request's key; a client address with too many failed authentications this minute gets 429 (its
-    requests are not even checked until the minute ends)."""
-    address = request.META.get("REMOTE_ADDR") or "-"
+def authenticate_throttled(header: str | None, address: str) -> ApiKey:
+    """The active key behind an Authorization header, as ``authenticate_api_key``, with failed authentications
+    counted per client ``address`` (API_AUTH_FAILURES_PER_MINUTE): past the limit, requests from that address get
+    429 with Retry-After in the platform's shape, and are not even checked until the minute ends. Every path that
+    takes an API key uses it: api_view (REMOTE_ADDR) and the chat gateway's ASGI endpoint (``scope["client"]``),
+    before either reads a byte of the body. Sync (the database, Redis): the gateway runs it off the event loop."""
+    address = address or "-"
     limit = settings.API_AUTH_FAILURES_PER_MINUTE
 
     def throttled(wait: int) -> ApiError:
@@ -290,7 +293,7 @@ def _authenticate_throttled(request: HttpRequest) -> ApiKey:
     if wait:
         raise throttled(wait)
     try:
-        return authenticate_api_key(request.headers.get("Authorization"))
+        return authenticate_api_key(header)
     except ApiError as exc:
         if exc.status == 401:
             wait = ratelimit.rate_hit(name="api-auth-failures", ident=address, limit=limit)

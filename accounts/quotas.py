@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,27 @@ def user_quota(*, user, name: str) -> int:
 
 
 def _message(name: str, limit: int) -> str:
-    texts = {
-        "running_jobs": _(
-            "You already have %(limit)d fine-tuning tasks that have not finished, your limit: wait for "
-            "one to finish or cancel one."
-        ),
-        "datasets": _("You already store %(limit)d datasets, your limit: delete one you no longer need."),
-        "deployments": _("You already have %(limit)d deployments, your limit: cancel one you no longer need."),
-    }
-    return texts[name] % {"limit": limit} + " " + _("An operator can raise your limit in the admin.")
+    if name == "running_jobs":
+        text = ngettext(
+            "You already have %(limit)d fine-tuning task that has not finished, your limit: wait for it to finish "
+            "or cancel it.",
+            "You already have %(limit)d fine-tuning tasks that have not finished, your limit: wait for one to finish "
+            "or cancel one.",
+            limit,
+        )
+    elif name == "datasets":
+        text = ngettext(
+            "You already store %(limit)d dataset, your limit: delete it if you no longer need it.",
+            "You already store %(limit)d datasets, your limit: delete one you no longer need.",
+            limit,
+        )
+    else:
+        text = ngettext(
+            "You already have %(limit)d deployment, your limit: cancel it if you no longer need it.",
+            "You already have %(limit)d deployments, your limit: cancel one you no longer need.",
+            limit,
+        )
+    return text % {"limit": limit} + " " + _("An operator can raise your limit in the admin.")
 
 
 def quota_enforce(*, user, name: str, used_qs) -> None:

@@ -22,8 +22,12 @@ def register_events() -> None:
             {
                 "en": {
                     "title": "Dataset {name} has errors",
-                    "body": "Validation of {code} finished with {errors} errors; fix them and upload the file again.",
-                    "sms": ["Dataset {name} ({code}) has {errors} errors. {link}", "Dataset {name} has errors. {link}"],
+                    # "errors: 1", not "1 errors": the count stands apart from the noun (no plural forms here)
+                    "body": "Validation of {code} finished; errors found: {errors}. Fix the file and upload it again.",
+                    "sms": [
+                        "Dataset {name} ({code}) has errors: {errors}. {link}",
+                        "Dataset {name} has errors. {link}",
+                    ],
                 },
                 "zh-hans": {
                     "title": "数据集 {name} 有错误",

@@ -49,7 +49,12 @@ class DatasetInUse(DatasetError):
         self.jobs = jobs
         names = ", ".join(str(getattr(job, "public_id", None) or job) for job in jobs)
         super().__init__(
-            _("This dataset is used by fine-tuning task(s) %(jobs)s and is kept for their record.") % {"jobs": names},
+            ngettext(
+                "This dataset is used by fine-tuning task %(jobs)s and is kept for its record.",
+                "This dataset is used by fine-tuning tasks %(jobs)s and is kept for their record.",
+                len(jobs),
+            )
+            % {"jobs": names},
             code="in_use",
         )
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from . import services
 from .models import ApiCall, Deployment, DeploymentEvent, Instance, MergedExport, Node
@@ -82,7 +83,8 @@ class DeploymentAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         for deployment in queryset:
             services.deployment_cancel(deployment=deployment, reason=str(_("Cancelled by an operator.")))
-        messages.success(request, _("Cancelled %(n)s deployment(s).") % {"n": queryset.count()})
+        n = queryset.count()
+        messages.success(request, ngettext("Cancelled %(n)s deployment.", "Cancelled %(n)s deployments.", n) % {"n": n})
 
 
 @admin.register(Instance)

@@ -397,7 +397,7 @@ class NodeAgent:
         if limit <= 0 or stalled < limit:
             return ""
         return (
-            f"Stuck: {busy} call(s) in flight and no token produced for {stalled:.0f} s "
+            f"Stuck: {busy} {'call' if busy == 1 else 'calls'} in flight and no token produced for {stalled:.0f} s "
             f"(SERVING_STALL_SECONDS={limit:.0f})."
         )
 

@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.api import ApiError, ClientGone, authenticate_api_key, read_asgi_body
+from accounts.api import ApiError, ClientGone, authenticate_throttled, read_asgi_body
 from common.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
@@ -267,9 +267,9 @@ def _servable(base: BaseModel):
     return verdict
 
 
-def _authenticate(header: str | None):
+def _authenticate(header: str | None, address: str):
     close_old_connections()
-    return authenticate_api_key(header)
+    return authenticate_throttled(header, address)
 
 
 def _authorize_and_resolve(code, user, body: dict) -> tuple:
@@ -723,12 +723,14 @@ PATH = "/api/paas/v4/chat/completions"
 
 async def endpoint(scope, receive, send) -> None:
     """``/api/paas/v4/chat/completions``, the one implementation: the API key first (nobody without one gets a
-    byte of their body read), then the body, bounded, then ``handle``."""
+    byte of their body read; an address with too many failed keys this minute gets 429, as on every API path),
+    then the body, bounded, then ``handle``."""
     if scope["method"] != "POST":
         return await send_reply(await handle(scope["method"], b"", None, user=None), receive, send)
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     try:
-        key = await sync_to_async(_authenticate, thread_sensitive=False)(headers.get("authorization"))
+        address = (scope.get("client") or ("",))[0]
+        key = await sync_to_async(_authenticate, thread_sensitive=False)(headers.get("authorization"), address)
         raw = await read_asgi_body(scope, receive, conf.max_body_bytes())
     except ApiError as exc:
         return await send_reply(Reply.error(exc), receive, send)

@@ -274,7 +274,11 @@ def pool_deployment(base: BaseModel) -> Deployment:
                 )
                 event(
                     pool,
-                    _("Public pool of %(model)s created: %(low)s to %(high)s instance(s).")
+                    ngettext(
+                        "Public pool of %(model)s created: %(low)s to %(high)s instance.",
+                        "Public pool of %(model)s created: %(low)s to %(high)s instances.",
+                        pool.max_instances,
+                    )
                     % {"model": base.code, "low": pool.min_instances, "high": pool.max_instances},
                 )
                 _enqueue_reconcile(pool.pk)
@@ -306,7 +310,15 @@ def pool_limits(*, pool: Deployment, low: int, high: int) -> Deployment:
     with transaction.atomic():
         locked = Deployment.objects.select_for_update().get(pk=pool.pk)
         wanted = min(max(locked.desired_instances, low), high)
-        event(locked, _("Pool limits set: %(low)s to %(high)s instance(s).") % {"low": low, "high": high})
+        event(
+            locked,
+            ngettext(
+                "Pool limits set: %(low)s to %(high)s instance.",
+                "Pool limits set: %(low)s to %(high)s instances.",
+                high,
+            )
+            % {"low": low, "high": high},
+        )
         locked.min_instances, locked.max_instances, locked.desired_instances = low, high, wanted
         locked.save(update_fields=["min_instances", "max_instances", "desired_instances", "updated_at"])
         _enqueue_reconcile(locked.pk)
@@ -356,9 +368,9 @@ def _pool_autoscale(pool: Deployment, now) -> None:
     idle = conf.pool_idle_seconds()
     if ready and wanted <= len(ready) and busy >= len(ready) * conf.pool_scale_up_at() and wanted < high:
         wanted += 1
-        message = _("%(busy)s calls in flight on %(n)s instance(s): starting one more.") % {
-            "busy": busy,
-            "n": len(ready),
+        message = _("%(calls)s in flight on %(instances)s: starting one more.") % {
+            "calls": ngettext("%(n)s call", "%(n)s calls", busy) % {"n": busy},
+            "instances": ngettext("%(n)s instance", "%(n)s instances", len(ready)) % {"n": len(ready)},
         }
     elif wanted > low and busy == 0 and (last_call is None or now.timestamp() - last_call > idle):
         wanted -= 1
@@ -405,9 +417,10 @@ def _place(deployment: Deployment, needed: int) -> tuple[int, str]:
         node.used += 1
         placed += 1
     if placed < needed:
-        return placed, _("No serving node has room: %(nodes)s node(s), all %(slots)s slots in use.") % {
-            "nodes": len(nodes),
-            "slots": sum(n.slots for n in nodes),
+        slots = sum(n.slots for n in nodes)
+        return placed, _("No serving node has room: %(nodes)s, %(slots)s, all in use.") % {
+            "nodes": ngettext("%(n)s node", "%(n)s nodes", len(nodes)) % {"n": len(nodes)},
+            "slots": ngettext("%(n)s slot", "%(n)s slots", slots) % {"n": slots},
         }
     return placed, ""
 

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from . import services
 from .models import Evaluation, EvaluationItem, UsageRecord
@@ -66,7 +67,11 @@ class EvaluationAdmin(admin.ModelAdmin):
                 regression_dataset=e.regression_dataset,
             )
         )
-        self.message_user(request, _("%(n)d evaluation(s) queued.") % {"n": started}, messages.SUCCESS)
+        self.message_user(
+            request,
+            ngettext("%(n)d evaluation queued.", "%(n)d evaluations queued.", started) % {"n": started},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(UsageRecord)

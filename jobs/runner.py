@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from common import storage
 from console import cpus
@@ -263,8 +264,15 @@ def _train(job: FineTuningJob, callbacks, engine, scratch: Path, hp: dict) -> st
                 train_examples, eval_examples = engine.split_examples(
                     train_examples, fraction=0.1, seed=job_split_seed(job)
                 )
+                split = len(eval_examples)
                 callbacks.event(
-                    "info", _("Validation: %(n)s examples split off automatically.") % {"n": len(eval_examples)}
+                    "info",
+                    ngettext(
+                        "Validation: %(n)s example split off automatically.",
+                        "Validation: %(n)s examples split off automatically.",
+                        split,
+                    )
+                    % {"n": split},
                 )
             config = engine.TrainingConfig(
                 method=job.method,

@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.quotas import QuotaExceeded, quota_enforce
 from common import storage
@@ -522,8 +523,12 @@ def job_prepare(*, job_id: int) -> str:
                 job=job,
                 code="invalid_file",
                 param=param,
-                message=_("%(name)s did not pass validation (%(count)s errors).")
-                % {"name": dataset.name, "count": getattr(dataset, "error_count", "?")},
+                message=ngettext(
+                    "%(name)s did not pass validation (%(count)s error).",
+                    "%(name)s did not pass validation (%(count)s errors).",
+                    dataset.error_count or 0,
+                )
+                % {"name": dataset.name, "count": dataset.error_count or 0},
             )
             return "failed"
         if dataset.status != DatasetStatus.READY:
@@ -854,7 +859,12 @@ def dataset_warnings(*, base_model: BaseModel, dataset) -> list[str]:
     examples = dataset.examples or 0
     if examples < advised_min_examples():
         warnings.append(
-            _("Only %(n)s examples: the platform advises at least several hundred for good results.") % {"n": examples}
+            ngettext(
+                "Only %(n)s example: the platform advises at least several hundred for good results.",
+                "Only %(n)s examples: the platform advises at least several hundred for good results.",
+                examples,
+            )
+            % {"n": examples}
         )
     longest = getattr(dataset, "longest_example_tokens", 0) or 0
     if longest > base_model.context_length:

@@ -513,6 +513,7 @@ def phone_code_send(*, user, phone: str) -> PhoneVerification:
 def phone_code_check(*, user, code: str) -> PhoneVerification:
     """Check the code last sent to the user; on success the number becomes the user's verified phone."""
     from django.utils.translation import gettext as _
+    from django.utils.translation import ngettext
 
     code = (code or "").strip()
     verification = PhoneVerification.objects.filter(user=user, verified_at__isnull=True).order_by("-id").first()
@@ -534,7 +535,11 @@ def phone_code_check(*, user, code: str) -> PhoneVerification:
         left = MAX_CODE_TRIES - verification.attempts - 1
         if left <= 0:
             raise PhoneError(_("Too many wrong codes; send a new one."), "too_many_tries")
-        raise PhoneError(_("That code is not right; %(n)s tries left.") % {"n": left}, "wrong_code")
+        raise PhoneError(
+            ngettext("That code is not right; %(n)s try left.", "That code is not right; %(n)s tries left.", left)
+            % {"n": left},
+            "wrong_code",
+        )
     with transaction.atomic():
         PhoneVerification.objects.filter(pk=verification.pk).update(verified_at=now)
         user.phone, user.phone_verified_at = verification.phone, now

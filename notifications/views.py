@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -66,7 +67,9 @@ def mark_read(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def mark_all_read(request: HttpRequest) -> HttpResponse:
     count = services.notifications_mark_all_read(user=request.user)
-    messages.success(request, _("%(n)s notifications marked read.") % {"n": count})
+    messages.success(
+        request, ngettext("%(n)s notification marked read.", "%(n)s notifications marked read.", count) % {"n": count}
+    )
     return _back(request)
 
 

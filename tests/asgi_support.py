@@ -22,9 +22,14 @@ def asgi_call(path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]
 
 
 def asgi_exchange(
-    path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]], method: str = "POST"
+    path: str,
+    chunks: list[bytes],
+    headers: list[tuple[bytes, bytes]],
+    method: str = "POST",
+    client: tuple[str, int] = ("127.0.0.1", 5000),
 ) -> tuple[int, dict[str, str], bytes, int]:
-    """As ``asgi_call``, with the response's headers too (lower-cased names)."""
+    """As ``asgi_call``, with the response's headers too (lower-cased names); ``client`` is the connection's
+    address and port (uvicorn's ``scope["client"]``)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -36,7 +41,7 @@ def asgi_exchange(
         "root_path": "",
         "query_string": b"",
         "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 5000),
+        "client": client,
         "server": ("testserver", 80),
     }
     pending = list(chunks)

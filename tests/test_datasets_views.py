@@ -292,8 +292,9 @@ def test_a_dataset_used_by_a_fine_tuning_task_is_kept(alice_client, alice):
     assert "cannot be deleted" in page and str(job) in page and "confirm-delete" not in page
     response = alice_client.post(f"/console/datasets/{dataset.public_id}/delete/", follow=True)
     assert Dataset.objects.filter(pk=dataset.pk).exists() and Path(dataset.file.path).exists()
-    assert "is used by fine-tuning task(s)" in response.content.decode()
-    assert "kept for their record" in response.content.decode()
+    assert f"This dataset is used by fine-tuning task {job.public_id} and is kept for its record." in (
+        response.content.decode()
+    )
 
 
 def _make_job(owner, dataset, base_model, model):

@@ -1,5 +1,6 @@
-"""The chat gateway's ASGI path checks the key before it reads a body, reads at most the configured size, and
-answers malformed bodies with 400 in the platform's shape (never 500). The playground's path shares the bound."""
+"""The chat gateway's ASGI path checks the key before it reads a body (an address guessing keys gets 429, as on
+the rest of the API), reads at most the configured size, and answers malformed bodies with 400 in the platform's
+shape (never 500). The playground's path shares the bound."""
 
 from __future__ import annotations
 
@@ -45,6 +46,45 @@ def test_a_huge_body_without_a_key_is_refused_before_any_of_it_is_read():
     assert status == 401 and read == 0 and body["error"]["code"] == "1001"
     status, body, read = call(CHAT, [chunk] * 300, [(b"authorization", b"Bearer nope.nope")])
     assert status == 401 and read == 0 and body["error"]["message"] == "The API key is invalid."
+
+
+def test_wrong_keys_at_the_chat_path_get_429_before_any_body_is_read_and_other_addresses_are_not_held(settings):
+    """Failed authentications at the chat path count per client address (scope["client"]) like the rest of the
+    API's, in the same count: past API_AUTH_FAILURES_PER_MINUTE the address gets 429 with Retry-After, without its
+    body being read, even with the right key, on every API path; a right key from another address still works."""
+    settings.API_AUTH_FAILURES_PER_MINUTE = 3
+    right = _key()
+    wrong = right.split(b".")[0] + b".wrong"
+    raw = json.dumps({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    def chat(authorization: bytes, address: str):
+        status, headers, body, read = asgi_exchange(
+            CHAT, [raw], [(b"authorization", authorization)], client=(address, 40000)
+        )
+        return status, headers, json.loads(body), read
+
+    def guess(address: str):
+        statuses = [chat(wrong, address)[0] for _i in range(3)]
+        return statuses, chat(wrong, address)
+
+    statuses, (status, headers, body, read) = guess("10.3.0.1")
+    if status != 429:  # the minute turned between the guesses: the window is new, go again
+        statuses, (status, headers, body, read) = guess("10.3.0.1")
+    assert statuses == [401, 401, 401]
+    assert status == 429 and read == 0, body
+    assert body["error"]["code"] == "1305"
+    assert "More than 3 failed authentications a minute from 10.3.0.1" in body["error"]["message"]
+    assert 1 <= int(headers["retry-after"]) <= 61 and "x-should-retry" not in headers
+    # The right key waits too from that address, its body unread, and so does the rest of the API.
+    status, _headers, body, read = chat(right, "10.3.0.1")
+    assert status == 429 and read == 0 and body["error"]["code"] == "1305"
+    status, _headers, files, _read = asgi_exchange(
+        "/api/paas/v4/files", [b""], [(b"authorization", right)], method="GET", client=("10.3.0.1", 40001)
+    )
+    assert status == 429 and json.loads(files)["error"]["code"] == "1305"
+    # Another address is not held: its right key gets through to the model lookup.
+    status, _headers, body, _read = chat(right, "10.3.0.2")
+    assert status == 404 and body["error"]["code"] == "model_not_found", body
 
 
 def test_with_a_key_a_body_over_the_limit_gets_413_declared_or_streamed(settings):

@@ -170,3 +170,11 @@ def test_the_catalog_follows_the_glossary():
                 assert "基座" not in text and "您" not in text, entry.msgid
     events = (Path(settings.BASE_DIR) / "notifications" / "events.py").read_text(encoding="utf-8")
     assert "您" not in events and "基座" not in events  # the Chinese emails and SMS are written there
+
+
+def test_a_count_in_a_sentence_is_a_plural_not_an_s_in_brackets():
+    """A count with "(s)" ("1 deployment(s)") reads wrong: a counted noun is an ngettext (blocktranslate count) in both
+    languages (issue 17, item 14). Python's and the templates' strings are all in the catalog."""
+    po = polib.pofile(str(PO))
+    bracketed = [e.msgid for e in po if not e.obsolete and re.search(r"(?<!http)(?<!%)\(s\)", e.msgid)]
+    assert bracketed == []

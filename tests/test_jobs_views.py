@@ -41,6 +41,16 @@ def test_empty_list_says_what_to_do(alice_client):
     assert "No fine-tuning tasks yet" in html and "/console/jobs/create/" in html
 
 
+def test_one_example_reads_singular_in_the_few_examples_warning(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines(1))
+    html = alice_client.post("/console/jobs/estimate/", _form(dataset), **HTMX).content.decode()
+    assert "Only 1 example: the platform advises" in html
+    alice.language = "zh-hans"
+    alice.save(update_fields=["language"])
+    html = alice_client.post("/console/jobs/estimate/", _form(dataset), **HTMX).content.decode()
+    assert "仅有 1 条样本" in html
+
+
 def test_create_form_offers_only_models_with_weights(alice_client, tiny_base):
     html = alice_client.get("/console/jobs/create/?model=tiny-test").content.decode()
     assert '<option value="tiny-test" selected>' in html

@@ -522,11 +522,13 @@ def test_dataset_with_errors_notifies_its_owner(alice, django_capture_on_commit_
     from datasets.models import Dataset
     from datasets.services import dataset_validate
 
-    from .jobs_support import make_dataset
+    from .jobs_support import chat_lines, make_dataset
 
-    dataset = make_dataset(alice, [{"messages": [{"role": "user", "content": "hi"}]}, {"oops": 1}], status="uploaded")
+    dataset = make_dataset(alice, [*chat_lines(1), {"oops": 1}], status="uploaded")
     with django_capture_on_commit_callbacks(execute=True):
         dataset_validate(dataset_id=dataset.pk)
     assert Dataset.objects.get(pk=dataset.pk).status == "invalid"
     [row] = OutboxMessage.objects.filter(user=alice, channel="in_app")
     assert row.event == "dataset.invalid" and row.url.endswith(f"/console/datasets/{dataset.public_id}/")
+    # One error reads as one ("errors found: 1"), never "1 errors".
+    assert f"Validation of {dataset.public_id} finished; errors found: 1. Fix the file" in row.body, row.body

@@ -47,6 +47,16 @@ def test_datasets_stored_are_limited_per_user(client, alice, bob, settings):
     assert _upload(client, headers, "c").status_code == 200
 
 
+def test_a_limit_of_one_reads_singular_in_both_languages(client, alice, settings):
+    settings.USER_MAX_DATASETS = 1
+    headers = _api(client, alice)
+    assert _upload(client, headers, "a").status_code == 200
+    _quota_error(_upload(client, headers, "b"), "You already store 1 dataset, your limit: delete it if you no longer")
+    response = _upload(client, {**headers, "HTTP_ACCEPT_LANGUAGE": "zh-hans"}, "b")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("你已存储 1 个数据集，达到上限")
+
+
 def test_unfinished_tasks_are_limited_per_user(client, alice, tiny_base, settings):
     settings.USER_MAX_RUNNING_JOBS = 1
     dataset = make_dataset(alice, chat_lines())
@@ -60,7 +70,7 @@ def test_unfinished_tasks_are_limited_per_user(client, alice, tiny_base, setting
     body = {"model": tiny_base.code, "training_file": dataset.public_id}
     headers = _api(client, alice)
     response = client.post("/api/paas/v4/fine_tuning/jobs", body, content_type="application/json", **headers)
-    _quota_error(response, "You already have 1 fine-tuning tasks that have not finished")
+    _quota_error(response, "You already have 1 fine-tuning task that has not finished, your limit")
     # A finished task does not count.
     FineTuningJob.objects.filter(owner=alice).update(status="succeeded")
     response = client.post("/api/paas/v4/fine_tuning/jobs", body, content_type="application/json", **headers)
@@ -77,7 +87,7 @@ def test_deployments_are_limited_per_user_and_cancelled_ones_do_not_count(client
     response = client.post(
         "/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json", **headers
     )
-    _quota_error(response, "You already have 1 deployments, your limit")
+    _quota_error(response, "You already have 1 deployment, your limit")
     client.post(f"/api/paas/v4/deployments/{first.json()['id']}/cancel", **headers)
     response = client.post(
         "/api/paas/v4/deployments", {"model": tiny_base.code}, content_type="application/json", **headers
@@ -91,7 +101,7 @@ def test_the_console_pages_say_it_too(client, alice, tiny_base, settings):
     for _ in range(2):
         response = client.post("/console/deployments/new/", {"model": tiny_base.code, "instances": 1})
     assert response.status_code == 200
-    assert "You already have 1 deployments, your limit" in response.content.decode()
+    assert "You already have 1 deployment, your limit" in response.content.decode()
 
 
 def test_defaults_come_from_settings_and_zero_is_no_limit(alice, settings):

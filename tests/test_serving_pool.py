@@ -122,7 +122,7 @@ def test_calls_in_flight_with_no_token_mark_an_instance_stuck_and_it_is_replaced
     assert agent._stuck(instance, tracked) == ""
     _counts(instance.pk, in_flight=2, busy_for=300, progress_ago=200)  # nothing for 200 s
     why = agent._stuck(instance, tracked)
-    assert why.startswith("Stuck: 2 call(s) in flight and no token produced for 200 s"), why
+    assert why.startswith("Stuck: 2 calls in flight and no token produced for 200 s"), why
 
     # The agent marks it unhealthy with that reason; the reconciler replaces it and says why.
     assert agent._mark(instance, "unhealthy", error=why)

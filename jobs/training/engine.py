@@ -152,6 +152,15 @@ def split_examples(examples: Sequence[dict], fraction: float = 0.1, seed: int = 
 Unit = list[tuple[list[int], list[bool]]]  # SFT: [sequence]; DPO: [chosen, rejected]
 
 
+def _examples(n: int) -> str:
+    """``n`` with "example" in the right number, for the engine's (English) events."""
+    return f"{n} example" if n == 1 else f"{n} examples"
+
+
+def _were(n: int) -> str:
+    return "was" if n == 1 else "were"
+
+
 def encode_examples(
     renderer: Renderer, examples: Sequence[dict], method: str, callbacks: Callbacks, what: str = "training"
 ) -> tuple[list[Unit], int, int, int]:
@@ -707,11 +716,14 @@ def _prepare_data(
     if truncated:
         cb.event(
             "warning",
-            f"{truncated} example(s) longer than {config.max_seq_len} tokens were truncated",
+            f"{_examples(truncated)} longer than {config.max_seq_len} tokens {_were(truncated)} truncated",
             {"truncated": truncated, "max_seq_len": config.max_seq_len},
         )
     if skipped:
-        cb.event("warning", f"{skipped} example(s) had no assistant tokens left after truncation and were skipped")
+        cb.event(
+            "warning",
+            f"{_examples(skipped)} had no assistant tokens left after truncation and {_were(skipped)} skipped",
+        )
     if not units:
         raise TrainingDataError("no training example has assistant tokens to learn from")
     return _Data(tokenizer, pad_id, units, eval_units, epoch_tokens)
