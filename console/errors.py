@@ -44,6 +44,35 @@ def without_server_paths(text: str) -> str:
     return _SERVER_PATH.sub(r"…/\1", text)
 
 
+# A line that names a Python exception ("OSError: …", "torch.OutOfMemoryError: …", "KeyboardInterrupt"), alone or
+# after a logger's prefix ("ERROR 12-05 10:00:01 [core.py:390] ValueError: …").
+_NAMED_EXCEPTION = re.compile(r"(?:^|\]\s)((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt)(?::\s.*)?)$")
+# The line that ends a traceback, whatever the exception's name ("modelcards.weights.WeightsMissing: …").
+_RAISED = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?::\s.*)?$")
+EXCEPTION_CHARS = 300
+
+
+def last_exception(log: str) -> str:
+    """The last exception a process's output states, for users: its server paths cut (``without_server_paths``),
+    at most EXCEPTION_CHARS characters; "" when it states none. The output itself goes to the log, for staff."""
+    found, in_traceback = "", False
+    for raw in log.splitlines():
+        line = raw.strip()
+        if line.endswith("Traceback (most recent call last):"):
+            in_traceback = True
+            continue
+        if in_traceback and line and not raw[:1].isspace():  # the first line after the frames
+            in_traceback = False
+            if _RAISED.match(line):
+                found = line
+                continue
+        named = _NAMED_EXCEPTION.search(line)
+        if named:
+            found = named.group(1)
+    shown = without_server_paths(found)
+    return shown if len(shown) <= EXCEPTION_CHARS else shown[: EXCEPTION_CHARS - 1] + "…"
+
+
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return get_exception_response(request, get_resolver(get_urlconf()), 404, exc)
 

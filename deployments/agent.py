@@ -27,9 +27,11 @@ import httpx
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from common.processes import signal_group
 from console import cpus
+from console.errors import last_exception
 
 from . import conf, inflight, states
 from .models import HOLDS_SLOT, Instance, InstanceState, Node
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEALTH_EVERY = 2.0  # seconds between health checks of a ready instance
 UNHEALTHY_AFTER = 3  # failed checks in a row
 UNKNOWN_EXIT = -999  # an adopted process is not our child: its exit code cannot be read
+LOG_LINES = 15  # the lines of an instance's log that the agent's log keeps when it fails to load
 
 
 def machine_memory_mb() -> int:
@@ -329,21 +332,15 @@ class NodeAgent:
                 return self._mark(
                     instance, InstanceState.FAILED, error=self._load_error(instance, code), load_failed=True
                 )
-            return self._mark(instance, InstanceState.FAILED, error=f"The server process exited ({_exit(code)}).")
+            return self._mark(
+                instance, InstanceState.FAILED, error=_("The server process exited (%(exit)s).") % {"exit": _exit(code)}
+            )
         if state == InstanceState.STARTING:
             if self._healthy(instance):
                 return self._mark(instance, InstanceState.READY, ready_at=now, health_failures=0, checked_at=now)
             if instance.started_at and (now - instance.started_at).total_seconds() > conf.start_timeout():
                 signal_group(tracked.pid, signal.SIGKILL)
-                return self._mark(
-                    instance,
-                    InstanceState.FAILED,
-                    load_failed=True,
-                    error=(
-                        f"Not healthy {conf.start_timeout():.0f} s after start. Last lines of its log:\n"
-                        + instance.log_tail(15)
-                    ),
-                )
+                return self._mark(instance, InstanceState.FAILED, load_failed=True, error=self._timeout_error(instance))
             return False
         if state in (InstanceState.READY, InstanceState.UNHEALTHY):
             if time.monotonic() - tracked.last_check < HEALTH_EVERY:
@@ -507,9 +504,43 @@ class NodeAgent:
         except httpx.HTTPError:
             return False
 
+    # The error of an instance that did not load is its owner's to read (the page, the API, notifications and
+    # webhooks carry it): what happened and the exception that ended it, with no server path. The log's last lines
+    # (tracebacks, the paths of weights and libraries) go to the agent's log and to staff, on the deployment page.
+
     def _load_error(self, instance: Instance, code: int) -> str:
-        tail = instance.log_tail(12)
-        return f"The server exited while loading ({_exit(code)}). Last lines of its log:\n{tail}".strip()
+        tail = instance.log_tail(LOG_LINES)
+        logger.warning(
+            "instance %s exited while loading (%s); the last lines of %s:\n%s",
+            instance.pk,
+            _exit(code),
+            instance.log_path,
+            tail,
+        )
+        error = last_exception(tail)
+        if error:
+            return _("The server exited while loading (%(exit)s): %(error)s") % {"exit": _exit(code), "error": error}
+        return _("The server exited while loading (%(exit)s). Its log is kept for the operators.") % {
+            "exit": _exit(code)
+        }
+
+    def _timeout_error(self, instance: Instance) -> str:
+        tail = instance.log_tail(LOG_LINES)
+        seconds = f"{conf.start_timeout():.0f}"
+        logger.warning(
+            "instance %s not healthy %s s after start; the last lines of %s:\n%s",
+            instance.pk,
+            seconds,
+            instance.log_path,
+            tail,
+        )
+        error = last_exception(tail)
+        if error:
+            return _("Not healthy %(seconds)s s after start; the last error in its log: %(error)s") % {
+                "seconds": seconds,
+                "error": error,
+            }
+        return _("Not healthy %(seconds)s s after start. Its log is kept for the operators.") % {"seconds": seconds}
 
     def _reconcile(self, instance_ids: set[int]) -> None:
         from .services import deployment_reconcile
@@ -523,13 +554,13 @@ class NodeAgent:
 
 def _exit(code: int) -> str:
     if code == UNKNOWN_EXIT:
-        return "exit status unknown"
+        return _("exit status unknown")
     if code < 0:
         try:
-            return f"signal {signal.Signals(-code).name}"
+            return _("signal %(signal)s") % {"signal": signal.Signals(-code).name}
         except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
+            return _("signal %(signal)s") % {"signal": -code}
+    return _("exit code %(code)s") % {"code": code}
 
 
 def default_node_name() -> str:

@@ -33,6 +33,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.api import ApiError, ClientGone, authenticate_throttled, read_asgi_body
 from common.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
+from console.errors import last_exception
 from modelcards.models import BaseModel, FineTunedModel
 from modelcards.weights import WeightsMissing
 
@@ -384,8 +385,17 @@ async def ensure_prepared(target: Target) -> None:
         )
         out, _err = await asyncio.wait_for(proc.communicate(), timeout=600)
         if proc.returncode != 0 or not is_prepared(target):
-            tail = "\n".join(out.decode("utf-8", "replace").strip().splitlines()[-5:])
-            raise ApiError(500, "model_load_failed", f"Preparing {target.code} for serving failed: {tail}")
+            raise ApiError(500, "model_load_failed", prepare_failure(target.code, out.decode("utf-8", "replace")))
+
+
+def prepare_failure(code: str, output: str) -> str:
+    """The caller's message when preparing ``code`` failed: the last exception, with no server path. The output
+    (tracebacks, the paths of weights and libraries) goes to the gateway's log, for staff."""
+    logger.warning("preparing %s for serving failed:\n%s", code, "\n".join(output.strip().splitlines()[-20:]))
+    error = last_exception(output)
+    if error:
+        return f"Preparing {code} for serving failed: {error}"
+    return f"Preparing {code} for serving failed; the operators can read why in the gateway's log."
 
 
 # ---------------------------------------------------------------- forwarding
