@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .models import Dataset, ValidationIssue
+from .models import Dataset, Status, ValidationIssue
 from .services import DatasetInUse, dataset_delete
 from .states import datasets_revalidate
 
@@ -72,12 +72,37 @@ class DatasetAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    fields = ("name", "category", "base_model", *readonly_fields)
+    # Validation reads these two (the rules of the category, the tokenizer of the base model): a change validates
+    # the file again, so counts, tokens and issues never describe another category or model.
+    VALIDATED_WITH = ("category", "base_model")
+    fields = ("name", *VALIDATED_WITH, *readonly_fields)
     inlines = [ValidationIssueInline]
     actions = ["revalidate"]
 
     def has_add_permission(self, request):
         return False  # datasets come in through the upload page or the files API
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.status == Status.VALIDATING:  # the worker reads them now; change them after
+            return (*self.VALIDATED_WITH, *self.readonly_fields)
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        """Saves only what the form changed (the worker writes the rest meanwhile); a new category or base model
+        sends the dataset back through validation (datasets.states), in the same transaction."""
+        changed = [name for name in form.changed_data if name in ("name", *self.VALIDATED_WITH)]
+        if set(changed) & set(self.VALIDATED_WITH):
+            if datasets_revalidate(ids=[obj.pk]):
+                self.message_user(request, _("The dataset is validated again with its new category or base model."))
+            else:  # a worker claimed it since the form was opened: it keeps what it is validated with
+                changed = [name for name in changed if name not in self.VALIDATED_WITH]
+                self.message_user(
+                    request,
+                    _("The dataset is being validated: its category and base model were left as they were."),
+                    level=messages.WARNING,
+                )
+        if changed:
+            obj.save(update_fields=[*changed, "updated_at"])
 
     @admin.action(description=_("Validate again (after changing category or base model)"))
     def revalidate(self, request, queryset):

@@ -403,6 +403,61 @@ def test_admin_lists_revalidates_and_deletes_with_files(client, alice_client, dj
     assert not Dataset.objects.filter(pk=dataset.pk).exists() and not path.exists()
 
 
+def _admin_edit(client, dataset: Dataset, **changes):
+    form = {
+        "name": dataset.name,
+        "category": dataset.category,
+        "base_model": dataset.base_model_id or "",
+        "issues-TOTAL_FORMS": "0",
+        "issues-INITIAL_FORMS": "0",
+        **changes,
+    }
+    return client.post(f"/admin/datasets/dataset/{dataset.pk}/change/", form)
+
+
+def test_admin_validates_a_ready_dataset_again_when_its_category_or_base_model_changes(
+    client, alice_client, django_capture_on_commit_callbacks
+):
+    """Validation read the category and the base model: changed in the admin, the counts and issues would
+    describe another one, and a task could start on it. The change sends it back through validation."""
+    from django.contrib.auth import get_user_model
+
+    from modelcards.models import BaseModel
+
+    dataset = uploaded(alice_client, "legacy_input_target.jsonl")
+    assert dataset.status == Status.READY and dataset.category == Category.CHAT
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "root-pass-123"))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:  # a new name alone: nothing to validate
+        assert _admin_edit(client, dataset, name="renamed").status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.name == "renamed" and dataset.status == Status.READY and not callbacks
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert _admin_edit(client, dataset, category=Category.DPO).status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.category == Category.DPO and dataset.status == Status.UPLOADED and len(callbacks) == 1
+    dataset_validate(dataset_id=dataset.pk)
+    dataset.refresh_from_db()
+    assert dataset.status == Status.INVALID and dataset.error_count  # chat lines are no preference pairs
+
+    other = BaseModel.objects.exclude(pk=dataset.base_model_id).order_by("pk").first()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert _admin_edit(client, dataset, base_model=other.pk).status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.base_model_id == other.pk and dataset.status == Status.UPLOADED and len(callbacks) == 1
+
+    # While a worker validates it, the two are read-only: a POST changes neither.
+    Dataset.objects.filter(pk=dataset.pk).update(status=Status.VALIDATING)
+    page = client.get(f"/admin/datasets/dataset/{dataset.pk}/change/").content.decode()
+    assert 'name="category"' not in page and 'name="base_model"' not in page and 'name="name"' in page
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _admin_edit(client, dataset, category=Category.CHAT, base_model="")
+    dataset.refresh_from_db()
+    assert dataset.category == Category.DPO and dataset.base_model_id == other.pk and not callbacks
+    assert dataset.status == Status.VALIDATING
+
+
 def test_pages_and_validation_messages_in_chinese(alice_client, alice):
     alice.language = "zh-hans"
     alice.save(update_fields=["language"])
