@@ -38,6 +38,12 @@ def test_the_sdks_own_token_is_accepted(client, alice_key):
     assert _call(client, _token(alice_key)).status_code == 200
 
 
+def test_a_token_without_expiry_is_refused(client, alice_key):
+    message = _refused(_call(client, _token(alice_key, exp=None)), "1002", "The token has no expiry (exp).")
+    assert "timestamp" not in message  # its own message, not another refusal's
+    _refused(_call(client, _token(alice_key, exp="never")), "1002", "The token has no expiry (exp).")
+
+
 def test_a_token_without_timestamp_is_refused(client, alice_key):
     _refused(_call(client, _token(alice_key, timestamp=None)), "1002", "no timestamp")
 

@@ -186,6 +186,30 @@ def test_api_errors_have_the_platform_shape(sdk, alice, tiny_base):
         sdk.fine_tuning.jobs.create(model="tiny-test", training_file="file-nope")
 
 
+def test_a_catalog_entry_hidden_from_the_user_is_a_404_as_in_chat(client, alice):
+    """glm-4-0520 is for annual private plans: to anyone else, creating a task on it answers as chat does, as if
+    it did not exist (not "not available to you", which would tell that it does)."""
+    from modelcards.models import Availability, BaseModel
+
+    assert BaseModel.objects.get(code="glm-4-0520").availability == Availability.ANNUAL_PRIVATE
+    dataset = make_dataset(alice, chat_lines())
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {ApiKey.create_for(user=alice, name='t')[1]}"}
+
+    def create(model: str):
+        body = {"model": model, "training_file": dataset.public_id}
+        return client.post("/api/paas/v4/fine_tuning/jobs", body, content_type="application/json", **headers)
+
+    hidden, unknown = create("glm-4-0520").json(), create("glm-4-9999").json()
+    assert hidden["error"]["code"] == unknown["error"]["code"] == "model_not_found"
+    assert hidden["error"]["message"] == unknown["error"]["message"].replace("glm-4-9999", "glm-4-0520")
+    assert create("glm-4-0520").status_code == 404 and hidden["error"]["param"] == "model"
+    assert not FineTuningJob.objects.exists()
+    alice.is_staff = True  # staff see every entry: past the 404, to what stops it (no weights on this server)
+    alice.save(update_fields=["is_staff"])
+    response = create("glm-4-0520")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "weights_missing"
+
+
 def test_overview_counts_are_real_and_per_user(client, alice, bob, tiny_base):
     job = _job(alice, tiny_base)
     client.force_login(alice)
