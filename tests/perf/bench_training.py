@@ -17,6 +17,7 @@ benchmark extra first (``.venv/bin/pip install --require-hashes --no-deps -r req
     .venv/bin/python tests/perf/bench_training.py                 # ours, plain HF Trainer, trl SFTTrainer
     .venv/bin/python tests/perf/bench_training.py --epochs 1 --only ours hf
     .venv/bin/python tests/perf/bench_training.py --only ours hf ours-bf16 hf-bf16   # a bf16 CPU (AMX)
+    .venv/bin/python tests/perf/bench_training.py --epochs 1 --only ours hf --repeat 3  # medians of 3 rounds
 
 "ours" and "hf" are fp32 against fp32; "ours-bf16" (the engine's default where the CPU has AMX or
 AVX512-BF16, see jobs.training.engine.use_bf16) is printed beside the Trainer with ``bf16=True``.
@@ -267,6 +268,12 @@ def main() -> None:
     parser.add_argument("--child", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--busy", action="store_true", help="measure even though the machine is busy")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every contender, interleaved (ours, hf, ours, hf, ...); the medians are compared",
+    )
     args = parser.parse_args()
     import machine
     from transformers import AutoTokenizer
@@ -288,8 +295,9 @@ def main() -> None:
         f"{per_epoch} tokens/epoch x {args.epochs} epochs; LoRA r16 a32 all-linear, batch 8, lr 2e-3, "
         f"{args.threads} threads; {os.cpu_count()} CPUs"
     )
-    results = {}
-    for name in args.only:
+    runs: dict[str, list[dict]] = {}
+    # interleaved rounds: a machine whose speed drifts (other VMs on its host) shifts every contender alike
+    for name in [n for _round in range(args.repeat) for n in args.only]:
         cmd = [
             sys.executable,
             __file__,
@@ -309,7 +317,7 @@ def main() -> None:
             continue
         result = json.loads(line)
         result["tokens_per_second"] = per_epoch * args.epochs / result["wall_s"]
-        results[name] = result
+        runs.setdefault(name, []).append(result)
         # cores actually given to the run (others may share the machine): CPU time / wall time
         result["cores_used"] = result["cpu_s"] / result["wall_s"]
         print(
@@ -318,6 +326,12 @@ def main() -> None:
             f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}  ({result['steps']} steps)",
             flush=True,
         )
+    # each contender's median run (by tokens/s)
+    results = {n: sorted(r, key=lambda x: x["tokens_per_second"])[len(r) // 2] for n, r in runs.items()}
+    if args.repeat > 1:
+        for name, rs in runs.items():
+            speeds = ", ".join(f"{r['tokens_per_second']:.1f}" for r in rs)
+            print(f"{LABELS[name]:32s} median {results[name]['tokens_per_second']:7.1f} tokens/s  (runs: {speeds})")
     for top, bottom in RATIOS:
         if top in results and bottom in results:
             print(f"{top} / {bottom}: {results[top]['tokens_per_second'] / results[bottom]['tokens_per_second']:.2f}x")
@@ -327,7 +341,9 @@ def main() -> None:
             "measured on another machine: not comparable, no ratio)"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"tokens_per_epoch": per_epoch, "results": results}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"tokens_per_epoch": per_epoch, "results": results, "runs": runs}, indent=2)
+        )
 
 
 if __name__ == "__main__":
