@@ -254,8 +254,13 @@ def test_a_task_trains_on_a_worker_that_shares_no_disk_with_the_web_side(
         f"{folder}/final/adapter_model.safetensors",
         f"{folder}/final/adapter_config.json",
     } <= keys
-    # The task succeeded: its checkpoints are models now, without the resume state, in the bucket too.
-    assert not {k for k in keys if k.endswith((STATE_FILE, "trainable.safetensors"))}
+    # The task succeeded: its checkpoints are models now, without the resume state, in the bucket too. The worker
+    # deletes it once the success has committed, so the status can be read a moment before the bucket follows.
+    wait_for(
+        lambda: not {k for k in _keys(bucket, folder + "/") if k.endswith((STATE_FILE, "trainable.safetensors"))},
+        timeout=30,
+        what="the resume state to leave the bucket after the success",
+    )
     assert {c.path for c in Checkpoint.objects.filter(job=row)} == {
         f"{folder}/checkpoints/epoch-1",
         f"{folder}/checkpoints/epoch-2",
