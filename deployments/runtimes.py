@@ -14,6 +14,8 @@ import json
 import sys
 from typing import Any
 
+from django.conf import settings
+
 from . import conf
 from .serve_transformers import KEY_ENV as SERVE_KEY_ENV
 from .targets import Target
@@ -140,6 +142,9 @@ class VllmServe(Runtime):
         else:
             cmd += [str(target.folder), "--served-model-name", served_name]
         context = conf.served_context(target.base.context_length)
+        dtype = conf.vllm_dtype()
+        if dtype != "auto":
+            cmd += ["--dtype", dtype]
         return [*cmd, "--host", host, "--port", str(port), "--max-model-len", str(context)]
 
     def environment(self, *, omp_threads: int, api_key: str) -> dict[str, str]:
@@ -200,4 +205,9 @@ def choose(requested: str) -> tuple[str, str]:
         if done.returncode < 0:
             why = f"it was killed by signal {-done.returncode} (an instruction this CPU lacks?)"
         return "transformers", f"vLLM cannot run on this machine: {why[:300]}. Serving with transformers serve."
+    if conf.vllm_dtype() == "float32" and settings.SERVING_DTYPE == "auto":
+        return "vllm", (
+            "vLLM computes in float32 on this CPU: it has neither AMX nor AVX512-BF16, and vLLM's bf16 answers "
+            "wrongly without them (SERVING_DTYPE chooses)."
+        )
     return "vllm", ""

@@ -62,9 +62,9 @@ def test_sdk_creates_a_task_that_trains_to_success(sdk, alice, tiny_base, traini
     assert folders == {"epoch-1", "epoch-2", "epoch-3"}  # a mid-epoch checkpoint goes when a later one is stored
     assert not services.job_scratch_dir(row).exists()  # the worker's scratch went with the task
     assert row.events.filter(message__startswith="CPUs: training on").exists()  # which CPUs trained it
-    from jobs.training.engine import cpu_bf16_isa  # and which precision, as TRAINING_PRECISION=auto chose it
+    from console.cpus import bf16_isa  # and which precision, as TRAINING_PRECISION=auto chose it
 
-    isa = cpu_bf16_isa()
+    isa = bf16_isa()
     expected = f"Precision: bf16 compute (this CPU has {isa})" if isa else "Precision: fp32 (this device"
     assert row.events.filter(message__startswith=expected).exists(), list(row.events.values_list("message", flat=True))
     card = FineTunedModel.objects.get(job=row)

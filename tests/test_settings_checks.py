@@ -50,10 +50,12 @@ def test_zero_where_zero_means_no_limit_is_fine(settings):
 
 def test_an_unknown_runtime_sms_backend_or_region_is_an_error(settings):
     settings.SERVING_RUNTIME = "triton"
+    settings.SERVING_DTYPE = "fp8"
     settings.SMS_BACKEND = "carrier-pigeon"
     settings.PHONE_DEFAULT_REGION = "XX"
     found = _messages()
     assert "auto, transformers, vllm" in found["deployments.E101"].hint
+    assert "'fp8'" in found["deployments.E102"].msg and "float32" in found["deployments.E102"].hint
     assert "'carrier-pigeon'" in found["notifications.E101"].msg
     assert "'XX'" in found["console.E103"].msg
 

@@ -768,7 +768,7 @@ def test_bf16_is_the_default_on_a_cpu_with_fast_bf16(tiny_dir, tmp_path, monkeyp
     """precision="auto" trains in bf16 on a CPU with AMX or AVX512-BF16 (frozen LoRA weights bf16, adapters and
     optimizer fp32, attention in fp32, packed rows in steps of 64), in fp32 on one without; the events say which,
     and why."""
-    monkeypatch.setattr(engine, "cpu_bf16_isa", lambda: None)
+    monkeypatch.setattr(engine, "bf16_isa", lambda: None)
     assert not engine.use_bf16(TrainingConfig(), "cpu") and engine.pad_multiple_for("cpu", False) == 1
     fp32 = Recorder()
     plain = train(
@@ -781,7 +781,7 @@ def test_bf16_is_the_default_on_a_cpu_with_fast_bf16(tiny_dir, tmp_path, monkeyp
     )
     assert "Precision: fp32 (this device has no fast bf16)" in [m for _, m, _ in fp32.events]
 
-    monkeypatch.setattr(engine, "cpu_bf16_isa", lambda: "AVX512-BF16")
+    monkeypatch.setattr(engine, "bf16_isa", lambda: "AVX512-BF16")
     config = _fast(n_epochs=2, precision="auto")
     assert engine.use_bf16(config, "cpu") and engine.pad_multiple_for("cpu", True) == 64
     assert not engine.use_bf16(_fast(precision="fp32"), "cpu")

@@ -49,7 +49,7 @@ class TrainingConfig:
     # None: switched on when the longest sequence's activations do not fit (budget.plan_micro_batches)
     gradient_checkpointing: bool | None = None
     # "auto": bf16 autocast (and bf16 frozen weights for LoRA) on a GPU that supports bf16 and on a CPU with
-    # AMX or AVX512-BF16 (engine.cpu_bf16_isa), fp32 elsewhere; the "Precision" event says which one trained the task
+    # AMX or AVX512-BF16 (console.cpus.bf16_isa), fp32 elsewhere; the "Precision" event says which one trained the task
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
     max_grad_norm: float = 1.0  # 0: no clipping
     weight_decay: float = 0.0

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from console.cpus import bf16_isa
+
 from . import budget, fused_head
 from .config import TrainingConfig, TrainingConfigError  # noqa: F401 (the engine's interface)
 from .fast_linear import frozen_linear, patch_frozen_linears
@@ -199,34 +201,15 @@ def resolve_device(config: TrainingConfig) -> str:
     return config.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cpu_bf16_isa() -> str | None:
-    """The CPU's fast bf16 instructions, from /proc/cpuinfo: "AMX" (``amx_bf16``: oneDNN runs bf16 matmuls on
-    the AMX tiles), "AVX512-BF16" (``avx512_bf16``: bf16 dot products in AVX-512 registers), or None.
-
-    ``use_bf16`` picks bf16 for "auto" on either; a CPU with neither converts bf16 in software
-    (measurements: docs/engine-notes.md)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split())
-                    if "amx_bf16" in flags:
-                        return "AMX"
-                    return "AVX512-BF16" if "avx512_bf16" in flags else None
-    except OSError:
-        pass
-    return None
-
-
 def use_bf16(config: TrainingConfig, device: str) -> bool:
-    """bf16 compute: asked for, or "auto" on a GPU that supports it or on a CPU with fast bf16 (cpu_bf16_isa)."""
+    """bf16 compute: asked for, or "auto" on a GPU that supports it or on a CPU with fast bf16 (``bf16_isa``)."""
     if config.precision == "bf16":
         return True
     if config.precision != "auto":
         return False
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
-    return device == "cpu" and cpu_bf16_isa() is not None
+    return device == "cpu" and bf16_isa() is not None
 
 
 def pad_multiple_for(device: str, bf16: bool) -> int:
@@ -247,7 +230,7 @@ def precision_message(config: TrainingConfig, device: str, bf16: bool) -> str:
     if config.precision == "bf16":
         why = "asked for"
     else:
-        why = f"this CPU has {cpu_bf16_isa()}" if device == "cpu" else "this GPU supports bf16"
+        why = f"this CPU has {bf16_isa()}" if device == "cpu" else "this GPU supports bf16"
     parts = "bf16 frozen weights, " if config.training_type == "lora" else ""
     return f"Precision: bf16 compute ({why}); {parts}fp32 trainable weights and optimizer state"
 
