@@ -525,9 +525,12 @@ LOGGING = {
 }
 PHONE_DEFAULT_REGION = env("PHONE_DEFAULT_REGION", "CN")
 # Phone codes (SMS) one user may ask for in an hour: in all, and to one number. Each user is counted alone, so
-# that one user's sends never hold back another's code to the same number.
+# that one user's sends never hold back another's code to the same number (SMS_PER_NUMBER_PER_HOUR, below, does).
 PHONE_CODES_PER_USER_PER_HOUR = envint("PHONE_CODES_PER_USER_PER_HOUR", 5)
 PHONE_CODES_PER_NUMBER_PER_HOUR = envint("PHONE_CODES_PER_NUMBER_PER_HOUR", 3)
+# Texts one phone number receives in an hour from all accounts together (notifications and phone codes), so that
+# users who share a number, or ask for codes to someone else's, cannot flood it. 0 turns the cap off.
+SMS_PER_NUMBER_PER_HOUR = envint("SMS_PER_NUMBER_PER_HOUR", 10)
 
 # --- Datasets ---------------------------------------------------------------
 # Largest training-data upload, enforced while it streams in (default 512 MiB).

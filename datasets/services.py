@@ -561,3 +561,23 @@ def human_bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def dataset_details(dataset: Dataset) -> list[str]:
+    """What tells apart datasets of the same name: kind, examples, the upload's time and size (the task create
+    form's picker and the compare page show them after the name)."""
+    from django.contrib.humanize.templatetags.humanize import intcomma
+    from django.utils.formats import date_format
+
+    examples = dataset.examples or 0
+    return [
+        dataset.get_category_display(),
+        ngettext("%(n)s example", "%(n)s examples", examples) % {"n": intcomma(examples)},
+        date_format(timezone.localtime(dataset.created_at), "Y-m-d H:i"),
+        human_bytes(dataset.bytes),
+    ]
+
+
+def dataset_label(dataset: Dataset) -> str:
+    """The dataset's name and its details on one line, as a picker lists it."""
+    return " · ".join([dataset.name, *dataset_details(dataset)])

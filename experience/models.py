@@ -75,10 +75,14 @@ class Evaluation(models.Model):
         return int(100 * self.done / self.total) if self.total else 0
 
     @property
+    def general_prompts(self) -> int:
+        """The general prompts (the regression set, to catch forgetting), counted apart in the summary."""
+        return (self.summary or {}).get("general", 0)
+
+    @property
     def task_prompts(self) -> int:
-        """The task's own prompts, those its scores are computed on: ``total`` counts the general prompts (the
-        regression set, counted apart in the summary) too."""
-        return self.total - (self.summary or {}).get("general", 0)
+        """The task's own prompts, those its scores are computed on: ``total`` counts the general prompts too."""
+        return self.total - self.general_prompts
 
     @property
     def too_few_prompts(self) -> bool:

@@ -13,7 +13,10 @@ def evaluation_json(evaluation: Evaluation) -> dict:
         "model": evaluation.model.code,
         "fine_tuning_job": evaluation.job.public_id,
         "status": evaluation.status,
+        # Every prompt asked; the scores and the verdict's n are the task's own (docs/webhooks.md).
         "prompts": evaluation.total,
+        "task_prompts": evaluation.task_prompts,
+        "general_prompts": evaluation.general_prompts,
         "judge_model": evaluation.judge_model or None,
         "verdict": summary.get("verdict"),
         "models": summary.get("models", []),

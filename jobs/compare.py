@@ -19,6 +19,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from datasets.services import dataset_details
+
 from .models import FineTuningJob, JobEvent
 
 MIN_TASKS, MAX_TASKS = 2, 5
@@ -119,7 +121,13 @@ def setting_rows(jobs: list[FineTuningJob]) -> list[Row]:
 
 
 def _dataset_link(dataset) -> str:
-    return format_html('<a href="{}">{}</a>', reverse("datasets:detail", args=[dataset.public_id]), dataset.name)
+    """Its name, linked, then what tells it apart from a dataset of the same name (as the create form's picker)."""
+    return format_html(
+        '<a href="{}">{}</a><br><span class="muted small" data-testid="dataset-details">{}</span>',
+        reverse("datasets:detail", args=[dataset.public_id]),
+        dataset.name,
+        " · ".join(dataset_details(dataset)),
+    )
 
 
 def data_rows(jobs: list[FineTuningJob]) -> list[Row]:

@@ -1,11 +1,7 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib.humanize.templatetags.humanize import intcomma
-from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from . import services
 from .models import SEED_MAX, BaseModel, Method, TrainingType
@@ -65,6 +61,7 @@ class JobForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.full_check = full_check
         from datasets.models import Dataset, Status
+        from datasets.services import dataset_label
 
         self.user = user
         usable = list(BaseModel.objects.usable_by(user))
@@ -75,8 +72,8 @@ class JobForm(forms.Form):
         datasets = Dataset.objects.filter(owner=user, status=Status.READY).order_by("-created_at")
         self.fields["training_dataset"].queryset = datasets
         self.fields["validation_dataset"].queryset = datasets
-        self.fields["training_dataset"].label_from_instance = _dataset_label
-        self.fields["validation_dataset"].label_from_instance = _dataset_label
+        self.fields["training_dataset"].label_from_instance = dataset_label
+        self.fields["validation_dataset"].label_from_instance = dataset_label
         if not self.is_bound and self.models_with_weights and "base_model" not in self.initial:
             default = next((m for m in self.models_with_weights if m.is_default), self.models_with_weights[0])
             self.initial["base_model"] = default.code
@@ -166,13 +163,3 @@ class JobForm(forms.Form):
 
     def hyperparameters(self) -> dict:
         return {k: self.cleaned_data[k] for k in HYPERPARAMETERS}
-
-
-def _dataset_label(dataset) -> str:
-    """Name, kind and size, with the upload's date and size to tell apart datasets of the same name."""
-    from datasets.services import human_bytes
-
-    uploaded = date_format(timezone.localtime(dataset.created_at), "Y-m-d H:i")
-    examples = dataset.examples or 0
-    count = ngettext("%(n)s example", "%(n)s examples", examples) % {"n": intcomma(examples)}
-    return f"{dataset.name} · {dataset.get_category_display()} · {count} · {uploaded} · {human_bytes(dataset.bytes)}"

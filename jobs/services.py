@@ -30,6 +30,7 @@ from common import storage
 from common.error_codes import InputError
 from common.queueing import enqueue
 from datasets.conf import advised_min_examples
+from datasets.models import Category as DatasetCategory
 from datasets.models import Status as DatasetStatus
 from modelcards.models import BaseModel, FineTunedModel, Method, Modality, TrainingType
 from modelcards.pricing import token_cost
@@ -354,17 +355,31 @@ def job_check_dataset(*, user, base_model: BaseModel, method: str, dataset, para
     allowed = CATEGORIES_FOR.get((method, base_model.modality), set())
     if dataset.category not in allowed:
         raise JobInputError(
-            _("%(name)s is %(category)s data; %(method)s on %(code)s needs one of: %(allowed)s.")
-            % {
-                "name": dataset.name,
-                "category": dataset.category,
-                "method": method.upper(),
-                "code": base_model.code,
-                "allowed": ", ".join(sorted(allowed)) or "-",
-            },
+            _wrong_category(dataset=dataset, base_model=base_model, method=method, allowed=allowed),
             param,
             code="invalid_file_category",
         )
+
+
+def _wrong_category(*, dataset, base_model: BaseModel, method: str, allowed: set[str]) -> str:
+    """Why ``dataset`` cannot train ``method`` on ``base_model``, naming categories and method as the pages do."""
+    values = {
+        "name": dataset.name,
+        "category": dataset.get_category_display() or dataset.category,
+        "method": Method(method).label if method in Method.values else method,
+        "code": base_model.code,
+    }
+    # In the order of the datasets' own list (the upload form's), each by its display name.
+    names = [str(label) for value, label in DatasetCategory.choices if value in allowed]
+    if not names:
+        return _("%(name)s is in the category “%(category)s”; %(method)s on %(code)s trains on no category.") % values
+    return ngettext(
+        "%(name)s is in the category “%(category)s”; %(method)s on %(code)s needs a dataset in the category "
+        "%(allowed)s.",
+        "%(name)s is in the category “%(category)s”; %(method)s on %(code)s needs a dataset in one of the "
+        "categories %(allowed)s.",
+        len(names),
+    ) % {**values, "allowed": ", ".join(f"“{name}”" for name in names)}
 
 
 def _why_uncounted(*, dataset, base_model: BaseModel) -> str:

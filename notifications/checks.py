@@ -20,6 +20,7 @@ RANGES = [
     ("PHONE_CODES_PER_NUMBER_PER_HOUR", 1, "phone codes to one number in an hour"),
     ("WEBHOOKS_DISABLE_AFTER", 0, "failed deliveries before an endpoint is disabled (0: never)"),
     ("WEBHOOKS_TIMEOUT", 0.001, "seconds an endpoint may take to answer"),
+    ("SMS_PER_NUMBER_PER_HOUR", 0, "texts one number may receive in an hour (0: no cap)"),
 ]
 
 

@@ -51,6 +51,11 @@ def phone_codes_per_number_per_hour() -> int:
     return int(settings.PHONE_CODES_PER_NUMBER_PER_HOUR)
 
 
+def sms_per_number_per_hour() -> int:
+    """Texts one number may receive in an hour from all accounts together, notifications and codes (0: no cap)."""
+    return int(settings.SMS_PER_NUMBER_PER_HOUR)
+
+
 def badge_poll_seconds() -> int:
     return int(settings.NOTIFICATIONS_BADGE_POLL_SECONDS)
 

@@ -69,7 +69,11 @@ class OutboxMessage(models.Model):
         ordering = ["-id"]
         verbose_name = _("outbox message")
         verbose_name_plural = _("outbox")
-        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            # The texts a number received in the last hour (SMS_PER_NUMBER_PER_HOUR).
+            models.Index(fields=["recipient", "send_started_at"], name="outbox_recipient_started"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} {self.event} → {self.user_id}"

@@ -12,6 +12,7 @@ import logging
 import math
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -55,6 +56,8 @@ __all__ = [
     "phone_code_send",
     "phone_code_check",
     "PhoneError",
+    "number_texts",
+    "sms_number_refusal",
 ]
 
 
@@ -247,6 +250,58 @@ def enqueue(ids: list[int], countdown: float = 0, batch: int = 50) -> None:
         # the rows are in the database: a message not queued is the repair's to send again
         if not queueing.enqueue("notifications.send", ids[i : i + batch], queue=conf.queue(), countdown=countdown):
             return
+
+
+# --- texts per number -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NumberTexts:
+    """The texts a number received in the last hour, from every account, against its cap."""
+
+    count: int
+    limit: int  # SMS_PER_NUMBER_PER_HOUR (0: no cap)
+    minutes: int  # until enough of them leave the last hour's window for one more (at least 1)
+
+    @property
+    def over(self) -> bool:
+        return bool(self.limit) and self.count >= self.limit
+
+
+def number_texts(*, phone: str, exclude_message: int | None = None, now=None) -> NumberTexts:
+    """The texts sent to ``phone`` in the last hour by every account, against SMS_PER_NUMBER_PER_HOUR: phone codes
+    (a PhoneVerification each) and notifications (an SMS outbox row handed to the backend: sent, or being sent
+    now, which is what keeps two workers from both passing the cap). ``exclude_message``: the row being checked."""
+    limit = conf.sms_per_number_per_hour()
+    if not limit:
+        return NumberTexts(count=0, limit=0, minutes=1)
+    now = now or timezone.now()
+    hour_ago = now - timedelta(hours=1)
+    texts = OutboxMessage.objects.filter(
+        recipient=phone,
+        channel=Channel.SMS,
+        send_started_at__gte=hour_ago,
+        status__in=[OutboxStatus.SENT, OutboxStatus.SENDING],
+    ).exclude(pk=exclude_message)
+    codes = PhoneVerification.objects.filter(phone=phone, created_at__gte=hour_ago)
+    times = sorted([*texts.values_list("send_started_at", flat=True), *codes.values_list("created_at", flat=True)])
+    minutes = 1
+    if len(times) >= limit:  # one more may go when the oldest len - limit + 1 have left the window
+        seconds = (times[len(times) - limit] + timedelta(hours=1) - now).total_seconds()
+        minutes = max(1, math.ceil(seconds / 60))
+    return NumberTexts(count=len(times), limit=limit, minutes=minutes)
+
+
+def sms_number_refusal(message: OutboxMessage) -> str:
+    """Why this SMS must not go out now ("" when it may): its number had its texts for the hour. For the outbox row's
+    last error, which staff read in the admin."""
+    texts = number_texts(phone=message.recipient, exclude_message=message.pk)
+    if not texts.over:
+        return ""
+    return (
+        f"not sent: {message.recipient} received {texts.count} texts in the last hour from all accounts, "
+        f"the limit per number (SMS_PER_NUMBER_PER_HOUR={texts.limit})"
+    )
 
 
 # --- sending ------------------------------------------------------------------
@@ -492,6 +547,16 @@ def phone_code_send(*, user, phone: str) -> PhoneVerification:
                 )
                 % {"phone": phone, "count": count, "minutes": _minutes_until_one_expires(to_number, now)},
                 "number_limit",
+            )
+        texts = number_texts(phone=phone, now=now)  # every account's texts to it: the number's own cap
+        if texts.over:
+            raise PhoneError(
+                _(
+                    "%(phone)s has received as many texts as it may in an hour. Try again in %(minutes)d min, or "
+                    "use another number."
+                )
+                % {"phone": phone, "minutes": texts.minutes},
+                "number_cap",
             )
         code = f"{secrets.randbelow(10**6):06d}"
         # A new code replaces the earlier ones.

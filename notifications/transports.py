@@ -14,6 +14,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from . import conf
 from .errors import PermanentError, TransientError
 from .models import Channel, Notification, OutboxMessage, WebhookEndpoint
+from .services import sms_number_refusal
 from .sms import get_sms_backend
 from .webhooks import WebhookUrlError, webhook_attempt_record, webhook_sign, webhook_url_check
 
@@ -122,6 +123,9 @@ class SmsTransport(Transport):
         user = message.user
         if user.phone != message.recipient or not user.phone_verified_at:
             raise PermanentError("the number is no longer the user's verified phone")
+        refusal = sms_number_refusal(message)
+        if refusal:
+            raise PermanentError(refusal)
         return get_sms_backend().send(
             to=message.recipient, body=message.body, params=message.params, key=message.key, user=user
         )

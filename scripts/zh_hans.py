@@ -453,7 +453,6 @@ ZH = {
     "%(code)s does not support %(type)s training.": "%(code)s 不支持 %(type)s 训练。",
     "No such file.": "文件不存在。",
     "%(name)s did not pass validation; fix its errors and upload it again.": "%(name)s 未通过校验；请修正错误后重新上传。",
-    "%(name)s is %(category)s data; %(method)s on %(code)s needs one of: %(allowed)s.": "%(name)s 是 %(category)s 数据；在 %(code)s 上进行 %(method)s 需要以下之一：%(allowed)s。",
     "The suffix may have at most 40 characters of a-z, 0-9, - and _.": "后缀最多 40 个字符，只能包含 a-z、0-9、- 和 _。",
     "method must be sft or dpo.": "method 必须是 sft 或 dpo。",
     "training_type must be lora or full.": "training_type 必须是 lora 或 full。",

@@ -16,6 +16,7 @@ from django.utils import timezone
 from experience import services
 from experience import verdict as v
 from experience.models import Evaluation, EvaluationAnswer, EvaluationItem
+from experience.webhooks import webhook_evaluation
 from jobs.models import FineTuningJob
 from modelcards.models import BaseModel, FineTunedModel
 from notifications.models import OutboxMessage, WebhookEndpoint
@@ -261,6 +262,10 @@ def test_an_evaluation_with_checkpoints_a_judge_and_general_prompts(alice, monke
     payload = json.loads(hook.body)
     assert payload["type"] == "evaluation.completed" and payload["data"]["id"] == f"eval-{evaluation.pk}"
     assert payload["data"]["verdict"]["text"] == text and payload["data"]["best_model"] == card.code
+    # Every prompt asked, and apart: the task's own (the verdict's n, the compare page's) and the general ones.
+    data = payload["data"]
+    assert (data["prompts"], data["task_prompts"], data["general_prompts"]) == (26, 6, 20)
+    assert evaluation.task_prompts == 6 and evaluation.general_prompts == 20
     assert OutboxMessage.objects.filter(user=alice, channel="in_app", event="evaluation.completed").exists()
 
 
@@ -271,6 +276,8 @@ def test_without_a_judge_the_verdict_rests_on_f1_and_no_general_prompts_when_non
     assert services.evaluation_run(evaluation=evaluation) == "succeeded"
     evaluation.refresh_from_db()
     assert evaluation.total == 8 and evaluation.summary["best"] is None  # no checkpoints: nothing to choose
+    data = webhook_evaluation(f"eval-{evaluation.pk}")  # the webhook's data: no general prompts asked
+    assert (data["prompts"], data["task_prompts"], data["general_prompts"]) == (8, 8, 0)
     assert evaluation.summary["verdict"]["text"].startswith("Better than base on 8 of 8 prompts (F1 0.00 → 1.00")
     assert evaluation.base_f1 == 0.0 and evaluation.tune_f1 == 1.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 
@@ -120,6 +121,31 @@ def test_differing_settings_are_marked_and_equal_ones_are_not(alice_client, alic
     only = alice_client.get(f"{URL}?ids={_ids(a, b)}&only=diff").content.decode()
     assert set(_rows(only)) >= {"Epochs", "Precision"} and "Seed" not in _rows(only)
     assert "Show all rows" in only
+
+
+def test_datasets_of_the_same_name_are_told_apart_as_the_create_form_tells_them(alice_client, alice, tiny_base):
+    from datasets.models import Dataset
+    from datasets.services import dataset_label
+
+    old = make_dataset(alice, chat_lines(10), name="support")
+    new = make_dataset(alice, chat_lines(30), name="support")
+    Dataset.objects.filter(pk=old.pk).update(created_at=datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
+    Dataset.objects.filter(pk=new.pk).update(created_at=datetime(2025, 3, 4, 12, 0, tzinfo=UTC))
+    old.refresh_from_db()
+    new.refresh_from_db()
+    a, b = _job(alice, tiny_base, dataset=old), _job(alice, tiny_base, dataset=new, validation_dataset=old)
+    html = alice_client.get(f"{URL}?ids={_ids(a, b)}").content.decode()
+    assert _rows(html)["Training data"] == "true" and _rows(html)["Validation data"] == "true"
+    details = re.findall(
+        r'>support</a><br><span class="muted small" data-testid="dataset-details">([^<]+)</span>', html
+    )
+    # Training data a, b, then validation data b: each as the create form's picker labels it, after the name.
+    form = alice_client.get("/console/jobs/create/").content.decode()
+    for dataset, shown in zip((old, new, old), details, strict=True):
+        label = dataset_label(dataset)
+        assert f"support · {shown}" == label and f">{label}</option>" in form
+    assert details[0] != details[1] and "2025-03-01" in details[0] and "2025-03-04" in details[1]
+    assert "10 examples" in details[0] and "30 examples" in details[1]
 
 
 def test_a_task_page_links_to_comparing_it_with_the_task_before(alice_client, alice, bob, tiny_base):

@@ -102,6 +102,24 @@ def test_only_what_the_model_allows(alice, tiny_base):
     assert _create(alice, tiny_base, make_dataset(alice, dpo_lines(), category="dpo"), method="dpo")
 
 
+def test_a_wrong_category_names_what_the_models_modality_takes(alice, tiny_base):
+    chat = make_dataset(alice, chat_lines())
+    tiny_base.modality = "image_generation"
+    tiny_base.save(update_fields=["modality"])
+
+    def refusal(method: str) -> str:
+        with pytest.raises(services.JobInputError) as exc:
+            services.job_check_dataset(user=alice, base_model=tiny_base, method=method, dataset=chat, param="x")
+        assert exc.value.code == "invalid_file_category" and exc.value.param == "x"
+        return exc.value.message
+
+    assert refusal("sft") == (
+        "train is in the category “Text generation: chat”; SFT on tiny-test needs a dataset in the category "
+        "“Image generation (single image)”."
+    )
+    assert refusal("dpo") == "train is in the category “Text generation: chat”; DPO on tiny-test trains on no category."
+
+
 def test_another_users_dataset_cannot_be_used(alice, bob, tiny_base):
     with pytest.raises(services.JobInputError) as exc:
         _create(bob, tiny_base, make_dataset(alice, chat_lines()))

@@ -257,6 +257,87 @@ def test_twilio_sms_over_its_http_api(alice, settings, fake_provider):
     assert "21211" in sms.last_error
 
 
+def test_a_number_shared_by_two_users_gets_at_most_its_texts_an_hour(alice, bob, settings, fake_provider):
+    """SMS_PER_NUMBER_PER_HOUR counts every account's texts to a number: over it a text is not sent, and its row
+    says why; phone codes to it are refused too; an hour later it receives texts again."""
+    settings.SMS_BACKEND, settings.TWILIO_API_BASE = "twilio", fake_provider.url
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_FROM = "AC123", "token", "+15005550006"
+    settings.SMS_PER_NUMBER_PER_HOUR = 3
+    fake_provider.default = (201, {"sid": "SM1"})
+    verify_phone(alice)
+    verify_phone(bob)  # the same number
+    texts = [next(r for r in notify_training(user) if r.channel == "sms") for user in (alice, bob, alice, bob)]
+    assert [services.outbox_send(message_id=sms.pk)[0] for sms in texts] == ["sent", "sent", "sent", "failed"]
+    assert len(fake_provider.requests) == 3 and {r["form"]["To"] for r in fake_provider.requests} == {ALICE_PHONE}
+    refused = OutboxMessage.objects.get(pk=texts[3].pk)
+    assert refused.status == "failed" and refused.user == bob and refused.sent_at is None
+    assert refused.last_error == (
+        f"permanent: not sent: {ALICE_PHONE} received 3 texts in the last hour from all accounts, the limit per "
+        "number (SMS_PER_NUMBER_PER_HOUR=3)"
+    )
+    # Email and in-app are not held back: the cap is the number's.
+    assert send_all().count("sent") == 8
+    # A phone code to the number is a text too: refused, whoever asks; another number is not held back.
+    with pytest.raises(services.PhoneError) as error:
+        services.phone_code_send(user=bob, phone=ALICE_PHONE)
+    assert error.value.code == "number_cap"
+    assert error.value.message == (
+        f"{ALICE_PHONE} has received as many texts as it may in an hour. Try again in 60 min, or use another number."
+    )
+    assert services.phone_code_send(user=bob, phone="+8613900139000")
+    assert len(fake_provider.requests) == 4
+    # The wait counts from the oldest text: 45 minutes ago, it ends in 15; an hour later the number is open again.
+    sent = OutboxMessage.objects.filter(channel="sms", status="sent")
+    sent.update(send_started_at=timezone.now() - timedelta(minutes=45))
+    with pytest.raises(services.PhoneError) as error:
+        services.phone_code_send(user=bob, phone=ALICE_PHONE)
+    assert "Try again in 15 min" in error.value.message
+    # With the cap lowered to 2, two of the three must leave the window first: sent 50, 40, 30 minutes ago → 20 min.
+    for pk, minutes in zip(sent.order_by("pk").values_list("pk", flat=True), (50, 40, 30), strict=True):
+        OutboxMessage.objects.filter(pk=pk).update(send_started_at=timezone.now() - timedelta(minutes=minutes))
+    settings.SMS_PER_NUMBER_PER_HOUR = 2
+    assert services.number_texts(phone=ALICE_PHONE).minutes == 20
+    settings.SMS_PER_NUMBER_PER_HOUR = 3
+    sent.update(send_started_at=timezone.now() - timedelta(hours=1, seconds=1))
+    sms = next(r for r in notify_training(bob) if r.channel == "sms")
+    assert services.outbox_send(message_id=sms.pk)[0] == "sent"
+    assert services.phone_code_send(user=alice, phone=ALICE_PHONE)  # 2 of 3 this hour
+    assert services.phone_code_send(user=bob, phone=ALICE_PHONE)  # 3 of 3
+    with pytest.raises(services.PhoneError) as error:
+        services.phone_code_send(user=alice, phone=ALICE_PHONE)  # her own limits (1 code of 3) are not it
+    assert error.value.code == "number_cap"
+    # 0 turns the cap off.
+    settings.SMS_PER_NUMBER_PER_HOUR = 0
+    assert services.phone_code_send(user=bob, phone=ALICE_PHONE)
+
+
+def test_a_text_another_worker_is_sending_counts_and_one_not_sent_does_not(alice, bob, settings):
+    settings.SMS_PER_NUMBER_PER_HOUR = 1
+    verify_phone(alice)
+    verify_phone(bob)
+    sending = next(r for r in notify_training(alice) if r.channel == "sms")
+    OutboxMessage.objects.filter(pk=sending.pk).update(status="sending", send_started_at=timezone.now())
+    assert services.number_texts(phone=ALICE_PHONE).over  # handed to the backend by another worker just now
+    assert not services.number_texts(phone=ALICE_PHONE, exclude_message=sending.pk).over  # itself, when it checks
+    sms = next(r for r in notify_training(bob) if r.channel == "sms")
+    assert services.outbox_send(message_id=sms.pk)[0] == "failed"
+    OutboxMessage.objects.filter(pk=sending.pk).update(status="failed")  # it did not go out after all
+    sms = next(r for r in notify_training(bob) if r.channel == "sms")
+    assert services.outbox_send(message_id=sms.pk)[0] == "sent"
+    assert SentSms.objects.filter(to=ALICE_PHONE).count() == 1
+
+
+def test_texts_a_number_received_are_counted_across_accounts_in_the_cap_in_chinese(alice, bob, settings):
+    from django.utils import translation
+
+    settings.SMS_PER_NUMBER_PER_HOUR = 1
+    services.phone_code_send(user=alice, phone=ALICE_PHONE)
+    with translation.override("zh-hans"), pytest.raises(services.PhoneError) as error:
+        services.phone_code_send(user=bob, phone=ALICE_PHONE)
+    assert error.value.code == "number_cap"
+    assert error.value.message == f"{ALICE_PHONE} 在一小时内收到的短信已达上限。请在 60 分钟后重试，或使用其他号码。"
+
+
 def test_transient_errors_back_off_exponentially_then_give_up(alice, settings, fake_provider):
     _aliyun(settings, fake_provider)
     settings.NOTIFICATIONS_MAX_ATTEMPTS, settings.NOTIFICATIONS_RETRY_BASE = 3, 10
