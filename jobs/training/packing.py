@@ -117,15 +117,18 @@ def _greedy_groups(unit_ids, lengths: dict, token_budget: int, packing: bool) ->
     """Fill each micro-batch up to the budget, in order: the fewest micro-batches, the last one often small."""
     groups: list[list[int]] = []
     current: list[int] = []
-    current_rows: list[int] = []  # sequence lengths in the current group
+    # the current group's sequences, as running figures: their count, total and longest
+    rows = total = longest = 0
     for uid in unit_ids:
-        trial = current_rows + lengths[uid]
-        size = sum(trial) if packing else len(trial) * max(trial)
+        unit = lengths[uid]
+        size = total + sum(unit) if packing else (rows + len(unit)) * max(longest, *unit)
         if current and size > token_budget:
             groups.append(current)
-            current, current_rows = [], []
+            current, rows, total, longest = [], 0, 0, 0
         current.append(uid)
-        current_rows.extend(lengths[uid])
+        rows += len(unit)
+        total += sum(unit)
+        longest = max(longest, *unit)
     if current:
         groups.append(current)
     return groups
@@ -143,6 +146,7 @@ def _balanced_groups(unit_ids, lengths: dict, token_budget: int, count: int) -> 
     sizes = [sum(lengths[uid]) for uid in unit_ids]
     remaining = sum(sizes)
     groups: list[list[int]] = []
+    group_sizes: list[int] = []  # each closed group's tokens, kept as it is filled
     current: list[int] = []
     size = 0
     for uid, n in zip(unit_ids, sizes, strict=True):
@@ -151,12 +155,14 @@ def _balanced_groups(unit_ids, lengths: dict, token_budget: int, count: int) -> 
         # close the current micro-batch when this unit would take it further past its share than it is short
         if current and left > 1 and (size + n > token_budget or size + n - target > target - size):
             groups.append(current)
+            group_sizes.append(size)
             remaining -= size
             current, size = [], 0
         current.append(uid)
         size += n
     groups.append(current)
-    if len(groups) > count or any(len(g) > 1 and sum(sum(lengths[u]) for u in g) > token_budget for g in groups):
+    group_sizes.append(size)
+    if len(groups) > count or any(len(g) > 1 and n > token_budget for g, n in zip(groups, group_sizes, strict=True)):
         return None
     return groups
 
