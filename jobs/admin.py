@@ -95,7 +95,7 @@ class FineTuningJobAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel the selected tasks"))
     def cancel(self, request, queryset):
-        from .services import job_cancel
+        from .states import job_cancel
 
         for job in queryset.active():
             job_cancel(job=job)

@@ -17,7 +17,7 @@ from django.urls import path
 from accounts.api import ApiError, api_view, cursor_page, page_limit, parse_json_body
 from common.error_codes import BAD_PARAM
 
-from . import services
+from . import services, states
 from .models import BaseModel, Checkpoint, FineTuningJob, JobEvent, JobStatus, Method
 
 # OpenAI's method types and ours.
@@ -252,15 +252,15 @@ def job(request: HttpRequest, job_id: str) -> JsonResponse:
 
 @api_view(["POST"])
 def job_cancel(request: HttpRequest, job_id: str) -> JsonResponse:
-    return JsonResponse(job_json(services.job_cancel(job=_get_job(request, job_id))))
+    return JsonResponse(job_json(states.job_cancel(job=_get_job(request, job_id))))
 
 
 @api_view(["POST"])
 def job_pause(request: HttpRequest, job_id: str) -> JsonResponse:
     """openai's ``client.fine_tuning.jobs.pause``: a checkpoint of the step reached, then the worker is free."""
     try:
-        return JsonResponse(job_json(services.job_pause(job=_get_job(request, job_id))))
-    except services.JobNotPausable as exc:
+        return JsonResponse(job_json(states.job_pause(job=_get_job(request, job_id))))
+    except states.JobNotPausable as exc:
         raise ApiError(400, "job_not_pausable", str(exc), "fine_tuning_job_id") from None
 
 
@@ -268,8 +268,8 @@ def job_pause(request: HttpRequest, job_id: str) -> JsonResponse:
 def job_resume(request: HttpRequest, job_id: str) -> JsonResponse:
     """openai's ``client.fine_tuning.jobs.resume``: back in the queue, continuing from the pause's checkpoint."""
     try:
-        return JsonResponse(job_json(services.job_resume(job=_get_job(request, job_id))))
-    except services.JobNotPausable as exc:
+        return JsonResponse(job_json(states.job_resume(job=_get_job(request, job_id))))
+    except states.JobNotPausable as exc:
         raise ApiError(400, "job_not_resumable", str(exc), "fine_tuning_job_id") from None
 
 

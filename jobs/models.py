@@ -108,7 +108,7 @@ class FineTuningJob(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    # A running task saves a checkpoint of the step it reached and stops (jobs.services.job_pause)
+    # A running task saves a checkpoint of the step it reached and stops (jobs.states.job_pause)
     pause_requested_at = models.DateTimeField(null=True, blank=True)
     output_dir = models.CharField(max_length=500, blank=True)
     result = models.OneToOneField(

@@ -37,21 +37,7 @@ from modelcards.pricing import token_cost
 
 from . import states
 from .models import FINAL_STATUSES, SEED_MAX, FineTuningJob, JobEvent, JobStatus, new_seed
-
-# The task's transitions live in jobs/states.py; these names stay importable from here for the views, the API
-# and the admin.
-from .states import (  # noqa: F401
-    MAX_ATTEMPTS,
-    JobNotPausable,
-    job_cancel,
-    job_event,
-    job_fail,
-    job_finish_paused,
-    job_pause,
-    job_requeue_stuck,
-    job_resume,
-    resume_point,
-)
+from .states import MAX_ATTEMPTS, job_event, job_fail, job_requeue_stuck
 
 logger = logging.getLogger(__name__)
 

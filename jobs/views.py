@@ -18,7 +18,7 @@ from datasets.conf import max_bytes
 from datasets.services import human_bytes
 from datasets.uploads import with_upload_limit
 
-from . import charts, compare, services
+from . import charts, compare, services, states
 from .forms import JobForm
 from .models import FineTuningJob, JobEvent, JobStatus
 
@@ -262,7 +262,7 @@ def job_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
         if job.is_final:
             messages.info(request, _("The task had already ended."))
         else:
-            services.job_cancel(job=job)
+            states.job_cancel(job=job)
             messages.success(request, _("Cancelling task %(id)s.") % {"id": job.public_id})
         return redirect("jobs:detail", public_id=job.public_id)
     return render(request, "jobs/confirm.html", {"job": job, "action": "cancel"})
@@ -273,8 +273,8 @@ def job_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
 def job_pause(request: HttpRequest, public_id: str) -> HttpResponse:
     job = _get_job_for_user(request, public_id)
     try:
-        job = services.job_pause(job=job)
-    except services.JobNotPausable as exc:
+        job = states.job_pause(job=job)
+    except states.JobNotPausable as exc:
         messages.error(request, str(exc))
     else:
         if job.status == JobStatus.PAUSED:
@@ -291,8 +291,8 @@ def job_pause(request: HttpRequest, public_id: str) -> HttpResponse:
 def job_resume(request: HttpRequest, public_id: str) -> HttpResponse:
     job = _get_job_for_user(request, public_id)
     try:
-        services.job_resume(job=job)
-    except services.JobNotPausable as exc:
+        states.job_resume(job=job)
+    except states.JobNotPausable as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, _("Task %(id)s is back in the queue.") % {"id": job.public_id})

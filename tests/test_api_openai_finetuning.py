@@ -288,7 +288,7 @@ def test_openai_sdk_trains_a_task_lists_its_checkpoints_and_deletes_the_model(
         assert storage.folder_exists(rows[checkpoint.step_number].path)
     assert page.data[0].step_number > page.data[1].step_number
     # Every event, warnings included, validates as the SDK's own type, strictly.
-    from jobs.services import job_event
+    from jobs.states import job_event
 
     job_event(job=FineTuningJob.objects.get(public_id=job.id), level="warning", message="A warning.")
     raw = httpx.get(

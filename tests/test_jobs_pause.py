@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import services
+from jobs import services, states
 from jobs.models import FineTuningJob, JobEvent, JobStatus
 
 from .jobs_support import chat_lines, job_status, make_dataset, wait_for
@@ -29,19 +29,19 @@ def _messages(job) -> list[str]:
 def test_a_queued_task_pauses_at_once_resumes_into_the_queue_and_cancels_while_paused(alice, tiny_base):
     job = _queued(alice, tiny_base)
     assert job.can_pause
-    assert services.job_pause(job=job).status == JobStatus.PAUSED
-    assert services.job_pause(job=job).status == JobStatus.PAUSED  # asked twice: nothing more
+    assert states.job_pause(job=job).status == JobStatus.PAUSED
+    assert states.job_pause(job=job).status == JobStatus.PAUSED  # asked twice: nothing more
     assert "Paused before it started; resume puts it back in the queue." in _messages(job)
-    resumed = services.job_resume(job=job)
+    resumed = states.job_resume(job=job)
     assert resumed.status == JobStatus.QUEUED and resumed.pause_requested_at is None
     assert "Resumed; back in the queue, it will continue from the start." in _messages(job)
-    services.job_pause(job=job)
-    cancelled = services.job_cancel(job=job)
+    states.job_pause(job=job)
+    cancelled = states.job_cancel(job=job)
     assert cancelled.status == JobStatus.CANCELLED and "Cancelled while paused." in _messages(job)
-    with pytest.raises(services.JobNotPausable, match="queued or running; this one is cancelled"):
-        services.job_pause(job=job)
-    with pytest.raises(services.JobNotPausable, match="Only a paused task can be resumed"):
-        services.job_resume(job=job)
+    with pytest.raises(states.JobNotPausable, match="queued or running; this one is cancelled"):
+        states.job_pause(job=job)
+    with pytest.raises(states.JobNotPausable, match="Only a paused task can be resumed"):
+        states.job_resume(job=job)
 
 
 @pytest.mark.django_db

@@ -153,7 +153,7 @@ def test_queue_is_oldest_first_with_positions(alice, bob, tiny_base):
 def test_cancelled_queued_task_never_starts(alice, tiny_base):
     job = _create(alice, tiny_base, make_dataset(alice, chat_lines()))
     services.job_prepare(job_id=job.pk)
-    services.job_cancel(job=job)
+    states.job_cancel(job=job)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED and job.finished_at
     assert services.job_claim_next(worker="w1") is None
@@ -163,7 +163,7 @@ def test_cancel_of_running_task_is_a_request_the_worker_sees(alice, tiny_base):
     job = _create(alice, tiny_base, make_dataset(alice, chat_lines()))
     services.job_prepare(job_id=job.pk)
     services.job_claim_next(worker="w1")
-    services.job_cancel(job=job)
+    states.job_cancel(job=job)
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING and job.cancel_requested_at
 
@@ -201,7 +201,7 @@ def test_delete_needs_a_final_task_and_keeps_datasets(alice, tiny_base):
     job = _create(alice, tiny_base, dataset)
     with pytest.raises(services.JobNotDeletable):
         services.job_delete(job=job)
-    services.job_cancel(job=job)
+    states.job_cancel(job=job)
     job.refresh_from_db()
     services.job_delete(job=job)
     assert not FineTuningJob.objects.filter(pk=job.pk).exists()

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from accounts.models import ApiKey
-from jobs import services
+from jobs import services, states
 from jobs.models import FineTuningJob, JobEvent, JobStatus
 
 from .jobs_support import chat_lines, make_dataset
@@ -103,7 +103,7 @@ def test_detail_partial_polls_until_final_then_stops(alice_client, alice, tiny_b
     running = alice_client.get(url, **HTMX).content.decode()
     assert 'aria-valuenow="50.0"' in running and 'data-testid="loss-chart"' in running
     assert "<html" not in running
-    services.job_cancel(job=job)
+    states.job_cancel(job=job)
     FineTuningJob.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED)
     assert alice_client.get(url, **HTMX).status_code == 286  # htmx stops polling
 
@@ -146,7 +146,7 @@ def test_list_shows_progress_and_polls_while_active(alice_client, alice, tiny_ba
     job = _job(alice, tiny_base)
     html = alice_client.get("/console/jobs/").content.decode()
     assert job.public_id in html and 'hx-trigger="every 2s"' in html
-    services.job_cancel(job=job)
+    states.job_cancel(job=job)
     assert alice_client.get("/console/jobs/?partial=table", **HTMX).status_code == 286
 
 
@@ -251,7 +251,7 @@ def test_upload_in_the_create_form_validates_then_queues(client, alice, tiny_bas
     uploaded.refresh_from_db()
     assert uploaded.status == "ready" and uploaded.category == "chat"
     assert job.estimated_tokens == uploaded.tokens * job.resolved_hyperparameters["n_epochs"]
-    services.job_cancel(job=job)
+    states.job_cancel(job=job)
     # a worker that took it stops within seconds: wait, so that it is not writing while the test's tables are
     # emptied (on PostgreSQL the truncation and the worker's row locks deadlocked)
     wait_for(lambda: FineTuningJob.objects.get(pk=job.pk).is_final, timeout=60, what="the task to stop")

@@ -559,7 +559,7 @@ def test_training_outcomes_notify_the_owner_in_the_same_transaction(alice, djang
     from types import SimpleNamespace
 
     from jobs.runner import _finish_succeeded
-    from jobs.services import job_cancel, job_fail
+    from jobs.states import job_cancel, job_fail
 
     verify_phone(alice)
     failed, cancelled, succeeded = _job(alice, tag="f"), _job(alice, tag="c"), _job(alice, tag="s", status="running")

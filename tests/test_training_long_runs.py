@@ -102,7 +102,7 @@ def test_resume_drops_metrics_after_the_checkpoint(alice, bob, tiny_base, tmp_pa
             JobEvent.objects.create(job=j, type=JobEvent.Type.METRICS, message="m", data={"current_steps": step})
     (tmp_path / STATE_FILE).write_bytes(b"x")
     Checkpoint.objects.create(job=job, epoch=2, step=6, path=str(tmp_path), metrics={"current_steps": 6})
-    services.job_event(job=job, level="warning", message="Worker lost", data={"requeue": "lost"})
+    states.job_event(job=job, level="warning", message="Worker lost", data={"requeue": "lost"})
 
     assert runner._resume_from(job) == tmp_path
     steps = list(job.events.filter(type="metrics").order_by("id").values_list("data__current_steps", flat=True))

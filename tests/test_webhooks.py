@@ -142,7 +142,7 @@ def _job(user, **extra):
 
 def test_a_cancelled_task_sends_a_signed_payload_with_the_api_job_object(alice, bob, receiver):
     from jobs.api import job_json
-    from jobs.services import job_cancel
+    from jobs.states import job_cancel
 
     endpoint = endpoint_for(alice, receiver)
     assert endpoint.secret.startswith("whsec_") and len(base64.b64decode(endpoint.secret[6:])) == 32
@@ -173,7 +173,7 @@ def test_a_cancelled_task_sends_a_signed_payload_with_the_api_job_object(alice, 
 
 
 def test_only_the_chosen_events_go_to_an_endpoint_and_only_when_enabled(alice, receiver):
-    from jobs.services import job_fail
+    from jobs.states import job_fail
 
     endpoint = endpoint_for(alice, receiver, events=["fine_tuning.job.succeeded"])
     job_fail(job=_job(alice, tag="f"), code="oom", message="out of memory")
@@ -227,7 +227,8 @@ def test_a_succeeded_task_and_a_ready_deployment_each_send_their_object(alice, r
 
 def test_a_pause_and_an_epochs_checkpoint_send_their_objects_and_the_checkpoint_tells_no_person(alice, receiver):
     from jobs.models import Checkpoint
-    from jobs.services import checkpoint_saved, job_finish_paused, job_pause
+    from jobs.services import checkpoint_saved
+    from jobs.states import job_finish_paused, job_pause
 
     endpoint_for(alice, receiver, events=["fine_tuning.job.paused", "fine_tuning.job.checkpoint.saved"])
     queued = _job(alice, tag="p", status="queued")
@@ -538,7 +539,7 @@ QUEUE = "webhooks-test"  # not the session worker's queue: only the worker start
 def test_a_failed_task_reaches_the_receiver_through_the_worker_after_a_retry(alice, receiver, settings):
     from django.db import connection, transaction
 
-    from jobs.services import job_fail
+    from jobs.states import job_fail
 
     from . import services as test_services
     from .jobs_support import wait_for

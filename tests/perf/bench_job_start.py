@@ -71,6 +71,7 @@ def main() -> int:
     from datasets.models import Dataset
     from datasets.services import dataset_create
     from jobs import services as job_services
+    from jobs import states as job_states
     from jobs.models import BaseModel, FineTuningJob
     from modelcards.weights import model_dir
     from tests import services
@@ -114,7 +115,7 @@ def main() -> int:
             latency = (job.first_step_at - job.created_at).total_seconds()
             latencies.append(latency)
             print(f"run {run + 1}: submit → first step {latency:.1f} s")
-            job_services.job_cancel(job=job)
+            job_states.job_cancel(job=job)
             while not FineTuningJob.objects.get(pk=job.pk).is_final:
                 time.sleep(0.2)
     finally:
