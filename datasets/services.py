@@ -22,7 +22,7 @@ from django.utils.translation import gettext_noop, ngettext
 from accounts.quotas import QuotaExceeded, quota_enforce
 from common import storage
 from common.error_codes import InputError
-from common.queueing import enqueue, enqueue_on_commit
+from common.queueing import enqueue_on_commit
 
 from . import conf, states
 from .messages import Message, render
@@ -162,7 +162,7 @@ def dataset_create(
         with transaction.atomic():
             dataset_check_quota(owner=owner)
             dataset.save()
-            enqueue_on_commit("datasets.validate_dataset", dataset.pk, queue="default")
+            dataset_enqueue_validation(dataset_id=dataset.pk)
     except IntegrityError:
         # Two retries of the same request raced: keep the first.
         if stored_name:
@@ -179,7 +179,8 @@ def dataset_create(
 
 
 def dataset_enqueue_validation(*, dataset_id: int) -> None:
-    enqueue("datasets.validate_dataset", dataset_id, queue="default")  # lost: dataset_repair sends it again
+    """Once the current transaction commits (at once outside one)."""
+    enqueue_on_commit("datasets.validate_dataset", dataset_id, queue="default")  # lost: dataset_repair sends it again
 
 
 # --- validate ---------------------------------------------------------------

@@ -10,8 +10,6 @@ file's owner is notified. The validation worker (services) and the admin call th
 
 from __future__ import annotations
 
-from functools import partial
-
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -102,5 +100,5 @@ def datasets_revalidate(*, ids) -> list[int]:
         moved = list(Dataset.objects.filter(id__in=ids, status__in=movable).values_list("id", flat=True))
         DATASET.move(Dataset.objects.filter(id__in=moved), movable, S.UPLOADED, bytes_read=0)
         for pk in moved:
-            transaction.on_commit(partial(dataset_enqueue_validation, dataset_id=pk))
+            dataset_enqueue_validation(dataset_id=pk)
     return moved

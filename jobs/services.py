@@ -28,7 +28,7 @@ from django.utils.translation import ngettext
 from accounts.quotas import QuotaExceeded, quota_enforce
 from common import storage
 from common.error_codes import InputError
-from common.queueing import enqueue
+from common.queueing import enqueue_on_commit
 from datasets.conf import advised_min_examples
 from datasets.models import Category as DatasetCategory
 from datasets.models import Status as DatasetStatus
@@ -470,7 +470,7 @@ def job_create(
                     metadata=metadata,
                 )
                 job_event(job=job, message=_("Task created; checking the files."))
-                transaction.on_commit(lambda job_id=job.pk: _send_prepare(job_id))
+                _send_prepare(job.pk)
             return job, True
         except IntegrityError:
             if request_id:  # a concurrent retry of the same request won the race
@@ -480,8 +480,9 @@ def job_create(
     raise JobInputError(_("Could not allocate a unique model code; try again."), "suffix")
 
 
-def _send_prepare(job_id: int, countdown: float = 0) -> None:
-    enqueue("jobs.prepare_job", job_id, queue="default", countdown=countdown)  # lost: jobs_repair sends it again
+def _send_prepare(job_id: int) -> None:
+    """Once the current transaction commits (at once outside one)."""
+    enqueue_on_commit("jobs.prepare_job", job_id, queue="default")  # lost: jobs_repair sends it again
 
 
 # --- events -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from common.queueing import enqueue
+from common.queueing import enqueue_on_commit
 from common.states import StateMachine
 
 from .models import FINAL_STATUSES, Checkpoint, FineTuningJob, JobEvent, JobStatus
@@ -46,8 +46,9 @@ UNFINISHED = [s for s in JobStatus if s not in FINAL_STATUSES]
 
 
 def kick_training() -> None:
-    """Tell the training workers to look at the queue (a message says "look", the database says what)."""
-    enqueue("jobs.train_next", queue="training")  # lost: jobs_repair kicks the queue again
+    """Tell the training workers to look at the queue (a message says "look", the database says what), once the
+    current transaction commits (at once outside one)."""
+    enqueue_on_commit("jobs.train_next", queue="training")  # lost: jobs_repair kicks the queue again
 
 
 def job_event(
@@ -103,7 +104,7 @@ def job_queue_validated(*, job: FineTuningJob) -> bool:
     """validating_files → queued, once its files passed; the training workers are told."""
     if JOB.move(job, [S.VALIDATING_FILES], S.QUEUED):
         job_event(job=job, message=_("Files validated; the task is queued."))
-        transaction.on_commit(kick_training)
+        kick_training()
         return True
     return False
 
@@ -141,7 +142,7 @@ def job_requeue_preempted(*, job: FineTuningJob) -> bool:
                 % {"where": resume_point(job)},
                 data={"requeue": "stopped"},
             )
-            transaction.on_commit(kick_training)
+            kick_training()
     return bool(changed)
 
 
@@ -172,7 +173,7 @@ def job_requeue_stuck(*, job_id: int, idle_seconds: float) -> bool:
             )
             % {"s": int(idle_seconds), "step": step, "where": resume_point(job)},
         )
-        transaction.on_commit(kick_training)
+        kick_training()
     return True
 
 
@@ -261,7 +262,7 @@ def job_resume(*, job: FineTuningJob) -> FineTuningJob:
                 job=job,
                 message=_("Resumed; back in the queue, it will continue %(where)s.") % {"where": resume_point(job)},
             )
-            transaction.on_commit(kick_training)
+            kick_training()
     job.refresh_from_db()
     if not resumed and job.status != S.QUEUED:
         raise JobNotPausable(

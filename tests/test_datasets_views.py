@@ -480,6 +480,8 @@ def test_repair_requeues_lost_and_stalled_validations(alice_client, alice, monke
     for name in ("chat.jsonl", "dpo.jsonl", "reasoning.jsonl"):
         upload(alice_client, name)
     lost, stalled, fresh = Dataset.objects.order_by("id")
+    assert sent == [lost.pk, stalled.pk, fresh.pk]  # each upload asked for its validation
+    sent.clear()
     old = timezone.now() - timedelta(minutes=5)
     Dataset.objects.filter(pk=lost.pk).update(updated_at=old)
     Dataset.objects.filter(pk=stalled.pk).update(status=Status.VALIDATING, heartbeat_at=old, updated_at=old)
