@@ -1,7 +1,7 @@
 """The platform's API error codes, by name, and ``InputError``, the one error a service raises for a request it
 cannot honour.
 
-Every ``ApiError`` (accounts/api.py) and every other error body of the API names its code here, never as a
+Every ``ApiError`` (common/api.py) and every other error body of the API names its code here, never as a
 literal. The codes are the platform's, so SDK users' code that checks them keeps working."""
 
 from __future__ import annotations

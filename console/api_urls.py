@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from accounts import api
+from common import api
 from datasets import api as datasets_api
 from deployments import api as deployments_api
 from jobs import api as jobs_api

@@ -2,7 +2,7 @@
 
 Django shows its technical 404 page (every URL pattern, no way back) whenever DEBUG is on, which is how
 ``./run up`` runs: ErrorPagesMiddleware answers a page that does not exist with the console's page in
-development too. API paths keep answering in the platform's JSON error shape (accounts/api.py)."""
+development too. API paths keep answering in the platform's JSON error shape (common/api.py)."""
 
 from __future__ import annotations
 

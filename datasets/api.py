@@ -21,8 +21,9 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from django.urls import path
 from django.utils.translation import gettext as _
 
-from accounts.api import ApiError, api_view, cursor_page
+from accounts.api import api_view
 from common import storage
+from common.api import ApiError, cursor_page
 from common.error_codes import BAD_PARAM, IN_USE, TOO_LARGE
 
 from . import conf

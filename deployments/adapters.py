@@ -19,7 +19,7 @@ import time
 import httpx
 import redis
 
-from accounts.api import ApiError
+from common.api import ApiError
 
 from . import conf
 from .inflight import async_client

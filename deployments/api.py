@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from accounts.api import ApiError, api_view, cursor_page, parse_json_body
+from accounts.api import api_view
+from common.api import ApiError, cursor_page, parse_json_body
 from common.error_codes import BAD_PARAM
 
 from . import gateway, services

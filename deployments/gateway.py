@@ -31,7 +31,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.api import ApiError, ClientGone, authenticate_throttled, read_asgi_body
+from accounts.api import authenticate_throttled
+from common.api import ApiError, ClientGone, read_asgi_body
 from common.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
 from console.errors import last_exception
 from modelcards.models import BaseModel, FineTunedModel

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
-from accounts.api import ApiError
+from common.api import ApiError
 from common.error_codes import RATE_LIMITED, TOO_MANY_RUNNING
 
 from . import conf

@@ -21,7 +21,7 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.middleware.csrf import CsrfViewMiddleware
 
-from accounts.api import ApiError, ClientGone, read_asgi_body
+from common.api import ApiError, ClientGone, read_asgi_body
 from common.error_codes import BAD_PARAM, NOT_SIGNED_IN
 from deployments import conf as serving_conf
 from deployments import gateway

@@ -14,7 +14,8 @@ import time
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from accounts.api import ApiError, api_view, cursor_page, page_limit, parse_json_body
+from accounts.api import api_view
+from common.api import ApiError, cursor_page, page_limit, parse_json_body
 from common.error_codes import BAD_PARAM
 
 from . import services, states

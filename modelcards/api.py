@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from accounts.api import ApiError, api_view
+from accounts.api import api_view
+from common.api import ApiError
 
 from . import services
 from .models import BaseModel, FineTunedModel

@@ -147,7 +147,7 @@ def test_max_tokens_defaults_and_is_capped_to_the_context_left_after_the_prompt(
 
 
 def test_a_prompt_longer_than_the_context_and_bad_values_are_400_before_any_work(tiny_model_dir):
-    from accounts.api import ApiError
+    from common.api import ApiError
     from deployments.gateway import limit_generation
 
     messages = [{"role": "user", "content": "word " * 400}]
@@ -226,7 +226,7 @@ def test_requests_a_minute_per_key_get_429_with_retry_after_and_another_key_is_n
 
 def test_calls_at_once_per_user_get_429_and_another_user_is_not_held(settings):
 
-    from accounts.api import ApiError
+    from common.api import ApiError
     from deployments import limits
 
     settings.SERVING_CONCURRENT_PER_USER = 2

@@ -14,8 +14,8 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 from django.utils import timezone
 
-from accounts.api import ApiError
 from accounts.models import ApiKey
+from common.api import ApiError
 from deployments import services
 from deployments.gateway import Candidate, Route, _relay, _rewrite, resolve
 from deployments.models import Deployment, DeploymentEvent, Instance, Node

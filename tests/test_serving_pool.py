@@ -11,7 +11,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from accounts.api import ApiError
+from common.api import ApiError
 from common.redis import redis_client
 from deployments import inflight, services
 from deployments.agent import NodeAgent, Tracked
