@@ -10,7 +10,10 @@ and its template::
     {% include "console/partials/pagination.html" %}
 
 The partial's links keep every query parameter of the request (the filters, the search) but the page number
-and HTMX's ``partial``, so paging a filtered list stays filtered.
+and HTMX's ``partial``, so paging a filtered list stays filtered. A list that polls asks for the page it shows
+again with ``page.query`` (those parameters and this page's number)::
+
+    <div hx-get="{% url 'app:list' %}?partial=table&amp;{{ page.query }}" hx-trigger="every 2s" ...>
 """
 
 from __future__ import annotations
@@ -38,5 +41,6 @@ def paginate(
     encoded = kept.urlencode()
     page.param = param  # type: ignore[attr-defined]
     page.kept_query = f"{encoded}&" if encoded else ""  # type: ignore[attr-defined]
+    page.query = f"{page.kept_query}{param}={page.number}"  # type: ignore[attr-defined]
     page.anchor = anchor  # type: ignore[attr-defined]
     return page

@@ -65,3 +65,32 @@ def test_paginate_names_its_parameter_and_anchor():
     page = paginate(request, list(range(120)), per_page=50, param="errors", anchor="#errors")
     assert page.number == 2 and page.kept_query == "q=a+b&" and page.param == "errors" and page.anchor == "#errors"
     assert paginate(None, []).kept_query == ""
+
+
+def test_a_polled_list_asks_again_for_the_page_it_shows_with_its_filters(alice_client, alice, tiny_base):
+    dataset = make_dataset(alice, chat_lines())
+    FineTuningJob.objects.bulk_create(
+        FineTuningJob(
+            owner=alice,
+            base_model=tiny_base,
+            training_dataset=dataset,
+            fine_tuned_model=f"ft:a&b:{status}:{i}",
+            status=status,
+        )
+        for i in range(2 * PAGE_SIZE)
+        for status in (JobStatus.QUEUED, JobStatus.SUCCEEDED)
+    )
+    html = alice_client.get("/console/jobs/", {"status": "queued", "q": "a&b", "page": "2"}).content.decode()
+    (poll,) = re.findall(r'<div id="job-table" hx-get="([^"]+)"', html)
+    poll = poll.replace("&amp;", "&")
+    assert poll == "/console/jobs/?partial=table&status=queued&q=a%26b&page=2"
+    fragment = alice_client.get(poll, HTTP_HX_REQUEST="true").content.decode()
+    assert "Page 2 of 2 (40 in all)" in fragment
+    assert re.findall(r'<div id="job-table" hx-get="([^"]+)"', fragment) == [poll.replace("&", "&amp;")]
+
+
+def test_page_query_is_the_filters_and_this_pages_number():
+    request = RequestFactory().get("/x/", {"q": "a b", "page": "3", "partial": "table"})
+    assert paginate(request, list(range(100))).query == "q=a+b&page=3"
+    assert paginate(None, []).query == "page=1"
+    assert paginate(request, list(range(100)), param="errors").query == "q=a+b&page=3&errors=1"
