@@ -42,12 +42,13 @@ def stuck_after() -> float:
 
 
 def phone_codes_per_user_per_hour() -> int:
-    """Phone codes one user may ask for in an hour, to any numbers."""
+    """Phone codes one user may ask for in an hour, to any numbers (0: no limit)."""
     return int(settings.PHONE_CODES_PER_USER_PER_HOUR)
 
 
 def phone_codes_per_number_per_hour() -> int:
-    """Phone codes one user may have sent to one number in an hour (other users' codes to it do not count)."""
+    """Phone codes one user may have sent to one number in an hour (other users' codes to it do not count; 0: no
+    limit)."""
     return int(settings.PHONE_CODES_PER_NUMBER_PER_HOUR)
 
 

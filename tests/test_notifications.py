@@ -429,6 +429,14 @@ def test_codes_are_limited_per_user_and_per_number_and_say_which_limit(alice_cli
     assert SentSms.objects.filter(user=alice).count() == 6
 
 
+def test_zero_turns_the_phone_code_limits_off(alice, settings):
+    settings.PHONE_CODES_PER_USER_PER_HOUR, settings.PHONE_CODES_PER_NUMBER_PER_HOUR = 0, 0
+    settings.SMS_PER_NUMBER_PER_HOUR = 0  # the number's own cap, across accounts, is another setting
+    for _ in range(8):
+        services.phone_code_send(user=alice, phone=ALICE_PHONE)
+    assert PhoneVerification.objects.filter(user=alice, phone=ALICE_PHONE).count() == 8
+
+
 def test_phone_code_limits_in_chinese(alice, settings):
     from django.utils import translation
 

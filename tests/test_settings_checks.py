@@ -45,6 +45,7 @@ def test_zero_where_zero_means_no_limit_is_fine(settings):
     settings.USER_MAX_RUNNING_JOBS = 0
     settings.SERVING_REQUESTS_PER_MINUTE = 0
     settings.WEBHOOKS_DISABLE_AFTER = 0
+    settings.PHONE_CODES_PER_USER_PER_HOUR = settings.PHONE_CODES_PER_NUMBER_PER_HOUR = 0
     assert list(_messages()) == []
 
 
