@@ -147,8 +147,9 @@ def _deployment_route(deployment: Deployment, code: str, user_id: int) -> Route:
 
 
 def _pool_route(model: BaseModel | FineTunedModel, code: str, user_id: int) -> Route:
-    """The public pool of the model's base: its ready instances, the model to name or load at them."""
-    from .services import pool_deployment, pool_wake
+    """The public pool of the model's base: its ready instances, the model to name or load at them (one query
+    while the pool runs; one that is missing, stopped or starting goes through its service)."""
+    from .services import pool_code, pool_deployment, pool_wake
 
     try:
         target = target_of(model)
@@ -156,7 +157,12 @@ def _pool_route(model: BaseModel | FineTunedModel, code: str, user_id: int) -> R
         raise ApiError(
             400, "weights_missing", f"The weights of {code} are not on this server: {exc}", "model"
         ) from None
-    pool = pool_deployment(target.base)
+    rows = _deployment_rows(pool_code(target.base), DeploymentKind.POOL)
+    candidates = _ready(rows)
+    if candidates and rows[0][2] != DeploymentStatus.CANCELLED:
+        facts = ModelFacts.of(target.base)
+        return Route(code, user_id, rows[0][0], candidates, target, facts.context_length, facts.tokenizer_folder)
+    pool = pool_deployment(target.base)  # made at the first need; a cancelled one comes back
     candidates = _candidates(pool.pk)
     if not candidates:
         if pool.desired_instances == 0 and pool_wake(pool):
@@ -186,9 +192,10 @@ def _pool_route(model: BaseModel | FineTunedModel, code: str, user_id: int) -> R
     return Route(code, user_id, pool.pk, candidates, target, facts.context_length, facts.tokenizer_folder)
 
 
-def _deployment_rows(code: str) -> list[tuple]:
+def _deployment_rows(code: str, kind: str = DeploymentKind.PRIVATE) -> list[tuple]:
     """A deployment by its code with its ready instances, in one query (the hot path of every call: the ORM's
-    query building costs more than the query itself)."""
+    query building costs more than the query itself). Columns: the deployment's id, owner, status, status
+    reason, ready and desired counts; then each ready instance's (``_ready``), or NULLs."""
     deployments, instances = Deployment._meta.db_table, Instance._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -196,13 +203,29 @@ def _deployment_rows(code: str) -> list[tuple]:
             f"i.id, i.host, i.port, i.runtime, i.upstream_model, i.api_key FROM {deployments} d "
             f"LEFT JOIN {instances} i ON i.deployment_id = d.id AND i.state = %s "
             f"WHERE d.code = %s AND d.kind = %s",
-            [InstanceState.READY, code, DeploymentKind.PRIVATE],
+            [InstanceState.READY, code, kind],
         )
         return cursor.fetchall()
 
 
+def _ready(rows: list[tuple]) -> list[Candidate]:
+    """The ready instances in ``_deployment_rows``."""
+    return [Candidate(row[6], f"http://{row[7]}:{row[8]}", *row[9:12]) for row in rows if row[6]]
+
+
+def _model_of_code(code: str) -> BaseModel | FineTunedModel | None:
+    """The base model or live fine-tune called ``code`` (base models first: a fine-tune's code never equals one's,
+    jobs.services makes sure, and the public pool's calls are mostly of base models)."""
+    base = BaseModel.objects.filter(code=code).first()
+    if base is not None:
+        return base
+    return FineTunedModel.objects.live().filter(code=code).select_related("base_model").first()
+
+
 def resolve(user, code) -> Route:
-    """The instances that may serve ``code`` for ``user``, or an ApiError (404, 400 deploy first, 503)."""
+    """The instances that may serve ``code`` for ``user`` (its ``pk`` and ``is_staff`` are read), or an ApiError
+    (404, 400 deploy first, 503). A private deployment's call costs one query, a base model's on its public pool
+    three, a fine-tune's on its base's pool four (tests/test_serving_pool.py counts them)."""
     if not isinstance(code, str) or not code.strip():
         raise ApiError(400, BAD_PARAM, "model is required.", "model")
     rows = _deployment_rows(code)
@@ -214,7 +237,7 @@ def resolve(user, code) -> Route:
             raise ApiError(404, "model_not_found", f"The deployment {code} was cancelled.", "model")
         if status == DeploymentStatus.FAILED:
             raise ApiError(400, "deployment_failed", f"The deployment {code} failed: {reason}", "model")
-        candidates = [Candidate(row[6], f"http://{row[7]}:{row[8]}", *row[9:12]) for row in rows if row[6]]
+        candidates = _ready(rows)
         if not candidates:
             raise ApiError(
                 503,
@@ -225,33 +248,33 @@ def resolve(user, code) -> Route:
             )
         facts = deployment_facts(deployment_id)
         return Route(code, user.pk, deployment_id, candidates, None, facts.context_length, facts.tokenizer_folder)
-    fine_tune = FineTunedModel.objects.live().filter(code=code).select_related("base_model").first()
-    if fine_tune is not None:
-        if fine_tune.owner_id != user.pk:
+    model = _model_of_code(code)
+    if isinstance(model, BaseModel):
+        if not model.is_usable_by(user):
             raise _not_found(code)
-        if fine_tune.is_lora and fine_tune.base_model.public_pool:
-            return _pool_route(fine_tune, code, user.pk)
-        own = (
-            Deployment.objects.owned_by(user)
-            .filter(fine_tuned_model=fine_tune, ready_instances__gt=0)
-            .exclude(status__in=[DeploymentStatus.CANCELLED, DeploymentStatus.FAILED])
-            .first()
-        )
-        if own is not None:
-            return _deployment_route(own, code, user.pk)
-        why = (
-            f"{code} is a full-parameter fine-tune: it is not served from the public pool."
-            if not fine_tune.is_lora
-            else f"LoRA fine-tunes of {fine_tune.base_model.code} are not served from the public pool."
-        )
-        raise _deploy_first(code, why)
-    base = BaseModel.objects.usable_by(user).filter(code=code).first()
-    if base is not None:
-        verdict = _servable(base)
+        verdict = _servable(model)
         if not verdict:
             raise ApiError(400, "model_not_servable", f"{code} cannot be served here: {verdict.reason}", "model")
-        return _pool_route(base, code, user.pk)
-    raise _not_found(code)
+        return _pool_route(model, code, user.pk)
+    if model is None or model.owner_id != user.pk:
+        raise _not_found(code)
+    if model.is_lora and model.base_model.public_pool:
+        return _pool_route(model, code, user.pk)
+    own = (
+        Deployment.objects.filter(
+            kind=DeploymentKind.PRIVATE, owner_id=user.pk, fine_tuned_model=model, ready_instances__gt=0
+        )
+        .exclude(status__in=[DeploymentStatus.CANCELLED, DeploymentStatus.FAILED])
+        .first()
+    )
+    if own is not None:
+        return _deployment_route(own, code, user.pk)
+    why = (
+        f"{code} is a full-parameter fine-tune: it is not served from the public pool."
+        if not model.is_lora
+        else f"LoRA fine-tunes of {model.base_model.code} are not served from the public pool."
+    )
+    raise _deploy_first(code, why)
 
 
 _servable_cache: dict[tuple[str, str], tuple[float, object]] = {}
