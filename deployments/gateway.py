@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.api import ApiError, ClientGone, authenticate_throttled, read_asgi_body
+from accounts.api import ApiError, ClientGone, authenticate_throttled_async, read_asgi_body
 from common.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
 from console.errors import last_exception
 from modelcards.models import BaseModel, FineTunedModel
@@ -289,11 +289,6 @@ def _servable(base: BaseModel):
     verdict = base.capabilities().serve
     _servable_cache[key] = (time.monotonic(), verdict)
     return verdict
-
-
-def _authenticate(header: str | None, address: str):
-    close_old_connections()
-    return authenticate_throttled(header, address)
 
 
 def _authorize_and_resolve(code, user, body: dict) -> tuple:
@@ -763,7 +758,7 @@ async def endpoint(scope, receive, send) -> None:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     try:
         address = (scope.get("client") or ("",))[0]
-        key = await sync_to_async(_authenticate, thread_sensitive=False)(headers.get("authorization"), address)
+        key = await authenticate_throttled_async(headers.get("authorization"), address)
         raw = await read_asgi_body(scope, receive, conf.max_body_bytes())
     except ApiError as exc:
         return await send_reply(Reply.error(exc), receive, send)
