@@ -2,18 +2,19 @@
 
 Run on demand (not part of the test run):
 
-    .venv/bin/python tests/perf/profile_gateway.py [--calls 200] [--runtime stand-in|transformers|vllm]
-        [--route pool|private] [--busy]
+    .venv/bin/python tests/perf/profile_gateway.py [--calls 200] [--streams 1] [--tokens 8]
+        [--runtime stand-in|transformers|vllm] [--route pool|private] [--busy]
 
-It starts its own embedded Redis, an inference instance of the default model (``transformers serve`` or vLLM,
-started with the runtime's own command and key, or the suite's stand-in server that streams 8 chunks 20 ms apart),
-registers it as the ready instance of the model's public pool (or of a private deployment, ``--route private``)
-and serves the console under uvicorn from this script (``--serve``): the same application, with the gateway's
-stages wrapped here, by monkeypatching, so the production code carries no instrumentation. Then it makes ``--calls``
-streamed calls, one at a time, alternately straight to the instance (with its key) and through the gateway (with
-an API key), and prints:
+It starts its own embedded Redis and an inference instance of the default model (``transformers serve`` or vLLM,
+started with the runtime's own command and key, or the suite's stand-in server that streams ``--tokens`` chunks
+20 ms apart), registers it as the ready instance of the model's public pool (or of a private deployment,
+``--route private``), and serves the console under uvicorn from this script (``--serve``): the same application,
+with the gateway's stages wrapped here, by monkeypatching, so the production code carries no instrumentation.
+Then it makes ``--calls`` rounds of ``--streams`` streamed calls at once, alternately straight to the instance
+(with its key) and through the gateway (with an API key), and prints:
 
-- the client's time to first token, direct and through the gateway (medians): the gateway's added latency;
+- the client's time to first token, direct and through the gateway (medians): the gateway's added latency; and the
+  chunks of text a second each way (the median round's), their ratio the gateway's cost in throughput;
 - the gateway's stages, each the median time since the request reached the application: the API key checked,
   the model resolved to its route (with the caller's limits on the generation), the call admitted (the per-user
   limits in Redis), the request sent to the instance, its response headers back, the first byte sent to the client.
@@ -143,22 +144,31 @@ def serve(argv: list[str]) -> None:
 # ---------------------------------------------------------------- the driver
 
 
-async def one_stream(client, url: str, headers: dict, model: str, tokens: int) -> float:
-    """Seconds to the first token of one streamed call."""
+async def one_stream(client, url: str, headers: dict, model: str, tokens: int) -> tuple[float, int]:
+    """Seconds to the first token of one streamed call, and the chunks of text it received."""
     started = time.perf_counter()
     body = {"model": model, "messages": MESSAGES, "max_tokens": tokens, "stream": True, "seed": 1}
+    ttft, chunks = None, 0
     async with client.stream("POST", f"{url}/chat/completions", headers=headers, json=body) as r:
         assert r.status_code == 200, await r.aread()
-        ttft = None
         async for line in r.aiter_lines():
-            if ttft is None and line.startswith("data: ") and line != "data: [DONE]":
+            if line.startswith("data: ") and line != "data: [DONE]":
                 chunk = json.loads(line[6:])
                 if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
-                    ttft = time.perf_counter() - started
-    return ttft if ttft is not None else time.perf_counter() - started
+                    chunks += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
+    return (ttft if ttft is not None else time.perf_counter() - started), chunks
 
 
-def start_instance(runtime_name: str, base, port: int, key: str, log: Path):
+async def one_round(client, url: str, headers: dict, model: str, tokens: int, streams: int):
+    """``streams`` calls at once: their times to first token (ms) and the chunks a second of the round."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*[one_stream(client, url, headers, model, tokens) for _ in range(streams)])
+    return [r[0] * 1000 for r in results], sum(r[1] for r in results) / (time.perf_counter() - started)
+
+
+def start_instance(runtime_name: str, base, port: int, key: str, log: Path, tokens: int):
     """The instance's process and the ``model`` a direct call names: the runtime's own command (a pool's), or
     the stand-in server."""
     import subprocess
@@ -168,7 +178,7 @@ def start_instance(runtime_name: str, base, port: int, key: str, log: Path):
     from tests import experience_upstream
 
     if runtime_name == "stand-in":
-        return experience_upstream.start(port, FAKE_TOKENS="8", FAKE_DELAY="0.02"), "stand-in"
+        return experience_upstream.start(port, FAKE_TOKENS=str(tokens), FAKE_DELAY="0.02"), "stand-in"
     runtime = get_runtime(runtime_name)
     target = target_of(base)
     command = runtime.command(target=target, host="127.0.0.1", port=port, served_name=base.code, pool=True)
@@ -199,7 +209,8 @@ def wait_health(url: str, proc, timeout: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--calls", type=int, default=200, help="calls each way (after 10 to warm up)")
+    parser.add_argument("--calls", type=int, default=200, help="rounds each way (after 10 to warm up)")
+    parser.add_argument("--streams", type=int, default=1, help="calls at once in a round")
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--runtime", choices=["stand-in", "transformers", "vllm"], default="transformers")
     parser.add_argument("--route", choices=["pool", "private"], default="pool")
@@ -254,7 +265,7 @@ def main() -> int:
 
     redis = services.start_embedded_redis()
     port, key = free_port(), "profile-instance-key"
-    instance_proc, direct_model = start_instance(args.runtime, base, port, key, var / "instance.log")
+    instance_proc, direct_model = start_instance(args.runtime, base, port, key, var / "instance.log", args.tokens)
     web = None
     try:
         direct = f"http://127.0.0.1:{port}/v1"
@@ -288,22 +299,25 @@ def main() -> int:
         api = f"{url}/api/paas/v4"
         own = {"Authorization": f"Bearer {key}"}
 
-        async def run() -> tuple[list[float], list[float]]:
-            d: list[float] = []
-            g: list[float] = []
+        d: list[float] = []
+        g: list[float] = []
+        d_rate: list[float] = []
+        g_rate: list[float] = []
+
+        async def run() -> None:
             async with httpx.AsyncClient(timeout=600) as to_instance, httpx.AsyncClient(timeout=600) as to_gateway:
                 legs = [
-                    (to_instance, direct, own, direct_model, d),
-                    (to_gateway, api, headers, code, g),
+                    (to_instance, direct, own, direct_model, d, d_rate),
+                    (to_gateway, api, headers, code, g, g_rate),
                 ]
                 for i in range(10 + args.calls):
-                    for client, target, hdrs, model, out in legs if i % 2 == 0 else legs[::-1]:
-                        ttft = await one_stream(client, target, hdrs, model, args.tokens)
+                    for client, target, hdrs, model, out, rates in legs if i % 2 == 0 else legs[::-1]:
+                        ttfts, rate = await one_round(client, target, hdrs, model, args.tokens, args.streams)
                         if i >= 10:
-                            out.append(ttft * 1000)
-            return d, g
+                            out.extend(ttfts)
+                            rates.append(rate)
 
-        d, g = asyncio.run(run())
+        asyncio.run(run())
     finally:
         for stop in (
             lambda: services.stop(web),
@@ -316,13 +330,17 @@ def main() -> int:
                 print(f"stopping: {exc}", file=sys.stderr)
 
     lines = [json.loads(line) for line in stages.read_text().splitlines() if line.strip()]
-    calls = [marks for marks in lines if "first_byte" in marks][10:]  # the warm-up calls left out
+    calls = [marks for marks in lines if "first_byte" in marks][10 * args.streams :]  # the warm-up left out
     med = statistics.median
-    print(f"\n{args.calls} streamed calls each way, {args.runtime} instance, {args.route} route, model {code}")
+    print(
+        f"\n{args.calls} rounds of {args.streams} streamed call(s) each way, {args.tokens} tokens a call, "
+        f"{args.runtime} instance, {args.route} route, model {code}"
+    )
     print(f"{machine}")
     print(
         f"client's time to first token (median): direct {med(d):.2f} ms, through the gateway {med(g):.2f} ms: "
-        f"+{med(g) - med(d):.2f} ms added"
+        f"+{med(g) - med(d):.2f} ms added; throughput {med(g_rate):.1f} vs {med(d_rate):.1f} chunks/s "
+        f"({med(g_rate) / med(d_rate):.3f}x direct)"
     )
     print("gateway stages (median ms since the request reached the application; the step from the mark before):")
     previous = 0.0
@@ -337,8 +355,11 @@ def main() -> int:
         "runtime": args.runtime,
         "route": args.route,
         "calls": args.calls,
+        "streams": args.streams,
         "ttft_direct_ms": med(d),
         "ttft_gateway_ms": med(g),
+        "rate_direct": med(d_rate),
+        "rate_gateway": med(g_rate),
         **{name: med([m[name] for m in calls if name in m]) for name in MARKS if any(name in m for m in calls)},
     }
     print(json.dumps(summary))
