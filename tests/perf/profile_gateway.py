@@ -16,8 +16,9 @@ Then it makes ``--calls`` rounds of ``--streams`` streamed calls at once, altern
 - the client's time to first token, direct and through the gateway (medians): the gateway's added latency; and the
   chunks of text a second each way (the median round's), their ratio the gateway's cost in throughput;
 - the gateway's stages, each the median time since the request reached the application: the API key checked,
-  the model resolved to its route (with the caller's limits on the generation), the call admitted (the per-user
-  limits in Redis), the request sent to the instance, its response headers back, the first byte sent to the client.
+  the body read, the hop to a thread started, the model resolved to its route, the caller's generation checked
+  against it ("resolved", the end of the hop), the call admitted (the per-user limits in Redis), the request sent
+  to the instance, its response headers back, the first byte sent to the client.
   "sent upstream" is the gateway's own cost before the instance has the request;
 - the machine (CPU model and flags) and its load before the run.
 """
@@ -51,7 +52,17 @@ from machine import require_quiet  # noqa: E402
 STAGES_ENV = "PROFILE_GATEWAY_STAGES"
 MESSAGES = [{"role": "user", "content": "Write a short poem about kettles."}]
 # The marks, in the order a call passes them (ms since the request reached the application).
-MARKS = ["authenticated", "resolved", "admitted", "sent_upstream", "upstream_headers", "first_byte"]
+MARKS = [
+    "authenticated",
+    "body_read",
+    "hop_started",
+    "route_found",
+    "resolved",
+    "admitted",
+    "sent_upstream",
+    "upstream_headers",
+    "first_byte",
+]
 
 
 # ---------------------------------------------------------------- the server side (``--serve``)
@@ -125,7 +136,18 @@ def serve(argv: list[str]) -> None:
         if function is not None:
             wrap = after_async if asyncio.iscoroutinefunction(function) else after_sync
             setattr(gateway, name, wrap(function, "authenticated"))
-    gateway._authorize_and_resolve = after_sync(gateway._authorize_and_resolve, "resolved")
+    authorize_and_resolve = gateway._authorize_and_resolve
+
+    def timed_authorize_and_resolve(*args, **kwargs):
+        mark("hop_started")  # in the thread the gateway hopped to
+        try:
+            return authorize_and_resolve(*args, **kwargs)
+        finally:
+            mark("resolved")
+
+    gateway._authorize_and_resolve = timed_authorize_and_resolve
+    gateway.resolve = after_sync(gateway.resolve, "route_found")
+    gateway.read_asgi_body = after_async(gateway.read_asgi_body, "body_read")
     limits.enter = after_async(limits.enter, "admitted")
     gateway.endpoint = timed_endpoint  # asgi_app looks it up at each call
     send_request = httpx.AsyncClient.send
