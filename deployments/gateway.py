@@ -612,9 +612,19 @@ async def handle(method: str, raw: bytes, request_id_header: str | None, *, user
     request_id = str(body.get("request_id") or request_id_header or uuid.uuid4().hex)
     stream = bool(body.get("stream"))
     code = body.get("model")
+    # A caller already known (an API key's) is counted in Redis while the route is found in the thread: the two
+    # waits overlap. A call the route refuses is counted in the minute's requests, and leaves at once.
+    admission = None if callable(user) else asyncio.ensure_future(limits.enter(user.pk, rate_id or f"user-{user.pk}"))
     try:
         caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(code, user, body)
-        await limits.enter(caller.pk, rate_id or f"user-{caller.pk}")
+    except BaseException as exc:
+        if admission is not None:
+            await _withdraw(admission, user.pk)
+        if isinstance(exc, ApiError):
+            return Reply.error(exc)
+        raise
+    try:
+        await (admission if admission is not None else limits.enter(caller.pk, rate_id or f"user-{caller.pk}"))
     except ApiError as exc:
         return Reply.error(exc)
     handed_off = False
@@ -627,6 +637,15 @@ async def handle(method: str, raw: bytes, request_id_header: str | None, *, user
     finally:
         if not handed_off:
             await limits.leave(caller.pk)
+
+
+async def _withdraw(admission: asyncio.Future, user_id: int) -> None:
+    """Undo an admission of a call that will not run: it leaves, if it was let in."""
+    try:
+        await admission
+    except ApiError:
+        return  # refused: nothing was left counted
+    await limits.leave(user_id)
 
 
 async def _leaving(stream, user_id: int):
