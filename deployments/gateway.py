@@ -11,6 +11,7 @@ request's path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import queue
@@ -213,10 +214,42 @@ def _ready(rows: list[tuple]) -> list[Candidate]:
     return [Candidate(row[6], f"http://{row[7]}:{row[8]}", *row[9:12]) for row in rows if row[6]]
 
 
+@functools.cache
+def _select(model: type) -> tuple[str, list[str], list[tuple]]:
+    """What ``_row`` reads of ``model``: its columns' SELECT, their attribute names, and the database's converters
+    of each column that has any (JSON, decimals, dates: what the ORM's compiler applies), worked out once."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = [field.get_col(meta.db_table) for field in meta.concrete_fields]
+    converters = []
+    for i, column in enumerate(columns):
+        functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if functions:
+            converters.append((i, column, functions))
+    select = ", ".join(f"{quote(meta.db_table)}.{quote(field.column)}" for field in meta.concrete_fields)
+    return f"SELECT {select} FROM {quote(meta.db_table)}", [f.attname for f in meta.concrete_fields], converters
+
+
+def _row(model: type, where: str, params: list):
+    """The first row of ``model`` ``WHERE where``, as the ORM would make it, without its query building (on a
+    busy gateway that was 1.2 ms of the 3 ms before a pool call's request left, for a query of 0.05 ms)."""
+    select, names, converters = _select(model)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{select} WHERE {where} LIMIT 1", params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for i, column, functions in converters:
+        for function in functions:
+            values[i] = function(values[i], column, connection)
+    return model.from_db(connection.alias, names, values)
+
+
 def _model_of_code(code: str) -> BaseModel | FineTunedModel | None:
     """The base model or live fine-tune called ``code`` (base models first: a fine-tune's code never equals one's,
     jobs.services makes sure, and the public pool's calls are mostly of base models)."""
-    base = BaseModel.objects.filter(code=code).first()
+    base = _row(BaseModel, "code = %s", [code])
     if base is not None:
         return base
     return FineTunedModel.objects.live().filter(code=code).select_related("base_model").first()

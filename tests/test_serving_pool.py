@@ -144,6 +144,21 @@ def test_a_pool_call_resolves_its_model_and_route_in_three_queries_four_for_a_fi
     assert caught.value.status == 404
 
 
+def test_the_gateways_row_reader_makes_the_models_the_orm_makes(tiny_base):
+    """``_row`` reads a base model without the ORM's query building: every field as the ORM converts it (JSON,
+    decimals, dates, booleans) on this database."""
+    from deployments.gateway import _row
+    from modelcards.models import BaseModel
+
+    assert _row(BaseModel, "code = %s", ["no-such-model"]) is None
+    for expected in BaseModel.objects.all():
+        got = _row(BaseModel, "code = %s", [expected.code])
+        assert isinstance(got, BaseModel) and not got._state.adding
+        for field in BaseModel._meta.concrete_fields:
+            value, want = getattr(got, field.attname), getattr(expected, field.attname)
+            assert (type(value), value) == (type(want), want), field.name
+
+
 def test_calls_in_flight_with_no_token_mark_an_instance_stuck_and_it_is_replaced(tiny_base, node, settings):
     settings.SERVING_STALL_SECONDS = 60
     pool = services.pool_deployment(tiny_base)
