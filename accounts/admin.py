@@ -5,6 +5,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from accounts import services
 from accounts.models import ApiKey, User
 
 
@@ -35,9 +36,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Revoke the selected keys"))
     def revoke(self, request, queryset):
-        from django.utils import timezone
-
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = services.api_keys_revoke(queryset)
         self.message_user(
             request, ngettext("%(count)d key revoked.", "%(count)d keys revoked.", count) % {"count": count}
         )

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import jwt
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts import ratelimit
+from accounts import keycache, ratelimit
 from accounts.models import ApiKey
 from common.api import ApiError, exception_response
 from common.error_codes import (
@@ -31,6 +33,7 @@ from common.error_codes import (
     TOKEN_EXPIRED,
     TOO_MANY_FAILURES,
 )
+from common.redis import async_redis_client
 
 
 def _unauthorized(code: str, message: str) -> ApiError:
@@ -77,6 +80,11 @@ def _authenticate_jwt(token: str) -> ApiKey:
     return _check_usable(key)
 
 
+def _seconds(exp: float) -> float:
+    """A JWT's ``exp`` in seconds (the SDK puts it in milliseconds)."""
+    return exp / 1000 if exp > 10**11 else exp
+
+
 def _number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -97,7 +105,7 @@ def _check_jwt_times(claims: dict) -> None:
     if issued < 10**11:
         raise _unauthorized(BAD_KEY, "The token's timestamp must be in milliseconds (it reads as seconds).")
     issued_seconds = issued / 1000
-    exp_seconds = exp / 1000 if exp > 10**11 else exp
+    exp_seconds = _seconds(exp)
     if exp_seconds < now:
         raise _unauthorized(TOKEN_EXPIRED, "The token has expired.")
     skew, lifetime = settings.API_JWT_MAX_CLOCK_SKEW, settings.API_JWT_MAX_LIFETIME
@@ -150,35 +158,72 @@ def api_view(methods: list[str]) -> Callable:
     return decorator
 
 
+def _throttled(address: str, limit: int, wait: int) -> ApiError:
+    return ApiError(
+        429,
+        TOO_MANY_FAILURES,
+        f"More than {limit} failed authentications a minute from {address} "
+        f"(API_AUTH_FAILURES_PER_MINUTE). Retry in {wait} s.",
+        retry_after=wait,
+    )
+
+
 def authenticate_throttled(header: str | None, address: str) -> ApiKey:
     """The active key behind an Authorization header, as ``authenticate_api_key``, with failed authentications
     counted per client ``address`` (API_AUTH_FAILURES_PER_MINUTE): past the limit, requests from that address get
     429 with Retry-After in the platform's shape, and are not even checked until the minute ends. Every path that
-    takes an API key uses it: api_view (REMOTE_ADDR) and the chat gateway's ASGI endpoint (``scope["client"]``),
-    before either reads a byte of the body. Sync (the database, Redis): the gateway runs it off the event loop."""
+    takes an API key uses it: api_view (REMOTE_ADDR) and the chat gateway's ASGI endpoint (``scope["client"]``,
+    through ``authenticate_throttled_async``), before either reads a byte of the body. Sync (the database,
+    Redis)."""
     address = address or "-"
     limit = settings.API_AUTH_FAILURES_PER_MINUTE
-
-    def throttled(wait: int) -> ApiError:
-        return ApiError(
-            429,
-            TOO_MANY_FAILURES,
-            f"More than {limit} failed authentications a minute from {address} "
-            f"(API_AUTH_FAILURES_PER_MINUTE). Retry in {wait} s.",
-            retry_after=wait,
-        )
-
     wait = ratelimit.rate_exceeded(name="api-auth-failures", ident=address, limit=limit)
     if wait:
-        raise throttled(wait)
+        raise _throttled(address, limit, wait)
     try:
         return authenticate_api_key(header)
     except ApiError as exc:
         if exc.status == 401:
             wait = ratelimit.rate_hit(name="api-auth-failures", ident=address, limit=limit)
             if wait:
-                raise throttled(wait) from None
+                raise _throttled(address, limit, wait) from None
         raise
+
+
+async def authenticate_throttled_async(header: str | None, address: str) -> keycache.Grant:
+    """``authenticate_throttled`` for the chat path, on the event loop: a token that authenticated within the last
+    KEY_CACHE_SECONDS and whose key is not marked revoked is found in Redis, in one read with the address's
+    failed authentications (accounts/keycache.py); any other is checked in the database, in a thread, by
+    ``authenticate_throttled``, and remembered. With Redis away every call is checked in the database."""
+    token = header.strip().partition(" ")[2].strip() if header else ""
+    key_id = keycache.key_id_of(token) if token else None
+    if key_id is not None and header is not None and header.strip()[:7].lower() == "bearer ":
+        ident, limit = address or "-", settings.API_AUTH_FAILURES_PER_MINUTE
+        names = [keycache.entry_name(key_id, token), keycache.revoked_name(key_id)]
+        if limit:
+            names.append(ratelimit.window_key("api-auth-failures", ident, time.time(), 60))
+        try:
+            values = await async_redis_client().mget(names)
+        except Exception:  # noqa: BLE001 - Redis away: the database decides (and the sync path logs it)
+            values = None
+        if values is not None:
+            if limit and int(values[2] or 0) >= limit:
+                raise _throttled(ident, limit, ratelimit.retry_after(time.time(), 60))
+            grant = None if values[1] else keycache.grant_of(values[0], key_id)
+            if grant is not None:
+                return grant
+    return await sync_to_async(_authenticate_and_remember, thread_sensitive=False)(header, address)
+
+
+def _authenticate_and_remember(header: str | None, address: str) -> keycache.Grant:
+    close_old_connections()
+    key = authenticate_throttled(header, address)
+    token = (header or "").strip().partition(" ")[2].strip()
+    expires_at = None
+    if token.count(".") == 2:  # a JWT, checked: remembered no longer than it is valid
+        expires_at = _seconds(jwt.decode(token, options={"verify_signature": False})["exp"])
+    keycache.remember(token, key.key_id, key.user_id, key.user.is_staff, expires_at)
+    return keycache.Grant(key.key_id, keycache.Caller(key.user_id, key.user.is_staff))
 
 
 def _count_request(key: ApiKey) -> None:

@@ -17,8 +17,8 @@ _clients: dict[str, redis.Redis] = {}
 _lock = threading.Lock()
 
 
-def _client() -> redis.Redis:
-    """One client (a connection pool) a process for REDIS_URL."""
+def client() -> redis.Redis:
+    """One client (a connection pool) a process for REDIS_URL (accounts.keycache uses it too)."""
     url = settings.REDIS_URL
     client = _clients.get(url)
     if client is None:
@@ -33,7 +33,7 @@ def retry_after(now: float, window: int) -> int:
     return max(1, int(window - now % window) + 1)
 
 
-def _key(name: str, ident: str, now: float, window: int) -> str:
+def window_key(name: str, ident: str, now: float, window: int) -> str:
     return f"ratelimit:{name}:{ident}:{int(now // window)}"
 
 
@@ -43,9 +43,9 @@ def rate_hit(*, name: str, ident: str, limit: int, window: int = 60) -> int:
     if not limit:
         return 0
     now = time.time()
-    key = _key(name, ident, now, window)
+    key = window_key(name, ident, now, window)
     try:
-        with _client().pipeline(transaction=False) as pipe:
+        with client().pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, window * 2)
             count, _ = pipe.execute()
@@ -61,7 +61,7 @@ def rate_exceeded(*, name: str, ident: str, limit: int, window: int = 60) -> int
         return 0
     now = time.time()
     try:
-        count = int(_client().get(_key(name, ident, now, window)) or 0)
+        count = int(client().get(window_key(name, ident, now, window)) or 0)
     except (redis.RedisError, OSError):
         logger.warning("could not read the count of %s of %s; not limited", name, ident, exc_info=True)
         return 0

@@ -6,10 +6,11 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone, translation
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from accounts import services
 from accounts.forms import AccountForm, ApiKeyForm, LoginForm
 from accounts.models import ApiKey
 from common.pagination import paginate
@@ -85,9 +86,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     key = _get_api_key_for_user(request, pk)
     if request.method == "POST":
-        if key.revoked_at is None:
-            key.revoked_at = timezone.now()
-            key.save(update_fields=["revoked_at"])
+        if services.api_keys_revoke(ApiKey.objects.filter(pk=key.pk)):
             messages.success(request, _("Key %(name)s was revoked. Calls made with it now fail.") % {"name": key.name})
         return redirect("console:api_keys")
     return render(request, "accounts/api_key_revoke.html", {"key": key})

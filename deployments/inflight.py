@@ -5,11 +5,11 @@ and when a public pool was last called (an idle pool scales down)."""
 from __future__ import annotations
 
 import time
-import weakref
 
 import redis
 import redis.asyncio as aioredis
-from django.conf import settings
+
+from common.redis import async_redis_client
 
 # A gateway process that dies mid-request leaves its count behind: keys expire after an hour without calls.
 TTL = 3600
@@ -36,18 +36,9 @@ def in_flight(client: redis.Redis, instance_id: int) -> int:
     return max(0, int(value or 0))
 
 
-_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # forgotten with their loop
-
-
 def async_client() -> aioredis.Redis:
-    """One asyncio Redis client per event loop (uvicorn runs one loop per process)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        client = _async_clients[loop] = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-    return client
+    """The event loop's asyncio Redis client (common.redis)."""
+    return async_redis_client()
 
 
 async def counts(instance_ids: list[int]) -> list[int]:

@@ -42,7 +42,7 @@ class TrainingType(models.TextChoices):
 
 class BaseModelQuerySet(models.QuerySet["BaseModel"]):
     def usable_by(self, user) -> BaseModelQuerySet:
-        """The catalog entries ``user`` may see, try and fine-tune."""
+        """The catalog entries ``user`` may see, try and fine-tune (``BaseModel.is_usable_by``, for one)."""
         qs = self.filter(is_active=True)
         if not getattr(user, "is_staff", False):
             qs = qs.filter(availability=Availability.EVERYONE)
@@ -120,6 +120,11 @@ class BaseModel(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+    def is_usable_by(self, user) -> bool:
+        """Whether ``user`` may see, try and fine-tune this entry: the rule of ``BaseModel.objects.usable_by``, for
+        a row already read (the gateway reads a model by its code once, then asks)."""
+        return self.is_active and (getattr(user, "is_staff", False) or self.availability == Availability.EVERYONE)
 
     @property
     def description_text(self) -> str:

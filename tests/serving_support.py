@@ -116,15 +116,16 @@ class Stack:
         services.stop(self.agent, timeout=30)
 
 
-def start_web(db_name: str, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start_web(
+    db_name: str, extra_env: dict | None = None, server: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """The console under uvicorn on a free port, on the test database (``server``: another command that takes
+    uvicorn's arguments and serves the console, a profiler's, say)."""
     port = free_port()
     log = open(Path(settings.VAR_DIR) / "web.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "console.asgi:application",
+            *(server or [sys.executable, "-m", "uvicorn", "console.asgi:application"]),
             "--host",
             "127.0.0.1",
             "--port",

@@ -247,3 +247,33 @@ def test_calls_at_once_per_user_get_429_and_another_user_is_not_held(settings):
     error = run_async(scenario)
     assert error.status == 429 and error.code == "1302" and error.retry_after == 1
     assert error.response()["Retry-After"] == "1"
+
+
+def test_a_call_its_route_refuses_is_counted_in_the_minute_and_leaves_at_once(settings, tiny_base):
+    """An API key's call is admitted (Redis) while its route is found (the database, in a thread): a call the
+    route refuses (no such model) answers the route's error, counts in the key's minute, and is not left running."""
+    from deployments import limits
+    from deployments.inflight import async_client
+
+    settings.SERVING_REQUESTS_PER_MINUTE = 2
+    alice = make_user("alice")
+    deployment = _unreachable_deployment(alice)
+    key = ApiKey.create_for(user=alice, name="k")[1]
+
+    def chat(model: str) -> tuple[int, str]:
+        raw = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+        status, _headers, body, _read = asgi_exchange(CHAT, [raw], [(b"authorization", f"Bearer {key}".encode())])
+        return status, json.loads(body)["error"]["code"]
+
+    def minute() -> list[tuple[int, str]]:
+        return [chat("no-such-model"), chat("no-such-model"), chat("no-such-model"), chat(deployment.code)]
+
+    answers = minute()
+    if answers[3][0] != 429:  # the minute turned between the calls: the window is new, go again
+        answers = minute()
+    assert answers == [(404, "model_not_found")] * 3 + [(429, "1303")]  # the route's error first, then the count's
+
+    async def running() -> int:
+        return int(await async_client().get(limits._user_key(alice.pk)) or 0)
+
+    assert run_async(running) == 0

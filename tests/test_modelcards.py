@@ -334,3 +334,22 @@ def test_a_trained_model_gets_a_card_from_which_it_downloads_and_deletes(
     client.post(f"/console/models/{job.fine_tuned_model}/delete/")
     assert client.get(f"/console/models/{job.fine_tuned_model}/").status_code == 404
     assert not storage.folder_exists(FineTunedModel.objects.get(code=job.fine_tuned_model).path)
+
+
+def test_is_usable_by_says_what_usable_by_selects(alice):
+    """The gateway asks one row (``is_usable_by``); the pages select rows (``usable_by``): the same rule."""
+    from accounts.models import User
+    from modelcards.models import BaseModel
+
+    staff = User.objects.create_user("staffer", password="x", is_staff=True)
+    for everyone, active in ((True, True), (False, True), (True, False), (False, False)):
+        base = BaseModel.objects.create(
+            code=f"rule-{everyone:d}{active:d}",
+            display_name="rule",
+            family="test",
+            availability="everyone" if everyone else "annual_private",
+            is_active=active,
+        )
+        for user in (alice, staff):
+            selected = BaseModel.objects.usable_by(user).filter(pk=base.pk).exists()
+            assert base.is_usable_by(user) is selected, (base.code, user.username)

@@ -108,6 +108,57 @@ def test_a_call_to_an_idle_pool_starts_it_and_says_when_to_come_back(alice, tiny
     assert [c.upstream_model for c in route.candidates] == [tiny_base.code] and route.pool_target.code == tiny_base.code
 
 
+def test_a_pool_call_resolves_its_model_and_route_in_three_queries_four_for_a_fine_tune(
+    alice, bob, tiny_base, node, tmp_path, django_assert_num_queries
+):
+    """The gateway's hot path: a base model's call reads the private deployments (none), the model and the pool
+    with its ready instances; a fine-tune's, the base models first (none). Who may call what is unchanged: bob
+    does not reach alice's fine-tune, nobody a base model that is not listed."""
+    from modelcards.models import BaseModel, FineTunedModel
+
+    tune = FineTunedModel.objects.create(
+        code="tiny-test:alice:q1",
+        owner=alice,
+        base_model=tiny_base,
+        method="sft",
+        training_type="lora",
+        path=str(tmp_path / "adapter"),
+    )
+    pool = services.pool_deployment(tiny_base)
+    Deployment.objects.filter(pk=pool.pk).update(status="running", desired_instances=1, ready_instances=1)
+    instance = _ready(pool, node)
+    resolve(alice, tiny_base.code)  # what is kept between calls (the model files' verdict) is read once
+    with django_assert_num_queries(3):
+        route = resolve(alice, tiny_base.code)
+    assert (route.deployment_id, [c.instance_id for c in route.candidates]) == (pool.pk, [instance.pk])
+    assert route.pool_target is not None and route.pool_target.code == tiny_base.code
+    with django_assert_num_queries(4):
+        route = resolve(alice, tune.code)
+    assert route.deployment_id == pool.pk and route.pool_target.code == tune.code and route.pool_target.is_lora
+    with pytest.raises(ApiError) as caught:
+        resolve(bob, tune.code)
+    assert caught.value.status == 404
+    BaseModel.objects.filter(pk=tiny_base.pk).update(is_active=False)
+    with pytest.raises(ApiError) as caught:
+        resolve(alice, tiny_base.code)
+    assert caught.value.status == 404
+
+
+def test_the_gateways_row_reader_makes_the_models_the_orm_makes(tiny_base):
+    """``_row`` reads a base model without the ORM's query building: every field as the ORM converts it (JSON,
+    decimals, dates, booleans) on this database."""
+    from deployments.gateway import _row
+    from modelcards.models import BaseModel
+
+    assert _row(BaseModel, "code = %s", ["no-such-model"]) is None
+    for expected in BaseModel.objects.all():
+        got = _row(BaseModel, "code = %s", [expected.code])
+        assert isinstance(got, BaseModel) and not got._state.adding
+        for field in BaseModel._meta.concrete_fields:
+            value, want = getattr(got, field.attname), getattr(expected, field.attname)
+            assert (type(value), value) == (type(want), want), field.name
+
+
 def test_calls_in_flight_with_no_token_mark_an_instance_stuck_and_it_is_replaced(tiny_base, node, settings):
     settings.SERVING_STALL_SECONDS = 60
     pool = services.pool_deployment(tiny_base)
