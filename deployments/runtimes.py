@@ -207,7 +207,7 @@ def choose(requested: str) -> tuple[str, str]:
         return "transformers", f"vLLM cannot run on this machine: {why[:300]}. Serving with transformers serve."
     if conf.vllm_dtype() == "float32" and settings.SERVING_DTYPE == "auto":
         return "vllm", (
-            "vLLM computes in float32 on this CPU: it has neither AMX nor AVX512-BF16, and vLLM's bf16 answers "
-            "wrongly without them (SERVING_DTYPE chooses)."
+            "vLLM computes in float32 on this CPU: it has no AMX, and vLLM's compiled bf16 answered wrongly on CPUs "
+            "without it, AVX512-BF16 ones included (SERVING_DTYPE chooses)."
         )
     return "vllm", ""
