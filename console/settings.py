@@ -570,6 +570,9 @@ SERVING_MAX_MODEL_LEN = envint("SERVING_MAX_MODEL_LEN", 8192)
 VLLM_CPU_KVCACHE_SPACE = envfloat("VLLM_CPU_KVCACHE_SPACE", 2)
 # vLLM's --dtype (auto: the model's own on a GPU or a CPU with AMX/AVX512-BF16, float32 on other CPUs).
 SERVING_DTYPE = env("SERVING_DTYPE", "auto")
+# The multi-LoRA ops of vLLM CPU instances: "console" (deployments/vllm_plugin: grouped products and a C kernel,
+# built once a machine with the C compiler) or "vllm" (vLLM's own, which copy every row's adapter weights).
+SERVING_LORA_OPS = env("SERVING_LORA_OPS", "console")
 VLLM_BIN = env("VLLM_BIN", "vllm")
 VLLM_PYTHON = env("VLLM_PYTHON", "")
 # The gateway: the largest chat body in MiB, the tokens of a call that names no max_tokens, the seconds one call

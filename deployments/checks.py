@@ -53,4 +53,12 @@ def serving_settings_check(app_configs=None, **kwargs) -> list[Error]:
                 id="deployments.E102",
             )
         )
+    if settings.SERVING_LORA_OPS not in ("console", "vllm"):
+        errors.append(
+            Error(
+                f"SERVING_LORA_OPS is {settings.SERVING_LORA_OPS!r}, not the LoRA ops of a vLLM CPU instance.",
+                hint="Set SERVING_LORA_OPS to console (the console's vLLM plugin, the default) or vllm (vLLM's own).",
+                id="deployments.E103",
+            )
+        )
     return errors

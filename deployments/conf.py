@@ -64,6 +64,23 @@ def max_lora_rank() -> int:
     return int(settings.SERVING_MAX_LORA_RANK)
 
 
+def vllm_plugin_environment() -> dict[str, str]:
+    """What a vLLM instance needs to load the console's plugin (deployments/vllm_plugin: its folder is the
+    instance's PYTHONPATH, where the entry point's dist-info is; nothing installed, and nothing of the console's
+    own environment on vLLM's path), or to keep vLLM's own LoRA ops (SERVING_LORA_OPS=vllm). The plugin's C
+    kernel is built into var/cache/console-vllm."""
+    from pathlib import Path
+
+    ops = settings.SERVING_LORA_OPS
+    if ops not in ("console", "vllm"):
+        raise ValueError(f"SERVING_LORA_OPS is {ops!r}: it is console or vllm")
+    if ops == "vllm":
+        return {"CONSOLE_VLLM_GROUPED_LORA": "0"}
+    plugin = str(Path(__file__).resolve().parent / "vllm_plugin")
+    cache = Path(settings.VAR_DIR) / "cache" / "console-vllm"
+    return {"PYTHONPATH": plugin, "CONSOLE_VLLM_GROUPED_LORA": "1", "CONSOLE_VLLM_CACHE": str(cache)}
+
+
 def served_context(context_length: int) -> int:
     """The context an instance serves: the model's, at most SERVING_MAX_MODEL_LEN tokens (vLLM reserves KV cache
     for it)."""

@@ -155,6 +155,7 @@ class VllmServe(Runtime):
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         env["VLLM_CPU_KVCACHE_SPACE"] = str(conf.vllm_kv_cache_gib())
+        env.update(conf.vllm_plugin_environment())
         if api_key:
             env["VLLM_API_KEY"] = api_key
         return env

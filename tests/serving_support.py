@@ -25,6 +25,25 @@ from . import services
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def vllm_python() -> str:
+    """vLLM's Python: VLLM_PYTHON, else .venv-vllm's (which ``./run test`` makes), else ""."""
+    found = os.environ.get("VLLM_PYTHON") or ""
+    local = ROOT / ".venv-vllm" / "bin" / "python"
+    return found or (str(local) if local.exists() else "")
+
+
+def vllm_why_not() -> str:
+    """Why vLLM cannot run here ("" when it can): the node agent's own check (deployments.runtimes.choose)."""
+    python = vllm_python()
+    if not python:
+        return "vLLM is not installed: ./run test installs it into .venv-vllm (or set VLLM_PYTHON)"
+    from deployments import runtimes
+
+    os.environ["VLLM_PYTHON"] = python
+    runtime, note = runtimes.choose("auto")
+    return "" if runtime == "vllm" else note
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -100,6 +100,18 @@ def test_transformers_request_drops_platform_fields_and_maps_do_sample():
     }
 
 
+def test_vllm_instances_load_the_console_plugin_unless_told_not_to(settings):
+    env = VllmServe().environment(omp_threads=2, api_key="k")
+    plugin = Path(env["PYTHONPATH"])
+    assert (plugin / "console_vllm" / "__init__.py").exists()
+    entry = (plugin / "console_vllm-1.0.dist-info" / "entry_points.txt").read_text()
+    assert "[vllm.general_plugins]" in entry and "console_vllm:register" in entry
+    assert env["CONSOLE_VLLM_GROUPED_LORA"] == "1" and env["CONSOLE_VLLM_CACHE"].startswith(str(settings.VAR_DIR))
+    settings.SERVING_LORA_OPS = "vllm"
+    env = VllmServe().environment(omp_threads=2, api_key="k")
+    assert env["CONSOLE_VLLM_GROUPED_LORA"] == "0" and "PYTHONPATH" not in env
+
+
 def test_vllm_serves_the_adapter_on_its_base_with_an_api_key(tiny_base, tune):
     runtime = VllmServe()
     target = target_of(tune)

@@ -25,31 +25,12 @@ from modelcards.models import BaseModel, FineTunedModel
 
 from .conftest import make_user
 from .jobs_support import wait_for
-from .serving_support import ROOT, _env, instance_pids, kill_leftover_instances, start_web
+from .serving_support import ROOT, _env, instance_pids, kill_leftover_instances, start_web, vllm_python, vllm_why_not
 
-
-def _vllm_python() -> str:
-    found = os.environ.get("VLLM_PYTHON") or ""
-    local = ROOT / ".venv-vllm" / "bin" / "python"
-    return found or (str(local) if local.exists() else "")
-
-
-def _why_not() -> str:
-    """Why vLLM cannot run here ("" when it can): the node agent's own check (deployments.runtimes.choose)."""
-    python = _vllm_python()
-    if not python:
-        return "vLLM is not installed: ./run test installs it into .venv-vllm (or set VLLM_PYTHON)"
-    from deployments import runtimes
-
-    os.environ["VLLM_PYTHON"] = python
-    runtime, note = runtimes.choose("auto")
-    return "" if runtime == "vllm" else note
-
-
-WHY_NOT = _why_not()
+WHY_NOT = vllm_why_not()
 if WHY_NOT:
     print(f"\ntests/test_serving_vllm.py skipped: {WHY_NOT}", file=sys.stderr)
-VLLM_PYTHON = _vllm_python()
+VLLM_PYTHON = vllm_python()
 ADAPTERS = 2  # adapter slots of a pool instance here, so that a third fine-tune evicts one
 pytestmark = [pytest.mark.worker, pytest.mark.timeout(900), pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)]
 

@@ -52,11 +52,13 @@ def test_zero_where_zero_means_no_limit_is_fine(settings):
 def test_an_unknown_runtime_sms_backend_or_region_is_an_error(settings):
     settings.SERVING_RUNTIME = "triton"
     settings.SERVING_DTYPE = "fp8"
+    settings.SERVING_LORA_OPS = "triton"
     settings.SMS_BACKEND = "carrier-pigeon"
     settings.PHONE_DEFAULT_REGION = "XX"
     found = _messages()
     assert "auto, transformers, vllm" in found["deployments.E101"].hint
     assert "'fp8'" in found["deployments.E102"].msg and "float32" in found["deployments.E102"].hint
+    assert "'triton'" in found["deployments.E103"].msg and "console" in found["deployments.E103"].hint
     assert "'carrier-pigeon'" in found["notifications.E101"].msg
     assert "'XX'" in found["console.E103"].msg
 
@@ -116,6 +118,11 @@ ENVIRON_ALLOWED = {
     "jobs/training/memory.py",
     "jobs/training/distributed.py",
     "modelcards/models.py",
+    # The vLLM plugin runs inside vLLM's processes (.venv-vllm), without Django: its switches come in the
+    # environment deployments/runtimes.py gives an instance.
+    "deployments/vllm_plugin/console_vllm/__init__.py",
+    "deployments/vllm_plugin/console_vllm/kernel.py",
+    "deployments/vllm_plugin/console_vllm/punica.py",
 }
 
 

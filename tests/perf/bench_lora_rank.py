@@ -3,11 +3,13 @@
 
 Run on demand (needs .venv-vllm):
 
-    .venv/bin/python tests/perf/bench_lora_rank.py [--configs 64:21,16:21] [--adapters 20] [--calls 3]
+    .venv/bin/python tests/perf/bench_lora_rank.py [--configs 16:21:vllm,16:21:console] [--adapters 20] [--calls 3]
 
-For each RANK:SLOTS it starts vLLM on the default model with ``--enable-lora --max-lora-rank RANK --max-loras
+For each RANK:SLOTS[:OPS] it starts vLLM on the default model with ``--enable-lora --max-lora-rank RANK --max-loras
 SLOTS``, loads N random rank-8 q/v adapters at run time and measures 8 clients calling, round-robin, the base
 alone, one adapter, and all N (greedy, 32 tokens a call, 2 rounds, medians), printing each ratio to the base.
+OPS ``console`` (the default) serves with the console's vLLM plugin (deployments/vllm_plugin: grouped LoRA ops
+and a C kernel on a CPU), as the console's instances do; ``vllm`` with vLLM's own LoRA ops.
 """
 
 import argparse
@@ -37,7 +39,7 @@ from modelcards.models import BaseModel
 from modelcards.weights import model_dir
 
 p = argparse.ArgumentParser()
-p.add_argument("--configs", default="64:21,8:21")
+p.add_argument("--configs", default="16:21:vllm,16:21:console")
 p.add_argument("--adapters", type=int, default=20)
 p.add_argument("--tokens", type=int, default=32)
 p.add_argument("--calls", type=int, default=6)
@@ -95,11 +97,14 @@ py = os.environ.get("VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python"
 from machine import report as machine_report  # noqa: E402
 
 print(machine_report())
+PLUGIN = str(ROOT / "deployments" / "vllm_plugin")
 for cfg in a.configs.split(","):
-    rank, slots = cfg.split(":")
+    rank, slots, ops = (cfg.split(":") + ["console"])[:3]
     port = 18555
     env = dict(
         os.environ,
+        PYTHONPATH=PLUGIN if ops == "console" else "",
+        CONSOLE_VLLM_GROUPED_LORA="1" if ops == "console" else "0",
         OMP_NUM_THREADS="1",
         VLLM_ALLOW_RUNTIME_LORA_UPDATING="True",
         VLLM_CPU_OMP_THREADS_BIND="nobind",
@@ -131,7 +136,7 @@ for cfg in a.configs.split(","):
         cmd += ["--dtype", a.dtype]
     if a.extra:
         cmd += a.extra.split()
-    log = open(adir.parent / f"vllm-{rank}-{slots}.log", "w")  # noqa: SIM115
+    log = open(adir.parent / f"vllm-{rank}-{slots}-{ops}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.time()
@@ -145,7 +150,7 @@ for cfg in a.configs.split(","):
             print("died", open(log.name).read()[-3000:])
             sys.exit(1)
         time.sleep(1)
-    print(f"cfg rank={rank} slots={slots} healthy in {time.time() - t0:.0f}s", flush=True)
+    print(f"cfg rank={rank} slots={slots} ops={ops} healthy in {time.time() - t0:.0f}s", flush=True)
     names = []
     for n, path in enumerate(paths):
         r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": f"a{n}", "lora_path": str(path)}, timeout=60)
@@ -160,7 +165,7 @@ for cfg in a.configs.split(","):
         res.setdefault("all", []).append(rr(url, names))
     med = {k: statistics.median(v) for k, v in res.items()}
     one, every = med["one"] / med["base"], med["all"] / med["base"]
-    print(f"cfg rank={rank} slots={slots}: base {med['base']:.1f} tokens/s", flush=True)
+    print(f"cfg rank={rank} slots={slots} ops={ops}: base {med['base']:.1f} tokens/s", flush=True)
     print(f"  one adapter {med['one']:.1f} ({one:.2f}x), {len(names)} adapters {med['all']:.1f} ({every:.2f}x)")
     print(f"  raw {res}", flush=True)
     os.killpg(proc.pid, 15)

@@ -1,0 +1,95 @@
+"""The console's multi-LoRA linear (deployments/vllm_plugin) against vLLM's own CPU op, one layer at a time, in
+one run: the four LoRA'd modules of a SmolLM2-135M layer (qkv, o, gate_up, down; rank 16, 21 adapter slots),
+float32 and bfloat16, at the batches a pool instance sees (decoding 8 rows on one adapter or on 7 and a base
+row, a prefill of 300 rows), each path of ours (the C kernel, the grouped products) and the one it chooses.
+One CPU thread, as an instance on a 2-CPU machine computes. Prints microseconds a layer and the ratio.
+
+    PYTHONPATH=deployments/vllm_plugin .venv-vllm/bin/python tests/perf/bench_lora_ops.py
+"""
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deployments" / "vllm_plugin"))
+from console_vllm import punica  # noqa: E402
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU  # noqa: E402
+
+torch.set_num_threads(1)
+SLOTS, RANK = 21, 16
+LAYER = {"qkv": (576, (576, 192, 192)), "o": (576, (576,)), "gate_up": (576, (1536, 1536)), "down": (1536, (576,))}
+
+
+def cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def timed(fn, rounds: int = 20) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        fn()
+    return (time.perf_counter() - start) / rounds * 1e6
+
+
+def layer_us(wrapper, weights, rows: int, dtype) -> float:
+    total = 0.0
+    for name, (fan_in, sizes) in LAYER.items():
+        a, b = weights[name]
+        x = torch.randn(rows, fan_in).to(dtype)
+        y = torch.zeros(rows, sum(sizes)).to(dtype)
+        total += timed(lambda: wrapper.add_lora_linear(y, x, a, b, 1.0, sizes))  # noqa: B023
+    return total
+
+
+def main() -> None:
+    print(f"cpu: {cpu()}; torch {torch.__version__}; kernel built: {punica._KERNEL is not None}; 1 thread")
+    cases = {
+        "decode 8 rows, one adapter": torch.full((8,), 3),
+        "decode 8 rows, 7 adapters + base": torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]),
+        "mixed 40 rows, 8 adapters": torch.arange(8).repeat_interleave(5),
+        "prefill 300 rows, 8 adapters": torch.arange(8).repeat_interleave(38)[:300],
+        "prefill 300 rows, one adapter": torch.full((300,), 5),
+    }
+    for dtype in (torch.float32, torch.bfloat16):
+        g = torch.Generator().manual_seed(0)
+        weights = {
+            n: (
+                tuple((torch.randn(SLOTS, 1, RANK, i, generator=g) * 0.05).to(dtype) for _ in s),
+                tuple((torch.randn(SLOTS, 1, o, RANK, generator=g) * 0.05).to(dtype) for o in s),
+            )
+            for n, (i, s) in LAYER.items()
+        }
+        for case, indices in cases.items():
+            rows = indices.numel()
+            theirs = PunicaWrapperCPU(4096, 512, "cpu")
+            theirs._token_lora_indices[:rows].copy_(indices)
+            theirs.indices_len = [rows] * 4
+            theirs._update_prefill_metadata(theirs.token_lora_indices)
+            theirs.is_prefill = True  # vLLM's V1 runner always takes the prefill (sgmv) ops
+            vllm_us = layer_us(theirs, weights, rows, dtype)
+            ours = punica.GroupedPunicaWrapperCPU(4096, 512, "cpu")
+            ours.group(indices)
+            found = {}
+            default = (punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS)
+            for path, limits in (("chosen", default), ("kernel", (10**6, 10**6)), ("grouped", (0, 0))):
+                punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS = limits
+                found[path] = layer_us(ours, weights, rows, dtype)
+            punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS = default
+            name = str(dtype).removeprefix("torch.")
+            print(
+                f"{name:9s} {case:34s} vLLM {vllm_us:8.0f} us  ours {found['chosen']:7.0f} us "
+                f"({vllm_us / found['chosen']:4.1f}x; kernel {found['kernel']:.0f}, grouped {found['grouped']:.0f})"
+            )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    main()

@@ -1,0 +1,58 @@
+"""The console's vLLM plugin (deployments/vllm_plugin) in vLLM's own Python: loaded through its entry point as an
+instance loads it (the folder on PYTHONPATH, nothing installed), it puts its multi-LoRA wrapper on vLLM's CPU
+platform, builds its C kernel, and both of its paths (kernel, grouped products) compute what a float64 reference
+does, as closely as vLLM's own op, in float32 and bfloat16, rows without an adapter untouched. Skipped with the
+reason where vLLM cannot run (tests/test_serving_vllm.py serves through it on real instances)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .serving_support import ROOT, vllm_python, vllm_why_not
+
+WHY_NOT = vllm_why_not()
+if WHY_NOT:
+    print(f"\ntests/test_vllm_plugin.py skipped: {WHY_NOT}", file=sys.stderr)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)]
+PLUGIN = ROOT / "deployments" / "vllm_plugin"
+
+
+def _run(tmp_path, script: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(PLUGIN), "CONSOLE_VLLM_CACHE": str(tmp_path / "cache")}
+    return subprocess.run(
+        [vllm_python(), "-c", script], env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path
+    )
+
+
+def test_vllm_finds_the_plugin_by_its_entry_point(tmp_path):
+    done = _run(
+        tmp_path,
+        "from vllm.plugins import load_general_plugins; load_general_plugins(); "
+        "from vllm.platforms import current_platform as p; print(p.get_punica_wrapper())",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "console_vllm.punica.GroupedPunicaWrapperCPU"
+
+
+def test_the_plugins_lora_linear_equals_the_reference_in_both_paths_and_dtypes(tmp_path):
+    done = _run(tmp_path, (ROOT / "tests" / "vllm_plugin_check.py").read_text())
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["wrapper"] == "console_vllm.punica.GroupedPunicaWrapperCPU"
+    assert found["kernel"], "the C kernel was not built (is cc installed?)"
+    assert list((tmp_path / "cache").glob("lora_kernel-*.so"))
+    results = found["results"]
+    assert {(r["dtype"], r["path"]) for r in results} == {
+        (d, p) for d in ("float32", "bfloat16") for p in ("kernel", "grouped")
+    }
+    for r in results:
+        # float32: rounding only; bfloat16: the layer's own rounding of y, as vLLM's op has it.
+        bound = 1e-5 if r["dtype"] == "float32" else max(0.012, 1.5 * r["vllm_error"])
+        assert r["error"] <= bound, r
+        if r["case"] == "no adapter":
+            assert r["error"] == 0.0, r

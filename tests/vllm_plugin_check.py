@@ -1,0 +1,86 @@
+"""Run by tests/test_vllm_plugin.py with vLLM's Python (.venv-vllm), the plugin's folder on PYTHONPATH: the
+console's multi-LoRA linear (deployments/vllm_plugin/console_vllm/punica.py) against a float64 reference of
+``y += (x @ A[slot]^T) @ B[slot]^T * scale`` per row (rows without an adapter unchanged), with its C kernel and
+with its grouped products, in float32 and bfloat16, on the layer shapes of SmolLM2-135M; vLLM's own op on the
+same inputs for scale. Prints one JSON object."""
+
+import json
+
+import torch
+
+
+def main() -> None:
+    from console_vllm import punica, register
+
+    register()
+    from vllm.platforms import current_platform
+
+    torch.manual_seed(0)
+    slots, rank = 9, 16
+    layers = {"qkv": (576, (576, 192, 192)), "o": (576, (576,)), "gate_up": (576, (1536, 1536)), "down": (1536, (576,))}
+    cases = {
+        "decode, one adapter": torch.full((8,), 3),
+        "decode, 7 adapters and a base row": torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]),
+        "prefill, 4 adapters in runs": torch.tensor([2] * 40 + [-1] * 30 + [5] * 90 + [0] * 100 + [8] * 40),
+        "prefill, one adapter": torch.full((120,), 7),
+        "no adapter": torch.full((5,), -1),
+    }
+    out: dict = {
+        "wrapper": current_platform.get_punica_wrapper(),
+        "kernel": punica._KERNEL is not None,
+        "results": [],
+    }
+    for dtype in (torch.float32, torch.bfloat16):
+        weights = {
+            name: (
+                tuple((torch.randn(slots, 1, rank, fan_in) * 0.05).to(dtype) for _ in sizes),
+                tuple((torch.randn(slots, 1, size, rank) * 0.05).to(dtype) for size in sizes),
+            )
+            for name, (fan_in, sizes) in layers.items()
+        }
+        for case, indices in cases.items():
+            for kernel_rows in (0, 10**6):
+                punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS = kernel_rows, kernel_rows
+                worst = vllm_worst = 0.0
+                for name, (fan_in, sizes) in layers.items():
+                    a, b = weights[name]
+                    x = torch.randn(indices.numel(), fan_in).to(dtype)
+                    y0 = torch.randn(indices.numel(), sum(sizes)).to(dtype)
+                    want = y0.double().clone()
+                    offset = 0
+                    for a_s, b_s, size in zip(a, b, sizes, strict=True):
+                        for row, slot in enumerate(indices.tolist()):
+                            if slot >= 0:
+                                delta = (x[row].double() @ a_s[slot, 0].double().t()) @ b_s[slot, 0].double().t()
+                                want[row, offset : offset + size] += 2.0 * delta
+                        offset += size
+                    scale = (want - y0.double()).abs().max().item() or 1.0
+                    wrapper = punica.GroupedPunicaWrapperCPU(4096, 512, "cpu")
+                    wrapper.group(indices)
+                    got = y0.clone()
+                    wrapper.add_lora_linear(got, x, a, b, 2.0, sizes)
+                    worst = max(worst, (got.double() - want).abs().max().item() / scale)
+                    if (indices >= 0).all():  # vLLM's op gives a -1 row the last slot's adapter
+                        theirs = punica.PunicaWrapperCPU(4096, 512, "cpu")
+                        n = indices.numel()
+                        theirs._token_lora_indices[:n].copy_(indices)
+                        theirs.indices_len = [n, n, n, n]
+                        theirs._update_prefill_metadata(theirs.token_lora_indices)
+                        theirs.is_prefill = True
+                        ref = y0.clone()
+                        theirs.add_lora_linear(ref, x, a, b, 2.0, sizes)
+                        vllm_worst = max(vllm_worst, (ref.double() - want).abs().max().item() / scale)
+                out["results"].append(
+                    {
+                        "dtype": str(dtype).removeprefix("torch."),
+                        "case": case,
+                        "path": "kernel" if kernel_rows else "grouped",
+                        "error": worst,
+                        "vllm_error": vllm_worst,
+                    }
+                )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
