@@ -18,6 +18,9 @@ def main() -> None:
     torch.manual_seed(0)
     slots, rank = 9, 16
     layers = {"qkv": (576, (576, 192, 192)), "o": (576, (576,)), "gate_up": (576, (1536, 1536)), "down": (1536, (576,))}
+    layers["odd"] = (37, (7, 5))  # sizes and a rank (below) that are not multiples of the kernel's four
+    ranks = {"odd": 6}
+    spread = {"odd": 0.5}  # its few products still make a change as large as the others' (bf16 rounds y itself)
     cases = {
         "decode, one adapter": torch.full((8,), 3),
         "decode, 7 adapters and a base row": torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]),
@@ -33,8 +36,14 @@ def main() -> None:
     for dtype in (torch.float32, torch.bfloat16):
         weights = {
             name: (
-                tuple((torch.randn(slots, 1, rank, fan_in) * 0.05).to(dtype) for _ in sizes),
-                tuple((torch.randn(slots, 1, size, rank) * 0.05).to(dtype) for size in sizes),
+                tuple(
+                    (torch.randn(slots, 1, ranks.get(name, rank), fan_in) * spread.get(name, 0.05)).to(dtype)
+                    for _ in sizes
+                ),
+                tuple(
+                    (torch.randn(slots, 1, size, ranks.get(name, rank)) * spread.get(name, 0.05)).to(dtype)
+                    for size in sizes
+                ),
             )
             for name, (fan_in, sizes) in layers.items()
         }
