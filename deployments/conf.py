@@ -71,10 +71,7 @@ def vllm_plugin_environment() -> dict[str, str]:
     kernel is built into var/cache/console-vllm."""
     from pathlib import Path
 
-    ops = settings.SERVING_LORA_OPS
-    if ops not in ("console", "vllm"):
-        raise ValueError(f"SERVING_LORA_OPS is {ops!r}: it is console or vllm")
-    if ops == "vllm":
+    if settings.SERVING_LORA_OPS == "vllm":  # any other value is an error of the system check (deployments.E103)
         return {"CONSOLE_VLLM_GROUPED_LORA": "0"}
     plugin = str(Path(__file__).resolve().parent / "vllm_plugin")
     cache = Path(settings.VAR_DIR) / "cache" / "console-vllm"

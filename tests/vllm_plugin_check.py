@@ -9,6 +9,20 @@ import json
 import torch
 
 
+def vllm_ops(indices: torch.Tensor):
+    """vLLM's own CPU wrapper set up for a batch with these rows' adapters, as its V1 runner leaves it (which
+    always takes the prefill ops); tests/perf/bench_lora_ops.py times it."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    wrapper = PunicaWrapperCPU(4096, 512, "cpu")
+    rows = indices.numel()
+    wrapper._token_lora_indices[:rows].copy_(indices)
+    wrapper.indices_len = [rows] * 4
+    wrapper._update_prefill_metadata(wrapper.token_lora_indices)
+    wrapper.is_prefill = True
+    return wrapper
+
+
 def main() -> None:
     from console_vllm import punica, register
 
@@ -70,12 +84,7 @@ def main() -> None:
                     wrapper.add_lora_linear(got, x, a, b, 2.0, sizes)
                     worst = max(worst, (got.double() - want).abs().max().item() / scale)
                     if (indices >= 0).all():  # vLLM's op gives a -1 row the last slot's adapter
-                        theirs = punica.PunicaWrapperCPU(4096, 512, "cpu")
-                        n = indices.numel()
-                        theirs._token_lora_indices[:n].copy_(indices)
-                        theirs.indices_len = [n, n, n, n]
-                        theirs._update_prefill_metadata(theirs.token_lora_indices)
-                        theirs.is_prefill = True
+                        theirs = vllm_ops(indices)
                         ref = y0.clone()
                         theirs.add_lora_linear(ref, x, a, b, 2.0, sizes)
                         vllm_worst = max(vllm_worst, (ref.double() - want).abs().max().item() / scale)

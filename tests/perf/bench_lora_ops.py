@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deployments" / "vllm_plugin"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deployments" / "vllm_plugin"))
+sys.path.insert(0, str(ROOT / "tests"))
 from console_vllm import punica  # noqa: E402
-from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU  # noqa: E402
+from vllm_plugin_check import vllm_ops  # noqa: E402
 
 torch.set_num_threads(1)
 SLOTS, RANK = 21, 16
@@ -69,12 +71,7 @@ def main() -> None:
         }
         for case, indices in cases.items():
             rows = indices.numel()
-            theirs = PunicaWrapperCPU(4096, 512, "cpu")
-            theirs._token_lora_indices[:rows].copy_(indices)
-            theirs.indices_len = [rows] * 4
-            theirs._update_prefill_metadata(theirs.token_lora_indices)
-            theirs.is_prefill = True  # vLLM's V1 runner always takes the prefill (sgmv) ops
-            vllm_us = layer_us(theirs, weights, rows, dtype)
+            vllm_us = layer_us(vllm_ops(indices), weights, rows, dtype)
             ours = punica.GroupedPunicaWrapperCPU(4096, 512, "cpu")
             ours.group(indices)
             found = {}
