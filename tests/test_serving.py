@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey
 from common.api import ApiError
-from deployments import services
+from deployments import conf, services
 from deployments.gateway import Candidate, Route, _relay, _rewrite, resolve
 from deployments.models import Deployment, DeploymentEvent, Instance, Node
 from deployments.runtimes import TransformersServe, VllmServe
@@ -110,6 +110,14 @@ def test_vllm_instances_load_the_console_plugin_unless_told_not_to(settings):
     settings.SERVING_LORA_OPS = "vllm"
     env = VllmServe().environment(omp_threads=2, api_key="k")
     assert env["CONSOLE_VLLM_GROUPED_LORA"] == "0" and "PYTHONPATH" not in env
+
+
+def test_vllm_runs_the_model_in_the_engines_process_on_a_cpu(monkeypatch):
+    """On a CPU, one process fewer to start (vLLM's uniprocess executor); a GPU node keeps vLLM's defaults."""
+    monkeypatch.setattr(conf, "has_nvidia_gpu", lambda: False)
+    assert VllmServe().environment(omp_threads=2, api_key="k")["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    monkeypatch.setattr(conf, "has_nvidia_gpu", lambda: True)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in VllmServe().environment(omp_threads=2, api_key="k")
 
 
 def test_vllm_serves_the_adapter_on_its_base_with_an_api_key(tiny_base, tune):

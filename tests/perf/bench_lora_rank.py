@@ -9,7 +9,8 @@ For each RANK:SLOTS[:OPS] it starts vLLM on the default model with ``--enable-lo
 SLOTS``, loads N random rank-8 q/v adapters at run time and measures 8 clients calling, round-robin, the base
 alone, one adapter, and all N (greedy, 32 tokens a call, 2 rounds, medians), printing each ratio to the base.
 OPS ``console`` (the default) serves with the console's vLLM plugin (deployments/vllm_plugin: grouped LoRA ops
-and a C kernel on a CPU), as the console's instances do; ``vllm`` with vLLM's own LoRA ops.
+and a C kernel on a CPU), as the console's instances do; ``vllm`` with vLLM's own LoRA ops. More fields,
+``NAME=VALUE``, are set in that server's environment (``16:21:console:VLLM_ENABLE_V1_MULTIPROCESSING=0``).
 """
 
 import argparse
@@ -99,7 +100,8 @@ from machine import report as machine_report  # noqa: E402
 print(machine_report())
 PLUGIN = str(ROOT / "deployments" / "vllm_plugin")
 for cfg in a.configs.split(","):
-    rank, slots, ops = (cfg.split(":") + ["console"])[:3]
+    rank, slots, ops, *assignments = (cfg.split(":") + ["console"])[: max(3, cfg.count(":") + 1)]
+    extra_env = dict(assignment.split("=", 1) for assignment in assignments)
     port = 18555
     env = dict(
         os.environ,
@@ -109,6 +111,7 @@ for cfg in a.configs.split(","):
         VLLM_ALLOW_RUNTIME_LORA_UPDATING="True",
         VLLM_CPU_OMP_THREADS_BIND="nobind",
         VLLM_CPU_KVCACHE_SPACE="2",
+        **extra_env,
     )
     cmd = [
         py,
@@ -136,7 +139,7 @@ for cfg in a.configs.split(","):
         cmd += ["--dtype", a.dtype]
     if a.extra:
         cmd += a.extra.split()
-    log = open(adir.parent / f"vllm-{rank}-{slots}-{ops}.log", "w")  # noqa: SIM115
+    log = open(adir.parent / f"vllm-{cfg.replace(':', '-').replace('=', '')}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.time()
@@ -150,7 +153,7 @@ for cfg in a.configs.split(","):
             print("died", open(log.name).read()[-3000:])
             sys.exit(1)
         time.sleep(1)
-    print(f"cfg rank={rank} slots={slots} ops={ops} healthy in {time.time() - t0:.0f}s", flush=True)
+    print(f"cfg {cfg} healthy in {time.time() - t0:.0f}s", flush=True)
     names = []
     for n, path in enumerate(paths):
         r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": f"a{n}", "lora_path": str(path)}, timeout=60)
@@ -165,7 +168,7 @@ for cfg in a.configs.split(","):
         res.setdefault("all", []).append(rr(url, names))
     med = {k: statistics.median(v) for k, v in res.items()}
     one, every = med["one"] / med["base"], med["all"] / med["base"]
-    print(f"cfg rank={rank} slots={slots} ops={ops}: base {med['base']:.1f} tokens/s", flush=True)
+    print(f"cfg {cfg}: base {med['base']:.1f} tokens/s", flush=True)
     print(f"  one adapter {med['one']:.1f} ({one:.2f}x), {len(names)} adapters {med['all']:.1f} ({every:.2f}x)")
     print(f"  raw {res}", flush=True)
     os.killpg(proc.pid, 15)
