@@ -148,20 +148,21 @@ class VllmServe(Runtime):
         return [*cmd, "--host", host, "--port", str(port), "--max-model-len", str(context)]
 
     def environment(self, *, omp_threads: int, api_key: str) -> dict[str, str]:
-        # One of the instance's CPUs is left to vLLM's API server and scheduler processes: on 2 CPUs, 1 compute
-        # thread answered 22 tokens/s at 1 stream and 150 at 8 where 2 threads (spinning against the API
-        # server) gave 17.5 and 108 (SmolLM2-135M, a 2-CPU Xeon with AMX, same run).
-        env = super().environment(omp_threads=max(1, omp_threads - 1), api_key=api_key)
+        cpu = not conf.has_nvidia_gpu()
+        # On a CPU the model runs in the engine's own process (vLLM's uniprocess executor): its CPU platform starts
+        # a worker process (the "mp" executor, so that it can bind OpenMP threads to cores) unless
+        # VLLM_ENABLE_V1_MULTIPROCESSING is 0, and instances here do not bind. One Python start less (a pool
+        # instance healthy after 30 s instead of 44.5 s on a 2-CPU AVX2 EPYC), and no engine and worker polling
+        # each other's queues: the model then gets all the instance's CPUs. Same run, bench_lora_rank.py, 8
+        # clients, float32: 2 threads 89.1 tokens/s on the base, 73.1 on 20 adapters; 1 thread 64.5 and 52.3.
+        # (With the worker process, 1 thread was the faster on a 2-CPU AMX Xeon: 150 tokens/s at 8 streams
+        # against 108.) The API server itself always runs the engine in a process of its own.
+        env = super().environment(omp_threads=omp_threads if cpu else max(1, omp_threads - 1), api_key=api_key)
+        if cpu:
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         env["VLLM_CPU_KVCACHE_SPACE"] = str(conf.vllm_kv_cache_gib())
-        if not conf.has_nvidia_gpu():
-            # The model runs in the engine's own process instead of a third one: vLLM's CPU platform starts a
-            # worker process (the "mp" executor, so it can bind OpenMP threads to cores) unless this is 0, and
-            # instances here do not bind (above). One Python start less: a pool instance was healthy after 30 s
-            # instead of 44.5 s on a 2-CPU AVX2 EPYC, with the same tokens/s (bench_lora_rank.py). The API
-            # server itself always runs the engine in its own process, so this changes nothing else.
-            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         env.update(conf.vllm_plugin_environment())
         if api_key:
             env["VLLM_API_KEY"] = api_key

@@ -111,8 +111,8 @@ for cfg in a.configs.split(","):
         VLLM_ALLOW_RUNTIME_LORA_UPDATING="True",
         VLLM_CPU_OMP_THREADS_BIND="nobind",
         VLLM_CPU_KVCACHE_SPACE="2",
-        **extra_env,
     )
+    env.update(extra_env)
     cmd = [
         py,
         "-m",
