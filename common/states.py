@@ -5,11 +5,12 @@ compare-and-set: ``UPDATE ... SET status = target WHERE status IN sources`` (plu
 caller's queryset adds). A transition the table does not allow is refused before any row is touched. The app's
 ``states`` module wraps each transition in a function that also records (timestamps, errors, events) and notifies;
 every other module calls those functions (tests/test_state_machines.py checks that no other module writes a status).
+``on_change`` is called after a row changed state (not after a move to the state it was in).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 
 class IllegalTransition(Exception):
@@ -23,8 +24,14 @@ class IllegalTransition(Exception):
 class StateMachine:
     """The transition table of one model's state field, and the conditional update that applies it."""
 
-    def __init__(self, model, table: Mapping[str, Iterable[str]], field: str = "status"):
-        self.model, self.field = model, field
+    def __init__(
+        self,
+        model,
+        table: Mapping[str, Iterable[str]],
+        field: str = "status",
+        on_change: Callable[[], None] | None = None,
+    ):
+        self.model, self.field, self.on_change = model, field, on_change
         self.table = {str(source): frozenset(str(t) for t in targets) for source, targets in table.items()}
 
     @property
@@ -49,14 +56,20 @@ class StateMachine:
             rows = self.model.objects.filter(pk=rows.pk)
         elif not hasattr(rows, "update"):
             rows = self.model.objects.filter(pk=rows)
-        return rows.filter(**{f"{self.field}__in": sources}).update(**{self.field: target}, **fields)
+        moved = rows.filter(**{f"{self.field}__in": sources}).update(**{self.field: target}, **fields)
+        if moved and self.on_change is not None and set(sources) != {str(target)}:
+            self.on_change()
+        return moved
 
     def set(self, obj, target: str, *, fields: Iterable[str] = (), **values) -> None:
         """For a row already locked (select_for_update): check its current state, assign and save (staying in the
         same state is always allowed: the other values change)."""
-        if str(getattr(obj, self.field)) != str(target):
+        changed = str(getattr(obj, self.field)) != str(target)
+        if changed:
             self.check([getattr(obj, self.field)], target)
         setattr(obj, self.field, target)
         for name, value in values.items():
             setattr(obj, name, value)
         obj.save(update_fields=[self.field, *values, *fields])
+        if changed and self.on_change is not None:
+            self.on_change()

@@ -52,3 +52,30 @@ class DeploymentsConfig(AppConfig):
         from .services import on_fine_tuned_model_saved
 
         post_save.connect(on_fine_tuned_model_saved, sender=FineTunedModel, dispatch_uid="deployments-prepare")
+        _connect_route_changes()
+
+
+def _saved_whole(sender, instance, update_fields=None, **kwargs) -> None:
+    """A row saved with all its fields (created, or edited in the admin): a route may read any of them."""
+    if update_fields is None:
+        from . import routecache
+
+        routecache.changed()
+
+
+def _connect_route_changes() -> None:
+    """What the gateway's cached routes are read from (deployments/routecache.py); state changes of deployments and
+    instances are their state machines' (deployments/states.py)."""
+    from django.db.models.signals import post_delete, post_save
+
+    from modelcards.models import BaseModel, FineTunedModel
+
+    from . import routecache
+    from .models import Deployment, Instance
+
+    for model in (Deployment, Instance, BaseModel, FineTunedModel):
+        post_delete.connect(routecache.changed, sender=model, dispatch_uid=f"routes-deleted-{model.__name__}")
+    for model in (Deployment, Instance):
+        post_save.connect(_saved_whole, sender=model, dispatch_uid=f"routes-saved-{model.__name__}")
+    for model in (BaseModel, FineTunedModel):  # rarely saved: any save (a fine-tune deleted, its weights promoted)
+        post_save.connect(routecache.changed, sender=model, dispatch_uid=f"routes-saved-{model.__name__}")

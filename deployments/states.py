@@ -33,6 +33,7 @@ from django.utils.translation import ngettext
 
 from common.states import StateMachine
 
+from . import routecache
 from .models import HOLDS_SLOT, Deployment, DeploymentEvent, DeploymentStatus, Instance, InstanceState
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ DEPLOYMENT = StateMachine(
         D.FAILED: {D.CANCELLED},
         D.CANCELLED: {D.PENDING},
     },
+    on_change=routecache.changed,  # the gateway's cached routes read both
 )
 
 I = InstanceState  # noqa: E741
@@ -61,6 +63,7 @@ INSTANCE = StateMachine(
         I.FAILED: set(),
     },
     field="state",
+    on_change=routecache.changed,
 )
 STOPPABLE = [s for s in HOLDS_SLOT if s != I.STOPPING]
 

@@ -76,6 +76,14 @@ def _english():
 
 
 @pytest.fixture(autouse=True)
+def _no_cached_routes():
+    """The gateway's cached routes are the process's: a test's rolled-back rows must not be routed in the next."""
+    from deployments import routecache
+
+    routecache.forget()
+
+
+@pytest.fixture(autouse=True)
 def _catalog(request):
     """Transactional tests flush the tables a data migration filled: seed the catalog again."""
     uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db", "live_server"} & set(
