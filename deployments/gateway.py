@@ -650,7 +650,7 @@ async def handle(method: str, raw: bytes, request_id_header: str | None, *, user
     # waits overlap. A call the route refuses is counted in the minute's requests, and leaves at once.
     admission = None if callable(user) else asyncio.ensure_future(limits.enter(user.pk, rate_id or f"user-{user.pk}"))
     try:
-        if admission is None:
+        if callable(user):
             caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(code, user, body)
         else:
             caller, route = user, await _known_callers_route(user, code, body, len(raw))

@@ -68,17 +68,17 @@ def put(key: Key | None, current: bytes | None, route: Route) -> None:
 def changed(**_signal) -> None:
     """Something routes are read from changed: this process's cached routes go now, every process's once it is
     committed."""
-    _routes.clear()
+    forget()
     transaction.on_commit(_bump)
 
 
 def forget() -> None:
-    """This process's cached routes go (a test's database is rolled back under them)."""
+    """This process's cached routes go (also for a test, whose database is rolled back under them)."""
     _routes.clear()
 
 
 def _bump() -> None:
-    _routes.clear()
+    """A new generation: a route any process stored under an older one is not used again."""
     try:
         with redis_client(timeout=2) as client:
             client.incr(GENERATION_KEY)

@@ -100,8 +100,9 @@ from machine import report as machine_report  # noqa: E402
 print(machine_report())
 PLUGIN = str(ROOT / "deployments" / "vllm_plugin")
 for cfg in a.configs.split(","):
-    rank, slots, ops, *assignments = (cfg.split(":") + ["console"])[: max(3, cfg.count(":") + 1)]
-    extra_env = dict(assignment.split("=", 1) for assignment in assignments)
+    rank, slots, *rest = cfg.split(":")
+    ops = rest[0] if rest else "console"
+    extra_env = dict(assignment.split("=", 1) for assignment in rest[1:])
     port = 18555
     env = dict(
         os.environ,
