@@ -41,6 +41,13 @@ def _count_resolves(monkeypatch):
     RESOLVED.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_reconciles(monkeypatch):
+    """These rows commit, and a session's Celery worker (started by an earlier test module) would reconcile them
+    beside the test: an idle pool stopped, its hand-made ready instance with it, before the route is read."""
+    monkeypatch.setattr(services, "enqueue_on_commit", lambda *args, **kwargs: None)
+
+
 def route(user, code: str) -> tuple[gateway.Route, int]:
     """The route a known caller's call gets, and how many times the database was asked for it (0: cached)."""
     before = len(RESOLVED)
