@@ -8,9 +8,10 @@ plumbing that is not about who calls.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import jwt
@@ -190,11 +191,12 @@ def authenticate_throttled(header: str | None, address: str) -> ApiKey:
         raise
 
 
-async def authenticate_throttled_async(header: str | None, address: str) -> keycache.Grant:
+async def authenticate_throttled_async(header: str | None, address: str, also: Sequence[str] = ()) -> keycache.Grant:
     """``authenticate_throttled`` for the chat path, on the event loop: a token that authenticated within the last
     KEY_CACHE_SECONDS and whose key is not marked revoked is found in Redis, in one read with the address's
-    failed authentications (accounts/keycache.py); any other is checked in the database, in a thread, by
-    ``authenticate_throttled``, and remembered. With Redis away every call is checked in the database."""
+    failed authentications (accounts/keycache.py) and the keys named in ``also`` (what the caller reads next: one
+    round trip, not two; their values in the grant's ``also``); any other is checked in the database, in a thread,
+    by ``authenticate_throttled``, and remembered. With Redis away every call is checked in the database."""
     token = header.strip().partition(" ")[2].strip() if header else ""
     key_id = keycache.key_id_of(token) if token else None
     if key_id is not None and header is not None and header.strip()[:7].lower() == "bearer ":
@@ -203,7 +205,7 @@ async def authenticate_throttled_async(header: str | None, address: str) -> keyc
         if limit:
             names.append(ratelimit.window_key("api-auth-failures", ident, time.time(), 60))
         try:
-            values = await async_redis_client().mget(names)
+            values = await async_redis_client().mget([*names, *also])
         except Exception:  # noqa: BLE001 - Redis away: the database decides (and the sync path logs it)
             values = None
         if values is not None:
@@ -211,7 +213,7 @@ async def authenticate_throttled_async(header: str | None, address: str) -> keyc
                 raise _throttled(ident, limit, ratelimit.retry_after(time.time(), 60))
             grant = None if values[1] else keycache.grant_of(values[0], key_id)
             if grant is not None:
-                return grant
+                return dataclasses.replace(grant, also=tuple(values[len(names) :])) if also else grant
     return await sync_to_async(_authenticate_and_remember, thread_sensitive=False)(header, address)
 
 

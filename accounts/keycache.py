@@ -43,10 +43,13 @@ class Caller:
 
 @dataclass(frozen=True)
 class Grant:
-    """Who a bearer token authenticates: its key's id (the rate limit's) and its user."""
+    """Who a bearer token authenticates: its key's id (the rate limit's) and its user; and the values of the other
+    Redis keys the caller asked to have read in the same round trip (``authenticate_throttled_async``'s ``also``),
+    or None where they were not read (the token was checked in the database, or Redis is away)."""
 
     key_id: str
     user: Caller
+    also: tuple | None = None
 
 
 def key_id_of(token: str) -> str | None:

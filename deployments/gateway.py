@@ -406,7 +406,7 @@ def _write_loop() -> None:
             except queue.Empty:
                 break
         try:
-            close_old_connections()
+            _connection_checked()  # kept between batches (a new SQLite connection each was 5% of the gateway's CPU)
             ApiCall.objects.bulk_create([ApiCall(**fields) for fields in batch])
         except Exception:
             logger.exception("recording %s call(s) failed", len(batch))
@@ -522,9 +522,10 @@ async def _open(route: Route, body: dict, stream: bool) -> tuple[Candidate, http
     client = http_client()
     last = ""
     adapter = route.pool_target.weights_name if route.pool_target is not None and route.pool_target.is_lora else ""
+    pool_id = route.deployment_id if route.pool_target is not None else None  # a pool scales by its calls
     for candidate in await _order(route.candidates, adapter):
         runtime = get_runtime(candidate.runtime)
-        await _acquire(candidate.instance_id)
+        await _acquire(candidate.instance_id, pool_id)
         try:
             upstream = await _upstream_model(route, candidate, runtime)
             payload = runtime.request_body({**body, "stream": stream}, upstream)
@@ -581,8 +582,8 @@ def _later(coro) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def _acquire(instance_id: int) -> None:
-    _later(_count(inflight.acquire, instance_id))
+async def _acquire(instance_id: int, pool_id: int | None = None) -> None:
+    _later(_count(functools.partial(inflight.acquire, pool_id=pool_id), instance_id))
 
 
 async def _release(instance_id: int) -> None:
@@ -628,10 +629,13 @@ class Reply:
         return cls(exc.status, "application/json", response.content, headers)
 
 
-async def handle(method: str, raw: bytes, request_id_header: str | None, *, user, rate_id=None) -> Reply:
+async def handle(
+    method: str, raw: bytes, request_id_header: str | None, *, user, rate_id=None, routes_generation=None
+) -> Reply:
     """One chat completions call for ``user`` (or for what ``user()`` returns, see ``_authorize_and_resolve``),
     within the caller's limits (limits.py; counted under ``rate_id``, else the user's own). Called by the API's
-    endpoint with the key's user and id, the playground's with its session's user, and evaluations."""
+    endpoint with the key's user and id (and the cached routes' generation, read with the key), the playground's
+    with its session's user, and evaluations."""
     started = time.perf_counter()
     if method != "POST":
         return Reply.error(ApiError(405, BAD_PARAM, f"Method {method} is not allowed here."))
@@ -653,7 +657,7 @@ async def handle(method: str, raw: bytes, request_id_header: str | None, *, user
         if callable(user):
             caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(code, user, body)
         else:
-            caller, route = user, await _known_callers_route(user, code, body, len(raw))
+            caller, route = user, await _known_callers_route(user, code, body, len(raw), routes_generation)
     except BaseException as exc:
         if admission is not None:
             await _withdraw(admission, user.pk)
@@ -679,11 +683,13 @@ async def handle(method: str, raw: bytes, request_id_header: str | None, *, user
 INLINE_CHECK_BYTES = 16 * 1024  # a body this small has its prompt counted on the event loop (well under 1 ms)
 
 
-async def _known_callers_route(user, code, body: dict, size: int) -> Route:
+async def _known_callers_route(user, code, body: dict, size: int, current: bytes | None = None) -> Route:
     """The route of ``code`` for a caller already authenticated, with ``body`` checked against it: from the
-    process's cached routes while they are current (routecache.py), else resolved in a thread and kept."""
+    process's cached routes while they are current (routecache.py: the generation ``current``, read here when
+    not given), else resolved in a thread and kept."""
     key = routecache.key_of(user, code)
-    current = await routecache.generation() if key is not None else None
+    if current is None and key is not None:
+        current = await routecache.generation()
     route = routecache.get(key, current)
     if route is None:
         _caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(code, user, body)
@@ -724,8 +730,6 @@ async def _call(caller, route: Route, body: dict, stream: bool, request_id: str,
         "stream": stream,
     }
     try:
-        if route.pool_target is not None:
-            _later(_count(inflight.pool_touch, route.deployment_id))  # the pool was called (it scales by this)
         candidate, response = await _open(route, body, stream)
     except ApiError as exc:
         record(**usage, status_code=exc.status, error=exc.message, latency_ms=(time.perf_counter() - started) * 1000)
@@ -834,6 +838,9 @@ async def send_reply(reply: Reply, receive, send) -> None:
 PATH = "/api/paas/v4/chat/completions"
 
 
+GENERATION_FRESH_SECONDS = 0.1
+
+
 async def endpoint(scope, receive, send) -> None:
     """``/api/paas/v4/chat/completions``, the one implementation: the API key first (nobody without one gets a
     byte of their body read; an address with too many failed keys this minute gets 429, as on every API path),
@@ -843,13 +850,25 @@ async def endpoint(scope, receive, send) -> None:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     try:
         address = (scope.get("client") or ("",))[0]
-        key = await authenticate_throttled_async(headers.get("authorization"), address)
+        key = await authenticate_throttled_async(headers.get("authorization"), address, (routecache.GENERATION_KEY,))
+        reading = time.monotonic()
         raw = await read_asgi_body(scope, receive, conf.max_body_bytes())
     except ApiError as exc:
         return await send_reply(Reply.error(exc), receive, send)
     except ClientGone:
         return
-    await answer(handle("POST", raw, headers.get("x-request-id"), user=key.user, rate_id=key.key_id), receive, send)
+    # The routes' generation read with the key is the call's while the body came at once; after a slow upload
+    # it is read again (a route changed meanwhile is not used).
+    fresh = time.monotonic() - reading < GENERATION_FRESH_SECONDS
+    reply = handle(
+        "POST",
+        raw,
+        headers.get("x-request-id"),
+        user=key.user,
+        rate_id=key.key_id,
+        routes_generation=routecache.generation_read(key.also) if fresh else None,
+    )
+    await answer(reply, receive, send)
 
 
 def asgi_app(inner):
@@ -936,8 +955,10 @@ async def _relay(
     pieces = response.aiter_raw()
     try:
         while True:
-            try:  # each read bounded by what is left of the time limit (a stalled server yields nothing)
-                piece = await asyncio.wait_for(anext(pieces), _time_left(started))
+            try:  # each read bounded by what is left of the time limit (a stalled server yields nothing); a timer,
+                # not wait_for's task a read (a tenth of the relay's CPU)
+                async with asyncio.timeout(_time_left(started)):
+                    piece = await anext(pieces)
             except StopAsyncIteration:
                 break
             buffer += piece

@@ -13,6 +13,7 @@ from common.redis import async_redis_client
 
 # A gateway process that dies mid-request leaves its count behind: keys expire after an hour without calls.
 TTL = 3600
+POOL_CALLED_TTL = 7 * 86400
 
 
 def key(instance_id: int) -> str:
@@ -48,19 +49,28 @@ async def counts(instance_ids: list[int]) -> list[int]:
     return [int(v or 0) for v in values]
 
 
-async def acquire(instance_id: int) -> None:
+async def acquire(instance_id: int, pool_id: int | None = None) -> None:
+    """A call went to the instance (of the public pool ``pool_id``: noted as called, in the same round trip)."""
     async with async_client().pipeline(transaction=False) as pipe:
         pipe.incr(key(instance_id))
         pipe.expire(key(instance_id), TTL)
         # The moment it went from idle to busy: progress is judged from here when no token came yet.
         pipe.set(busy_key(instance_id), time.time(), nx=True, ex=TTL)
+        if pool_id is not None:
+            pipe.set(pool_key(pool_id), time.time(), ex=POOL_CALLED_TTL)
         await pipe.execute()
 
 
+# One round trip: the count goes down, and the instance is no longer busy once it reaches zero.
+RELEASE = """
+local left = redis.call('DECR', KEYS[1])
+if left <= 0 then redis.call('DEL', KEYS[2]) end
+return left
+"""
+
+
 async def release(instance_id: int) -> None:
-    client = async_client()
-    if await client.decr(key(instance_id)) <= 0:
-        await client.delete(busy_key(instance_id))
+    await async_client().register_script(RELEASE)(keys=[key(instance_id), busy_key(instance_id)])
 
 
 _last_mark: dict[int, float] = {}
@@ -91,12 +101,8 @@ def stalled_for(client: redis.Redis, instance_id: int, now: float | None = None)
     return max(0.0, (now or time.time()) - since)
 
 
-async def pool_touch(deployment_id: int) -> None:
-    await async_client().set(pool_key(deployment_id), time.time(), ex=7 * 86400)
-
-
 def pool_touch_sync(client: redis.Redis, deployment_id: int) -> None:
-    client.set(pool_key(deployment_id), time.time(), ex=7 * 86400)
+    client.set(pool_key(deployment_id), time.time(), ex=POOL_CALLED_TTL)
 
 
 def pool_last_call(client: redis.Redis, deployment_id: int) -> float | None:

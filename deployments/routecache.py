@@ -48,6 +48,14 @@ async def generation() -> bytes | None:
     return value if isinstance(value, bytes) else b"0"
 
 
+def generation_read(values: tuple | None) -> bytes | None:
+    """The generation from a read of ``GENERATION_KEY`` done with other keys (the API key's, in one round trip):
+    None when it was not read."""
+    if not values:
+        return None
+    return values[0] if isinstance(values[0], bytes) else b"0"
+
+
 def get(key: Key | None, current: bytes | None) -> Route | None:
     if key is None or current is None:
         return None

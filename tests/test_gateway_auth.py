@@ -100,6 +100,11 @@ def test_a_second_users_key_never_authenticates_as_the_first():
     for _round in range(2):  # from the database, then from the cache
         assert (grant(a_token).user.pk, grant(a_token).key_id) == (alice.pk, a_key.key_id)
         assert (grant(b_token).user.pk, grant(b_token).key_id) == (bob.pk, b_key.key_id)
+    # What the gateway reads next (the cached routes' generation) comes with a cached key, in the same read.
+    with redis_client(1) as client:
+        client.set("test:read-along", b"7")
+    along = run_async(lambda: api.authenticate_throttled_async(f"Bearer {a_token}", "10.9.0.2", ("test:read-along",)))
+    assert along.user.pk == alice.pk and along.also == (b"7",)
     a_secret, b_secret = a_token.split(".")[1], b_token.split(".")[1]
     for mixed in (f"{b_key.key_id}.{a_secret}", f"{a_key.key_id}.{b_secret}"):
         assert code_of(chat(mixed)) == (401, "1002")

@@ -189,9 +189,13 @@ def test_the_gateway_counts_when_an_instance_went_busy_and_when_it_last_produced
     instance_id = 987654
     _counts(instance_id)
 
+    pool_id = 987653
+    with redis_client(1) as client:
+        client.delete(inflight.pool_key(pool_id))
+
     async def calls():
         await inflight.acquire(instance_id)
-        await inflight.acquire(instance_id)
+        await inflight.acquire(instance_id, pool_id)  # a pool's call: the pool is noted as called, too
         await inflight.release(instance_id)
         with redis_client(1) as client:
             assert client.get(inflight.busy_key(instance_id)) is not None  # one still in flight
@@ -204,6 +208,7 @@ def test_the_gateway_counts_when_an_instance_went_busy_and_when_it_last_produced
         assert client.get(inflight.busy_key(instance_id)) is None  # idle again: nothing to judge
         assert client.get(inflight.progress_key(instance_id)) is not None
         assert inflight.stalled_for(client, instance_id) == 0.0
+        assert time.time() - inflight.pool_last_call(client, pool_id) < 60
 
 
 def test_a_node_that_cannot_run_vllm_serves_with_transformers_and_says_why(tmp_path, settings):

@@ -22,6 +22,8 @@ Then it makes ``--calls`` rounds of ``--streams`` streamed calls at once, altern
   "sent upstream" is the gateway's own cost before the instance has the request. A known caller's route is
   cached in the process (deployments/routecache.py): the hop and the route are marked only on the calls that
   resolved it, shown with how many they were;
+- the web process's CPU time a gateway call (both legs run in the same rounds; only the gateway's use it), what
+  the gateway takes from the model's CPUs when they share a machine;
 - the machine (CPU model and flags) and its load before the run.
 """
 
@@ -32,6 +34,7 @@ import asyncio
 import contextvars
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -162,7 +165,23 @@ def serve(argv: list[str]) -> None:
             mark("upstream_headers")
 
     httpx.AsyncClient.send = timed_upstream  # type: ignore[method-assign]  # the profiler's wrapper
-    uvicorn.run(application, host=args.host, port=args.port, lifespan=args.lifespan, access_log=not args.no_access_log)
+    profile = os.environ.get("PROFILE_GATEWAY_CPROFILE")  # a file: the server's cProfile statistics, at its exit
+    if profile:
+        import cProfile
+
+        def leave(*_args):  # uvicorn raises the SIGTERM it caught again once it has stopped: end here, and dump
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, leave)
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        log = not args.no_access_log
+        uvicorn.run(application, host=args.host, port=args.port, lifespan=args.lifespan, access_log=log)
+    finally:
+        if profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
 
 
 # ---------------------------------------------------------------- the driver
@@ -212,6 +231,12 @@ def start_instance(runtime_name: str, base, port: int, key: str, log: Path, toke
     )
     model = runtime.upstream_model(target=target, served_name=base.code, pool=True) or str(target.folder)
     return proc, model
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (its own threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_health(url: str, proc, timeout: float) -> None:
@@ -341,7 +366,9 @@ def main() -> int:
                             out.extend(ttfts)
                             rates.append(rate)
 
+        cpu_before = process_cpu_seconds(web.pid)
         asyncio.run(run())
+        web_cpu_ms = (process_cpu_seconds(web.pid) - cpu_before) * 1000
     finally:
         for stop in (
             lambda: services.stop(web),
@@ -366,6 +393,11 @@ def main() -> int:
         f"+{med(g) - med(d):.2f} ms added; throughput {med(g_rate):.1f} vs {med(d_rate):.1f} chunks/s "
         f"({med(g_rate) / med(d_rate):.3f}x direct)"
     )
+    gateway_calls = (10 + args.calls) * args.streams
+    print(
+        f"web process CPU: {web_cpu_ms / gateway_calls:.2f} ms a call through the gateway "
+        f"({web_cpu_ms:.0f} ms for {gateway_calls} calls of {args.tokens} tokens: what it takes from the model's CPUs)"
+    )
     print("gateway stages (median ms since the request reached the application; the step from the mark before):")
     previous = 0.0
     for name in MARKS:
@@ -388,6 +420,7 @@ def main() -> int:
         "ttft_gateway_ms": med(g),
         "rate_direct": med(d_rate),
         "rate_gateway": med(g_rate),
+        "web_cpu_ms_a_call": web_cpu_ms / gateway_calls,
         **{name: med([m[name] for m in calls if name in m]) for name in MARKS if any(name in m for m in calls)},
     }
     print(json.dumps(summary))
