@@ -17,7 +17,6 @@ from datetime import timedelta
 import jwt
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -25,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts import keycache, ratelimit
 from accounts.models import ApiKey
 from common.api import ApiError, exception_response
+from common.db import connection_checked
 from common.error_codes import (
     BAD_KEY,
     BAD_PARAM,
@@ -218,7 +218,7 @@ async def authenticate_throttled_async(header: str | None, address: str, also: S
 
 
 def _authenticate_and_remember(header: str | None, address: str) -> keycache.Grant:
-    close_old_connections()
+    connection_checked()
     key = authenticate_throttled(header, address)
     token = (header or "").strip().partition(" ")[2].strip()
     expires_at = None

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import httpx
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.api import authenticate_throttled_async
 from common.api import ApiError, ClientGone, read_asgi_body
+from common.db import connection_checked
 from common.error_codes import BAD_BODY, BAD_PARAM, PROMPT_TOO_LONG
 from console.errors import last_exception
 from modelcards.models import BaseModel, FineTunedModel
@@ -325,22 +326,12 @@ def _servable(base: BaseModel):
     return verdict
 
 
-def _connection_checked() -> None:
-    """Django's ``close_old_connections`` before the hop's queries (a broken connection, one past CONN_MAX_AGE),
-    except that a SQLite connection is kept: its CONN_MAX_AGE is 0 (console/settings.py), which would open a new
-    one at every call, 1.2 ms with its PRAGMAs, twice the queries of a pool call; a SQLite connection outside a
-    transaction holds nothing between calls and is never unusable."""
-    if connection.vendor == "sqlite" and connection.connection is not None and not connection.in_atomic_block:
-        return
-    close_old_connections()
-
-
 def _authorize_and_resolve(code, user, body: dict) -> tuple:
     """The caller and the route of ``code``, and ``body``'s generation limits checked against it (sync: run off
     the event loop). The caller is ``user`` (an API key's, or a session's a console page authenticated); or what
     ``user()`` returns (an authentication that needs the database, done here in the same hop), which may raise
     ApiError."""
-    _connection_checked()
+    connection_checked()
     if callable(user):
         user = user()
     route = resolve(user, code)
@@ -406,7 +397,7 @@ def _write_loop() -> None:
             except queue.Empty:
                 break
         try:
-            _connection_checked()  # kept between batches (a new SQLite connection each was 5% of the gateway's CPU)
+            connection_checked()  # kept between batches (a new SQLite connection each was 5% of the gateway's CPU)
             ApiCall.objects.bulk_create([ApiCall(**fields) for fields in batch])
         except Exception:
             logger.exception("recording %s call(s) failed", len(batch))
