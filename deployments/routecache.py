@@ -6,8 +6,9 @@ stored under is still the one in Redis. Whatever a route is read from bumps the 
 (``changed``): a deployment or an instance changing state (their state machines' ``on_change``; not an instance's
 health counters), a deployment or an instance saved whole or deleted (created, or edited in the admin), any save or
 delete of a base model or a fine-tune (deleted, its weights promoted). So a cancelled deployment, a stopped
-instance or a deleted fine-tune is never routed to from a cached route, in any process. One Redis read
-(on the event loop, beside the caller's admission) replaces the hop to a thread and the route's queries.
+instance or a deleted fine-tune is never routed to from a cached route, in any process. The generation
+is read with the API key, in the same Redis round trip (``generation_read``; again, on the event loop, after a
+slow upload or with no key's read): that replaces the hop to a thread and the route's queries.
 
 Only routes that resolved are kept (an error is worked out again at each call). With Redis away nothing is kept
 or used; a bump that could not reach Redis leaves other processes' routes for at most ``TTL_SECONDS``.
