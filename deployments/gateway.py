@@ -682,14 +682,39 @@ async def _known_callers_route(user, code, body: dict, size: int, current: bytes
     if current is None and key is not None:
         current = await routecache.generation()
     route = routecache.get(key, current)
+    if route is None and key is not None and current is not None:
+        pending = _resolving.get(key)
+        if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait({pending})  # the same caller and model being resolved by another call: its route
+            route = routecache.get(key, current)
     if route is None:
-        _caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(code, user, body)
-        routecache.put(key, current, route)
-    elif size <= INLINE_CHECK_BYTES:
+        return await _resolve_and_keep(key, current, code, user, body)
+    if size <= INLINE_CHECK_BYTES:
         limit_generation(route, body)
     else:
         await sync_to_async(limit_generation, thread_sensitive=False)(route, body)
     return route
+
+
+_resolving: dict[routecache.Key, asyncio.Future] = {}
+
+
+async def _resolve_and_keep(key, current: bytes | None, code, user, body: dict) -> Route:
+    """The route resolved in a thread (``body`` checked there) and kept; calls of the same caller and model that
+    miss meanwhile wait for it (a burst after the routes' generation moved, or their entry expired, resolves once,
+    not once a call: 8 streams at once had 46 of 128 calls each hop to a thread). A call that finds no route
+    after the wait (the first's was refused) resolves its own."""
+    done = None
+    if key is not None and current is not None and key not in _resolving:
+        done = _resolving[key] = asyncio.get_running_loop().create_future()
+    try:
+        _caller, route = await sync_to_async(_authorize_and_resolve, thread_sensitive=False)(code, user, body)
+        routecache.put(key, current, route)
+        return route
+    finally:
+        if done is not None:
+            del _resolving[key]
+            done.set_result(None)
 
 
 async def _withdraw(admission: asyncio.Future, user_id: int) -> None:

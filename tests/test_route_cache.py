@@ -5,6 +5,8 @@ is never another's. Transactional: the changes commit, as in production, so the 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from django.utils import timezone
 
@@ -149,3 +151,34 @@ def test_a_prompt_too_long_is_refused_from_a_cached_route_too(alice, tiny_base, 
     body = dict(BODY, max_tokens=10**9)
     run_async(lambda: gateway._known_callers_route(alice, deployment.code, body, 64))
     assert body["max_tokens"] < found.context_length and RESOLVED == [deployment.code]
+
+
+def test_calls_that_miss_at_once_resolve_the_route_once(alice, tiny_base, node):
+    """Eight calls of one caller and model arriving together after the generation moved: one resolves in a thread,
+    the others wait for its route (not eight hops and eight sets of queries)."""
+    deployment, _instance = ready_deployment(alice, tiny_base, node)
+    current = generation()
+
+    async def burst():
+        return await asyncio.gather(
+            *[gateway._known_callers_route(alice, deployment.code, dict(BODY), 64, current) for _ in range(8)]
+        )
+
+    routes = run_async(burst)
+    assert RESOLVED == [deployment.code] and all(found is routes[0] for found in routes)
+    assert not gateway._resolving  # nothing left waiting
+
+    # A refused first call (its prompt too long) keeps nothing: the others resolve their own and get their route.
+    routecache.forget()
+    long = {"messages": [{"role": "user", "content": "word " * (routes[0].context_length + 10)}]}
+
+    async def mixed():
+        return await asyncio.gather(
+            gateway._known_callers_route(alice, deployment.code, dict(long), 64, current),
+            *[gateway._known_callers_route(alice, deployment.code, dict(BODY), 64, current) for _ in range(3)],
+            return_exceptions=True,
+        )
+
+    first, *others = run_async(mixed)
+    assert isinstance(first, ApiError) and first.status == 400
+    assert all(isinstance(found, gateway.Route) for found in others) and not gateway._resolving
