@@ -46,7 +46,7 @@ async def generation() -> bytes | None:
         value = await async_redis_client().get(GENERATION_KEY)
     except Exception:  # noqa: BLE001 - Redis away: routes are resolved from the database at each call
         return None
-    return value if isinstance(value, bytes) else b"0"
+    return generation_read((value,))
 
 
 def generation_read(values: tuple | None) -> bytes | None:
