@@ -568,6 +568,8 @@ SERVING_POOL_ADAPTERS = envint("SERVING_POOL_ADAPTERS", 8)
 SERVING_MAX_LORA_RANK = envint("SERVING_MAX_LORA_RANK", 16)
 SERVING_MAX_MODEL_LEN = envint("SERVING_MAX_MODEL_LEN", 8192)
 VLLM_CPU_KVCACHE_SPACE = envfloat("VLLM_CPU_KVCACHE_SPACE", 2)
+# Tokens a vLLM instance sends a streamed call at once (--stream-interval; the first token always at once).
+SERVING_STREAM_INTERVAL = envint("SERVING_STREAM_INTERVAL", 1)
 # vLLM's --dtype (auto: the model's own on a GPU or a CPU with AMX/AVX512-BF16, float32 on other CPUs).
 SERVING_DTYPE = env("SERVING_DTYPE", "auto")
 # The multi-LoRA ops of vLLM CPU instances: "console" (deployments/vllm_plugin: grouped products and a C kernel,

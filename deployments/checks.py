@@ -22,6 +22,7 @@ RANGES = [
     ("SERVING_MAX_LORA_RANK", 1, "largest LoRA rank a vLLM instance accepts"),
     ("SERVING_MAX_MODEL_LEN", 1, "tokens of context an instance serves at most"),
     ("VLLM_CPU_KVCACHE_SPACE", 0, "GiB of a vLLM CPU instance's KV cache"),
+    ("SERVING_STREAM_INTERVAL", 1, "tokens a vLLM instance sends a stream at once"),
     ("SERVING_MAX_BODY_MB", 0.001, "MiB of the largest chat request"),
     ("SERVING_DEFAULT_MAX_TOKENS", 1, "tokens of a call that names no max_tokens"),
     ("SERVING_MAX_GENERATION_SECONDS", 0.001, "seconds one call may generate for"),

@@ -90,6 +90,12 @@ def vllm_kv_cache_gib() -> int:
     return max(1, int(settings.VLLM_CPU_KVCACHE_SPACE))
 
 
+def stream_interval() -> int:
+    """Tokens a vLLM instance sends a streamed call at once (SERVING_STREAM_INTERVAL, vLLM's --stream-interval;
+    its first token always goes at once)."""
+    return max(1, int(settings.SERVING_STREAM_INTERVAL))
+
+
 def stall_seconds() -> float:
     """Seconds an instance may have calls running without producing a token before it counts as stuck and is
     replaced (SERVING_STALL_SECONDS)."""

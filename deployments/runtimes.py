@@ -40,6 +40,13 @@ CHAT_FIELDS = {
 }
 
 
+# What a call that names no temperature or top_p samples with, on every runtime: the platform's defaults (left to
+# each server, vLLM sampled at temperature 1 and top_p 1, and transformers serve answered greedily). ``do_sample:
+# false`` or a temperature of 0 answers greedily.
+DEFAULT_TEMPERATURE = 0.95
+DEFAULT_TOP_P = 0.7
+
+
 class Runtime:
     """One kind of inference server."""
 
@@ -63,6 +70,9 @@ class Runtime:
     def request_body(self, body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
         out = {k: v for k, v in body.items() if k in CHAT_FIELDS and v is not None}
         out["model"] = upstream_model
+        if body.get("do_sample") is not False:
+            out.setdefault("temperature", DEFAULT_TEMPERATURE)
+            out.setdefault("top_p", DEFAULT_TOP_P)
         if out.get("stream"):
             # OpenAI's way to have usage on a stream (a last chunk with no choices); a runtime that ignores it
             # gets its tokens counted by the gateway.
@@ -102,6 +112,8 @@ class TransformersServe(Runtime):
             out["generation_config"] = json.dumps({"do_sample": False})
             out.pop("temperature", None)
             out.pop("top_p", None)
+        elif out["temperature"] != 0:  # its server samples only where the model's generation config says so
+            out["generation_config"] = json.dumps({"do_sample": True})
         return out
 
 
@@ -145,6 +157,8 @@ class VllmServe(Runtime):
         dtype = conf.vllm_dtype()
         if dtype != "auto":
             cmd += ["--dtype", dtype]
+        if conf.stream_interval() > 1:
+            cmd += ["--stream-interval", str(conf.stream_interval())]
         return [*cmd, "--host", host, "--port", str(port), "--max-model-len", str(context)]
 
     def environment(self, *, omp_threads: int, api_key: str) -> dict[str, str]:

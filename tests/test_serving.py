@@ -19,7 +19,7 @@ from common.api import ApiError
 from deployments import conf, services
 from deployments.gateway import Candidate, Route, _relay, _rewrite, resolve
 from deployments.models import Deployment, DeploymentEvent, Instance, Node
-from deployments.runtimes import TransformersServe, VllmServe
+from deployments.runtimes import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, TransformersServe, VllmServe
 from deployments.targets import merged_dir, target_of
 from modelcards.models import FineTunedModel
 
@@ -98,6 +98,28 @@ def test_transformers_request_drops_platform_fields_and_maps_do_sample():
         "max_tokens": 5,
         "generation_config": json.dumps({"do_sample": False}),
     }
+
+
+def test_a_call_naming_no_sampling_gets_the_platforms_defaults_on_every_runtime():
+    """Left to each server, vLLM sampled at temperature 1 and transformers serve answered greedily."""
+    bare = {"model": "code", "messages": []}
+    vllm, transformers = VllmServe().request_body(bare, "m"), TransformersServe().request_body(bare, "/models/x")
+    for out in (vllm, transformers):
+        assert (out["temperature"], out["top_p"]) == (DEFAULT_TEMPERATURE, DEFAULT_TOP_P) == (0.95, 0.7)
+    assert json.loads(transformers["generation_config"]) == {"do_sample": True}
+    # The caller's own values stay; a temperature of 0 is greedy on transformers serve without do_sample.
+    mine = {**bare, "temperature": 0.0, "top_p": 0.5}
+    assert VllmServe().request_body(mine, "m")["temperature"] == 0.0
+    out = TransformersServe().request_body(mine, "/models/x")
+    assert (out["temperature"], out["top_p"]) == (0.0, 0.5) and "generation_config" not in out
+
+
+def test_vllm_streams_tokens_at_the_configured_interval(settings, tiny_base):
+    target = target_of(tiny_base)
+    plain = VllmServe().command(target=target, host="127.0.0.1", port=9001, served_name="c", pool=True)
+    settings.SERVING_STREAM_INTERVAL = 2
+    paired = VllmServe().command(target=target, host="127.0.0.1", port=9001, served_name="c", pool=True)
+    assert "--stream-interval" not in plain and paired[paired.index("--stream-interval") + 1] == "2"
 
 
 def test_vllm_instances_load_the_console_plugin_unless_told_not_to(settings):
