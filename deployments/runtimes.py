@@ -157,8 +157,9 @@ class VllmServe(Runtime):
         dtype = conf.vllm_dtype()
         if dtype != "auto":
             cmd += ["--dtype", dtype]
-        if conf.stream_interval() > 1:
-            cmd += ["--stream-interval", str(conf.stream_interval())]
+        interval = conf.stream_interval()
+        if interval > 1:
+            cmd += ["--stream-interval", str(interval)]
         return [*cmd, "--host", host, "--port", str(port), "--max-model-len", str(context)]
 
     def environment(self, *, omp_threads: int, api_key: str) -> dict[str, str]:

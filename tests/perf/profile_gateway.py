@@ -51,12 +51,11 @@ os.environ["SERVING_POOL_INSTANCES"] = "0"
 
 import logging  # noqa: E402
 
+from bench_serving import MESSAGES, SAMPLING  # noqa: E402  (the same call both scripts make, sampling alike both ways)
 from machine import report as machine_report  # noqa: E402
 from machine import require_quiet  # noqa: E402
 
 STAGES_ENV = "PROFILE_GATEWAY_STAGES"
-MESSAGES = [{"role": "user", "content": "Write a short poem about kettles."}]
-SAMPLING = {"temperature": 0.95, "top_p": 0.7}  # both ways: the gateway's defaults (bench_serving.py says why)
 # The marks, in the order a call passes them (ms since the request reached the application).
 MARKS = [
     "authenticated",
