@@ -23,6 +23,19 @@ def vllm_ops(indices: torch.Tensor):
     return wrapper
 
 
+def reference(x, y0, a, b, sizes, indices) -> torch.Tensor:
+    """``y0 + 2 * (x @ A[slot]^T) @ B[slot]^T`` row by row in float64 (rows without an adapter unchanged)."""
+    want = y0.double().clone()
+    offset = 0
+    for a_s, b_s, size in zip(a, b, sizes, strict=True):
+        for row, slot in enumerate(indices.tolist()):
+            if slot >= 0:
+                delta = (x[row].double() @ a_s[slot, 0].double().t()) @ b_s[slot, 0].double().t()
+                want[row, offset : offset + size] += 2.0 * delta
+        offset += size
+    return want
+
+
 def main() -> None:
     from console_vllm import punica, register
 
@@ -37,6 +50,7 @@ def main() -> None:
     spread = {"odd": 0.5}  # its few products still make a change as large as the others' (bf16 rounds y itself)
     cases = {
         "decode, one adapter": torch.full((8,), 3),
+        # (and then slot 2 rewritten in place, as vLLM loads another adapter into it: the next step must use it)
         "decode, 7 adapters and a base row": torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]),
         "prefill, 4 adapters in runs": torch.tensor([2] * 40 + [-1] * 30 + [5] * 90 + [0] * 100 + [8] * 40),
         "prefill, one adapter": torch.full((120,), 7),
@@ -69,20 +83,28 @@ def main() -> None:
                     a, b = weights[name]
                     x = torch.randn(indices.numel(), fan_in).to(dtype)
                     y0 = torch.randn(indices.numel(), sum(sizes)).to(dtype)
-                    want = y0.double().clone()
-                    offset = 0
-                    for a_s, b_s, size in zip(a, b, sizes, strict=True):
-                        for row, slot in enumerate(indices.tolist()):
-                            if slot >= 0:
-                                delta = (x[row].double() @ a_s[slot, 0].double().t()) @ b_s[slot, 0].double().t()
-                                want[row, offset : offset + size] += 2.0 * delta
-                        offset += size
+                    want = reference(x, y0, a, b, sizes, indices)
                     scale = (want - y0.double()).abs().max().item() or 1.0
                     wrapper = punica.GroupedPunicaWrapperCPU(4096, 512, "cpu")
                     wrapper.group(indices)
                     got = y0.clone()
                     wrapper.add_lora_linear(got, x, a, b, 2.0, sizes)
                     worst = max(worst, (got.double() - want).abs().max().item() / scale)
+                    if case == "decode, 7 adapters and a base row":
+                        # vLLM loads another adapter into slot 2 (in place, as it does): the next step uses it
+                        fresh = [b_s[3].flip(-1) for b_s in b]  # weights of the same size, another adapter's
+                        saved = [b_s[2].clone() for b_s in b]
+                        for b_s, new in zip(b, fresh, strict=True):
+                            b_s[2].copy_(new)
+                        again = y0.clone()
+                        wrapper.add_lora_linear(again, x, a, b, 2.0, sizes)
+                        expected = reference(x, y0, a, b, sizes, indices)
+                        rewritten = (again.double() - expected).abs().max().item() / (
+                            (expected - y0.double()).abs().max().item() or 1.0
+                        )
+                        worst = max(worst, rewritten, 0.0 if (again != got).any() else float("inf"))
+                        for b_s, old in zip(b, saved, strict=True):
+                            b_s[2].copy_(old)
                     if (indices >= 0).all():  # vLLM's op gives a -1 row the last slot's adapter
                         theirs = vllm_ops(indices)
                         ref = y0.clone()
