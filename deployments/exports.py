@@ -24,11 +24,25 @@ from django.utils import timezone
 
 from common import storage
 from common.queueing import enqueue_on_commit
+from common.states import StateMachine
 from console.errors import without_server_paths
 from modelcards.models import FineTunedModel
 from modelcards.weights import WeightsMissing, model_dir
 
 from .models import ExportStatus, MergedExport
+
+X = ExportStatus
+# Every change of MergedExport.status goes through this table, in this module (its only writer): asked for
+# (again after a failure, or when a run stalled), claimed by a worker, built or failed.
+EXPORT = StateMachine(
+    MergedExport,
+    {
+        X.QUEUED: {X.QUEUED, X.BUILDING, X.FAILED},
+        X.BUILDING: {X.QUEUED, X.READY, X.FAILED},
+        X.READY: set(),
+        X.FAILED: {X.QUEUED},
+    },
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +71,7 @@ def merged_export_request(*, model: FineTunedModel) -> MergedExport:
         in_flight = export.status in (ExportStatus.QUEUED, ExportStatus.BUILDING)
         if export.status == ExportStatus.READY or (in_flight and not _created and not _stale(export)):
             return export
-        export.status = ExportStatus.QUEUED
-        export.error = ""
-        export.finished_at = None
-        export.save()
+        EXPORT.set(export, X.QUEUED, fields=["updated_at"], error="", finished_at=None)
         pk = export.pk
         enqueue_on_commit(
             "deployments.build_merged_export",
@@ -77,18 +88,15 @@ def _stale(export: MergedExport) -> bool:
 
 
 def _fail(export_id: int, reason: str) -> None:
-    MergedExport.objects.filter(pk=export_id).update(
-        status=ExportStatus.FAILED, error=reason, finished_at=timezone.now(), updated_at=timezone.now()
-    )
+    now = timezone.now()
+    EXPORT.move(export_id, [X.QUEUED, X.BUILDING], X.FAILED, error=reason, finished_at=now, updated_at=now)
 
 
 def merged_export_build(*, export_id: int) -> MergedExport | None:
     """Build a queued export (a worker's task): merge in a child process, store the folder, mark it ready.
 
     Returns None when there was nothing to do (already claimed, built, or gone)."""
-    claimed = MergedExport.objects.filter(pk=export_id, status=ExportStatus.QUEUED).update(
-        status=ExportStatus.BUILDING, updated_at=timezone.now()
-    )
+    claimed = EXPORT.move(export_id, [X.QUEUED], X.BUILDING, updated_at=timezone.now())
     if not claimed:
         return None
     export = MergedExport.objects.select_related("fine_tuned_model__base_model").get(pk=export_id)
@@ -112,9 +120,8 @@ def merged_export_build(*, export_id: int) -> MergedExport | None:
         return MergedExport.objects.get(pk=export_id)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    MergedExport.objects.filter(pk=export_id, status=ExportStatus.BUILDING).update(
-        status=ExportStatus.READY, folder=folder, size_bytes=size, finished_at=timezone.now(), updated_at=timezone.now()
-    )
+    now = timezone.now()
+    EXPORT.move(export_id, [X.BUILDING], X.READY, folder=folder, size_bytes=size, finished_at=now, updated_at=now)
     return MergedExport.objects.get(pk=export_id)
 
 

@@ -28,6 +28,7 @@ from django.utils.translation import ngettext
 
 from common.charts import Frame, nice_step
 from common.queueing import enqueue, enqueue_on_commit
+from common.states import StateMachine
 from deployments import gateway
 from deployments.models import ApiCall, Deployment, DeploymentStatus
 from jobs.models import FineTuningJob, JobStatus
@@ -36,6 +37,20 @@ from modelcards.pricing import token_cost
 
 from . import verdict as verdicts
 from .models import ACTIVE_STATUSES, Evaluation, EvaluationAnswer, EvaluationItem, EvaluationStatus
+
+E = EvaluationStatus
+# Every change of Evaluation.status goes through this table, in this module (its only writer), each a
+# compare-and-set: a worker claims a queued run, the repair queues a stalled one again (once) or fails it.
+EVALUATION = StateMachine(
+    Evaluation,
+    {
+        E.QUEUED: {E.RUNNING, E.CANCELLED},
+        E.RUNNING: {E.SUCCEEDED, E.FAILED, E.CANCELLED, E.QUEUED},
+        E.SUCCEEDED: set(),
+        E.FAILED: set(),
+        E.CANCELLED: set(),
+    },
+)
 
 logger = logging.getLogger(__name__)
 
@@ -286,9 +301,7 @@ def evaluation_start(
 def evaluation_cancel(*, evaluation: Evaluation) -> bool:
     """Stop a queued or running evaluation; a running one stops before its next prompt. False if it had ended."""
     return bool(
-        Evaluation.objects.filter(pk=evaluation.pk, status__in=ACTIVE_STATUSES).update(
-            status=EvaluationStatus.CANCELLED, finished_at=timezone.now(), error=_("Cancelled.")
-        )
+        EVALUATION.move(evaluation, ACTIVE_STATUSES, E.CANCELLED, finished_at=timezone.now(), error=_("Cancelled."))
     )
 
 
@@ -425,8 +438,8 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
     answers (and judge them), then the general prompts with the base and the result; then the verdict. A
     requeued evaluation goes on from the first prompt it had not saved."""
     now = timezone.now()
-    if not Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.QUEUED).update(
-        status=EvaluationStatus.RUNNING, attempts=F("attempts") + 1, heartbeat_at=now, started_at=now
+    if not EVALUATION.move(
+        evaluation, [E.QUEUED], E.RUNNING, attempts=F("attempts") + 1, heartbeat_at=now, started_at=now
     ):
         return "skip"
     evaluation.refresh_from_db()
@@ -459,10 +472,10 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
             raise CallFailed(task[0].error)
         heads = {m["role"]: m for m in summary["models"]}
         with transaction.atomic():
-            finished = Evaluation.objects.filter(
-                pk=evaluation.pk, status=EvaluationStatus.RUNNING, attempts=run.attempt
-            ).update(
-                status=EvaluationStatus.SUCCEEDED,
+            finished = EVALUATION.move(
+                Evaluation.objects.filter(pk=evaluation.pk, attempts=run.attempt),
+                [E.RUNNING],
+                E.SUCCEEDED,
                 finished_at=timezone.now(),
                 summary=summary,
                 base_exact=heads["base"]["exact"],
@@ -478,8 +491,12 @@ def evaluation_run(*, evaluation: Evaluation) -> str:
         return "gone"
     except Exception as exc:
         logger.exception("evaluation %s failed", evaluation.pk)
-        Evaluation.objects.filter(pk=evaluation.pk, status=EvaluationStatus.RUNNING, attempts=run.attempt).update(
-            status=EvaluationStatus.FAILED, finished_at=timezone.now(), error=str(exc)[:2000]
+        EVALUATION.move(
+            Evaluation.objects.filter(pk=evaluation.pk, attempts=run.attempt),
+            [E.RUNNING],
+            E.FAILED,
+            finished_at=timezone.now(),
+            error=str(exc)[:2000],
         )
         return "failed"
 
@@ -571,14 +588,11 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
         Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, created_at__lt=limit)
     ):
         claim = Evaluation.objects.filter(
-            pk=evaluation.pk,
-            status=EvaluationStatus.RUNNING,
-            heartbeat_at=evaluation.heartbeat_at,
-            attempts=evaluation.attempts,
+            pk=evaluation.pk, heartbeat_at=evaluation.heartbeat_at, attempts=evaluation.attempts
         )
         if evaluation.attempts < EVAL_MAX_ATTEMPTS:
             with transaction.atomic():
-                if claim.update(status=EvaluationStatus.QUEUED):
+                if EVALUATION.move(claim, [E.RUNNING], E.QUEUED):
                     pk = evaluation.pk
                     enqueue_on_commit("experience.evaluate", pk)
                     counts["requeued"] += 1
@@ -589,7 +603,7 @@ def evaluations_repair(*, heartbeat_timeout: float | None = None) -> dict:
             "Its worker stopped (no progress for %(n)d minutes).",
             minutes,
         ) % {"n": minutes}
-        if claim.update(status=EvaluationStatus.FAILED, finished_at=now, error=reason):
+        if EVALUATION.move(claim, [E.RUNNING], E.FAILED, finished_at=now, error=reason):
             counts["failed"] += 1
     waiting = Evaluation.objects.filter(status=EvaluationStatus.QUEUED, created_at__lt=limit)
     if waiting.exists() and _messages_waiting("default") == 0:

@@ -25,6 +25,7 @@ from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from common import queueing
+from common.states import StateMachine
 
 from . import conf
 from .errors import PermanentError, TransientError
@@ -40,6 +41,19 @@ from .models import (
 )
 from .sms import fits_one_sms, get_sms_backend
 from .webhooks import webhook_messages
+
+# Every change of OutboxMessage.status goes through this table, in this module (its only writer), each a
+# compare-and-set: a worker claims due messages and records each outcome (a retry goes back to pending), the
+# repair recovers a dead worker's claim, staff resend what is not being sent.
+OUTBOX = StateMachine(
+    OutboxMessage,
+    {
+        OutboxStatus.PENDING: {OutboxStatus.SENDING, OutboxStatus.PENDING},
+        OutboxStatus.SENDING: {OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.PENDING},
+        OutboxStatus.SENT: {OutboxStatus.PENDING},
+        OutboxStatus.FAILED: {OutboxStatus.PENDING},
+    },
+)
 
 logger = logging.getLogger(__name__)
 
@@ -329,10 +343,14 @@ def outbox_send_many(*, message_ids: list[int]) -> dict[int, tuple[str, float]]:
     results: dict[int, tuple[str, float]] = {pk: ("skip", 0) for pk in message_ids}
     token = secrets.token_hex(8)
     now = timezone.now()
-    claimed = OutboxMessage.objects.filter(
-        pk__in=message_ids, status=OutboxStatus.PENDING, next_attempt_at__lte=now
-    ).update(
-        status=OutboxStatus.SENDING, claimed_at=now, claimed_by=token, send_started_at=None, attempts=F("attempts") + 1
+    claimed = OUTBOX.move(
+        OutboxMessage.objects.filter(pk__in=message_ids, next_attempt_at__lte=now),
+        [OutboxStatus.PENDING],
+        OutboxStatus.SENDING,
+        claimed_at=now,
+        claimed_by=token,
+        send_started_at=None,
+        attempts=F("attempts") + 1,
     )
     if not claimed:
         return results
@@ -399,8 +417,12 @@ def _send_one(message: OutboxMessage, transport, token: str) -> tuple[str, float
 
 
 def _finish(message: OutboxMessage, token: str, status: str, clock: float, **fields) -> None:
-    OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.SENDING, claimed_by=token).update(
-        status=status, duration_ms=int((time.monotonic() - clock) * 1000), **fields
+    OUTBOX.move(
+        OutboxMessage.objects.filter(pk=message.pk, claimed_by=token),
+        [OutboxStatus.SENDING],
+        status,
+        duration_ms=int((time.monotonic() - clock) * 1000),
+        **fields,
     )
 
 
@@ -423,19 +445,21 @@ def outbox_repair(
     for message in OutboxMessage.objects.filter(
         status=OutboxStatus.SENDING, claimed_at__lt=now - timedelta(seconds=timeout)
     ).only("pk", "channel", "send_started_at", "claimed_at")[:limit]:
-        still_claimed = OutboxMessage.objects.filter(
-            pk=message.pk, status=OutboxStatus.SENDING, claimed_at=message.claimed_at
-        )
+        still_claimed = OutboxMessage.objects.filter(pk=message.pk, claimed_at=message.claimed_at)
         if message.send_started_at is None or get_transport(message.channel).idempotent:
-            if still_claimed.update(
-                status=OutboxStatus.PENDING,
+            if OUTBOX.move(
+                still_claimed,
+                [OutboxStatus.SENDING],
+                OutboxStatus.PENDING,
                 next_attempt_at=now,
                 last_error="its worker stopped before it was sent; sending again",
             ):
                 recovered.append(message.pk)
         else:
-            counts["abandoned"] += still_claimed.update(
-                status=OutboxStatus.FAILED,
+            counts["abandoned"] += OUTBOX.move(
+                still_claimed,
+                [OutboxStatus.SENDING],
+                OutboxStatus.FAILED,
                 last_error="the worker stopped while sending: it may or may not have arrived; resend if not",
             )
     counts["recovered"] = len(recovered)
@@ -457,16 +481,19 @@ def outbox_resend(*, messages) -> int:
     for message in messages:
         if message.status == OutboxStatus.SENDING:
             continue
-        OutboxMessage.objects.filter(pk=message.pk).update(
-            status=OutboxStatus.PENDING,
+        # Not if a worker claimed it since it was read: that send goes on, and this one is not counted.
+        if OUTBOX.move(
+            message,
+            [OutboxStatus.PENDING, OutboxStatus.SENT, OutboxStatus.FAILED],
+            OutboxStatus.PENDING,
             next_attempt_at=timezone.now(),
             key=message.key if message.channel == Channel.WEBHOOK else secrets.token_hex(16),
             attempts=0,
             claimed_at=None,
             send_started_at=None,
-        )
-        ids.append(message.pk)
-        count += 1
+        ):
+            ids.append(message.pk)
+            count += 1
     if ids:
         transaction.on_commit(lambda: enqueue(ids))
     return count

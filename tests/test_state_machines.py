@@ -13,10 +13,15 @@ from django.utils import timezone
 from common.states import IllegalTransition, StateMachine
 from datasets.models import Status as DatasetStatus
 from datasets.states import DATASET
-from deployments.models import Deployment, DeploymentStatus, Instance, InstanceState, Node
+from deployments.exports import EXPORT
+from deployments.models import Deployment, DeploymentStatus, ExportStatus, Instance, InstanceState, Node
 from deployments.states import DEPLOYMENT, INSTANCE, instance_move
+from experience.models import EvaluationStatus
+from experience.services import EVALUATION
 from jobs.models import FineTuningJob, JobStatus
 from jobs.states import JOB
+from notifications.models import OutboxStatus
+from notifications.services import OUTBOX
 
 from .jobs_support import chat_lines, make_dataset
 
@@ -25,14 +30,14 @@ APPS = ["console", "notifications", "modelcards", "datasets", "jobs", "deploymen
 STATE_FIELDS = {"status", "state"}
 
 # The one module that writes each entity's state. The task, the dataset, the deployment and the instance have a
-# states module; an entity whose state has a single writer module keeps it there.
+# states module; an entity whose state has a single writer module keeps it there, with its table.
 HOMES = {
     "jobs/states.py": "FineTuningJob.status",
     "datasets/states.py": "Dataset.status",
     "deployments/states.py": "Deployment.status, Instance.state",
-    "deployments/exports.py": "MergedExport.status (its only writer)",
-    "experience/services.py": "Evaluation.status (its only writer)",
-    "notifications/services.py": "Outbox.status (its only writer)",
+    "deployments/exports.py": "MergedExport.status (its only writer, through EXPORT)",
+    "experience/services.py": "Evaluation.status (its only writer, through EVALUATION)",
+    "notifications/services.py": "OutboxMessage.status (its only writer, through OUTBOX)",
 }
 
 
@@ -115,6 +120,9 @@ def test_the_runner_uses_no_private_helper_of_services():
         (DATASET, DatasetStatus),
         (DEPLOYMENT, DeploymentStatus),
         (INSTANCE, InstanceState),
+        (EVALUATION, EvaluationStatus),
+        (EXPORT, ExportStatus),
+        (OUTBOX, OutboxStatus),
     ],
 )
 def test_each_table_names_only_its_enum_and_ends_stay_ended(machine: StateMachine, enum):
@@ -166,3 +174,38 @@ def test_illegal_deployment_and_instance_transitions_are_refused_and_change_noth
     Instance.objects.filter(pk=instance.pk).update(state=InstanceState.STOPPING)
     assert instance_move(instance, InstanceState.READY) is False
     assert Instance.objects.get(pk=instance.pk).state == InstanceState.STOPPING
+
+
+def test_a_merged_export_moves_only_by_its_table(alice, tiny_base):
+    from deployments import exports
+    from deployments.models import MergedExport
+
+    from .jobs_support import make_card
+    from .test_modelcards import _job
+
+    export = MergedExport.objects.create(fine_tuned_model=make_card(_job(alice, tiny_base)))
+    assert exports.EXPORT.move(export, [ExportStatus.QUEUED], ExportStatus.BUILDING) == 1
+    assert exports.EXPORT.move(export, [ExportStatus.BUILDING], ExportStatus.READY, folder="exports/x") == 1
+    # a late failure (a worker that lost its claim, a broker that answered late) leaves a built export as it is
+    exports._fail(export.pk, "too late")
+    export.refresh_from_db()
+    assert (export.status, export.error) == (ExportStatus.READY, "")
+    with pytest.raises(IllegalTransition, match="MergedExport: ready → queued"):
+        exports.EXPORT.set(export, ExportStatus.QUEUED)
+    assert MergedExport.objects.get(pk=export.pk).status == ExportStatus.READY
+
+
+def test_staff_resending_leaves_a_message_a_worker_claimed_since_it_was_read(alice):
+    from notifications import services
+    from notifications.models import OutboxMessage
+
+    message = OutboxMessage.objects.create(
+        user=alice, event="job.succeeded", channel="email", recipient="a@example.com", title="t", body="b", key="k1"
+    )
+    read = OutboxMessage.objects.get(pk=message.pk)  # the admin's page, read while the message was pending
+    assert OUTBOX.move(message, [OutboxStatus.PENDING], OutboxStatus.SENDING, claimed_by="w1") == 1
+    assert services.outbox_resend(messages=[read]) == 0
+    message.refresh_from_db()
+    assert (message.status, message.claimed_by, message.key) == (OutboxStatus.SENDING, "w1", "k1")
+    with pytest.raises(IllegalTransition, match="OutboxMessage: pending → sent"):
+        OUTBOX.move(message, [OutboxStatus.PENDING], OutboxStatus.SENT)
