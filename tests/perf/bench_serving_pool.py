@@ -6,7 +6,8 @@ Run on demand (not part of the test run; it needs .venv-vllm, which ``./run test
 
 It starts its own embedded Redis, a Celery worker, the console under uvicorn and a node agent with
 ``--runtime vllm`` against a database under var/bench-pool/, with the real ``smollm2-135m-instruct`` (converted
-once into var/models/) and N LoRA adapters of it made here (random, r=8 on q/v, one seed each), then measures:
+once into var/models/) and N LoRA adapters of it made here (random, one seed each, shaped as the console trains them:
+``TrainingConfig``'s rank 16 on every linear layer), then measures:
 
 0. Baseline: a bare ``transformers serve <folder>`` (one process, one thread a request, no key): start -> first
    answer, and completion tokens/s at 1, 8 and 32 concurrent streams with the median time to first token.
@@ -18,7 +19,9 @@ once into var/models/) and N LoRA adapters of it made here (random, r=8 on q/v, 
    throughput at 8, the median of 12 pairs of rounds (target >= 0.97x).
 3. A fine-tune's first call (its adapter loaded into the running instance): time to first token (target <= 3 s).
 4. N fine-tunes of the base called round-robin by 8 clients: every answer (greedy) equal to the same adapter's
-   answer alone, the instance never restarted, tokens/s against the same load on the base alone (target >= 0.7x).
+   answer alone (one that is not: whether it is another model's answer, a call served by the wrong weights, or
+   where it parted from its own), the instance never restarted, tokens/s against the same load on the base alone
+   (target >= 0.7x).
 5. Memory: the pool instance's process group (RSS) with the N adapters loaded; the web process while a 300 MB
    body without a key is refused (target: flat, <= 50 MB above idle).
 """
@@ -53,6 +56,9 @@ from machine import require_quiet  # noqa: E402
 # The gateway's added time to first token at 1 stream: 20 calls each way measured +3.9 to +11.6 ms in four runs on
 # one machine where profile_gateway.py's 200 measured +3.1.
 TTFT_CALLS = 80
+# PEFT's random B (init_lora_weights=False) scaled: answers that are still sentences, each adapter's its own (at
+# 0.1, 12 of 20 alike; at 1, no longer sentences).
+LORA_B_SCALE = 0.3
 GATEWAY_PAIRS = 12  # pairs of 8-stream rounds, one straight to the instance and one through the gateway
 
 
@@ -163,15 +169,26 @@ def main() -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from jobs.training.config import TrainingConfig
+
+    trained = TrainingConfig()  # adapters shaped as the console trains them: its rank, alpha and layers
     model = None
     for n in range(args.adapters + 1):
-        path = var / "adapters" / f"a{n}"
+        path = var / "adapters" / f"r{trained.lora_r}-{trained.lora_target}-a{n}"
         if not (path / "adapter_config.json").exists():
             model = model or AutoModelForCausalLM.from_pretrained(folder)
             torch.manual_seed(100 + n)
-            peft_model = get_peft_model(
-                model, LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+            config = LoraConfig(
+                r=trained.lora_r,
+                lora_alpha=trained.lora_alpha,
+                target_modules=trained.lora_target,
+                init_lora_weights=False,
             )
+            peft_model = get_peft_model(model, config)
+            with torch.no_grad():
+                for name, weight in peft_model.named_parameters():
+                    if "lora_B" in name:
+                        weight.mul_(LORA_B_SCALE)
             peft_model.save_pretrained(path)
             model = peft_model.unload()
             for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
@@ -300,20 +317,30 @@ def main() -> int:
 
         async def solo_answers():
             async with _httpx.AsyncClient(timeout=600) as client:
-                return {t.code: (await greedy(client, api, headers, t.code, args.tokens))[0] for t in tunes}
+                return {m: (await greedy(client, api, headers, m, args.tokens))[0] for m in [base.code, *codes]}
 
+        codes = [t.code for t in tunes]
         solo = asyncio.run(solo_answers())
-        report["distinct_answers"] = len(set(solo.values()))
+        report["distinct_answers"] = len({solo[c] for c in codes})
         pid_before = Instance.objects.get(pk=instance.pk).pid
         calls_each = max(3, len(tunes) // 2)
-        mixed, mixed_tps = round_robin(api, headers, [t.code for t in tunes], 8, calls_each, args.tokens)
+        mixed, mixed_tps = round_robin(api, headers, codes, 8, calls_each, args.tokens)
         same = sum(1 for model, text, _n in mixed if text == solo[model])
+        # An answer that differs from its adapter's alone: another model's answer (the base's or another adapter's)
+        # would be a call served by the wrong weights; else where it parts from its own answer (batched float sums
+        # round differently from a call alone, and greedy decoding follows a near tie either way).
+        differing = [(model, text) for model, text, _n in mixed if text != solo[model]]
+        misrouted = sum(1 for model, text in differing if text in {v for k, v in solo.items() if k != model})
+        parted = [len(os.path.commonprefix([text, solo[model]])) for model, text in differing]
         _base_results, base_tps = round_robin(api, headers, [base.code], 8, calls_each, args.tokens)
         now = Instance.objects.get(pk=instance.pk)
         report["round_robin"] = {
             "adapters": len(tunes),
             "calls": len(mixed),
             "answers_equal_to_solo": same,
+            "answers_of_another_model": misrouted,
+            "differing_parted_after_chars": parted,
+            "answer_length_chars": statistics.median(len(v) for v in solo.values()),
             "tokens_per_s_adapters": mixed_tps,
             "tokens_per_s_base": base_tps,
             "restarted": now.pid != pid_before or now.state != "ready",
@@ -389,7 +416,9 @@ def main() -> int:
     r = report["round_robin"]
     print(
         f"{r['adapters']} fine-tunes round-robin, 8 clients: {r['answers_equal_to_solo']}/{r['calls']} answers "
-        f"equal to the adapter's own alone, {report['distinct_answers']} distinct; "
+        f"equal to the adapter's own alone ({r['answers_of_another_model']} another model's; the rest parted from "
+        f"their own after {r['differing_parted_after_chars']} of ~{r['answer_length_chars']:.0f} characters), "
+        f"{report['distinct_answers']} distinct; "
         f"{r['tokens_per_s_adapters']:.1f} tokens/s against {r['tokens_per_s_base']:.1f} on the base alone "
         f"({r['tokens_per_s_adapters'] / r['tokens_per_s_base']:.2f}x); restarted: {r['restarted']}"
     )
