@@ -174,7 +174,7 @@ def main() -> int:
     trained = TrainingConfig()  # adapters shaped as the console trains them: its rank, alpha and layers
     model = None
     for n in range(args.adapters + 1):
-        path = var / "adapters" / f"r{trained.lora_r}-{trained.lora_target}-a{n}"
+        path = var / "adapters" / f"r{trained.lora_r}-{trained.lora_target}-b{LORA_B_SCALE}-a{n}"  # made once
         if not (path / "adapter_config.json").exists():
             model = model or AutoModelForCausalLM.from_pretrained(folder)
             torch.manual_seed(100 + n)
@@ -416,8 +416,9 @@ def main() -> int:
     r = report["round_robin"]
     print(
         f"{r['adapters']} fine-tunes round-robin, 8 clients: {r['answers_equal_to_solo']}/{r['calls']} answers "
-        f"equal to the adapter's own alone ({r['answers_of_another_model']} another model's; the rest parted from "
-        f"their own after {r['differing_parted_after_chars']} of ~{r['answer_length_chars']:.0f} characters), "
+        f"equal to the adapter's own alone (of the others, {r['answers_of_another_model']} another model's; they "
+        f"parted from their own after {r['differing_parted_after_chars']} of ~{r['answer_length_chars']:.0f} "
+        "characters), "
         f"{report['distinct_answers']} distinct; "
         f"{r['tokens_per_s_adapters']:.1f} tokens/s against {r['tokens_per_s_base']:.1f} on the base alone "
         f"({r['tokens_per_s_adapters'] / r['tokens_per_s_base']:.2f}x); restarted: {r['restarted']}"
