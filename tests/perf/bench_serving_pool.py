@@ -315,11 +315,12 @@ def main() -> int:
         # 4. N fine-tunes round-robin by 8 clients: each its own answer; against the base alone, same load.
         import httpx as _httpx
 
+        codes = [t.code for t in tunes]
+
         async def solo_answers():
             async with _httpx.AsyncClient(timeout=600) as client:
                 return {m: (await greedy(client, api, headers, m, args.tokens))[0] for m in [base.code, *codes]}
 
-        codes = [t.code for t in tunes]
         solo = asyncio.run(solo_answers())
         report["distinct_answers"] = len({solo[c] for c in codes})
         pid_before = Instance.objects.get(pk=instance.pk).pid
