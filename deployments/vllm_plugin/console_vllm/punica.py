@@ -14,9 +14,9 @@ products an adapter, each costing more to dispatch than to compute, so up to ``K
 small C kernel (:mod:`console_vllm.kernel`) does a whole layer, every slice of it, row by row; it is used
 while the batch has up to ``KERNEL_ROWS`` rows an adapter present (past that the products win).
 
-The LM head's LoRA is skipped for the adapters whose LM-head weights are zero (every adapter the console trains:
-PEFT's ``all-linear`` leaves the output layer out), which vLLM computes for every sampled row; adapters with one
-keep vLLM's op, as do the embedding LoRA (extra vocabulary) and the sharded layers.
+The LM head's and the embedding's LoRA are skipped for a batch whose adapters have zero weights there (every
+adapter the console trains: PEFT's ``all-linear`` leaves both out), which vLLM computes for every sampled row and
+every token; a batch with an adapter that has them keeps vLLM's op, as do the sharded layers.
 """
 
 import ctypes
@@ -46,7 +46,7 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     _whole: bool = False  # every row on one adapter
     _indices: torch.Tensor | None = None  # the rows' adapters (int64, contiguous), for the kernel
     _layers: dict | None = None  # a layer's weights as the kernel takes them, by the layer's tuple of A weights
-    _head: tuple[int, int, frozenset[int]] | None = None  # the LM head's B: (id, version, slots with weights)
+    _weighted: dict | None = None  # the LM head's and embedding's B, by id: (version, slots with weights)
 
     def update_metadata(self, mapping: Any, lora_index_to_id: Any, max_loras: int, vocab_size: int, **kwargs: Any):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
@@ -129,20 +129,31 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         **kwargs: Any,
     ) -> torch.Tensor:
         present = set(torch.unique(self.sampler_indices).tolist())
-        if not present & self._head_slots(lora_b_stacked):
+        if not present & self._weighted_slots(lora_b_stacked):
             return y
         return super().add_lora_logits(y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer, **kwargs)
 
-    def _head_slots(self, lora_b_stacked: torch.Tensor) -> frozenset[int]:
-        """The slots whose LM-head LoRA is not all zeros; found again only when vLLM has written the weights (an
-        adapter loaded into a slot or reset: the tensor's version counter moves)."""
+    def add_lora_embedding(
+        self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor, add_inputs: bool = True, **kwargs: Any
+    ) -> torch.Tensor:
+        # (the embedding's A is looked up by vLLM's layer before this; only the expand is left)
+        if x.shape[0] == self._tokens and not set(self._slots) & self._weighted_slots(lora_b_stacked):
+            return y
+        super().add_lora_embedding(y, x, lora_b_stacked, add_inputs, **kwargs)
+        return y
+
+    def _weighted_slots(self, lora_b_stacked: torch.Tensor) -> frozenset[int]:
+        """The slots whose B (the LM head's or the embedding's) is not all zeros; found again only when vLLM has
+        written the weights (an adapter loaded into a slot or reset: the tensor's version counter moves)."""
+        if self._weighted is None:
+            self._weighted = {}
         version = lora_b_stacked._version
-        head = self._head
-        if head is None or head[0] != id(lora_b_stacked) or head[1] != version:
+        seen = self._weighted.get(id(lora_b_stacked))
+        if seen is None or seen[0] is not lora_b_stacked or seen[1] != version:
             flat = lora_b_stacked.reshape(lora_b_stacked.shape[0], -1)
             slots = frozenset(torch.nonzero(flat.abs().amax(dim=1)).flatten().tolist())
-            head = self._head = (id(lora_b_stacked), version, slots)
-        return head[2]
+            seen = self._weighted[id(lora_b_stacked)] = (lora_b_stacked, version, slots)
+        return seen[2]
 
     def _kernel(
         self,
