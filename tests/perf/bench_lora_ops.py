@@ -57,6 +57,8 @@ def main() -> None:
         "decode 8 rows, one adapter": torch.full((8,), 3),
         "decode 8 rows, 7 adapters + base": torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]),
         "mixed 40 rows, 8 adapters": torch.arange(8).repeat_interleave(5),
+        # a new call's prompt prefilled beside 7 calls decoding, each on its own adapter (the round-robin's step)
+        "prompt 48 rows + 7 decoding": torch.tensor([0] * 48 + [1, 2, 3, 4, 5, 6, 7]),
         "prefill 300 rows, 8 adapters": torch.arange(8).repeat_interleave(38)[:300],
         "prefill 300 rows, one adapter": torch.full((300,), 5),
     }
