@@ -46,7 +46,7 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     _whole: bool = False  # every row on one adapter
     _indices: torch.Tensor | None = None  # the rows' adapters (int64, contiguous), for the kernel
     _layers: dict | None = None  # a layer's weights as the kernel takes them, by the layer's tuple of A weights
-    _weighted: dict | None = None  # the LM head's and embedding's B, by id: (version, slots with weights)
+    _weighted: dict | None = None  # the LM head's and embedding's B, by id: (the tensor, version, slots with weights)
 
     def update_metadata(self, mapping: Any, lora_index_to_id: Any, max_loras: int, vocab_size: int, **kwargs: Any):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
