@@ -68,6 +68,11 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def instance_log(instance_id: int) -> Path:
+    """Where the node agent writes an instance's server output."""
+    return conf.serving_dir() / "logs" / f"instance-{instance_id}.log"
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -140,12 +145,6 @@ class NodeAgent:
     @property
     def run_dir(self) -> Path:
         path = conf.serving_dir() / "nodes" / self.name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    @property
-    def log_dir(self) -> Path:
-        path = conf.serving_dir() / "logs"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -430,7 +429,8 @@ class NodeAgent:
 
         runtime = get_runtime(instance.runtime)
         port = free_port(self.host)
-        log_path = self.log_dir / f"instance-{instance.pk}.log"
+        log_path = instance_log(instance.pk)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             "SERVING_INSTANCE_ID": str(instance.pk),

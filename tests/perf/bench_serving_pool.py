@@ -146,6 +146,7 @@ def main() -> int:
 
     from accounts.models import ApiKey, User
     from deployments import services as serving
+    from deployments.agent import instance_log
     from deployments.models import Instance
     from modelcards.models import BaseModel, FineTunedModel
     from modelcards.weights import model_dir
@@ -340,9 +341,7 @@ def main() -> int:
         # part too, batching moves the engine's sums (vLLM's CPU GEMMs take another path for 8 rows than for 1),
         # not the routing of adapters.
         base_same = sum(1 for _model, text, _n in base_results if text == solo[base.code])
-        from deployments import conf as serving_conf
-
-        log = (serving_conf.serving_dir() / "logs" / f"instance-{instance.pk}.log").read_text(errors="replace")
+        log = instance_log(instance.pk).read_text(errors="replace")
         dtype = next((w.split("=", 1)[1].rstrip(",") for w in log.split() if w.startswith("dtype=")), "?")
         now = Instance.objects.get(pk=instance.pk)
         report["round_robin"] = {
