@@ -1,6 +1,6 @@
 """The console's vLLM plugin (deployments/vllm_plugin) in vLLM's own Python: loaded through its entry point as an
 instance loads it (the folder on PYTHONPATH, nothing installed), it puts its multi-LoRA wrapper on vLLM's CPU
-platform, builds its C kernel, and both of its paths (kernel, grouped products) compute what a float64 reference
+platform, builds its C kernel (OpenMP, on PyTorch's own runtime), and its paths (kernel, grouped products, both) compute what a float64 reference
 does, as closely as vLLM's own op, in float32 and bfloat16, rows without an adapter untouched; its skipped
 embedding and LM-head LoRA leave what vLLM's ops leave. Skipped with the reason where vLLM cannot run
 (tests/test_serving_vllm.py serves through it on real instances)."""
@@ -54,10 +54,14 @@ def test_the_plugins_lora_linear_equals_the_reference_in_both_paths_and_dtypes(c
     found, tmp_path = checked
     assert found["wrapper"] == "console_vllm.punica.GroupedPunicaWrapperCPU"
     assert found["kernel"], "the C kernel was not built (is cc installed?)"
-    assert list((tmp_path / "cache").glob("lora_kernel-*.so"))
+    built = list((tmp_path / "cache").glob("lora_kernel-*.so"))
+    assert built
+    # built with OpenMP, and it runs on PyTorch's runtime: one in the process, not a second pool of threads
+    assert any(b"libgomp.so.1" in so.read_bytes() for so in built)
+    assert len(found["openmp_runtimes"]) == 1, found["openmp_runtimes"]
     results = found["results"]
     assert {(r["dtype"], r["path"]) for r in results} == {
-        (d, p) for d in ("float32", "bfloat16") for p in ("kernel", "grouped")
+        (d, p) for d in ("float32", "bfloat16") for p in ("kernel", "grouped", "both")
     }
     for r in results:
         # float32: rounding only; bfloat16: the layer's own rounding of y, as vLLM's op has it.

@@ -7,6 +7,7 @@ adapters have zero weights there: equal to vLLM's op on the same inputs, with an
 and after one is written into a slot in place. Prints one JSON object."""
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -116,8 +117,9 @@ def main() -> None:
             for name, (fan_in, sizes) in layers.items()
         }
         for case, indices in cases.items():
-            for kernel_rows in (0, 10**6):
-                punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS = kernel_rows, kernel_rows
+            # the products only; both (an adapter with over 50 rows the products', the others the kernel); the kernel
+            for kernel_rows, path in ((0, "grouped"), (50, "both"), (10**6, "kernel")):
+                punica.KERNEL_ROWS = kernel_rows
                 worst = vllm_worst = 0.0
                 for name, (fan_in, sizes) in layers.items():
                     a, b = weights[name]
@@ -154,12 +156,15 @@ def main() -> None:
                     {
                         "dtype": str(dtype).removeprefix("torch."),
                         "case": case,
-                        "path": "kernel" if kernel_rows else "grouped",
+                        "path": path,
                         "error": worst,
                         "vllm_error": vllm_worst,
                     }
                 )
     out["skipped_ops"] = skipped_ops(punica)
+    # the OpenMP runtimes in the process once the kernel ran (one: the kernel's is PyTorch's own)
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    out["openmp_runtimes"] = sorted({line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line})
     print(json.dumps(out))
 
 

@@ -2,10 +2,14 @@
 one run: the four LoRA'd modules of a SmolLM2-135M layer (qkv, o, gate_up, down; rank 16, 21 adapter slots),
 float32 and bfloat16, at the batches a pool instance sees (decoding 8 rows on one adapter or on 7 and a base
 row, a prefill of 300 rows), each path of ours (the C kernel, the grouped products) and the one it chooses.
-One CPU thread, as an instance on a 2-CPU machine computes. Prints microseconds a layer and the ratio.
+On as many threads as the machine has CPUs, as an instance computes (its model runs on all of them; the kernel
+splits a call's rows between PyTorch's OpenMP threads), or ``--threads N``. Prints microseconds a layer and the
+ratio.
 
-    PYTHONPATH=deployments/vllm_plugin .venv-vllm/bin/python tests/perf/bench_lora_ops.py
+    PYTHONPATH=deployments/vllm_plugin .venv-vllm/bin/python tests/perf/bench_lora_ops.py [--threads N]
 """
+
+import argparse
 
 import os
 import platform
@@ -21,7 +25,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from console_vllm import punica  # noqa: E402
 from vllm_plugin_check import vllm_ops  # noqa: E402
 
-torch.set_num_threads(1)
 SLOTS, RANK = 21, 16
 LAYER = {"qkv": (576, (576, 192, 192)), "o": (576, (576,)), "gate_up": (576, (1536, 1536)), "down": (1536, (576,))}
 
@@ -52,7 +55,11 @@ def layer_us(wrapper, weights, rows: int, dtype) -> float:
 
 
 def main() -> None:
-    print(f"cpu: {cpu()}; torch {torch.__version__}; kernel built: {punica._KERNEL is not None}; 1 thread")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    threads = parser.parse_args().threads
+    torch.set_num_threads(threads)
+    print(f"cpu: {cpu()}; torch {torch.__version__}; kernel built: {punica._KERNEL is not None}; {threads} thread(s)")
     cases = {
         "decode 8 rows, one adapter": torch.full((8,), 3),
         "decode 8 rows, 7 adapters + base": torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]),
@@ -75,13 +82,13 @@ def main() -> None:
             rows = indices.numel()
             vllm_us = layer_us(vllm_ops(indices), weights, rows, dtype)
             ours = punica.GroupedPunicaWrapperCPU(4096, 512, "cpu")
-            ours.group(indices)
             found = {}
-            default = (punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS)
-            for path, limits in (("chosen", default), ("kernel", (10**6, 10**6)), ("grouped", (0, 0))):
-                punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS = limits
+            default = punica.KERNEL_ROWS
+            for path, limit in (("chosen", default), ("kernel", 10**6), ("grouped", 0)):
+                punica.KERNEL_ROWS = limit
+                ours.group(indices)  # which adapters the kernel takes is chosen a step
                 found[path] = layer_us(ours, weights, rows, dtype)
-            punica.KERNEL_ROWS, punica.KERNEL_MAX_ROWS = default
+            punica.KERNEL_ROWS = default
             name = str(dtype).removeprefix("torch.")
             print(
                 f"{name:9s} {case:34s} vLLM {vllm_us:8.0f} us  ours {found['chosen']:7.0f} us "

@@ -3,7 +3,12 @@
 Built once a machine with the C compiler (``CC``, else ``cc``; vLLM's own compiled mode on a CPU needs one too),
 for that CPU (``-march=native``), into ``CONSOLE_VLLM_CACHE`` (else ``~/.cache/console-vllm``) under a name
 from the source and the CPU's flags; an instance starting beside another waits for nothing (each writes its own
-temporary file and renames it). Without a compiler the plugin keeps its grouped PyTorch products."""
+temporary file and renames it). Without a compiler the plugin keeps its grouped PyTorch products.
+
+With OpenMP (``-fopenmp``, else built without it) the kernel splits a call's rows between the process's OpenMP
+threads: PyTorch's own, since the library's name (``libgomp.so.1``) is the one torch has loaded already, so the
+kernel runs on the threads vLLM's model runs on, not on threads beside them (a helper thread of the kernel's own
+fought vLLM's spinning OpenMP thread for the CPU: 67 against 112 tokens/s, docs/benchmarks.md)."""
 
 import ctypes
 import hashlib
@@ -30,8 +35,15 @@ def _cpu_flags() -> str:
 
 
 def build() -> Path:
+    try:
+        return _build([*FLAGS, "-fopenmp"])
+    except RuntimeError:  # a compiler without OpenMP: one thread
+        return _build(FLAGS)
+
+
+def _build(flags: list[str]) -> Path:
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu_flags().encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join(flags).encode() + _cpu_flags().encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CONSOLE_VLLM_CACHE") or Path.home() / ".cache" / "console-vllm")
     lib = cache / f"lora_kernel-{key}.so"
     if not lib.exists():
@@ -39,7 +51,7 @@ def build() -> Path:
         tmp = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
         cc = os.environ.get("CC") or "cc"
         done = subprocess.run(
-            [cc, *FLAGS, "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=300
+            [cc, *flags, "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=300
         )
         if done.returncode != 0:
             tmp.unlink(missing_ok=True)

@@ -10,9 +10,10 @@ does too; small bfloat16 products were slower on a CPU thread), the sum is added
 without an adapter (index -1) are left as they are; vLLM's ``weights[-1]`` would apply the last slot's adapter.
 
 A batch of a few rows on several adapters (decoding: each request its own fine-tune) would be a pair of tiny
-products an adapter, each costing more to dispatch than to compute, so up to ``KERNEL_ROWS`` rows one call of a
-small C kernel (:mod:`console_vllm.kernel`) does a whole layer, every slice of it, row by row; it is used
-while the batch has up to ``KERNEL_ROWS`` rows an adapter present (past that the products win).
+products an adapter, each costing more to dispatch than to compute, so the rows of every adapter with up to
+``KERNEL_ROWS`` rows in the batch go to one call of a small C kernel (:mod:`console_vllm.kernel`) a layer, every
+slice of it, row by row, its rows split between PyTorch's OpenMP threads; an adapter with more rows (a long
+prompt) gets the products, which win there.
 
 The LM head's and the embedding's LoRA are skipped for a batch whose adapters have zero weights there (every
 adapter the console trains: PEFT's ``all-linear`` leaves both out), which vLLM computes for every sampled row and
@@ -20,51 +21,72 @@ every token; a batch with an adapter that has them keeps vLLM's op, as do the sh
 """
 
 import ctypes
+import itertools
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from . import kernel
 
-# The kernel reads each row's adapter weights (about 13 us a row a layer of SmolLM2-135M in float32, 21 in bf16,
-# on one Xeon thread); the grouped products cost a fixed 300 us or so an adapter a layer, then less a row (9 us in
-# float32, 13 in bf16, on one adapter): the kernel is used up to
-# KERNEL_ROWS rows an adapter present in the batch, at most KERNEL_MAX_ROWS (tests/perf/bench_lora_ops.py).
-KERNEL_ROWS = int(os.environ.get("CONSOLE_VLLM_KERNEL_ROWS", "24"))
-KERNEL_MAX_ROWS = int(os.environ.get("CONSOLE_VLLM_KERNEL_MAX_ROWS", "256"))
+# Same run, two threads (an instance's on a 2-CPU machine), float32, a layer of SmolLM2-135M: the kernel costs
+# about 42 us a call and 6.3 us a row; the grouped products about 180 us an adapter and 3.5 us a row: the kernel
+# wins up to about 50 rows an adapter (tests/perf/bench_lora_ops.py; on one thread 13 us a row against 300 us and
+# 9 us, 24 rows was the limit).
+KERNEL_ROWS = int(os.environ.get("CONSOLE_VLLM_KERNEL_ROWS", "48"))
 _KERNEL = kernel.load() if KERNEL_ROWS > 0 else None
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 
+class Grouping(NamedTuple):
+    order: torch.Tensor  # the rows of these adapters, sorted by adapter
+    slots: list[int]  # the adapters, in that order
+    counts: list[int]  # and how many rows each has
+    whole: bool  # every row of the batch on one adapter
+
+
 class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     _tokens: int = -1  # the batch grouped: its length, -1 before the first step
-    _order: torch.Tensor | None = None  # rows with an adapter, sorted by adapter
-    _slots: list[int] = []  # the adapters present, in that order
-    _counts: list[int] = []  # and how many rows each has
-    _whole: bool = False  # every row on one adapter
-    _indices: torch.Tensor | None = None  # the rows' adapters (int64, contiguous), for the kernel
+    _all: Grouping | None = None  # every row with an adapter
+    _large: Grouping | None = None  # the rows of adapters with over KERNEL_ROWS rows (the products'), or None
+    _kernel_indices: torch.Tensor | None = None  # the rows' adapters for the kernel (int64; -1 for the products' rows)
     _layers: dict | None = None  # a layer's weights as the kernel takes them, by the layer's tuple of A weights
     _weighted: dict | None = None  # the LM head's and embedding's B, by id: (the tensor, version, slots with weights)
+
+    @property
+    def _slots(self) -> list[int]:
+        return self._all.slots if self._all is not None else []
 
     def update_metadata(self, mapping: Any, lora_index_to_id: Any, max_loras: int, vocab_size: int, **kwargs: Any):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         self.group(self.token_lora_indices)
 
     def group(self, indices: torch.Tensor) -> None:
-        """Sort this step's rows by adapter (an index per row, -1 for none)."""
+        """Sort this step's rows by adapter (an index per row, -1 for none), and split the adapters between the
+        kernel (up to KERNEL_ROWS rows) and the products."""
         order = torch.argsort(indices, stable=True)
         slots, counts = torch.unique_consecutive(indices.index_select(0, order), return_counts=True)
         slot_list, count_list = slots.tolist(), counts.tolist()
         if slot_list and slot_list[0] < 0:  # rows without an adapter sort first
             order = order[count_list[0] :]
             slot_list, count_list = slot_list[1:], count_list[1:]
-        self._tokens = indices.numel()
-        self._indices = indices.to(torch.int64).contiguous()
-        self._order = order
-        self._slots, self._counts = slot_list, count_list
-        self._whole = len(slot_list) == 1 and count_list[0] == self._tokens
+        self._tokens = n = indices.numel()
+        whole = len(slot_list) == 1 and count_list[0] == n
+        self._all = Grouping(order, slot_list, count_list, whole)
+        large = [i for i, count in enumerate(count_list) if count > KERNEL_ROWS]
+        indices = indices.to(torch.int64)
+        if _KERNEL is None or len(large) == len(slot_list):  # no kernel, or nothing for it
+            self._kernel_indices, self._large = None, self._all
+        elif not large:
+            self._kernel_indices, self._large = indices.contiguous(), None
+        else:
+            starts = [0, *itertools.accumulate(count_list)]
+            rows = torch.cat([order[starts[i] : starts[i + 1]] for i in large])
+            self._kernel_indices = indices.index_fill(0, rows, -1).contiguous()
+            self._large = Grouping(
+                rows, [slot_list[i] for i in large], [count_list[i] for i in large], len(large) == 1 and rows.numel() == n
+            )
 
     def add_lora_linear(
         self,
@@ -81,41 +103,49 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     ) -> torch.Tensor:
         out = y.view(-1, y.shape[-1])
         x = x.reshape(-1, x.shape[-1])
-        if x.shape[0] != self._tokens or self._order is None:  # not the grouped batch: vLLM's own ops
+        if x.shape[0] != self._tokens or self._all is None:  # not the grouped batch: vLLM's own ops
             if not add_inputs:
                 out.zero_()
             return super().add_lora_linear(y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer)
         if not add_inputs:
             out.zero_()
-        if not self._slots:
+        if not self._all.slots:
             return y
-        if _KERNEL is not None and self._tokens <= min(KERNEL_MAX_ROWS, KERNEL_ROWS * len(self._slots)):
-            if self._kernel(out, x, lora_a_stacked, lora_b_stacked, scale, output_slices):
-                return y
-        order = self._order
-        rows = x.float() if self._whole else x.index_select(0, order).float()
+        grouping: Grouping | None = self._all
+        if self._kernel_indices is not None and self._kernel(
+            out, x, lora_a_stacked, lora_b_stacked, scale, output_slices
+        ):
+            grouping = self._large
+        if grouping is not None:
+            self._products(out, x, lora_a_stacked, lora_b_stacked, scale, output_slices, grouping)
+        return y
+
+    @staticmethod
+    def _products(out, x, lora_a_stacked, lora_b_stacked, scale, output_slices, grouping: Grouping) -> None:
+        """Two plain products an adapter of ``grouping`` on its rows, added to them."""
+        order = grouping.order
+        rows = x.float() if grouping.whole else x.index_select(0, order).float()
         offset = 0
         for a, b, size in zip(lora_a_stacked, lora_b_stacked, output_slices, strict=True):
             # a: adapters x 1 x rank x in; b: adapters x 1 x out x rank (padded to the slice's width or wider)
             width = min(size, b.shape[-2])
-            if self._whole:
-                slot = self._slots[0]
+            if grouping.whole:
+                slot = grouping.slots[0]
                 up = (rows @ a[slot, 0].float().t()) @ b[slot, 0, :width].float().t()
             else:
                 parts = [
                     (part @ a[slot, 0].float().t()) @ b[slot, 0, :width].float().t()
-                    for slot, part in zip(self._slots, rows.split(self._counts), strict=True)
+                    for slot, part in zip(grouping.slots, rows.split(grouping.counts), strict=True)
                 ]
                 up = torch.cat(parts)
             if scale != 1.0:
                 up.mul_(scale)
             target = out[:, offset : offset + width]
-            if self._whole:
+            if grouping.whole:
                 target += up.to(out.dtype)
             else:
                 target.index_add_(0, order, up.to(out.dtype))
             offset += size
-        return y
 
     def add_lora_logits(
         self,
@@ -179,7 +209,7 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         args = layer[1]
         if args is None:
             return False
-        indices = self._indices
+        indices = self._kernel_indices
         assert indices is not None
         status = _KERNEL(  # type: ignore[misc]
             dtype,
