@@ -1,9 +1,9 @@
 """The console's vLLM plugin (deployments/vllm_plugin) in vLLM's own Python: loaded through its entry point as an
 instance loads it (the folder on PYTHONPATH, nothing installed), it puts its multi-LoRA wrapper on vLLM's CPU
-platform, builds its C kernel (OpenMP, on PyTorch's own runtime), and its paths (kernel, grouped products, both) compute what a float64 reference
-does, as closely as vLLM's own op, in float32 and bfloat16, rows without an adapter untouched; its skipped
-embedding and LM-head LoRA leave what vLLM's ops leave. Skipped with the reason where vLLM cannot run
-(tests/test_serving_vllm.py serves through it on real instances)."""
+platform, builds its C kernel (OpenMP, on PyTorch's own runtime), and its paths (kernel, grouped products, both
+in one step) compute what a float64 reference does, as closely as vLLM's own op, in float32 and bfloat16, rows
+without an adapter untouched; its skipped embedding and LM-head LoRA leave what vLLM's ops leave. Skipped with the
+reason where vLLM cannot run (tests/test_serving_vllm.py serves through it on real instances)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ ratio.
 """
 
 import argparse
-
 import os
 import platform
 import sys

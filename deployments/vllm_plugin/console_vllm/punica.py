@@ -84,9 +84,8 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
             starts = [0, *itertools.accumulate(count_list)]
             rows = torch.cat([order[starts[i] : starts[i + 1]] for i in large])
             self._kernel_indices = indices.index_fill(0, rows, -1).contiguous()
-            self._large = Grouping(
-                rows, [slot_list[i] for i in large], [count_list[i] for i in large], len(large) == 1 and rows.numel() == n
-            )
+            large_slots, large_counts = [slot_list[i] for i in large], [count_list[i] for i in large]
+            self._large = Grouping(rows, large_slots, large_counts, len(large) == 1 and rows.numel() == n)
 
     def add_lora_linear(
         self,
