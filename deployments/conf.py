@@ -67,15 +67,15 @@ def max_lora_rank() -> int:
 def vllm_plugin_environment() -> dict[str, str]:
     """What a vLLM instance needs to load the console's plugin (deployments/vllm_plugin: its folder is the
     instance's PYTHONPATH, where the entry point's dist-info is; nothing installed, and nothing of the console's
-    own environment on vLLM's path), or to keep vLLM's own LoRA ops (SERVING_LORA_OPS=vllm). The plugin's C
-    kernel is built into var/cache/console-vllm."""
+    own environment on vLLM's path), with its multi-LoRA ops, or with vLLM's own (SERVING_LORA_OPS=vllm; any
+    other value is an error of the system check, deployments.E103). The plugin's C kernel is built into
+    var/cache/console-vllm."""
     from pathlib import Path
 
-    if settings.SERVING_LORA_OPS == "vllm":  # any other value is an error of the system check (deployments.E103)
-        return {"CONSOLE_VLLM_GROUPED_LORA": "0"}
     plugin = str(Path(__file__).resolve().parent / "vllm_plugin")
     cache = Path(settings.VAR_DIR) / "cache" / "console-vllm"
-    return {"PYTHONPATH": plugin, "CONSOLE_VLLM_GROUPED_LORA": "1", "CONSOLE_VLLM_CACHE": str(cache)}
+    grouped = "0" if settings.SERVING_LORA_OPS == "vllm" else "1"
+    return {"PYTHONPATH": plugin, "CONSOLE_VLLM_GROUPED_LORA": grouped, "CONSOLE_VLLM_CACHE": str(cache)}
 
 
 def served_context(context_length: int) -> int:

@@ -171,10 +171,14 @@ class VllmServe(Runtime):
         # each other's queues: the model then gets all the instance's CPUs. Same run, bench_lora_rank.py, 8
         # clients, float32: 2 threads 89.1 tokens/s on the base, 73.1 on 20 adapters; 1 thread 64.5 and 52.3.
         # (With the worker process, 1 thread was the faster on a 2-CPU AMX Xeon: 150 tokens/s at 8 streams
-        # against 108.) The API server itself always runs the engine in a process of its own.
+        # against 108.) The API server itself always runs the engine in a process of its own, which vLLM's CPU
+        # platform starts by spawn: a new Python importing vLLM again (17 s on a 2-CPU AVX2 EPYC); the console's
+        # plugin has it forked instead (CONSOLE_VLLM_FORK_ENGINE, deployments/vllm_plugin): a bare instance healthy
+        # after 26.7 / 30.5 s instead of 43.6 there, the same answers (vLLM forks it on a GPU too).
         env = super().environment(omp_threads=omp_threads if cpu else max(1, omp_threads - 1), api_key=api_key)
         if cpu:
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            env["CONSOLE_VLLM_FORK_ENGINE"] = "1"
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         env["VLLM_CPU_KVCACHE_SPACE"] = str(conf.vllm_kv_cache_gib())

@@ -131,18 +131,21 @@ def test_vllm_instances_load_the_console_plugin_unless_told_not_to(settings):
     assert env["CONSOLE_VLLM_GROUPED_LORA"] == "1" and env["CONSOLE_VLLM_CACHE"].startswith(str(settings.VAR_DIR))
     settings.SERVING_LORA_OPS = "vllm"
     env = VllmServe().environment(omp_threads=2, api_key="k")
-    assert env["CONSOLE_VLLM_GROUPED_LORA"] == "0" and "PYTHONPATH" not in env
+    assert env["CONSOLE_VLLM_GROUPED_LORA"] == "0" and env["PYTHONPATH"] == str(plugin)  # (it forks the engine)
 
 
 def test_vllm_runs_the_model_in_the_engines_process_on_a_cpu(monkeypatch):
-    """On a CPU, one process fewer to start (vLLM's uniprocess executor), and the model computes on all the
-    instance's CPUs; a GPU node keeps vLLM's defaults and leaves a CPU to the API server."""
+    """On a CPU, one process fewer to start (vLLM's uniprocess executor), the engine's process forked from the API
+    server's rather than spawned (no second import of vLLM), and the model computes on all the instance's CPUs; a
+    GPU node keeps vLLM's defaults and leaves a CPU to the API server."""
     monkeypatch.setattr(conf, "has_nvidia_gpu", lambda: False)
     env = VllmServe().environment(omp_threads=4, api_key="k")
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["OMP_NUM_THREADS"] == "4"
+    assert env["CONSOLE_VLLM_FORK_ENGINE"] == "1"  # the API server's engine process forked, not spawned
     monkeypatch.setattr(conf, "has_nvidia_gpu", lambda: True)
     env = VllmServe().environment(omp_threads=4, api_key="k")
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env and env["OMP_NUM_THREADS"] == "3"
+    assert "CONSOLE_VLLM_FORK_ENGINE" not in env
 
 
 def test_vllm_serves_the_adapter_on_its_base_with_an_api_key(tiny_base, tune):

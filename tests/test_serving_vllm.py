@@ -54,6 +54,37 @@ def _lora(model, seed: int, out: Path) -> Path:
     return out
 
 
+def _has_gpu() -> bool:
+    from deployments import conf
+
+    return conf.has_nvidia_gpu()
+
+
+def _group(pgid: int) -> dict[int, bytes]:
+    """The command lines of a process group's processes, by pid."""
+    found = {}
+    for proc_dir in Path("/proc").iterdir():
+        try:
+            if proc_dir.name.isdigit() and int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                found[int(proc_dir.name)] = (proc_dir / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _randomized() -> bool:
+    """Whether the kernel loads libraries at random addresses for each new program (ASLR)."""
+    return Path("/proc/sys/kernel/randomize_va_space").read_text().strip() != "0"
+
+
+def _mapped_at(pid: int, library: str) -> str:
+    """Where a process has ``library`` mapped (its first mapping's start address)."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if library in line:
+            return line.split("-", 1)[0]
+    raise AssertionError(f"{library} is not mapped in {pid}")
+
+
 @pytest.fixture(scope="module")
 def vllm_model_dir(tmp_path_factory) -> tuple[Path, list[Path]]:
     """A tiny Llama with head_dim 64, and three LoRA adapters of it (different random weights)."""
@@ -315,6 +346,10 @@ def test_vllm_serves_a_base_and_a_lora_fine_tune_behind_the_gateway(vllm_stack, 
     assert direct.status_code == 401
     for pid in instance_pids(db_name):  # the key is in the instance's environment, never on a command line
         assert instance.api_key.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if not _has_gpu() and _randomized():  # on a CPU the engine's process is the API server's fork: C library
+            # mapped where the server has it (a new Python, spawned, would have it elsewhere)
+            engines = [p for p, cmdline in _group(pid).items() if cmdline.startswith(b"VLLM::EngineCore")]
+            assert engines and all(_mapped_at(p, "libc.so") == _mapped_at(pid, "libc.so") for p in engines)
 
     body = {
         "model": deployment.code,
