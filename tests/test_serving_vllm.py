@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import ApiKey
-from deployments import services
+from deployments import conf, services
 from deployments.models import Deployment, Instance, Node
 from modelcards.models import BaseModel, FineTunedModel
 
@@ -52,12 +52,6 @@ def _lora(model, seed: int, out: Path) -> Path:
         if (source / name).exists():
             shutil.copy(source / name, out / name)
     return out
-
-
-def _has_gpu() -> bool:
-    from deployments import conf
-
-    return conf.has_nvidia_gpu()
 
 
 def _group(pgid: int) -> dict[int, bytes]:
@@ -346,8 +340,9 @@ def test_vllm_serves_a_base_and_a_lora_fine_tune_behind_the_gateway(vllm_stack, 
     assert direct.status_code == 401
     for pid in instance_pids(db_name):  # the key is in the instance's environment, never on a command line
         assert instance.api_key.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        if not _has_gpu() and _randomized():  # on a CPU the engine's process is the API server's fork: C library
-            # mapped where the server has it (a new Python, spawned, would have it elsewhere)
+        # On a CPU the engine's process is the API server's fork: the C library mapped where the server has it (a
+        # new Python, spawned, would have it elsewhere)
+        if not conf.has_nvidia_gpu() and _randomized():
             engines = [p for p, cmdline in _group(pid).items() if cmdline.startswith(b"VLLM::EngineCore")]
             assert engines and all(_mapped_at(p, "libc.so") == _mapped_at(pid, "libc.so") for p in engines)
 

@@ -28,9 +28,9 @@ def register() -> None:
 
 def _fork_engine(cls) -> None:
     """Have the API server start its engine process by fork. vLLM's CPU platform sets spawn for every process it
-    starts (``check_and_update_config``), for its worker processes, whose OpenMP threads it binds to cores; with
-    the model in the engine's own process there are none, and a spawned engine is a new Python importing vLLM and
-    PyTorch again: 17 s of a 44 s start on a 2-CPU AVX2 EPYC (vLLM forks it on a GPU, its default). The forked
+    starts (``check_and_update_config``, its worker processes included; with the model in the engine's own process
+    there are none), and a spawned engine is a new Python importing vLLM and PyTorch again: 17 s of a 44 s start
+    on a 2-CPU AVX2 EPYC (vLLM forks it on a GPU, its default). The forked
     engine loads the model and starts its OpenMP threads itself (tests/test_serving_vllm.py checks the fork and
     serves through it)."""
     if getattr(cls, "_console_fork_engine", False):
