@@ -202,20 +202,40 @@ def serving_stack(django_db_setup, django_db_blocker, celery_worker):
         kill_leftover_instances()
 
 
+def _processes():
+    """Each live process as (its /proc folder, its state and the fields after it in ``stat``)."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            yield proc_dir, (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+
+
 def instance_pids(db_name: str) -> list[int]:
     """The process groups of this test run's live instance processes (found by their environment), one per
     instance: its leader's pid, what the instance row records. A runtime may run workers beside its server
     (``transformers serve`` 5.25 generates in a child process); they are counted with their group."""
     marker = b"CONSOLE_TEST_WORKER_DB=" + db_name.encode() + b"\0"
     groups = set()
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
+    for proc_dir, fields in _processes():
         try:
             environ = (proc_dir / "environ").read_bytes() + b"\0"
-            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        except OSError:
             continue
         if b"SERVING_INSTANCE_ID=" in environ and marker in environ and fields[0] != "Z":
             groups.add(int(fields[2]))  # the process group id
     return sorted(groups)
+
+
+def group_cmdlines(pgid: int) -> dict[int, bytes]:
+    """The command lines of a process group's processes, by pid."""
+    found = {}
+    for proc_dir, fields in _processes():
+        try:
+            if int(fields[2]) == pgid:
+                found[int(proc_dir.name)] = (proc_dir / "cmdline").read_bytes()
+        except OSError:
+            continue
+    return found

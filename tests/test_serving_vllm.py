@@ -25,7 +25,16 @@ from modelcards.models import BaseModel, FineTunedModel
 
 from .conftest import make_user
 from .jobs_support import wait_for
-from .serving_support import ROOT, _env, instance_pids, kill_leftover_instances, start_web, vllm_python, vllm_why_not
+from .serving_support import (
+    ROOT,
+    _env,
+    group_cmdlines,
+    instance_pids,
+    kill_leftover_instances,
+    start_web,
+    vllm_python,
+    vllm_why_not,
+)
 
 WHY_NOT = vllm_why_not()
 if WHY_NOT:
@@ -52,18 +61,6 @@ def _lora(model, seed: int, out: Path) -> Path:
         if (source / name).exists():
             shutil.copy(source / name, out / name)
     return out
-
-
-def _group(pgid: int) -> dict[int, bytes]:
-    """The command lines of a process group's processes, by pid."""
-    found = {}
-    for proc_dir in Path("/proc").iterdir():
-        try:
-            if proc_dir.name.isdigit() and int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
-                found[int(proc_dir.name)] = (proc_dir / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
 
 
 def _randomized() -> bool:
@@ -343,7 +340,7 @@ def test_vllm_serves_a_base_and_a_lora_fine_tune_behind_the_gateway(vllm_stack, 
         # On a CPU the engine's process is the API server's fork: the C library mapped where the server has it (a
         # new Python, spawned, would have it elsewhere)
         if not conf.has_nvidia_gpu() and _randomized():
-            engines = [p for p, cmdline in _group(pid).items() if cmdline.startswith(b"VLLM::EngineCore")]
+            engines = [p for p, cmdline in group_cmdlines(pid).items() if cmdline.startswith(b"VLLM::EngineCore")]
             assert engines and all(_mapped_at(p, "libc.so") == _mapped_at(pid, "libc.so") for p in engines)
 
     body = {
